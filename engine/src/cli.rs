@@ -1,0 +1,256 @@
+//! Command-line interface: `hub`, `edge`, `token`, `schema`, and `--management`.
+//!
+//! Every flag of `hub` and `edge` can also come from a `REMOTEINGRESS_*` environment variable
+//! (clap's `env`), and `REMOTEINGRESS_MODE=hub|edge` selects the role when no subcommand is given,
+//! so a container can be configured from its environment alone.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Environment variable names (DESIGN section 8).
+pub mod env_vars {
+    pub const MODE: &str = "REMOTEINGRESS_MODE";
+    pub const TOKEN: &str = "REMOTEINGRESS_TOKEN";
+    pub const HUB_HOST: &str = "REMOTEINGRESS_HUB_HOST";
+    pub const HUB_PORT: &str = "REMOTEINGRESS_HUB_PORT";
+    pub const EDGE_ID: &str = "REMOTEINGRESS_EDGE_ID";
+    pub const SECRET: &str = "REMOTEINGRESS_SECRET";
+    pub const TARGET_HOST: &str = "REMOTEINGRESS_TARGET_HOST";
+    pub const TUNNEL_PORT: &str = "REMOTEINGRESS_TUNNEL_PORT";
+    pub const ALLOWED_EDGES_JSON: &str = "REMOTEINGRESS_ALLOWED_EDGES_JSON";
+    pub const EDGES_FILE: &str = "REMOTEINGRESS_EDGES_FILE";
+    pub const PERFORMANCE_JSON: &str = "REMOTEINGRESS_PERFORMANCE_JSON";
+    pub const STREAM_EVENT_MODE: &str = "REMOTEINGRESS_STREAM_EVENT_MODE";
+    pub const TRANSPORT_MODE: &str = "REMOTEINGRESS_TRANSPORT_MODE";
+    pub const BIND_ADDRESS: &str = "REMOTEINGRESS_BIND_ADDRESS";
+    pub const HUB_CERT_SHA256: &str = "REMOTEINGRESS_HUB_CERT_SHA256";
+    pub const TLS_CERT: &str = "REMOTEINGRESS_TLS_CERT";
+    pub const TLS_KEY: &str = "REMOTEINGRESS_TLS_KEY";
+    pub const PROXY_PROTOCOL: &str = "REMOTEINGRESS_PROXY_PROTOCOL";
+    pub const LOG: &str = "REMOTEINGRESS_LOG";
+}
+
+use env_vars as ev;
+
+/// remoteingress: public TCP/UDP enters at an edge and reaches a private hub through one tunnel,
+/// with the client address preserved by PROXY protocol.
+#[derive(Debug, Parser)]
+#[command(name = "remoteingress-bin", version, about, long_about = None)]
+#[command(
+    after_help = "Logs go to stderr; the level comes from REMOTEINGRESS_LOG (default info).\n\
+Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role."
+)]
+pub struct Cli {
+    /// Speak the JSON-lines management protocol on stdin/stdout (used by the TypeScript
+    /// wrapper and any program that drives the binary).
+    #[arg(long)]
+    pub management: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a hub: accept edge tunnels and forward their traffic to the target host.
+    Hub(HubArgs),
+    /// Run an edge: connect to a hub and serve the public ports it assigns.
+    Edge(EdgeArgs),
+    /// Encode or decode a connection token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the JSON Schema of the IPC protocol.
+    Schema,
+}
+
+/// Stream telemetry mode of the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "camelCase")]
+pub enum StreamEventModeArg {
+    PerStream,
+    Summary,
+    Off,
+}
+
+/// PROXY protocol version the hub writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyProtocolArg {
+    V1,
+    V2,
+}
+
+/// Edge transport mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "camelCase")]
+pub enum TransportModeArg {
+    TcpTls,
+    Quic,
+    QuicWithFallback,
+}
+
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Tunnel port edges connect to (TCP for TLS, UDP for QUIC).
+    #[arg(long, env = ev::TUNNEL_PORT, default_value_t = 8443)]
+    pub tunnel_port: u16,
+    /// Host the hub forwards to; the target port equals the edge's public port.
+    #[arg(long, env = ev::TARGET_HOST, default_value = "127.0.0.1")]
+    pub target_host: String,
+    /// JSON file with the allowed edges (an array of TAllowedEdge); re-read on SIGHUP.
+    #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
+    pub edges: Option<PathBuf>,
+    /// Allowed edges as inline JSON (an array of TAllowedEdge), when no file is given.
+    #[arg(long, env = ev::ALLOWED_EDGES_JSON, value_name = "JSON", conflicts_with = "edges")]
+    pub allowed_edges_json: Option<String>,
+    /// PEM certificate chain to serve (a self-signed one is generated when omitted).
+    #[arg(long, env = ev::TLS_CERT, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = ev::TLS_KEY, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Stream events: perStream, summary (one per edge per second) or off.
+    #[arg(long, env = ev::STREAM_EVENT_MODE, value_enum, default_value = "perStream")]
+    pub stream_event_mode: StreamEventModeArg,
+    /// PROXY protocol version written to the target for TCP.
+    #[arg(long, env = ev::PROXY_PROTOCOL, value_enum, default_value = "v1")]
+    pub proxy_protocol: ProxyProtocolArg,
+    /// Flow-control and timing settings as JSON (IPerformanceConfig).
+    #[arg(long, env = ev::PERFORMANCE_JSON, value_name = "JSON")]
+    pub performance_json: Option<String>,
+    /// Print events as JSON lines on stdout instead of log lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Connection token from the hub operator (replaces --hub-host/--hub-port/--edge-id/--secret).
+    #[arg(long, env = ev::TOKEN, conflicts_with_all = ["hub_host", "edge_id", "secret"])]
+    pub token: Option<String>,
+    /// Hub host name or address.
+    #[arg(long, env = ev::HUB_HOST, required_unless_present = "token")]
+    pub hub_host: Option<String>,
+    /// Hub tunnel port.
+    #[arg(long, env = ev::HUB_PORT)]
+    pub hub_port: Option<u16>,
+    /// This edge's id.
+    #[arg(long, env = ev::EDGE_ID, required_unless_present = "token")]
+    pub edge_id: Option<String>,
+    /// This edge's secret.
+    #[arg(long, env = ev::SECRET, required_unless_present = "token", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// tcpTls, quic or quicWithFallback.
+    #[arg(long, env = ev::TRANSPORT_MODE, value_enum, default_value = "quicWithFallback")]
+    pub transport_mode: TransportModeArg,
+    /// Local address the public listeners bind to (default: all).
+    #[arg(long, env = ev::BIND_ADDRESS)]
+    pub bind_address: Option<String>,
+    /// Pin the hub certificate's SHA-256 fingerprint (hex).
+    #[arg(long, env = ev::HUB_CERT_SHA256)]
+    pub hub_cert_sha256: Option<String>,
+    /// Print events as JSON lines on stdout instead of log lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a connection token for an edge.
+    Encode {
+        /// Hub host name or address, as the edge will reach it.
+        #[arg(long)]
+        hub_host: String,
+        /// Hub tunnel port.
+        #[arg(long, default_value_t = 8443)]
+        hub_port: u16,
+        /// Edge id.
+        #[arg(long)]
+        edge_id: String,
+        /// Edge secret.
+        #[arg(long)]
+        secret: String,
+        /// SHA-256 fingerprint of the hub certificate (from the hub's status), to pin it.
+        #[arg(long)]
+        cert_sha256: Option<String>,
+    },
+    /// Decode a token and print its fields as JSON (the secret included).
+    Decode {
+        /// The token.
+        token: String,
+    },
+}
+
+impl Cli {
+    /// Parses the command line; without a subcommand, `REMOTEINGRESS_MODE` picks `hub` or
+    /// `edge` (the value is read through `mode`, so tests need not touch the environment).
+    pub fn parse_with_mode(args: Vec<OsString>, mode: Option<String>) -> Result<Self, clap::Error> {
+        let cli = Self::try_parse_from(&args)?;
+        if cli.command.is_some() || cli.management {
+            return Ok(cli);
+        }
+        match mode.as_deref().map(str::trim) {
+            Some(role @ ("hub" | "edge")) => {
+                let mut with_role = args;
+                with_role.insert(1.min(with_role.len()), role.into());
+                Self::try_parse_from(with_role)
+            }
+            Some(other) => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("{} must be \"hub\" or \"edge\", not {other:?}\n", ev::MODE),
+            )),
+            None => Ok(cli),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mode_selects_the_role_without_a_subcommand() {
+        let cli = Cli::parse_with_mode(
+            args(&["bin", "--token", "abc"])
+                .into_iter()
+                .take(1)
+                .collect(),
+            Some("hub".into()),
+        )
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Hub(_))));
+        let error = Cli::parse_with_mode(args(&["bin"]), Some("proxy".into())).unwrap_err();
+        assert!(error.to_string().contains("REMOTEINGRESS_MODE"));
+    }
+
+    #[test]
+    fn edge_needs_a_token_or_explicit_fields() {
+        assert!(Cli::try_parse_from(args(&["bin", "edge", "--hub-host", "h"])).is_err());
+        let cli = Cli::try_parse_from(args(&[
+            "bin",
+            "edge",
+            "--hub-host",
+            "h",
+            "--edge-id",
+            "e",
+            "--secret",
+            "s",
+        ]))
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Edge(_))));
+        assert!(
+            Cli::try_parse_from(args(&["bin", "edge", "--token", "t", "--hub-host", "h"])).is_err()
+        );
+    }
+}

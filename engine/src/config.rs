@@ -1,0 +1,627 @@
+//! Validated runtime configuration, built from the `ipc-schema` types.
+//!
+//! The IPC types describe what a caller may send; the types here are what the engine runs with:
+//! durations instead of seconds, parsed addresses, decoded tokens, checked ranges. Every check
+//! names the JSON path of the offending field, so an operator can fix the right line.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use remoteingress_ipc_schema as ipc;
+use remoteingress_ipc_schema::{
+    FirewallConfig, ProxyProtocolVersion, Secret, StreamEventMode, TransportMode,
+    UdpProxyHeaderMode,
+};
+use thiserror::Error;
+
+use crate::ident::{validate_edge_id, validate_secret};
+use crate::token::ConnectionToken;
+
+/// Default STUN server for public IP discovery.
+pub const DEFAULT_STUN_SERVER: &str = "stun.cloudflare.com:3478";
+/// Default STUN interval pushed to edges.
+pub const DEFAULT_STUN_INTERVAL_SECS: u32 = 300;
+/// Default hub tunnel port.
+pub const DEFAULT_HUB_PORT: u16 = 8443;
+
+/// A configuration value that is well-formed JSON but not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// JSON path of the field, e.g. `config.edges[2].secret`.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Validated hub configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// 0 asks the OS for a free port (tests); status reports the bound one.
+    pub tunnel_port: u16,
+    pub target_host: String,
+    pub tls: Option<ipc::TlsConfig>,
+    pub stream_event_mode: StreamEventMode,
+    pub proxy_protocol: ProxyProtocolVersion,
+    pub udp_proxy_header: UdpProxyHeaderMode,
+    pub performance: PerformanceSettings,
+}
+
+impl HubSettings {
+    /// Validates a hub config; `path` is where it sits in the request (e.g. `config`).
+    pub fn from_ipc(config: ipc::HubConfig, path: &str) -> Result<Self, ConfigError> {
+        validate_host(&config.target_host, &format!("{path}.targetHost"))?;
+        if let Some(tls) = &config.tls {
+            if !tls.cert_pem.contains("-----BEGIN") {
+                return Err(ConfigError::new(
+                    format!("{path}.tls.certPem"),
+                    "is not a PEM certificate",
+                ));
+            }
+            if !tls.key_pem.expose().contains("-----BEGIN") {
+                return Err(ConfigError::new(
+                    format!("{path}.tls.keyPem"),
+                    "is not a PEM private key",
+                ));
+            }
+        }
+        let performance = PerformanceSettings::from_ipc(
+            &config.performance.unwrap_or_default(),
+            &format!("{path}.performance"),
+        )?;
+        Ok(Self {
+            tunnel_port: config.tunnel_port,
+            target_host: config.target_host,
+            tls: config.tls,
+            stream_event_mode: config.stream_event_mode,
+            proxy_protocol: config.proxy_protocol,
+            udp_proxy_header: config.udp_proxy_header,
+            performance,
+        })
+    }
+}
+
+/// Validated flow-control, QoS and timing settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerformanceSettings {
+    pub stream_window_max: u32,
+    pub stream_window_min: u32,
+    pub window_budget: u64,
+    pub sustained_after: Duration,
+    pub sustained_threshold_bytes_per_sec: u64,
+    pub sustained_drain_bytes_per_sec: u64,
+    pub udp_session_idle: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for PerformanceSettings {
+    fn default() -> Self {
+        // The defaults are valid by construction (checked by a unit test).
+        Self::from_ipc(&ipc::PerformanceConfig::default(), "performance").unwrap_or(Self {
+            stream_window_max: 4 << 20,
+            stream_window_min: 1 << 20,
+            window_budget: 200 << 20,
+            sustained_after: Duration::from_secs(10),
+            sustained_threshold_bytes_per_sec: 2_500_000,
+            sustained_drain_bytes_per_sec: 1 << 20,
+            udp_session_idle: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+        })
+    }
+}
+
+/// Largest per-stream window we accept: windows are in-flight bytes per stream.
+const MAX_STREAM_WINDOW: u32 = 64 << 20;
+
+impl PerformanceSettings {
+    pub fn from_ipc(p: &ipc::PerformanceConfig, path: &str) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("{path}.{name}");
+        if p.stream_window_min_bytes < 64 * 1024 {
+            return Err(ConfigError::new(
+                field("streamWindowMinBytes"),
+                "must be at least 65536 (one full DATA frame)",
+            ));
+        }
+        if p.stream_window_max_bytes < p.stream_window_min_bytes {
+            return Err(ConfigError::new(
+                field("streamWindowMaxBytes"),
+                "must not be smaller than streamWindowMinBytes",
+            ));
+        }
+        if p.stream_window_max_bytes > MAX_STREAM_WINDOW {
+            return Err(ConfigError::new(
+                field("streamWindowMaxBytes"),
+                format!("must be at most {MAX_STREAM_WINDOW}"),
+            ));
+        }
+        if p.window_budget_bytes < u64::from(p.stream_window_max_bytes) {
+            return Err(ConfigError::new(
+                field("windowBudgetBytes"),
+                "must be at least streamWindowMaxBytes",
+            ));
+        }
+        for (name, value) in [
+            ("sustainedAfterSecs", u64::from(p.sustained_after_secs)),
+            (
+                "sustainedThresholdMbps",
+                u64::from(p.sustained_threshold_mbps),
+            ),
+            ("sustainedDrainBytesPerSec", p.sustained_drain_bytes_per_sec),
+            ("udpSessionIdleSecs", u64::from(p.udp_session_idle_secs)),
+            (
+                "heartbeatIntervalSecs",
+                u64::from(p.heartbeat_interval_secs),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field(name), "must be greater than 0"));
+            }
+        }
+        if p.heartbeat_timeout_secs <= p.heartbeat_interval_secs {
+            return Err(ConfigError::new(
+                field("heartbeatTimeoutSecs"),
+                "must be greater than heartbeatIntervalSecs",
+            ));
+        }
+        Ok(Self {
+            stream_window_max: p.stream_window_max_bytes,
+            stream_window_min: p.stream_window_min_bytes,
+            window_budget: p.window_budget_bytes,
+            sustained_after: Duration::from_secs(p.sustained_after_secs.into()),
+            sustained_threshold_bytes_per_sec: u64::from(p.sustained_threshold_mbps) * 1_000_000
+                / 8,
+            sustained_drain_bytes_per_sec: p.sustained_drain_bytes_per_sec,
+            udp_session_idle: Duration::from_secs(p.udp_session_idle_secs.into()),
+            heartbeat_interval: Duration::from_secs(p.heartbeat_interval_secs.into()),
+            heartbeat_timeout: Duration::from_secs(p.heartbeat_timeout_secs.into()),
+        })
+    }
+}
+
+/// One validated allowed edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowedEdgeSettings {
+    pub id: String,
+    pub secret: Secret,
+    pub listen_ports: Vec<u16>,
+    pub listen_ports_udp: Vec<u16>,
+    pub stun_interval_secs: u32,
+    pub firewall_config: Option<FirewallConfig>,
+    pub egress: Option<ipc::EgressPolicy>,
+}
+
+/// Validates a complete allowed-edges list (ids unique, ports valid).
+pub fn validate_allowed_edges(
+    edges: Vec<ipc::AllowedEdge>,
+    path: &str,
+) -> Result<Vec<AllowedEdgeSettings>, ConfigError> {
+    let mut seen = HashSet::new();
+    edges
+        .into_iter()
+        .enumerate()
+        .map(|(index, edge)| {
+            let at = format!("{path}[{index}]");
+            validate_edge_id(&edge.id).map_err(|e| ConfigError::new(format!("{at}.id"), e))?;
+            validate_secret(edge.secret.expose())
+                .map_err(|e| ConfigError::new(format!("{at}.secret"), e))?;
+            if !seen.insert(edge.id.clone()) {
+                return Err(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("edge id {:?} appears more than once", edge.id),
+                ));
+            }
+            let listen_ports = validate_ports(edge.listen_ports, &format!("{at}.listenPorts"))?;
+            let listen_ports_udp =
+                validate_ports(edge.listen_ports_udp, &format!("{at}.listenPortsUdp"))?;
+            let stun_interval_secs = edge
+                .stun_interval_secs
+                .unwrap_or(DEFAULT_STUN_INTERVAL_SECS);
+            if stun_interval_secs < 10 {
+                return Err(ConfigError::new(
+                    format!("{at}.stunIntervalSecs"),
+                    "must be at least 10",
+                ));
+            }
+            Ok(AllowedEdgeSettings {
+                id: edge.id,
+                secret: edge.secret,
+                listen_ports,
+                listen_ports_udp,
+                stun_interval_secs,
+                firewall_config: edge.firewall_config,
+                egress: edge.egress,
+            })
+        })
+        .collect()
+}
+
+/// Ports must be 1..=65535 and listed once each; the result is sorted.
+fn validate_ports(mut ports: Vec<u16>, path: &str) -> Result<Vec<u16>, ConfigError> {
+    if ports.contains(&0) {
+        return Err(ConfigError::new(path, "port 0 is not a valid listen port"));
+    }
+    ports.sort_unstable();
+    if let Some(pair) = ports.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(ConfigError::new(
+            path,
+            format!("port {} is listed more than once", pair[0]),
+        ));
+    }
+    Ok(ports)
+}
+
+/// Validated edge configuration.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub hub_host: String,
+    pub hub_port: u16,
+    pub edge_id: String,
+    pub secret: Secret,
+    /// Pinned SHA-256 of the hub certificate.
+    pub hub_cert_sha256: Option<[u8; 32]>,
+    pub bind_address: Option<IpAddr>,
+    pub transport_mode: TransportMode,
+    pub stun_servers: Vec<String>,
+}
+
+impl EdgeSettings {
+    pub fn from_ipc(config: ipc::EdgeConfig, path: &str) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("{path}.{name}");
+        let (hub_host, hub_port, edge_id, secret, pin) = match config.token {
+            Some(token) => {
+                for (name, present) in [
+                    ("hubHost", config.hub_host.is_some()),
+                    ("hubPort", config.hub_port.is_some()),
+                    ("edgeId", config.edge_id.is_some()),
+                    ("secret", config.secret.is_some()),
+                ] {
+                    if present {
+                        return Err(ConfigError::new(
+                            field(name),
+                            "must not be given together with token (the token carries it)",
+                        ));
+                    }
+                }
+                let token = ConnectionToken::decode(token.expose())
+                    .map_err(|e| ConfigError::new(field("token"), e))?;
+                let pin =
+                    match (token.hub_cert_sha256, config.hub_cert_sha256) {
+                        (Some(_), Some(_)) => return Err(ConfigError::new(
+                            field("hubCertSha256"),
+                            "must not be given together with a token that carries a fingerprint",
+                        )),
+                        (from_token, explicit) => from_token.or(explicit),
+                    };
+                (
+                    token.hub_host,
+                    token.hub_port,
+                    token.edge_id,
+                    token.secret,
+                    pin,
+                )
+            }
+            None => {
+                let missing = |name: &str| {
+                    ConfigError::new(
+                        field(name),
+                        "is required (give either token, or hubHost, edgeId and secret)",
+                    )
+                };
+                let hub_host = config.hub_host.ok_or_else(|| missing("hubHost"))?;
+                let edge_id = config.edge_id.ok_or_else(|| missing("edgeId"))?;
+                let secret = config.secret.ok_or_else(|| missing("secret"))?;
+                let hub_port = config.hub_port.unwrap_or(DEFAULT_HUB_PORT);
+                (hub_host, hub_port, edge_id, secret, config.hub_cert_sha256)
+            }
+        };
+        validate_host(&hub_host, &field("hubHost"))?;
+        if hub_port == 0 {
+            return Err(ConfigError::new(field("hubPort"), "must be 1..65535"));
+        }
+        validate_edge_id(&edge_id).map_err(|e| ConfigError::new(field("edgeId"), e))?;
+        validate_secret(secret.expose()).map_err(|e| ConfigError::new(field("secret"), e))?;
+        let hub_cert_sha256 = pin
+            .map(|hex| parse_fingerprint(&hex))
+            .transpose()
+            .map_err(|e| ConfigError::new(field("hubCertSha256"), e))?;
+        let bind_address = config
+            .bind_address
+            .map(|addr| {
+                addr.parse::<IpAddr>().map_err(|_| {
+                    ConfigError::new(
+                        field("bindAddress"),
+                        format!("{addr:?} is not an IP address"),
+                    )
+                })
+            })
+            .transpose()?;
+        let stun_servers = config
+            .stun_servers
+            .unwrap_or_else(|| vec![DEFAULT_STUN_SERVER.to_owned()]);
+        for (index, server) in stun_servers.iter().enumerate() {
+            validate_host_port(server)
+                .map_err(|e| ConfigError::new(format!("{path}.stunServers[{index}]"), e))?;
+        }
+        Ok(Self {
+            hub_host,
+            hub_port,
+            edge_id,
+            secret,
+            hub_cert_sha256,
+            bind_address,
+            transport_mode: config.transport_mode,
+            stun_servers,
+        })
+    }
+}
+
+/// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by `:`.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let digits: String = text.chars().filter(|&c| c != ':').collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("must be a SHA-256 fingerprint: 64 hex digits".to_owned());
+    }
+    let mut out = [0u8; 32];
+    for (index, byte) in out.iter_mut().enumerate() {
+        let pair = digits.get(index * 2..index * 2 + 2).unwrap_or("00");
+        *byte = u8::from_str_radix(pair, 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// A host name or IP address: non-empty, at most 253 bytes, no whitespace or control characters.
+fn validate_host(host: &str, path: &str) -> Result<(), ConfigError> {
+    if host.is_empty() {
+        return Err(ConfigError::new(path, "must not be empty"));
+    }
+    if host.len() > 253 {
+        return Err(ConfigError::new(path, "is longer than 253 bytes"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::new(
+            path,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// `host:port` or `[v6]:port` with a port in 1..=65535.
+fn validate_host_port(text: &str) -> Result<(), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} has no valid host"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(()),
+        _ => Err(format!("{text:?} has no valid port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(id: &str) -> ipc::AllowedEdge {
+        ipc::AllowedEdge {
+            id: id.into(),
+            secret: "secret".into(),
+            listen_ports: vec![443, 80],
+            listen_ports_udp: vec![],
+            stun_interval_secs: None,
+            firewall_config: None,
+            egress: None,
+        }
+    }
+
+    #[test]
+    fn default_performance_is_valid() {
+        let settings =
+            PerformanceSettings::from_ipc(&ipc::PerformanceConfig::default(), "p").unwrap();
+        assert_eq!(settings, PerformanceSettings::default());
+        assert_eq!(settings.sustained_threshold_bytes_per_sec, 2_500_000);
+    }
+
+    #[test]
+    fn performance_rejects_inconsistent_values() {
+        let base = ipc::PerformanceConfig::default();
+        let cases = [
+            (
+                ipc::PerformanceConfig {
+                    stream_window_max_bytes: 1,
+                    ..base.clone()
+                },
+                "p.streamWindowMaxBytes",
+            ),
+            (
+                ipc::PerformanceConfig {
+                    heartbeat_timeout_secs: 15,
+                    ..base.clone()
+                },
+                "p.heartbeatTimeoutSecs",
+            ),
+            (
+                ipc::PerformanceConfig {
+                    udp_session_idle_secs: 0,
+                    ..base.clone()
+                },
+                "p.udpSessionIdleSecs",
+            ),
+        ];
+        for (config, path) in cases {
+            assert_eq!(
+                PerformanceSettings::from_ipc(&config, "p")
+                    .unwrap_err()
+                    .path,
+                path
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_edges_are_checked_with_paths() {
+        let ok = validate_allowed_edges(vec![edge("a"), edge("b")], "edges").unwrap();
+        assert_eq!(ok[0].listen_ports, vec![80, 443]);
+        assert_eq!(ok[0].stun_interval_secs, DEFAULT_STUN_INTERVAL_SECS);
+
+        let err = validate_allowed_edges(vec![edge("a"), edge("a")], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[1].id");
+
+        let mut bad = edge("c");
+        bad.secret = "has space".into();
+        let err = validate_allowed_edges(vec![edge("a"), bad], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[1].secret");
+        assert!(!err.to_string().contains("has space"));
+
+        let mut bad = edge("d");
+        bad.listen_ports = vec![80, 80];
+        let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[0].listenPorts");
+
+        let mut bad = edge("e");
+        bad.listen_ports_udp = vec![0];
+        let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[0].listenPortsUdp");
+    }
+
+    fn explicit_edge() -> ipc::EdgeConfig {
+        ipc::EdgeConfig {
+            hub_host: Some("hub.example.com".into()),
+            edge_id: Some("edge-1".into()),
+            secret: Some("secret".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn edge_config_explicit_and_token() {
+        let settings = EdgeSettings::from_ipc(explicit_edge(), "config").unwrap();
+        assert_eq!(settings.hub_port, DEFAULT_HUB_PORT);
+        assert_eq!(settings.stun_servers, vec![DEFAULT_STUN_SERVER.to_owned()]);
+        assert_eq!(settings.transport_mode, TransportMode::QuicWithFallback);
+
+        let token = ConnectionToken {
+            hub_host: "127.0.0.1".into(),
+            hub_port: 9443,
+            edge_id: "edge-2".into(),
+            secret: "s".into(),
+            hub_cert_sha256: Some("ab".repeat(32)),
+        }
+        .encode()
+        .unwrap();
+        let settings = EdgeSettings::from_ipc(
+            ipc::EdgeConfig {
+                token: Some(token.as_str().into()),
+                ..Default::default()
+            },
+            "config",
+        )
+        .unwrap();
+        assert_eq!(settings.hub_port, 9443);
+        assert_eq!(settings.edge_id, "edge-2");
+        assert_eq!(settings.hub_cert_sha256, Some([0xab; 32]));
+    }
+
+    #[test]
+    fn edge_config_errors_name_the_field() {
+        let cases: Vec<(ipc::EdgeConfig, &str)> = vec![
+            (ipc::EdgeConfig::default(), "config.hubHost"),
+            (
+                ipc::EdgeConfig {
+                    token: Some("x".into()),
+                    hub_host: Some("h".into()),
+                    ..Default::default()
+                },
+                "config.hubHost",
+            ),
+            (
+                ipc::EdgeConfig {
+                    token: Some("!!!".into()),
+                    ..Default::default()
+                },
+                "config.token",
+            ),
+            (
+                ipc::EdgeConfig {
+                    bind_address: Some("not-an-ip".into()),
+                    ..explicit_edge()
+                },
+                "config.bindAddress",
+            ),
+            (
+                ipc::EdgeConfig {
+                    hub_cert_sha256: Some("abc".into()),
+                    ..explicit_edge()
+                },
+                "config.hubCertSha256",
+            ),
+            (
+                ipc::EdgeConfig {
+                    hub_port: Some(0),
+                    ..explicit_edge()
+                },
+                "config.hubPort",
+            ),
+            (
+                ipc::EdgeConfig {
+                    stun_servers: Some(vec!["nope".into()]),
+                    ..explicit_edge()
+                },
+                "config.stunServers[0]",
+            ),
+            (
+                ipc::EdgeConfig {
+                    edge_id: Some("a b".into()),
+                    ..explicit_edge()
+                },
+                "config.edgeId",
+            ),
+        ];
+        for (config, path) in cases {
+            let err = EdgeSettings::from_ipc(config, "config").unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons() {
+        let plain = "0f".repeat(32);
+        let colons = vec!["0F"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Ok([0x0f; 32]));
+        assert_eq!(parse_fingerprint(&colons), Ok([0x0f; 32]));
+        assert!(parse_fingerprint("zz").is_err());
+    }
+
+    #[test]
+    fn hub_settings_check_target_and_pem() {
+        let config: ipc::HubConfig = serde_json::from_str(r#"{"targetHost":""}"#).unwrap();
+        assert_eq!(
+            HubSettings::from_ipc(config, "config").unwrap_err().path,
+            "config.targetHost"
+        );
+        let config: ipc::HubConfig =
+            serde_json::from_str(r#"{"tls":{"certPem":"x","keyPem":"y"}}"#).unwrap();
+        assert_eq!(
+            HubSettings::from_ipc(config, "config").unwrap_err().path,
+            "config.tls.certPem"
+        );
+        let config: ipc::HubConfig = serde_json::from_str("{}").unwrap();
+        let settings = HubSettings::from_ipc(config, "config").unwrap();
+        assert_eq!(settings.tunnel_port, 8443);
+        assert_eq!(settings.target_host, "127.0.0.1");
+    }
+}

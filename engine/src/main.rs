@@ -1,0 +1,154 @@
+//! `remoteingress-bin`: thin entry point. Parses the command line, sends logs to stderr and runs
+//! the chosen mode. Configuration errors exit with 64 (EX_USAGE), runtime failures with 1.
+
+use std::process::ExitCode;
+
+use remoteingress::cli::{env_vars, Cli, Command, TokenCommand};
+use remoteingress::token::ConnectionToken;
+use remoteingress::{daemon, ipc};
+
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse_with_mode(
+        std::env::args_os().collect(),
+        std::env::var(env_vars::MODE).ok(),
+    ) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match cli.command {
+        Some(Command::Schema) => {
+            print!("{}", remoteingress_ipc_schema::schema_text());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Token(command)) => token(command),
+        Some(Command::Hub(args)) => run(daemon::run_hub(args)),
+        Some(Command::Edge(args)) => run(daemon::run_edge(args)),
+        None if cli.management => management(),
+        None => {
+            eprintln!(
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, schema), \
+                 --management, or set {}=hub|edge. See --help.",
+                env_vars::MODE
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("remoteingress-bin: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
+fn run(future: impl std::future::Future<Output = Result<(), daemon::DaemonError>>) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("remoteingress-bin: {error}");
+            if error.usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn management() -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(ipc::serve(
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+        daemon::termination_signal(),
+    ));
+    // stdin may still have a blocking read in flight; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("remoteingress-bin: management session failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(command: TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Encode {
+            hub_host,
+            hub_port,
+            edge_id,
+            secret,
+            cert_sha256,
+        } => {
+            let token = ConnectionToken {
+                hub_host,
+                hub_port,
+                edge_id,
+                secret: secret.into(),
+                hub_cert_sha256: cert_sha256,
+            };
+            match token.encode() {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("remoteingress-bin: cannot encode token: {error}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+        TokenCommand::Decode { token } => match ConnectionToken::decode(&token) {
+            Ok(decoded) => {
+                let json = serde_json::json!({
+                    "hubHost": decoded.hub_host,
+                    "hubPort": decoded.hub_port,
+                    "edgeId": decoded.edge_id,
+                    "secret": decoded.secret.expose(),
+                    "hubCertSha256": decoded.hub_cert_sha256,
+                });
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("remoteingress-bin: invalid token: {error}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+    }
+}

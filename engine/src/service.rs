@@ -1,0 +1,160 @@
+//! `Service`: the one role (hub or edge) this process runs, with its start/stop lifecycle.
+//!
+//! Both front ends use it: the IPC dispatcher and the CLI. It turns a role's failures into
+//! [`ServiceError`]s that carry a stable IPC error code.
+
+use remoteingress_ipc_schema::{
+    AllowedEdge, ErrorCode, IdleStatus, StartParams, StatusResult, UpdateAllowedEdgesResult,
+};
+use tokio::sync::Mutex;
+
+use crate::config::{validate_allowed_edges, EdgeSettings, HubSettings};
+use crate::edge::Edge;
+use crate::events::EventSink;
+use crate::hub::Hub;
+
+/// A failure with the code the IPC layer reports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The running role.
+#[derive(Debug, Clone)]
+enum Role {
+    Hub(Hub),
+    Edge(Edge),
+}
+
+/// Holds at most one running role.
+#[derive(Debug)]
+pub struct Service {
+    role: Mutex<Option<Role>>,
+    events: EventSink,
+}
+
+impl Service {
+    pub fn new(events: EventSink) -> Self {
+        Self {
+            role: Mutex::new(None),
+            events,
+        }
+    }
+
+    /// Validates the configuration and starts the role; returns its first status.
+    pub async fn start(&self, params: StartParams) -> Result<StatusResult, ServiceError> {
+        // Held for the whole start so that concurrent starts are ordered: the second one sees
+        // the first role and fails with `already_started`.
+        let mut slot = self.role.lock().await;
+        if let Some(running) = slot.as_ref() {
+            let which = match running {
+                Role::Hub(_) => "hub",
+                Role::Edge(_) => "edge",
+            };
+            return Err(ServiceError::new(
+                ErrorCode::AlreadyStarted,
+                format!("the {which} role is already running; call stop first"),
+            ));
+        }
+        let role = match params {
+            StartParams::Hub(config) => {
+                let settings = HubSettings::from_ipc(config, "config")
+                    .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+                let hub = Hub::start(settings, self.events.clone())
+                    .await
+                    .map_err(|e| ServiceError::new(ErrorCode::StartFailed, e.to_string()))?;
+                Role::Hub(hub)
+            }
+            StartParams::Edge(config) => {
+                let settings = EdgeSettings::from_ipc(config, "config")
+                    .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+                Role::Edge(Edge::start(settings, self.events.clone()).await)
+            }
+        };
+        let status = role_status(&role).await;
+        *slot = Some(role);
+        Ok(status)
+    }
+
+    /// Stops the running role, if any (idempotent).
+    pub async fn stop(&self) {
+        let role = self.role.lock().await.take();
+        match role {
+            Some(Role::Hub(hub)) => hub.stop().await,
+            Some(Role::Edge(edge)) => edge.stop().await,
+            None => {}
+        }
+    }
+
+    /// Status of the running role, or `{"running": false}`.
+    pub async fn status(&self) -> StatusResult {
+        match self.current().await {
+            Some(role) => role_status(&role).await,
+            None => idle(),
+        }
+    }
+
+    /// Replaces the hub's allowed-edge list.
+    pub async fn update_allowed_edges(
+        &self,
+        edges: Vec<AllowedEdge>,
+    ) -> Result<UpdateAllowedEdgesResult, ServiceError> {
+        let hub = self.hub().await?;
+        let edges = validate_allowed_edges(edges, "edges")
+            .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        hub.update_allowed_edges(edges).await.ok_or_else(stopped)
+    }
+
+    /// The running hub, or the error a hub-only method reports.
+    pub async fn hub(&self) -> Result<Hub, ServiceError> {
+        match self.current().await {
+            Some(Role::Hub(hub)) => Ok(hub),
+            Some(Role::Edge(_)) => Err(ServiceError::new(
+                ErrorCode::WrongRole,
+                "this method is for the hub role; this process runs an edge",
+            )),
+            None => Err(not_running("hub")),
+        }
+    }
+
+    async fn current(&self) -> Option<Role> {
+        self.role.lock().await.clone()
+    }
+}
+
+async fn role_status(role: &Role) -> StatusResult {
+    match role {
+        Role::Hub(hub) => hub.status().await.map(StatusResult::Hub),
+        Role::Edge(edge) => edge.status().await.map(StatusResult::Edge),
+    }
+    .unwrap_or_else(idle)
+}
+
+fn idle() -> StatusResult {
+    StatusResult::Idle(IdleStatus { running: false })
+}
+
+fn not_running(role: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::NotRunning,
+        format!("no role is running; start the {role} role first"),
+    )
+}
+
+fn stopped() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::NotRunning,
+        "the role stopped while handling the request",
+    )
+}

@@ -1,0 +1,203 @@
+//! The command line of the real binary: schema, token encode/decode, usage errors.
+
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"));
+    // Tests must not pick up an operator's environment.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REMOTEINGRESS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let output = run(&["schema"]);
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ipc-schema/remoteingress-ipc.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(
+        stdout(&output),
+        committed,
+        "run REMOTEINGRESS_UPDATE_SCHEMA=1 cargo test -p remoteingress-ipc-schema"
+    );
+}
+
+#[test]
+fn token_encode_then_decode_round_trips() {
+    let fingerprint = "AB".repeat(32);
+    let output = run(&[
+        "token",
+        "encode",
+        "--hub-host",
+        "hub.example.com",
+        "--hub-port",
+        "9443",
+        "--edge-id",
+        "edge-fra-01",
+        "--secret",
+        "s3cret",
+        "--cert-sha256",
+        &fingerprint,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let token = stdout(&output).trim().to_owned();
+    assert!(!token.contains('=') && !token.contains('+') && !token.contains('/'));
+
+    let output = run(&["token", "decode", &token]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let decoded: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        decoded,
+        serde_json::json!({
+            "hubHost": "hub.example.com", "hubPort": 9443, "edgeId": "edge-fra-01",
+            "secret": "s3cret", "hubCertSha256": "ab".repeat(32)
+        })
+    );
+}
+
+#[test]
+fn token_known_vector_matches_the_documented_format() {
+    let output = run(&[
+        "token",
+        "encode",
+        "--hub-host",
+        "hub.example.com",
+        "--hub-port",
+        "8443",
+        "--edge-id",
+        "edge-1",
+        "--secret",
+        "secret",
+    ]);
+    assert!(output.status.success());
+    use base64::Engine;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(stdout(&output).trim())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(json).unwrap(),
+        r#"{"h":"hub.example.com","p":8443,"e":"edge-1","s":"secret"}"#
+    );
+}
+
+#[test]
+fn malformed_tokens_are_refused_with_a_clear_message_and_exit_64() {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let cases = [
+        ("!!!not-base64!!!".to_owned(), "base64"),
+        (b64("not json"), "JSON"),
+        (b64(r#"{"h":"hub","p":8443,"e":"edge"}"#), "secret"),
+        (b64(r#"{"h":"hub","p":0,"e":"edge","s":"x"}"#), "port"),
+        (b64(r#"{"h":"hub","p":70000,"e":"edge","s":"x"}"#), "port"),
+        (b64(r#"{"h":"hub","p":8443,"e":"","s":"x"}"#), "edge id"),
+        (b64(r#"{"h":"hub","p":8443,"e":"edge","s":""}"#), "secret"),
+    ];
+    for (token, expected) in cases {
+        let output = run(&["token", "decode", &token]);
+        assert_eq!(output.status.code(), Some(64), "{token}");
+        let message = stderr(&output);
+        assert!(
+            message.to_lowercase().contains(&expected.to_lowercase()),
+            "{token}: {message}"
+        );
+        assert!(stdout(&output).is_empty());
+    }
+    let output = run(&[
+        "token",
+        "encode",
+        "--hub-host",
+        "h",
+        "--edge-id",
+        "bad id",
+        "--secret",
+        "s",
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("edge id"));
+}
+
+#[test]
+fn help_explains_the_environment_variables() {
+    let output = run(&["hub", "--help"]);
+    assert!(output.status.success());
+    let help = stdout(&output);
+    for needle in [
+        "REMOTEINGRESS_TUNNEL_PORT",
+        "REMOTEINGRESS_TARGET_HOST",
+        "REMOTEINGRESS_ALLOWED_EDGES_JSON",
+        "REMOTEINGRESS_PERFORMANCE_JSON",
+        "REMOTEINGRESS_STREAM_EVENT_MODE",
+        "--edges",
+    ] {
+        assert!(help.contains(needle), "hub --help lacks {needle}");
+    }
+    let help = stdout(&run(&["edge", "--help"]));
+    for needle in [
+        "REMOTEINGRESS_TOKEN",
+        "REMOTEINGRESS_HUB_HOST",
+        "REMOTEINGRESS_HUB_PORT",
+        "REMOTEINGRESS_EDGE_ID",
+        "REMOTEINGRESS_SECRET",
+    ] {
+        assert!(help.contains(needle), "edge --help lacks {needle}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let output = bin().env("REMOTEINGRESS_MODE", "proxy").output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("REMOTEINGRESS_MODE"));
+
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(64));
+
+    let dir = std::env::temp_dir().join(format!("ri-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edges = dir.join("edges.json");
+    std::fs::write(&edges, r#"[{"id":"a","secret":"s","listenPort":[80]}]"#).unwrap();
+    let output = run(&[
+        "hub",
+        "--tunnel-port",
+        "0",
+        "--edges",
+        edges.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("listenPort"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = bin()
+        .args(["edge"])
+        .env("REMOTEINGRESS_HUB_HOST", "h")
+        .env("REMOTEINGRESS_EDGE_ID", "has space")
+        .env("REMOTEINGRESS_SECRET", "s")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("edgeId"), "{}", stderr(&output));
+    std::fs::remove_dir_all(dir).ok();
+}

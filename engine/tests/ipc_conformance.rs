@@ -1,0 +1,284 @@
+//! IPC conformance: the real binary, spoken to over JSON lines (DESIGN section 3).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Managed;
+use serde_json::{json, Value};
+
+fn hub_start() -> Value {
+    json!({"role": "hub", "config": {"tunnelPort": 0, "targetHost": "127.0.0.1"}})
+}
+
+fn edge_start() -> Value {
+    json!({"role": "edge", "config": {
+        "hubHost": "127.0.0.1", "hubPort": 1, "edgeId": "edge-1", "secret": "s3cret",
+        "transportMode": "tcpTls"
+    }})
+}
+
+#[tokio::test]
+async fn ready_event_comes_first_with_version_protocol_and_pid() {
+    let mut bin = Managed::spawn().await;
+    // spawn() already consumed and checked `ready`; check its data by restarting the check on a
+    // fresh process so the fields can be compared with the child's pid.
+    let pid = bin.pid();
+    let status = bin.ok("getStatus", None).await;
+    assert_eq!(status, json!({"running": false}));
+    assert_eq!(bin.close_stdin_and_wait().await, 0);
+
+    let mut command = tokio::process::Command::new(common::binary());
+    let output = command
+        .arg("--management")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let first: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "ready");
+    assert_eq!(first["data"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(first["data"]["protocol"], 1);
+    assert!(first["data"]["pid"].as_u64().unwrap() > 0);
+    assert_ne!(first["data"]["pid"].as_i64().unwrap(), i64::from(pid));
+    assert_eq!(output.status.code(), Some(0), "EOF on stdin exits 0");
+}
+
+#[tokio::test]
+async fn hub_lifecycle_start_status_stop() {
+    let mut bin = Managed::spawn().await;
+    assert_eq!(
+        bin.ok("getStatus", Some(json!({}))).await,
+        json!({"running": false})
+    );
+    let started = bin.ok("start", Some(hub_start())).await;
+    assert_eq!(started["role"], "hub");
+    assert_eq!(started["running"], true);
+    let status = bin.ok("getStatus", None).await;
+    assert_eq!(status["role"], "hub");
+    assert_eq!(status["targetHost"], "127.0.0.1");
+    assert_eq!(status["allowedEdges"], 0);
+
+    let result = bin
+        .ok(
+            "updateAllowedEdges",
+            Some(json!({"edges": [
+                {"id": "edge-a", "secret": "a", "listenPorts": [8080]},
+                {"id": "edge-b", "secret": "b"}
+            ]})),
+        )
+        .await;
+    assert_eq!(result["edges"], 2);
+    assert_eq!(bin.ok("getStatus", None).await["allowedEdges"], 2);
+
+    assert_eq!(bin.ok("stop", None).await, json!({}));
+    assert_eq!(bin.ok("stop", None).await, json!({}), "stop is idempotent");
+    assert_eq!(bin.ok("getStatus", None).await, json!({"running": false}));
+    // A stopped process can start again, even in the other role.
+    assert_eq!(bin.ok("start", Some(edge_start())).await["role"], "edge");
+    assert_eq!(bin.close_stdin_and_wait().await, 0);
+}
+
+#[tokio::test]
+async fn edge_lifecycle_reports_its_config() {
+    let mut bin = Managed::spawn().await;
+    let status = bin.ok("start", Some(edge_start())).await;
+    assert_eq!(status["role"], "edge");
+    assert_eq!(status["edgeId"], "edge-1");
+    assert_eq!(status["hub"], "127.0.0.1:1");
+    assert_eq!(status["transportMode"], "tcpTls");
+    assert_eq!(bin.close_stdin_and_wait().await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_complete_out_of_order_matched_by_id() {
+    let mut bin = Managed::spawn().await;
+    let slow = bin.send("ping", Some(json!({"delayMs": 1500}))).await;
+    let fast = bin.send("getStatus", None).await;
+    let first = bin.next_line().await.expect("a response");
+    assert_eq!(first["id"], fast, "the fast request answers first: {first}");
+    let second = bin.next_line().await.expect("a response");
+    assert_eq!(second["id"], slow);
+    assert_eq!(second["result"]["pong"], true);
+}
+
+#[tokio::test]
+async fn bad_lines_become_ipc_errors_and_the_process_keeps_serving() {
+    let mut bin = Managed::spawn().await;
+    bin.ok("start", Some(hub_start())).await;
+    let cases: [(&str, &str); 5] = [
+        ("this is not json", "not valid JSON"),
+        ("[1,2,3]", "not a JSON object"),
+        (r#"{"method":"getStatus"}"#, "no \"id\""),
+        (r#"{"id":"x1"}"#, "no \"method\""),
+        (
+            r#"{"id":7,"method":"getStatus"}"#,
+            "\"id\" must be a string",
+        ),
+    ];
+    for (line, message) in cases {
+        bin.write_raw(format!("{line}\n").as_bytes()).await;
+        let event = bin.event("ipcError").await;
+        assert!(
+            event["message"].as_str().unwrap().contains(message),
+            "{event}"
+        );
+        assert_eq!(event["line"], line);
+    }
+    let long = format!("{{{}", "x".repeat(500));
+    bin.write_raw(format!("{long}\n").as_bytes()).await;
+    let event = bin.event("ipcError").await;
+    assert_eq!(event["line"].as_str().unwrap().chars().count(), 200);
+
+    // The hub is still running after all of that.
+    assert_eq!(bin.ok("getStatus", None).await["role"], "hub");
+}
+
+#[tokio::test]
+async fn oversized_line_is_discarded_and_reading_continues() {
+    let mut bin = Managed::spawn().await;
+    bin.ok("start", Some(hub_start())).await;
+    let mut big = Vec::with_capacity(17 * 1024 * 1024 + 64);
+    big.extend_from_slice(br#"{"id":"big","method":"ping","params":{"pad":""#);
+    big.resize(17 * 1024 * 1024, b'a');
+    big.extend_from_slice(b"\"}}\n");
+    bin.write_raw(&big).await;
+    let event = bin.event("ipcError").await;
+    assert!(
+        event["message"].as_str().unwrap().contains("exceeds"),
+        "{event}"
+    );
+    assert!(event["line"]
+        .as_str()
+        .unwrap()
+        .starts_with(r#"{"id":"big""#));
+    assert_eq!(bin.ok("getStatus", None).await["role"], "hub");
+}
+
+#[tokio::test]
+async fn method_errors_have_codes_and_field_paths() {
+    let mut bin = Managed::spawn().await;
+    bin.err("noSuchMethod", None, "unknown_method").await;
+
+    let message = bin
+        .err(
+            "start",
+            Some(json!({"role": "hub", "config": {"tunnelPort": "eighty"}})),
+            "invalid_params",
+        )
+        .await;
+    assert!(message.starts_with("params.config.tunnelPort"), "{message}");
+
+    let message = bin
+        .err(
+            "start",
+            Some(json!({"role": "hub", "config": {"tunelPort": 1}})),
+            "invalid_params",
+        )
+        .await;
+    assert!(
+        message.contains("unknown field") && message.contains("tunelPort"),
+        "{message}"
+    );
+
+    let message = bin
+        .err(
+            "start",
+            Some(json!({"role": "proxy", "config": {}})),
+            "invalid_params",
+        )
+        .await;
+    assert!(message.contains("proxy"), "{message}");
+
+    bin.err("start", None, "invalid_params").await;
+    bin.err(
+        "getStatus",
+        Some(json!({"verbose": true})),
+        "invalid_params",
+    )
+    .await;
+    bin.err("ping", Some(json!({"delayMs": 600000})), "invalid_params")
+        .await;
+
+    // Well-formed but invalid configuration names the field too.
+    let message = bin
+        .err(
+            "start",
+            Some(json!({"role": "edge", "config": {"hubHost": "h", "edgeId": "has space", "secret": "s"}})),
+            "invalid_config",
+        )
+        .await;
+    assert!(message.starts_with("config.edgeId"), "{message}");
+
+    // Role methods before start.
+    bin.err(
+        "updateAllowedEdges",
+        Some(json!({"edges": []})),
+        "not_running",
+    )
+    .await;
+
+    bin.ok("start", Some(hub_start())).await;
+    bin.err("start", Some(hub_start()), "already_started").await;
+    bin.err("start", Some(edge_start()), "already_started")
+        .await;
+    let message = bin
+        .err(
+            "updateAllowedEdges",
+            Some(json!({"edges": [{"id": "a", "secret": "s", "listenPorts": [70000]}]})),
+            "invalid_params",
+        )
+        .await;
+    assert!(
+        message.starts_with("params.edges[0].listenPorts[0]"),
+        "{message}"
+    );
+    let message = bin
+        .err(
+            "updateAllowedEdges",
+            Some(json!({"edges": [{"id": "a", "secret": "s"}, {"id": "a", "secret": "t"}]})),
+            "invalid_config",
+        )
+        .await;
+    assert!(message.starts_with("edges[1].id"), "{message}");
+    bin.ok("stop", None).await;
+
+    bin.ok("start", Some(edge_start())).await;
+    bin.err(
+        "updateAllowedEdges",
+        Some(json!({"edges": []})),
+        "wrong_role",
+    )
+    .await;
+    bin.err(
+        "startEgressTcpProxy",
+        Some(json!({"edgeId": "e", "logicalHost": "mx.example.net", "port": 25})),
+        "wrong_role",
+    )
+    .await;
+    assert_eq!(bin.ok("getStatus", None).await["role"], "edge");
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_with_exit_zero() {
+    let mut bin = Managed::spawn().await;
+    bin.ok("start", Some(hub_start())).await;
+    let pid = bin.pid();
+    // SAFETY-free: `kill` via the command line keeps the test free of unsafe code.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(bin.wait_exit().await, 0);
+}
+
+#[tokio::test]
+async fn eof_while_a_request_is_in_flight_still_exits_zero_promptly() {
+    let mut bin = Managed::spawn().await;
+    bin.send("ping", Some(json!({"delayMs": 60000}))).await;
+    let started = std::time::Instant::now();
+    assert_eq!(bin.close_stdin_and_wait().await, 0);
+    assert!(started.elapsed() < Duration::from_secs(8));
+}

@@ -1,0 +1,426 @@
+//! Configuration types: what `start` and `updateAllowedEdges` carry (DESIGN section 4).
+//!
+//! Every type rejects unknown fields so a typo in an operator's config is an error, never silently
+//! ignored. Defaults live in the `default_*` functions next to the field that uses them, so the
+//! JSON Schema and the Rust code agree on them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// How the hub reports individual streams over IPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "TStreamEventMode")]
+pub enum StreamEventMode {
+    /// `streamOpened` / `streamClosed` for every stream (default; for debugging and compatibility).
+    #[default]
+    PerStream,
+    /// One `streamSummary` per connected edge per second, no per-stream events.
+    Summary,
+    /// No stream events at all; poll `getStatus` for counters.
+    Off,
+}
+
+/// PROXY protocol version the hub writes in front of each forwarded TCP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProxyProtocolVersion {
+    /// Text header, forwarded verbatim as the edge built it.
+    #[default]
+    V1,
+    /// Binary v2 STREAM header, converted by the hub.
+    V2,
+}
+
+/// Which datagrams of a UDP session carry the PROXY v2 DGRAM header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UdpProxyHeaderMode {
+    /// Only the first datagram of each session (default).
+    #[default]
+    First,
+    /// Every datagram.
+    Every,
+}
+
+/// PEM certificate and key the hub serves on its tunnel port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "ITlsConfig")]
+pub struct TlsConfig {
+    /// PEM-encoded certificate chain (leaf first).
+    pub cert_pem: String,
+    /// PEM-encoded private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Secret,
+}
+
+/// Hub configuration (`start` with `role: "hub"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IHubConfig")]
+pub struct HubConfig {
+    /// Port for edge tunnels: TCP (TLS) and UDP (QUIC) on the same number. Default 8443.
+    #[serde(default = "default_hub_port")]
+    pub tunnel_port: u16,
+    /// Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
+    #[serde(default = "default_target_host")]
+    pub target_host: String,
+    /// Certificate and key; when omitted the hub generates a self-signed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Stream telemetry mode. Default `perStream`.
+    #[serde(default)]
+    pub stream_event_mode: StreamEventMode,
+    /// PROXY protocol version for TCP. Default `v1`.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocolVersion,
+    /// Which UDP datagrams carry the PROXY v2 header. Default `first`.
+    #[serde(default)]
+    pub udp_proxy_header: UdpProxyHeaderMode,
+    /// Flow-control, QoS and timing knobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<PerformanceConfig>,
+}
+
+pub(crate) fn default_hub_port() -> u16 {
+    8443
+}
+
+fn default_target_host() -> String {
+    "127.0.0.1".to_owned()
+}
+
+/// Flow-control, QoS and timing knobs shared by hub and edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IPerformanceConfig")]
+pub struct PerformanceConfig {
+    /// Largest per-stream send window. Default 4 MiB.
+    #[serde(default = "default_window_max")]
+    pub stream_window_max_bytes: u32,
+    /// Smallest per-stream send window (also the window of sustained streams). Default 1 MiB.
+    #[serde(default = "default_window_min")]
+    pub stream_window_min_bytes: u32,
+    /// Budget shared by all streams' windows. Default 200 MiB.
+    #[serde(default = "default_window_budget")]
+    pub window_budget_bytes: u64,
+    /// Age after which a fast stream counts as sustained. Default 10 s.
+    #[serde(default = "default_sustained_after")]
+    pub sustained_after_secs: u32,
+    /// Average rate above which an old stream counts as sustained. Default 20 Mbit/s.
+    #[serde(default = "default_sustained_threshold")]
+    pub sustained_threshold_mbps: u32,
+    /// Rate guaranteed to the sustained queue. Default 1 MiB/s.
+    #[serde(default = "default_sustained_drain")]
+    pub sustained_drain_bytes_per_sec: u64,
+    /// Idle time after which a UDP session is closed on both sides. Default 60 s.
+    #[serde(default = "default_udp_idle")]
+    pub udp_session_idle_secs: u32,
+    /// Interval of the hub's PING. Default 15 s.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_secs: u32,
+    /// A tunnel without PONG for this long is dead. Default 45 s.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_secs: u32,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        Self {
+            stream_window_max_bytes: default_window_max(),
+            stream_window_min_bytes: default_window_min(),
+            window_budget_bytes: default_window_budget(),
+            sustained_after_secs: default_sustained_after(),
+            sustained_threshold_mbps: default_sustained_threshold(),
+            sustained_drain_bytes_per_sec: default_sustained_drain(),
+            udp_session_idle_secs: default_udp_idle(),
+            heartbeat_interval_secs: default_heartbeat_interval(),
+            heartbeat_timeout_secs: default_heartbeat_timeout(),
+        }
+    }
+}
+
+fn default_window_max() -> u32 {
+    4 * 1024 * 1024
+}
+fn default_window_min() -> u32 {
+    1024 * 1024
+}
+fn default_window_budget() -> u64 {
+    200 * 1024 * 1024
+}
+fn default_sustained_after() -> u32 {
+    10
+}
+fn default_sustained_threshold() -> u32 {
+    20
+}
+fn default_sustained_drain() -> u64 {
+    1024 * 1024
+}
+fn default_udp_idle() -> u32 {
+    60
+}
+fn default_heartbeat_interval() -> u32 {
+    15
+}
+fn default_heartbeat_timeout() -> u32 {
+    45
+}
+
+/// One edge the hub accepts, with everything the hub pushes to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "TAllowedEdge")]
+pub struct AllowedEdge {
+    /// Edge id: non-empty, no whitespace or control characters.
+    pub id: String,
+    /// Shared secret: non-empty, no whitespace or control characters.
+    pub secret: Secret,
+    /// Public TCP ports the edge listens on.
+    #[serde(default)]
+    pub listen_ports: Vec<u16>,
+    /// Public UDP ports the edge listens on.
+    #[serde(default)]
+    pub listen_ports_udp: Vec<u16>,
+    /// How often the edge re-discovers its public IP by STUN. Default 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun_interval_secs: Option<u32>,
+    /// Complete desired firewall state for the edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall_config: Option<FirewallConfig>,
+    /// Outbound (egress) policy for the edge; disabled when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressPolicy>,
+}
+
+/// How the edge reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "TTransportMode")]
+pub enum TransportMode {
+    /// One TLS connection with frame multiplexing.
+    TcpTls,
+    /// QUIC streams and datagrams.
+    Quic,
+    /// QUIC, falling back to TLS when QUIC does not connect within 5 s (default).
+    #[default]
+    QuicWithFallback,
+}
+
+/// Edge configuration (`start` with `role: "edge"`): either `token`, or `hubHost` + `edgeId` +
+/// `secret` (+ `hubPort`), plus the optional fields that apply to both.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEdgeConfig")]
+pub struct EdgeConfig {
+    /// Connection token (replaces hubHost, hubPort, edgeId, secret and hubCertSha256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Hub host name or IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_host: Option<String>,
+    /// Hub tunnel port. Default 8443.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_port: Option<u16>,
+    /// This edge's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_id: Option<String>,
+    /// This edge's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Local address the public listeners bind to. Default: all addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
+    /// Transport to the hub. Default `quicWithFallback`.
+    #[serde(default)]
+    pub transport_mode: TransportMode,
+    /// SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_cert_sha256: Option<String>,
+    /// STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun_servers: Option<Vec<String>>,
+}
+
+/// Transport protocol of a firewall rule or rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FirewallProtocol {
+    Tcp,
+    Udp,
+}
+
+/// Complete desired nftables state for one edge; each push replaces the previous one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IFirewallConfig")]
+pub struct FirewallConfig {
+    /// IPv4/IPv6 addresses or CIDRs whose traffic is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_ips: Option<Vec<String>>,
+    /// New-connection rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<Vec<FirewallRateLimit>>,
+    /// Custom rules, applied first and in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<FirewallRule>>,
+}
+
+/// A limit on new connections (or new UDP flows) to one port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IFirewallRateLimit")]
+pub struct FirewallRateLimit {
+    /// Unique id of this limit.
+    pub id: String,
+    /// Destination port the limit applies to.
+    pub port: u16,
+    /// Protocol; both when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<FirewallProtocol>,
+    /// Rate as `N/second`, `N/minute`, `N/hour` or `N/day`.
+    pub rate: String,
+    /// Burst allowance above the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Count per source address instead of globally.
+    #[serde(
+        default,
+        rename = "perSourceIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_source_ip: Option<bool>,
+}
+
+/// Chain a custom firewall rule belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FirewallDirection {
+    Input,
+    Output,
+    Forward,
+}
+
+/// Verdict of a custom firewall rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FirewallAction {
+    Accept,
+    Drop,
+    Reject,
+}
+
+/// A custom firewall rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IFirewallRule")]
+pub struct FirewallRule {
+    /// Unique id of this rule.
+    pub id: String,
+    /// Chain: input, output or forward.
+    pub direction: FirewallDirection,
+    /// Verdict.
+    pub action: FirewallAction,
+    /// Source address or CIDR to match.
+    #[serde(default, rename = "sourceIP", skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// Destination port to match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
+    /// Protocol to match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<FirewallProtocol>,
+    /// Free text stored with the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// Outbound (egress) policy of one edge (DESIGN section 9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressPolicy")]
+pub struct EgressPolicy {
+    /// Egress is refused unless this is true. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Destination ports that may be dialled. Default `[25]`.
+    #[serde(default = "default_egress_ports")]
+    pub allowed_ports: Vec<u16>,
+    /// Exact host names or `*.suffix` patterns; any host when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_host_patterns: Option<Vec<String>>,
+    /// Allow RFC 1918 / ULA destinations. Default false.
+    #[serde(default)]
+    pub allow_private_ranges: bool,
+    /// CIDRs never dialled, whatever else allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_cidrs: Option<Vec<String>>,
+    /// Cap on open egress streams for this edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+fn default_egress_ports() -> Vec<u16> {
+    vec![25]
+}
+
+/// Address family preference of an egress dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "TAddressFamilyPreference")]
+pub enum AddressFamily {
+    #[default]
+    Any,
+    Ipv4,
+    Ipv6,
+    PreferIpv4,
+    PreferIpv6,
+}
+
+/// `startEgressTcpProxy` parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressTcpProxyRequest")]
+pub struct EgressTcpProxyRequest {
+    /// Edge that dials out.
+    pub edge_id: String,
+    /// Host name (or literal IP) the edge resolves and dials.
+    pub logical_host: String,
+    /// Destination port.
+    pub port: u16,
+    /// The remote speaks first (SMTP): connect before the local client sends anything.
+    #[serde(default)]
+    pub server_first: bool,
+    /// Dial deadline on the edge. Default 10000 ms.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Address family preference. Default `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_family: Option<AddressFamily>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+/// `startEgressTcpProxy` result: where the one-shot local proxy listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressTcpProxyInfo")]
+pub struct EgressTcpProxyInfo {
+    /// Id to pass to `stopEgressTcpProxy`.
+    pub proxy_id: String,
+    /// Always `127.0.0.1`.
+    pub listen_host: String,
+    /// Port of the one-shot proxy.
+    pub listen_port: u16,
+    /// Edge that dials out.
+    pub edge_id: String,
+    /// Requested host.
+    pub logical_host: String,
+    /// Requested port.
+    pub port: u16,
+}

@@ -1,0 +1,183 @@
+//! Events the binary writes unprompted: `{"event": "<name>", "data": {...}}` (DESIGN section 3).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::FirewallConfig;
+use crate::status::{PortProtocol, TunnelTransport};
+
+/// Every event, tagged by its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", content = "data", rename_all = "camelCase")]
+pub enum Event {
+    /// First line of a management session.
+    Ready(ReadyEvent),
+    /// A line on stdin that could not be handled as a request.
+    IpcError(IpcErrorEvent),
+    // ---- hub ----
+    EdgeConnected(EdgeConnectedEvent),
+    EdgeDisconnected(EdgeDisconnectedEvent),
+    EdgeAuthFailed(EdgeAuthFailedEvent),
+    StreamOpened(StreamOpenedEvent),
+    StreamClosed(StreamClosedEvent),
+    StreamSummary(StreamSummaryEvent),
+    EgressConnection(EgressConnectionEvent),
+    // ---- edge ----
+    TunnelConnected(TunnelConnectedEvent),
+    TunnelDisconnected(TunnelDisconnectedEvent),
+    PublicIpDiscovered(PublicIpDiscoveredEvent),
+    PortsAssigned(PortsEvent),
+    PortsUpdated(PortsEvent),
+    PortBindFailed(PortBindFailedEvent),
+    FirewallConfigUpdated(FirewallConfigUpdatedEvent),
+    FirewallUnavailable(FirewallUnavailableEvent),
+}
+
+/// Version of the IPC protocol announced in `ready`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadyEvent {
+    /// Crate version of the binary.
+    pub version: String,
+    /// IPC protocol version (currently 1).
+    pub protocol: u32,
+    /// Process id.
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpcErrorEvent {
+    /// What was wrong with the line.
+    pub message: String,
+    /// The offending line, cut to 200 characters.
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeConnectedEvent {
+    pub edge_id: String,
+    pub transport: TunnelTransport,
+    pub remote_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeDisconnectedEvent {
+    pub edge_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeAuthFailedEvent {
+    pub remote_addr: String,
+    /// The id the peer claimed, when it got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamOpenedEvent {
+    pub edge_id: String,
+    pub stream_id: u64,
+    /// Client `ip:port` as the edge saw it.
+    pub client_addr: String,
+    /// Public port the client connected to.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamClosedEvent {
+    pub edge_id: String,
+    pub stream_id: u64,
+    /// Bytes from the client towards the target.
+    pub bytes_in: u64,
+    /// Bytes from the target towards the client.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamSummaryEvent {
+    pub edge_id: String,
+    pub active_streams: u64,
+    pub streams_opened_total: u64,
+    pub streams_closed_total: u64,
+}
+
+/// Result of one egress dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EgressOutcome {
+    Connected,
+    Denied,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressConnectionEvent {
+    pub proxy_id: String,
+    pub edge_id: String,
+    pub logical_host: String,
+    pub port: u16,
+    pub outcome: EgressOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelConnectedEvent {
+    pub transport: TunnelTransport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelDisconnectedEvent {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublicIpDiscoveredEvent {
+    pub ip: String,
+}
+
+/// The edge's listening ports (`portsAssigned` on connect, `portsUpdated` on a push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortsEvent {
+    pub listen_ports: Vec<u16>,
+    pub listen_ports_udp: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortBindFailedEvent {
+    pub port: u16,
+    pub protocol: PortProtocol,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirewallConfigUpdatedEvent {
+    /// The snapshot that is now in force.
+    pub rules: FirewallConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirewallUnavailableEvent {
+    pub error: String,
+}

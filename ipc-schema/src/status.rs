@@ -1,0 +1,138 @@
+//! `getStatus` results.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{StreamEventMode, TransportMode};
+
+/// Transport a tunnel actually uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TunnelTransport {
+    TcpTls,
+    Quic,
+}
+
+/// Public protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+}
+
+/// `getStatus` result: the running role's status, or `{"running": false}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusResult {
+    Hub(HubStatus),
+    Edge(EdgeStatus),
+    Idle(IdleStatus),
+}
+
+/// Status when no role runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdleStatus {
+    /// Always false.
+    pub running: bool,
+}
+
+/// Marker for the hub role in status objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HubRole {
+    Hub,
+}
+
+/// Marker for the edge role in status objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EdgeRole {
+    Edge,
+}
+
+/// Hub status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IHubStatus")]
+pub struct HubStatus {
+    pub role: HubRole,
+    pub running: bool,
+    /// Port the tunnel listener is bound to (useful when 0 was requested).
+    pub tunnel_port: u16,
+    /// Hex SHA-256 fingerprint of the certificate the hub serves.
+    pub cert_sha256: String,
+    pub target_host: String,
+    pub stream_event_mode: StreamEventMode,
+    /// Number of edges in the allowed list.
+    pub allowed_edges: u32,
+    pub connected_edges: Vec<ConnectedEdgeStatus>,
+}
+
+/// One connected edge as the hub sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IConnectedEdgeStatus")]
+pub struct ConnectedEdgeStatus {
+    pub edge_id: String,
+    pub transport: TunnelTransport,
+    pub remote_addr: String,
+    /// Unix time in milliseconds when the tunnel was established.
+    pub connected_at_ms: u64,
+    /// Public IP the edge discovered by STUN, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    pub active_streams: u64,
+    pub streams_opened_total: u64,
+    pub streams_closed_total: u64,
+    /// Bytes from clients towards targets.
+    pub bytes_in: u64,
+    /// Bytes from targets towards clients.
+    pub bytes_out: u64,
+    /// Features this tunnel supports (e.g. `egress` on QUIC).
+    pub capabilities: Vec<String>,
+    pub egress_enabled: bool,
+}
+
+/// A public listener that could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortBindFailure {
+    pub port: u16,
+    pub protocol: PortProtocol,
+    pub error: String,
+}
+
+/// Edge status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEdgeStatus")]
+pub struct EdgeStatus {
+    pub role: EdgeRole,
+    pub running: bool,
+    pub edge_id: String,
+    /// `host:port` of the hub.
+    pub hub: String,
+    pub transport_mode: TransportMode,
+    /// True while a tunnel to the hub is up.
+    pub connected: bool,
+    /// Transport of the current tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TunnelTransport>,
+    /// True when the hub certificate was checked against a pinned fingerprint.
+    pub hub_verified: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    pub active_streams: u64,
+    /// TCP ports currently listening.
+    pub listen_ports: Vec<u16>,
+    /// UDP ports currently listening.
+    pub listen_ports_udp: Vec<u16>,
+    pub port_bind_failures: Vec<PortBindFailure>,
+    /// Consecutive failed connection attempts since the last successful one.
+    pub reconnect_attempts: u32,
+    /// Last reason the tunnel went down or failed to come up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for building and testing remoteingress.
+# Idempotent: installs only what is missing. Needs root (or sudo) for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: python3 (second-language IPC driver), iproute2 (network
+# namespaces), nftables (edge firewall), haproxy (real PROXY-protocol consumer), procps (RSS).
+APT_PACKAGES=(python3 iproute2 nftables haproxy procps ca-certificates)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is required (install Rust with rustup)" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+# The TypeScript wrapper's dependencies, once it has a lockfile.
+if [ -f ts-wrapper/package-lock.json ]; then
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm is required for ts-wrapper (install Node.js 20+)" >&2
+    exit 1
+  fi
+  (cd ts-wrapper && npm ci --no-audit --no-fund --loglevel=error)
+fi

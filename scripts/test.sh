@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test suite. This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+./scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build"
+cargo build --workspace --locked --bins
+
+step "cargo test (unit, IPC conformance, CLI, schema drift)"
+cargo test --workspace --locked
+
+step "IPC driven from a second language (python3)"
+python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
+
+step "all suites passed"
