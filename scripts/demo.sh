@@ -1,13 +1,93 @@
 #!/usr/bin/env bash
-# Demo of the main job on loopback: hub, edge and a sample target, one real connection through
-# the tunnel, showing the client address the target saw.
+# The main job on loopback: a sample target, a hub and an edge (bound to 127.0.0.2), a token with
+# the hub's pinned certificate, and real connections through the tunnel showing the client
+# address the target saw. Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "The tunnel demo arrives with the TLS tunnel (issue: TLS tunnel with TCP forwarding)."
-echo "Until then, here is the management protocol answering by hand:"
+
+command -v python3 >/dev/null || { echo "demo: python3 is needed for the sample target and client" >&2; exit 1; }
+
+echo "==> building remoteingress-bin (release)"
 cargo build --release --quiet --bin remoteingress-bin
-printf '%s\n' \
-  '{"id":"1","method":"getStatus"}' \
-  '{"id":"2","method":"start","params":{"role":"hub","config":{"tunnelPort":0}}}' \
-  '{"id":"3","method":"getStatus"}' \
-  | REMOTEINGRESS_LOG=warn target/release/remoteingress-bin --management
+BIN="$PWD/target/release/remoteingress-bin"
+
+WORK="$(mktemp -d /tmp/remoteingress-demo.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 - "$@" <<'PY'
+import socket, sys
+for _ in range(100):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    try:
+        with socket.socket() as t:
+            t.bind(("127.0.0.2", port))
+        print(port); break
+    except OSError:
+        pass
+PY
+}
+
+wait_for() { # file pattern seconds
+  local deadline=$((SECONDS + $3))
+  until grep -q "$2" "$1" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then echo "demo: timed out waiting for '$2' in $1" >&2; cat "$1" >&2 || true; exit 1; fi
+    sleep 0.1
+  done
+}
+
+PORT="$(free_port)"
+TUNNEL_PORT="$(free_port)"
+EDGE_ID="demo-edge"
+SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+
+echo "==> target: a sample service on 127.0.0.1:$PORT that prints the PROXY header it receives"
+python3 tests/tools/proxy_target.py --port "$PORT" > "$WORK/target.log" 2>&1 &
+PIDS+=($!)
+wait_for "$WORK/target.log" listening 10
+
+echo "==> hub: tunnel port $TUNNEL_PORT, forwarding to 127.0.0.1, edge '$EDGE_ID' gets public port $PORT"
+printf '[{"id":"%s","secret":"%s","listenPorts":[%s]}]\n' "$EDGE_ID" "$SECRET" "$PORT" > "$WORK/edges.json"
+REMOTEINGRESS_LOG=info "$BIN" hub --tunnel-port "$TUNNEL_PORT" --edges "$WORK/edges.json" --json \
+  > "$WORK/hub.events" 2> "$WORK/hub.log" &
+PIDS+=($!)
+wait_for "$WORK/hub.log" "hub listening" 10
+FINGERPRINT="$(grep -o 'fingerprint=[0-9a-f]*' "$WORK/hub.log" | head -1 | cut -d= -f2)"
+echo "    hub certificate SHA-256: $FINGERPRINT"
+
+TOKEN="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$TUNNEL_PORT" --edge-id "$EDGE_ID" \
+  --secret "$SECRET" --cert-sha256 "$FINGERPRINT")"
+echo "==> edge: connection token ${TOKEN:0:32}... (pins the hub certificate); public side on 127.0.0.2"
+"$BIN" edge --token "$TOKEN" --bind-address 127.0.0.2 --transport-mode tcpTls --json \
+  > "$WORK/edge.events" 2> "$WORK/edge.log" &
+PIDS+=($!)
+wait_for "$WORK/edge.events" portsAssigned 20
+echo "    edge events: $(tr '\n' ' ' < "$WORK/edge.events")"
+
+for source in 127.0.0.1 127.0.0.3; do
+  echo "==> client at $source connects to the edge at 127.0.0.2:$PORT"
+  python3 - "$source" "$PORT" <<'PY'
+import socket, sys
+source, port = sys.argv[1], int(sys.argv[2])
+with socket.create_connection(("127.0.0.2", port), timeout=10, source_address=(source, 0)) as s:
+    s.sendall(b"hello through the tunnel\n")
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+for line in data.decode().splitlines():
+    print("    answer:", line)
+PY
+done
+
+wait_for "$WORK/hub.events" streamClosed 10
+echo "==> hub events"
+sed 's/^/    /' "$WORK/hub.events"
+echo "==> done: the target saw each client's own address through the tunnel"

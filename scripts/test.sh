@@ -23,4 +23,13 @@ cargo test --workspace --locked
 step "IPC driven from a second language (python3)"
 python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 
+step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
+python3 tests/haproxy/accept_proxy.py
+
+step "distinct client addresses through network namespaces"
+python3 tests/netns/distinct_client_ips.py
+
+step "demo (README's first command)"
+./scripts/demo.sh
+
 step "all suites passed"

@@ -79,7 +79,10 @@ impl Service {
             StartParams::Edge(config) => {
                 let settings = EdgeSettings::from_ipc(config, "config")
                     .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-                Role::Edge(Edge::start(settings, self.events.clone()).await)
+                let edge = Edge::start(settings, self.events.clone())
+                    .await
+                    .map_err(|e| ServiceError::new(ErrorCode::StartFailed, e.to_string()))?;
+                Role::Edge(edge)
             }
         };
         let status = role_status(&role).await;

@@ -38,9 +38,10 @@
 //!
 //! * whitespace around the token is trimmed (copy and paste adds newlines); whitespace inside it
 //!   is an error;
-//! * canonical `=` padding is accepted and ignored, because some base64url encoders pad and
-//!   padding carries no information; wrong padding, the standard alphabet's `+` and `/`, and
-//!   non-zero trailing bits in the last character (a truncated or altered token) are refused;
+//! * canonical `=` padding (`==` or `=` completing the last block) is accepted and ignored,
+//!   because some base64url encoders pad and padding carries no information; partial or excess
+//!   padding, the standard alphabet's `+` and `/`, and non-zero trailing bits in the last
+//!   character (a truncated or altered token) are refused;
 //! * the JSON may have any key order and whitespace; duplicate keys, unknown keys and `null`
 //!   values are refused, so every field has exactly one reading;
 //! * the hub certificate fingerprint may be in either case and is returned lower-case; the
@@ -53,9 +54,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
-use base64::engine::DecodePaddingMode;
-use base64::{alphabet, DecodeError, Engine as _};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::{DecodeError, Engine as _};
 use remoteingress_ipc_schema::Secret;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -63,9 +63,9 @@ use thiserror::Error;
 
 use crate::ident::{validate_edge_id, validate_secret, IdentError};
 
-/// Longest accepted token, in bytes after trimming. The largest valid token (253-byte host,
-/// 1024-byte edge id and secret made of characters JSON escapes, fingerprint) is about 6.3 KiB,
-/// so this refuses only garbage, and bounds the work done on it.
+/// Longest accepted token, in bytes after trimming. The largest valid token (host, edge id and
+/// secret at their length limits, all made of characters JSON escapes, plus a fingerprint) is
+/// 6274 bytes, so this refuses only garbage, and bounds the work done on it.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Longest accepted hub host, in bytes: the longest DNS name (RFC 1035).
@@ -76,12 +76,6 @@ const CERT_SHA256_HEX_LEN: usize = 64;
 
 /// Longest unknown key quoted back in an error, in characters; the rest is cut.
 const MAX_QUOTED_KEY_CHARS: usize = 40;
-
-/// Decodes the URL-safe alphabet with or without canonical padding; never used to encode.
-const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Everything an edge needs to connect to its hub.
 ///
@@ -294,8 +288,15 @@ impl ConnectionToken {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
-        let bytes = URL_SAFE_ANY_PAD
-            .decode(token)
+        if let Some((position, character)) = find_invalid_character(token) {
+            return Err(TokenError::InvalidCharacter {
+                character,
+                position,
+            });
+        }
+        let unpadded = strip_padding(token)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(unpadded)
             .map_err(|error| base64_error(token, error))?;
         let text = std::str::from_utf8(&bytes).map_err(|error| TokenError::NotUtf8 {
             offset: error.valid_up_to(),
@@ -334,8 +335,41 @@ impl FromStr for ConnectionToken {
     }
 }
 
-/// Maps the base64 crate's error onto ours, naming the offending character: all bytes before the
-/// reported offset were valid base64 symbols (ASCII), so the offset is on a character boundary.
+/// The first character that cannot stand where it is in a token: one outside the URL-safe
+/// alphabet, or an `=` before the trailing run of padding.
+///
+/// Checked here rather than left to the base64 crate, whose reported offset is not always the
+/// first bad byte (it decodes in blocks), and may fall inside a multi-byte character.
+fn find_invalid_character(token: &str) -> Option<(usize, char)> {
+    let padding_start = token.trim_end_matches('=').len();
+    token.char_indices().find(|&(position, character)| {
+        let valid = character.is_ascii_alphanumeric()
+            || character == '-'
+            || character == '_'
+            || (character == '=' && position >= padding_start);
+        !valid
+    })
+}
+
+/// Strips `=` padding, which must be absent or exactly what the last block needs (`==` after a
+/// block of 2 characters, `=` after 3).
+fn strip_padding(token: &str) -> Result<&str, TokenError> {
+    let unpadded = token.trim_end_matches('=');
+    let padding = token.len() - unpadded.len();
+    let canonical = match unpadded.len() % 4 {
+        2 => 2,
+        3 => 1,
+        _ => 0,
+    };
+    if padding == 0 || padding == canonical {
+        Ok(unpadded)
+    } else {
+        Err(TokenError::InvalidPadding)
+    }
+}
+
+/// Maps the base64 crate's error onto ours. [`find_invalid_character`] has run first, so the token
+/// is ASCII and any offset is on a character boundary.
 fn base64_error(token: &str, error: DecodeError) -> TokenError {
     let character_at = |position: usize| {
         token
@@ -722,14 +756,15 @@ mod tests {
     #[test]
     fn largest_valid_token_fits_the_limit() {
         let value = token(
-            &"h".repeat(MAX_HUB_HOST_LEN),
+            &"\"".repeat(MAX_HUB_HOST_LEN),
             65535,
             &"\"".repeat(crate::ident::MAX_IDENT_LEN),
             &"\\".repeat(crate::ident::MAX_IDENT_LEN),
             Some(FINGERPRINT),
         );
         let encoded = value.encode().unwrap();
-        assert!(encoded.len() <= MAX_TOKEN_LEN, "{}", encoded.len());
+        assert_eq!(encoded.len(), 6274);
+        assert!(encoded.len() <= MAX_TOKEN_LEN);
         assert_eq!(ConnectionToken::decode(&encoded), Ok(value));
     }
 
@@ -779,7 +814,20 @@ mod tests {
                     position: 1,
                 },
             ),
+            (
+                "abcd😀x".to_owned(),
+                TokenError::InvalidCharacter {
+                    character: '😀',
+                    position: 4,
+                },
+            ),
             (format!("{KNOWN_TOKEN}="), TokenError::InvalidPadding),
+            (format!("{KNOWN_TOKEN}==="), TokenError::InvalidPadding),
+            (
+                format!("{}=", &KNOWN_TOKEN[..76]),
+                TokenError::InvalidPadding,
+            ),
+            ("abcde=".to_owned(), TokenError::InvalidPadding),
         ];
         for (input, expected) in cases {
             assert_eq!(ConnectionToken::decode(&input), Err(expected), "{input:?}");

@@ -1,94 +1,144 @@
 //! The edge role: connects to the hub, listens on the public ports the hub assigns and tunnels
 //! every client connection.
 //!
-//! `Edge` is a cloneable handle to an actor task that owns the edge's state.
+//! The path of one client connection: [`ports`] holds a listener per assigned port ->
+//! [`accept`] builds the PROXY v1 line and opens a tunnel stream (or resets the client at once
+//! while the tunnel is down) -> [`crate::relay`]. [`connector`] keeps the tunnel up (reconnect
+//! with jittered backoff) and [`session`] applies what the hub pushes.
 
-use remoteingress_ipc_schema::{EdgeRole, EdgeStatus};
-use tokio::sync::{mpsc, oneshot};
+pub mod accept;
+pub mod connector;
+pub mod ports;
+pub mod session;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use remoteingress_ipc_schema::{
+    EdgeRole, EdgeStatus, PortBindFailure, TransportMode, TunnelTransport,
+};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::EdgeSettings;
+use crate::config::{EdgeSettings, PerformanceSettings};
 use crate::events::EventSink;
+use crate::metrics::StreamStats;
+use crate::tls::TlsError;
+use crate::transport::tunnel::Tunnel;
 
-enum Command {
-    Status(oneshot::Sender<EdgeStatus>),
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeStartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("QUIC: {0}")]
+    Quic(#[from] crate::transport::quic::QuicSetupError),
+}
+
+/// Mutable edge state shown in status. Updated by the connector and session tasks; the lock is
+/// only ever held for a field update or a status copy, never across an await.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeState {
+    pub(crate) connected: bool,
+    pub(crate) transport: Option<TunnelTransport>,
+    pub(crate) listen_ports: Vec<u16>,
+    pub(crate) listen_ports_udp: Vec<u16>,
+    pub(crate) port_bind_failures: Vec<PortBindFailure>,
+    pub(crate) reconnect_attempts: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) public_ip: Option<String>,
+}
+
+/// What the edge's tasks share.
+#[derive(Debug)]
+pub(crate) struct EdgeShared {
+    pub(crate) settings: EdgeSettings,
+    pub(crate) events: EventSink,
+    pub(crate) state: Mutex<EdgeState>,
+    pub(crate) stats: StreamStats,
+    /// The current tunnel; `None` while disconnected (new clients are then reset at once).
+    pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) quic: quinn::ClientConfig,
+}
+
+impl EdgeShared {
+    pub(crate) fn state(&self) -> MutexGuard<'_, EdgeState> {
+        // A poisoned lock only means another task panicked mid-update; the data is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Handle to a running edge.
 #[derive(Clone, Debug)]
 pub struct Edge {
-    commands: mpsc::Sender<Command>,
-    shutdown: CancellationToken,
-    done: tokio_util::task::TaskTracker,
-}
-
-struct EdgeActor {
-    settings: EdgeSettings,
-    #[allow(dead_code)] // used by the tunnel connector
-    events: EventSink,
+    shared: Arc<EdgeShared>,
 }
 
 impl Edge {
-    /// Starts an edge with the given settings.
-    pub async fn start(settings: EdgeSettings, events: EventSink) -> Self {
-        let (commands, rx) = mpsc::channel(64);
-        let shutdown = CancellationToken::new();
-        let done = tokio_util::task::TaskTracker::new();
-        done.spawn(EdgeActor { settings, events }.run(rx, shutdown.clone()));
-        done.close();
-        Self {
-            commands,
-            shutdown,
-            done,
-        }
+    /// Starts an edge: it connects (and keeps reconnecting) in the background.
+    pub async fn start(settings: EdgeSettings, events: EventSink) -> Result<Self, EdgeStartError> {
+        let tls = crate::tls::edge_client_config(settings.hub_cert_sha256)?;
+        let quic =
+            crate::transport::quic::client_config(tls.clone(), &PerformanceSettings::default())?;
+        let (tunnel, _) = watch::channel(None);
+        let shared = Arc::new(EdgeShared {
+            settings,
+            events,
+            state: Mutex::new(EdgeState::default()),
+            stats: StreamStats::default(),
+            tunnel,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            tls,
+            quic,
+        });
+        shared.tasks.spawn(connector::run(shared.clone()));
+        Ok(Self { shared })
     }
 
     /// Current status.
     pub async fn status(&self) -> Option<EdgeStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Status(tx)).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Stops the edge and waits for its tasks to end.
-    pub async fn stop(&self) {
-        self.shutdown.cancel();
-        self.done.wait().await;
-    }
-}
-
-impl EdgeActor {
-    async fn run(self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                command = commands.recv() => match command {
-                    Some(Command::Status(reply)) => {
-                        let _ = reply.send(self.status());
-                    }
-                    None => break,
-                },
-            }
-        }
-    }
-
-    fn status(&self) -> EdgeStatus {
-        EdgeStatus {
+        let settings = &self.shared.settings;
+        let stats = self.shared.stats.snapshot();
+        let state = self.shared.state();
+        Some(EdgeStatus {
             role: EdgeRole::Edge,
-            running: true,
-            edge_id: self.settings.edge_id.clone(),
-            hub: format!("{}:{}", self.settings.hub_host, self.settings.hub_port),
-            transport_mode: self.settings.transport_mode,
-            connected: false,
-            transport: None,
-            hub_verified: false,
-            public_ip: None,
-            active_streams: 0,
-            listen_ports: Vec::new(),
-            listen_ports_udp: Vec::new(),
-            port_bind_failures: Vec::new(),
-            reconnect_attempts: 0,
-            last_error: None,
+            running: !self.shared.shutdown.is_cancelled(),
+            edge_id: settings.edge_id.clone(),
+            hub: format!("{}:{}", settings.hub_host, settings.hub_port),
+            transport_mode: settings.transport_mode,
+            connected: state.connected,
+            transport: state.transport,
+            hub_verified: settings.hub_cert_sha256.is_some() && state.connected,
+            public_ip: state.public_ip.clone(),
+            active_streams: stats.active,
+            listen_ports: state.listen_ports.clone(),
+            listen_ports_udp: state.listen_ports_udp.clone(),
+            port_bind_failures: state.port_bind_failures.clone(),
+            reconnect_attempts: state.reconnect_attempts,
+            last_error: state.last_error.clone(),
+        })
+    }
+
+    /// Stops the edge: closes the tunnel and listeners, waits for its tasks (bounded).
+    pub async fn stop(&self) {
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("edge tasks still running 5 s after stop; abandoning them");
         }
+    }
+
+    /// The configured transport mode.
+    pub fn transport_mode(&self) -> TransportMode {
+        self.shared.settings.transport_mode
     }
 }

@@ -1,14 +1,36 @@
 //! The hub role: accepts edge tunnels, pushes their configuration and forwards their streams.
 //!
-//! `Hub` is a cloneable handle to an actor task that owns the allowed-edge registry; callers talk
-//! to it through a bounded command queue and get replies on oneshot channels.
+//! `Hub` is a cloneable handle to an actor task (this module) that owns the allowed-edge list and
+//! the registry of connected edges; callers and connection tasks talk to it through a bounded
+//! command queue. The tunnel path of one edge is: [`listener`] (TLS accept, handshake deadline,
+//! [`auth`]) -> actor (authorise, register) -> [`session`] (control loop, heartbeat) ->
+//! [`forward`] (one task per stream: PROXY header, dial target, relay).
 
-use remoteingress_ipc_schema::{HubRole, HubStatus, UpdateAllowedEdgesResult};
+pub mod auth;
+pub mod forward;
+pub mod listener;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use remoteingress_ipc_schema::{
+    ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent, Event, HubRole, HubStatus,
+    TunnelTransport, UpdateAllowedEdgesResult,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{AllowedEdgeSettings, HubSettings};
 use crate::events::EventSink;
+use crate::metrics::StreamStats;
+use crate::tls::{HubIdentity, TlsError};
+use crate::transport::handshake::{EdgeConfigPush, EdgeHello};
+use crate::transport::quic;
+use crate::transport::tunnel::Tunnel;
 
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +41,49 @@ pub enum HubStartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
-enum Command {
+/// The actor's answer to a handshake.
+#[derive(Debug)]
+pub(crate) enum AuthDecision {
+    Accept(Admission),
+    Reject { reason: String },
+}
+
+/// What an authenticated connection needs to run its session.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) session_id: u64,
+    pub(crate) push: EdgeConfigPush,
+    /// Cancelled when the session must end (replaced, edge removed, secret changed, hub stopped).
+    pub(crate) cancel: CancellationToken,
+    pub(crate) stats: Arc<StreamStats>,
+}
+
+pub(crate) enum Command {
     Status(oneshot::Sender<HubStatus>),
     UpdateAllowedEdges(
         Vec<AllowedEdgeSettings>,
         oneshot::Sender<UpdateAllowedEdgesResult>,
     ),
+    Authenticate {
+        hello: EdgeHello,
+        remote: SocketAddr,
+        reply: oneshot::Sender<AuthDecision>,
+    },
+    SessionReady {
+        edge_id: String,
+        session_id: u64,
+        transport: TunnelTransport,
+        tunnel: Tunnel,
+    },
+    SessionEnded {
+        edge_id: String,
+        session_id: u64,
+        reason: String,
+    },
 }
 
 /// Handle to a running hub.
@@ -34,7 +91,30 @@ enum Command {
 pub struct Hub {
     commands: mpsc::Sender<Command>,
     shutdown: CancellationToken,
-    done: tokio_util::task::TaskTracker,
+    tasks: TaskTracker,
+}
+
+/// A connected (or connecting) edge as the registry knows it.
+struct ConnectedEdge {
+    session_id: u64,
+    remote: SocketAddr,
+    cancel: CancellationToken,
+    stats: Arc<StreamStats>,
+    /// Set once the session runs; `None` between authentication and the first frame.
+    tunnel: Option<(Tunnel, TunnelTransport)>,
+    connected_at_ms: u64,
+    /// The configuration the edge has now (handshake or last CONFIG).
+    pushed: EdgeConfigPush,
+}
+
+struct HubActor {
+    settings: Arc<HubSettings>,
+    tunnel_port: u16,
+    fingerprint: String,
+    allowed: HashMap<String, AllowedEdgeSettings>,
+    connected: HashMap<String, ConnectedEdge>,
+    next_session_id: u64,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for Command {
@@ -42,35 +122,72 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Self::Status(_) => "Status",
             Self::UpdateAllowedEdges(..) => "UpdateAllowedEdges",
+            Self::Authenticate { .. } => "Authenticate",
+            Self::SessionReady { .. } => "SessionReady",
+            Self::SessionEnded { .. } => "SessionEnded",
         })
     }
 }
 
-struct HubActor {
-    settings: HubSettings,
-    allowed: Vec<AllowedEdgeSettings>,
-    #[allow(dead_code)] // used by the tunnel listener
-    events: EventSink,
-}
-
 impl Hub {
-    /// Starts a hub with the given settings.
+    /// Binds the tunnel port and starts the hub.
     pub async fn start(settings: HubSettings, events: EventSink) -> Result<Self, HubStartError> {
-        let (commands, rx) = mpsc::channel(64);
-        let shutdown = CancellationToken::new();
-        let done = tokio_util::task::TaskTracker::new();
-        let actor = HubActor {
-            settings,
-            allowed: Vec::new(),
-            events,
+        let identity = match &settings.tls {
+            Some(tls) => HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())?,
+            None => HubIdentity::self_signed()?,
         };
-        done.spawn(actor.run(rx, shutdown.clone()));
-        done.close();
-        Ok(Self {
+        let server_config = identity.server_config()?;
+        let settings = Arc::new(settings);
+        let tcp = listener::bind(settings.tunnel_port)
+            .await
+            .map_err(|source| HubStartError::Bind {
+                port: settings.tunnel_port,
+                source,
+            })?;
+        let tunnel_port = tcp
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or(settings.tunnel_port);
+
+        let (commands, rx) = mpsc::channel(256);
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let hub = Self {
             commands,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+        let actor = HubActor {
+            settings: settings.clone(),
+            tunnel_port,
+            fingerprint: identity.fingerprint.clone(),
+            allowed: HashMap::new(),
+            connected: HashMap::new(),
+            next_session_id: 1,
+            events: events.clone(),
+        };
+        tasks.spawn(actor.run(rx, shutdown.clone()));
+        let context = Arc::new(listener::ListenerContext {
+            tls: tokio_rustls::TlsAcceptor::from(server_config.clone()),
+            hub: hub.clone(),
+            settings: settings.clone(),
+            events,
             shutdown,
-            done,
-        })
+            tasks: tasks.clone(),
+            limiter: std::sync::Mutex::new(auth::FailureLimiter::default()),
+        });
+        tasks.spawn(listener::run_tcp(context.clone(), tcp));
+        // QUIC shares the port number; without it the hub still serves TLS (and says so).
+        match quic::server_endpoint(tunnel_port, server_config, &settings.performance) {
+            Ok(endpoint) => {
+                tasks.spawn(listener::run_quic(context, endpoint));
+            }
+            Err(error) => {
+                tracing::warn!(%error, tunnel_port, "QUIC unavailable on the tunnel port; serving TLS only");
+            }
+        }
+        tracing::info!(tunnel_port, fingerprint = %identity.fingerprint, "hub listening");
+        Ok(hub)
     }
 
     /// Current status.
@@ -80,7 +197,8 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// Replaces the allowed-edge list.
+    /// Replaces the allowed-edge list: new edges may connect, removed ones and ones whose
+    /// secret changed are disconnected, connected ones with changed ports/firewall get a CONFIG.
     pub async fn update_allowed_edges(
         &self,
         edges: Vec<AllowedEdgeSettings>,
@@ -93,10 +211,40 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// Stops the hub and waits for its tasks to end.
+    /// Stops accepting, closes every tunnel and waits for all tasks (bounded).
     pub async fn stop(&self) {
         self.shutdown.cancel();
-        self.done.wait().await;
+        self.tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("hub tasks still running 5 s after stop; abandoning them");
+        }
+    }
+
+    pub(crate) async fn send(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+
+    /// Asks the actor to authenticate a hello.
+    pub(crate) async fn authenticate(&self, hello: EdgeHello, remote: SocketAddr) -> AuthDecision {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send(Command::Authenticate {
+                hello,
+                remote,
+                reply,
+            })
+            .await
+        {
+            return AuthDecision::Reject {
+                reason: "hub is stopping".to_owned(),
+            };
+        }
+        rx.await.unwrap_or(AuthDecision::Reject {
+            reason: "hub is stopping".to_owned(),
+        })
     }
 }
 
@@ -111,6 +259,16 @@ impl HubActor {
                 },
             }
         }
+        for (edge_id, edge) in self.connected.drain() {
+            edge.cancel.cancel();
+            if edge.tunnel.is_some() {
+                self.events
+                    .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
+                        edge_id,
+                        reason: "hub stopped".to_owned(),
+                    }));
+            }
+        }
     }
 
     fn handle(&mut self, command: Command) {
@@ -119,26 +277,241 @@ impl HubActor {
                 let _ = reply.send(self.status());
             }
             Command::UpdateAllowedEdges(edges, reply) => {
-                self.allowed = edges;
-                let _ = reply.send(UpdateAllowedEdgesResult {
-                    edges: u32::try_from(self.allowed.len()).unwrap_or(u32::MAX),
-                    pushed: 0,
-                    disconnected: 0,
-                });
+                let _ = reply.send(self.update_allowed(edges));
             }
+            Command::Authenticate {
+                hello,
+                remote,
+                reply,
+            } => {
+                let _ = reply.send(self.authenticate(hello, remote));
+            }
+            Command::SessionReady {
+                edge_id,
+                session_id,
+                transport,
+                tunnel,
+            } => self.session_ready(edge_id, session_id, transport, tunnel),
+            Command::SessionEnded {
+                edge_id,
+                session_id,
+                reason,
+            } => self.session_ended(&edge_id, session_id, reason),
+        }
+    }
+
+    fn authenticate(&mut self, hello: EdgeHello, remote: SocketAddr) -> AuthDecision {
+        let Some(allowed) = self.allowed.get(&hello.edge_id) else {
+            return AuthDecision::Reject {
+                reason: "unknown edge id".to_owned(),
+            };
+        };
+        if !auth::secrets_match(allowed.secret.expose(), hello.secret.expose()) {
+            return AuthDecision::Reject {
+                reason: "wrong secret".to_owned(),
+            };
+        }
+        let push = push_for(allowed);
+        if let Some(previous) = self.connected.remove(&hello.edge_id) {
+            previous.cancel.cancel();
+            if previous.tunnel.is_some() {
+                self.events
+                    .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
+                        edge_id: hello.edge_id.clone(),
+                        reason: format!("replaced by a new connection from {remote}"),
+                    }));
+            }
+        }
+        let session_id = self.next_session_id;
+        self.next_session_id += 1;
+        let cancel = CancellationToken::new();
+        let stats = Arc::new(StreamStats::default());
+        self.connected.insert(
+            hello.edge_id,
+            ConnectedEdge {
+                session_id,
+                remote,
+                cancel: cancel.clone(),
+                stats: stats.clone(),
+                tunnel: None,
+                connected_at_ms: unix_ms(),
+                pushed: push.clone(),
+            },
+        );
+        AuthDecision::Accept(Admission {
+            session_id,
+            push,
+            cancel,
+            stats,
+        })
+    }
+
+    fn session_ready(
+        &mut self,
+        edge_id: String,
+        session_id: u64,
+        transport: TunnelTransport,
+        tunnel: Tunnel,
+    ) {
+        let Some(edge) = self.connected.get_mut(&edge_id) else {
+            tunnel.close();
+            return;
+        };
+        if edge.session_id != session_id {
+            tunnel.close();
+            return;
+        }
+        // The allowed list may have changed between the handshake and now.
+        if let Some(allowed) = self.allowed.get(&edge_id) {
+            let current = push_for(allowed);
+            if current != edge.pushed {
+                if let Err(error) = tunnel.push_config(&current) {
+                    tracing::warn!(%edge_id, %error, "cannot push config");
+                }
+                edge.pushed = current;
+            }
+        }
+        let remote = edge.remote;
+        edge.tunnel = Some((tunnel, transport));
+        tracing::info!(%edge_id, %remote, ?transport, "edge connected");
+        self.events.emit(Event::EdgeConnected(EdgeConnectedEvent {
+            edge_id,
+            transport,
+            remote_addr: remote.to_string(),
+        }));
+    }
+
+    fn session_ended(&mut self, edge_id: &str, session_id: u64, reason: String) {
+        let Some(edge) = self.connected.get(edge_id) else {
+            return;
+        };
+        if edge.session_id != session_id {
+            return;
+        }
+        let was_ready = edge.tunnel.is_some();
+        self.connected.remove(edge_id);
+        tracing::info!(%edge_id, %reason, "edge disconnected");
+        if was_ready {
+            self.events
+                .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
+                    edge_id: edge_id.to_owned(),
+                    reason,
+                }));
+        }
+    }
+
+    fn update_allowed(&mut self, edges: Vec<AllowedEdgeSettings>) -> UpdateAllowedEdgesResult {
+        let new: HashMap<String, AllowedEdgeSettings> = edges
+            .into_iter()
+            .map(|edge| (edge.id.clone(), edge))
+            .collect();
+        let mut pushed = 0u32;
+        let mut disconnected = 0u32;
+        let mut to_disconnect = Vec::new();
+        for (edge_id, edge) in &mut self.connected {
+            let old_secret = self.allowed.get(edge_id).map(|a| a.secret.clone());
+            match new.get(edge_id) {
+                None => to_disconnect.push((edge_id.clone(), "edge removed from the allowed list")),
+                Some(allowed) if Some(&allowed.secret) != old_secret.as_ref() => {
+                    to_disconnect.push((edge_id.clone(), "edge secret changed"));
+                }
+                Some(allowed) => {
+                    let push = push_for(allowed);
+                    if push != edge.pushed {
+                        if let Some((tunnel, _)) = &edge.tunnel {
+                            match tunnel.push_config(&push) {
+                                Ok(()) => pushed += 1,
+                                Err(error) => {
+                                    tracing::warn!(%edge_id, %error, "cannot push config")
+                                }
+                            }
+                            edge.pushed = push;
+                        }
+                        // Not yet ready: session_ready compares and pushes.
+                    }
+                }
+            }
+        }
+        for (edge_id, reason) in to_disconnect {
+            if let Some(edge) = self.connected.remove(&edge_id) {
+                edge.cancel.cancel();
+                disconnected += 1;
+                if edge.tunnel.is_some() {
+                    self.events
+                        .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
+                            edge_id,
+                            reason: reason.to_owned(),
+                        }));
+                }
+            }
+        }
+        self.allowed = new;
+        UpdateAllowedEdgesResult {
+            edges: count(self.allowed.len()),
+            pushed,
+            disconnected,
         }
     }
 
     fn status(&self) -> HubStatus {
+        let mut connected_edges: Vec<ConnectedEdgeStatus> = self
+            .connected
+            .iter()
+            .filter_map(|(edge_id, edge)| {
+                let (_, transport) = edge.tunnel.as_ref()?;
+                let stats = edge.stats.snapshot();
+                let egress_enabled = self
+                    .allowed
+                    .get(edge_id)
+                    .and_then(|a| a.egress.as_ref())
+                    .is_some_and(|e| e.enabled);
+                Some(ConnectedEdgeStatus {
+                    edge_id: edge_id.clone(),
+                    transport: *transport,
+                    remote_addr: edge.remote.to_string(),
+                    connected_at_ms: edge.connected_at_ms,
+                    public_ip: None,
+                    active_streams: stats.active,
+                    streams_opened_total: stats.opened_total,
+                    streams_closed_total: stats.closed_total,
+                    bytes_in: stats.bytes_in,
+                    bytes_out: stats.bytes_out,
+                    capabilities: Vec::new(),
+                    egress_enabled,
+                })
+            })
+            .collect();
+        connected_edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
         HubStatus {
             role: HubRole::Hub,
             running: true,
-            tunnel_port: self.settings.tunnel_port,
-            cert_sha256: String::new(),
+            tunnel_port: self.tunnel_port,
+            cert_sha256: self.fingerprint.clone(),
             target_host: self.settings.target_host.clone(),
             stream_event_mode: self.settings.stream_event_mode,
-            allowed_edges: u32::try_from(self.allowed.len()).unwrap_or(u32::MAX),
-            connected_edges: Vec::new(),
+            allowed_edges: count(self.allowed.len()),
+            connected_edges,
         }
     }
+}
+
+/// The configuration pushed to an edge.
+fn push_for(allowed: &AllowedEdgeSettings) -> EdgeConfigPush {
+    EdgeConfigPush {
+        listen_ports: allowed.listen_ports.clone(),
+        listen_ports_udp: allowed.listen_ports_udp.clone(),
+        stun_interval_secs: allowed.stun_interval_secs,
+        firewall_config: allowed.firewall_config.clone(),
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

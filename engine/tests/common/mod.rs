@@ -3,6 +3,8 @@
 //! Every wait has a deadline; nothing sleeps to synchronise. The child is killed on drop.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod target;
+
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::time::Duration;
@@ -42,6 +44,10 @@ impl Managed {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .env(
+                "REMOTEINGRESS_LOG",
+                std::env::var("REMOTEINGRESS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true);
         for (key, value) in env {
             command.env(key, value);
@@ -183,4 +189,120 @@ impl Managed {
     pub fn pid(&self) -> i32 {
         self.child.id().expect("running") as i32
     }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!("{what}: not within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resident set size of a process in KiB, from /proc.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hub and an edge, each a real `remoteingress-bin --management`, connected over loopback.
+/// The edge binds 127.0.0.2 so that its public ports can equal the targets' ports on 127.0.0.1.
+pub struct Pair {
+    pub hub: Managed,
+    pub edge: Managed,
+    pub tunnel_port: u16,
+    pub fingerprint: String,
+}
+
+pub const EDGE_ID: &str = "edge-test";
+pub const EDGE_SECRET: &str = "test-secret-123";
+pub const EDGE_ADDR: &str = "127.0.0.2";
+
+impl Pair {
+    /// Starts a hub allowing [`EDGE_ID`] with `ports`, and an edge connected to it.
+    pub async fn start(ports: &[u16], hub_config: Value, transport: &str) -> Self {
+        let mut hub = Managed::spawn().await;
+        let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
+        hub.ok(
+            "updateAllowedEdges",
+            Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": ports}]})),
+        )
+        .await;
+        let mut edge = Managed::spawn().await;
+        let mut params = edge_start(tunnel_port, Some(&fingerprint));
+        params["config"]["transportMode"] = json!(transport);
+        edge.ok("start", Some(params)).await;
+        let connected = edge.event("tunnelConnected").await;
+        let expected = if transport == "tcpTls" {
+            "tcpTls"
+        } else {
+            "quic"
+        };
+        assert_eq!(connected["transport"], expected, "{connected}");
+        hub.event("edgeConnected").await;
+        Self {
+            hub,
+            edge,
+            tunnel_port,
+            fingerprint,
+        }
+    }
+
+    /// Waits until the edge reports `port` as listening.
+    pub async fn wait_listening(&mut self, port: u16) {
+        let edge = &mut self.edge;
+        for _ in 0..250 {
+            let status = edge.ok("getStatus", None).await;
+            if status["listenPorts"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p == port))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("edge never listened on {port}");
+    }
+}
+
+/// Starts a hub on an OS-chosen tunnel port; returns the port and certificate fingerprint.
+pub async fn start_hub(hub: &mut Managed, mut config: Value) -> (u16, String) {
+    if config.get("tunnelPort").is_none() {
+        config["tunnelPort"] = json!(0);
+    }
+    let status = hub
+        .ok("start", Some(json!({"role": "hub", "config": config})))
+        .await;
+    let port = status["tunnelPort"].as_u64().expect("tunnelPort") as u16;
+    let fingerprint = status["certSha256"]
+        .as_str()
+        .expect("certSha256")
+        .to_owned();
+    (port, fingerprint)
+}
+
+/// `start` params of an edge bound to [`EDGE_ADDR`].
+pub fn edge_start(tunnel_port: u16, fingerprint: Option<&str>) -> Value {
+    let mut config = json!({
+        "hubHost": "127.0.0.1", "hubPort": tunnel_port, "edgeId": EDGE_ID,
+        "secret": EDGE_SECRET, "bindAddress": EDGE_ADDR, "transportMode": "tcpTls",
+    });
+    if let Some(fingerprint) = fingerprint {
+        config["hubCertSha256"] = json!(fingerprint);
+    }
+    json!({"role": "edge", "config": config})
 }

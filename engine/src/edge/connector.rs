@@ -1,0 +1,188 @@
+//! Keeps the edge's tunnel up: dial, TLS (with the pinned fingerprint), hello, reply, session;
+//! on failure or loss, wait a jittered exponential backoff (1 s doubling to 30 s) and try again.
+//! Listeners survive reconnects; they are closed only when the edge stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::SeedableRng;
+use remoteingress_ipc_schema::{Event, TransportMode, TunnelDisconnectedEvent};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ports::Ports;
+use super::{session, EdgeShared};
+use crate::backoff::ExponentialBackoff;
+use crate::config::PerformanceSettings;
+use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
+use crate::transport::quic::{self, QuicSide};
+use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+
+/// Deadline for one connection attempt (transport handshake + hello + reply).
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// `quicWithFallback`: how long QUIC gets before TLS is tried.
+pub const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs until the edge stops.
+pub(crate) async fn run(shared: Arc<EdgeShared>) {
+    let mut ports = Ports::new(shared.clone());
+    let mut backoff = ExponentialBackoff::edge_reconnect().stream();
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    loop {
+        let result = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            result = connect(&shared) => result,
+        };
+        match result {
+            Ok((tunnel, incoming, push)) => {
+                backoff.reset();
+                {
+                    let mut state = shared.state();
+                    state.reconnect_attempts = 0;
+                    state.last_error = None;
+                }
+                let reason = session::run(&shared, &mut ports, tunnel, incoming, push).await;
+                shared.state().last_error = Some(reason.clone());
+                tracing::warn!(%reason, "tunnel to the hub lost");
+                shared
+                    .events
+                    .emit(Event::TunnelDisconnected(TunnelDisconnectedEvent {
+                        reason,
+                    }));
+                if shared.shutdown.is_cancelled() {
+                    break;
+                }
+            }
+            Err(error) => {
+                let attempts = {
+                    let mut state = shared.state();
+                    state.reconnect_attempts = state.reconnect_attempts.saturating_add(1);
+                    state.last_error = Some(error.clone());
+                    state.reconnect_attempts
+                };
+                tracing::warn!(%error, attempts, "cannot connect to the hub");
+            }
+        }
+        let delay = backoff.next_delay(&mut rng);
+        tracing::info!(?delay, "reconnecting to the hub after a pause");
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    ports.close_all();
+}
+
+/// One connection attempt with the configured transport mode.
+async fn connect(shared: &EdgeShared) -> Result<Connected, String> {
+    match shared.settings.transport_mode {
+        TransportMode::TcpTls => within(CONNECT_DEADLINE, connect_tls(shared)).await,
+        TransportMode::Quic => within(CONNECT_DEADLINE, connect_quic(shared)).await,
+        TransportMode::QuicWithFallback => {
+            match within(QUIC_FALLBACK_AFTER, connect_quic(shared)).await {
+                Ok(connected) => Ok(connected),
+                Err(quic_error) => {
+                    tracing::info!(error = %quic_error, "QUIC failed; falling back to TLS");
+                    within(CONNECT_DEADLINE, connect_tls(shared))
+                        .await
+                        .map_err(|tls_error| format!("QUIC: {quic_error}; TLS: {tls_error}"))
+                }
+            }
+        }
+    }
+}
+
+async fn within(
+    deadline: Duration,
+    attempt: impl std::future::Future<Output = Result<Connected, String>>,
+) -> Result<Connected, String> {
+    tokio::time::timeout(deadline, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no tunnel within {deadline:?}")))
+}
+
+/// A tunnel that passed the handshake.
+type Connected = (Tunnel, TunnelIncoming, EdgeConfigPush);
+
+/// TCP, TLS, hello, reply.
+async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
+    let settings = &shared.settings;
+    let socket = TcpStream::connect((settings.hub_host.as_str(), settings.hub_port))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach the hub at {}:{}: {e}",
+                settings.hub_host, settings.hub_port
+            )
+        })?;
+    let _ = socket.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
+    let mut tls = connector
+        .connect(crate::tls::server_name(&settings.hub_host), socket)
+        .await
+        .map_err(|e| format!("TLS handshake with the hub failed: {e}"))?;
+    let (leftover, push) = exchange_hello(shared, &mut tls).await?;
+    let (tunnel, incoming) = Tunnel::start_tls_edge(tls, leftover, &PerformanceSettings::default());
+    Ok((tunnel, incoming, push))
+}
+
+/// QUIC handshake, control stream, hello, reply.
+async fn connect_quic(shared: &EdgeShared) -> Result<Connected, String> {
+    let settings = &shared.settings;
+    let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", settings.hub_host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", settings.hub_host))?;
+    let endpoint = quic::client_endpoint(hub).map_err(|e| e.to_string())?;
+    let server_name = match crate::tls::server_name(&settings.hub_host) {
+        rustls::pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
+        rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(ip).to_string(),
+        _ => "remoteingress-hub".to_owned(),
+    };
+    let connection = endpoint
+        .connect_with(shared.quic.clone(), hub, &server_name)
+        .map_err(|e| format!("cannot start QUIC: {e}"))?
+        .await
+        .map_err(|e| format!("QUIC handshake with the hub failed: {e}"))?;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| format!("cannot open the control stream: {e}"))?;
+    let mut control = tokio::io::join(recv, send);
+    let (leftover, push) = exchange_hello(shared, &mut control).await?;
+    let (recv, send) = control.into_inner();
+    let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, QuicSide::Edge);
+    Ok((tunnel, incoming, push))
+}
+
+/// Sends the hello line and reads the hub's reply; returns bytes read past the reply.
+async fn exchange_hello<S>(
+    shared: &EdgeShared,
+    io: &mut S,
+) -> Result<(BytesMut, EdgeConfigPush), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = &shared.settings;
+    if settings.hub_cert_sha256.is_none() {
+        tracing::warn!("hub certificate not verified: no hubCertSha256 given (hubVerified: false)");
+    }
+    let hello = handshake::encode_hello(&settings.edge_id, &settings.secret)
+        .map_err(|e| format!("cannot encode the hello: {e}"))?;
+    io.write_all(&hello)
+        .await
+        .map_err(|e| format!("cannot send the hello: {e}"))?;
+    io.flush()
+        .await
+        .map_err(|e| format!("cannot send the hello: {e}"))?;
+    let mut buffer = BytesMut::with_capacity(16 * 1024);
+    let line = handshake::read_line(io, &mut buffer, MAX_REPLY_LEN)
+        .await
+        .map_err(|e| format!("no reply from the hub: {e}"))?;
+    match handshake::parse_reply(&line).map_err(|e| format!("bad reply from the hub: {e}"))? {
+        HubReply::Rejected { error } => Err(format!("the hub refused this edge: {error}")),
+        HubReply::Accepted(push) => Ok((buffer, push)),
+    }
+}

@@ -1,0 +1,121 @@
+//! The edge's public listeners, reconciled with each configuration the hub pushes: new ports
+//! listen at once, removed ports stop accepting (their open connections finish), and a port that
+//! cannot be bound is reported (`portBindFailed`, status) while the others keep working.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use remoteingress_ipc_schema::{Event, PortBindFailedEvent, PortBindFailure, PortProtocol};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::accept;
+use super::EdgeShared;
+use crate::transport::handshake::EdgeConfigPush;
+
+/// Backlog of each public listener.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// The set of bound public listeners.
+pub(crate) struct Ports {
+    shared: Arc<EdgeShared>,
+    tcp: BTreeMap<u16, CancellationToken>,
+}
+
+impl Ports {
+    pub(crate) fn new(shared: Arc<EdgeShared>) -> Self {
+        Self {
+            shared,
+            tcp: BTreeMap::new(),
+        }
+    }
+
+    /// Makes the listeners match `config`; records and reports ports that cannot be bound.
+    pub(crate) fn apply(&mut self, config: &EdgeConfigPush) {
+        let wanted: Vec<u16> = config.listen_ports.clone();
+        let removed: Vec<u16> = self
+            .tcp
+            .keys()
+            .filter(|port| !wanted.contains(port))
+            .copied()
+            .collect();
+        for port in removed {
+            if let Some(token) = self.tcp.remove(&port) {
+                tracing::info!(port, "public TCP port removed; open connections finish");
+                token.cancel();
+            }
+        }
+        let mut failures = Vec::new();
+        for &port in &wanted {
+            if self.tcp.contains_key(&port) {
+                continue;
+            }
+            match bind_tcp(self.shared.settings.bind_address, port) {
+                Ok(listener) => {
+                    let token = self.shared.shutdown.child_token();
+                    self.tcp.insert(port, token.clone());
+                    tracing::info!(port, "public TCP port listening");
+                    self.shared.tasks.spawn(accept::accept_loop(
+                        listener,
+                        port,
+                        self.shared.clone(),
+                        token,
+                    ));
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    tracing::warn!(port, %error, "cannot bind public TCP port");
+                    self.shared
+                        .events
+                        .emit(Event::PortBindFailed(PortBindFailedEvent {
+                            port,
+                            protocol: PortProtocol::Tcp,
+                            error: error.clone(),
+                        }));
+                    failures.push(PortBindFailure {
+                        port,
+                        protocol: PortProtocol::Tcp,
+                        error,
+                    });
+                }
+            }
+        }
+        let mut state = self.shared.state();
+        state.listen_ports = self.tcp.keys().copied().collect();
+        state.port_bind_failures = failures;
+    }
+
+    /// Stops every listener (edge shutdown).
+    pub(crate) fn close_all(&mut self) {
+        for (_, token) in std::mem::take(&mut self.tcp) {
+            token.cancel();
+        }
+        self.shared.state().listen_ports.clear();
+    }
+}
+
+/// Binds a public TCP port on `address`, or on every address (dual-stack) when none is given.
+fn bind_tcp(address: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener> {
+    match address {
+        Some(ip) => listen(SocketAddr::new(ip, port), false),
+        None => listen(
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            true,
+        )
+        .or_else(|_| listen(SocketAddr::from(([0, 0, 0, 0], port)), false)),
+    }
+}
+
+fn listen(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,89 @@
+//! A connected tunnel on the edge: publish it to the listeners, apply the hub's configuration
+//! (handshake and CONFIG pushes), watch the hub's heartbeat, and end when the tunnel does.
+
+use std::time::Duration;
+
+use remoteingress_ipc_schema::{Event, PortsEvent, TunnelConnectedEvent};
+use tokio::time::Instant;
+
+use super::ports::Ports;
+use super::EdgeShared;
+use crate::config::PerformanceSettings;
+use crate::transport::frame::FrameType;
+use crate::transport::handshake::{self, EdgeConfigPush};
+use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+
+/// How often the heartbeat watchdog looks.
+const WATCHDOG_TICK: Duration = Duration::from_secs(1);
+
+/// Runs one tunnel session; returns why it ended.
+pub(crate) async fn run(
+    shared: &EdgeShared,
+    ports: &mut Ports,
+    tunnel: Tunnel,
+    mut incoming: TunnelIncoming,
+    push: EdgeConfigPush,
+) -> String {
+    let transport = tunnel.transport();
+    {
+        let mut state = shared.state();
+        state.connected = true;
+        state.transport = Some(transport);
+    }
+    shared.tunnel.send_replace(Some(tunnel.clone()));
+    tracing::info!(?transport, "tunnel to the hub connected");
+    shared
+        .events
+        .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));
+    ports.apply(&push);
+    shared.events.emit(Event::PortsAssigned(PortsEvent {
+        listen_ports: push.listen_ports.clone(),
+        listen_ports_udp: push.listen_ports_udp.clone(),
+    }));
+
+    let timeout = PerformanceSettings::default().heartbeat_timeout;
+    let mut last_heard = Instant::now();
+    let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+    let reason = loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break "edge stopped".to_owned(),
+            reason = tunnel.closed() => break reason,
+            opened = incoming.streams.next() => match opened {
+                // Hub-initiated streams (egress) arrive with their own issue.
+                Some((stream, _)) => drop(stream),
+                None => break tunnel.closed().await,
+            },
+            message = incoming.control.next() => match message {
+                Some(message) => {
+                    last_heard = Instant::now();
+                    if message.frame_type == FrameType::Config {
+                        match handshake::parse_config(&message.payload) {
+                            Ok(push) => {
+                                ports.apply(&push);
+                                shared.events.emit(Event::PortsUpdated(PortsEvent {
+                                    listen_ports: push.listen_ports,
+                                    listen_ports_udp: push.listen_ports_udp,
+                                }));
+                            }
+                            Err(error) => tracing::warn!(%error, "ignoring a bad CONFIG from the hub"),
+                        }
+                    }
+                }
+                None => break tunnel.closed().await,
+            },
+            _ = watchdog.tick() => {
+                if last_heard.elapsed() > timeout {
+                    break format!("no heartbeat from the hub for {timeout:?}");
+                }
+            }
+        }
+    };
+    shared.tunnel.send_replace(None);
+    tunnel.close();
+    {
+        let mut state = shared.state();
+        state.connected = false;
+        state.transport = None;
+    }
+    reason
+}

@@ -1,0 +1,95 @@
+//! One tunneled stream on the hub: validate the edge's PROXY v1 line, dial the target at the
+//! edge's public port, write the PROXY header (v1 verbatim or v2), then relay bytes both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use remoteingress_ipc_schema::{
+    Event, ProxyProtocolVersion, StreamClosedEvent, StreamEventMode, StreamOpenedEvent,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::config::HubSettings;
+use crate::events::EventSink;
+use crate::metrics::{OpenStreamGuard, StreamStats};
+use crate::proxy_protocol::{v1, v2};
+use crate::relay::{relay, RelayCounters};
+use crate::transport::tunnel::TunnelStream;
+
+/// Deadline for connecting to the target.
+const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every stream of one edge shares.
+pub(crate) struct ForwardContext {
+    pub(crate) edge_id: String,
+    pub(crate) settings: Arc<HubSettings>,
+    pub(crate) stats: Arc<StreamStats>,
+    pub(crate) events: EventSink,
+}
+
+/// Forwards one stream until both directions end.
+pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<ForwardContext>) {
+    let stream_id = stream.id();
+    let edge_id = &context.edge_id;
+    let header = match v1::parse(&open) {
+        Ok((header, used)) if used == open.len() => header,
+        Ok(_) => {
+            tracing::warn!(%edge_id, stream_id, "OPEN payload has bytes after the PROXY line; stream refused");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%edge_id, stream_id, %error, "OPEN payload is not a valid PROXY v1 line; stream refused");
+            return;
+        }
+    };
+    let per_stream = context.settings.stream_event_mode == StreamEventMode::PerStream;
+    let mut guard = OpenStreamGuard::new(&context.stats);
+    if per_stream {
+        context.events.emit(Event::StreamOpened(StreamOpenedEvent {
+            edge_id: edge_id.clone(),
+            stream_id,
+            client_addr: header.source.to_string(),
+            port: header.destination.port(),
+        }));
+    }
+    let counters = Arc::new(RelayCounters::default());
+    let port = header.destination.port();
+    let target = (context.settings.target_host.as_str(), port);
+    match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+        Ok(Ok(mut target_stream)) => {
+            let _ = target_stream.set_nodelay(true);
+            let written = match context.settings.proxy_protocol {
+                ProxyProtocolVersion::V1 => target_stream.write_all(&open).await,
+                ProxyProtocolVersion::V2 => target_stream.write_all(&v2::from_v1(&header)).await,
+            };
+            match written {
+                Ok(()) => {
+                    if let Err(error) = relay(stream, target_stream, counters.clone()).await {
+                        tracing::debug!(%edge_id, stream_id, %error, "stream ended with an error");
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%edge_id, stream_id, %error, "cannot write the PROXY header")
+                }
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%edge_id, stream_id, host = %context.settings.target_host, port, %error, "cannot connect to the target");
+        }
+        Err(_) => {
+            tracing::warn!(%edge_id, stream_id, host = %context.settings.target_host, port, "target connect timed out");
+        }
+    }
+    guard.bytes_in = counters.inbound();
+    guard.bytes_out = counters.outbound();
+    if per_stream {
+        context.events.emit(Event::StreamClosed(StreamClosedEvent {
+            edge_id: edge_id.clone(),
+            stream_id,
+            bytes_in: guard.bytes_in,
+            bytes_out: guard.bytes_out,
+        }));
+    }
+}

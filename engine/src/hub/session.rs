@@ -1,0 +1,114 @@
+//! One connected edge: accepts its streams, sends heartbeats, reports stream summaries, and ends
+//! when the tunnel dies, the edge is replaced or removed, or the hub stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remoteingress_ipc_schema::{Event, StreamEventMode, StreamSummaryEvent};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::forward::{self, ForwardContext};
+use crate::config::HubSettings;
+use crate::events::EventSink;
+use crate::metrics::StreamStats;
+use crate::transport::control::ControlMessage;
+use crate::transport::frame::FrameType;
+use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+
+pub(crate) struct HubSession {
+    pub(crate) edge_id: String,
+    pub(crate) tunnel: Tunnel,
+    pub(crate) incoming: TunnelIncoming,
+    pub(crate) settings: Arc<HubSettings>,
+    pub(crate) stats: Arc<StreamStats>,
+    pub(crate) events: EventSink,
+    /// Cancelled by the actor: replaced, removed, or secret changed.
+    pub(crate) cancel: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// Runs the session; returns why it ended.
+pub(crate) async fn run(session: HubSession) -> String {
+    let HubSession {
+        edge_id,
+        tunnel,
+        mut incoming,
+        settings,
+        stats,
+        events,
+        cancel,
+        shutdown,
+        tasks,
+    } = session;
+    let context = Arc::new(ForwardContext {
+        edge_id: edge_id.clone(),
+        settings: settings.clone(),
+        stats: stats.clone(),
+        events: events.clone(),
+    });
+    let performance = &settings.performance;
+    let mut heartbeat = tokio::time::interval(performance.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut summary = tokio::time::interval(Duration::from_secs(1));
+    summary.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let summaries = settings.stream_event_mode == StreamEventMode::Summary;
+    let mut last_pong = Instant::now();
+    let mut ping_seq: u64 = 0;
+    // Streams of this session end with it (their own child token).
+    let streams_cancel = cancel.child_token();
+
+    let reason = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break "hub stopped".to_owned(),
+            () = cancel.cancelled() => break "disconnected by the hub".to_owned(),
+            reason = tunnel.closed() => break reason,
+            accepted = incoming.streams.next() => match accepted {
+                Some((stream, open)) => {
+                    let context = context.clone();
+                    let stop = streams_cancel.clone();
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = forward::forward(stream, open, context) => {}
+                        }
+                    });
+                }
+                None => break tunnel.closed().await,
+            },
+            message = incoming.control.next() => match message {
+                Some(message) if message.frame_type == FrameType::Pong => last_pong = Instant::now(),
+                Some(message) => {
+                    tracing::warn!(%edge_id, frame = ?message.frame_type, "unexpected control message from edge; ignored");
+                }
+                None => break tunnel.closed().await,
+            },
+            _ = heartbeat.tick() => {
+                if last_pong.elapsed() > performance.heartbeat_timeout {
+                    break format!(
+                        "heartbeat timeout: no PONG for {:?}",
+                        performance.heartbeat_timeout
+                    );
+                }
+                ping_seq += 1;
+                if let Err(error) = tunnel.send_control(ControlMessage::ping(ping_seq)) {
+                    break format!("cannot send PING: {error}");
+                }
+            }
+            _ = summary.tick(), if summaries => {
+                let snapshot = stats.snapshot();
+                events.emit(Event::StreamSummary(StreamSummaryEvent {
+                    edge_id: edge_id.clone(),
+                    active_streams: snapshot.active,
+                    streams_opened_total: snapshot.opened_total,
+                    streams_closed_total: snapshot.closed_total,
+                }));
+            }
+        }
+    };
+    streams_cancel.cancel();
+    tunnel.close();
+    reason
+}

@@ -1,0 +1,101 @@
+//! Atomic stream counters, shared by the tasks that move bytes and read by status/summary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the streams of one tunnel (hub: per connected edge; edge: for the whole edge).
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    active: AtomicU64,
+    opened_total: AtomicU64,
+    closed_total: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// A point-in-time copy of [`StreamStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamStatsSnapshot {
+    pub active: u64,
+    pub opened_total: u64,
+    pub closed_total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl StreamStats {
+    /// Counts a new stream.
+    pub fn opened(&self) {
+        self.opened_total.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the end of a stream and adds its bytes.
+    pub fn closed(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.closed_total.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StreamStatsSnapshot {
+        StreamStatsSnapshot {
+            active: self.active.load(Ordering::Relaxed),
+            opened_total: self.opened_total.load(Ordering::Relaxed),
+            closed_total: self.closed_total.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Decrements `active` (and records the bytes) when dropped, so a stream task that fails or is
+/// cancelled anywhere still leaves the counters right.
+#[derive(Debug)]
+pub struct OpenStreamGuard<'a> {
+    stats: &'a StreamStats,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl<'a> OpenStreamGuard<'a> {
+    pub fn new(stats: &'a StreamStats) -> Self {
+        stats.opened();
+        Self {
+            stats,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+}
+
+impl Drop for OpenStreamGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.closed(self.bytes_in, self.bytes_out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_keeps_counters_consistent() {
+        let stats = StreamStats::default();
+        {
+            let mut guard = OpenStreamGuard::new(&stats);
+            assert_eq!(stats.snapshot().active, 1);
+            guard.bytes_in = 5;
+            guard.bytes_out = 7;
+        }
+        assert_eq!(
+            stats.snapshot(),
+            StreamStatsSnapshot {
+                active: 0,
+                opened_total: 1,
+                closed_total: 1,
+                bytes_in: 5,
+                bytes_out: 7
+            }
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! TLS material for both transports: the hub's certificate (given as PEM or generated with rcgen),
+//! its SHA-256 fingerprint, and the edge's verifier that pins that fingerprint.
+//!
+//! Edges reach hubs by address or by names that rarely have a public CA certificate, so trust is
+//! by fingerprint (DESIGN section 5, "Hub identity"): with `hubCertSha256` the edge refuses any
+//! other certificate; without it the edge accepts any certificate but reports
+//! `hubVerified: false`. Either way the handshake signature is verified, so the hub proves it
+//! holds the key of the certificate it presents.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// ALPN protocol id of the tunnel, on TLS and QUIC alike.
+pub const ALPN: &[u8] = b"remoteingress/1";
+
+/// Subject name of the generated self-signed hub certificate.
+const SELF_SIGNED_NAME: &str = "remoteingress-hub";
+
+/// Why TLS material could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate PEM: {0}")]
+    CertPem(String),
+    #[error("the certificate PEM contains no certificate")]
+    NoCertificate,
+    #[error("private key PEM: {0}")]
+    KeyPem(String),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("certificate and key do not work together: {0}")]
+    Config(String),
+}
+
+/// The hub's certificate chain and key, plus the leaf's fingerprint.
+#[derive(Debug)]
+pub struct HubIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Lowercase hex SHA-256 of the leaf certificate (DER).
+    pub fingerprint: String,
+}
+
+impl HubIdentity {
+    /// From PEM text (leaf first in the chain).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::CertPem(e.to_string()))?;
+        let leaf = chain.first().ok_or(TlsError::NoCertificate)?;
+        let fingerprint = fingerprint_hex(leaf);
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| TlsError::KeyPem(e.to_string()))?;
+        Ok(Self {
+            chain,
+            key,
+            fingerprint,
+        })
+    }
+
+    /// A fresh self-signed certificate (used when the operator gives none).
+    pub fn self_signed() -> Result<Self, TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let leaf = certified.cert.der().clone();
+        let key = PrivateKeyDer::try_from(certified.key_pair.serialize_der())
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok(Self {
+            fingerprint: fingerprint_hex(&leaf),
+            chain: vec![leaf],
+            key,
+        })
+    }
+
+    /// The rustls server configuration for the tunnel listener.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// The crypto provider used everywhere (ring: no C toolchain surprises on build machines).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Lowercase hex SHA-256 of a certificate.
+pub fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
+    hex(&Sha256::digest(cert.as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The rustls client configuration for an edge; `pin` is the expected leaf SHA-256.
+pub fn edge_client_config(pin: Option<[u8; 32]>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedHubVerifier {
+        pin,
+        provider: provider.clone(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server name an edge presents. Hub certificates are checked by fingerprint, not by name,
+/// so a host that is not a valid TLS name (rare) falls back to a fixed address; SNI is then
+/// simply not meaningful.
+pub fn server_name(host: &str) -> ServerName<'static> {
+    ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+}
+
+/// Accepts the hub certificate whose SHA-256 equals the pin (or any, without a pin) and verifies
+/// the handshake signatures with the provider's algorithms.
+#[derive(Debug)]
+struct PinnedHubVerifier {
+    pin: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedHubVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if subtle::ConstantTimeEq::ct_eq(&actual[..], &pin[..]).into() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "hub certificate fingerprint {} does not match the pinned {}",
+                hex(&actual),
+                hex(&pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn handshake(identity: &HubIdentity, pin: Option<[u8; 32]>) -> Result<(), String> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
+        let connector = tokio_rustls::TlsConnector::from(edge_client_config(pin).unwrap());
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut tls = acceptor.accept(a).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(buf)
+        });
+        let mut tls = connector
+            .connect(server_name("127.0.0.1"), b)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN));
+        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        assert_eq!(&server.await.unwrap()?, b"ping");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pinned_fingerprint_is_accepted_and_a_wrong_one_refused() {
+        let identity = HubIdentity::self_signed().unwrap();
+        let pin = crate::config::parse_fingerprint(&identity.fingerprint).unwrap();
+        handshake(&identity, Some(pin)).await.unwrap();
+        handshake(&identity, None).await.unwrap();
+        let error = handshake(&identity, Some([7; 32])).await.unwrap_err();
+        assert!(error.contains("does not match the pinned"), "{error}");
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_the_fingerprint() {
+        let certified = rcgen::generate_simple_self_signed(vec!["hub.test".to_owned()]).unwrap();
+        let identity =
+            HubIdentity::from_pem(&certified.cert.pem(), &certified.key_pair.serialize_pem())
+                .unwrap();
+        assert_eq!(identity.fingerprint, fingerprint_hex(certified.cert.der()));
+        assert_eq!(identity.fingerprint.len(), 64);
+        assert!(identity.server_config().is_ok());
+        assert!(matches!(
+            HubIdentity::from_pem("nothing here", "x"),
+            Err(TlsError::NoCertificate)
+        ));
+        assert!(matches!(
+            HubIdentity::from_pem(&certified.cert.pem(), "no key"),
+            Err(TlsError::KeyPem(_))
+        ));
+    }
+}

@@ -1,0 +1,357 @@
+//! QUIC transport (quinn): one bidirectional stream per tunneled TCP connection, opened by the
+//! edge and starting with the PROXY v1 line; the first bidirectional stream is the control stream
+//! (handshake line, then `[type][len][payload]` control messages, see [`super::control`]).
+//!
+//! Everything above this module sees only [`super::tunnel::Tunnel`]; the types here implement
+//! its QUIC variant.
+
+pub mod stream;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, RecvStream, SendStream, TransportConfig, VarInt};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::control::{self, ControlMessage};
+use super::frame::FrameType;
+use super::handshake::{read_line, LineError};
+use crate::config::PerformanceSettings;
+pub use stream::QuicStream;
+
+/// Streams the peer may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 100_000;
+/// Deadline for a new stream's first line (PROXY v1 or egress request).
+const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
+/// Incoming streams queued for the session before new ones are refused.
+const INCOMING_STREAM_QUEUE: usize = 1024;
+/// Control messages queued for the session.
+const CONTROL_QUEUE: usize = 64;
+/// Application close code: closed by our side on purpose.
+pub const CLOSE_NORMAL: u32 = 0;
+/// Application close code: the peer broke the protocol.
+pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
+
+/// Why QUIC could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicSetupError {
+    #[error("QUIC needs TLS 1.3: {0}")]
+    Crypto(String),
+    #[error("cannot open the QUIC socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
+/// noticed within the heartbeat timeout, generous stream limits, and datagram buffers.
+pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
+    let mut config = TransportConfig::default();
+    config.max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    config.max_concurrent_uni_streams(VarInt::from_u32(0));
+    config.keep_alive_interval(Some(
+        performance.heartbeat_interval.min(Duration::from_secs(5)),
+    ));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(performance.heartbeat_timeout) {
+        config.max_idle_timeout(Some(idle));
+    }
+    config.stream_receive_window(VarInt::from_u32(performance.stream_window_max));
+    let connection_window = performance.window_budget.min(u64::from(u32::MAX));
+    config.receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX));
+    config.send_window(connection_window);
+    config.datagram_receive_buffer_size(Some(8 << 20));
+    config.datagram_send_buffer_size(8 << 20);
+    config
+}
+
+/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available.
+pub fn server_endpoint(
+    port: u16,
+    tls: Arc<rustls::ServerConfig>,
+    performance: &PerformanceSettings,
+) -> Result<quinn::Endpoint, QuicSetupError> {
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(performance)));
+    let socket = bind_udp(port)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?)
+}
+
+fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+    let dual = (|| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+        socket.set_only_v6(false)?;
+        socket.bind(&v6.into())?;
+        Ok::<_, std::io::Error>(socket)
+    })();
+    match dual {
+        Ok(socket) => Ok(socket.into()),
+        Err(_) => std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))),
+    }
+}
+
+/// The edge's QUIC client configuration.
+pub fn client_config(
+    tls: Arc<rustls::ClientConfig>,
+    performance: &PerformanceSettings,
+) -> Result<quinn::ClientConfig, QuicSetupError> {
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport_config(performance)));
+    Ok(client)
+}
+
+/// A client endpoint able to reach `hub`.
+pub fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
+    let bind: SocketAddr = if hub.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        ([0, 0, 0, 0], 0).into()
+    };
+    Ok(quinn::Endpoint::client(bind)?)
+}
+
+/// Which side of the tunnel this is (decides who answers PING).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuicSide {
+    Edge,
+    Hub,
+}
+
+/// Handle to a running QUIC tunnel.
+#[derive(Clone, Debug)]
+pub struct QuicHandle {
+    connection: Connection,
+    control: mpsc::UnboundedSender<ControlMessage>,
+    live_streams: Arc<AtomicUsize>,
+}
+
+/// What arrives on a QUIC tunnel.
+#[derive(Debug)]
+pub struct QuicIncoming {
+    pub streams: mpsc::Receiver<(QuicStream, Bytes)>,
+    pub control: mpsc::Receiver<ControlMessage>,
+}
+
+/// Starts the tasks of a QUIC tunnel whose handshake is done on the control stream;
+/// `leftover` holds control bytes already read after the handshake line.
+pub fn start(
+    connection: Connection,
+    control_send: SendStream,
+    control_recv: RecvStream,
+    leftover: BytesMut,
+    side: QuicSide,
+    first_line_cap: usize,
+) -> (QuicHandle, QuicIncoming) {
+    // Unbounded by construction: control messages are a PING per heartbeat interval, the PONG
+    // answering it, and CONFIG pushes per operator update; none is produced per byte of data.
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
+    let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
+    let live_streams = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(write_control(connection.clone(), control_send, control_rx));
+    tokio::spawn(read_control(
+        connection.clone(),
+        control_recv,
+        leftover,
+        side,
+        control_tx.clone(),
+        incoming_control_tx,
+    ));
+    tokio::spawn(accept_streams(
+        connection.clone(),
+        stream_tx,
+        live_streams.clone(),
+        first_line_cap,
+    ));
+    (
+        QuicHandle {
+            connection,
+            control: control_tx,
+            live_streams,
+        },
+        QuicIncoming {
+            streams,
+            control: incoming_control,
+        },
+    )
+}
+
+impl QuicHandle {
+    /// Opens a stream and writes its first line (the PROXY v1 line).
+    pub async fn open_stream(
+        &self,
+        first_line: Bytes,
+    ) -> Result<QuicStream, quinn::ConnectionError> {
+        let (mut send, recv) = self.connection.open_bi().await?;
+        if send.write_all(&first_line).await.is_err() {
+            return Err(quinn::ConnectionError::LocallyClosed);
+        }
+        Ok(QuicStream::new(
+            send,
+            recv,
+            Bytes::new(),
+            self.live_streams.clone(),
+        ))
+    }
+
+    /// Queues a control message.
+    pub fn send_control(&self, message: ControlMessage) -> Result<(), ControlMessage> {
+        self.control.send(message).map_err(|e| e.0)
+    }
+
+    pub fn active_streams(&self) -> usize {
+        self.live_streams.load(Ordering::Relaxed)
+    }
+
+    pub fn close(&self) {
+        self.connection
+            .close(VarInt::from_u32(CLOSE_NORMAL), b"closed");
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.connection.close_reason().is_some()
+    }
+
+    /// Resolves when the connection has ended, with the reason.
+    pub async fn closed(&self) -> String {
+        describe_close(self.connection.closed().await)
+    }
+
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
+    }
+}
+
+fn describe_close(error: quinn::ConnectionError) -> String {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            format!(
+                "closed by the peer: {}",
+                String::from_utf8_lossy(&close.reason)
+            )
+        }
+        quinn::ConnectionError::LocallyClosed => "closed locally".to_owned(),
+        quinn::ConnectionError::TimedOut => "QUIC idle timeout (peer unreachable)".to_owned(),
+        other => format!("QUIC connection lost: {other}"),
+    }
+}
+
+async fn write_control(
+    connection: Connection,
+    mut send: SendStream,
+    mut queue: mpsc::UnboundedReceiver<ControlMessage>,
+) {
+    let mut buffer = BytesMut::new();
+    while let Some(message) = queue.recv().await {
+        buffer.clear();
+        if let Err(error) = control::encode(&message, &mut buffer) {
+            tracing::warn!(%error, "control message not sent");
+            continue;
+        }
+        while let Ok(more) = queue.try_recv() {
+            if control::encode(&more, &mut buffer).is_err() {
+                tracing::warn!("control message not sent: invalid");
+            }
+        }
+        if send.write_all(&buffer).await.is_err() {
+            break;
+        }
+    }
+    let _ = send.finish();
+    drop(connection);
+}
+
+async fn read_control(
+    connection: Connection,
+    mut recv: RecvStream,
+    mut buffer: BytesMut,
+    side: QuicSide,
+    replies: mpsc::UnboundedSender<ControlMessage>,
+    deliver: mpsc::Sender<ControlMessage>,
+) {
+    loop {
+        loop {
+            match control::decode(&mut buffer) {
+                Ok(Some(message)) => {
+                    if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
+                        let _ = replies.send(ControlMessage::pong_for(&message));
+                    }
+                    // A slow consumer must not stall the control stream; liveness is what
+                    // matters and the newest CONFIG is resent by the hub on each change.
+                    if deliver.try_send(message).is_err() {
+                        tracing::debug!("control message dropped: session busy");
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "protocol error on the QUIC control stream");
+                    connection.close(
+                        VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
+                        b"control protocol error",
+                    );
+                    return;
+                }
+            }
+        }
+        match recv.read_buf(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                connection.close(VarInt::from_u32(CLOSE_NORMAL), b"control stream ended");
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn accept_streams(
+    connection: Connection,
+    queue: mpsc::Sender<(QuicStream, Bytes)>,
+    live_streams: Arc<AtomicUsize>,
+    first_line_cap: usize,
+) {
+    loop {
+        let Ok((send, mut recv)) = connection.accept_bi().await else {
+            return;
+        };
+        let queue = queue.clone();
+        let live_streams = live_streams.clone();
+        tokio::spawn(async move {
+            let mut buffer = BytesMut::new();
+            let line = tokio::time::timeout(
+                FIRST_LINE_DEADLINE,
+                read_line(&mut recv, &mut buffer, first_line_cap),
+            )
+            .await;
+            let line = match line {
+                Ok(Ok(line)) => line,
+                Ok(Err(LineError::Eof { .. })) | Err(_) | Ok(Err(_)) => {
+                    let _ = recv.stop(VarInt::from_u32(CLOSE_PROTOCOL_ERROR));
+                    return;
+                }
+            };
+            let mut first = BytesMut::with_capacity(line.len() + 1);
+            first.extend_from_slice(&line);
+            first.extend_from_slice(b"\n");
+            let stream = QuicStream::new(send, recv, buffer.freeze(), live_streams);
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                queue.try_send((stream, first.freeze()))
+            {
+                tracing::warn!("too many streams waiting; a new QUIC stream was refused");
+            }
+        });
+    }
+}

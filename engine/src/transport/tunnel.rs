@@ -1,0 +1,310 @@
+//! `Tunnel`, `TunnelIncoming` and `TunnelStream`: the only transport types the hub and edge see.
+//!
+//! Hub and edge code never touch frames or QUIC streams; they open and accept streams and send
+//! control messages through these enums, so TLS and QUIC differ only inside `transport/`
+//! (the QUIC transport adds its variants here).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use remoteingress_ipc_schema::TunnelTransport;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::control::ControlMessage;
+use super::frame::{Frame, CONTROL_STREAM};
+use super::handshake::{encode_config, EdgeConfigPush};
+use super::quic::{self, QuicHandle, QuicSide, QuicStream};
+use super::tls_mux::{Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, Side, WindowSettings};
+use crate::config::PerformanceSettings;
+
+/// Why a tunnel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("the tunnel is closed")]
+    Closed,
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// A running tunnel (cheap to clone).
+#[derive(Clone, Debug)]
+pub enum Tunnel {
+    Tls(MuxHandle),
+    Quic(QuicHandle),
+}
+
+/// What arrives on a tunnel: streams the peer opened and control messages, as two independent
+/// receivers so one task can wait on both.
+#[derive(Debug)]
+pub struct TunnelIncoming {
+    pub streams: IncomingStreams,
+    pub control: IncomingControl,
+}
+
+/// Streams the peer opened.
+#[derive(Debug)]
+pub enum IncomingStreams {
+    Tls(tokio::sync::mpsc::Receiver<(MuxStream, Bytes)>),
+    Quic(tokio::sync::mpsc::Receiver<(QuicStream, Bytes)>),
+}
+
+/// Control messages from the peer.
+#[derive(Debug)]
+pub enum IncomingControl {
+    Tls(tokio::sync::mpsc::Receiver<Frame>),
+    Quic(tokio::sync::mpsc::Receiver<ControlMessage>),
+}
+
+/// One tunneled TCP connection.
+#[derive(Debug)]
+pub enum TunnelStream {
+    Tls(MuxStream),
+    Quic(QuicStream),
+}
+
+fn window_settings(performance: &PerformanceSettings) -> WindowSettings {
+    WindowSettings {
+        min: performance.stream_window_min,
+        max: performance.stream_window_max,
+        budget: performance.window_budget,
+    }
+}
+
+impl Tunnel {
+    /// Starts the hub side of a TLS tunnel whose handshake is done; `leftover` holds bytes read
+    /// after the hello line.
+    pub fn start_tls_hub<T>(
+        io: T,
+        leftover: BytesMut,
+        performance: &PerformanceSettings,
+    ) -> (Self, TunnelIncoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Self::start_tls(io, leftover, Side::Hub, performance)
+    }
+
+    /// Starts the edge side of a TLS tunnel whose handshake is done.
+    pub fn start_tls_edge<T>(
+        io: T,
+        leftover: BytesMut,
+        performance: &PerformanceSettings,
+    ) -> (Self, TunnelIncoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Self::start_tls(io, leftover, Side::Edge, performance)
+    }
+
+    fn start_tls<T>(
+        io: T,
+        leftover: BytesMut,
+        side: Side,
+        performance: &PerformanceSettings,
+    ) -> (Self, TunnelIncoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let config = MuxConfig {
+            side,
+            window: window_settings(performance),
+        };
+        let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new());
+        let MuxIncoming {
+            streams, control, ..
+        } = incoming;
+        (
+            Self::Tls(handle),
+            TunnelIncoming {
+                streams: IncomingStreams::Tls(streams),
+                control: IncomingControl::Tls(control),
+            },
+        )
+    }
+
+    /// Starts a QUIC tunnel whose handshake is done on the control stream; `leftover` holds
+    /// control bytes already read after the handshake line.
+    pub fn start_quic(
+        connection: quinn::Connection,
+        control_send: quinn::SendStream,
+        control_recv: quinn::RecvStream,
+        leftover: BytesMut,
+        side: QuicSide,
+    ) -> (Self, TunnelIncoming) {
+        // Streams the hub accepts start with a PROXY v1 line; streams an edge accepts (egress)
+        // start with a JSON request line.
+        let first_line_cap = match side {
+            QuicSide::Hub => crate::proxy_protocol::v1::MAX_V1_LEN,
+            QuicSide::Edge => 4096,
+        };
+        let (handle, incoming) = quic::start(
+            connection,
+            control_send,
+            control_recv,
+            leftover,
+            side,
+            first_line_cap,
+        );
+        (
+            Self::Quic(handle),
+            TunnelIncoming {
+                streams: IncomingStreams::Quic(incoming.streams),
+                control: IncomingControl::Quic(incoming.control),
+            },
+        )
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> TunnelTransport {
+        match self {
+            Self::Tls(_) => TunnelTransport::TcpTls,
+            Self::Quic(_) => TunnelTransport::Quic,
+        }
+    }
+
+    /// Opens a stream to the hub (edge side); `proxy_line` is the client's PROXY v1 line.
+    pub async fn open_stream(&self, proxy_line: Bytes) -> Result<TunnelStream, TunnelError> {
+        match self {
+            Self::Tls(mux) => mux
+                .open_stream(proxy_line)
+                .map(TunnelStream::Tls)
+                .map_err(|e| TunnelError::Protocol(e.to_string())),
+            Self::Quic(quic) => quic
+                .open_stream(proxy_line)
+                .await
+                .map(TunnelStream::Quic)
+                .map_err(|e| TunnelError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Sends a control message (CONFIG, PING, PONG) without waiting.
+    pub fn send_control(&self, message: ControlMessage) -> Result<(), TunnelError> {
+        match self {
+            Self::Tls(mux) => {
+                let frame = Frame::new(CONTROL_STREAM, message.frame_type, message.payload)
+                    .map_err(|e| TunnelError::Protocol(e.to_string()))?;
+                mux.send_control(frame).map_err(|_| TunnelError::Closed)
+            }
+            Self::Quic(quic) => quic.send_control(message).map_err(|_| TunnelError::Closed),
+        }
+    }
+
+    /// Pushes a configuration to the edge (hub side).
+    pub fn push_config(&self, config: &EdgeConfigPush) -> Result<(), TunnelError> {
+        let payload = encode_config(config).map_err(|e| TunnelError::Protocol(e.to_string()))?;
+        self.send_control(ControlMessage::config(payload))
+    }
+
+    /// Streams currently open on this tunnel.
+    pub fn active_streams(&self) -> usize {
+        match self {
+            Self::Tls(mux) => mux.active_streams(),
+            Self::Quic(quic) => quic.active_streams(),
+        }
+    }
+
+    /// Closes the tunnel; every stream fails.
+    pub fn close(&self) {
+        match self {
+            Self::Tls(mux) => mux.close(),
+            Self::Quic(quic) => quic.close(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Tls(mux) => mux.is_closed(),
+            Self::Quic(quic) => quic.is_closed(),
+        }
+    }
+
+    /// Resolves when the tunnel has ended, with the reason.
+    pub async fn closed(&self) -> String {
+        match self {
+            Self::Tls(mux) => mux.closed().await.to_string(),
+            Self::Quic(quic) => quic.closed().await,
+        }
+    }
+}
+
+impl IncomingStreams {
+    /// The next stream the peer opened, with its OPEN payload; `None` once the tunnel ended.
+    pub async fn next(&mut self) -> Option<(TunnelStream, Bytes)> {
+        match self {
+            Self::Tls(streams) => streams
+                .recv()
+                .await
+                .map(|(stream, open)| (TunnelStream::Tls(stream), open)),
+            Self::Quic(streams) => streams
+                .recv()
+                .await
+                .map(|(stream, open)| (TunnelStream::Quic(stream), open)),
+        }
+    }
+}
+
+impl IncomingControl {
+    /// The next control message; `None` once the tunnel ended.
+    pub async fn next(&mut self) -> Option<ControlMessage> {
+        match self {
+            Self::Tls(control) => control.recv().await.map(|frame| ControlMessage {
+                frame_type: frame.frame_type,
+                payload: frame.payload,
+            }),
+            Self::Quic(control) => control.recv().await,
+        }
+    }
+}
+
+impl TunnelStream {
+    /// Stream id (unique per tunnel while open).
+    pub fn id(&self) -> u64 {
+        match self {
+            Self::Tls(stream) => u64::from(stream.id()),
+            Self::Quic(stream) => stream.id(),
+        }
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Quic(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Quic(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Quic(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Quic(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Tunnel admission and recovery through the real binaries: bad credentials, garbage, silent
+//! peers, non-TLS clients, certificate pinning, and reconnect after the hub is killed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::target::{Behaviour, Target};
+use common::{edge_start, start_hub, Managed, Pair, EDGE_ADDR, EDGE_ID, EDGE_SECRET};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn tls_to(port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let config = remoteingress::tls::edge_client_config(None).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    connector
+        .connect(remoteingress::tls::server_name("127.0.0.1"), socket)
+        .await
+        .unwrap()
+}
+
+/// Sends `hello` over TLS and returns the hub's reply line (or what it sent before closing).
+async fn hello(port: u16, hello: &[u8]) -> String {
+    let mut tls = tls_to(port).await;
+    tls.write_all(hello).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(12), tls.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+async fn auth_failed(hub: &mut Managed) -> Value {
+    hub.event("edgeAuthFailed").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start(&[target.port], json!({}), "tcpTls").await;
+    let port = pair.tunnel_port;
+
+    let reply = hello(port, format!("EDGE {EDGE_ID} wrong-secret\n").as_bytes()).await;
+    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
+    let event = auth_failed(&mut pair.hub).await;
+    assert_eq!(event["reason"], "wrong secret");
+    assert_eq!(event["edgeId"], EDGE_ID);
+
+    let reply = hello(port, b"EDGE nobody secret\n").await;
+    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
+    assert_eq!(
+        auth_failed(&mut pair.hub).await["reason"],
+        "unknown edge id"
+    );
+
+    let reply = hello(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(reply, "", "garbage gets no reply");
+    let event = auth_failed(&mut pair.hub).await;
+    assert!(
+        event["reason"].as_str().unwrap().starts_with("bad hello"),
+        "{event}"
+    );
+
+    // Not TLS at all.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    plain
+        .write_all(b"EDGE edge-test test-secret-123\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut sink)).await;
+    let event = auth_failed(&mut pair.hub).await;
+    assert!(event["reason"].as_str().unwrap().contains("TLS"), "{event}");
+
+    // The good edge was never disturbed.
+    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
+    client.write_all(b"still here").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"still here");
+    let status = pair.hub.ok("getStatus", None).await;
+    assert_eq!(status["connectedEdges"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_sends_its_hello_is_dropped_at_the_deadline() {
+    let mut hub = Managed::spawn().await;
+    let (port, _) = start_hub(&mut hub, json!({})).await;
+    let started = std::time::Instant::now();
+    let mut tls = tls_to(port).await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "hub closed the silent connection");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(14),
+        "{elapsed:?}"
+    );
+    let event = hub.event("edgeAuthFailed").await;
+    assert!(
+        event["reason"].as_str().unwrap().contains("within"),
+        "{event}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why() {
+    let mut hub = Managed::spawn().await;
+    let (port, _) = start_hub(&mut hub, json!({})).await;
+    hub.ok(
+        "updateAllowedEdges",
+        Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET}]})),
+    )
+    .await;
+    let mut edge = Managed::spawn().await;
+    edge.ok("start", Some(edge_start(port, Some(&"00".repeat(32)))))
+        .await;
+    let mut status = Value::Null;
+    for _ in 0..500 {
+        status = edge.ok("getStatus", None).await;
+        if status["lastError"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["connected"], false);
+    let error = status["lastError"].as_str().unwrap();
+    assert!(error.contains("does not match the pinned"), "{error}");
+    let hub_status = hub.ok("getStatus", None).await;
+    assert_eq!(hub_status["connectedEdges"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_reconnects_over_tls_after_the_hub_is_killed() {
+    edge_reconnects_after_the_hub_is_killed("tcpTls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_reconnects_over_quic_after_the_hub_is_killed() {
+    edge_reconnects_after_the_hub_is_killed("quic").await;
+}
+
+async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    // A fixed certificate, so the restarted hub has the fingerprint the edge pinned.
+    let certified = rcgen::generate_simple_self_signed(vec!["hub.test".to_owned()]).unwrap();
+    let tls =
+        json!({"certPem": certified.cert.pem(), "keyPem": certified.key_pair.serialize_pem()});
+    let mut pair = Pair::start(&[target.port], json!({"tls": tls}), transport).await;
+    let tunnel_port = pair.tunnel_port;
+
+    // Traffic flows while the hub dies.
+    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).await.unwrap();
+    pair.hub.child.start_kill().unwrap();
+    pair.hub.wait_exit().await;
+
+    let reason = pair.edge.event("tunnelDisconnected").await;
+    assert!(reason["reason"].is_string());
+    // While down, new clients are refused at once.
+    let refused = TcpStream::connect((EDGE_ADDR, target.port)).await;
+    if let Ok(mut socket) = refused {
+        let mut sink = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut sink)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "refused quickly: {read:?}"
+        );
+    }
+
+    // A new hub on the same port with the same certificate and the same edge allowed.
+    let mut hub = Managed::spawn().await;
+    let config = json!({"tunnelPort": tunnel_port, "tls": tls});
+    let mut started = None;
+    for _ in 0..50 {
+        let response = hub
+            .call("start", Some(json!({"role": "hub", "config": config})))
+            .await;
+        if response["success"] == true {
+            started = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.is_some(), "hub restarted on its port");
+    hub.ok(
+        "updateAllowedEdges",
+        Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": [target.port]}]})),
+    )
+    .await;
+    hub.event("edgeConnected").await;
+    pair.edge.event("tunnelConnected").await;
+    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
+    client.write_all(b"again").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"again");
+}

@@ -1,0 +1,289 @@
+//! End-to-end TCP forwarding through a real hub and a real edge (`remoteingress-bin
+//! --management` each), over TLS on loopback: integrity, PROXY headers, half-close,
+//! backpressure, config pushes, reconnect.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::target::{expected_header, Behaviour, Target};
+use common::{eventually, rss_kib, Pair, EDGE_ADDR};
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Runs one scenario over each transport: `mod name { tcp_tls, quic }`.
+macro_rules! over_both_transports {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp_tls() {
+                super::$scenario("tcpTls").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic() {
+                super::$scenario("quic").await;
+            }
+        }
+    )*};
+}
+
+over_both_transports!(
+    two_hundred_concurrent_connections_echo_one_mib_each_intact,
+    half_closed_client_still_gets_the_whole_response,
+    slow_target_pushes_back_and_memory_stays_bounded,
+    ports_added_at_runtime_serve_and_removed_ports_refuse_while_open_ones_finish,
+    status_and_stream_events_report_the_traffic,
+    summary_mode_emits_stream_summaries_instead_of_per_stream_events,
+    v2_proxy_protocol_is_written_when_configured
+);
+
+async fn connect_edge(port: u16) -> TcpStream {
+    TcpStream::connect((EDGE_ADDR, port))
+        .await
+        .expect("connect to the edge")
+}
+
+/// Sends `data`, half-closes, reads everything back; returns the echo.
+async fn echo_round_trip(port: u16, data: Vec<u8>) -> (SocketAddr, Vec<u8>) {
+    let socket = connect_edge(port).await;
+    let local = socket.local_addr().unwrap();
+    let (mut read, mut write) = socket.into_split();
+    let writer = tokio::spawn(async move {
+        write.write_all(&data).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    read.read_to_end(&mut echoed).await.unwrap();
+    writer.await.unwrap();
+    (local, echoed)
+}
+
+async fn two_hundred_concurrent_connections_echo_one_mib_each_intact(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    let _pair = Pair::start(&[target.port], json!({}), transport).await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let port = target.port;
+        tasks.push(tokio::spawn(async move {
+            let mut data = vec![0u8; 1 << 20];
+            rand::rng().fill_bytes(&mut data);
+            let sent = Sha256::digest(&data);
+            let (local, echoed) = echo_round_trip(port, data).await;
+            assert_eq!(echoed.len(), 1 << 20);
+            assert_eq!(Sha256::digest(&echoed), sent, "echo differs");
+            local
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(
+            tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .expect("all echoes within 120 s")
+                .unwrap(),
+        );
+    }
+    let headers = target.headers();
+    assert_eq!(headers.len(), 200);
+    for client in clients {
+        let expected = expected_header(client, target.port);
+        assert!(headers.contains(&expected), "no header {expected:?}");
+    }
+}
+
+async fn half_closed_client_still_gets_the_whole_response(transport: &str) {
+    let target = Target::start(Behaviour::Respond { len: 3 << 20 }).await;
+    let _pair = Pair::start(&[target.port], json!({}), transport).await;
+    let (_, response) = echo_round_trip(target.port, b"GET /big HTTP/1.0\r\n\r\n".to_vec()).await;
+    assert_eq!(response.len(), 3 << 20);
+    assert!(response.iter().all(|&b| b == b'z'));
+}
+
+async fn slow_target_pushes_back_and_memory_stays_bounded(transport: &str) {
+    const TOTAL: usize = 256 << 20;
+    // 256 KiB per 10 ms: about 25 MB/s, far slower than the client can send.
+    let target = Target::start(Behaviour::SlowSink {
+        bytes_per_tick: 256 * 1024,
+    })
+    .await;
+    let pair = Pair::start(&[target.port], json!({}), transport).await;
+    let (hub_pid, edge_pid) = (pair.hub.pid(), pair.edge.pid());
+    let baseline = rss_kib(hub_pid) + rss_kib(edge_pid);
+
+    let socket = connect_edge(target.port).await;
+    let (mut read, mut write) = socket.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0xA5u8; 1 << 20];
+        for _ in 0..(TOTAL >> 20) {
+            write.write_all(&chunk).await.unwrap();
+        }
+        write.shutdown().await.unwrap();
+    });
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let sampled = peak.clone();
+    let sampler = tokio::spawn(async move {
+        loop {
+            let now = rss_kib(hub_pid) + rss_kib(edge_pid);
+            sampled.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(240), read.read_to_string(&mut reply))
+        .await
+        .expect("slow transfer finishes")
+        .unwrap();
+    writer.await.unwrap();
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        reply.trim(),
+        TOTAL.to_string(),
+        "every byte reached the target"
+    );
+    // Windows are 4 MiB per stream; allow generous slack for buffers and the allocator.
+    let grown_kib = peak.saturating_sub(baseline);
+    assert!(
+        grown_kib < 64 * 1024,
+        "edge+hub RSS grew by {grown_kib} KiB while moving 256 MiB to a slow target"
+    );
+}
+
+async fn ports_added_at_runtime_serve_and_removed_ports_refuse_while_open_ones_finish(
+    transport: &str,
+) {
+    let first = Target::start(Behaviour::Echo).await;
+    let second = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start(&[first.port], json!({}), transport).await;
+
+    let started = std::time::Instant::now();
+    pair.hub
+        .ok(
+            "updateAllowedEdges",
+            Some(
+                json!({"edges": [{"id": common::EDGE_ID, "secret": common::EDGE_SECRET,
+                "listenPorts": [first.port, second.port]}]}),
+            ),
+        )
+        .await;
+    let updated = pair.edge.event("portsUpdated").await;
+    assert_eq!(updated["listenPorts"], json!([first.port, second.port]));
+    let (_, echoed) = echo_round_trip(second.port, b"hello".to_vec()).await;
+    assert_eq!(echoed, b"hello");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "new port served within 1 s"
+    );
+
+    // Open a connection on the first port, then remove that port.
+    let mut open = connect_edge(first.port).await;
+    open.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    open.read_exact(&mut buf).await.unwrap();
+    pair.hub
+        .ok(
+            "updateAllowedEdges",
+            Some(
+                json!({"edges": [{"id": common::EDGE_ID, "secret": common::EDGE_SECRET,
+                "listenPorts": [second.port]}]}),
+            ),
+        )
+        .await;
+    pair.edge.event("portsUpdated").await;
+    eventually("removed port refuses", Duration::from_secs(2), || async {
+        TcpStream::connect((EDGE_ADDR, first.port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    // The open connection still works and finishes cleanly.
+    open.write_all(b"after").await.unwrap();
+    open.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"after");
+}
+
+async fn status_and_stream_events_report_the_traffic(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start(&[target.port], json!({}), transport).await;
+    let (client, echoed) = echo_round_trip(target.port, vec![7u8; 1000]).await;
+    assert_eq!(echoed.len(), 1000);
+    let opened = pair.hub.event("streamOpened").await;
+    assert_eq!(opened["edgeId"], common::EDGE_ID);
+    assert_eq!(opened["clientAddr"], client.to_string());
+    assert_eq!(opened["port"], target.port);
+    let closed = pair.hub.event("streamClosed").await;
+    assert_eq!(closed["bytesIn"], 1000);
+    assert_eq!(closed["bytesOut"], 1000);
+    let status = pair.hub.ok("getStatus", None).await;
+    let edge = &status["connectedEdges"][0];
+    assert_eq!(edge["edgeId"], common::EDGE_ID);
+    assert_eq!(edge["transport"], transport);
+    assert_eq!(edge["streamsOpenedTotal"], 1);
+    let edge_status = pair.edge.ok("getStatus", None).await;
+    assert_eq!(edge_status["connected"], true);
+    assert_eq!(edge_status["hubVerified"], true);
+    assert_eq!(edge_status["listenPorts"], json!([target.port]));
+}
+
+async fn summary_mode_emits_stream_summaries_instead_of_per_stream_events(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start(
+        &[target.port],
+        json!({"streamEventMode": "summary"}),
+        transport,
+    )
+    .await;
+    echo_round_trip(target.port, b"x".to_vec()).await;
+    let summary = pair
+        .hub
+        .wait_for(
+            |line| line["event"] == "streamSummary" && line["data"]["streamsClosedTotal"] == 1,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(summary["data"]["edgeId"], common::EDGE_ID);
+    assert_eq!(summary["data"]["activeStreams"], 0);
+}
+
+async fn v2_proxy_protocol_is_written_when_configured(transport: &str) {
+    // A raw listener that captures the first bytes the hub writes.
+    let target = Target::start(Behaviour::Echo).await;
+    drop(target);
+    let listener = loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if std::net::TcpListener::bind((EDGE_ADDR, port)).is_ok() {
+            break listener;
+        }
+    };
+    let port = listener.local_addr().unwrap().port();
+    let _pair = Pair::start(&[port], json!({"proxyProtocol": "v2"}), transport).await;
+    let client = tokio::spawn(async move {
+        let mut socket = connect_edge(port).await;
+        socket.write_all(b"payload").await.unwrap();
+        socket.local_addr().unwrap()
+    });
+    let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut header = [0u8; 28 + 7];
+    accepted.read_exact(&mut header).await.unwrap();
+    let client = client.await.unwrap();
+    assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(header[12], 0x21, "version 2, PROXY");
+    assert_eq!(header[13], 0x11, "TCP over IPv4");
+    assert_eq!(&header[16..20], &[127, 0, 0, 1]);
+    assert_eq!(&header[20..24], &[127, 0, 0, 2]);
+    assert_eq!(u16::from_be_bytes([header[24], header[25]]), client.port());
+    assert_eq!(u16::from_be_bytes([header[26], header[27]]), port);
+    assert_eq!(&header[28..], b"payload");
+}

@@ -1,0 +1,152 @@
+"""Shared helpers for the scenario tests: processes stopped by PID, bounded waits, free ports,
+network namespaces that are always removed. Standard library only."""
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def binary():
+    """The remoteingress-bin to test: $REMOTEINGRESS_BINARY, else the debug build."""
+    return os.environ.get("REMOTEINGRESS_BINARY") or os.path.join(REPO, "target", "debug", "remoteingress-bin")
+
+
+class Process:
+    """A child process whose stdout lines are collected; killed by PID on stop()."""
+
+    def __init__(self, argv, name, env=None, stdin=subprocess.DEVNULL):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env.setdefault("REMOTEINGRESS_LOG", "info")
+        self.name = name
+        self.stderr_path = f"/tmp/ri-test-{name}-{os.getpid()}.log"
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=stdin,
+                                     text=True, env=full_env, start_new_session=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_line(self, predicate, timeout=15.0):
+        """The first stdout line for which predicate(line) is true, within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.name}: no matching line in {timeout}s; saw {seen[-5:]}\n{self.log_tail()}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise RuntimeError(f"{self.name} exited (code {self.proc.poll()}); saw {seen[-5:]}\n{self.log_tail()}")
+            seen.append(line)
+            if predicate(line):
+                return line
+
+    def wait_event(self, name, timeout=15.0):
+        """For --json processes: the data of the first event called `name`."""
+        def is_event(line):
+            try:
+                return json.loads(line).get("event") == name
+            except ValueError:
+                return False
+        return json.loads(self.wait_line(is_event, timeout))["data"]
+
+    def log_tail(self, lines=20):
+        try:
+            with open(self.stderr_path) as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        self.stderr.close()
+        try:
+            os.unlink(self.stderr_path)
+        except OSError:
+            pass
+
+
+def free_port(host="127.0.0.1", also_free_on=()):
+    """A TCP port free on host (and on every address in also_free_on)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        ok = True
+        for other in also_free_on:
+            with socket.socket() as t:
+                try:
+                    t.bind((other, port))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def run(*argv, check=True):
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def token(hub_host, hub_port, edge_id, secret):
+    return run(binary(), "token", "encode", "--hub-host", hub_host, "--hub-port", str(hub_port),
+               "--edge-id", edge_id, "--secret", secret).stdout.strip()
+
+
+def connect_and_read_line(host, port, source=None, payload=b"", timeout=10.0):
+    """Connects (optionally from a source address), sends payload, half-closes, returns the
+    first line of the answer and the rest."""
+    with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None) as s:
+        if payload:
+            s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    first, _, rest = data.partition(b"\n")
+    return first.decode(errors="replace"), rest
+
+
+class Report:
+    """Counts checks and prints the closing line test runners recognise."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, condition, detail=""):
+        if condition:
+            self.passed += 1
+            print(f"ok   {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name}: {detail}")
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 and self.passed > 0 else 1

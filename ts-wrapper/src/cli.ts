@@ -1,0 +1,435 @@
+// `remoteingress hub ...` / `remoteingress edge ...` / `remoteingress token ...`: the Node CLI.
+//
+// It drives the binary through RemoteIngressHub / RemoteIngressEdge (so it gets crash recovery),
+// never through the binary's own CLI. Every flag can come from the `REMOTEINGRESS_*` variable of
+// the reference readme (flags win), and `REMOTEINGRESS_MODE=hub|edge` picks the role when no
+// subcommand is given. SIGINT/SIGTERM stop the role cleanly; a hub re-reads `--edges FILE` on
+// SIGHUP.
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { RemoteIngressEdge } from './edge.js';
+import type { IEdgeConfig, IHubConfig, IPerformanceConfig, TAllowedEdge } from './generated/ipc.js';
+import { RemoteIngressHub } from './hub.js';
+import type { IRemoteIngressOptions } from './supervisor.js';
+import { decodeConnectionToken, encodeConnectionToken } from './token.js';
+import { EDGE_EVENT_NAMES, HUB_EVENT_NAMES } from './types.js';
+
+/** Exit status for a usage or configuration error (sysexits EX_USAGE, as the Rust CLI). */
+export const EXIT_USAGE = 64;
+
+export const ENV = {
+  MODE: 'REMOTEINGRESS_MODE',
+  TOKEN: 'REMOTEINGRESS_TOKEN',
+  HUB_HOST: 'REMOTEINGRESS_HUB_HOST',
+  HUB_PORT: 'REMOTEINGRESS_HUB_PORT',
+  EDGE_ID: 'REMOTEINGRESS_EDGE_ID',
+  SECRET: 'REMOTEINGRESS_SECRET',
+  TARGET_HOST: 'REMOTEINGRESS_TARGET_HOST',
+  TUNNEL_PORT: 'REMOTEINGRESS_TUNNEL_PORT',
+  ALLOWED_EDGES_JSON: 'REMOTEINGRESS_ALLOWED_EDGES_JSON',
+  EDGES_FILE: 'REMOTEINGRESS_EDGES_FILE',
+  PERFORMANCE_JSON: 'REMOTEINGRESS_PERFORMANCE_JSON',
+  STREAM_EVENT_MODE: 'REMOTEINGRESS_STREAM_EVENT_MODE',
+  PROXY_PROTOCOL: 'REMOTEINGRESS_PROXY_PROTOCOL',
+  TLS_CERT: 'REMOTEINGRESS_TLS_CERT',
+  TLS_KEY: 'REMOTEINGRESS_TLS_KEY',
+  TRANSPORT_MODE: 'REMOTEINGRESS_TRANSPORT_MODE',
+  BIND_ADDRESS: 'REMOTEINGRESS_BIND_ADDRESS',
+  HUB_CERT_SHA256: 'REMOTEINGRESS_HUB_CERT_SHA256',
+} as const;
+
+const USAGE = `Usage:
+  remoteingress hub  [--tunnel-port 8443] [--target-host 127.0.0.1]
+                     [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
+                     [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
+                     [--performance-json JSON] [--json]
+  remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
+                     [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
+                     [--hub-cert-sha256 HEX] [--json]
+  remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S [--cert-sha256 HEX]
+  remoteingress token decode TOKEN
+
+Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role. Every hub/edge flag can also be
+set with its REMOTEINGRESS_* variable (e.g. --target-host: REMOTEINGRESS_TARGET_HOST); flags win.
+Events go to stdout (--json: one JSON line each); the binary's log goes to stderr.
+The binary is $REMOTEINGRESS_BINARY, the workspace build, or remoteingress-bin on PATH.`;
+
+class UsageError extends Error {}
+
+export interface IRunCliOptions {
+  /** Environment to read `REMOTEINGRESS_*` from. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  /** Stops the running role like SIGTERM does (for embedding and tests). */
+  signal?: AbortSignal;
+  /** Install SIGINT/SIGTERM (and SIGHUP for a hub) handlers. Default true. */
+  handleSignals?: boolean;
+  /** Options for the hub/edge class (binary path, restart policy, ...). */
+  wrapper?: IRemoteIngressOptions;
+}
+
+const HUB_OPTIONS = {
+  'tunnel-port': { type: 'string' },
+  'target-host': { type: 'string' },
+  edges: { type: 'string' },
+  'allowed-edges-json': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'stream-event-mode': { type: 'string' },
+  'proxy-protocol': { type: 'string' },
+  'performance-json': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const EDGE_OPTIONS = {
+  token: { type: 'string' },
+  'hub-host': { type: 'string' },
+  'hub-port': { type: 'string' },
+  'edge-id': { type: 'string' },
+  secret: { type: 'string' },
+  'transport-mode': { type: 'string' },
+  'bind-address': { type: 'string' },
+  'hub-cert-sha256': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const TOKEN_OPTIONS = {
+  'hub-host': { type: 'string' },
+  'hub-port': { type: 'string' },
+  'edge-id': { type: 'string' },
+  secret: { type: 'string' },
+  'cert-sha256': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** A flag's value, else its environment variable's. */
+function pick(flag: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
+  return nonEmpty(flag) ?? nonEmpty(env[name]);
+}
+
+function port(text: string | undefined, what: string, allowZero: boolean): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text.trim());
+  if (!/^\d+$/.test(text.trim()) || value > 65535 || (!allowZero && value === 0)) {
+    throw new UsageError(`${what}: ${JSON.stringify(text)} is not a port (${allowZero ? 0 : 1}..65535)`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(text: string | undefined, what: string, allowed: readonly T[]): T | undefined {
+  if (text === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new UsageError(`${what}: ${JSON.stringify(text)} is not one of ${allowed.join(', ')}`);
+  }
+  return text as T;
+}
+
+function json<T>(text: string | undefined, what: string, check: (value: unknown) => boolean, expected: string): T | undefined {
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${what}: not valid JSON (${(error as Error).message})`);
+  }
+  if (!check(value)) throw new UsageError(`${what}: must be ${expected}`);
+  return value as T;
+}
+
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`${what}: cannot read ${path}: ${(error as Error).message}`);
+  }
+}
+
+function isObject(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function readEdges(file: string): TAllowedEdge[] {
+  return json<TAllowedEdge[]>(readText(file, '--edges'), `--edges ${file}`, Array.isArray, 'a JSON array of edges') ?? [];
+}
+
+interface IHubPlan {
+  config: IHubConfig;
+  edges: TAllowedEdge[] | undefined;
+  edgesFile: string | undefined;
+  json: boolean;
+}
+
+export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan | 'help' {
+  const { values } = parseArgs({ args, options: HUB_OPTIONS, strict: true, allowPositionals: false });
+  if (values.help) return 'help';
+  const config: IHubConfig = {};
+  const tunnelPort = port(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port', true);
+  if (tunnelPort !== undefined) config.tunnelPort = tunnelPort;
+  const targetHost = pick(values['target-host'], env, ENV.TARGET_HOST);
+  if (targetHost !== undefined) config.targetHost = targetHost;
+  const mode = oneOf(pick(values['stream-event-mode'], env, ENV.STREAM_EVENT_MODE), '--stream-event-mode', [
+    'perStream',
+    'summary',
+    'off',
+  ] as const);
+  if (mode !== undefined) config.streamEventMode = mode;
+  const proxy = oneOf(pick(values['proxy-protocol'], env, ENV.PROXY_PROTOCOL), '--proxy-protocol', ['v1', 'v2'] as const);
+  if (proxy !== undefined) config.proxyProtocol = proxy;
+  const performance = json<IPerformanceConfig>(
+    pick(values['performance-json'], env, ENV.PERFORMANCE_JSON),
+    '--performance-json',
+    isObject,
+    'a JSON object (IPerformanceConfig)',
+  );
+  if (performance !== undefined) config.performance = performance;
+  const cert = pick(values['tls-cert'], env, ENV.TLS_CERT);
+  const key = pick(values['tls-key'], env, ENV.TLS_KEY);
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (cert !== undefined && key !== undefined) {
+    config.tls = { certPem: readText(cert, '--tls-cert'), keyPem: readText(key, '--tls-key') };
+  }
+  const edgesFile = pick(values.edges, env, ENV.EDGES_FILE);
+  const inline = pick(values['allowed-edges-json'], env, ENV.ALLOWED_EDGES_JSON);
+  if (edgesFile !== undefined && inline !== undefined) {
+    throw new UsageError('give the allowed edges either as --edges FILE or as --allowed-edges-json, not both');
+  }
+  const edges =
+    edgesFile !== undefined
+      ? readEdges(edgesFile)
+      : json<TAllowedEdge[]>(inline, '--allowed-edges-json', Array.isArray, 'a JSON array of edges');
+  return { config, edges, edgesFile, json: values.json === true };
+}
+
+interface IEdgePlan {
+  config: IEdgeConfig;
+  json: boolean;
+}
+
+export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan | 'help' {
+  const { values } = parseArgs({ args, options: EDGE_OPTIONS, strict: true, allowPositionals: false });
+  if (values.help) return 'help';
+  const config: IEdgeConfig = {};
+  const token = nonEmpty(values.token);
+  const hubHost = nonEmpty(values['hub-host']);
+  const explicit = hubHost !== undefined || values['edge-id'] !== undefined || values.secret !== undefined;
+  if (token !== undefined && explicit) {
+    throw new UsageError('give either --token or --hub-host/--edge-id/--secret, not both');
+  }
+  // A token flag wins over explicit variables and the other way round; from the environment
+  // alone, a token wins.
+  const envToken = explicit ? undefined : nonEmpty(env[ENV.TOKEN]);
+  if (token !== undefined || envToken !== undefined) {
+    config.token = (token ?? envToken) as string;
+  } else {
+    const host = pick(values['hub-host'], env, ENV.HUB_HOST);
+    const edgeId = pick(values['edge-id'], env, ENV.EDGE_ID);
+    const secret = pick(values.secret, env, ENV.SECRET);
+    const missing = [
+      host === undefined ? `--hub-host (${ENV.HUB_HOST})` : undefined,
+      edgeId === undefined ? `--edge-id (${ENV.EDGE_ID})` : undefined,
+      secret === undefined ? `--secret (${ENV.SECRET})` : undefined,
+    ].filter((m) => m !== undefined);
+    if (missing.length > 0) {
+      throw new UsageError(`an edge needs --token (${ENV.TOKEN}) or ${missing.join(', ')}`);
+    }
+    config.hubHost = host as string;
+    config.edgeId = edgeId as string;
+    config.secret = secret as string;
+    const hubPort = port(pick(values['hub-port'], env, ENV.HUB_PORT), '--hub-port', false);
+    if (hubPort !== undefined) config.hubPort = hubPort;
+  }
+  const fingerprint = pick(values['hub-cert-sha256'], env, ENV.HUB_CERT_SHA256);
+  if (fingerprint !== undefined) config.hubCertSha256 = fingerprint;
+  const transport = oneOf(pick(values['transport-mode'], env, ENV.TRANSPORT_MODE), '--transport-mode', [
+    'tcpTls',
+    'quic',
+    'quicWithFallback',
+  ] as const);
+  if (transport !== undefined) config.transportMode = transport;
+  const bind = pick(values['bind-address'], env, ENV.BIND_ADDRESS);
+  if (bind !== undefined) config.bindAddress = bind;
+  return { config, json: values.json === true };
+}
+
+function runToken(args: string[], out: NodeJS.WritableStream): number {
+  const [action, ...rest] = args;
+  if (action === 'decode') {
+    const { positionals } = parseArgs({ args: rest, options: {}, strict: true, allowPositionals: true });
+    if (positionals.length !== 1) throw new UsageError('token decode takes exactly one TOKEN');
+    const data = decodeConnectionToken(positionals[0] as string);
+    out.write(`${JSON.stringify({ ...data, hubCertSha256: data.hubCertSha256 ?? null })}\n`);
+    return 0;
+  }
+  if (action === 'encode') {
+    const { values } = parseArgs({ args: rest, options: TOKEN_OPTIONS, strict: true });
+    const need = (value: string | undefined, flag: string): string => {
+      if (value === undefined) throw new UsageError(`token encode needs ${flag}`);
+      return value;
+    };
+    const token = encodeConnectionToken({
+      hubHost: need(values['hub-host'], '--hub-host'),
+      hubPort: port(values['hub-port'], '--hub-port', false) ?? 8443,
+      edgeId: need(values['edge-id'], '--edge-id'),
+      secret: need(values.secret, '--secret'),
+      ...(values['cert-sha256'] === undefined ? {} : { hubCertSha256: values['cert-sha256'] }),
+    });
+    out.write(`${token}\n`);
+    return 0;
+  }
+  throw new UsageError('token needs "encode" or "decode"');
+}
+
+function describe(name: string, data: unknown): string {
+  if (data === null || typeof data !== 'object') return name;
+  const parts = Object.entries(data as Record<string, unknown>)
+    .filter(([, value]) => value !== null && value !== undefined)
+    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  return `${name} ${parts.join(' ')}`.trim();
+}
+
+/**
+ * Runs the CLI with `argv` (without `node` and the script). Resolves with the exit status once
+ * the role has stopped (after SIGINT/SIGTERM or `options.signal`), or at once for `token` and
+ * usage errors.
+ */
+export async function runCli(argv: string[] = process.argv.slice(2), options: IRunCliOptions = {}): Promise<number> {
+  const env = options.env ?? process.env;
+  const out = options.stdout ?? process.stdout;
+  const err = options.stderr ?? process.stderr;
+  const args = [...argv];
+  let command = args[0] !== undefined && !args[0].startsWith('-') ? args.shift() : undefined;
+  if (command === undefined && (args.includes('--help') || args.includes('-h'))) {
+    out.write(`${USAGE}\n`);
+    return 0;
+  }
+  command ??= nonEmpty(env[ENV.MODE])?.trim();
+  try {
+    switch (command) {
+      case 'hub': {
+        const plan = parseHubArgs(args, env);
+        if (plan === 'help') break;
+        return await runRole('hub', plan, plan.json, options, out, err);
+      }
+      case 'edge': {
+        const plan = parseEdgeArgs(args, env);
+        if (plan === 'help') break;
+        return await runRole('edge', plan, plan.json, options, out, err);
+      }
+      case 'token':
+        return runToken(args, out);
+      case undefined:
+        throw new UsageError(`nothing to do: give a subcommand (hub, edge, token) or set ${ENV.MODE}=hub|edge`);
+      default:
+        throw new UsageError(
+          `unknown ${env[ENV.MODE] !== undefined && argv[0] !== command ? `${ENV.MODE} ` : 'subcommand '}${JSON.stringify(command)}; expected hub, edge or token`,
+        );
+    }
+    out.write(`${USAGE}\n`);
+    return 0;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const tokenError = (error as Error).name === 'ConnectionTokenError';
+    err.write(`remoteingress: ${message}\n`);
+    if (usage) err.write(`Run \`remoteingress --help\` for usage.\n`);
+    return usage || tokenError ? EXIT_USAGE : 1;
+  }
+}
+
+async function runRole(
+  role: 'hub' | 'edge',
+  plan: IHubPlan | IEdgePlan,
+  asJson: boolean,
+  options: IRunCliOptions,
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<number> {
+  const instance = role === 'hub' ? new RemoteIngressHub(options.wrapper) : new RemoteIngressEdge(options.wrapper);
+  const print = (name: string, data: unknown): void => {
+    if (asJson) out.write(`${JSON.stringify({ event: name, data })}\n`);
+    else out.write(`${new Date().toISOString()} ${describe(name, data)}\n`);
+  };
+  const emitter = instance as unknown as NodeJS.EventEmitter;
+  const names: readonly string[] = role === 'hub' ? HUB_EVENT_NAMES : EDGE_EVENT_NAMES;
+  for (const name of [...names, 'crashRecovered', 'ipcError']) {
+    emitter.on(name, (data: unknown) => print(name, data));
+  }
+  emitter.on('log', (line: string) => err.write(`${line}\n`));
+
+  let finish!: (code: number) => void;
+  const finished = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
+  emitter.on('crashRecoveryFailed', (event: { error: Error }) => {
+    print('crashRecoveryFailed', { error: event.error.message });
+    finish(1);
+  });
+
+  let stopping = false;
+  const stop = (why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    err.write(`remoteingress: ${why}; stopping\n`);
+    finish(0);
+  };
+  const onSignal = (signal: NodeJS.Signals): void => stop(`received ${signal}`);
+  const handleSignals = options.handleSignals ?? true;
+  let onHup: (() => void) | undefined;
+  if (handleSignals) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  options.signal?.addEventListener('abort', () => stop('aborted'), { once: true });
+
+  try {
+    if (role === 'hub') {
+      const hub = instance as RemoteIngressHub;
+      const hubPlan = plan as IHubPlan;
+      const status = await hub.start(hubPlan.config);
+      if (hubPlan.edges !== undefined) await hub.updateAllowedEdges(hubPlan.edges);
+      print('started', { role, pid: hub.pid, tunnelPort: status.tunnelPort, certSha256: status.certSha256 });
+      if (handleSignals && hubPlan.edgesFile !== undefined) {
+        const file = hubPlan.edgesFile;
+        onHup = (): void => {
+          try {
+            const edges = readEdges(file);
+            hub.updateAllowedEdges(edges).then(
+              (result) => print('edgesReloaded', { file, ...result }),
+              (error: Error) => err.write(`remoteingress: reloading ${file} failed: ${error.message}\n`),
+            );
+          } catch (error) {
+            err.write(`remoteingress: reloading ${file} failed: ${(error as Error).message}\n`);
+          }
+        };
+        process.on('SIGHUP', onHup);
+      }
+    } else {
+      const edge = instance as RemoteIngressEdge;
+      const status = await edge.start((plan as IEdgePlan).config);
+      print('started', { role, pid: edge.pid, edgeId: status.edgeId, hub: status.hub, transportMode: status.transportMode });
+    }
+    if (options.signal?.aborted) stop('aborted');
+    return await finished;
+  } catch (error) {
+    err.write(`remoteingress: ${(error as Error).message}\n`);
+    // A configuration the binary refuses is a usage error, like in the Rust CLI.
+    const code = (error as { code?: string }).code;
+    return code === 'invalid_config' || code === 'invalid_params' ? EXIT_USAGE : 1;
+  } finally {
+    if (handleSignals) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (onHup !== undefined) process.off('SIGHUP', onHup);
+    }
+    await instance.stop();
+  }
+}

@@ -1,0 +1,259 @@
+// Lifecycle through RustBridge: start, status, updateAllowedEdges, errors with codes, stop
+// leaving no process behind; the edge class; the CLI.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import {
+  EXIT_USAGE,
+  RemoteIngressEdge,
+  RemoteIngressError,
+  RemoteIngressHub,
+  encodeConnectionToken,
+  runCli,
+  type IHubStatus,
+  type TAllowedEdge,
+} from '../src/index.js';
+import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
+
+const EDGES: TAllowedEdge[] = [
+  { id: 'edge-a', secret: 'secret-a', listenPorts: [8080, 8443], listenPortsUdp: [5353] },
+  {
+    id: 'edge-b',
+    secret: 'secret-b',
+    firewallConfig: { blockedIps: ['198.51.100.0/24'], rateLimits: [{ id: 'r', port: 80, rate: '10/second' }] },
+    egress: { enabled: true, allowedPorts: [25] },
+  },
+];
+
+function isHub(status: unknown): status is IHubStatus {
+  return typeof status === 'object' && status !== null && (status as IHubStatus).role === 'hub';
+}
+
+describe('RemoteIngressHub lifecycle', () => {
+  const hub = new RemoteIngressHub();
+  const pids: number[] = [];
+  before(async () => {
+    await binaryPath(); // fail early and clearly without a binary
+  });
+  after(async () => {
+    await hub.stop();
+    pids.forEach(killQuietly);
+  });
+
+  test('getStatus before start is { running: false } and spawns nothing', { timeout: 5_000 }, async () => {
+    assert.deepEqual(await hub.getStatus(), { running: false });
+    assert.equal(hub.running, false);
+    assert.equal(hub.pid, undefined);
+  });
+
+  test('hub-only calls before start fail with not_started', { timeout: 5_000 }, async () => {
+    await assert.rejects(hub.updateAllowedEdges(EDGES), (error: RemoteIngressError) => {
+      assert.equal(error.code, 'not_started');
+      return true;
+    });
+  });
+
+  test('start, getStatus, updateAllowedEdges, stop', { timeout: 30_000 }, async () => {
+    const started = await hub.start({ tunnelPort: 0, targetHost: '127.0.0.1', streamEventMode: 'summary' });
+    assert.equal(started.role, 'hub');
+    assert.equal(started.running, true);
+    assert.equal(started.streamEventMode, 'summary');
+    assert.equal(hub.running, true);
+    const pid = hub.pid;
+    assert.ok(pid !== undefined && alive(pid), 'the binary runs');
+    pids.push(pid);
+
+    const result = await hub.updateAllowedEdges(EDGES);
+    assert.deepEqual(result, { edges: 2, pushed: 0, disconnected: 0 });
+    const status = await hub.getStatus();
+    assert.ok(isHub(status));
+    assert.equal(status.allowedEdges, 2);
+    assert.equal(status.targetHost, '127.0.0.1');
+    assert.deepEqual(status.connectedEdges, []);
+
+    await hub.stop();
+    assert.equal(hub.running, false);
+    assert.equal(hub.pid, undefined);
+    assert.throws(() => process.kill(pid, 0), (error: NodeJS.ErrnoException) => error.code === 'ESRCH');
+    assert.deepEqual(await hub.getStatus(), { running: false });
+    await hub.stop(); // idempotent
+  });
+
+  test("the binary's errors keep their IPC code", { timeout: 30_000 }, async () => {
+    await hub.start({ tunnelPort: 0 });
+    pids.push(hub.pid as number);
+    await assert.rejects(hub.start({ tunnelPort: 0 }), (error: RemoteIngressError) => {
+      assert.ok(error instanceof RemoteIngressError);
+      assert.equal(error.code, 'already_started');
+      assert.equal(error.method, 'start');
+      return true;
+    });
+    await assert.rejects(hub.updateAllowedEdges([{ id: 'has space', secret: 's' }]), (error: RemoteIngressError) => {
+      assert.equal(error.code, 'invalid_config');
+      assert.match(error.message, /edges\[0\]\.id/);
+      return true;
+    });
+    const typo = [{ id: 'e', secret: 's', listenPort: [1] }] as unknown as TAllowedEdge[];
+    await assert.rejects(hub.updateAllowedEdges(typo), (error: RemoteIngressError) => {
+      assert.equal(error.code, 'invalid_params');
+      assert.match(error.message, /listenPort/);
+      return true;
+    });
+    assert.equal(hub.running, true, 'refused requests leave the process running');
+    const pid = hub.pid as number;
+    await hub.stop();
+    await assertGone(pid);
+  });
+
+  test('a start the binary refuses leaves no process behind', { timeout: 30_000 }, async () => {
+    const bad = { tunnelPort: 0, targetHost: '', streamEventMode: 'loud' } as unknown as Parameters<RemoteIngressHub['start']>[0];
+    await assert.rejects(hub.start(bad), (error: RemoteIngressError) => error.code === 'invalid_params');
+    assert.equal(hub.running, false);
+    assert.equal(hub.pid, undefined);
+  });
+
+  test('a missing binary is reported clearly', { timeout: 10_000 }, async () => {
+    const lost = new RemoteIngressHub({ binaryPath: '/nonexistent/remoteingress-bin' });
+    const saved = process.env['REMOTEINGRESS_BINARY'];
+    // The explicit path is not executable, so the lookup falls through; make sure it finds nothing.
+    process.env['REMOTEINGRESS_BINARY'] = '/nonexistent/also-missing';
+    try {
+      const found = await import('../src/index.js').then((m) => m.findBinary('/nonexistent/remoteingress-bin'));
+      if (found === null) {
+        await assert.rejects(lost.start({}), (error: RemoteIngressError) => {
+          assert.equal(error.code, 'binary_not_found');
+          assert.match(error.message, /REMOTEINGRESS_BINARY/);
+          return true;
+        });
+      } else {
+        // A workspace build or PATH entry exists: the fallback order is what is tested then.
+        await lost.start({ tunnelPort: 0 });
+        await lost.stop();
+      }
+    } finally {
+      if (saved === undefined) delete process.env['REMOTEINGRESS_BINARY'];
+      else process.env['REMOTEINGRESS_BINARY'] = saved;
+    }
+  });
+});
+
+describe('RemoteIngressEdge lifecycle', () => {
+  const edge = new RemoteIngressEdge();
+  after(async () => {
+    await edge.stop();
+  });
+
+  test('start (token or explicit), getStatus, stop', { timeout: 30_000 }, async () => {
+    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-token', secret: 's3cret' });
+    const started = await edge.start({ token, transportMode: 'tcpTls', stunServers: [] });
+    assert.equal(started.role, 'edge');
+    assert.equal(started.edgeId, 'edge-token');
+    assert.equal(started.hub, '127.0.0.1:1');
+    const status = await edge.getStatus();
+    assert.ok('role' in status && status.role === 'edge');
+    assert.equal(status.connected, false, 'nothing listens on port 1');
+    const pid = edge.pid as number;
+    await edge.stop();
+    assert.throws(() => process.kill(pid, 0), (error: NodeJS.ErrnoException) => error.code === 'ESRCH');
+
+    const explicit = await edge.start({
+      hubHost: '127.0.0.1',
+      hubPort: 1,
+      edgeId: 'edge-explicit',
+      secret: 's3cret',
+      transportMode: 'tcpTls',
+      stunServers: [],
+    });
+    assert.equal(explicit.edgeId, 'edge-explicit');
+    await edge.stop();
+  });
+});
+
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+describe('remoteingress CLI', () => {
+  test('usage errors exit 64 with a clear message', { timeout: 10_000 }, async () => {
+    const output = (chunks: string[]) =>
+      ({ write: (chunk: string) => chunks.push(String(chunk)) }) as unknown as NodeJS.WritableStream;
+    const err: string[] = [];
+    assert.equal(await runCli([], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
+    assert.match(err.join(''), /REMOTEINGRESS_MODE/);
+    err.length = 0;
+    assert.equal(await runCli(['edge'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
+    assert.match(err.join(''), /--token \(REMOTEINGRESS_TOKEN\)/);
+    err.length = 0;
+    assert.equal(
+      await runCli(['hub'], { env: { REMOTEINGRESS_ALLOWED_EDGES_JSON: '{nope' }, stdout: output([]), stderr: output(err) }),
+      EXIT_USAGE,
+    );
+    assert.match(err.join(''), /--allowed-edges-json: not valid JSON/);
+    const out: string[] = [];
+    assert.equal(await runCli(['token', 'decode', encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's' })], { stdout: output(out) }), 0);
+    assert.deepEqual(JSON.parse(out.join('')), { hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's', hubCertSha256: null });
+  });
+
+  test('REMOTEINGRESS_MODE=edge with a token runs in-process and stops on abort', { timeout: 30_000 }, async () => {
+    const out: string[] = [];
+    const controller = new AbortController();
+    const stdout = {
+      write: (chunk: string) => {
+        out.push(String(chunk));
+        if (String(chunk).includes('"started"')) controller.abort();
+        return true;
+      },
+    } as unknown as NodeJS.WritableStream;
+    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-env', secret: 's3cret' });
+    const code = await runCli(['--json'], {
+      env: { REMOTEINGRESS_MODE: 'edge', REMOTEINGRESS_TOKEN: token, REMOTEINGRESS_TRANSPORT_MODE: 'tcpTls' },
+      stdout,
+      stderr: { write: () => true } as unknown as NodeJS.WritableStream,
+      signal: controller.signal,
+      handleSignals: false,
+    });
+    assert.equal(code, 0);
+    const started = out.map((line) => JSON.parse(line)).find((line) => line.event === 'started');
+    assert.equal(started.data.edgeId, 'edge-env');
+    await assertGone(started.data.pid);
+  });
+
+  test('`remoteingress hub` from the environment stops cleanly on SIGTERM', { timeout: 30_000 }, async () => {
+    const child = spawn(process.execPath, [path.join(packageRoot, 'dist/src/bin.js'), '--json'], {
+      env: {
+        ...process.env,
+        REMOTEINGRESS_MODE: 'hub',
+        REMOTEINGRESS_TUNNEL_PORT: '0',
+        REMOTEINGRESS_TARGET_HOST: '127.0.0.1',
+        REMOTEINGRESS_STREAM_EVENT_MODE: 'summary',
+        REMOTEINGRESS_ALLOWED_EDGES_JSON: JSON.stringify(EDGES),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let binaryPid: number | undefined;
+    try {
+      const exited = once(child, 'exit');
+      const lines = createInterface({ input: child.stdout });
+      for await (const line of lines) {
+        const message = JSON.parse(line) as { event: string; data: { pid: number; role: string } };
+        if (message.event === 'started') {
+          assert.equal(message.data.role, 'hub');
+          binaryPid = message.data.pid;
+          break;
+        }
+      }
+      assert.ok(binaryPid !== undefined && alive(binaryPid), 'the hub binary runs');
+      child.kill('SIGTERM');
+      const [code] = await exited;
+      assert.equal(code, 0, 'exit status 0 after SIGTERM');
+      await assertGone(binaryPid);
+    } finally {
+      child.kill('SIGKILL');
+      killQuietly(binaryPid);
+    }
+  });
+});
