@@ -38,3 +38,4 @@ pub mod service;
 pub mod tls;
 pub mod token;
 pub mod transport;
+pub mod udp;

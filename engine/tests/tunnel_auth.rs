@@ -148,7 +148,14 @@ async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
     let certified = rcgen::generate_simple_self_signed(vec!["hub.test".to_owned()]).unwrap();
     let tls =
         json!({"certPem": certified.cert.pem(), "keyPem": certified.key_pair.serialize_pem()});
-    let mut pair = Pair::start(&[target.port], json!({"tls": tls}), transport).await;
+    // Short heartbeats so that a dead hub is noticed in seconds on QUIC too (UDP has no RST).
+    let performance = json!({"heartbeatIntervalSecs": 1, "heartbeatTimeoutSecs": 3});
+    let mut pair = Pair::start(
+        &[target.port],
+        json!({"tls": tls, "performance": performance}),
+        transport,
+    )
+    .await;
     let tunnel_port = pair.tunnel_port;
 
     // Traffic flows while the hub dies.
@@ -174,7 +181,7 @@ async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
 
     // A new hub on the same port with the same certificate and the same edge allowed.
     let mut hub = Managed::spawn().await;
-    let config = json!({"tunnelPort": tunnel_port, "tls": tls});
+    let config = json!({"tunnelPort": tunnel_port, "tls": tls, "performance": performance});
     let mut started = None;
     for _ in 0..50 {
         let response = hub

@@ -110,6 +110,20 @@ function captureErrorCodes(bridge: TBridge): void {
   };
 }
 
+/**
+ * smartrust 1.3.x's StdioTransport writes to the child's stdin without an 'error' listener, so a
+ * request racing the child's death (EPIPE) would surface as an uncaught exception and take the
+ * host process down. The write's own callback already rejects the request; this listener only
+ * keeps the stream error from being fatal. Does nothing if the internals differ.
+ */
+function guardStdin(bridge: TBridge): void {
+  const transport = (bridge as unknown as { transport?: { childProcess?: { stdin?: NodeJS.WritableStream | null } } })
+    .transport;
+  transport?.childProcess?.stdin?.on('error', () => {
+    // Reported through the failed request (binary_exited) and the exit event.
+  });
+}
+
 export class Supervisor {
   private state: TState = 'idle';
   private bridge: TBridge | undefined;
@@ -205,13 +219,18 @@ export class Supervisor {
     options: { retryOnCrash: boolean },
   ): Promise<TRemoteIngressCommands[M]['result']> {
     const deadline = Date.now() + this.restartWaitTimeoutMs;
-    for (let attempt = 0; ; attempt += 1) {
-      const bridge = await this.currentBridge(method, deadline);
+    let dead: TBridge | undefined;
+    for (;;) {
+      const bridge = await this.currentBridge(method, deadline, dead);
       try {
         return await this.send(bridge, method, params);
       } catch (error) {
         const crashed = error instanceof RemoteIngressError && error.code === 'binary_exited';
-        if (crashed && options.retryOnCrash && attempt === 0 && this.active) continue;
+        // Retry once, on the next process (never on the one that just failed).
+        if (crashed && options.retryOnCrash && dead === undefined && this.active) {
+          dead = bridge;
+          continue;
+        }
         throw error;
       }
     }
@@ -240,10 +259,13 @@ export class Supervisor {
 
   // --- internals ---
 
-  private async currentBridge(method: string, deadline: number): Promise<TBridge> {
+  private async currentBridge(method: string, deadline: number, dead?: TBridge): Promise<TBridge> {
     for (;;) {
-      if (this.state === 'running' && this.bridge?.running === true) return this.bridge;
-      if (this.state === 'idle' || this.state === 'stopping') {
+      if (this.state === 'running' && this.bridge?.running === true && this.bridge !== dead) return this.bridge;
+      if (this.state === 'stopping') {
+        throw new RemoteIngressError(`cannot call ${method}: stop() was called`, { code: 'stopped', method });
+      }
+      if (this.state === 'idle') {
         throw new RemoteIngressError(`cannot call ${method}: not started (call start() first)`, {
           code: 'not_started',
           method,
@@ -356,6 +378,7 @@ export class Supervisor {
 
     const started = Date.now();
     const ok = await Promise.race([bridge.spawn(), exitedBeforeReady]);
+    guardStdin(bridge);
     if (!ok || ready === undefined) {
       this.dispose(bridge);
       const tail = info.stderrTail.length > 0 ? `; its stderr ended with:\n  ${info.stderrTail.join('\n  ')}` : '';

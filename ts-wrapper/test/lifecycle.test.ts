@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
@@ -15,11 +17,15 @@ import {
   RemoteIngressError,
   RemoteIngressHub,
   encodeConnectionToken,
+  findBinary,
   runCli,
   type IHubStatus,
   type TAllowedEdge,
 } from '../src/index.js';
+import { workspaceBinaryPaths } from '../src/binary.js';
 import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
+
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const EDGES: TAllowedEdge[] = [
   { id: 'edge-a', secret: 'secret-a', listenPorts: [8080, 8443], listenPortsUdp: [5353] },
@@ -118,27 +124,44 @@ describe('RemoteIngressHub lifecycle', () => {
     assert.equal(hub.pid, undefined);
   });
 
-  test('a missing binary is reported clearly', { timeout: 10_000 }, async () => {
-    const lost = new RemoteIngressHub({ binaryPath: '/nonexistent/remoteingress-bin' });
+  test('binary lookup: binaryPath, then $REMOTEINGRESS_BINARY, then the workspace build', { timeout: 10_000 }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-lookup-'));
     const saved = process.env['REMOTEINGRESS_BINARY'];
-    // The explicit path is not executable, so the lookup falls through; make sure it finds nothing.
-    process.env['REMOTEINGRESS_BINARY'] = '/nonexistent/also-missing';
     try {
-      const found = await import('../src/index.js').then((m) => m.findBinary('/nonexistent/remoteingress-bin'));
-      if (found === null) {
-        await assert.rejects(lost.start({}), (error: RemoteIngressError) => {
-          assert.equal(error.code, 'binary_not_found');
-          assert.match(error.message, /REMOTEINGRESS_BINARY/);
-          return true;
-        });
-      } else {
-        // A workspace build or PATH entry exists: the fallback order is what is tested then.
-        await lost.start({ tunnelPort: 0 });
-        await lost.stop();
-      }
+      const fromEnv = path.join(dir, 'from-env');
+      const explicit = path.join(dir, 'explicit');
+      for (const file of [fromEnv, explicit]) writeFileSync(file, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+      process.env['REMOTEINGRESS_BINARY'] = fromEnv;
+      assert.equal(await findBinary(explicit), explicit);
+      assert.equal(await findBinary(), fromEnv);
+      delete process.env['REMOTEINGRESS_BINARY'];
+      const workspace = workspaceBinaryPaths();
+      assert.deepEqual(
+        workspace.map((p) => path.relative(packageRoot, p)),
+        ['../target/release/remoteingress-bin', '../target/debug/remoteingress-bin'].map((p) => path.normalize(p)),
+      );
     } finally {
       if (saved === undefined) delete process.env['REMOTEINGRESS_BINARY'];
       else process.env['REMOTEINGRESS_BINARY'] = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a binary that dies before its ready line fails start() clearly', { timeout: 10_000 }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-broken-'));
+    try {
+      const broken = path.join(dir, 'broken-bin');
+      writeFileSync(broken, '#!/bin/sh\necho "cannot start: missing libfoo" >&2\nexit 3\n', { mode: 0o755 });
+      const lost = new RemoteIngressHub({ binaryPath: broken, readyTimeoutMs: 2_000 });
+      await assert.rejects(lost.start({}), (error: RemoteIngressError) => {
+        assert.equal(error.code, 'spawn_failed');
+        assert.match(error.message, /exited before it was ready \(exit code 3\)/);
+        assert.match(error.message, /cannot start: missing libfoo/);
+        return true;
+      });
+      assert.equal(lost.running, false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -174,8 +197,6 @@ describe('RemoteIngressEdge lifecycle', () => {
     await edge.stop();
   });
 });
-
-const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 describe('remoteingress CLI', () => {
   test('usage errors exit 64 with a clear message', { timeout: 10_000 }, async () => {

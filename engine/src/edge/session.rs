@@ -41,7 +41,10 @@ pub(crate) async fn run(
         listen_ports_udp: push.listen_ports_udp.clone(),
     }));
 
-    let timeout = PerformanceSettings::default().heartbeat_timeout;
+    let timeout = push
+        .heartbeat_timeout_secs
+        .map(|secs| Duration::from_secs(secs.into()))
+        .unwrap_or_else(|| PerformanceSettings::default().heartbeat_timeout);
     let mut last_heard = Instant::now();
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     let reason = loop {

@@ -311,7 +311,7 @@ impl HubActor {
                 reason: "wrong secret".to_owned(),
             };
         }
-        let push = push_for(allowed);
+        let push = push_for(allowed, &self.settings);
         if let Some(previous) = self.connected.remove(&hello.edge_id) {
             previous.cancel.cancel();
             if previous.tunnel.is_some() {
@@ -363,7 +363,7 @@ impl HubActor {
         }
         // The allowed list may have changed between the handshake and now.
         if let Some(allowed) = self.allowed.get(&edge_id) {
-            let current = push_for(allowed);
+            let current = push_for(allowed, &self.settings);
             if current != edge.pushed {
                 if let Err(error) = tunnel.push_config(&current) {
                     tracing::warn!(%edge_id, %error, "cannot push config");
@@ -416,7 +416,7 @@ impl HubActor {
                     to_disconnect.push((edge_id.clone(), "edge secret changed"));
                 }
                 Some(allowed) => {
-                    let push = push_for(allowed);
+                    let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
                             match tunnel.push_config(&push) {
@@ -496,8 +496,9 @@ impl HubActor {
 }
 
 /// The configuration pushed to an edge.
-fn push_for(allowed: &AllowedEdgeSettings) -> EdgeConfigPush {
+fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfigPush {
     EdgeConfigPush {
+        heartbeat_timeout_secs: u32::try_from(settings.performance.heartbeat_timeout.as_secs()).ok(),
         listen_ports: allowed.listen_ports.clone(),
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,

@@ -199,10 +199,10 @@ mod tests {
                 max: 1 << 20
             })
         );
-        let mut b = BytesMut::from(&[0x0E, 0, 0, 0, 1, 0][..]);
+        let mut b = BytesMut::from(&[0x0E, 0, 0, 0, 5, 0][..]);
         assert!(matches!(
             decode(&mut b),
-            Err(FrameError::PayloadTooLong { max: 0, .. })
+            Err(FrameError::PayloadTooLong { max: 4, .. })
         ));
         let mut b = BytesMut::from(&[0x0B, 0xFF, 0xFF, 0xFF, 0xFF][..]);
         assert!(matches!(

@@ -33,6 +33,9 @@ pub const MAX_UDP_OPEN_PAYLOAD: usize = 256;
 /// Payload length of WINDOW_UPDATE(_BACK): the consumed byte count as a u32 BE.
 pub const WINDOW_UPDATE_LEN: usize = 4;
 
+/// Payload cap of UDP_CLOSE: on the QUIC control stream, the session id (u32 BE).
+pub const UDP_CLOSE_SESSION_LEN: usize = 4;
+
 /// Payload cap of PING/PONG: an opaque u64 BE the peer echoes back.
 pub const MAX_PING_PAYLOAD: usize = 8;
 
@@ -155,7 +158,10 @@ impl FrameType {
             Self::UdpOpen => MAX_UDP_OPEN_PAYLOAD,
             Self::WindowUpdate | Self::WindowUpdateBack => WINDOW_UPDATE_LEN,
             Self::Ping | Self::Pong => MAX_PING_PAYLOAD,
-            Self::Close | Self::CloseBack | Self::UdpClose => 0,
+            Self::Close | Self::CloseBack => 0,
+            // In a TLS frame the session id is the frame's stream id and the payload is empty;
+            // on the QUIC control stream (no stream ids) it carries the session id, u32 BE.
+            Self::UdpClose => UDP_CLOSE_SESSION_LEN,
         }
     }
 
@@ -490,7 +496,7 @@ mod tests {
         assert_eq!(FrameType::Pong.max_payload(), 8);
         assert_eq!(FrameType::Close.max_payload(), 0);
         assert_eq!(FrameType::CloseBack.max_payload(), 0);
-        assert_eq!(FrameType::UdpClose.max_payload(), 0);
+        assert_eq!(FrameType::UdpClose.max_payload(), 4);
     }
 
     #[test]

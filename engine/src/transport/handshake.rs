@@ -151,6 +151,10 @@ pub struct EdgeConfigPush {
     pub stun_interval_secs: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall_config: Option<FirewallConfig>,
+    /// The hub's heartbeat timeout: an edge that hears nothing from the hub for this long
+    /// treats the tunnel as dead. Absent from older hubs (the edge then uses 45 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_secs: Option<u32>,
 }
 
 /// The hub's answer to a hello.
@@ -445,6 +449,7 @@ mod tests {
 
     fn sample_config() -> EdgeConfigPush {
         EdgeConfigPush {
+            heartbeat_timeout_secs: None,
             listen_ports: vec![80, 443],
             listen_ports_udp: vec![53],
             stun_interval_secs: 300,
@@ -738,6 +743,7 @@ mod tests {
             stun_interval_secs in any::<u32>(),
         ) {
             let reply = HubReply::Accepted(EdgeConfigPush {
+                heartbeat_timeout_secs: None,
                 listen_ports,
                 listen_ports_udp,
                 stun_interval_secs,

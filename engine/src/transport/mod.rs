@@ -3,6 +3,7 @@
 //! [`control`], [`handshake`]) are sans-IO except the handshake's line reader.
 
 pub mod control;
+pub mod datagram;
 pub mod frame;
 pub mod handshake;
 pub mod quic;

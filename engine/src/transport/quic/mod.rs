@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::control::{self, ControlMessage};
+use super::datagram::{self, UdpMessage};
 use super::frame::FrameType;
 use super::handshake::{read_line, LineError};
 use crate::config::PerformanceSettings;
@@ -32,6 +33,10 @@ const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
 const INCOMING_STREAM_QUEUE: usize = 1024;
 /// Control messages queued for the session.
 const CONTROL_QUEUE: usize = 64;
+/// Incoming UDP messages queued for the session; beyond it datagrams are dropped (UDP).
+const DATAGRAM_QUEUE: usize = 4096;
+/// Oversized datagrams queued for the overflow stream; beyond it they are dropped and counted.
+const OVERFLOW_QUEUE: usize = 256;
 /// Application close code: closed by our side on purpose.
 pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the protocol.
@@ -51,7 +56,7 @@ pub enum QuicSetupError {
 pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     let mut config = TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
-    config.max_concurrent_uni_streams(VarInt::from_u32(0));
+    config.max_concurrent_uni_streams(VarInt::from_u32(4));
     config.keep_alive_interval(Some(
         performance.heartbeat_interval.min(Duration::from_secs(5)),
     ));
@@ -137,6 +142,7 @@ pub struct QuicHandle {
     connection: Connection,
     control: mpsc::UnboundedSender<ControlMessage>,
     live_streams: Arc<AtomicUsize>,
+    overflow: mpsc::Sender<(u32, Bytes)>,
 }
 
 /// What arrives on a QUIC tunnel.
@@ -144,6 +150,16 @@ pub struct QuicHandle {
 pub struct QuicIncoming {
     pub streams: mpsc::Receiver<(QuicStream, Bytes)>,
     pub control: mpsc::Receiver<ControlMessage>,
+    pub datagrams: mpsc::Receiver<UdpMessage>,
+}
+
+/// A UDP message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UdpSendError {
+    #[error("the tunnel's datagram queue is full")]
+    Full,
+    #[error("the tunnel is closed")]
+    Closed,
 }
 
 /// Starts the tasks of a QUIC tunnel whose handshake is done on the control stream;
@@ -162,6 +178,8 @@ pub fn start(
     let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
     let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
     let live_streams = Arc::new(AtomicUsize::new(0));
+    let (datagram_tx, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+    let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
     tokio::spawn(write_control(connection.clone(), control_send, control_rx));
     tokio::spawn(read_control(
         connection.clone(),
@@ -170,7 +188,11 @@ pub fn start(
         side,
         control_tx.clone(),
         incoming_control_tx,
+        datagram_tx.clone(),
     ));
+    tokio::spawn(read_datagrams(connection.clone(), datagram_tx.clone()));
+    tokio::spawn(read_overflow_streams(connection.clone(), datagram_tx));
+    tokio::spawn(write_overflow(connection.clone(), overflow_rx));
     tokio::spawn(accept_streams(
         connection.clone(),
         stream_tx,
@@ -182,10 +204,12 @@ pub fn start(
             connection,
             control: control_tx,
             live_streams,
+            overflow,
         },
         QuicIncoming {
             streams,
             control: incoming_control,
+            datagrams,
         },
     )
 }
@@ -211,6 +235,48 @@ impl QuicHandle {
     /// Queues a control message.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), ControlMessage> {
         self.control.send(message).map_err(|e| e.0)
+    }
+
+    /// Queues a UDP message without waiting: small datagrams as QUIC datagrams, larger ones on
+    /// the overflow stream, closes on the control stream. `Full` means the caller drops it.
+    pub fn send_udp(&self, message: UdpMessage) -> Result<(), UdpSendError> {
+        if self.is_closed() {
+            return Err(UdpSendError::Closed);
+        }
+        let (datagram, size) = match message {
+            UdpMessage::Open { session, header } => {
+                (datagram::encode_open(session, &header), header.len() + 5)
+            }
+            UdpMessage::Data { session, payload } => {
+                let fits = self
+                    .connection
+                    .max_datagram_size()
+                    .is_some_and(|max| payload.len() + 4 <= max);
+                if !fits {
+                    return self.overflow.try_send((session, payload)).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => UdpSendError::Full,
+                        mpsc::error::TrySendError::Closed(_) => UdpSendError::Closed,
+                    });
+                }
+                let size = payload.len() + 4;
+                (datagram::encode_data(session, &payload), size)
+            }
+            UdpMessage::Close { session } => {
+                let message = ControlMessage {
+                    frame_type: FrameType::UdpClose,
+                    payload: Bytes::copy_from_slice(&session.to_be_bytes()),
+                };
+                return self.control.send(message).map_err(|_| UdpSendError::Closed);
+            }
+        };
+        // quinn silently drops the oldest queued datagram when its buffer is full; check first
+        // so that every drop is the caller's, and counted.
+        if self.connection.datagram_send_buffer_space() < size {
+            return Err(UdpSendError::Full);
+        }
+        self.connection
+            .send_datagram(datagram)
+            .map_err(|_| UdpSendError::Closed)
     }
 
     pub fn active_streams(&self) -> usize {
@@ -282,10 +348,23 @@ async fn read_control(
     side: QuicSide,
     replies: mpsc::UnboundedSender<ControlMessage>,
     deliver: mpsc::Sender<ControlMessage>,
+    datagrams: mpsc::Sender<UdpMessage>,
 ) {
     loop {
         loop {
             match control::decode(&mut buffer) {
+                Ok(Some(message)) if message.frame_type == FrameType::UdpClose => {
+                    let Ok(id) = <[u8; 4]>::try_from(&message.payload[..]) else {
+                        tracing::warn!("UDP_CLOSE without a session id on the control stream");
+                        continue;
+                    };
+                    let close = UdpMessage::Close {
+                        session: u32::from_be_bytes(id),
+                    };
+                    if datagrams.send(close).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(Some(message)) => {
                     if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
                         let _ = replies.send(ControlMessage::pong_for(&message));
@@ -353,5 +432,78 @@ async fn accept_streams(
                 tracing::warn!("too many streams waiting; a new QUIC stream was refused");
             }
         });
+    }
+}
+
+/// Incoming QUIC datagrams become UDP messages; malformed ones are dropped.
+async fn read_datagrams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
+    while let Ok(bytes) = connection.read_datagram().await {
+        match datagram::decode(bytes) {
+            Ok(message) => {
+                if queue.try_send(message).is_err() && queue.is_closed() {
+                    return;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "malformed datagram dropped"),
+        }
+    }
+}
+
+/// Reads the peer's overflow streams (datagrams too large for one QUIC datagram).
+async fn read_overflow_streams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
+    while let Ok(mut recv) = connection.accept_uni().await {
+        let queue = queue.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let mut buffer = BytesMut::with_capacity(64 * 1024);
+            loop {
+                loop {
+                    match datagram::decode_overflow(&mut buffer) {
+                        Ok(Some((session, payload))) => {
+                            // Reliable path: wait for room rather than drop.
+                            if queue.send(UdpMessage::Data { session, payload }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "protocol error on a datagram overflow stream");
+                            connection.close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), b"overflow protocol error");
+                            return;
+                        }
+                    }
+                }
+                match recv.read_buf(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// Writes oversized datagrams on one unidirectional stream, opened on first use.
+async fn write_overflow(connection: Connection, mut queue: mpsc::Receiver<(u32, Bytes)>) {
+    let mut stream: Option<SendStream> = None;
+    let mut buffer = BytesMut::new();
+    while let Some((session, payload)) = queue.recv().await {
+        buffer.clear();
+        datagram::encode_overflow(session, &payload, &mut buffer);
+        while let Ok((session, payload)) = queue.try_recv() {
+            datagram::encode_overflow(session, &payload, &mut buffer);
+            if buffer.len() > 1 << 20 {
+                break;
+            }
+        }
+        if stream.is_none() {
+            match connection.open_uni().await {
+                Ok(opened) => stream = Some(opened),
+                Err(_) => return,
+            }
+        }
+        let Some(send) = stream.as_mut() else { return };
+        if send.write_all(&buffer).await.is_err() {
+            return;
+        }
     }
 }

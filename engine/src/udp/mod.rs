@@ -1,0 +1,4 @@
+//! UDP forwarding: sessions per (client address, public port), tunneled as datagrams.
+//! [`session`] is the sans-IO table both roles use.
+
+pub mod session;
