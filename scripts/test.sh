@@ -20,6 +20,12 @@ cargo build --workspace --locked --bins
 step "cargo test (unit, IPC conformance, CLI, schema drift)"
 cargo test --workspace --locked
 
+step "TypeScript wrapper: generated types match the IPC schema"
+(cd ts-wrapper && npm run check:types)
+
+step "TypeScript wrapper: tsc (strict) and node --test"
+(cd ts-wrapper && npm run build && REMOTEINGRESS_BINARY="$PWD/../target/debug/remoteingress-bin" npm test)
+
 step "IPC driven from a second language (python3)"
 python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 

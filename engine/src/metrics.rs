@@ -48,6 +48,38 @@ impl StreamStats {
     }
 }
 
+/// Counters of the UDP side of one tunnel.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Datagrams dropped: queue full, unknown session, or a socket that would block.
+    pub dropped: AtomicU64,
+    /// Datagrams from clients towards targets.
+    pub datagrams_in: AtomicU64,
+    /// Datagrams from targets towards clients.
+    pub datagrams_out: AtomicU64,
+    /// Sessions open now.
+    pub sessions: AtomicU64,
+}
+
+impl UdpStats {
+    pub fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn set_sessions(&self, n: usize) {
+        self.sessions
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+}
+
 /// Decrements `active` (and records the bytes) when dropped, so a stream task that fails or is
 /// cancelled anywhere still leaves the counters right.
 #[derive(Debug)]

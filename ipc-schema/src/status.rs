@@ -90,6 +90,10 @@ pub struct ConnectedEdgeStatus {
     pub bytes_in: u64,
     /// Bytes from targets towards clients.
     pub bytes_out: u64,
+    /// UDP sessions open now.
+    pub udp_sessions: u64,
+    /// UDP datagrams dropped (queue full, unknown session, socket busy).
+    pub udp_dropped: u64,
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,
@@ -130,6 +134,10 @@ pub struct EdgeStatus {
     /// UDP ports currently listening.
     pub listen_ports_udp: Vec<u16>,
     pub port_bind_failures: Vec<PortBindFailure>,
+    /// UDP sessions open now.
+    pub udp_sessions: u64,
+    /// UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
+    pub udp_dropped: u64,
     /// Consecutive failed connection attempts since the last successful one.
     pub reconnect_attempts: u32,
     /// Last reason the tunnel went down or failed to come up.

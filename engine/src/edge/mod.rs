@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{EdgeSettings, PerformanceSettings};
 use crate::events::EventSink;
-use crate::metrics::StreamStats;
+use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::TlsError;
 use crate::transport::tunnel::Tunnel;
 
@@ -56,6 +56,7 @@ pub(crate) struct EdgeShared {
     pub(crate) events: EventSink,
     pub(crate) state: Mutex<EdgeState>,
     pub(crate) stats: StreamStats,
+    pub(crate) udp_stats: Arc<UdpStats>,
     /// The current tunnel; `None` while disconnected (new clients are then reset at once).
     pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
     pub(crate) shutdown: CancellationToken,
@@ -91,6 +92,7 @@ impl Edge {
             events,
             state: Mutex::new(EdgeState::default()),
             stats: StreamStats::default(),
+            udp_stats: Arc::new(UdpStats::default()),
             tunnel,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -120,6 +122,8 @@ impl Edge {
             listen_ports: state.listen_ports.clone(),
             listen_ports_udp: state.listen_ports_udp.clone(),
             port_bind_failures: state.port_bind_failures.clone(),
+            udp_sessions: self.shared.udp_stats.sessions(),
+            udp_dropped: self.shared.udp_stats.dropped(),
             reconnect_attempts: state.reconnect_attempts,
             last_error: state.last_error.clone(),
         })

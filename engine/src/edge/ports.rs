@@ -10,24 +10,39 @@ use remoteingress_ipc_schema::{Event, PortBindFailedEvent, PortBindFailure, Port
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use super::accept;
 use super::EdgeShared;
+use crate::config::PerformanceSettings;
 use crate::transport::handshake::EdgeConfigPush;
+use crate::udp::edge::EdgeUdp;
 
 /// Backlog of each public listener.
 const LISTEN_BACKLOG: i32 = 4096;
 
-/// The set of bound public listeners.
+/// The set of bound public listeners, TCP and UDP.
 pub(crate) struct Ports {
     shared: Arc<EdgeShared>,
     tcp: BTreeMap<u16, CancellationToken>,
+    pub(crate) udp: EdgeUdp,
 }
 
 impl Ports {
     pub(crate) fn new(shared: Arc<EdgeShared>) -> Self {
+        let udp = EdgeUdp::new(
+            shared.settings.bind_address,
+            PerformanceSettings::default().udp_session_idle,
+            shared.tunnel.subscribe(),
+            shared.udp_stats.clone(),
+            shared.events.clone(),
+            shared.shutdown.clone(),
+            shared.tasks.clone(),
+        );
         Self {
             shared,
             tcp: BTreeMap::new(),
+            udp,
         }
     }
 
@@ -81,8 +96,14 @@ impl Ports {
                 }
             }
         }
+        if let Some(secs) = config.udp_session_idle_secs.filter(|&secs| secs > 0) {
+            self.udp.set_idle(Duration::from_secs(secs.into()));
+        }
+        let (udp_ports, udp_failures) = self.udp.apply(&config.listen_ports_udp);
+        failures.extend(udp_failures);
         let mut state = self.shared.state();
         state.listen_ports = self.tcp.keys().copied().collect();
+        state.listen_ports_udp = udp_ports;
         state.port_bind_failures = failures;
     }
 
@@ -91,7 +112,10 @@ impl Ports {
         for (_, token) in std::mem::take(&mut self.tcp) {
             token.cancel();
         }
-        self.shared.state().listen_ports.clear();
+        self.udp.close_all();
+        let mut state = self.shared.state();
+        state.listen_ports.clear();
+        state.listen_ports_udp.clear();
     }
 }
 

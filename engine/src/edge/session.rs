@@ -74,7 +74,12 @@ pub(crate) async fn run(
                 }
                 None => break tunnel.closed().await,
             },
+            message = incoming.datagrams.next() => match message {
+                Some(message) => ports.udp.from_hub(message),
+                None => break tunnel.closed().await,
+            },
             _ = watchdog.tick() => {
+                ports.udp.expire(&tunnel);
                 if last_heard.elapsed() > timeout {
                     break format!("no heartbeat from the hub for {timeout:?}");
                 }
@@ -82,6 +87,7 @@ pub(crate) async fn run(
         }
     };
     shared.tunnel.send_replace(None);
+    ports.udp.clear_sessions();
     tunnel.close();
     {
         let mut state = shared.state();

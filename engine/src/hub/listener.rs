@@ -319,6 +319,7 @@ impl Connection {
             incoming,
             settings: context.settings.clone(),
             stats: admission.stats,
+            udp_stats: admission.udp_stats,
             events: context.events.clone(),
             cancel: admission.cancel,
             shutdown: context.shutdown.clone(),

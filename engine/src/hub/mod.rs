@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AllowedEdgeSettings, HubSettings};
 use crate::events::EventSink;
-use crate::metrics::StreamStats;
+use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::{HubIdentity, TlsError};
 use crate::transport::handshake::{EdgeConfigPush, EdgeHello};
 use crate::transport::quic;
@@ -60,6 +60,7 @@ pub(crate) struct Admission {
     /// Cancelled when the session must end (replaced, edge removed, secret changed, hub stopped).
     pub(crate) cancel: CancellationToken,
     pub(crate) stats: Arc<StreamStats>,
+    pub(crate) udp_stats: Arc<UdpStats>,
 }
 
 pub(crate) enum Command {
@@ -100,6 +101,7 @@ struct ConnectedEdge {
     remote: SocketAddr,
     cancel: CancellationToken,
     stats: Arc<StreamStats>,
+    udp_stats: Arc<UdpStats>,
     /// Set once the session runs; `None` between authentication and the first frame.
     tunnel: Option<(Tunnel, TunnelTransport)>,
     connected_at_ms: u64,
@@ -326,6 +328,7 @@ impl HubActor {
         self.next_session_id += 1;
         let cancel = CancellationToken::new();
         let stats = Arc::new(StreamStats::default());
+        let udp_stats = Arc::new(UdpStats::default());
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -333,6 +336,7 @@ impl HubActor {
                 remote,
                 cancel: cancel.clone(),
                 stats: stats.clone(),
+                udp_stats: udp_stats.clone(),
                 tunnel: None,
                 connected_at_ms: unix_ms(),
                 pushed: push.clone(),
@@ -343,6 +347,7 @@ impl HubActor {
             push,
             cancel,
             stats,
+            udp_stats,
         })
     }
 
@@ -476,7 +481,9 @@ impl HubActor {
                     streams_closed_total: stats.closed_total,
                     bytes_in: stats.bytes_in,
                     bytes_out: stats.bytes_out,
-                    capabilities: Vec::new(),
+                    udp_sessions: edge.udp_stats.sessions(),
+                    udp_dropped: edge.udp_stats.dropped(),
+                    capabilities: capabilities(*transport),
                     egress_enabled,
                 })
             })
@@ -495,10 +502,21 @@ impl HubActor {
     }
 }
 
+/// Features a tunnel offers: egress needs hub-opened streams, which only QUIC has.
+fn capabilities(transport: TunnelTransport) -> Vec<String> {
+    let mut list = vec!["tcp".to_owned(), "udp".to_owned()];
+    if transport == TunnelTransport::Quic {
+        list.push("egress".to_owned());
+    }
+    list
+}
+
 /// The configuration pushed to an edge.
 fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfigPush {
     EdgeConfigPush {
-        heartbeat_timeout_secs: u32::try_from(settings.performance.heartbeat_timeout.as_secs()).ok(),
+        heartbeat_timeout_secs: u32::try_from(settings.performance.heartbeat_timeout.as_secs())
+            .ok(),
+        udp_session_idle_secs: u32::try_from(settings.performance.udp_session_idle.as_secs()).ok(),
         listen_ports: allowed.listen_ports.clone(),
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,

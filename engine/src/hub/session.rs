@@ -12,10 +12,11 @@ use tokio_util::task::TaskTracker;
 use super::forward::{self, ForwardContext};
 use crate::config::HubSettings;
 use crate::events::EventSink;
-use crate::metrics::StreamStats;
+use crate::metrics::{StreamStats, UdpStats};
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+use crate::udp::hub::HubUdp;
 
 pub(crate) struct HubSession {
     pub(crate) edge_id: String,
@@ -23,6 +24,7 @@ pub(crate) struct HubSession {
     pub(crate) incoming: TunnelIncoming,
     pub(crate) settings: Arc<HubSettings>,
     pub(crate) stats: Arc<StreamStats>,
+    pub(crate) udp_stats: Arc<UdpStats>,
     pub(crate) events: EventSink,
     /// Cancelled by the actor: replaced, removed, or secret changed.
     pub(crate) cancel: CancellationToken,
@@ -38,11 +40,19 @@ pub(crate) async fn run(session: HubSession) -> String {
         mut incoming,
         settings,
         stats,
+        udp_stats,
         events,
         cancel,
         shutdown,
         tasks,
     } = session;
+    let mut udp = HubUdp::new(
+        settings.target_host.clone(),
+        settings.udp_proxy_header,
+        settings.performance.udp_session_idle,
+        tunnel.clone(),
+        udp_stats,
+    );
     let context = Arc::new(ForwardContext {
         edge_id: edge_id.clone(),
         settings: settings.clone(),
@@ -85,6 +95,10 @@ pub(crate) async fn run(session: HubSession) -> String {
                 }
                 None => break tunnel.closed().await,
             },
+            message = incoming.datagrams.next() => match message {
+                Some(message) => udp.from_edge(message).await,
+                None => break tunnel.closed().await,
+            },
             _ = heartbeat.tick() => {
                 if last_pong.elapsed() > performance.heartbeat_timeout {
                     break format!(
@@ -97,7 +111,11 @@ pub(crate) async fn run(session: HubSession) -> String {
                     break format!("cannot send PING: {error}");
                 }
             }
-            _ = summary.tick(), if summaries => {
+            _ = summary.tick() => {
+                udp.expire();
+                if !summaries {
+                    continue;
+                }
                 let snapshot = stats.snapshot();
                 events.emit(Event::StreamSummary(StreamSummaryEvent {
                     edge_id: edge_id.clone(),
@@ -109,6 +127,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         }
     };
     streams_cancel.cancel();
+    udp.close_all();
     tunnel.close();
     reason
 }

@@ -131,7 +131,10 @@ mod tests {
                 payload: Bytes::from_static(&[0xFF, 1, 2])
             }
         );
-        assert_eq!(decode(Bytes::from_static(&[1, 2])), Err(DatagramError::TooShort(2)));
+        assert_eq!(
+            decode(Bytes::from_static(&[1, 2])),
+            Err(DatagramError::TooShort(2))
+        );
         assert_eq!(
             decode(encode_data(3, &[])).unwrap(),
             UdpMessage::Data {
@@ -150,12 +153,18 @@ mod tests {
         assert_eq!(decode_overflow(&mut partial).unwrap(), None);
         partial.unsplit(buf);
         let mut buf = partial;
-        assert_eq!(decode_overflow(&mut buf).unwrap(), Some((1, Bytes::from(vec![5; 70]))));
+        assert_eq!(
+            decode_overflow(&mut buf).unwrap(),
+            Some((1, Bytes::from(vec![5; 70])))
+        );
         let (session, payload) = decode_overflow(&mut buf).unwrap().unwrap();
         assert_eq!((session, payload.len()), (2, 65_507));
         assert!(buf.is_empty());
         let mut bad = BytesMut::from(&[0, 0, 0, 1, 0, 1, 0, 0][..]);
-        assert_eq!(decode_overflow(&mut bad), Err(DatagramError::TooLong(65_536)));
+        assert_eq!(
+            decode_overflow(&mut bad),
+            Err(DatagramError::TooLong(65_536))
+        );
     }
 
     proptest! {

@@ -155,6 +155,9 @@ pub struct EdgeConfigPush {
     /// treats the tunnel as dead. Absent from older hubs (the edge then uses 45 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_secs: Option<u32>,
+    /// Idle time after which UDP sessions close (the hub's `udpSessionIdleSecs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_session_idle_secs: Option<u32>,
 }
 
 /// The hub's answer to a hello.
@@ -450,6 +453,7 @@ mod tests {
     fn sample_config() -> EdgeConfigPush {
         EdgeConfigPush {
             heartbeat_timeout_secs: None,
+            udp_session_idle_secs: None,
             listen_ports: vec![80, 443],
             listen_ports_udp: vec![53],
             stun_interval_secs: 300,
@@ -744,6 +748,7 @@ mod tests {
         ) {
             let reply = HubReply::Accepted(EdgeConfigPush {
                 heartbeat_timeout_secs: None,
+            udp_session_idle_secs: None,
                 listen_ports,
                 listen_ports_udp,
                 stun_interval_secs,

@@ -14,9 +14,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::control::ControlMessage;
-use super::frame::{Frame, CONTROL_STREAM};
+use super::datagram::UdpMessage;
+use super::frame::{Frame, FrameType, CONTROL_STREAM};
 use super::handshake::{encode_config, EdgeConfigPush};
-use super::quic::{self, QuicHandle, QuicSide, QuicStream};
+use super::quic::{self, QuicHandle, QuicSide, QuicStream, UdpSendError};
 use super::tls_mux::{Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, Side, WindowSettings};
 use crate::config::PerformanceSettings;
 
@@ -32,8 +33,15 @@ pub enum TunnelError {
 /// A running tunnel (cheap to clone).
 #[derive(Clone, Debug)]
 pub enum Tunnel {
-    Tls(MuxHandle),
+    Tls(TlsTunnel),
     Quic(QuicHandle),
+}
+
+/// The TLS variant: the multiplexer and which side this is (frame direction of UDP data).
+#[derive(Clone, Debug)]
+pub struct TlsTunnel {
+    mux: MuxHandle,
+    hub_side: bool,
 }
 
 /// What arrives on a tunnel: streams the peer opened and control messages, as two independent
@@ -42,6 +50,14 @@ pub enum Tunnel {
 pub struct TunnelIncoming {
     pub streams: IncomingStreams,
     pub control: IncomingControl,
+    pub datagrams: IncomingDatagrams,
+}
+
+/// UDP messages from the peer.
+#[derive(Debug)]
+pub enum IncomingDatagrams {
+    Tls(tokio::sync::mpsc::Receiver<Frame>),
+    Quic(tokio::sync::mpsc::Receiver<UdpMessage>),
 }
 
 /// Streams the peer opened.
@@ -114,13 +130,19 @@ impl Tunnel {
         };
         let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new());
         let MuxIncoming {
-            streams, control, ..
+            streams,
+            control,
+            datagrams,
         } = incoming;
         (
-            Self::Tls(handle),
+            Self::Tls(TlsTunnel {
+                mux: handle,
+                hub_side: matches!(side, Side::Hub),
+            }),
             TunnelIncoming {
                 streams: IncomingStreams::Tls(streams),
                 control: IncomingControl::Tls(control),
+                datagrams: IncomingDatagrams::Tls(datagrams),
             },
         )
     }
@@ -153,6 +175,7 @@ impl Tunnel {
             TunnelIncoming {
                 streams: IncomingStreams::Quic(incoming.streams),
                 control: IncomingControl::Quic(incoming.control),
+                datagrams: IncomingDatagrams::Quic(incoming.datagrams),
             },
         )
     }
@@ -168,7 +191,7 @@ impl Tunnel {
     /// Opens a stream to the hub (edge side); `proxy_line` is the client's PROXY v1 line.
     pub async fn open_stream(&self, proxy_line: Bytes) -> Result<TunnelStream, TunnelError> {
         match self {
-            Self::Tls(mux) => mux
+            Self::Tls(TlsTunnel { mux, .. }) => mux
                 .open_stream(proxy_line)
                 .map(TunnelStream::Tls)
                 .map_err(|e| TunnelError::Protocol(e.to_string())),
@@ -183,7 +206,7 @@ impl Tunnel {
     /// Sends a control message (CONFIG, PING, PONG) without waiting.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), TunnelError> {
         match self {
-            Self::Tls(mux) => {
+            Self::Tls(TlsTunnel { mux, .. }) => {
                 let frame = Frame::new(CONTROL_STREAM, message.frame_type, message.payload)
                     .map_err(|e| TunnelError::Protocol(e.to_string()))?;
                 mux.send_control(frame).map_err(|_| TunnelError::Closed)
@@ -198,10 +221,33 @@ impl Tunnel {
         self.send_control(ControlMessage::config(payload))
     }
 
+    /// Queues a UDP message without waiting; `Full` means the caller drops (and counts) it.
+    pub fn send_udp(&self, message: UdpMessage) -> Result<(), UdpSendError> {
+        match self {
+            Self::Tls(TlsTunnel { mux, hub_side }) => {
+                let frame = match message {
+                    UdpMessage::Open { session, header } => Frame::udp_open(session, header),
+                    UdpMessage::Data { session, payload } => {
+                        Frame::udp_data(session, *hub_side, payload)
+                    }
+                    UdpMessage::Close { session } => Frame::udp_close(session),
+                };
+                mux.try_send_datagram(frame).map_err(|_| {
+                    if mux.is_closed() {
+                        UdpSendError::Closed
+                    } else {
+                        UdpSendError::Full
+                    }
+                })
+            }
+            Self::Quic(quic) => quic.send_udp(message),
+        }
+    }
+
     /// Streams currently open on this tunnel.
     pub fn active_streams(&self) -> usize {
         match self {
-            Self::Tls(mux) => mux.active_streams(),
+            Self::Tls(TlsTunnel { mux, .. }) => mux.active_streams(),
             Self::Quic(quic) => quic.active_streams(),
         }
     }
@@ -209,14 +255,14 @@ impl Tunnel {
     /// Closes the tunnel; every stream fails.
     pub fn close(&self) {
         match self {
-            Self::Tls(mux) => mux.close(),
+            Self::Tls(TlsTunnel { mux, .. }) => mux.close(),
             Self::Quic(quic) => quic.close(),
         }
     }
 
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::Tls(mux) => mux.is_closed(),
+            Self::Tls(TlsTunnel { mux, .. }) => mux.is_closed(),
             Self::Quic(quic) => quic.is_closed(),
         }
     }
@@ -224,7 +270,7 @@ impl Tunnel {
     /// Resolves when the tunnel has ended, with the reason.
     pub async fn closed(&self) -> String {
         match self {
-            Self::Tls(mux) => mux.closed().await.to_string(),
+            Self::Tls(TlsTunnel { mux, .. }) => mux.closed().await.to_string(),
             Self::Quic(quic) => quic.closed().await,
         }
     }
@@ -255,6 +301,32 @@ impl IncomingControl {
                 payload: frame.payload,
             }),
             Self::Quic(control) => control.recv().await,
+        }
+    }
+}
+
+impl IncomingDatagrams {
+    /// The next UDP message; `None` once the tunnel ended. Malformed TLS UDP frames are skipped.
+    pub async fn next(&mut self) -> Option<UdpMessage> {
+        match self {
+            Self::Tls(frames) => loop {
+                let frame = frames.recv().await?;
+                let session = frame.stream_id;
+                let message = match frame.frame_type {
+                    FrameType::UdpOpen => UdpMessage::Open {
+                        session,
+                        header: frame.payload,
+                    },
+                    FrameType::UdpData | FrameType::UdpDataBack => UdpMessage::Data {
+                        session,
+                        payload: frame.payload,
+                    },
+                    FrameType::UdpClose => UdpMessage::Close { session },
+                    _ => continue,
+                };
+                return Some(message);
+            },
+            Self::Quic(messages) => messages.recv().await,
         }
     }
 }

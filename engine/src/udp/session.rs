@@ -55,7 +55,10 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
             .copied()
             .filter(|id| self.sessions.contains_key(id));
         if let Some(id) = existing {
-            let entry = self.sessions.get_mut(&id).ok_or(TableFull(self.max_sessions))?;
+            let entry = self
+                .sessions
+                .get_mut(&id)
+                .ok_or(TableFull(self.max_sessions))?;
             entry.last_seen = now;
             return Ok((id, &mut entry.value, false));
         }
@@ -73,7 +76,13 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     }
 
     /// Inserts a session under an id chosen by the peer (hub side). Replaces an existing one.
-    pub fn insert(&mut self, id: u32, key: K, now: Instant, value: V) -> Result<Option<V>, TableFull> {
+    pub fn insert(
+        &mut self,
+        id: u32,
+        key: K,
+        now: Instant,
+        value: V,
+    ) -> Result<Option<V>, TableFull> {
         let previous = self.remove(id);
         if self.sessions.len() >= self.max_sessions {
             return Err(TableFull(self.max_sessions));
@@ -88,6 +97,11 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
             },
         );
         Ok(previous)
+    }
+
+    /// Changes the idle timeout (the hub pushes its `udpSessionIdleSecs`).
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
     }
 
     /// The session with this id, refreshed.
@@ -115,11 +129,25 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
 
     /// Removes and returns the sessions idle for longer than the idle timeout.
     pub fn expire(&mut self, now: Instant) -> Vec<(u32, V)> {
+        self.expire_with(now, |_| None)
+    }
+
+    /// Like [`Self::expire`], where `other_activity` reports activity the table did not see
+    /// (e.g. replies received by another task); the later of the two counts.
+    pub fn expire_with(
+        &mut self,
+        now: Instant,
+        other_activity: impl Fn(&V) -> Option<Instant>,
+    ) -> Vec<(u32, V)> {
         let idle = self.idle;
         let expired: Vec<u32> = self
             .sessions
             .iter()
-            .filter(|(_, entry)| now.saturating_duration_since(entry.last_seen) >= idle)
+            .filter(|(_, entry)| {
+                let last = other_activity(&entry.value)
+                    .map_or(entry.last_seen, |other| other.max(entry.last_seen));
+                now.saturating_duration_since(last) >= idle
+            })
             .map(|(&id, _)| id)
             .collect();
         expired
@@ -183,7 +211,10 @@ mod tests {
         let (busy, _, _) = table.get_or_insert_with(&"busy", start, |_| ()).unwrap();
         assert!(table.touch(busy, start + Duration::from_secs(50)).is_some());
         let expired = table.expire(start + idle);
-        assert_eq!(expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![quiet]);
+        assert_eq!(
+            expired.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            vec![quiet]
+        );
         assert_eq!(table.len(), 1);
         // The same client gets a fresh session after expiry.
         let (again, _, new) = table
@@ -201,7 +232,10 @@ mod tests {
         let (first, _, _) = table.get_or_insert_with(&1, now, |_| ()).unwrap();
         let (second, _, _) = table.get_or_insert_with(&2, now, |_| ()).unwrap();
         assert_eq!((first, second), (u32::MAX, 1));
-        assert_eq!(table.get_or_insert_with(&3, now, |_| ()).unwrap_err(), TableFull(2));
+        assert_eq!(
+            table.get_or_insert_with(&3, now, |_| ()).unwrap_err(),
+            TableFull(2)
+        );
         table.remove(first);
         table.next_id = 1;
         let (third, _, _) = table.get_or_insert_with(&3, now, |_| ()).unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod target;
+pub mod udp_target;
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -235,13 +236,19 @@ pub const EDGE_ADDR: &str = "127.0.0.2";
 impl Pair {
     /// Starts a hub allowing [`EDGE_ID`] with `ports`, and an edge connected to it.
     pub async fn start(ports: &[u16], hub_config: Value, transport: &str) -> Self {
+        Self::start_with(json!({"listenPorts": ports}), hub_config, transport).await
+    }
+
+    /// Like [`Pair::start`], with the allowed edge's fields (`listenPorts`, `listenPortsUdp`).
+    pub async fn start_with(edge_fields: Value, hub_config: Value, transport: &str) -> Self {
         let mut hub = Managed::spawn().await;
         let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
-        hub.ok(
-            "updateAllowedEdges",
-            Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": ports}]})),
-        )
-        .await;
+        let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
+        for (key, value) in edge_fields.as_object().expect("edge fields object") {
+            allowed[key] = value.clone();
+        }
+        hub.ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+            .await;
         let mut edge = Managed::spawn().await;
         let mut params = edge_start(tunnel_port, Some(&fingerprint));
         params["config"]["transportMode"] = json!(transport);

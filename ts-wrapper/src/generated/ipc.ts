@@ -554,6 +554,14 @@ export interface IConnectedEdgeStatus {
   streamsClosedTotal: number;
   streamsOpenedTotal: number;
   transport: TunnelTransport;
+  /**
+   * UDP datagrams dropped (queue full, unknown session, socket busy).
+   */
+  udpDropped: number;
+  /**
+   * UDP sessions open now.
+   */
+  udpSessions: number;
 }
 /**
  * Edge configuration (`start` with `role: "edge"`): either `token`, or `hubHost` + `edgeId` +
@@ -646,6 +654,14 @@ export interface IEdgeStatus {
    */
   transport?: TunnelTransport | null;
   transportMode: TTransportMode;
+  /**
+   * UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
+   */
+  udpDropped: number;
+  /**
+   * UDP sessions open now.
+   */
+  udpSessions: number;
 }
 /**
  * A public listener that could not be bound.

@@ -7,10 +7,11 @@
 
 pub mod stream;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -37,6 +38,10 @@ const CONTROL_QUEUE: usize = 64;
 const DATAGRAM_QUEUE: usize = 4096;
 /// Oversized datagrams queued for the overflow stream; beyond it they are dropped and counted.
 const OVERFLOW_QUEUE: usize = 256;
+/// How long a session stays on the overflow stream after its last oversized datagram.
+const OVERFLOW_PIN: Duration = Duration::from_secs(2);
+/// Pinned sessions tracked before expired pins are swept.
+const MAX_PINNED_SESSIONS: usize = 4096;
 /// Application close code: closed by our side on purpose.
 pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the protocol.
@@ -143,6 +148,9 @@ pub struct QuicHandle {
     control: mpsc::UnboundedSender<ControlMessage>,
     live_streams: Arc<AtomicUsize>,
     overflow: mpsc::Sender<(u32, Bytes)>,
+    /// Sessions that recently sent a datagram on the overflow stream, until when their later
+    /// datagrams follow it there (keeps per-session order; see [`OVERFLOW_PIN`]).
+    pinned: Arc<std::sync::Mutex<HashMap<u32, Instant>>>,
 }
 
 /// What arrives on a QUIC tunnel.
@@ -205,6 +213,7 @@ pub fn start(
             control: control_tx,
             live_streams,
             overflow,
+            pinned: Arc::default(),
         },
         QuicIncoming {
             streams,
@@ -252,16 +261,20 @@ impl QuicHandle {
                     .connection
                     .max_datagram_size()
                     .is_some_and(|max| payload.len() + 4 <= max);
-                if !fits {
-                    return self.overflow.try_send((session, payload)).map_err(|e| match e {
-                        mpsc::error::TrySendError::Full(_) => UdpSendError::Full,
-                        mpsc::error::TrySendError::Closed(_) => UdpSendError::Closed,
-                    });
+                if !self.datagram_path(session, fits) {
+                    return self
+                        .overflow
+                        .try_send((session, payload))
+                        .map_err(|e| match e {
+                            mpsc::error::TrySendError::Full(_) => UdpSendError::Full,
+                            mpsc::error::TrySendError::Closed(_) => UdpSendError::Closed,
+                        });
                 }
                 let size = payload.len() + 4;
                 (datagram::encode_data(session, &payload), size)
             }
             UdpMessage::Close { session } => {
+                self.pins().remove(&session);
                 let message = ControlMessage {
                     frame_type: FrameType::UdpClose,
                     payload: Bytes::copy_from_slice(&session.to_be_bytes()),
@@ -277,6 +290,36 @@ impl QuicHandle {
         self.connection
             .send_datagram(datagram)
             .map_err(|_| UdpSendError::Closed)
+    }
+
+    /// Whether a datagram of `session` may take the (unordered) datagram path. A datagram that
+    /// does not fit goes on the overflow stream and pins its session there for a while, so a
+    /// small datagram sent right after a large one cannot overtake it.
+    fn datagram_path(&self, session: u32, fits: bool) -> bool {
+        let now = Instant::now();
+        let mut pins = self.pins();
+        if !fits {
+            if pins.len() >= MAX_PINNED_SESSIONS {
+                pins.retain(|_, until| *until > now);
+            }
+            pins.insert(session, now + OVERFLOW_PIN);
+            return false;
+        }
+        match pins.get(&session) {
+            Some(until) if *until > now => false,
+            Some(_) => {
+                pins.remove(&session);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Instant>> {
+        // Held for a map lookup only, never across an await.
+        self.pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn active_streams(&self) -> usize {
@@ -461,14 +504,21 @@ async fn read_overflow_streams(connection: Connection, queue: mpsc::Sender<UdpMe
                     match datagram::decode_overflow(&mut buffer) {
                         Ok(Some((session, payload))) => {
                             // Reliable path: wait for room rather than drop.
-                            if queue.send(UdpMessage::Data { session, payload }).await.is_err() {
+                            if queue
+                                .send(UdpMessage::Data { session, payload })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
                         Ok(None) => break,
                         Err(error) => {
                             tracing::warn!(%error, "protocol error on a datagram overflow stream");
-                            connection.close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), b"overflow protocol error");
+                            connection.close(
+                                VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
+                                b"overflow protocol error",
+                            );
                             return;
                         }
                     }

@@ -49,6 +49,9 @@ impl Mux {
     }
 }
 impl MuxHandle {
+    pub fn try_send_datagram(&self, _f: Frame) -> Result<(), MuxError> {
+        unimplemented!()
+    }
     pub fn open_stream(&self, _p: Bytes) -> Result<MuxStream, MuxError> {
         unimplemented!()
     }

@@ -1,0 +1,414 @@
+//! The edge's public UDP ports: one socket per port, one session per (client address, port).
+//!
+//! A client's first datagram opens a session (PROXY v2 DGRAM header with the client address and
+//! the address the client sent to), then every datagram travels as session data. Replies from the
+//! hub go back to the client from the same address and port it used: sockets bound to a wildcard
+//! learn each datagram's destination from IP_PKTINFO / IPV6_RECVPKTINFO (through quinn-udp) and
+//! send with that source address. UDP has no flow control: when the tunnel's queue is full a
+//! datagram is dropped and counted, never buffered without bound.
+
+use std::collections::BTreeMap;
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use remoteingress_ipc_schema::{Event, PortBindFailedEvent, PortBindFailure, PortProtocol};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session::SessionTable;
+use crate::events::EventSink;
+use crate::metrics::UdpStats;
+use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
+use crate::transport::datagram::UdpMessage;
+use crate::transport::tunnel::Tunnel;
+
+/// Most sessions an edge keeps at once (bounds memory under a spoofed-source flood).
+const MAX_SESSIONS: usize = 65_536;
+/// Receive buffer: one maximal datagram, or several coalesced by GRO.
+const RECV_BUFFER: usize = 128 * 1024;
+/// Kernel socket buffers asked for on public UDP sockets.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// One public UDP socket.
+#[derive(Debug)]
+struct PublicSocket {
+    io: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+    /// Bound to a wildcard address: replies need an explicit source address.
+    wildcard: bool,
+}
+
+/// One client flow.
+#[derive(Debug)]
+struct Session {
+    socket: Arc<PublicSocket>,
+    /// The client's address as the socket reports it (IPv4-mapped on a dual-stack socket),
+    /// which is the form replies must be sent to.
+    client: SocketAddr,
+    /// The address the client sent to (the reply's source).
+    local_ip: Option<IpAddr>,
+}
+
+type Table = SessionTable<(SocketAddr, u16), Session>;
+
+/// The edge's UDP ports and sessions.
+#[derive(Debug)]
+pub(crate) struct EdgeUdp {
+    bind_address: Option<IpAddr>,
+    sockets: BTreeMap<u16, CancellationToken>,
+    table: Arc<Mutex<Table>>,
+    tunnel: watch::Receiver<Option<Tunnel>>,
+    stats: Arc<UdpStats>,
+    events: EventSink,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl EdgeUdp {
+    pub(crate) fn new(
+        bind_address: Option<IpAddr>,
+        idle: std::time::Duration,
+        tunnel: watch::Receiver<Option<Tunnel>>,
+        stats: Arc<UdpStats>,
+        events: EventSink,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            bind_address,
+            sockets: BTreeMap::new(),
+            table: Arc::new(Mutex::new(SessionTable::new(idle, MAX_SESSIONS))),
+            tunnel,
+            stats,
+            events,
+            shutdown,
+            tasks,
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    /// Makes the UDP listeners match `wanted`; returns the ports that could not be bound.
+    pub(crate) fn apply(&mut self, wanted: &[u16]) -> (Vec<u16>, Vec<PortBindFailure>) {
+        let removed: Vec<u16> = self
+            .sockets
+            .keys()
+            .filter(|port| !wanted.contains(port))
+            .copied()
+            .collect();
+        for port in removed {
+            if let Some(token) = self.sockets.remove(&port) {
+                tracing::info!(port, "public UDP port removed");
+                token.cancel();
+            }
+        }
+        let mut failures = Vec::new();
+        for &port in wanted {
+            if self.sockets.contains_key(&port) {
+                continue;
+            }
+            match bind(self.bind_address, port) {
+                Ok(socket) => {
+                    let token = self.shutdown.child_token();
+                    self.sockets.insert(port, token.clone());
+                    tracing::info!(port, "public UDP port listening");
+                    self.tasks.spawn(receive_loop(
+                        Arc::new(socket),
+                        self.table.clone(),
+                        self.tunnel.clone(),
+                        self.stats.clone(),
+                        token,
+                    ));
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    tracing::warn!(port, %error, "cannot bind public UDP port");
+                    self.events.emit(Event::PortBindFailed(PortBindFailedEvent {
+                        port,
+                        protocol: PortProtocol::Udp,
+                        error: error.clone(),
+                    }));
+                    failures.push(PortBindFailure {
+                        port,
+                        protocol: PortProtocol::Udp,
+                        error,
+                    });
+                }
+            }
+        }
+        (self.sockets.keys().copied().collect(), failures)
+    }
+
+    /// Uses the hub's idle timeout for sessions.
+    pub(crate) fn set_idle(&self, idle: std::time::Duration) {
+        self.table().set_idle(idle);
+    }
+
+    /// Delivers a message from the hub: data goes to its client, a close ends the session.
+    pub(crate) fn from_hub(&self, message: UdpMessage) {
+        match message {
+            UdpMessage::Data { session, payload } => {
+                let target = self
+                    .table()
+                    .touch(session, Instant::now())
+                    .map(|s| (s.socket.clone(), s.client, s.local_ip));
+                match target {
+                    Some((socket, client, local_ip)) => {
+                        if send_to(&socket, &payload, client, local_ip) {
+                            self.stats
+                                .datagrams_out
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        } else {
+                            self.stats.drop_one();
+                        }
+                    }
+                    None => self.stats.drop_one(),
+                }
+            }
+            UdpMessage::Close { session } => {
+                let mut table = self.table();
+                table.remove(session);
+                self.stats.set_sessions(table.len());
+            }
+            UdpMessage::Open { .. } => {
+                tracing::debug!("the hub does not open UDP sessions; ignored");
+            }
+        }
+    }
+
+    /// Closes sessions idle past the timeout, on both sides.
+    pub(crate) fn expire(&self, tunnel: &Tunnel) {
+        let expired = {
+            let mut table = self.table();
+            let expired = table.expire(Instant::now());
+            self.stats.set_sessions(table.len());
+            expired
+        };
+        for (session, _) in expired {
+            let _ = tunnel.send_udp(UdpMessage::Close { session });
+        }
+    }
+
+    /// Forgets every session (the tunnel they belonged to is gone).
+    pub(crate) fn clear_sessions(&self) {
+        let mut table = self.table();
+        table.drain();
+        self.stats.set_sessions(0);
+    }
+
+    /// Closes every UDP port.
+    pub(crate) fn close_all(&mut self) {
+        for (_, token) in std::mem::take(&mut self.sockets) {
+            token.cancel();
+        }
+        self.clear_sessions();
+    }
+}
+
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    // Held only for a lookup or an update, never across an await.
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn bind(address: Option<IpAddr>, port: u16) -> std::io::Result<PublicSocket> {
+    let (addr, dual_stack) = match address {
+        Some(ip) => (SocketAddr::new(ip, port), false),
+        None => (
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            true,
+        ),
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let bound = (|| {
+        if dual_stack {
+            socket.set_only_v6(false)?;
+        }
+        socket.bind(&addr.into())
+    })();
+    let socket = match bound {
+        Ok(()) => socket,
+        Err(_) if dual_stack => {
+            let v4 = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            v4.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+            v4
+        }
+        Err(error) => return Err(error),
+    };
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    let std_socket: std::net::UdpSocket = socket.into();
+    let state = UdpSocketState::new((&std_socket).into())?;
+    let wildcard = std_socket.local_addr()?.ip().is_unspecified();
+    Ok(PublicSocket {
+        io: UdpSocket::from_std(std_socket)?,
+        state,
+        port,
+        wildcard,
+    })
+}
+
+/// Sends one datagram to a client, from `local_ip` when the socket is a wildcard.
+/// Returns false when it had to be dropped (socket buffer full or an error).
+fn send_to(
+    socket: &PublicSocket,
+    payload: &[u8],
+    client: SocketAddr,
+    local_ip: Option<IpAddr>,
+) -> bool {
+    let transmit = Transmit {
+        destination: client,
+        ecn: None,
+        contents: payload,
+        segment_size: None,
+        src_ip: if socket.wildcard { local_ip } else { None },
+    };
+    socket
+        .io
+        .try_io(Interest::WRITABLE, || {
+            socket.state.send((&socket.io).into(), &transmit)
+        })
+        .is_ok()
+}
+
+async fn receive_loop(
+    socket: Arc<PublicSocket>,
+    table: Arc<Mutex<Table>>,
+    tunnel: watch::Receiver<Option<Tunnel>>,
+    stats: Arc<UdpStats>,
+    stop: CancellationToken,
+) {
+    let segments = socket.state.gro_segments().max(1);
+    let mut buffer = vec![0u8; RECV_BUFFER.max(segments * 1500)];
+    let mut meta = [RecvMeta::default()];
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            ready = socket.io.readable() => {
+                if let Err(error) = ready {
+                    tracing::warn!(port = socket.port, %error, "UDP socket failed");
+                    break;
+                }
+            }
+        }
+        loop {
+            let received = socket.io.try_io(Interest::READABLE, || {
+                let mut bufs = [IoSliceMut::new(&mut buffer)];
+                socket.state.recv((&socket.io).into(), &mut bufs, &mut meta)
+            });
+            let Ok(count) = received else { break };
+            if count == 0 {
+                break;
+            }
+            let meta = meta[0];
+            let stride = meta.stride.max(1);
+            let data = buffer.get(..meta.len).unwrap_or_default();
+            for datagram in data.chunks(stride) {
+                from_client(
+                    &socket,
+                    &table,
+                    &tunnel,
+                    &stats,
+                    datagram,
+                    meta.addr,
+                    meta.dst_ip,
+                );
+            }
+        }
+    }
+}
+
+/// One datagram from a client: open its session if needed, then send it through the tunnel.
+fn from_client(
+    socket: &Arc<PublicSocket>,
+    table: &Mutex<Table>,
+    tunnel: &watch::Receiver<Option<Tunnel>>,
+    stats: &UdpStats,
+    payload: &[u8],
+    client: SocketAddr,
+    dst_ip: Option<IpAddr>,
+) {
+    let raw_client = client;
+    let client = normalise(client);
+    let Some(tunnel) = tunnel.borrow().clone() else {
+        stats.drop_one();
+        return;
+    };
+    let now = Instant::now();
+    let opened = {
+        let mut table = lock(table);
+        let result = table.get_or_insert_with(&(client, socket.port), now, |_| Session {
+            socket: socket.clone(),
+            client: raw_client,
+            local_ip: dst_ip,
+        });
+        let opened = result.map(|(id, _, new)| (id, new));
+        stats.set_sessions(table.len());
+        opened
+    };
+    let Ok((session, new)) = opened else {
+        stats.drop_one();
+        return;
+    };
+    if new {
+        let local_ip = dst_ip
+            .map(normalise_ip)
+            .or_else(|| socket.io.local_addr().ok().map(|a| normalise_ip(a.ip())))
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        let header = ProxyHeader::new(client, SocketAddr::new(local_ip, socket.port));
+        let open = UdpMessage::Open {
+            session,
+            header: Bytes::from(v2::encode(&header, ProxyTransport::Datagram)),
+        };
+        if tunnel.send_udp(open).is_err() {
+            // Without its open the hub would refuse the data; forget the session so the next
+            // datagram tries again.
+            lock(table).remove(session);
+            stats.drop_one();
+            return;
+        }
+    }
+    let data = UdpMessage::Data {
+        session,
+        payload: Bytes::copy_from_slice(payload),
+    };
+    match tunnel.send_udp(data) {
+        Ok(()) => {
+            stats
+                .datagrams_in
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(_) => stats.drop_one(),
+    }
+}
+
+fn normalise(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(normalise_ip(addr.ip()), addr.port())
+}
+
+fn normalise_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}

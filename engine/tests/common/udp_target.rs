@@ -1,0 +1,88 @@
+//! A UDP echo target behind the hub: strips the PROXY v2 header where present, records it, and
+//! echoes the payload back to the sender.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+
+/// A PROXY v2 header seen by the target: the client and edge addresses it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenHeader {
+    pub client: SocketAddr,
+    pub edge: SocketAddr,
+    /// The hub socket it came from (one per session).
+    pub from: SocketAddr,
+}
+
+pub struct UdpEchoTarget {
+    pub port: u16,
+    pub headers: Arc<Mutex<Vec<SeenHeader>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpEchoTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl UdpEchoTarget {
+    /// Binds 127.0.0.1 on a UDP port that is also free on 127.0.0.2 (for the edge).
+    pub async fn start() -> Self {
+        let socket = loop {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = socket.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.2", port)).is_ok() {
+                break socket;
+            }
+        };
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+        let port = socket.local_addr().unwrap().port();
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let seen = headers.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 70_000];
+            loop {
+                let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                    break;
+                };
+                let datagram = &buf[..len];
+                let payload = match strip_v2(datagram) {
+                    Some((client, edge, rest)) => {
+                        seen.lock().unwrap().push(SeenHeader { client, edge, from });
+                        rest
+                    }
+                    None => datagram,
+                };
+                let _ = socket.send_to(payload, from).await;
+            }
+        });
+        Self {
+            port,
+            headers,
+            task,
+        }
+    }
+
+    pub fn headers(&self) -> Vec<SeenHeader> {
+        self.headers.lock().unwrap().clone()
+    }
+}
+
+/// Parses a PROXY v2 DGRAM/IPv4 header at the start; returns the addresses and the rest.
+fn strip_v2(datagram: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    const SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    if datagram.len() < 16 || &datagram[..12] != SIGNATURE {
+        return None;
+    }
+    assert_eq!(datagram[12], 0x21, "version 2, PROXY command");
+    assert_eq!(datagram[13], 0x12, "UDP over IPv4 (DGRAM)");
+    let len = u16::from_be_bytes([datagram[14], datagram[15]]) as usize;
+    let body = &datagram[16..16 + len];
+    let ip = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let client = SocketAddr::from((ip(&body[0..4]), u16::from_be_bytes([body[8], body[9]])));
+    let edge = SocketAddr::from((ip(&body[4..8]), u16::from_be_bytes([body[10], body[11]])));
+    Some((client, edge, &datagram[16 + len..]))
+}
