@@ -65,7 +65,7 @@ echo "    hub certificate SHA-256: $FINGERPRINT"
 TOKEN="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$TUNNEL_PORT" --edge-id "$EDGE_ID" \
   --secret "$SECRET" --cert-sha256 "$FINGERPRINT")"
 echo "==> edge: connection token ${TOKEN:0:32}... (pins the hub certificate); public side on 127.0.0.2"
-"$BIN" edge --token "$TOKEN" --bind-address 127.0.0.2 --transport-mode tcpTls --json \
+"$BIN" edge --token "$TOKEN" --bind-address 127.0.0.2 --transport-mode tcpTls --no-stun --json \
   > "$WORK/edge.events" 2> "$WORK/edge.log" &
 PIDS+=($!)
 wait_for "$WORK/edge.events" portsAssigned 20

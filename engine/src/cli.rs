@@ -30,6 +30,7 @@ pub mod env_vars {
     pub const TLS_KEY: &str = "REMOTEINGRESS_TLS_KEY";
     pub const PROXY_PROTOCOL: &str = "REMOTEINGRESS_PROXY_PROTOCOL";
     pub const LOG: &str = "REMOTEINGRESS_LOG";
+    pub const STUN_SERVERS: &str = "REMOTEINGRESS_STUN_SERVERS";
 }
 
 use env_vars as ev;
@@ -150,6 +151,13 @@ pub struct EdgeArgs {
     /// Pin the hub certificate's SHA-256 fingerprint (hex).
     #[arg(long, env = ev::HUB_CERT_SHA256)]
     pub hub_cert_sha256: Option<String>,
+    /// STUN server (host:port) for public IP discovery; repeat for several
+    /// (default stun.cloudflare.com:3478).
+    #[arg(long = "stun-server", env = ev::STUN_SERVERS, value_delimiter = ',', conflicts_with = "no_stun")]
+    pub stun_servers: Vec<String>,
+    /// Do not discover the public IP (no STUN traffic).
+    #[arg(long)]
+    pub no_stun: bool,
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,

@@ -93,7 +93,13 @@ pub fn edge_config(args: &EdgeArgs) -> EdgeConfig {
             TransportModeArg::QuicWithFallback => TransportMode::QuicWithFallback,
         },
         hub_cert_sha256: args.hub_cert_sha256.clone(),
-        stun_servers: None,
+        stun_servers: if args.no_stun {
+            Some(Vec::new())
+        } else if args.stun_servers.is_empty() {
+            None
+        } else {
+            Some(args.stun_servers.clone())
+        },
     }
 }
 

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod service;
+pub mod stun;
 pub mod tls;
 pub mod token;
 pub mod transport;

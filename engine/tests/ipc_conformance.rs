@@ -14,7 +14,7 @@ fn hub_start() -> Value {
 fn edge_start() -> Value {
     json!({"role": "edge", "config": {
         "hubHost": "127.0.0.1", "hubPort": 1, "edgeId": "edge-1", "secret": "s3cret",
-        "transportMode": "tcpTls"
+        "transportMode": "tcpTls", "stunServers": []
     }})
 }
 

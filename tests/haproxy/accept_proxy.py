@@ -90,7 +90,7 @@ backend whoami
         processes.append(hub)
         token = harness.token("127.0.0.1", tunnel_port, "edge-ha", "ha-secret")
         edge = harness.Process([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
-                                "--transport-mode", "tcpTls", "--json"], f"edge-{version}")
+                                "--transport-mode", "tcpTls", "--no-stun", "--json"], f"edge-{version}")
         processes.append(edge)
         edge.wait_event("tunnelConnected", timeout=20)
         edge.wait_event("portsAssigned")

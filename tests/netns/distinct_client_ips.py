@@ -90,7 +90,7 @@ def main():
             processes.append(hub)
             token = harness.token("10.203.0.2", tunnel_port, "edge-ns", "ns-secret")
             edge = harness.Process(topology.exec("edge", [harness.binary(), "edge", "--token", token,
-                                                          "--transport-mode", "tcpTls", "--json"]), "netns-edge")
+                                                          "--transport-mode", "tcpTls", "--no-stun", "--json"]), "netns-edge")
             processes.append(edge)
             edge.wait_event("tunnelConnected", timeout=20)
             edge.wait_event("portsAssigned")

@@ -9,6 +9,7 @@
 pub mod accept;
 pub mod connector;
 pub mod ports;
+pub mod public_ip;
 pub mod session;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +48,8 @@ pub(crate) struct EdgeState {
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_error: Option<String>,
     pub(crate) public_ip: Option<String>,
+    /// Re-discovery interval pushed by the hub.
+    pub(crate) stun_interval_secs: Option<u32>,
 }
 
 /// What the edge's tasks share.
@@ -100,6 +103,7 @@ impl Edge {
             quic,
         });
         shared.tasks.spawn(connector::run(shared.clone()));
+        shared.tasks.spawn(public_ip::run(shared.clone()));
         Ok(Self { shared })
     }
 

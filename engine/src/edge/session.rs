@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use super::ports::Ports;
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
+use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
-use crate::transport::handshake::{self, EdgeConfigPush};
+use crate::transport::handshake::{self, EdgeConfigPush, EdgeReport};
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
 
 /// How often the heartbeat watchdog looks.
@@ -36,6 +37,8 @@ pub(crate) async fn run(
         .events
         .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));
     ports.apply(&push);
+    shared.state().stun_interval_secs = Some(push.stun_interval_secs);
+    report_to_hub(shared);
     shared.events.emit(Event::PortsAssigned(PortsEvent {
         listen_ports: push.listen_ports.clone(),
         listen_ports_udp: push.listen_ports_udp.clone(),
@@ -63,6 +66,7 @@ pub(crate) async fn run(
                         match handshake::parse_config(&message.payload) {
                             Ok(push) => {
                                 ports.apply(&push);
+                                shared.state().stun_interval_secs = Some(push.stun_interval_secs);
                                 shared.events.emit(Event::PortsUpdated(PortsEvent {
                                     listen_ports: push.listen_ports,
                                     listen_ports_udp: push.listen_ports_udp,
@@ -95,4 +99,25 @@ pub(crate) async fn run(
         state.transport = None;
     }
     reason
+}
+
+/// Sends the edge's report (its public IP) on the current tunnel, if there is one.
+pub(crate) fn report_to_hub(shared: &EdgeShared) {
+    let Some(tunnel) = shared.tunnel.borrow().clone() else {
+        return;
+    };
+    let report = EdgeReport {
+        public_ip: shared.state().public_ip.clone(),
+    };
+    if report.public_ip.is_none() {
+        return;
+    }
+    match serde_json::to_vec(&report) {
+        Ok(json) => {
+            if let Err(error) = tunnel.send_control(ControlMessage::config(json)) {
+                tracing::debug!(%error, "cannot report to the hub");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot encode the edge report"),
+    }
 }

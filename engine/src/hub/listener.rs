@@ -324,6 +324,8 @@ impl Connection {
             cancel: admission.cancel,
             shutdown: context.shutdown.clone(),
             tasks: context.tasks.clone(),
+            hub: context.hub.clone(),
+            session_id,
         })
         .await;
         context

@@ -28,7 +28,7 @@ use crate::config::{AllowedEdgeSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::{HubIdentity, TlsError};
-use crate::transport::handshake::{EdgeConfigPush, EdgeHello};
+use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
 
@@ -85,6 +85,12 @@ pub(crate) enum Command {
         session_id: u64,
         reason: String,
     },
+    /// The edge reported facts about itself (its public IP).
+    EdgeReported {
+        edge_id: String,
+        session_id: u64,
+        report: EdgeReport,
+    },
 }
 
 /// Handle to a running hub.
@@ -102,6 +108,7 @@ struct ConnectedEdge {
     cancel: CancellationToken,
     stats: Arc<StreamStats>,
     udp_stats: Arc<UdpStats>,
+    public_ip: Option<String>,
     /// Set once the session runs; `None` between authentication and the first frame.
     tunnel: Option<(Tunnel, TunnelTransport)>,
     connected_at_ms: u64,
@@ -127,6 +134,7 @@ impl std::fmt::Debug for Command {
             Self::Authenticate { .. } => "Authenticate",
             Self::SessionReady { .. } => "SessionReady",
             Self::SessionEnded { .. } => "SessionEnded",
+            Self::EdgeReported { .. } => "EdgeReported",
         })
     }
 }
@@ -299,6 +307,17 @@ impl HubActor {
                 session_id,
                 reason,
             } => self.session_ended(&edge_id, session_id, reason),
+            Command::EdgeReported {
+                edge_id,
+                session_id,
+                report,
+            } => {
+                if let Some(edge) = self.connected.get_mut(&edge_id) {
+                    if edge.session_id == session_id && report.public_ip.is_some() {
+                        edge.public_ip = report.public_ip;
+                    }
+                }
+            }
         }
     }
 
@@ -337,6 +356,7 @@ impl HubActor {
                 cancel: cancel.clone(),
                 stats: stats.clone(),
                 udp_stats: udp_stats.clone(),
+                public_ip: None,
                 tunnel: None,
                 connected_at_ms: unix_ms(),
                 pushed: push.clone(),
@@ -475,7 +495,7 @@ impl HubActor {
                     transport: *transport,
                     remote_addr: edge.remote.to_string(),
                     connected_at_ms: edge.connected_at_ms,
-                    public_ip: None,
+                    public_ip: edge.public_ip.clone(),
                     active_streams: stats.active,
                     streams_opened_total: stats.opened_total,
                     streams_closed_total: stats.closed_total,

@@ -10,11 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{self, ForwardContext};
+use super::{Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
+use crate::transport::handshake::EdgeReport;
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
 use crate::udp::hub::HubUdp;
 
@@ -30,6 +32,8 @@ pub(crate) struct HubSession {
     pub(crate) cancel: CancellationToken,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) hub: Hub,
+    pub(crate) session_id: u64,
 }
 
 /// Runs the session; returns why it ended.
@@ -45,6 +49,8 @@ pub(crate) async fn run(session: HubSession) -> String {
         cancel,
         shutdown,
         tasks,
+        hub,
+        session_id,
     } = session;
     let mut udp = HubUdp::new(
         settings.target_host.clone(),
@@ -90,6 +96,19 @@ pub(crate) async fn run(session: HubSession) -> String {
             },
             message = incoming.control.next() => match message {
                 Some(message) if message.frame_type == FrameType::Pong => last_pong = Instant::now(),
+                Some(message) if message.frame_type == FrameType::Config => {
+                    match serde_json::from_slice::<EdgeReport>(&message.payload) {
+                        Ok(report) => {
+                            hub.send(Command::EdgeReported {
+                                edge_id: edge_id.clone(),
+                                session_id,
+                                report,
+                            })
+                            .await;
+                        }
+                        Err(error) => tracing::warn!(%edge_id, %error, "bad report from edge; ignored"),
+                    }
+                }
                 Some(message) => {
                     tracing::warn!(%edge_id, frame = ?message.frame_type, "unexpected control message from edge; ignored");
                 }

@@ -160,6 +160,15 @@ pub struct EdgeConfigPush {
     pub udp_session_idle_secs: Option<u32>,
 }
 
+/// What the edge tells the hub about itself, as a CONFIG message in the edge-to-hub direction
+/// (the hub shows it in its status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+}
+
 /// The hub's answer to a hello.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubReply {

@@ -307,6 +307,8 @@ pub fn edge_start(tunnel_port: u16, fingerprint: Option<&str>) -> Value {
     let mut config = json!({
         "hubHost": "127.0.0.1", "hubPort": tunnel_port, "edgeId": EDGE_ID,
         "secret": EDGE_SECRET, "bindAddress": EDGE_ADDR, "transportMode": "tcpTls",
+        // Tests talk to loopback only: no STUN to public servers.
+        "stunServers": [],
     });
     if let Some(fingerprint) = fingerprint {
         config["hubCertSha256"] = json!(fingerprint);

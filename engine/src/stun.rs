@@ -1,0 +1,307 @@
+//! STUN (RFC 5389) Binding requests for public IP discovery.
+//!
+//! Written by hand on purpose: the edge needs one request and one attribute
+//! (XOR-MAPPED-ADDRESS, with MAPPED-ADDRESS as a fallback), and the STUN crates on crates.io
+//! either pull in a whole WebRTC stack or are unmaintained. The codec is sans-IO, works on a
+//! bounds-checked cursor, and is property-tested against arbitrary bytes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use rand::RngCore;
+
+/// The magic cookie every RFC 5389 message carries.
+pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+const BINDING_REQUEST: u16 = 0x0001;
+const BINDING_SUCCESS: u16 = 0x0101;
+const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
+const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+const HEADER_LEN: usize = 20;
+/// How long one server gets to answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A malformed or unexpected STUN response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StunError {
+    #[error("response shorter than a STUN header")]
+    Truncated,
+    #[error("not a STUN Binding success response (type {0:#06x})")]
+    NotBindingSuccess(u16),
+    #[error("response has no magic cookie")]
+    NoMagicCookie,
+    #[error("response answers another transaction")]
+    WrongTransaction,
+    #[error("attribute runs past the end of the message")]
+    BadAttribute,
+    #[error("response has no (XOR-)MAPPED-ADDRESS")]
+    NoAddress,
+}
+
+/// A Binding request and its transaction id.
+pub fn binding_request() -> ([u8; HEADER_LEN], [u8; 12]) {
+    let mut transaction = [0u8; 12];
+    rand::rng().fill_bytes(&mut transaction);
+    let mut request = [0u8; HEADER_LEN];
+    request[0..2].copy_from_slice(&BINDING_REQUEST.to_be_bytes());
+    // Length 0: no attributes.
+    request[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    request[8..20].copy_from_slice(&transaction);
+    (request, transaction)
+}
+
+/// Bounds-checked reader over a byte slice.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.bytes.get(..n)?, self.bytes.get(n..)?);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+/// Parses a Binding success response for `transaction`; returns the mapped address.
+pub fn parse_response(response: &[u8], transaction: &[u8; 12]) -> Result<SocketAddr, StunError> {
+    let mut cursor = Cursor { bytes: response };
+    let message_type = cursor.u16().ok_or(StunError::Truncated)?;
+    let length = usize::from(cursor.u16().ok_or(StunError::Truncated)?);
+    let cookie = cursor.take(4).ok_or(StunError::Truncated)?;
+    let id = cursor.take(12).ok_or(StunError::Truncated)?;
+    if message_type != BINDING_SUCCESS {
+        return Err(StunError::NotBindingSuccess(message_type));
+    }
+    if cookie != MAGIC_COOKIE.to_be_bytes() {
+        return Err(StunError::NoMagicCookie);
+    }
+    if id != transaction {
+        return Err(StunError::WrongTransaction);
+    }
+    let mut attributes = Cursor {
+        bytes: cursor.take(length).ok_or(StunError::BadAttribute)?,
+    };
+    let mut mapped = None;
+    while !attributes.bytes.is_empty() {
+        let kind = attributes.u16().ok_or(StunError::BadAttribute)?;
+        let len = usize::from(attributes.u16().ok_or(StunError::BadAttribute)?);
+        let value = attributes.take(len).ok_or(StunError::BadAttribute)?;
+        // Attributes are padded to 4 bytes; the last one may omit its padding.
+        let _ = attributes.take((4 - len % 4) % 4);
+        match kind {
+            ATTR_XOR_MAPPED_ADDRESS => {
+                if let Some(addr) = parse_address(value, Some(transaction)) {
+                    return Ok(addr);
+                }
+            }
+            ATTR_MAPPED_ADDRESS => mapped = mapped.or_else(|| parse_address(value, None)),
+            _ => {}
+        }
+    }
+    mapped.ok_or(StunError::NoAddress)
+}
+
+/// An (XOR-)MAPPED-ADDRESS value; `xor` carries the transaction id for the XOR form.
+fn parse_address(value: &[u8], xor: Option<&[u8; 12]>) -> Option<SocketAddr> {
+    let mut cursor = Cursor { bytes: value };
+    let _reserved = cursor.take(1)?;
+    let family = cursor.take(1)?[0];
+    let mut port = cursor.u16()?;
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    if xor.is_some() {
+        port ^= (MAGIC_COOKIE >> 16) as u16;
+    }
+    let ip = match family {
+        0x01 => {
+            let raw = cursor.take(4)?;
+            let mut octets = [raw[0], raw[1], raw[2], raw[3]];
+            if xor.is_some() {
+                for (octet, key) in octets.iter_mut().zip(cookie) {
+                    *octet ^= key;
+                }
+            }
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        0x02 => {
+            let raw = cursor.take(16)?;
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(raw);
+            if let Some(transaction) = xor {
+                let key = cookie.iter().chain(transaction.iter());
+                for (octet, key) in octets.iter_mut().zip(key) {
+                    *octet ^= key;
+                }
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Encodes a Binding success response with XOR-MAPPED-ADDRESS (for test responders).
+pub fn encode_success(transaction: &[u8; 12], mapped: SocketAddr) -> Vec<u8> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let mut value = vec![0u8];
+    let port = mapped.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    match mapped.ip() {
+        IpAddr::V4(v4) => {
+            value.push(0x01);
+            value.extend_from_slice(&port.to_be_bytes());
+            value.extend(v4.octets().iter().zip(cookie).map(|(o, k)| o ^ k));
+        }
+        IpAddr::V6(v6) => {
+            value.push(0x02);
+            value.extend_from_slice(&port.to_be_bytes());
+            let key: Vec<u8> = cookie.iter().chain(transaction.iter()).copied().collect();
+            value.extend(v6.octets().iter().zip(key).map(|(o, k)| o ^ k));
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + 4 + value.len());
+    out.extend_from_slice(&BINDING_SUCCESS.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(4 + value.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&cookie);
+    out.extend_from_slice(transaction);
+    out.extend_from_slice(&ATTR_XOR_MAPPED_ADDRESS.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&value);
+    out
+}
+
+/// Asks the servers in order; returns the first mapped address, or the last error.
+pub async fn discover(servers: &[String]) -> Result<SocketAddr, String> {
+    let mut last_error = "no STUN server configured".to_owned();
+    for server in servers {
+        match query(server).await {
+            Ok(addr) => return Ok(addr),
+            Err(error) => {
+                tracing::debug!(%server, %error, "STUN query failed");
+                last_error = format!("{server}: {error}");
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn query(server: &str) -> Result<SocketAddr, String> {
+    let target = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    let local: SocketAddr = if target.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket.connect(target).await.map_err(|e| e.to_string())?;
+    let (request, transaction) = binding_request();
+    socket.send(&request).await.map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let len = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+            .await
+            .map_err(|_| "no answer".to_owned())?
+            .map_err(|e| e.to_string())?;
+        match parse_response(buffer.get(..len).unwrap_or_default(), &transaction) {
+            Ok(addr) => return Ok(addr),
+            // A stray or stale datagram: keep waiting for ours.
+            Err(StunError::WrongTransaction) => continue,
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn request_has_the_rfc_layout() {
+        let (request, transaction) = binding_request();
+        assert_eq!(&request[0..4], &[0, 1, 0, 0]);
+        assert_eq!(&request[4..8], &[0x21, 0x12, 0xA4, 0x42]);
+        assert_eq!(&request[8..], &transaction);
+    }
+
+    #[test]
+    fn parses_the_rfc5769_ipv4_vector() {
+        // RFC 5769 section 2.2 (with its SOFTWARE and FINGERPRINT attributes left out).
+        let transaction = [
+            0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+        ];
+        let mut response = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+        response.extend_from_slice(&transaction);
+        response.extend_from_slice(&[
+            0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43,
+        ]);
+        assert_eq!(
+            parse_response(&response, &transaction),
+            Ok("192.0.2.1:32853".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn round_trips_v4_and_v6_and_refuses_bad_input() {
+        let (_, transaction) = binding_request();
+        for mapped in ["203.0.113.7:40000", "[2001:db8::1]:443"] {
+            let mapped: SocketAddr = mapped.parse().unwrap();
+            let response = encode_success(&transaction, mapped);
+            assert_eq!(parse_response(&response, &transaction), Ok(mapped));
+        }
+        let response = encode_success(&transaction, "203.0.113.7:1".parse().unwrap());
+        assert_eq!(
+            parse_response(&response, &[0; 12]),
+            Err(StunError::WrongTransaction)
+        );
+        assert_eq!(
+            parse_response(&response[..10], &transaction),
+            Err(StunError::Truncated)
+        );
+        assert_eq!(
+            parse_response(&response[..24], &transaction),
+            Err(StunError::BadAttribute)
+        );
+        let mut wrong_type = response.clone();
+        wrong_type[1] = 0x11;
+        assert_eq!(
+            parse_response(&wrong_type, &transaction),
+            Err(StunError::NotBindingSuccess(0x0111))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128), id in any::<[u8; 12]>()) {
+            let _ = parse_response(&bytes, &id);
+        }
+    }
+
+    #[tokio::test]
+    async fn discover_asks_a_local_responder() {
+        let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let server = responder.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let (len, from) = responder.recv_from(&mut buf).await.unwrap();
+            let mut transaction = [0u8; 12];
+            transaction.copy_from_slice(&buf[8..20]);
+            assert_eq!(len, 20);
+            let reply = encode_success(&transaction, "198.51.100.9:5555".parse().unwrap());
+            responder.send_to(&reply, from).await.unwrap();
+        });
+        let servers = vec!["127.0.0.1:1".to_owned(), server];
+        // The first server does not answer in time or refuses; the second one answers.
+        let found = discover(&servers).await.unwrap();
+        assert_eq!(found, "198.51.100.9:5555".parse().unwrap());
+    }
+}
