@@ -35,6 +35,9 @@ python3 tests/haproxy/accept_proxy.py
 step "distinct client addresses through network namespaces"
 python3 tests/netns/distinct_client_ips.py
 
+step "quicWithFallback: UDP blocked by nftables, then unblocked"
+python3 tests/netns/quic_fallback.py
+
 step "demo (README's first command)"
 ./scripts/demo.sh
 

@@ -31,6 +31,54 @@ async fn hello(port: u16, hello: &[u8]) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// Sends `hello` on a QUIC control stream and returns the hub's reply.
+async fn quic_hello(port: u16, hello: &[u8]) -> String {
+    let tls = remoteingress::tls::edge_client_config(None).unwrap();
+    let config = remoteingress::transport::quic::client_config(
+        tls,
+        &remoteingress::config::PerformanceSettings::default(),
+    )
+    .unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, ([127, 0, 0, 1], port).into(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(hello).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(12),
+        tokio::io::AsyncReadExt::read_to_end(&mut recv, &mut reply),
+    )
+    .await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_quic_peers_are_refused_and_the_good_edge_keeps_working() {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start(&[target.port], json!({}), "quic").await;
+    let port = pair.tunnel_port;
+    let reply = quic_hello(port, format!("EDGE {EDGE_ID} wrong-secret\n").as_bytes()).await;
+    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
+    assert_eq!(auth_failed(&mut pair.hub).await["reason"], "wrong secret");
+    let reply = quic_hello(port, b"HELLO there\n").await;
+    assert_eq!(reply, "");
+    let event = auth_failed(&mut pair.hub).await;
+    assert!(
+        event["reason"].as_str().unwrap().starts_with("bad hello"),
+        "{event}"
+    );
+    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
+    client.write_all(b"still here").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"still here");
+}
+
 async fn auth_failed(hub: &mut Managed) -> Value {
     hub.event("edgeAuthFailed").await
 }

@@ -103,7 +103,7 @@ async fn within(
 }
 
 /// A tunnel that passed the handshake.
-type Connected = (Tunnel, TunnelIncoming, EdgeConfigPush);
+pub(crate) type Connected = (Tunnel, TunnelIncoming, EdgeConfigPush);
 
 /// TCP, TLS, hello, reply.
 async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
@@ -128,7 +128,7 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
 }
 
 /// QUIC handshake, control stream, hello, reply.
-async fn connect_quic(shared: &EdgeShared) -> Result<Connected, String> {
+pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, String> {
     let settings = &shared.settings;
     let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
         .await

@@ -1,11 +1,16 @@
 //! A connected tunnel on the edge: publish it to the listeners, apply the hub's configuration
 //! (handshake and CONFIG pushes), watch the hub's heartbeat, and end when the tunnel does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use remoteingress_ipc_schema::{Event, PortsEvent, TunnelConnectedEvent};
+use remoteingress_ipc_schema::{
+    Event, PortsEvent, TransportMode, TunnelConnectedEvent, TunnelTransport,
+};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::connector::{connect_quic, Connected, CONNECT_DEADLINE};
 use super::ports::Ports;
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
@@ -19,23 +24,13 @@ const WATCHDOG_TICK: Duration = Duration::from_secs(1);
 
 /// Runs one tunnel session; returns why it ended.
 pub(crate) async fn run(
-    shared: &EdgeShared,
+    shared: &Arc<EdgeShared>,
     ports: &mut Ports,
-    tunnel: Tunnel,
+    mut tunnel: Tunnel,
     mut incoming: TunnelIncoming,
     push: EdgeConfigPush,
 ) -> String {
-    let transport = tunnel.transport();
-    {
-        let mut state = shared.state();
-        state.connected = true;
-        state.transport = Some(transport);
-    }
-    shared.tunnel.send_replace(Some(tunnel.clone()));
-    tracing::info!(?transport, "tunnel to the hub connected");
-    shared
-        .events
-        .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));
+    publish(shared, &tunnel);
     ports.apply(&push);
     shared.state().stun_interval_secs = Some(push.stun_interval_secs);
     report_to_hub(shared);
@@ -50,9 +45,21 @@ pub(crate) async fn run(
         .unwrap_or_else(|| PerformanceSettings::default().heartbeat_timeout);
     let mut last_heard = Instant::now();
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
+    // On the TLS fallback of `quicWithFallback`, keep trying QUIC in the background.
+    let mut upgrade = upgrade_attempts(shared, &tunnel);
     let reason = loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break "edge stopped".to_owned(),
+            Some((quic, quic_incoming, quic_push)) = upgrade.recv() => {
+                tracing::info!("QUIC works again: new streams move to QUIC, open ones finish on TLS");
+                let old = std::mem::replace(&mut tunnel, quic);
+                incoming = quic_incoming;
+                ports.udp.clear_sessions();
+                publish(shared, &tunnel);
+                ports.apply(&quic_push);
+                drain_then_close(shared, old);
+                last_heard = Instant::now();
+            }
             reason = tunnel.closed() => break reason,
             opened = incoming.streams.next() => match opened {
                 // Hub-initiated streams (egress) arrive with their own issue.
@@ -99,6 +106,83 @@ pub(crate) async fn run(
         state.transport = None;
     }
     reason
+}
+
+/// Makes `tunnel` the one new client connections use, and says so.
+fn publish(shared: &EdgeShared, tunnel: &Tunnel) {
+    let transport = tunnel.transport();
+    {
+        let mut state = shared.state();
+        state.connected = true;
+        state.transport = Some(transport);
+    }
+    shared.tunnel.send_replace(Some(tunnel.clone()));
+    tracing::info!(?transport, "tunnel to the hub connected");
+    shared
+        .events
+        .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));
+}
+
+/// First retry of QUIC after falling back to TLS, doubling up to [`UPGRADE_MAX_INTERVAL`].
+const UPGRADE_FIRST_INTERVAL: Duration = Duration::from_secs(5);
+const UPGRADE_MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// For a `quicWithFallback` edge on its TLS fallback: a task that retries QUIC and hands over
+/// the first tunnel that works. Otherwise a receiver that never yields.
+fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver<Connected> {
+    let (tx, rx) = mpsc::channel(1);
+    if shared.settings.transport_mode != TransportMode::QuicWithFallback
+        || tunnel.transport() != TunnelTransport::TcpTls
+    {
+        // Keep the sender alive until the edge stops, so recv() stays pending.
+        let shutdown = shared.shutdown.clone();
+        shared.tasks.spawn(async move {
+            shutdown.cancelled().await;
+            drop(tx);
+        });
+        return rx;
+    }
+    let shared = shared.clone();
+    let current = tunnel.clone();
+    shared.tasks.clone().spawn(async move {
+        let mut interval = UPGRADE_FIRST_INTERVAL;
+        loop {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                _ = current.closed() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match tokio::time::timeout(CONNECT_DEADLINE, connect_quic(&shared)).await {
+                Ok(Ok(connected)) => {
+                    if current.is_closed() {
+                        connected.0.close();
+                        return;
+                    }
+                    let _ = tx.send(connected).await;
+                    return;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "QUIC still unavailable"),
+                Err(_) => tracing::debug!("QUIC still unavailable (timeout)"),
+            }
+            interval = (interval * 2).min(UPGRADE_MAX_INTERVAL);
+        }
+    });
+    rx
+}
+
+/// Keeps a replaced tunnel until its open streams have finished, then closes it.
+fn drain_then_close(shared: &EdgeShared, old: Tunnel) {
+    let shutdown = shared.shutdown.clone();
+    shared.tasks.spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while old.active_streams() > 0 && !old.is_closed() && Instant::now() < deadline {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        old.close();
+    });
 }
 
 /// Sends the edge's report (its public IP) on the current tunnel, if there is one.

@@ -322,6 +322,7 @@ impl Connection {
             udp_stats: admission.udp_stats,
             events: context.events.clone(),
             cancel: admission.cancel,
+            drain: admission.drain,
             shutdown: context.shutdown.clone(),
             tasks: context.tasks.clone(),
             hub: context.hub.clone(),

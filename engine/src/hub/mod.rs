@@ -57,8 +57,12 @@ pub(crate) enum AuthDecision {
 pub(crate) struct Admission {
     pub(crate) session_id: u64,
     pub(crate) push: EdgeConfigPush,
-    /// Cancelled when the session must end (replaced, edge removed, secret changed, hub stopped).
+    /// Cancelled when the session must end at once (edge removed, secret changed).
     pub(crate) cancel: CancellationToken,
+    /// Cancelled when a newer connection of the same edge replaced this one: the session takes
+    /// no new streams and ends once its open streams have finished (a `quicWithFallback` edge
+    /// moving from TLS to QUIC keeps its old connections).
+    pub(crate) drain: CancellationToken,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
 }
@@ -106,6 +110,7 @@ struct ConnectedEdge {
     session_id: u64,
     remote: SocketAddr,
     cancel: CancellationToken,
+    drain: CancellationToken,
     stats: Arc<StreamStats>,
     udp_stats: Arc<UdpStats>,
     public_ip: Option<String>,
@@ -334,7 +339,7 @@ impl HubActor {
         }
         let push = push_for(allowed, &self.settings);
         if let Some(previous) = self.connected.remove(&hello.edge_id) {
-            previous.cancel.cancel();
+            previous.drain.cancel();
             if previous.tunnel.is_some() {
                 self.events
                     .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
@@ -346,6 +351,7 @@ impl HubActor {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let cancel = CancellationToken::new();
+        let drain = CancellationToken::new();
         let stats = Arc::new(StreamStats::default());
         let udp_stats = Arc::new(UdpStats::default());
         self.connected.insert(
@@ -354,6 +360,7 @@ impl HubActor {
                 session_id,
                 remote,
                 cancel: cancel.clone(),
+                drain: drain.clone(),
                 stats: stats.clone(),
                 udp_stats: udp_stats.clone(),
                 public_ip: None,
@@ -366,6 +373,7 @@ impl HubActor {
             session_id,
             push,
             cancel,
+            drain,
             stats,
             udp_stats,
         })

@@ -20,6 +20,9 @@ use crate::transport::handshake::EdgeReport;
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
 use crate::udp::hub::HubUdp;
 
+/// Longest time a replaced session keeps its open streams.
+const MAX_DRAIN: Duration = Duration::from_secs(600);
+
 pub(crate) struct HubSession {
     pub(crate) edge_id: String,
     pub(crate) tunnel: Tunnel,
@@ -28,8 +31,10 @@ pub(crate) struct HubSession {
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
     pub(crate) events: EventSink,
-    /// Cancelled by the actor: replaced, removed, or secret changed.
+    /// Cancelled by the actor: edge removed, or secret changed.
     pub(crate) cancel: CancellationToken,
+    /// Cancelled by the actor when a newer connection replaced this one.
+    pub(crate) drain: CancellationToken,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) hub: Hub,
@@ -47,6 +52,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         udp_stats,
         events,
         cancel,
+        drain,
         shutdown,
         tasks,
         hub,
@@ -76,12 +82,23 @@ pub(crate) async fn run(session: HubSession) -> String {
     // Streams of this session end with it (their own child token).
     let streams_cancel = cancel.child_token();
 
+    let mut draining_since: Option<Instant> = None;
     let reason = loop {
         tokio::select! {
             () = shutdown.cancelled() => break "hub stopped".to_owned(),
             () = cancel.cancelled() => break "disconnected by the hub".to_owned(),
+            () = drain.cancelled(), if draining_since.is_none() => {
+                tracing::info!(%edge_id, active = stats.snapshot().active, "replaced by a newer connection; draining");
+                draining_since = Some(Instant::now());
+                udp.close_all();
+                if stats.snapshot().active == 0 {
+                    break "replaced by a newer connection".to_owned();
+                }
+            }
             reason = tunnel.closed() => break reason,
             accepted = incoming.streams.next() => match accepted {
+                // A draining session takes no new streams: the edge opens them on its new tunnel.
+                Some((stream, _)) if draining_since.is_some() => drop(stream),
                 Some((stream, open)) => {
                     let context = context.clone();
                     let stop = streams_cancel.clone();
@@ -131,6 +148,15 @@ pub(crate) async fn run(session: HubSession) -> String {
                 }
             }
             _ = summary.tick() => {
+                if let Some(since) = draining_since {
+                    if stats.snapshot().active == 0 {
+                        break "replaced by a newer connection (drained)".to_owned();
+                    }
+                    if since.elapsed() > MAX_DRAIN {
+                        break "replaced by a newer connection (drain time over)".to_owned();
+                    }
+                    continue;
+                }
                 udp.expire();
                 if !summaries {
                     continue;

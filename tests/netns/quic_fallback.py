@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""quicWithFallback with UDP to the hub blocked by a real kernel firewall, then unblocked.
+
+Everything runs in one network namespace created here (and always deleted): hub, target, edge.
+An nftables rule drops UDP to the tunnel port, so the edge must fall back to TLS within about
+5 s. Then the rule is removed: the edge must move to QUIC by itself, while a TCP connection
+opened over TLS keeps working.
+"""
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import harness  # noqa: E402
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
+CLIENT = r"""
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.2", port), timeout=10)
+f = s.makefile("rwb", buffering=0)
+print(f.readline().decode().strip(), flush=True)          # the target's greeting
+for line in sys.stdin:                                   # echo each line we are given
+    s.sendall(line.encode())
+    print(f.readline().decode().strip(), flush=True)
+"""
+
+
+def main():
+    if os.geteuid() != 0:
+        print("needs root for network namespaces")
+        return 1
+    report = harness.Report()
+    ns = f"riqf-{secrets.token_hex(2)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    processes = []
+    inside = lambda argv: ["ip", "netns", "exec", ns, *argv]  # noqa: E731
+    try:
+        subprocess.run(inside(["ip", "link", "set", "lo", "up"]), check=True)
+        port, tunnel_port = 18081, 18444
+        rules = f"table inet ri_block {{ chain input {{ type filter hook input priority 0; udp dport {tunnel_port} drop; }} }}"
+        subprocess.run(inside(["nft", "-f", "-"]), input=rules, text=True, check=True)
+        with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
+            edges = os.path.join(workdir, "edges.json")
+            with open(edges, "w") as f:
+                f.write(f'[{{"id":"edge-qf","secret":"qf-secret","listenPorts":[{port}]}}]')
+            target = harness.Process(inside([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)]), "qf-target")
+            processes.append(target)
+            target.wait_line(lambda line: line.startswith("listening"))
+            hub = harness.Process(inside([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges, "--json"]), "qf-hub")
+            processes.append(hub)
+            token = harness.token("127.0.0.1", tunnel_port, "edge-qf", "qf-secret")
+            started = time.monotonic()
+            edge = harness.Process(inside([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
+                                           "--transport-mode", "quicWithFallback", "--no-stun", "--json"]), "qf-edge")
+            processes.append(edge)
+            first = edge.wait_event("tunnelConnected", timeout=20)
+            elapsed = time.monotonic() - started
+            report.check("falls back to TLS while UDP is blocked", first["transport"] == "tcpTls", first)
+            report.check(f"fallback within ~5 s (took {elapsed:.1f} s)", elapsed < 9, elapsed)
+            edge.wait_event("portsAssigned")
+
+            client = subprocess.Popen(inside([sys.executable, "-c", CLIENT, str(port)]), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, bufsize=1)
+            try:
+                greeting = client.stdout.readline().strip()
+                report.check("connection over TLS reaches the target", greeting.startswith("target saw client 127.0.0.1:"), greeting)
+                client.stdin.write("before\n")
+                client.stdin.flush()
+                report.check("echo before the move", client.stdout.readline().strip() == "before")
+
+                subprocess.run(inside(["nft", "delete", "table", "inet", "ri_block"]), check=True)
+                moved = edge.wait_event("tunnelConnected", timeout=30)
+                report.check("moves to QUIC once UDP works", moved["transport"] == "quic", moved)
+                connected = hub.wait_event("edgeConnected", timeout=10)
+                while connected.get("transport") != "quic":
+                    connected = hub.wait_event("edgeConnected", timeout=10)
+                report.check("hub sees the edge on QUIC", connected["transport"] == "quic", connected)
+
+                client.stdin.write("after\n")
+                client.stdin.flush()
+                report.check("the TLS connection survived the move", client.stdout.readline().strip() == "after")
+            finally:
+                client.stdin.close()
+                client.wait(timeout=10)
+            out = subprocess.run(inside([sys.executable, "-c",
+                                         "import socket;s=socket.create_connection(('127.0.0.2',%d),timeout=10);"
+                                         "print(s.makefile().readline().strip())" % port]),
+                                 capture_output=True, text=True, timeout=20).stdout.strip()
+            report.check("new connections work over QUIC", out.startswith("target saw client"), out)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
