@@ -191,6 +191,7 @@ async fn idle_sessions_expire_on_both_sides_and_reopen(transport: &str) {
 }
 
 async fn a_flood_is_survived_with_bounded_memory_and_counted_drops(transport: &str) {
+    let _heavy = common::heavy().await;
     let target = UdpEchoTarget::start().await;
     let mut pair = udp_pair(&target, json!({}), transport).await;
     let (hub_pid, edge_pid) = (pair.hub.pid(), pair.edge.pid());

@@ -86,7 +86,7 @@ pub(crate) async fn run(
                 None => break tunnel.closed().await,
             },
             message = incoming.datagrams.next() => match message {
-                Some(message) => ports.udp.from_hub(message),
+                Some(message) => ports.udp.deliver_from_hub(message),
                 None => break tunnel.closed().await,
             },
             _ = watchdog.tick() => {

@@ -25,6 +25,9 @@ use crate::transport::tunnel::{Tunnel, TunnelIncoming};
 /// Time a peer has for the transport handshake plus its hello line (DESIGN section 5).
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a refused QUIC peer has to read the refusal before the connection is dropped.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
 /// Binds the TCP tunnel port on all addresses: IPv6 dual-stack where available, else IPv4.
 pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
@@ -186,8 +189,15 @@ impl Connection {
                 .map_err(|e| Failure::before_hello(format!("no control stream: {e}")))?;
             let mut control = tokio::io::join(recv, send);
             let mut buffer = BytesMut::with_capacity(8 * 1024);
-            let authenticated = self.exchange_hello(&mut control, &mut buffer).await?;
-            Ok((connection, control, buffer, authenticated))
+            match self.exchange_hello(&mut control, &mut buffer).await {
+                Ok(authenticated) => Ok((connection, control, buffer, authenticated)),
+                Err(failure) => {
+                    // Dropping the connection would discard the refusal still in flight: give
+                    // the peer a moment to read it and close.
+                    let _ = tokio::time::timeout(REFUSAL_LINGER, connection.closed()).await;
+                    Err(failure)
+                }
+            }
         };
         let Some((connection, control, leftover, authenticated)) =
             self.within_deadline(handshake).await

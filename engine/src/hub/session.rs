@@ -132,7 +132,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                 None => break tunnel.closed().await,
             },
             message = incoming.datagrams.next() => match message {
-                Some(message) => udp.from_edge(message).await,
+                Some(message) => udp.handle_from_edge(message).await,
                 None => break tunnel.closed().await,
             },
             _ = heartbeat.tick() => {

@@ -90,9 +90,9 @@ pub enum FrameType {
     Ping = 0x07,
     /// Stream 0: echo of a PING's payload.
     Pong = 0x08,
-    /// Hub → edge: the hub consumed that many bytes of DATA (flow control credit).
+    /// Edge → hub: the edge consumed that many bytes of DATA_BACK (credit for the hub).
     WindowUpdate = 0x09,
-    /// Edge → hub: the edge consumed that many bytes of DATA_BACK.
+    /// Hub → edge: the hub consumed that many bytes of DATA (credit for the edge).
     WindowUpdateBack = 0x0A,
     /// Edge → hub: new UDP session; payload is a PROXY v2 header.
     UdpOpen = 0x0B,
@@ -305,8 +305,8 @@ impl Frame {
         Self::unchecked(stream_id, frame_type, Bytes::new())
     }
 
-    /// WINDOW_UPDATE (credit for DATA) or, with `back`, WINDOW_UPDATE_BACK (credit for
-    /// DATA_BACK), granting `consumed` bytes.
+    /// WINDOW_UPDATE (sent by the edge: credit for DATA_BACK) or, with `back`,
+    /// WINDOW_UPDATE_BACK (sent by the hub: credit for DATA), granting `consumed` bytes.
     pub fn window_update(stream_id: u32, back: bool, consumed: u32) -> Self {
         let frame_type = if back {
             FrameType::WindowUpdateBack

@@ -155,7 +155,7 @@ impl EdgeUdp {
     }
 
     /// Delivers a message from the hub: data goes to its client, a close ends the session.
-    pub(crate) fn from_hub(&self, message: UdpMessage) {
+    pub(crate) fn deliver_from_hub(&self, message: UdpMessage) {
         match message {
             UdpMessage::Data { session, payload } => {
                 let target = self

@@ -67,7 +67,7 @@ impl HubUdp {
     }
 
     /// Handles one message from the edge.
-    pub(crate) async fn from_edge(&mut self, message: UdpMessage) {
+    pub(crate) async fn handle_from_edge(&mut self, message: UdpMessage) {
         match message {
             UdpMessage::Open { session, header } => self.open(session, header).await,
             UdpMessage::Data { session, payload } => self.data(session, &payload),

@@ -192,6 +192,15 @@ impl Managed {
     }
 }
 
+/// Serialises the heavy scenarios of one test binary (hundreds of connections, floods,
+/// 256 MiB transfers): run together on a 2-core machine they starve each other's deadlines.
+pub static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Waits for the heavy-test slot.
+pub async fn heavy() -> tokio::sync::SemaphorePermit<'static> {
+    HEAVY.acquire().await.expect("semaphore never closed")
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

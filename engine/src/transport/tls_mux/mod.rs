@@ -1,106 +1,648 @@
-// TEMPORARY compile shim — replaced by the real multiplexer.
-#![allow(missing_docs, dead_code, unreachable_pub, clippy::all)]
-use crate::transport::frame::Frame;
+//! Stream multiplexer over one TLS connection (the tunnel).
+//!
+//! The edge opens streams (one per public TCP connection), the hub accepts them; both sides
+//! exchange frames of [`crate::transport::frame`] over any `AsyncRead + AsyncWrite` (the TLS
+//! stream after the handshake). [`Mux::start`] spawns two tasks:
+//!
+//! - the **reader** decodes frames and dispatches them: stream data into per-stream buffers,
+//!   new streams, control frames and datagrams into bounded channels ([`MuxIncoming`]). It never
+//!   waits for the application or the writer, so neither side can deadlock the other.
+//! - the **writer** owns the write half and drains two queues, control strictly before data,
+//!   coalescing ready frames into one write + flush per batch.
+//!
+//! # Queues and their bounds
+//!
+//! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): unbounded, bounded by
+//!   construction: one OPEN per stream; a stream's queued window updates never grant more than
+//!   its target window in total and each is at least `min(target/2, 256 KiB)`, so there are at
+//!   most a handful per stream; CONFIG/PING are sent by the session at its own slow pace;
+//!   automatic PONGs are capped ([`MAX_PENDING_PONGS`]).
+//! - **Data queue** (DATA(_BACK), CLOSE(_BACK), UDP frames): one FIFO so that a stream's CLOSE
+//!   never overtakes its DATA. DATA and UDP frames each need one of [`DATA_QUEUE_FRAMES`] slots
+//!   (a semaphore: `poll_write` waits for a slot, datagrams fail with [`MuxError::Full`]). CLOSE
+//!   frames take no slot so that shutting down or dropping a stream never waits and never loses
+//!   its CLOSE: they are at most one per stream from the application, plus replies from the
+//!   reader (refusals, answers to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`].
+//!
+//! # Flow control
+//!
+//! Each side may send [`INITIAL_STREAM_WINDOW`] bytes per stream, then only what the receiver
+//! grants with WINDOW_UPDATE(_BACK) as its application reads (see [`window`]). A receiver that
+//! gets more than it granted closes the tunnel (protocol error).
+//!
+//! # Stream lifecycle
+//!
+//! CLOSE(_BACK) is a FIN: reads on the other side end after the buffered data, the other
+//! direction stays open. A second CLOSE after a FIN means the peer dropped the stream: it is
+//! aborted (reads fail with `ConnectionReset`, writes with `BrokenPipe`). Dropping a
+//! [`MuxStream`] sends CLOSE (unless already sent) and forgets it; DATA arriving later for an
+//! unknown stream is dropped and answered with one CLOSE, which aborts the peer's end.
+
+mod reader;
+mod stream;
+mod window;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
+use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
-#[derive(Debug, Clone, Copy)]
+
+use self::stream::{wake_all, StreamEnd, StreamShared};
+use crate::transport::frame::{Frame, FrameError, FrameType};
+
+pub use self::stream::MuxStream;
+pub use self::window::{WindowSettings, GRANT_THRESHOLD, INITIAL_STREAM_WINDOW, MIN_TARGET_WINDOW};
+
+/// DATA frames that may wait in the data queue (each at most 64 KiB).
+pub const DATA_QUEUE_FRAMES: usize = 128;
+
+/// Bytes of UDP frames that may wait in the data queue. UDP has its own budget, counted in
+/// bytes, so a burst of small datagrams from many clients is not refused after 128 frames
+/// while memory stays bounded; beyond it datagrams are dropped (and counted by the caller).
+pub const UDP_QUEUE_BYTES: usize = 4 << 20;
+
+/// Budget a UDP frame takes at least (header and bookkeeping of tiny datagrams).
+const UDP_FRAME_MIN_COST: usize = 64;
+
+/// Capacity of [`MuxIncoming::streams`]; further streams are refused while it is full.
+pub const INCOMING_STREAMS: usize = 512;
+
+/// Capacity of [`MuxIncoming::control`].
+pub const INCOMING_CONTROL: usize = 64;
+
+/// Capacity of [`MuxIncoming::datagrams`]; further datagrams are dropped and counted.
+pub const INCOMING_DATAGRAMS: usize = 1024;
+
+/// Automatic PONGs that may wait for the writer; further PINGs are not answered.
+pub const MAX_PENDING_PONGS: usize = 16;
+
+/// Reader-generated CLOSEs (refusals, answers to unknown streams) that may wait for the writer.
+pub const MAX_PENDING_ANSWERS: usize = 1024;
+
+/// Unknown stream ids remembered as already answered (then the memory starts over).
+const MAX_ANSWERED: usize = 4096;
+
+/// Which end of the tunnel this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Edge,
     Hub,
 }
-#[derive(Debug, Clone, Copy)]
-pub struct WindowSettings {
-    pub min: u32,
-    pub max: u32,
-    pub budget: u64,
+
+impl Side {
+    /// The other end.
+    pub fn peer(self) -> Self {
+        match self {
+            Self::Edge => Self::Hub,
+            Self::Hub => Self::Edge,
+        }
+    }
+
+    /// Whether this side sends frames of `frame_type` (the "_BACK" types are the hub's).
+    pub fn sends(self, frame_type: FrameType) -> bool {
+        match frame_type {
+            FrameType::Open
+            | FrameType::Data
+            | FrameType::Close
+            | FrameType::WindowUpdate
+            | FrameType::Pong
+            | FrameType::UdpOpen
+            | FrameType::UdpData => self == Self::Edge,
+            FrameType::DataBack
+            | FrameType::CloseBack
+            | FrameType::WindowUpdateBack
+            | FrameType::Config
+            | FrameType::Ping
+            | FrameType::UdpDataBack => self == Self::Hub,
+            FrameType::UdpClose => true,
+        }
+    }
 }
-#[derive(Debug, Clone, Copy)]
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Edge => "edge",
+            Self::Hub => "hub",
+        })
+    }
+}
+
+/// Configuration of one mux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MuxConfig {
     pub side: Side,
     pub window: WindowSettings,
 }
+
+/// Why a mux operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MuxError {
+    #[error("the tunnel is closed")]
+    Closed,
+    #[error("the tunnel's data queue is full")]
+    Full,
+    #[error("only the edge opens streams")]
+    NotEdge,
+    #[error("no free stream id")]
+    NoStreamId,
+    #[error("the {side} cannot send {frame_type} this way")]
+    Unsendable { frame_type: FrameType, side: Side },
+    #[error("invalid frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// The peer broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the {receiver} received {frame_type}, which only the {receiver} sends")]
+    WrongDirection {
+        frame_type: FrameType,
+        receiver: Side,
+    },
+    #[error(
+        "stream {stream_id}: DATA of {len} bytes exceeds the remaining credit of {credit} bytes"
+    )]
+    CreditExceeded {
+        stream_id: u32,
+        len: usize,
+        credit: u64,
+    },
+    #[error("stream {stream_id}: DATA after CLOSE")]
+    DataAfterClose { stream_id: u32 },
+    #[error("stream {stream_id}: OPEN for a stream that is already open")]
+    DuplicateOpen { stream_id: u32 },
+}
+
+/// Why the tunnel ended.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MuxCloseReason {
+    #[error("the peer closed the tunnel")]
+    PeerClosed,
+    #[error("tunnel I/O error: {message}")]
+    Io {
+        kind: io::ErrorKind,
+        message: String,
+    },
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the tunnel was closed locally")]
+    Closed,
+    #[error("the tunnel was cancelled")]
+    Cancelled,
+}
+
+impl MuxCloseReason {
+    fn io(error: &io::Error) -> Self {
+        Self::Io {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Counters of one mux.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MuxStats {
+    /// WINDOW_UPDATE(_BACK) frames queued.
+    pub window_updates_sent: u64,
+    /// Credit granted beyond the initial windows, summed over all streams.
+    pub credit_granted: u64,
+    /// Incoming datagrams dropped because [`MuxIncoming::datagrams`] was full.
+    pub udp_dropped: u64,
+    /// Incoming streams refused because [`MuxIncoming::streams`] was full.
+    pub streams_refused: u64,
+}
+
+/// A queued outgoing frame.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Any frame that needs no accounting.
+    Frame(Frame),
+    /// DATA or UDP frame holding a data-queue slot until it is in the writer's batch.
+    Data(Frame, OwnedSemaphorePermit),
+    /// Automatic PONG (counted against [`MAX_PENDING_PONGS`]).
+    Pong(Frame),
+    /// Reader-generated CLOSE (counted against [`MAX_PENDING_ANSWERS`]).
+    Answer(Frame),
+}
+
+#[derive(Debug)]
+struct Table {
+    streams: HashMap<u32, Arc<StreamShared>>,
+    /// Set once the tunnel ended: no stream is added any more.
+    closed: bool,
+    /// Edge: next id to try.
+    next_id: u32,
+    /// Unknown ids whose DATA was already answered with a CLOSE.
+    answered: HashSet<u32>,
+}
+
+/// State shared by the tasks, the handles and the streams.
+pub(crate) struct Shared {
+    side: Side,
+    window: WindowSettings,
+    table: Mutex<Table>,
+    active: AtomicUsize,
+    control_tx: mpsc::UnboundedSender<Outgoing>,
+    data_tx: mpsc::UnboundedSender<Outgoing>,
+    data_slots: Arc<Semaphore>,
+    /// Byte budget of queued UDP frames (see [`UDP_QUEUE_BYTES`]).
+    udp_bytes: Arc<Semaphore>,
+    /// Cancelled when the tunnel ends (child of the caller's token).
+    stop: CancellationToken,
+    reason: watch::Sender<Option<MuxCloseReason>>,
+    pending_pongs: AtomicUsize,
+    pending_answers: AtomicUsize,
+    window_updates_sent: AtomicU64,
+    credit_granted: AtomicU64,
+    udp_dropped: AtomicU64,
+    streams_refused: AtomicU64,
+}
+
+/// Locks a std mutex, ignoring poisoning (no code panics while holding one; if it did, the
+/// state is still consistent enough to shut down).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn sends_back(&self) -> bool {
+        self.side == Side::Hub
+    }
+
+    fn active_streams(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.reason.borrow().is_some()
+    }
+
+    fn lookup(&self, id: u32) -> Option<Arc<StreamShared>> {
+        lock(&self.table).streams.get(&id).cloned()
+    }
+
+    fn new_stream(&self, table: &mut Table, id: u32) -> Arc<StreamShared> {
+        let stream = Arc::new(StreamShared::new(id, INITIAL_STREAM_WINDOW, Instant::now()));
+        table.streams.insert(id, stream.clone());
+        table.answered.remove(&id);
+        self.active.store(table.streams.len(), Ordering::Relaxed);
+        stream
+    }
+
+    /// Hub: registers a stream the edge opened; `None` if the tunnel is closing.
+    fn insert_incoming(self: &Arc<Self>, id: u32) -> Result<Option<MuxStream>, ProtocolError> {
+        let mut table = lock(&self.table);
+        if table.closed {
+            return Ok(None);
+        }
+        if table.streams.contains_key(&id) {
+            return Err(ProtocolError::DuplicateOpen { stream_id: id });
+        }
+        let stream = self.new_stream(&mut table, id);
+        drop(table);
+        Ok(Some(MuxStream::new(stream, self.clone())))
+    }
+
+    /// Forgets `stream` if it is still the table's entry for its id.
+    fn remove_stream(&self, stream: &Arc<StreamShared>) {
+        let mut table = lock(&self.table);
+        if table
+            .streams
+            .get(&stream.id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            table.streams.remove(&stream.id);
+            self.active.store(table.streams.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn queue_window_update(&self, id: u32, credit: u32) {
+        let frame = Frame::window_update(id, self.sends_back(), credit);
+        if self.control_tx.send(Outgoing::Frame(frame)).is_ok() {
+            self.window_updates_sent.fetch_add(1, Ordering::Relaxed);
+            self.credit_granted
+                .fetch_add(u64::from(credit), Ordering::Relaxed);
+        }
+    }
+
+    fn queue_pong(&self, pong: Frame) {
+        if self.pending_pongs.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_PONGS {
+            self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!("too many PONGs waiting for the writer; PING not answered");
+            return;
+        }
+        if self.control_tx.send(Outgoing::Pong(pong)).is_err() {
+            self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a CLOSE generated by the reader, behind all DATA already queued (so it never
+    /// overtakes data of a stream we dropped with the same id).
+    fn queue_answer_close(&self, id: u32) {
+        if self.pending_answers.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_ANSWERS {
+            self.pending_answers.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(stream = id, "too many CLOSE answers waiting; not answering");
+            return;
+        }
+        let close = Frame::close(id, self.sends_back());
+        if self.data_tx.send(Outgoing::Answer(close)).is_err() {
+            self.pending_answers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// DATA for a stream we do not know (typically one we dropped): answer with one CLOSE so
+    /// the peer aborts its end.
+    fn answer_unknown_data(&self, id: u32) {
+        {
+            let mut table = lock(&self.table);
+            if table.closed || !table.answered.insert(id) {
+                return;
+            }
+            if table.answered.len() > MAX_ANSWERED {
+                table.answered.clear();
+                table.answered.insert(id);
+            }
+        }
+        self.queue_answer_close(id);
+    }
+
+    /// Ends the tunnel (first reason wins): fails every stream, stops both tasks and resolves
+    /// [`MuxHandle::closed`].
+    fn shutdown(&self, reason: MuxCloseReason) {
+        let mut first = false;
+        self.reason.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason.clone());
+            first = true;
+            true
+        });
+        if !first {
+            self.stop.cancel();
+            return;
+        }
+        match &reason {
+            MuxCloseReason::Protocol(error) => {
+                tracing::warn!(side = %self.side, %error, "tunnel protocol error; closing the tunnel");
+            }
+            reason => tracing::debug!(side = %self.side, %reason, "tunnel closed"),
+        }
+        let streams = {
+            let mut table = lock(&self.table);
+            table.closed = true;
+            table.answered = HashSet::new();
+            self.active.store(0, Ordering::Relaxed);
+            std::mem::take(&mut table.streams)
+        };
+        for stream in streams.values() {
+            let wakers = lock(&stream.state).end(StreamEnd::TunnelClosed);
+            wake_all(wakers);
+        }
+        self.data_slots.close();
+        self.udp_bytes.close();
+        self.stop.cancel();
+    }
+}
+
+/// Namespace of [`Mux::start`].
+#[derive(Debug)]
 pub struct Mux;
-#[derive(Debug, Clone)]
-pub struct MuxHandle;
+
+impl Mux {
+    /// Spawns the reader and writer tasks over `io` (must be called within a tokio runtime).
+    /// `leftover` holds bytes already read from `io` after the handshake line; they are decoded
+    /// first. The tunnel ends on [`MuxHandle::close`], when `cancel` is cancelled, on peer EOF,
+    /// on an I/O error or on a protocol error.
+    pub fn start<T>(
+        io: T,
+        leftover: BytesMut,
+        config: MuxConfig,
+        cancel: CancellationToken,
+    ) -> (MuxHandle, MuxIncoming)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, write_half) = tokio::io::split(io);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (data_tx, data_rx) = mpsc::unbounded_channel();
+        let (streams_tx, streams_rx) = mpsc::channel(INCOMING_STREAMS);
+        let (incoming_control_tx, incoming_control_rx) = mpsc::channel(INCOMING_CONTROL);
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(INCOMING_DATAGRAMS);
+        let shared = Arc::new(Shared {
+            side: config.side,
+            window: config.window,
+            table: Mutex::new(Table {
+                streams: HashMap::new(),
+                closed: false,
+                next_id: 1,
+                answered: HashSet::new(),
+            }),
+            active: AtomicUsize::new(0),
+            control_tx,
+            data_tx,
+            data_slots: Arc::new(Semaphore::new(DATA_QUEUE_FRAMES)),
+            udp_bytes: Arc::new(Semaphore::new(UDP_QUEUE_BYTES)),
+            stop: cancel.child_token(),
+            reason: watch::Sender::new(None),
+            pending_pongs: AtomicUsize::new(0),
+            pending_answers: AtomicUsize::new(0),
+            window_updates_sent: AtomicU64::new(0),
+            credit_granted: AtomicU64::new(0),
+            udp_dropped: AtomicU64::new(0),
+            streams_refused: AtomicU64::new(0),
+        });
+        let incoming = reader::Incoming {
+            streams: streams_tx,
+            control: incoming_control_tx,
+            datagrams: datagrams_tx,
+        };
+        tokio::spawn(reader::run(read_half, leftover, shared.clone(), incoming));
+        tokio::spawn(writer::run(write_half, shared.clone(), control_rx, data_rx));
+        (
+            MuxHandle { shared },
+            MuxIncoming {
+                streams: streams_rx,
+                control: incoming_control_rx,
+                datagrams: datagrams_rx,
+            },
+        )
+    }
+}
+
+/// Handle of a running tunnel (cheap to clone). Dropping handles does not close the tunnel.
+#[derive(Clone)]
+pub struct MuxHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MuxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxHandle")
+            .field("side", &self.shared.side)
+            .field("active_streams", &self.active_streams())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl MuxHandle {
+    /// Edge only: allocates a stream id, queues OPEN with `open_payload` (the client's PROXY v1
+    /// line) and returns the stream. Data written to it goes out after the OPEN.
+    pub fn open_stream(&self, open_payload: Bytes) -> Result<MuxStream, MuxError> {
+        let shared = &self.shared;
+        if shared.side != Side::Edge {
+            return Err(MuxError::NotEdge);
+        }
+        FrameType::Open.check_payload_len(open_payload.len())?;
+        let stream = {
+            let mut table = lock(&shared.table);
+            if table.closed {
+                return Err(MuxError::Closed);
+            }
+            // Keeps the id search below finite (and is far beyond any real load).
+            if table.streams.len() >= (u32::MAX / 2) as usize {
+                return Err(MuxError::NoStreamId);
+            }
+            let id = loop {
+                let id = table.next_id;
+                table.next_id = id.checked_add(1).unwrap_or(1);
+                if !table.streams.contains_key(&id) {
+                    break id;
+                }
+            };
+            shared.new_stream(&mut table, id)
+        };
+        // OPEN is queued before the stream exists for the caller, so it precedes its DATA.
+        let open = Frame::open(stream.id, open_payload);
+        if shared.control_tx.send(Outgoing::Frame(open)).is_err() {
+            shared.remove_stream(&stream);
+            return Err(MuxError::Closed);
+        }
+        Ok(MuxStream::new(stream, shared.clone()))
+    }
+
+    /// Queues a control frame (CONFIG, PING, PONG on stream 0) ahead of all data; never waits.
+    pub fn send_control(&self, frame: Frame) -> Result<(), MuxError> {
+        if !frame.frame_type.is_control() {
+            return Err(MuxError::Unsendable {
+                frame_type: frame.frame_type,
+                side: self.shared.side,
+            });
+        }
+        frame.validate()?;
+        if self.is_closed() {
+            return Err(MuxError::Closed);
+        }
+        self.shared
+            .control_tx
+            .send(Outgoing::Frame(frame))
+            .map_err(|_| MuxError::Closed)
+    }
+
+    /// Queues a UDP frame (UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE, as this side sends
+    /// them) on the data queue; fails with [`MuxError::Full`] instead of waiting.
+    pub fn try_send_datagram(&self, frame: Frame) -> Result<(), MuxError> {
+        let frame_type = frame.frame_type;
+        let is_udp = matches!(
+            frame_type,
+            FrameType::UdpOpen | FrameType::UdpData | FrameType::UdpDataBack | FrameType::UdpClose
+        );
+        if !is_udp || !self.shared.side.sends(frame_type) {
+            return Err(MuxError::Unsendable {
+                frame_type,
+                side: self.shared.side,
+            });
+        }
+        frame.validate()?;
+        if self.is_closed() {
+            return Err(MuxError::Closed);
+        }
+        let cost = frame.payload.len().max(UDP_FRAME_MIN_COST);
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        let slot = self
+            .shared
+            .udp_bytes
+            .clone()
+            .try_acquire_many_owned(cost)
+            .map_err(|error| match error {
+                TryAcquireError::NoPermits => MuxError::Full,
+                TryAcquireError::Closed => MuxError::Closed,
+            })?;
+        self.shared
+            .data_tx
+            .send(Outgoing::Data(frame, slot))
+            .map_err(|_| MuxError::Closed)
+    }
+
+    /// Streams currently in the table (opened or accepted, not yet dropped or aborted).
+    pub fn active_streams(&self) -> usize {
+        self.shared.active_streams()
+    }
+
+    /// Incoming datagrams dropped because [`MuxIncoming::datagrams`] was full.
+    pub fn udp_dropped(&self) -> u64 {
+        self.shared.udp_dropped.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> MuxStats {
+        let s = &self.shared;
+        MuxStats {
+            window_updates_sent: s.window_updates_sent.load(Ordering::Relaxed),
+            credit_granted: s.credit_granted.load(Ordering::Relaxed),
+            udp_dropped: s.udp_dropped.load(Ordering::Relaxed),
+            streams_refused: s.streams_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the tunnel: every stream fails, both tasks end.
+    pub fn close(&self) {
+        self.shared.shutdown(MuxCloseReason::Closed);
+    }
+
+    /// Resolves when the tunnel has ended, with the reason.
+    pub async fn closed(&self) -> MuxCloseReason {
+        let mut reason = self.shared.reason.subscribe();
+        let result = match reason.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or(MuxCloseReason::Closed),
+            // The sender lives in `shared`, which we hold: cannot happen.
+            Err(_) => MuxCloseReason::Closed,
+        };
+        result
+    }
+
+    /// Whether the tunnel has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+/// What the peer sends that the application must handle.
 #[derive(Debug)]
 pub struct MuxIncoming {
+    /// Hub: streams the edge opened, with the OPEN payload (PROXY v1 line). Bounded: while it is
+    /// full, new streams are refused with CLOSE_BACK. Never yields on the edge.
     pub streams: mpsc::Receiver<(MuxStream, Bytes)>,
+    /// Control frames (CONFIG, PING, PONG); dropped with a warning while full. The edge answers
+    /// PING itself and also delivers it here.
     pub control: mpsc::Receiver<Frame>,
+    /// UDP_* frames; dropped and counted ([`MuxHandle::udp_dropped`]) while full.
     pub datagrams: mpsc::Receiver<Frame>,
-}
-#[derive(Debug)]
-pub struct MuxStream;
-#[derive(Debug, thiserror::Error)]
-#[error("x")]
-pub struct MuxError;
-#[derive(Debug, thiserror::Error)]
-#[error("x")]
-pub struct MuxCloseReason;
-impl Mux {
-    pub fn start<T: AsyncRead + AsyncWrite + Send + 'static>(
-        _io: T,
-        _l: BytesMut,
-        _c: MuxConfig,
-        _t: CancellationToken,
-    ) -> (MuxHandle, MuxIncoming) {
-        unimplemented!()
-    }
-}
-impl MuxHandle {
-    pub fn try_send_datagram(&self, _f: Frame) -> Result<(), MuxError> {
-        unimplemented!()
-    }
-    pub fn open_stream(&self, _p: Bytes) -> Result<MuxStream, MuxError> {
-        unimplemented!()
-    }
-    pub fn send_control(&self, _f: Frame) -> Result<(), MuxError> {
-        unimplemented!()
-    }
-    pub fn active_streams(&self) -> usize {
-        0
-    }
-    pub fn close(&self) {}
-    pub fn is_closed(&self) -> bool {
-        true
-    }
-    pub async fn closed(&self) -> MuxCloseReason {
-        MuxCloseReason
-    }
-}
-impl MuxStream {
-    pub fn id(&self) -> u32 {
-        0
-    }
-}
-impl AsyncRead for MuxStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        unimplemented!()
-    }
-}
-impl AsyncWrite for MuxStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        unimplemented!()
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        unimplemented!()
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        unimplemented!()
-    }
 }

@@ -1,0 +1,308 @@
+//! The writer task: the only owner of the tunnel's write half.
+//!
+//! It drains the control queue strictly before the data queue, coalesces whatever is ready into
+//! one batch (up to [`BATCH_MAX`] bytes) and issues one `write_all` + `flush` per batch, so many
+//! small frames become one TLS write. Large DATA payloads are not copied into the batch when the
+//! transport supports vectored writes (rustls does): the batch then references them.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{MuxCloseReason, Outgoing, Shared};
+use crate::transport::frame::{encode_header, Frame, FrameError, HEADER_LEN};
+
+/// A batch is written once it holds this many bytes (it may exceed it by one frame).
+pub(crate) const BATCH_MAX: usize = 256 * 1024;
+
+/// Payloads at least this large are referenced, not copied, by a vectored batch.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// How long a graceful close may take to shut the transport down (TLS close_notify).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Frames encoded for one write: completed segments plus the tail still being filled.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    vectored: bool,
+    out: Segments,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Batch {
+    pub(crate) fn new(vectored: bool) -> Self {
+        Self {
+            vectored,
+            out: Segments::default(),
+            tail: BytesMut::with_capacity(BATCH_MAX + HEADER_LEN + 64 * 1024),
+            len: 0,
+        }
+    }
+
+    /// Bytes encoded so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one frame, checked like [`crate::transport::frame::encode`] does.
+    pub(crate) fn push(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        frame.frame_type.check_stream_id(frame.stream_id)?;
+        let len = frame.frame_type.check_payload_len(frame.payload.len())?;
+        self.tail
+            .extend_from_slice(&encode_header(frame.stream_id, frame.frame_type, len));
+        if self.vectored && frame.payload.len() >= ZERO_COPY_MIN {
+            self.seal_tail();
+            self.out.push(frame.payload.clone());
+        } else {
+            self.tail.extend_from_slice(&frame.payload);
+        }
+        self.len += HEADER_LEN + frame.payload.len();
+        Ok(())
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.out.push(self.tail.split().freeze());
+        }
+    }
+
+    /// Everything pushed so far, as one `Buf` to write out; the batch is empty again once it
+    /// has been consumed.
+    pub(crate) fn ready(&mut self) -> &mut Segments {
+        self.seal_tail();
+        self.len = 0;
+        &mut self.out
+    }
+}
+
+/// A queue of byte segments written with one vectored write where possible.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    bufs: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Segments {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.remaining += bytes.len();
+            self.bufs.push_back(bytes);
+        }
+    }
+}
+
+impl Buf for Segments {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bufs.front().map_or(&[], |b| &b[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, buf) in dst.iter_mut().zip(&self.bufs) {
+            *slot = IoSlice::new(buf);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                break;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            cnt -= n;
+            self.remaining -= n;
+            if front.is_empty() {
+                self.bufs.pop_front();
+            }
+        }
+    }
+}
+
+/// Adds one queued item to the batch.
+fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) {
+    let frame = match item {
+        Outgoing::Frame(frame) => frame,
+        // The slot is freed as soon as the frame is in the batch (which is bounded itself).
+        Outgoing::Data(frame, _slot) => frame,
+        Outgoing::Pong(frame) => {
+            shared.pending_pongs.fetch_sub(1, Ordering::Relaxed);
+            frame
+        }
+        Outgoing::Answer(frame) => {
+            shared.pending_answers.fetch_sub(1, Ordering::Relaxed);
+            frame
+        }
+    };
+    if let Err(error) = batch.push(&frame) {
+        // Every entry point validates frames, so this is a bug; skip the frame, keep the tunnel.
+        tracing::error!(%error, frame = %frame.frame_type, stream = frame.stream_id, "dropping an unencodable frame");
+    }
+}
+
+fn drain_control(
+    shared: &Shared,
+    batch: &mut Batch,
+    control: &mut mpsc::UnboundedReceiver<Outgoing>,
+) {
+    while let Ok(item) = control.try_recv() {
+        push_item(shared, batch, item);
+    }
+}
+
+/// Runs until the tunnel ends.
+pub(crate) async fn run<W>(
+    mut io: W,
+    shared: Arc<Shared>,
+    mut control: mpsc::UnboundedReceiver<Outgoing>,
+    mut data: mpsc::UnboundedReceiver<Outgoing>,
+) where
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = Batch::new(io.is_write_vectored());
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break Ok(()),
+            Some(item) = control.recv() => push_item(&shared, &mut batch, item),
+            Some(item) = data.recv() => {
+                // A stream's OPEN (control) is queued before its first DATA, so draining
+                // control first keeps OPEN ahead of the DATA.
+                drain_control(&shared, &mut batch, &mut control);
+                push_item(&shared, &mut batch, item);
+            }
+            else => break Ok(()),
+        }
+        // Coalesce whatever else is ready, control first before every data frame.
+        loop {
+            drain_control(&shared, &mut batch, &mut control);
+            if batch.len() >= BATCH_MAX {
+                break;
+            }
+            match data.try_recv() {
+                Ok(item) => push_item(&shared, &mut batch, item),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let write = async {
+            io.write_all_buf(batch.ready()).await?;
+            io.flush().await
+        };
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break Ok(()),
+            written = write => {
+                if let Err(error) = written {
+                    break Err(error);
+                }
+            }
+        }
+    };
+    match result {
+        Err(error) => shared.shutdown(MuxCloseReason::io(&error)),
+        Ok(()) => {
+            shared.shutdown(MuxCloseReason::Cancelled);
+            // Best effort: tell the peer we are done (TLS close_notify, TCP FIN).
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.shutdown()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::frame::{decode, encode};
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::open(1, &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"[..]),
+            Frame::data(1, false, vec![7u8; 100]),
+            Frame::data(1, false, vec![8u8; 64 * 1024]),
+            Frame::window_update(1, false, 12345),
+            Frame::data(2, false, vec![9u8; ZERO_COPY_MIN]),
+            Frame::close(1, false),
+            Frame::ping(3),
+        ]
+    }
+
+    fn collect(buf: &mut Segments, vectored: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        while buf.has_remaining() {
+            if vectored {
+                let mut slices = [IoSlice::new(&[]); 3];
+                let n = buf.chunks_vectored(&mut slices);
+                // Consume part of the slices, as a short write would.
+                let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+                let take = (total / 2).max(1).min(total);
+                let mut left = take;
+                for s in &slices[..n] {
+                    let k = left.min(s.len());
+                    out.extend_from_slice(&s[..k]);
+                    left -= k;
+                }
+                buf.advance(take);
+            } else {
+                let n = buf.chunk().len().min(1000);
+                out.extend_from_slice(&buf.chunk()[..n]);
+                buf.advance(n);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn batch_bytes_equal_the_codec_output() {
+        let mut expected = BytesMut::new();
+        for frame in frames() {
+            encode(&frame, &mut expected).unwrap();
+        }
+        for vectored in [false, true] {
+            let mut batch = Batch::new(vectored);
+            for frame in frames() {
+                batch.push(&frame).unwrap();
+            }
+            assert_eq!(batch.len(), expected.len());
+            let ready = batch.ready();
+            if vectored {
+                assert!(ready.bufs.len() > 1, "large payloads are separate segments");
+            } else {
+                assert_eq!(ready.bufs.len(), 1, "one flat buffer");
+            }
+            assert_eq!(collect(ready, vectored), &expected[..]);
+            assert!(batch.is_empty());
+            // Reusable after being written out.
+            batch.push(&Frame::ping(1)).unwrap();
+            let mut one = BytesMut::from(&collect(batch.ready(), vectored)[..]);
+            assert_eq!(decode(&mut one), Ok(Some(Frame::ping(1))));
+        }
+    }
+
+    #[test]
+    fn batch_refuses_invalid_frames_without_writing() {
+        let mut batch = Batch::new(true);
+        assert!(batch.push(&Frame::close(0, false)).is_err());
+        assert!(batch.push(&Frame::data(1, false, vec![0; 65537])).is_err());
+        assert!(batch.is_empty());
+        assert_eq!(batch.ready().remaining(), 0);
+    }
+}
