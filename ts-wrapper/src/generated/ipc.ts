@@ -5,26 +5,12 @@
 // fails when this file is out of date.
 
 /**
- * Transport a tunnel actually uses.
+ * A response line: `success` with `result`, or `error` with a machine-readable `code`.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "TunnelTransport".
+ * via the `definition` "Response".
  */
-export type TunnelTransport = "tcpTls" | "quic";
-/**
- * Marker for the edge role in status objects.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "EdgeRole".
- */
-export type EdgeRole = "edge";
-/**
- * Result of one egress dial.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "EgressOutcome".
- */
-export type EgressOutcome = "connected" | "denied" | "failed";
+export type Response = OkResponse | ErrorResponse;
 /**
  * Stable error codes of failed responses.
  *
@@ -52,73 +38,87 @@ export type ErrorCode =
  */
 export type Event =
   | {
-      data: ReadyEvent;
       event: "ready";
+      data: ReadyEvent;
     }
   | {
-      data: IpcErrorEvent;
       event: "ipcError";
+      data: IpcErrorEvent;
     }
   | {
-      data: EdgeConnectedEvent;
       event: "edgeConnected";
+      data: EdgeConnectedEvent;
     }
   | {
-      data: EdgeDisconnectedEvent;
       event: "edgeDisconnected";
+      data: EdgeDisconnectedEvent;
     }
   | {
-      data: EdgeAuthFailedEvent;
       event: "edgeAuthFailed";
+      data: EdgeAuthFailedEvent;
     }
   | {
-      data: StreamOpenedEvent;
       event: "streamOpened";
+      data: StreamOpenedEvent;
     }
   | {
-      data: StreamClosedEvent;
       event: "streamClosed";
+      data: StreamClosedEvent;
     }
   | {
-      data: StreamSummaryEvent;
       event: "streamSummary";
+      data: StreamSummaryEvent;
     }
   | {
-      data: EgressConnectionEvent;
       event: "egressConnection";
+      data: EgressConnectionEvent;
     }
   | {
-      data: TunnelConnectedEvent;
       event: "tunnelConnected";
+      data: TunnelConnectedEvent;
     }
   | {
-      data: TunnelDisconnectedEvent;
       event: "tunnelDisconnected";
+      data: TunnelDisconnectedEvent;
     }
   | {
-      data: PublicIpDiscoveredEvent;
       event: "publicIpDiscovered";
+      data: PublicIpDiscoveredEvent;
     }
   | {
-      data: PortsEvent;
       event: "portsAssigned";
-    }
-  | {
       data: PortsEvent;
+    }
+  | {
       event: "portsUpdated";
+      data: PortsEvent;
     }
   | {
-      data: PortBindFailedEvent;
       event: "portBindFailed";
+      data: PortBindFailedEvent;
     }
   | {
-      data: FirewallConfigUpdatedEvent;
       event: "firewallConfigUpdated";
+      data: FirewallConfigUpdatedEvent;
     }
   | {
-      data: FirewallUnavailableEvent;
       event: "firewallUnavailable";
+      data: FirewallUnavailableEvent;
     };
+/**
+ * Transport a tunnel actually uses.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "TunnelTransport".
+ */
+export type TunnelTransport = "tcpTls" | "quic";
+/**
+ * Result of one egress dial.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "EgressOutcome".
+ */
+export type EgressOutcome = "connected" | "denied" | "failed";
 /**
  * Public protocol of a listener.
  *
@@ -134,13 +134,6 @@ export type PortProtocol = "tcp" | "udp";
  */
 export type FirewallProtocol = "tcp" | "udp";
 /**
- * Verdict of a custom firewall rule.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "FirewallAction".
- */
-export type FirewallAction = "accept" | "drop" | "reject";
-/**
  * Chain a custom firewall rule belongs to.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -148,12 +141,27 @@ export type FirewallAction = "accept" | "drop" | "reject";
  */
 export type FirewallDirection = "input" | "output" | "forward";
 /**
- * Marker for the hub role in status objects.
+ * Verdict of a custom firewall rule.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "HubRole".
+ * via the `definition` "FirewallAction".
  */
-export type HubRole = "hub";
+export type FirewallAction = "accept" | "drop" | "reject";
+/**
+ * `start` parameters: the role and its configuration.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "StartParams".
+ */
+export type StartParams =
+  | {
+      role: "hub";
+      config: IHubConfig;
+    }
+  | {
+      role: "edge";
+      config: IEdgeConfig;
+    };
 /**
  * A secret string (edge secret, token, private key). It serialises as the plain string, but its
  * `Debug` output is masked so a secret never reaches a log line by accident.
@@ -162,6 +170,27 @@ export type HubRole = "hub";
  * via the `definition` "Secret".
  */
 export type Secret = string;
+/**
+ * How the hub reports individual streams over IPC.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "TStreamEventMode".
+ */
+export type TStreamEventMode = "perStream" | "summary" | "off";
+/**
+ * PROXY protocol version the hub writes in front of each forwarded TCP stream.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "ProxyProtocolVersion".
+ */
+export type ProxyProtocolVersion = "v1" | "v2";
+/**
+ * Which datagrams of a UDP session carry the PROXY v2 DGRAM header.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "UdpProxyHeaderMode".
+ */
+export type UdpProxyHeaderMode = "first" | "every";
 /**
  * How the edge reaches the hub.
  *
@@ -177,71 +206,119 @@ export type TTransportMode = "tcpTls" | "quic" | "quicWithFallback";
  */
 export type TAddressFamilyPreference = "any" | "ipv4" | "ipv6" | "preferIpv4" | "preferIpv6";
 /**
- * PROXY protocol version the hub writes in front of each forwarded TCP stream.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "ProxyProtocolVersion".
- */
-export type ProxyProtocolVersion = "v1" | "v2";
-/**
- * How the hub reports individual streams over IPC.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "TStreamEventMode".
- */
-export type TStreamEventMode = "perStream" | "summary" | "off";
-/**
- * Which datagrams of a UDP session carry the PROXY v2 DGRAM header.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "UdpProxyHeaderMode".
- */
-export type UdpProxyHeaderMode = "first" | "every";
-/**
- * A response line: `success` with `result`, or `error` with a machine-readable `code`.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "Response".
- */
-export type Response = OkResponse | ErrorResponse;
-/**
- * `start` parameters: the role and its configuration.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "StartParams".
- */
-export type StartParams =
-  | {
-      config: IHubConfig;
-      role: "hub";
-    }
-  | {
-      config: IEdgeConfig;
-      role: "edge";
-    };
-/**
  * `getStatus` result: the running role's status, or `{"running": false}`.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "StatusResult".
  */
 export type StatusResult = IHubStatus | IEdgeStatus | IdleStatus;
+/**
+ * Marker for the hub role in status objects.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "HubRole".
+ */
+export type HubRole = "hub";
+/**
+ * Marker for the edge role in status objects.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "EdgeRole".
+ */
+export type EdgeRole = "edge";
 
 /**
  * JSON lines spoken by `remoteingress-bin --management` (protocol version 1). Requests are Request, answers Response, unprompted lines Event.
  */
 export interface RemoteingressIPCProtocol {}
 /**
+ * A request line. `params` is decoded per method, so a bad field is reported with its path.
+ *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "EdgeAuthFailedEvent".
+ * via the `definition` "Request".
  */
-export interface EdgeAuthFailedEvent {
+export interface Request {
   /**
-   * The id the peer claimed, when it got that far.
+   * Caller-chosen id, echoed in the response.
    */
-  edgeId?: string | null;
-  reason: string;
-  remoteAddr: string;
+  id: string;
+  /**
+   * Method name, e.g. `getStatus`.
+   */
+  method: string;
+  /**
+   * Method parameters; may be omitted for methods without parameters.
+   */
+  params?: {
+    [k: string]: unknown | undefined;
+  };
+}
+/**
+ * A successful response.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "OkResponse".
+ */
+export interface OkResponse {
+  id: string;
+  /**
+   * Always true.
+   */
+  success: boolean;
+  result: unknown;
+}
+/**
+ * A failed response.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "ErrorResponse".
+ */
+export interface ErrorResponse {
+  id: string;
+  /**
+   * Always false.
+   */
+  success: boolean;
+  /**
+   * Human readable message.
+   */
+  error: string;
+  /**
+   * Stable snake_case code.
+   */
+  code: ErrorCode;
+}
+/**
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "ReadyEvent".
+ */
+export interface ReadyEvent {
+  /**
+   * Crate version of the binary.
+   */
+  version: string;
+  /**
+   * IPC protocol version (currently 1).
+   */
+  protocol: number;
+  /**
+   * Process id.
+   */
+  pid: number;
+}
+/**
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IpcErrorEvent".
+ */
+export interface IpcErrorEvent {
+  /**
+   * What was wrong with the line.
+   */
+  message: string;
+  /**
+   * The offending line, cut to 200 characters.
+   */
+  line: string;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -249,8 +326,8 @@ export interface EdgeAuthFailedEvent {
  */
 export interface EdgeConnectedEvent {
   edgeId: string;
-  remoteAddr: string;
   transport: TunnelTransport;
+  remoteAddr: string;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -262,98 +339,39 @@ export interface EdgeDisconnectedEvent {
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "EgressConnectionEvent".
+ * via the `definition` "EdgeAuthFailedEvent".
  */
-export interface EgressConnectionEvent {
-  edgeId: string;
-  error?: string | null;
-  logicalHost: string;
-  outcome: EgressOutcome;
-  port: number;
-  proxyId: string;
-  resolvedIp?: string | null;
-}
-/**
- * An empty result (`{}`).
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "EmptyResult".
- */
-export interface EmptyResult {}
-/**
- * A failed response.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "ErrorResponse".
- */
-export interface ErrorResponse {
+export interface EdgeAuthFailedEvent {
+  remoteAddr: string;
   /**
-   * Stable snake_case code.
+   * The id the peer claimed, when it got that far.
    */
-  code: ErrorCode;
-  /**
-   * Human readable message.
-   */
-  error: string;
-  id: string;
-  /**
-   * Always false.
-   */
-  success: boolean;
-}
-/**
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "ReadyEvent".
- */
-export interface ReadyEvent {
-  /**
-   * Process id.
-   */
-  pid: number;
-  /**
-   * IPC protocol version (currently 1).
-   */
-  protocol: number;
-  /**
-   * Crate version of the binary.
-   */
-  version: string;
-}
-/**
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IpcErrorEvent".
- */
-export interface IpcErrorEvent {
-  /**
-   * The offending line, cut to 200 characters.
-   */
-  line: string;
-  /**
-   * What was wrong with the line.
-   */
-  message: string;
+  edgeId?: string | null;
+  reason: string;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "StreamOpenedEvent".
  */
 export interface StreamOpenedEvent {
+  edgeId: string;
+  streamId: number;
   /**
    * Client `ip:port` as the edge saw it.
    */
   clientAddr: string;
-  edgeId: string;
   /**
    * Public port the client connected to.
    */
   port: number;
-  streamId: number;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "StreamClosedEvent".
  */
 export interface StreamClosedEvent {
+  edgeId: string;
+  streamId: number;
   /**
    * Bytes from the client towards the target.
    */
@@ -362,18 +380,29 @@ export interface StreamClosedEvent {
    * Bytes from the target towards the client.
    */
   bytesOut: number;
-  edgeId: string;
-  streamId: number;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "StreamSummaryEvent".
  */
 export interface StreamSummaryEvent {
-  activeStreams: number;
   edgeId: string;
-  streamsClosedTotal: number;
+  activeStreams: number;
   streamsOpenedTotal: number;
+  streamsClosedTotal: number;
+}
+/**
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "EgressConnectionEvent".
+ */
+export interface EgressConnectionEvent {
+  proxyId: string;
+  edgeId: string;
+  logicalHost: string;
+  port: number;
+  outcome: EgressOutcome;
+  resolvedIp?: string | null;
+  error?: string | null;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -411,9 +440,9 @@ export interface PortsEvent {
  * via the `definition` "PortBindFailedEvent".
  */
 export interface PortBindFailedEvent {
-  error: string;
   port: number;
   protocol: PortProtocol;
+  error: string;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -453,17 +482,9 @@ export interface IFirewallConfig {
  */
 export interface IFirewallRateLimit {
   /**
-   * Burst allowance above the rate.
-   */
-  burst?: number | null;
-  /**
    * Unique id of this limit.
    */
   id: string;
-  /**
-   * Count per source address instead of globally.
-   */
-  perSourceIP?: boolean | null;
   /**
    * Destination port the limit applies to.
    */
@@ -476,6 +497,14 @@ export interface IFirewallRateLimit {
    * Rate as `N/second`, `N/minute`, `N/hour` or `N/day`.
    */
   rate: string;
+  /**
+   * Burst allowance above the rate.
+   */
+  burst?: number | null;
+  /**
+   * Count per source address instead of globally.
+   */
+  perSourceIP?: boolean | null;
 }
 /**
  * A custom firewall rule.
@@ -485,33 +514,33 @@ export interface IFirewallRateLimit {
  */
 export interface IFirewallRule {
   /**
-   * Verdict.
+   * Unique id of this rule.
    */
-  action: FirewallAction;
-  /**
-   * Free text stored with the rule.
-   */
-  comment?: string | null;
-  /**
-   * Destination port to match.
-   */
-  destPort?: number | null;
+  id: string;
   /**
    * Chain: input, output or forward.
    */
   direction: FirewallDirection;
   /**
-   * Unique id of this rule.
+   * Verdict.
    */
-  id: string;
+  action: FirewallAction;
+  /**
+   * Source address or CIDR to match.
+   */
+  sourceIP?: string | null;
+  /**
+   * Destination port to match.
+   */
+  destPort?: number | null;
   /**
    * Protocol to match.
    */
   protocol?: FirewallProtocol | null;
   /**
-   * Source address or CIDR to match.
+   * Free text stored with the rule.
    */
-  sourceIP?: string | null;
+  comment?: string | null;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -521,256 +550,6 @@ export interface FirewallUnavailableEvent {
   error: string;
 }
 /**
- * One connected edge as the hub sees it.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IConnectedEdgeStatus".
- */
-export interface IConnectedEdgeStatus {
-  activeStreams: number;
-  /**
-   * Bytes from clients towards targets.
-   */
-  bytesIn: number;
-  /**
-   * Bytes from targets towards clients.
-   */
-  bytesOut: number;
-  /**
-   * Features this tunnel supports (e.g. `egress` on QUIC).
-   */
-  capabilities: string[];
-  /**
-   * Unix time in milliseconds when the tunnel was established.
-   */
-  connectedAtMs: number;
-  edgeId: string;
-  egressEnabled: boolean;
-  /**
-   * Public IP the edge discovered by STUN, when known.
-   */
-  publicIp?: string | null;
-  remoteAddr: string;
-  streamsClosedTotal: number;
-  streamsOpenedTotal: number;
-  transport: TunnelTransport;
-  /**
-   * UDP datagrams dropped (queue full, unknown session, socket busy).
-   */
-  udpDropped: number;
-  /**
-   * UDP sessions open now.
-   */
-  udpSessions: number;
-}
-/**
- * Edge configuration (`start` with `role: "edge"`): either `token`, or `hubHost` + `edgeId` +
- * `secret` (+ `hubPort`), plus the optional fields that apply to both.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IEdgeConfig".
- */
-export interface IEdgeConfig {
-  /**
-   * Local address the public listeners bind to. Default: all addresses.
-   */
-  bindAddress?: string | null;
-  /**
-   * This edge's id.
-   */
-  edgeId?: string | null;
-  /**
-   * SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
-   */
-  hubCertSha256?: string | null;
-  /**
-   * Hub host name or IP address.
-   */
-  hubHost?: string | null;
-  /**
-   * Hub tunnel port. Default 8443.
-   */
-  hubPort?: number | null;
-  /**
-   * This edge's secret.
-   */
-  secret?: Secret | null;
-  /**
-   * STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
-   */
-  stunServers?: string[] | null;
-  /**
-   * Connection token (replaces hubHost, hubPort, edgeId, secret and hubCertSha256).
-   */
-  token?: Secret | null;
-  /**
-   * Transport to the hub. Default `quicWithFallback`.
-   */
-  transportMode?: TTransportMode;
-}
-/**
- * Edge status.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IEdgeStatus".
- */
-export interface IEdgeStatus {
-  activeStreams: number;
-  /**
-   * True while a tunnel to the hub is up.
-   */
-  connected: boolean;
-  edgeId: string;
-  /**
-   * `host:port` of the hub.
-   */
-  hub: string;
-  /**
-   * True when the hub certificate was checked against a pinned fingerprint.
-   */
-  hubVerified: boolean;
-  /**
-   * Last reason the tunnel went down or failed to come up.
-   */
-  lastError?: string | null;
-  /**
-   * TCP ports currently listening.
-   */
-  listenPorts: number[];
-  /**
-   * UDP ports currently listening.
-   */
-  listenPortsUdp: number[];
-  portBindFailures: PortBindFailure[];
-  publicIp?: string | null;
-  /**
-   * Consecutive failed connection attempts since the last successful one.
-   */
-  reconnectAttempts: number;
-  role: EdgeRole;
-  running: boolean;
-  /**
-   * Transport of the current tunnel.
-   */
-  transport?: TunnelTransport | null;
-  transportMode: TTransportMode;
-  /**
-   * UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
-   */
-  udpDropped: number;
-  /**
-   * UDP sessions open now.
-   */
-  udpSessions: number;
-}
-/**
- * A public listener that could not be bound.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "PortBindFailure".
- */
-export interface PortBindFailure {
-  error: string;
-  port: number;
-  protocol: PortProtocol;
-}
-/**
- * Outbound (egress) policy of one edge (DESIGN section 9).
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IEgressPolicy".
- */
-export interface IEgressPolicy {
-  /**
-   * Allow RFC 1918 / ULA destinations. Default false.
-   */
-  allowPrivateRanges?: boolean;
-  /**
-   * Exact host names or `*.suffix` patterns; any host when omitted.
-   */
-  allowedHostPatterns?: string[] | null;
-  /**
-   * Destination ports that may be dialled. Default `[25]`.
-   */
-  allowedPorts?: number[];
-  /**
-   * CIDRs never dialled, whatever else allows them.
-   */
-  deniedCidrs?: string[] | null;
-  /**
-   * Egress is refused unless this is true. Default false.
-   */
-  enabled?: boolean;
-  /**
-   * Cap on open egress streams for this edge.
-   */
-  maxConcurrentStreams?: number | null;
-}
-/**
- * `startEgressTcpProxy` result: where the one-shot local proxy listens.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IEgressTcpProxyInfo".
- */
-export interface IEgressTcpProxyInfo {
-  /**
-   * Edge that dials out.
-   */
-  edgeId: string;
-  /**
-   * Always `127.0.0.1`.
-   */
-  listenHost: string;
-  /**
-   * Port of the one-shot proxy.
-   */
-  listenPort: number;
-  /**
-   * Requested host.
-   */
-  logicalHost: string;
-  /**
-   * Requested port.
-   */
-  port: number;
-  /**
-   * Id to pass to `stopEgressTcpProxy`.
-   */
-  proxyId: string;
-}
-/**
- * `startEgressTcpProxy` parameters.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IEgressTcpProxyRequest".
- */
-export interface IEgressTcpProxyRequest {
-  /**
-   * Address family preference. Default `any`.
-   */
-  addressFamily?: TAddressFamilyPreference | null;
-  /**
-   * Dial deadline on the edge. Default 10000 ms.
-   */
-  connectTimeoutMs?: number;
-  /**
-   * Edge that dials out.
-   */
-  edgeId: string;
-  /**
-   * Host name (or literal IP) the edge resolves and dials.
-   */
-  logicalHost: string;
-  /**
-   * Destination port.
-   */
-  port: number;
-  /**
-   * The remote speaks first (SMTP): connect before the local client sends anything.
-   */
-  serverFirst?: boolean;
-}
-/**
  * Hub configuration (`start` with `role: "hub"`).
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -778,17 +557,9 @@ export interface IEgressTcpProxyRequest {
  */
 export interface IHubConfig {
   /**
-   * Flow-control, QoS and timing knobs.
+   * Port for edge tunnels: TCP (TLS) and UDP (QUIC) on the same number. Default 8443.
    */
-  performance?: IPerformanceConfig | null;
-  /**
-   * PROXY protocol version for TCP. Default `v1`.
-   */
-  proxyProtocol?: ProxyProtocolVersion;
-  /**
-   * Stream telemetry mode. Default `perStream`.
-   */
-  streamEventMode?: TStreamEventMode;
+  tunnelPort?: number;
   /**
    * Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
    */
@@ -798,57 +569,21 @@ export interface IHubConfig {
    */
   tls?: ITlsConfig | null;
   /**
-   * Port for edge tunnels: TCP (TLS) and UDP (QUIC) on the same number. Default 8443.
+   * Stream telemetry mode. Default `perStream`.
    */
-  tunnelPort?: number;
+  streamEventMode?: TStreamEventMode;
+  /**
+   * PROXY protocol version for TCP. Default `v1`.
+   */
+  proxyProtocol?: ProxyProtocolVersion;
   /**
    * Which UDP datagrams carry the PROXY v2 header. Default `first`.
    */
   udpProxyHeader?: UdpProxyHeaderMode;
-}
-/**
- * Flow-control, QoS and timing knobs shared by hub and edge.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IPerformanceConfig".
- */
-export interface IPerformanceConfig {
   /**
-   * Interval of the hub's PING. Default 15 s.
+   * Flow-control, QoS and timing knobs.
    */
-  heartbeatIntervalSecs?: number;
-  /**
-   * A tunnel without PONG for this long is dead. Default 45 s.
-   */
-  heartbeatTimeoutSecs?: number;
-  /**
-   * Largest per-stream send window. Default 4 MiB.
-   */
-  streamWindowMaxBytes?: number;
-  /**
-   * Smallest per-stream send window (also the window of sustained streams). Default 1 MiB.
-   */
-  streamWindowMinBytes?: number;
-  /**
-   * Age after which a fast stream counts as sustained. Default 10 s.
-   */
-  sustainedAfterSecs?: number;
-  /**
-   * Rate guaranteed to the sustained queue. Default 1 MiB/s.
-   */
-  sustainedDrainBytesPerSec?: number;
-  /**
-   * Average rate above which an old stream counts as sustained. Default 20 Mbit/s.
-   */
-  sustainedThresholdMbps?: number;
-  /**
-   * Idle time after which a UDP session is closed on both sides. Default 60 s.
-   */
-  udpSessionIdleSecs?: number;
-  /**
-   * Budget shared by all streams' windows. Default 200 MiB.
-   */
-  windowBudgetBytes?: number;
+  performance?: IPerformanceConfig | null;
 }
 /**
  * PEM certificate and key the hub serves on its tunnel port.
@@ -867,41 +602,93 @@ export interface ITlsConfig {
   keyPem: Secret;
 }
 /**
- * Hub status.
+ * Flow-control, QoS and timing knobs shared by hub and edge.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IHubStatus".
+ * via the `definition` "IPerformanceConfig".
  */
-export interface IHubStatus {
+export interface IPerformanceConfig {
   /**
-   * Number of edges in the allowed list.
+   * Largest per-stream send window. Default 4 MiB.
    */
-  allowedEdges: number;
+  streamWindowMaxBytes?: number;
   /**
-   * Hex SHA-256 fingerprint of the certificate the hub serves.
+   * Smallest per-stream send window (also the window of sustained streams). Default 1 MiB.
    */
-  certSha256: string;
-  connectedEdges: IConnectedEdgeStatus[];
-  role: HubRole;
-  running: boolean;
-  streamEventMode: TStreamEventMode;
-  targetHost: string;
+  streamWindowMinBytes?: number;
   /**
-   * Port the tunnel listener is bound to (useful when 0 was requested).
+   * Budget shared by all streams' windows. Default 200 MiB.
    */
-  tunnelPort: number;
+  windowBudgetBytes?: number;
+  /**
+   * Age after which a fast stream counts as sustained. Default 10 s.
+   */
+  sustainedAfterSecs?: number;
+  /**
+   * Average rate above which an old stream counts as sustained. Default 20 Mbit/s.
+   */
+  sustainedThresholdMbps?: number;
+  /**
+   * Rate guaranteed to the sustained queue. Default 1 MiB/s.
+   */
+  sustainedDrainBytesPerSec?: number;
+  /**
+   * Idle time after which a UDP session is closed on both sides. Default 60 s.
+   */
+  udpSessionIdleSecs?: number;
+  /**
+   * Interval of the hub's PING. Default 15 s.
+   */
+  heartbeatIntervalSecs?: number;
+  /**
+   * A tunnel without PONG for this long is dead. Default 45 s.
+   */
+  heartbeatTimeoutSecs?: number;
 }
 /**
- * Status when no role runs.
+ * Edge configuration (`start` with `role: "edge"`): either `token`, or `hubHost` + `edgeId` +
+ * `secret` (+ `hubPort`), plus the optional fields that apply to both.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "IdleStatus".
+ * via the `definition` "IEdgeConfig".
  */
-export interface IdleStatus {
+export interface IEdgeConfig {
   /**
-   * Always false.
+   * Connection token (replaces hubHost, hubPort, edgeId, secret and hubCertSha256).
    */
-  running: boolean;
+  token?: Secret | null;
+  /**
+   * Hub host name or IP address.
+   */
+  hubHost?: string | null;
+  /**
+   * Hub tunnel port. Default 8443.
+   */
+  hubPort?: number | null;
+  /**
+   * This edge's id.
+   */
+  edgeId?: string | null;
+  /**
+   * This edge's secret.
+   */
+  secret?: Secret | null;
+  /**
+   * Local address the public listeners bind to. Default: all addresses.
+   */
+  bindAddress?: string | null;
+  /**
+   * Transport to the hub. Default `quicWithFallback`.
+   */
+  transportMode?: TTransportMode;
+  /**
+   * SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
+   */
+  hubCertSha256?: string | null;
+  /**
+   * STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
+   */
+  stunServers?: string[] | null;
 }
 /**
  * A method without parameters: `params` may be omitted or `{}`.
@@ -911,19 +698,12 @@ export interface IdleStatus {
  */
 export interface NoParams {}
 /**
- * A successful response.
+ * An empty result (`{}`).
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "OkResponse".
+ * via the `definition` "EmptyResult".
  */
-export interface OkResponse {
-  id: string;
-  result: unknown;
-  /**
-   * Always true.
-   */
-  success: boolean;
-}
+export interface EmptyResult {}
 /**
  * `ping` parameters: a liveness probe that answers after an optional delay (up to 60 s), so a
  * supervisor can check the process answers and a test can observe concurrent handling.
@@ -954,26 +734,165 @@ export interface PingResult {
   version: string;
 }
 /**
- * A request line. `params` is decoded per method, so a bad field is reported with its path.
+ * `updateAllowedEdges` parameters: the complete list of edges the hub accepts.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "Request".
+ * via the `definition` "UpdateAllowedEdgesParams".
  */
-export interface Request {
+export interface UpdateAllowedEdgesParams {
+  edges: TAllowedEdge[];
+}
+/**
+ * One edge the hub accepts, with everything the hub pushes to it.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "TAllowedEdge".
+ */
+export interface TAllowedEdge {
   /**
-   * Caller-chosen id, echoed in the response.
+   * Edge id: non-empty, no whitespace or control characters.
    */
   id: string;
   /**
-   * Method name, e.g. `getStatus`.
+   * Shared secret: non-empty, no whitespace or control characters.
    */
-  method: string;
+  secret: Secret;
   /**
-   * Method parameters; may be omitted for methods without parameters.
+   * Public TCP ports the edge listens on.
    */
-  params?: {
-    [k: string]: unknown | undefined;
-  };
+  listenPorts?: number[];
+  /**
+   * Public UDP ports the edge listens on.
+   */
+  listenPortsUdp?: number[];
+  /**
+   * How often the edge re-discovers its public IP by STUN. Default 300 s.
+   */
+  stunIntervalSecs?: number | null;
+  /**
+   * Complete desired firewall state for the edge.
+   */
+  firewallConfig?: IFirewallConfig | null;
+  /**
+   * Outbound (egress) policy for the edge; disabled when omitted.
+   */
+  egress?: IEgressPolicy | null;
+}
+/**
+ * Outbound (egress) policy of one edge (DESIGN section 9).
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressPolicy".
+ */
+export interface IEgressPolicy {
+  /**
+   * Egress is refused unless this is true. Default false.
+   */
+  enabled?: boolean;
+  /**
+   * Destination ports that may be dialled. Default `[25]`.
+   */
+  allowedPorts?: number[];
+  /**
+   * Exact host names or `*.suffix` patterns; any host when omitted.
+   */
+  allowedHostPatterns?: string[] | null;
+  /**
+   * Allow RFC 1918 / ULA destinations. Default false.
+   */
+  allowPrivateRanges?: boolean;
+  /**
+   * CIDRs never dialled, whatever else allows them.
+   */
+  deniedCidrs?: string[] | null;
+  /**
+   * Cap on open egress streams for this edge.
+   */
+  maxConcurrentStreams?: number | null;
+}
+/**
+ * `updateAllowedEdges` result.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "UpdateAllowedEdgesResult".
+ */
+export interface UpdateAllowedEdgesResult {
+  /**
+   * Number of allowed edges now.
+   */
+  edges: number;
+  /**
+   * Connected edges that were sent a new CONFIG.
+   */
+  pushed: number;
+  /**
+   * Connected edges that were disconnected (removed, or secret changed).
+   */
+  disconnected: number;
+}
+/**
+ * `startEgressTcpProxy` parameters.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressTcpProxyRequest".
+ */
+export interface IEgressTcpProxyRequest {
+  /**
+   * Edge that dials out.
+   */
+  edgeId: string;
+  /**
+   * Host name (or literal IP) the edge resolves and dials.
+   */
+  logicalHost: string;
+  /**
+   * Destination port.
+   */
+  port: number;
+  /**
+   * The remote speaks first (SMTP): connect before the local client sends anything.
+   */
+  serverFirst?: boolean;
+  /**
+   * Dial deadline on the edge. Default 10000 ms.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Address family preference. Default `any`.
+   */
+  addressFamily?: TAddressFamilyPreference | null;
+}
+/**
+ * `startEgressTcpProxy` result: where the one-shot local proxy listens.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressTcpProxyInfo".
+ */
+export interface IEgressTcpProxyInfo {
+  /**
+   * Id to pass to `stopEgressTcpProxy`.
+   */
+  proxyId: string;
+  /**
+   * Always `127.0.0.1`.
+   */
+  listenHost: string;
+  /**
+   * Port of the one-shot proxy.
+   */
+  listenPort: number;
+  /**
+   * Edge that dials out.
+   */
+  edgeId: string;
+  /**
+   * Requested host.
+   */
+  logicalHost: string;
+  /**
+   * Requested port.
+   */
+  port: number;
 }
 /**
  * `stopEgressTcpProxy` parameters.
@@ -985,67 +904,148 @@ export interface StopEgressTcpProxyParams {
   proxyId: string;
 }
 /**
- * One edge the hub accepts, with everything the hub pushes to it.
+ * Hub status.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "TAllowedEdge".
+ * via the `definition` "IHubStatus".
  */
-export interface TAllowedEdge {
+export interface IHubStatus {
+  role: HubRole;
+  running: boolean;
   /**
-   * Outbound (egress) policy for the edge; disabled when omitted.
+   * Port the tunnel listener is bound to (useful when 0 was requested).
    */
-  egress?: IEgressPolicy | null;
+  tunnelPort: number;
   /**
-   * Complete desired firewall state for the edge.
+   * Hex SHA-256 fingerprint of the certificate the hub serves.
    */
-  firewallConfig?: IFirewallConfig | null;
+  certSha256: string;
+  targetHost: string;
+  streamEventMode: TStreamEventMode;
   /**
-   * Edge id: non-empty, no whitespace or control characters.
+   * Number of edges in the allowed list.
    */
-  id: string;
-  /**
-   * Public TCP ports the edge listens on.
-   */
-  listenPorts?: number[];
-  /**
-   * Public UDP ports the edge listens on.
-   */
-  listenPortsUdp?: number[];
-  /**
-   * Shared secret: non-empty, no whitespace or control characters.
-   */
-  secret: Secret;
-  /**
-   * How often the edge re-discovers its public IP by STUN. Default 300 s.
-   */
-  stunIntervalSecs?: number | null;
+  allowedEdges: number;
+  connectedEdges: IConnectedEdgeStatus[];
 }
 /**
- * `updateAllowedEdges` parameters: the complete list of edges the hub accepts.
+ * One connected edge as the hub sees it.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "UpdateAllowedEdgesParams".
+ * via the `definition` "IConnectedEdgeStatus".
  */
-export interface UpdateAllowedEdgesParams {
-  edges: TAllowedEdge[];
+export interface IConnectedEdgeStatus {
+  edgeId: string;
+  transport: TunnelTransport;
+  remoteAddr: string;
+  /**
+   * Unix time in milliseconds when the tunnel was established.
+   */
+  connectedAtMs: number;
+  /**
+   * Public IP the edge discovered by STUN, when known.
+   */
+  publicIp?: string | null;
+  activeStreams: number;
+  streamsOpenedTotal: number;
+  streamsClosedTotal: number;
+  /**
+   * Bytes from clients towards targets.
+   */
+  bytesIn: number;
+  /**
+   * Bytes from targets towards clients.
+   */
+  bytesOut: number;
+  /**
+   * UDP sessions open now.
+   */
+  udpSessions: number;
+  /**
+   * UDP datagrams dropped (queue full, unknown session, socket busy).
+   */
+  udpDropped: number;
+  /**
+   * Features this tunnel supports (e.g. `egress` on QUIC).
+   */
+  capabilities: string[];
+  egressEnabled: boolean;
 }
 /**
- * `updateAllowedEdges` result.
+ * Edge status.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "UpdateAllowedEdgesResult".
+ * via the `definition` "IEdgeStatus".
  */
-export interface UpdateAllowedEdgesResult {
+export interface IEdgeStatus {
+  role: EdgeRole;
+  running: boolean;
+  edgeId: string;
   /**
-   * Connected edges that were disconnected (removed, or secret changed).
+   * `host:port` of the hub.
    */
-  disconnected: number;
+  hub: string;
+  transportMode: TTransportMode;
   /**
-   * Number of allowed edges now.
+   * True while a tunnel to the hub is up.
    */
-  edges: number;
+  connected: boolean;
   /**
-   * Connected edges that were sent a new CONFIG.
+   * Transport of the current tunnel.
    */
-  pushed: number;
+  transport?: TunnelTransport | null;
+  /**
+   * True when the hub certificate was checked against a pinned fingerprint.
+   */
+  hubVerified: boolean;
+  publicIp?: string | null;
+  activeStreams: number;
+  /**
+   * TCP ports currently listening.
+   */
+  listenPorts: number[];
+  /**
+   * UDP ports currently listening.
+   */
+  listenPortsUdp: number[];
+  portBindFailures: PortBindFailure[];
+  /**
+   * UDP sessions open now.
+   */
+  udpSessions: number;
+  /**
+   * UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
+   */
+  udpDropped: number;
+  /**
+   * Consecutive failed connection attempts since the last successful one.
+   */
+  reconnectAttempts: number;
+  /**
+   * Last reason the tunnel went down or failed to come up.
+   */
+  lastError?: string | null;
+}
+/**
+ * A public listener that could not be bound.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "PortBindFailure".
+ */
+export interface PortBindFailure {
+  port: number;
+  protocol: PortProtocol;
+  error: string;
+}
+/**
+ * Status when no role runs.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IdleStatus".
+ */
+export interface IdleStatus {
+  /**
+   * Always false.
+   */
+  running: boolean;
 }
