@@ -11,39 +11,9 @@ echo "==> building remoteingress-bin (release)"
 cargo build --release --quiet --bin remoteingress-bin
 BIN="$PWD/target/release/remoteingress-bin"
 
-WORK="$(mktemp -d /tmp/remoteingress-demo.XXXXXX)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
-free_port() {
-  python3 - "$@" <<'PY'
-import socket, sys
-for _ in range(100):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    try:
-        with socket.socket() as t:
-            t.bind(("127.0.0.2", port))
-        print(port); break
-    except OSError:
-        pass
-PY
-}
-
-wait_for() { # file pattern seconds
-  local deadline=$((SECONDS + $3))
-  until grep -q "$2" "$1" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then echo "demo: timed out waiting for '$2' in $1" >&2; cat "$1" >&2 || true; exit 1; fi
-    sleep 0.1
-  done
-}
-
-PORT="$(free_port)"
+PORT="$(free_port 127.0.0.2)"
 TUNNEL_PORT="$(free_port)"
 EDGE_ID="demo-edge"
 SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"

@@ -2,6 +2,7 @@
 //! --management` each), over TLS on loopback: integrity, PROXY headers, half-close,
 //! backpressure, config pushes, reconnect.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -14,23 +15,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Runs one scenario over each transport: `mod name { tcp_tls, quic }`.
-macro_rules! over_both_transports {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tcp_tls() {
-                super::$scenario("tcpTls").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn quic() {
-                super::$scenario("quic").await;
-            }
-        }
-    )*};
-}
 
 over_both_transports!(
     two_hundred_concurrent_connections_echo_one_mib_each_intact,

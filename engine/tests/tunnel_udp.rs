@@ -1,6 +1,7 @@
 //! End-to-end UDP forwarding through a real hub and edge, over both transports: integrity of
 //! mixed sizes up to 65,507 bytes, per-session ordering, PROXY v2 headers, idle expiry, floods.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -13,22 +14,6 @@ use common::{rss_kib, Pair, EDGE_ADDR};
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
-
-macro_rules! over_both_transports {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tcp_tls() {
-                super::$scenario("tcpTls").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn quic() {
-                super::$scenario("quic").await;
-            }
-        }
-    )*};
-}
 
 over_both_transports!(
     ten_thousand_mixed_datagrams_from_twenty_clients_echo_intact_and_in_order,

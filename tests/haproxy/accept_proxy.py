@@ -13,7 +13,6 @@ import socket
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import harness  # noqa: E402
@@ -31,17 +30,6 @@ class EchoHeaders(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def wait_port(host, port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
 
 
 def http_get(host, port, source):
@@ -84,7 +72,7 @@ backend whoami
     try:
         haproxy = harness.Process([shutil.which("haproxy"), "-f", config, "-db"], f"haproxy-{version}")
         processes.append(haproxy)
-        wait_port("127.0.0.1", port)
+        harness.wait_port("127.0.0.1", port)
         hub = harness.Process([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges,
                                "--proxy-protocol", version, "--json"], f"hub-{version}")
         processes.append(hub)

@@ -106,6 +106,18 @@ def free_port(host="127.0.0.1", also_free_on=()):
     raise RuntimeError("no free port")
 
 
+def wait_port(host, port, timeout=10.0):
+    """Waits until a TCP port accepts connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
+
+
 def run(*argv, check=True):
     return subprocess.run(argv, check=check, capture_output=True, text=True)
 

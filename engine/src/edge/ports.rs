@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::accept;
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
+use crate::events::EventSink;
 use crate::transport::handshake::EdgeConfigPush;
 use crate::udp::edge::EdgeUdp;
 
@@ -48,54 +49,20 @@ impl Ports {
 
     /// Makes the listeners match `config`; records and reports ports that cannot be bound.
     pub(crate) fn apply(&mut self, config: &EdgeConfigPush) {
-        let wanted: Vec<u16> = config.listen_ports.clone();
-        let removed: Vec<u16> = self
-            .tcp
-            .keys()
-            .filter(|port| !wanted.contains(port))
-            .copied()
-            .collect();
-        for port in removed {
-            if let Some(token) = self.tcp.remove(&port) {
-                tracing::info!(port, "public TCP port removed; open connections finish");
-                token.cancel();
-            }
-        }
-        let mut failures = Vec::new();
-        for &port in &wanted {
-            if self.tcp.contains_key(&port) {
-                continue;
-            }
-            match bind_tcp(self.shared.settings.bind_address, port) {
-                Ok(listener) => {
-                    let token = self.shared.shutdown.child_token();
-                    self.tcp.insert(port, token.clone());
-                    tracing::info!(port, "public TCP port listening");
-                    self.shared.tasks.spawn(accept::accept_loop(
-                        listener,
-                        port,
-                        self.shared.clone(),
-                        token,
-                    ));
-                }
-                Err(error) => {
-                    let error = error.to_string();
-                    tracing::warn!(port, %error, "cannot bind public TCP port");
-                    self.shared
-                        .events
-                        .emit(Event::PortBindFailed(PortBindFailedEvent {
-                            port,
-                            protocol: PortProtocol::Tcp,
-                            error: error.clone(),
-                        }));
-                    failures.push(PortBindFailure {
-                        port,
-                        protocol: PortProtocol::Tcp,
-                        error,
-                    });
-                }
-            }
-        }
+        let shared = self.shared.clone();
+        let mut failures = reconcile(
+            &mut self.tcp,
+            &config.listen_ports,
+            PortProtocol::Tcp,
+            &shared.events,
+            &shared.shutdown,
+            |port| bind_tcp(shared.settings.bind_address, port),
+            |port, listener, stop| {
+                shared
+                    .tasks
+                    .spawn(accept::accept_loop(listener, port, shared.clone(), stop));
+            },
+        );
         if let Some(secs) = config.udp_session_idle_secs.filter(|&secs| secs > 0) {
             self.udp.set_idle(Duration::from_secs(secs.into()));
         }
@@ -117,6 +84,61 @@ impl Ports {
         state.listen_ports.clear();
         state.listen_ports_udp.clear();
     }
+}
+
+/// Makes the set of `open` ports (TCP or UDP) equal `wanted`: ports no longer wanted are
+/// stopped (their token cancelled: they stop accepting, open connections finish), new ones are
+/// bound and started with a child token of `parent`. Returns, and reports as `portBindFailed`,
+/// the ports that could not be bound.
+pub(crate) fn reconcile<L>(
+    open: &mut BTreeMap<u16, CancellationToken>,
+    wanted: &[u16],
+    protocol: PortProtocol,
+    events: &EventSink,
+    parent: &CancellationToken,
+    mut bind: impl FnMut(u16) -> std::io::Result<L>,
+    mut start: impl FnMut(u16, L, CancellationToken),
+) -> Vec<PortBindFailure> {
+    let removed: Vec<u16> = open
+        .keys()
+        .filter(|port| !wanted.contains(port))
+        .copied()
+        .collect();
+    for port in removed {
+        if let Some(token) = open.remove(&port) {
+            tracing::info!(port, ?protocol, "public port removed");
+            token.cancel();
+        }
+    }
+    let mut failures = Vec::new();
+    for &port in wanted {
+        if open.contains_key(&port) {
+            continue;
+        }
+        match bind(port) {
+            Ok(listener) => {
+                let token = parent.child_token();
+                open.insert(port, token.clone());
+                tracing::info!(port, ?protocol, "public port listening");
+                start(port, listener, token);
+            }
+            Err(error) => {
+                let error = error.to_string();
+                tracing::warn!(port, ?protocol, %error, "cannot bind public port");
+                events.emit(Event::PortBindFailed(PortBindFailedEvent {
+                    port,
+                    protocol,
+                    error: error.clone(),
+                }));
+                failures.push(PortBindFailure {
+                    port,
+                    protocol,
+                    error,
+                });
+            }
+        }
+    }
+    failures
 }
 
 /// Binds a public TCP port on `address`, or on every address (dual-stack) when none is given.

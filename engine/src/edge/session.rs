@@ -32,6 +32,7 @@ pub(crate) async fn run(
 ) -> String {
     publish(shared, &tunnel);
     ports.apply(&push);
+    announce(shared, &tunnel);
     shared.state().stun_interval_secs = Some(push.stun_interval_secs);
     report_to_hub(shared);
     shared.events.emit(Event::PortsAssigned(PortsEvent {
@@ -57,6 +58,7 @@ pub(crate) async fn run(
                 ports.udp.clear_sessions();
                 publish(shared, &tunnel);
                 ports.apply(&quic_push);
+                announce(shared, &tunnel);
                 drain_then_close(shared, old);
                 last_heard = Instant::now();
             }
@@ -108,15 +110,19 @@ pub(crate) async fn run(
     reason
 }
 
-/// Makes `tunnel` the one new client connections use, and says so.
+/// Makes `tunnel` the one new client connections use.
 fn publish(shared: &EdgeShared, tunnel: &Tunnel) {
-    let transport = tunnel.transport();
     {
         let mut state = shared.state();
         state.connected = true;
-        state.transport = Some(transport);
+        state.transport = Some(tunnel.transport());
     }
     shared.tunnel.send_replace(Some(tunnel.clone()));
+}
+
+/// Says the tunnel is up, once its ports listen (so a client reacting to the event connects).
+fn announce(shared: &EdgeShared, tunnel: &Tunnel) {
+    let transport = tunnel.transport();
     tracing::info!(?transport, "tunnel to the hub connected");
     shared
         .events

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use remoteingress_ipc_schema::{Event, PortBindFailedEvent, PortBindFailure, PortProtocol};
+use remoteingress_ipc_schema::{PortBindFailure, PortProtocol};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::SessionTable;
+use crate::edge::ports::reconcile;
 use crate::events::EventSink;
 use crate::metrics::UdpStats;
 use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
@@ -98,54 +99,28 @@ impl EdgeUdp {
         lock(&self.table)
     }
 
-    /// Makes the UDP listeners match `wanted`; returns the ports that could not be bound.
+    /// Makes the UDP listeners match `wanted`; returns the listening ports and the ports that
+    /// could not be bound.
     pub(crate) fn apply(&mut self, wanted: &[u16]) -> (Vec<u16>, Vec<PortBindFailure>) {
-        let removed: Vec<u16> = self
-            .sockets
-            .keys()
-            .filter(|port| !wanted.contains(port))
-            .copied()
-            .collect();
-        for port in removed {
-            if let Some(token) = self.sockets.remove(&port) {
-                tracing::info!(port, "public UDP port removed");
-                token.cancel();
-            }
-        }
-        let mut failures = Vec::new();
-        for &port in wanted {
-            if self.sockets.contains_key(&port) {
-                continue;
-            }
-            match bind(self.bind_address, port) {
-                Ok(socket) => {
-                    let token = self.shutdown.child_token();
-                    self.sockets.insert(port, token.clone());
-                    tracing::info!(port, "public UDP port listening");
-                    self.tasks.spawn(receive_loop(
-                        Arc::new(socket),
-                        self.table.clone(),
-                        self.tunnel.clone(),
-                        self.stats.clone(),
-                        token,
-                    ));
-                }
-                Err(error) => {
-                    let error = error.to_string();
-                    tracing::warn!(port, %error, "cannot bind public UDP port");
-                    self.events.emit(Event::PortBindFailed(PortBindFailedEvent {
-                        port,
-                        protocol: PortProtocol::Udp,
-                        error: error.clone(),
-                    }));
-                    failures.push(PortBindFailure {
-                        port,
-                        protocol: PortProtocol::Udp,
-                        error,
-                    });
-                }
-            }
-        }
+        let bind_address = self.bind_address;
+        let (table, tunnel, stats, tasks) = (&self.table, &self.tunnel, &self.stats, &self.tasks);
+        let failures = reconcile(
+            &mut self.sockets,
+            wanted,
+            PortProtocol::Udp,
+            &self.events,
+            &self.shutdown,
+            |port| bind(bind_address, port),
+            |_, socket, stop| {
+                tasks.spawn(receive_loop(
+                    Arc::new(socket),
+                    table.clone(),
+                    tunnel.clone(),
+                    stats.clone(),
+                    stop,
+                ));
+            },
+        );
         (self.sockets.keys().copied().collect(), failures)
     }
 

@@ -3,6 +3,24 @@
 //! Every wait has a deadline; nothing sleeps to synchronise. The child is killed on drop.
 #![allow(dead_code, unreachable_pub)]
 
+/// Runs one scenario over each transport: `mod name { tcp_tls, quic }`.
+#[allow(unused_macros)] // not every test binary runs scenarios over both transports
+macro_rules! over_both_transports {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tcp_tls() {
+                super::$scenario("tcpTls").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quic() {
+                super::$scenario("quic").await;
+            }
+        }
+    )*};
+}
+
 pub mod target;
 pub mod udp_target;
 
