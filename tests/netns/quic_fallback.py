@@ -42,7 +42,14 @@ def main():
     try:
         subprocess.run(inside(["ip", "link", "set", "lo", "up"]), check=True)
         port, tunnel_port = 18081, 18444
-        rules = f"table inet ri_block {{ chain input {{ type filter hook input priority 0; udp dport {tunnel_port} drop; }} }}"
+        rules = (
+            "table inet ri_block {\n"
+            "  chain input {\n"
+            "    type filter hook input priority 0;\n"
+            f"    udp dport {tunnel_port} drop\n"
+            "  }\n"
+            "}\n"
+        )
         subprocess.run(inside(["nft", "-f", "-"]), input=rules, text=True, check=True)
         with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
             edges = os.path.join(workdir, "edges.json")
