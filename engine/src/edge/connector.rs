@@ -17,7 +17,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::config::PerformanceSettings;
 use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
 use crate::transport::quic::{self, QuicSide};
-use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Deadline for one connection attempt (transport handshake + hello + reply).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
@@ -116,7 +116,7 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
                 settings.hub_host, settings.hub_port
             )
         })?;
-    let _ = socket.set_nodelay(true);
+    tune_tunnel_socket(&socket);
     let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
     let mut tls = connector
         .connect(crate::tls::server_name(&settings.hub_host), socket)

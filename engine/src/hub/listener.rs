@@ -20,7 +20,7 @@ use crate::config::HubSettings;
 use crate::events::EventSink;
 use crate::transport::handshake::{self, HubReply, MAX_HELLO_LEN};
 use crate::transport::quic::QuicSide;
-use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Time a peer has for the transport handshake plus its hello line (DESIGN section 5).
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
@@ -157,7 +157,7 @@ impl Failure {
 
 impl Connection {
     async fn run_tls(self, socket: TcpStream) {
-        let _ = socket.set_nodelay(true);
+        tune_tunnel_socket(&socket);
         let handshake = async {
             let mut tls = self
                 .context
