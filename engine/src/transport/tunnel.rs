@@ -18,7 +18,9 @@ use super::datagram::UdpMessage;
 use super::frame::{Frame, FrameType, CONTROL_STREAM};
 use super::handshake::{encode_config, EdgeConfigPush};
 use super::quic::{self, QuicHandle, QuicSide, QuicStream, UdpSendError};
-use super::tls_mux::{Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, Side, WindowSettings};
+use super::tls_mux::{
+    Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
+};
 use crate::config::PerformanceSettings;
 
 /// Why a tunnel operation failed.
@@ -105,6 +107,14 @@ pub fn tune_tunnel_socket(socket: &tokio::net::TcpStream) {
     }
 }
 
+fn qos_settings(performance: &PerformanceSettings) -> QosSettings {
+    QosSettings {
+        sustained_after: performance.sustained_after,
+        sustained_threshold_bytes_per_sec: performance.sustained_threshold_bytes_per_sec,
+        sustained_drain_bytes_per_sec: performance.sustained_drain_bytes_per_sec,
+    }
+}
+
 impl Tunnel {
     /// Starts the hub side of a TLS tunnel whose handshake is done; `leftover` holds bytes read
     /// after the hello line.
@@ -143,6 +153,7 @@ impl Tunnel {
         let config = MuxConfig {
             side,
             window: window_settings(performance),
+            qos: qos_settings(performance),
         };
         let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new());
         let MuxIncoming {

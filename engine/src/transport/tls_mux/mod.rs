@@ -7,28 +7,44 @@
 //! - the **reader** decodes frames and dispatches them: stream data into per-stream buffers,
 //!   new streams, control frames and datagrams into bounded channels ([`MuxIncoming`]). It never
 //!   waits for the application or the writer, so neither side can deadlock the other.
-//! - the **writer** owns the write half and drains two queues, control strictly before data,
-//!   coalescing ready frames into one write + flush per batch.
+//! - the **writer** owns the write half and drains three queues by priority (control, data,
+//!   sustained; see `scheduler.rs`), coalescing ready frames into one write + flush per batch.
 //!
 //! # Queues and their bounds
 //!
-//! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): unbounded, bounded by
-//!   construction: one OPEN per stream; a stream's queued window updates never grant more than
-//!   its target window in total and each is at least `min(target/2, 256 KiB)`, so there are at
-//!   most a handful per stream; CONFIG/PING are sent by the session at its own slow pace;
-//!   automatic PONGs are capped ([`MAX_PENDING_PONGS`]).
-//! - **Data queue** (DATA(_BACK), CLOSE(_BACK), UDP frames): one FIFO so that a stream's CLOSE
-//!   never overtakes its DATA. DATA and UDP frames each need one of [`DATA_QUEUE_FRAMES`] slots
-//!   (a semaphore: `poll_write` waits for a slot, datagrams fail with [`MuxError::Full`]). CLOSE
-//!   frames take no slot so that shutting down or dropping a stream never waits and never loses
-//!   its CLOSE: they are at most one per stream from the application, plus replies from the
-//!   reader (refusals, answers to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`].
+//! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): always first.
+//!   Unbounded, bounded by construction: one OPEN per stream; a stream's queued window updates
+//!   never grant more than its target window in total and each is at least
+//!   `min(target/2, 256 KiB)`, so there are at most a handful per stream; CONFIG/PING are sent
+//!   by the session at its own slow pace; automatic PONGs are capped ([`MAX_PENDING_PONGS`]).
+//! - **Data queue** (DATA(_BACK), CLOSE(_BACK) of normal streams, UDP frames, reader-generated
+//!   CLOSEs). DATA frames each need one of [`DATA_QUEUE_FRAMES`] slots (a semaphore:
+//!   `poll_write` waits for a slot); UDP frames take their size from a byte budget of
+//!   [`UDP_QUEUE_BYTES`] (datagrams fail with [`MuxError::Full`]). CLOSE frames take no slot so
+//!   that shutting down or dropping a stream never waits and never loses its CLOSE: they are at
+//!   most one per stream from the application, plus replies from the reader (refusals, answers
+//!   to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`].
+//! - **Sustained queue** (DATA(_BACK), CLOSE(_BACK) of sustained streams, see `qos.rs`): served
+//!   when nothing else waits, and at [`QosSettings::sustained_drain_bytes_per_sec`] at least.
+//!   Its DATA frames need one of [`SUSTAINED_QUEUE_FRAMES`] slots of their own, so elephants
+//!   can never take the slots interactive streams need.
+//!
+//! # Per-stream order
+//!
+//! A stream's frames are all in one queue at any time, so its CLOSE never overtakes its DATA:
+//! each stream counts its frames waiting in the writer's queues, and its class (data or
+//! sustained) changes only in `poll_write`, at a frame boundary, when that count is zero. If it
+//! is not, `poll_write` waits until the writer has taken the last of them (the writer wakes it)
+//! and then switches. A dropped sustained stream stays known (`Table::draining`) until its
+//! frames are out, so the reader's answer CLOSE for it queues behind them as well.
 //!
 //! # Flow control
 //!
 //! Each side may send [`INITIAL_STREAM_WINDOW`] bytes per stream, then only what the receiver
 //! grants with WINDOW_UPDATE(_BACK) as its application reads (see [`window`]). A receiver that
-//! gets more than it granted closes the tunnel (protocol error).
+//! gets more than it granted closes the tunnel (protocol error). A stream that has been fast for
+//! long ([`QosSettings`], `qos.rs`) is *sustained*: its receiver locks its window to the minimum
+//! and its sender moves its DATA to the sustained queue.
 //!
 //! # Stream lifecycle
 //!
@@ -38,7 +54,9 @@
 //! [`MuxStream`] sends CLOSE (unless already sent) and forgets it; DATA arriving later for an
 //! unknown stream is dropped and answered with one CLOSE, which aborts the peer's end.
 
+mod qos;
 mod reader;
+mod scheduler;
 mod stream;
 mod window;
 mod writer;
@@ -59,14 +77,22 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
+use self::scheduler::Queue;
 use self::stream::{wake_all, StreamEnd, StreamShared};
 use crate::transport::frame::{Frame, FrameError, FrameType};
 
+pub use self::qos::{
+    QosSettings, SUSTAINED_AFTER, SUSTAINED_DRAIN_BYTES_PER_SEC, SUSTAINED_THRESHOLD_BYTES_PER_SEC,
+};
 pub use self::stream::MuxStream;
 pub use self::window::{WindowSettings, GRANT_THRESHOLD, INITIAL_STREAM_WINDOW, MIN_TARGET_WINDOW};
 
-/// DATA frames that may wait in the data queue (each at most 64 KiB).
+/// DATA frames of normal streams that may wait in the data queue (each at most 64 KiB).
 pub const DATA_QUEUE_FRAMES: usize = 128;
+
+/// DATA frames of sustained streams that may wait in the sustained queue (each at most 64 KiB).
+/// Each sustained stream has at most its (minimum) window in flight anyway.
+pub const SUSTAINED_QUEUE_FRAMES: usize = 64;
 
 /// Bytes of UDP frames that may wait in the data queue. UDP has its own budget, counted in
 /// bytes, so a burst of small datagrams from many clients is not refused after 128 frames
@@ -145,6 +171,25 @@ impl fmt::Display for Side {
 pub struct MuxConfig {
     pub side: Side,
     pub window: WindowSettings,
+    /// Sustained-stream classification and the sustained queue's guaranteed rate.
+    pub qos: QosSettings,
+}
+
+impl MuxConfig {
+    /// `side` with the default window and QoS settings.
+    pub fn new(side: Side) -> Self {
+        Self {
+            side,
+            window: WindowSettings::default(),
+            qos: QosSettings::default(),
+        }
+    }
+}
+
+/// The current time, from tokio's clock (so that tests with paused time control it; outside
+/// tests it is `Instant::now()`).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Why a mux operation failed.
@@ -226,6 +271,8 @@ pub struct MuxStats {
     pub udp_dropped: u64,
     /// Incoming streams refused because [`MuxIncoming::streams`] was full.
     pub streams_refused: u64,
+    /// Times a stream's outgoing DATA moved to the sustained queue.
+    pub streams_sustained: u64,
 }
 
 /// A queued outgoing frame.
@@ -233,8 +280,10 @@ pub struct MuxStats {
 pub(crate) enum Outgoing {
     /// Any frame that needs no accounting.
     Frame(Frame),
-    /// DATA or UDP frame holding a data-queue slot until it is in the writer's batch.
+    /// UDP frame holding its part of the UDP budget until it is in the writer's batch.
     Data(Frame, OwnedSemaphorePermit),
+    /// DATA or CLOSE of a stream (counted in its `queued`); DATA holds a queue slot.
+    Stream(Frame, Option<OwnedSemaphorePermit>, Arc<StreamShared>),
     /// Automatic PONG (counted against [`MAX_PENDING_PONGS`]).
     Pong(Frame),
     /// Reader-generated CLOSE (counted against [`MAX_PENDING_ANSWERS`]).
@@ -250,17 +299,23 @@ struct Table {
     next_id: u32,
     /// Unknown ids whose DATA was already answered with a CLOSE.
     answered: HashSet<u32>,
+    /// Dropped sustained streams whose frames still wait in the sustained queue: a CLOSE
+    /// answering their peer's DATA must queue behind them (the writer removes them).
+    draining: HashMap<u32, Arc<StreamShared>>,
 }
 
 /// State shared by the tasks, the handles and the streams.
 pub(crate) struct Shared {
     side: Side,
     window: WindowSettings,
+    qos: QosSettings,
     table: Mutex<Table>,
     active: AtomicUsize,
     control_tx: mpsc::UnboundedSender<Outgoing>,
     data_tx: mpsc::UnboundedSender<Outgoing>,
+    sustained_tx: mpsc::UnboundedSender<Outgoing>,
     data_slots: Arc<Semaphore>,
+    sustained_slots: Arc<Semaphore>,
     /// Byte budget of queued UDP frames (see [`UDP_QUEUE_BYTES`]).
     udp_bytes: Arc<Semaphore>,
     /// Cancelled when the tunnel ends (child of the caller's token).
@@ -272,6 +327,7 @@ pub(crate) struct Shared {
     credit_granted: AtomicU64,
     udp_dropped: AtomicU64,
     streams_refused: AtomicU64,
+    streams_sustained: AtomicU64,
 }
 
 /// Locks a std mutex, ignoring poisoning (no code panics while holding one; if it did, the
@@ -298,7 +354,7 @@ impl Shared {
     }
 
     fn new_stream(&self, table: &mut Table, id: u32) -> Arc<StreamShared> {
-        let stream = Arc::new(StreamShared::new(id, INITIAL_STREAM_WINDOW, Instant::now()));
+        let stream = Arc::new(StreamShared::new(id, INITIAL_STREAM_WINDOW, now()));
         table.streams.insert(id, stream.clone());
         table.answered.remove(&id);
         self.active.store(table.streams.len(), Ordering::Relaxed);
@@ -322,13 +378,80 @@ impl Shared {
     /// Forgets `stream` if it is still the table's entry for its id.
     fn remove_stream(&self, stream: &Arc<StreamShared>) {
         let mut table = lock(&self.table);
+        Self::remove_locked(&mut table, &self.active, stream);
+    }
+
+    fn remove_locked(table: &mut Table, active: &AtomicUsize, stream: &Arc<StreamShared>) {
         if table
             .streams
             .get(&stream.id)
             .is_some_and(|s| Arc::ptr_eq(s, stream))
         {
             table.streams.remove(&stream.id);
-            self.active.store(table.streams.len(), Ordering::Relaxed);
+            active.store(table.streams.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets a dropped stream whose frames went to `queue`; a sustained one with frames still
+    /// queued is kept in `draining` until the writer has taken them ([`Self::frame_taken`]).
+    fn remove_dropped_stream(&self, stream: &Arc<StreamShared>, queue: Queue) {
+        let mut table = lock(&self.table);
+        Self::remove_locked(&mut table, &self.active, stream);
+        if queue == Queue::Sustained && !table.closed {
+            // Under the table lock, so the writer's removal cannot run before the insertion
+            // (see `frame_taken`).
+            stream.draining.store(true, Ordering::SeqCst);
+            if stream.queued.load(Ordering::SeqCst) > 0 {
+                table.draining.insert(stream.id, stream.clone());
+            }
+        }
+    }
+
+    /// Queues a DATA or CLOSE frame of `stream` in `queue` (the stream's current class).
+    fn queue_stream_frame(
+        &self,
+        stream: &Arc<StreamShared>,
+        queue: Queue,
+        frame: Frame,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), MuxError> {
+        let tx = match queue {
+            Queue::Sustained => &self.sustained_tx,
+            Queue::Control | Queue::Data => &self.data_tx,
+        };
+        // Counted before it can be taken, so the writer's decrement never comes first.
+        stream.queued.fetch_add(1, Ordering::SeqCst);
+        if tx
+            .send(Outgoing::Stream(frame, slot, stream.clone()))
+            .is_err()
+        {
+            stream.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(MuxError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The writer took a frame of `stream` out of its queue (into the batch). When it was the
+    /// last one, wakes a `poll_write` waiting to switch queues and forgets a drained stream.
+    fn frame_taken(&self, stream: &Arc<StreamShared>) {
+        if stream.queued.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        // Both flags are set before the count is checked (SeqCst), so either the other side
+        // saw zero or we see its flag here.
+        if stream.switch_waiting.swap(false, Ordering::SeqCst) {
+            let waker = lock(&stream.state).write_waker.take();
+            wake_all([waker]);
+        }
+        if stream.draining.load(Ordering::SeqCst) {
+            let mut table = lock(&self.table);
+            if table
+                .draining
+                .get(&stream.id)
+                .is_some_and(|s| Arc::ptr_eq(s, stream))
+            {
+                table.draining.remove(&stream.id);
+            }
         }
     }
 
@@ -369,7 +492,7 @@ impl Shared {
     /// DATA for a stream we do not know (typically one we dropped): answer with one CLOSE so
     /// the peer aborts its end.
     fn answer_unknown_data(&self, id: u32) {
-        {
+        let draining = {
             let mut table = lock(&self.table);
             if table.closed || !table.answered.insert(id) {
                 return;
@@ -378,8 +501,17 @@ impl Shared {
                 table.answered.clear();
                 table.answered.insert(id);
             }
+            table.draining.get(&id).cloned()
+        };
+        match draining {
+            // Our DATA and CLOSE of that stream still wait in the sustained queue: answer
+            // behind them (at most once per dropped stream, thanks to `answered`).
+            Some(stream) => {
+                let close = Frame::close(id, self.sends_back());
+                let _ = self.queue_stream_frame(&stream, Queue::Sustained, close, None);
+            }
+            None => self.queue_answer_close(id),
         }
-        self.queue_answer_close(id);
     }
 
     /// Ends the tunnel (first reason wins): fails every stream, stops both tasks and resolves
@@ -408,6 +540,7 @@ impl Shared {
             let mut table = lock(&self.table);
             table.closed = true;
             table.answered = HashSet::new();
+            table.draining = HashMap::new();
             self.active.store(0, Ordering::Relaxed);
             std::mem::take(&mut table.streams)
         };
@@ -416,6 +549,7 @@ impl Shared {
             wake_all(wakers);
         }
         self.data_slots.close();
+        self.sustained_slots.close();
         self.udp_bytes.close();
         self.stop.cancel();
     }
@@ -442,22 +576,27 @@ impl Mux {
         let (read_half, write_half) = tokio::io::split(io);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (data_tx, data_rx) = mpsc::unbounded_channel();
+        let (sustained_tx, sustained_rx) = mpsc::unbounded_channel();
         let (streams_tx, streams_rx) = mpsc::channel(INCOMING_STREAMS);
         let (incoming_control_tx, incoming_control_rx) = mpsc::channel(INCOMING_CONTROL);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(INCOMING_DATAGRAMS);
         let shared = Arc::new(Shared {
             side: config.side,
             window: config.window,
+            qos: config.qos,
             table: Mutex::new(Table {
                 streams: HashMap::new(),
                 closed: false,
                 next_id: 1,
                 answered: HashSet::new(),
+                draining: HashMap::new(),
             }),
             active: AtomicUsize::new(0),
             control_tx,
             data_tx,
+            sustained_tx,
             data_slots: Arc::new(Semaphore::new(DATA_QUEUE_FRAMES)),
+            sustained_slots: Arc::new(Semaphore::new(SUSTAINED_QUEUE_FRAMES)),
             udp_bytes: Arc::new(Semaphore::new(UDP_QUEUE_BYTES)),
             stop: cancel.child_token(),
             reason: watch::Sender::new(None),
@@ -467,6 +606,7 @@ impl Mux {
             credit_granted: AtomicU64::new(0),
             udp_dropped: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
+            streams_sustained: AtomicU64::new(0),
         });
         let incoming = reader::Incoming {
             streams: streams_tx,
@@ -474,7 +614,12 @@ impl Mux {
             datagrams: datagrams_tx,
         };
         tokio::spawn(reader::run(read_half, leftover, shared.clone(), incoming));
-        tokio::spawn(writer::run(write_half, shared.clone(), control_rx, data_rx));
+        let queues = writer::Queues {
+            control: control_rx,
+            data: data_rx,
+            sustained: sustained_rx,
+        };
+        tokio::spawn(writer::run(write_half, shared.clone(), queues));
         (
             MuxHandle { shared },
             MuxIncoming {
@@ -557,7 +702,8 @@ impl MuxHandle {
     }
 
     /// Queues a UDP frame (UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE, as this side sends
-    /// them) on the data queue; fails with [`MuxError::Full`] instead of waiting.
+    /// them) on the data queue (never the sustained one); fails with [`MuxError::Full`] instead
+    /// of waiting.
     pub fn try_send_datagram(&self, frame: Frame) -> Result<(), MuxError> {
         let frame_type = frame.frame_type;
         let is_udp = matches!(
@@ -609,6 +755,7 @@ impl MuxHandle {
             credit_granted: s.credit_granted.load(Ordering::Relaxed),
             udp_dropped: s.udp_dropped.load(Ordering::Relaxed),
             streams_refused: s.streams_refused.load(Ordering::Relaxed),
+            streams_sustained: s.streams_sustained.load(Ordering::Relaxed),
         }
     }
 

@@ -5,14 +5,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::stream::{wake_all, MuxStream, StreamEnd};
-use super::{lock, MuxCloseReason, ProtocolError, Shared, Side};
+use super::{lock, now, MuxCloseReason, ProtocolError, Shared, Side};
 use crate::transport::frame::{self, window_update_value, Frame, FrameType};
 
 /// Read into the buffer in chunks of this size.
@@ -171,7 +170,7 @@ fn on_data(shared: &Shared, frame: Frame) -> Result<(), ProtocolError> {
         }
         state
             .window
-            .on_data(len, Instant::now())
+            .on_data(len, now())
             .map_err(|e| ProtocolError::CreditExceeded {
                 stream_id: id,
                 len: e.len,

@@ -5,16 +5,19 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::PollSemaphore;
 
+use super::qos::SustainedDetector;
+use super::scheduler::Queue;
 use super::window::RecvWindow;
-use super::{lock, Outgoing, Shared};
+use super::{lock, now, Shared};
 use crate::transport::frame::{Frame, MAX_DATA_PAYLOAD};
 
 /// Why a stream can no longer be used.
@@ -72,6 +75,11 @@ pub(crate) struct StreamState {
     pub(crate) peer_fin: bool,
     /// Our CLOSE is queued (shutdown or drop): no more writes.
     pub(crate) local_fin: bool,
+    /// The writer queue of this stream's DATA and CLOSE: [`Queue::Data`] or
+    /// [`Queue::Sustained`]. Changes only while none of its frames are queued.
+    pub(crate) queue: Queue,
+    /// Classification from the bytes sent.
+    pub(crate) send_qos: SustainedDetector,
     /// Set when the stream can no longer be used at all.
     pub(crate) end: Option<StreamEnd>,
     pub(crate) read_waker: Option<Waker>,
@@ -95,6 +103,12 @@ impl StreamState {
 pub(crate) struct StreamShared {
     pub(crate) id: u32,
     pub(crate) state: Mutex<StreamState>,
+    /// Frames of this stream in the writer's queues (the writer decrements it).
+    pub(crate) queued: AtomicU32,
+    /// `poll_write` waits for `queued` to reach zero to switch queues (the writer wakes it).
+    pub(crate) switch_waiting: AtomicBool,
+    /// Dropped while sustained: the writer removes it from `Table::draining` at `queued == 0`.
+    pub(crate) draining: AtomicBool,
 }
 
 impl StreamShared {
@@ -107,10 +121,15 @@ impl StreamShared {
                 credit: u64::from(initial_credit),
                 peer_fin: false,
                 local_fin: false,
+                queue: Queue::Data,
+                send_qos: SustainedDetector::new(now),
                 end: None,
                 read_waker: None,
                 write_waker: None,
             }),
+            queued: AtomicU32::new(0),
+            switch_waiting: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -136,11 +155,19 @@ pub(crate) fn wake_all(wakers: impl IntoIterator<Item = Option<Waker>>) {
 /// CLOSE after all written data (the read direction stays open); dropping the stream sends
 /// CLOSE if that did not happen yet and forgets it, so data the peer still sends is answered
 /// with a second CLOSE that makes the peer abort its end.
+///
+/// A stream that is sustained (see [`super::QosSettings`]) sends its DATA through the tunnel's
+/// sustained queue, behind other streams' data, and grants the peer its minimum window only.
 pub struct MuxStream {
     inner: Arc<StreamShared>,
     mux: Arc<Shared>,
     /// Slots of the bounded data queue; one is taken per DATA frame.
     slots: PollSemaphore,
+    /// Slots of the sustained queue, created when the stream first becomes sustained.
+    sustained_slots: Option<PollSemaphore>,
+    /// A slot acquisition is in progress: the queue must not change until it completes (the
+    /// other semaphore's pending acquisition would hold a slot).
+    acquiring: bool,
 }
 
 impl fmt::Debug for MuxStream {
@@ -155,7 +182,13 @@ impl fmt::Debug for MuxStream {
 impl MuxStream {
     pub(crate) fn new(inner: Arc<StreamShared>, mux: Arc<Shared>) -> Self {
         let slots = PollSemaphore::new(mux.data_slots.clone());
-        Self { inner, mux, slots }
+        Self {
+            inner,
+            mux,
+            slots,
+            sustained_slots: None,
+            acquiring: false,
+        }
     }
 
     /// The stream id (unique on this tunnel while the stream is open).
@@ -213,14 +246,68 @@ impl AsyncRead for MuxStream {
                 // The peer sends nothing more: no credit to return.
                 None
             } else {
-                let target = this.mux.window.target(this.mux.active_streams());
-                state.window.take_grant(target, Instant::now())
+                let now = now();
+                let sustained = state.window.is_sustained(now, &this.mux.qos);
+                let target = this
+                    .mux
+                    .window
+                    .target_for(this.mux.active_streams(), sustained);
+                state.window.take_grant(target, now)
             }
         };
         if let Some(grant) = grant {
             this.mux.queue_window_update(this.inner.id, grant);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl MuxStream {
+    /// The queue this stream's DATA should use from now on; switches [`StreamState::queue`] at
+    /// this frame boundary if none of the stream's frames are queued, otherwise returns
+    /// `Pending` until the writer has taken them (it wakes `write_waker`).
+    /// (Not while a slot acquisition for the current queue is in progress.)
+    fn poll_queue(
+        inner: &StreamShared,
+        mux: &Shared,
+        state: &mut StreamState,
+        cx: &Context<'_>,
+    ) -> Poll<Queue> {
+        let wanted = if state.send_qos.update(now(), &mux.qos) {
+            Queue::Sustained
+        } else {
+            Queue::Data
+        };
+        if wanted == state.queue {
+            return Poll::Ready(wanted);
+        }
+        let queued = &inner.queued;
+        if queued.load(Ordering::SeqCst) != 0 {
+            inner.switch_waiting.store(true, Ordering::SeqCst);
+            if queued.load(Ordering::SeqCst) != 0 {
+                // Registered under the state lock, which the writer takes to wake us.
+                register(&mut state.write_waker, cx.waker());
+                return Poll::Pending;
+            }
+        }
+        inner.switch_waiting.store(false, Ordering::SeqCst);
+        state.queue = wanted;
+        if wanted == Queue::Sustained {
+            mux.streams_sustained.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(stream = inner.id, side = %mux.side, "stream is sustained");
+        }
+        Poll::Ready(wanted)
+    }
+
+    fn slots_of(&mut self, queue: Queue) -> &mut PollSemaphore {
+        match queue {
+            Queue::Sustained => {
+                let mux = &self.mux;
+                self.sustained_slots
+                    .get_or_insert_with(|| PollSemaphore::new(mux.sustained_slots.clone()))
+            }
+            Queue::Control | Queue::Data => &mut self.slots,
+        }
     }
 }
 
@@ -231,8 +318,9 @@ impl AsyncWrite for MuxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // First wait for credit (without holding a queue slot), then for a queue slot.
-        {
+        // First wait for credit (without holding a queue slot), then for the stream's queue to
+        // be settled, then for a slot of that queue.
+        let queue = {
             let mut state = lock(&this.inner.state);
             if let Some(end) = state.end {
                 return Poll::Ready(Err(end.write_error()));
@@ -247,10 +335,24 @@ impl AsyncWrite for MuxStream {
                 register(&mut state.write_waker, cx.waker());
                 return Poll::Pending;
             }
-        }
-        let Some(permit) = ready!(this.slots.poll_acquire(cx)) else {
-            return Poll::Ready(Err(tunnel_closed()));
+            if this.acquiring {
+                state.queue
+            } else {
+                match Self::poll_queue(&this.inner, &this.mux, &mut state, cx) {
+                    Poll::Ready(queue) => queue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
         };
+        let permit = match this.slots_of(queue).poll_acquire(cx) {
+            Poll::Pending => {
+                this.acquiring = true;
+                return Poll::Pending;
+            }
+            Poll::Ready(None) => return Poll::Ready(Err(tunnel_closed())),
+            Poll::Ready(Some(permit)) => permit,
+        };
+        this.acquiring = false;
         let n = {
             let mut state = lock(&this.inner.state);
             // Credit only grows meanwhile (we are the only writer), but the stream may have ended.
@@ -260,6 +362,7 @@ impl AsyncWrite for MuxStream {
             let credit = usize::try_from(state.credit).unwrap_or(usize::MAX);
             let n = buf.len().min(credit).min(MAX_DATA_PAYLOAD);
             state.credit -= n as u64;
+            state.send_qos.record(n);
             n
         };
         let frame = Frame::data(
@@ -269,8 +372,7 @@ impl AsyncWrite for MuxStream {
         );
         if this
             .mux
-            .data_tx
-            .send(Outgoing::Data(frame, permit))
+            .queue_stream_frame(&this.inner, queue, frame, Some(permit))
             .is_err()
         {
             return Poll::Ready(Err(tunnel_closed()));
@@ -287,7 +389,7 @@ impl AsyncWrite for MuxStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        {
+        let queue = {
             let mut state = lock(&self.inner.state);
             if let Some(end) = state.end {
                 return Poll::Ready(Err(end.write_error()));
@@ -296,11 +398,16 @@ impl AsyncWrite for MuxStream {
                 return Poll::Ready(Ok(()));
             }
             state.local_fin = true;
-        }
-        // CLOSE goes through the data queue, behind this stream's DATA: it must never overtake
-        // data already written.
+            state.queue
+        };
+        // CLOSE goes through the stream's queue, behind its DATA: it must never overtake data
+        // already written.
         let close = Frame::close(self.inner.id, self.back());
-        if self.mux.data_tx.send(Outgoing::Frame(close)).is_err() {
+        if self
+            .mux
+            .queue_stream_frame(&self.inner, queue, close, None)
+            .is_err()
+        {
             return Poll::Ready(Err(tunnel_closed()));
         }
         Poll::Ready(Ok(()))
@@ -309,21 +416,21 @@ impl AsyncWrite for MuxStream {
 
 impl Drop for MuxStream {
     fn drop(&mut self) {
-        let send_close = {
+        let (send_close, queue) = {
             let mut state = lock(&self.inner.state);
             let send_close = !state.local_fin && state.end.is_none();
             state.local_fin = true;
             state.recv = VecDeque::new();
             state.read_waker = None;
             state.write_waker = None;
-            send_close
+            (send_close, state.queue)
         };
         if send_close {
             // Same queue as the DATA (see poll_shutdown). The queue is unbounded for CLOSE, which
             // is at most one per stream, so dropping never blocks or loses it.
             let close = Frame::close(self.inner.id, self.back());
-            let _ = self.mux.data_tx.send(Outgoing::Frame(close));
+            let _ = self.mux.queue_stream_frame(&self.inner, queue, close, None);
         }
-        self.mux.remove_stream(&self.inner);
+        self.mux.remove_dropped_stream(&self.inner, queue);
     }
 }

@@ -10,6 +10,7 @@ use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
+use super::scheduler::Queue;
 use super::*;
 use crate::transport::frame::{
     decode, encode, encode_header, window_update_value, HEADER_LEN, MAX_DATA_PAYLOAD,
@@ -30,6 +31,7 @@ fn config(side: Side) -> MuxConfig {
     MuxConfig {
         side,
         window: WindowSettings::default(),
+        qos: QosSettings::default(),
     }
 }
 
@@ -946,4 +948,222 @@ fn public_types_are_send_and_unpin() {
     check_send::<MuxIncoming>();
     check_send::<MuxError>();
     check::<MuxCloseReason>();
+}
+
+/// QoS settings for the sustained-stream tests: sustained after 1 s above 256 KiB/s.
+fn quick_qos() -> QosSettings {
+    QosSettings {
+        sustained_after: Duration::from_secs(1),
+        sustained_threshold_bytes_per_sec: 256 * 1024,
+        ..QosSettings::default()
+    }
+}
+
+/// An edge mux with [`quick_qos`] against the raw other end.
+fn raw_edge_with_quick_qos() -> (MuxHandle, MuxIncoming, DuplexStream) {
+    let (a, raw) = tokio::io::duplex(64 * 1024);
+    let config = MuxConfig {
+        qos: quick_qos(),
+        ..MuxConfig::new(Side::Edge)
+    };
+    let (handle, incoming) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    (handle, incoming, raw)
+}
+
+/// Opens a stream that writes `data` as fast as credit allows (errors end it quietly), reads
+/// its OPEN and the first `INITIAL` bytes of DATA off `raw`, then lets 2 s of (paused) time
+/// pass: with [`quick_qos`] its average (1 MiB / 2 s) makes it sustained at its next write.
+/// Returns its id and the writer task (yielding the stream).
+async fn start_elephant(
+    edge: &MuxHandle,
+    raw: &mut DuplexStream,
+    buf: &mut BytesMut,
+    data: Vec<u8>,
+) -> (u32, tokio::task::JoinHandle<MuxStream>) {
+    let mut stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
+    let id = stream.id();
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&data).await;
+        let _ = stream.shutdown().await;
+        stream
+    });
+    assert_eq!(read_frame(raw, buf).await, Frame::open(id, PROXY_LINE));
+    let mut got = 0;
+    while got < INITIAL {
+        let frame = read_frame(raw, buf).await;
+        assert_eq!((frame.frame_type, frame.stream_id), (FrameType::Data, id));
+        got += frame.payload.len();
+    }
+    assert_eq!(got, INITIAL);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(edge.stats().streams_sustained, 0, "no write since");
+    (id, writer)
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) {
+    within(async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sustained_stream_does_not_delay_a_mouse() {
+    let (edge, _incoming, mut raw) = raw_edge_with_quick_qos();
+    let mut buf = BytesMut::new();
+    let (elephant, _writer) = start_elephant(&edge, &mut raw, &mut buf, vec![0xEE; 64 * MIB]).await;
+
+    // Plenty of credit: the elephant's DATA now goes to the sustained queue. Nobody reads
+    // `raw`, so the writer gets stuck and the sustained queue fills up.
+    let grant = Frame::window_update(elephant, true, 32 << 20);
+    raw.write_all(&encoded(&[grant])).await.unwrap();
+    wait_for(|| edge.shared.sustained_slots.available_permits() == 0).await;
+    assert_eq!(edge.stats().streams_sustained, 1);
+    assert_eq!(
+        edge.shared.data_slots.available_permits(),
+        DATA_QUEUE_FRAMES
+    );
+
+    // A mouse: a small request, queued behind SUSTAINED_QUEUE_FRAMES elephant frames.
+    let mut mouse = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    within(mouse.write_all(request)).await.unwrap();
+
+    // On the wire, the mouse's OPEN and request come before the elephant's queued data: only
+    // what was already in the stuck write (one batch) and at most the sustained queue's small
+    // burst of credit come first.
+    let mut before = 0;
+    let mut opened = false;
+    loop {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        match (frame.frame_type, frame.stream_id) {
+            (FrameType::Data, id) if id == elephant => before += 1,
+            (FrameType::Open, id) if id == mouse.id() => opened = true,
+            (FrameType::Data, id) if id == mouse.id() => {
+                assert!(opened, "OPEN first");
+                assert_eq!(&frame.payload[..], request);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let in_flight = writer::BATCH_MAX / MAX_DATA_PAYLOAD + 2;
+    assert!(before <= in_flight + 2, "{before} elephant frames first");
+    // Everything the elephant had queued comes after.
+    let mut after = 0;
+    while after < SUSTAINED_QUEUE_FRAMES - 2 {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        assert_eq!(
+            (frame.frame_type, frame.stream_id),
+            (FrameType::Data, elephant)
+        );
+        after += 1;
+    }
+
+    // The response comes straight back.
+    let response = b"HTTP/1.1 204 No Content\r\n\r\n";
+    raw.write_all(&encoded(&[Frame::data(mouse.id(), true, &response[..])]))
+        .await
+        .unwrap();
+    let mut got = [0u8; 27];
+    within(mouse.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, response);
+    assert!(!edge.is_closed());
+}
+
+/// Reads frames of stream `id` until its CLOSE; returns the DATA bytes. Frames of other
+/// streams are not expected.
+async fn read_stream_until_close(raw: &mut DuplexStream, buf: &mut BytesMut, id: u32) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        let frame = read_frame(raw, buf).await;
+        assert_eq!(frame.stream_id, id);
+        match frame.frame_type {
+            FrameType::Data => got.extend_from_slice(&frame.payload),
+            FrameType::Close => return got,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn switching_to_sustained_keeps_the_stream_in_order() {
+    let (edge, _incoming, mut raw) = raw_edge_with_quick_qos();
+    let mut buf = BytesMut::new();
+    let data = random(3 * MIB);
+    let mut stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
+    let id = stream.id();
+    let shared = edge.shared.lookup(id).unwrap();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        stream.write_all(&sent).await.unwrap();
+        stream.shutdown().await.unwrap();
+        stream
+    });
+    // Nobody reads `raw`: the initial credit's DATA piles up in the data queue.
+    wait_for(|| lock(&shared.state).credit == 0).await;
+    assert!(
+        shared.queued.load(Ordering::SeqCst) > 4,
+        "frames are queued"
+    );
+    // 2 s later the stream is sustained at its next write, which must wait for its DATA in
+    // the data queue to go out first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    raw.write_all(&encoded(&[Frame::window_update(id, true, 4 << 20)]))
+        .await
+        .unwrap();
+    wait_for(|| shared.switch_waiting.load(Ordering::SeqCst)).await;
+    assert_eq!(lock(&shared.state).queue, Queue::Data);
+    assert_eq!(edge.stats().streams_sustained, 0);
+
+    // Reading lets everything out, in order, CLOSE last.
+    assert_eq!(
+        read_frame(&mut raw, &mut buf).await,
+        Frame::open(id, PROXY_LINE)
+    );
+    let got = read_stream_until_close(&mut raw, &mut buf, id).await;
+    assert_eq!(checksum(&got), checksum(&data));
+    assert!(got == data);
+    within(writer).await.unwrap();
+    assert_eq!(edge.stats().streams_sustained, 1);
+    assert_eq!(lock(&shared.state).queue, Queue::Sustained);
+    assert_eq!(shared.queued.load(Ordering::SeqCst), 0);
+    assert!(!edge.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
+    let (edge, _incoming, mut raw) = raw_edge_with_quick_qos();
+    let mut buf = BytesMut::new();
+    let data = random(2 * MIB);
+    let (id, writer) = start_elephant(&edge, &mut raw, &mut buf, data.clone()).await;
+    // The second MiB goes to the sustained queue (nobody reads `raw`), then its CLOSE.
+    raw.write_all(&encoded(&[Frame::window_update(id, true, 1 << 20)]))
+        .await
+        .unwrap();
+    let stream = within(writer).await.unwrap();
+    assert_eq!(edge.stats().streams_sustained, 1);
+    drop(stream);
+    assert_eq!(edge.active_streams(), 0);
+    assert_eq!(
+        lock(&edge.shared.table).draining.len(),
+        1,
+        "frames still queued"
+    );
+
+    // The hub still sends: the edge answers with a CLOSE (abort), which must not overtake the
+    // DATA and the first CLOSE still in the sustained queue.
+    raw.write_all(&encoded(&[Frame::data(id, true, &b"late"[..])]))
+        .await
+        .unwrap();
+    let got = read_stream_until_close(&mut raw, &mut buf, id).await;
+    assert!(got == data[INITIAL..]);
+    assert_eq!(
+        read_frame(&mut raw, &mut buf).await,
+        Frame::close(id, false)
+    );
+    wait_for(|| lock(&edge.shared.table).draining.is_empty()).await;
+    assert!(!edge.is_closed());
 }

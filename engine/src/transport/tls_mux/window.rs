@@ -9,10 +9,13 @@
 //!
 //! The target is `clamp(budget / active_streams, min, max)` ([`WindowSettings::target`]),
 //! recomputed at every grant, so a lone stream grows toward `max` and many streams share the
-//! budget. Methods take `now` so that time-based policies (e.g. locking long-lived bulk streams
-//! to `min`) can be added here without touching the callers.
+//! budget. A sustained stream (see `qos.rs`; classified from the bytes received) is
+//! locked to `min` instead ([`WindowSettings::target_for`]), so bulk transfers do not hold the
+//! memory and the tunnel's queues that interactive streams need.
 
 use std::time::Instant;
+
+use super::qos::{QosSettings, SustainedDetector};
 
 /// Credit (bytes) each side starts with per stream, in both directions. Protocol constant.
 pub const INITIAL_STREAM_WINDOW: u32 = 1 << 20;
@@ -56,6 +59,21 @@ impl WindowSettings {
         let lo = self.min.clamp(MIN_TARGET_WINDOW, hi);
         share.clamp(lo, hi)
     }
+
+    /// The target of a sustained stream: `min`, bounded like [`Self::target`].
+    pub fn sustained_target(&self) -> u32 {
+        let hi = self.max.max(MIN_TARGET_WINDOW);
+        self.min.clamp(MIN_TARGET_WINDOW, hi)
+    }
+
+    /// [`Self::sustained_target`] for a sustained stream, else [`Self::target`].
+    pub fn target_for(&self, active_streams: usize, sustained: bool) -> u32 {
+        if sustained {
+            self.sustained_target()
+        } else {
+            self.target(active_streams)
+        }
+    }
 }
 
 /// The peer sent more than the credit it was granted.
@@ -72,13 +90,16 @@ pub(crate) struct RecvWindow {
     outstanding: u64,
     /// Received and not yet read by the application.
     buffered: u64,
+    /// Classification from the bytes received.
+    qos: SustainedDetector,
 }
 
 impl RecvWindow {
-    pub(crate) fn new(_now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             outstanding: u64::from(INITIAL_STREAM_WINDOW),
             buffered: 0,
+            qos: SustainedDetector::new(now),
         }
     }
 
@@ -94,7 +115,13 @@ impl RecvWindow {
         }
         self.outstanding -= n;
         self.buffered += n;
+        self.qos.record(len);
         Ok(())
+    }
+
+    /// Whether the stream is sustained at `now`, judged from the bytes received so far.
+    pub(crate) fn is_sustained(&mut self, now: Instant, settings: &QosSettings) -> bool {
+        self.qos.update(now, settings)
     }
 
     /// Accounts `len` bytes the application read.
@@ -159,6 +186,58 @@ mod tests {
                 .unwrap_or(u32::MAX)
                 .max(MIN_TARGET_WINDOW)
         );
+    }
+
+    #[test]
+    fn target_table_for_the_default_budget() {
+        let s = WindowSettings::default();
+        for (streams, target) in [
+            (1, 4 * MIB),
+            (50, 4 * MIB),
+            (51, 4_112_062), // 200 MiB / 51: scaling down starts
+            (100, 2 * MIB),
+            (200, MIB),
+            (201, MIB),
+            (1000, MIB),
+        ] {
+            assert_eq!(s.target(streams), target, "{streams} streams");
+            assert_eq!(s.target_for(streams, false), target, "{streams} streams");
+            assert_eq!(
+                s.target_for(streams, true),
+                MIB,
+                "{streams} streams, sustained"
+            );
+        }
+        assert_eq!(s.sustained_target(), MIB);
+        assert_eq!(settings(0, 0, 0).sustained_target(), MIN_TARGET_WINDOW);
+        assert_eq!(settings(8 * MIB, MIB, 0).sustained_target(), MIB);
+    }
+
+    #[test]
+    fn a_fast_old_stream_is_locked_to_the_minimum() {
+        let start = Instant::now();
+        let qos = QosSettings::default();
+        let s = WindowSettings::default();
+        let mut w = RecvWindow::new(start);
+        // 30 Mbit/s for 11 s, read as it arrives, in 100 ms steps.
+        let per_step = 30_000_000 / 8 / 10;
+        let mut now = start;
+        let mut locked_at = None;
+        for step in 1..=110u32 {
+            now = start + std::time::Duration::from_millis(100 * u64::from(step));
+            let send = per_step.min(usize::try_from(w.outstanding()).unwrap());
+            w.on_data(send, now).unwrap();
+            w.on_consumed(send);
+            let sustained = w.is_sustained(now, &qos);
+            if sustained && locked_at.is_none() {
+                locked_at = Some(step);
+            }
+            let _ = w.take_grant(s.target_for(1, sustained), now);
+        }
+        assert_eq!(locked_at, Some(101), "sustained right after 10 s");
+        // The peer's credit is now capped by the minimum window, not the 4 MiB of one stream.
+        assert!(w.outstanding() + w.buffered() <= u64::from(MIB));
+        assert!(w.is_sustained(now, &qos));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The writer task: the only owner of the tunnel's write half.
 //!
-//! It drains the control queue strictly before the data queue, coalesces whatever is ready into
-//! one batch (up to [`BATCH_MAX`] bytes) and issues one `write_all` + `flush` per batch, so many
-//! small frames become one TLS write. Large DATA payloads are not copied into the batch when the
-//! transport supports vectored writes (rustls does): the batch then references them.
+//! It takes frames from the control, data and sustained queues in the order the [`Scheduler`]
+//! picks (control always first), coalesces whatever is ready into one batch (up to
+//! [`BATCH_MAX`] bytes) and issues one `write_all` + `flush` per batch, so many small frames
+//! become one TLS write. Large DATA payloads are not copied into the batch when the transport
+//! supports vectored writes (rustls does): the batch then references them.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -15,7 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::{MuxCloseReason, Outgoing, Shared};
+use super::scheduler::{Queue, Ready, Scheduler};
+use super::{now, MuxCloseReason, Outgoing, Shared};
 use crate::transport::frame::{encode_header, Frame, FrameError, HEADER_LEN};
 
 /// A batch is written once it holds this many bytes (it may exceed it by one frame).
@@ -136,12 +138,16 @@ impl Buf for Segments {
     }
 }
 
-/// Adds one queued item to the batch.
-fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) {
+/// Adds one queued item to the batch; returns its encoded size.
+fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) -> usize {
     let frame = match item {
         Outgoing::Frame(frame) => frame,
         // The slot is freed as soon as the frame is in the batch (which is bounded itself).
         Outgoing::Data(frame, _slot) => frame,
+        Outgoing::Stream(frame, _slot, stream) => {
+            shared.frame_taken(&stream);
+            frame
+        }
         Outgoing::Pong(frame) => {
             shared.pending_pongs.fetch_sub(1, Ordering::Relaxed);
             frame
@@ -154,52 +160,96 @@ fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) {
     if let Err(error) = batch.push(&frame) {
         // Every entry point validates frames, so this is a bug; skip the frame, keep the tunnel.
         tracing::error!(%error, frame = %frame.frame_type, stream = frame.stream_id, "dropping an unencodable frame");
+        return 0;
     }
+    HEADER_LEN + frame.payload.len()
 }
 
-fn drain_control(
-    shared: &Shared,
-    batch: &mut Batch,
-    control: &mut mpsc::UnboundedReceiver<Outgoing>,
-) {
-    while let Ok(item) = control.try_recv() {
-        push_item(shared, batch, item);
+/// The receiving ends of the writer's queues.
+pub(crate) struct Queues {
+    pub(crate) control: mpsc::UnboundedReceiver<Outgoing>,
+    pub(crate) data: mpsc::UnboundedReceiver<Outgoing>,
+    pub(crate) sustained: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+/// The next item of each queue, taken out of its channel so the scheduler can see which
+/// queues are non-empty.
+#[derive(Default)]
+struct Heads {
+    control: Option<Outgoing>,
+    data: Option<Outgoing>,
+    sustained: Option<Outgoing>,
+}
+
+impl Heads {
+    /// Fills the empty heads from their channels. Control comes last: a control frame queued
+    /// before a data frame we now hold (a stream's OPEN before its first DATA) is then seen
+    /// before that data frame can be picked.
+    fn refill(&mut self, queues: &mut Queues) {
+        if self.data.is_none() {
+            self.data = queues.data.try_recv().ok();
+        }
+        if self.sustained.is_none() {
+            self.sustained = queues.sustained.try_recv().ok();
+        }
+        if self.control.is_none() {
+            self.control = queues.control.try_recv().ok();
+        }
+    }
+
+    fn ready(&self) -> Ready {
+        Ready {
+            control: self.control.is_some(),
+            data: self.data.is_some(),
+            sustained: self.sustained.is_some(),
+        }
+    }
+
+    fn take(&mut self, queue: Queue) -> Option<Outgoing> {
+        match queue {
+            Queue::Control => self.control.take(),
+            Queue::Data => self.data.take(),
+            Queue::Sustained => self.sustained.take(),
+        }
     }
 }
 
 /// Runs until the tunnel ends.
-pub(crate) async fn run<W>(
-    mut io: W,
-    shared: Arc<Shared>,
-    mut control: mpsc::UnboundedReceiver<Outgoing>,
-    mut data: mpsc::UnboundedReceiver<Outgoing>,
-) where
+pub(crate) async fn run<W>(mut io: W, shared: Arc<Shared>, mut queues: Queues)
+where
     W: AsyncWrite + Unpin,
 {
     let mut batch = Batch::new(io.is_write_vectored());
+    let mut heads = Heads::default();
+    let mut scheduler = Scheduler::new(shared.qos.sustained_drain_bytes_per_sec, now());
     let result = loop {
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break Ok(()),
-            Some(item) = control.recv() => push_item(&shared, &mut batch, item),
-            Some(item) = data.recv() => {
-                // A stream's OPEN (control) is queued before its first DATA, so draining
-                // control first keeps OPEN ahead of the DATA.
-                drain_control(&shared, &mut batch, &mut control);
-                push_item(&shared, &mut batch, item);
+        heads.refill(&mut queues);
+        if heads.ready() == Ready::default() {
+            tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => break Ok(()),
+                Some(item) = queues.control.recv() => heads.control = Some(item),
+                Some(item) = queues.data.recv() => heads.data = Some(item),
+                Some(item) = queues.sustained.recv() => heads.sustained = Some(item),
+                else => break Ok(()),
             }
-            else => break Ok(()),
         }
-        // Coalesce whatever else is ready, control first before every data frame.
+        // Coalesce whatever is ready, in the scheduler's order; control frames go in even
+        // beyond the batch limit (they are small and must not wait).
+        let now = now();
         loop {
-            drain_control(&shared, &mut batch, &mut control);
-            if batch.len() >= BATCH_MAX {
+            heads.refill(&mut queues);
+            let Some(queue) = scheduler.pick(now, heads.ready()) else {
+                break;
+            };
+            if queue != Queue::Control && batch.len() >= BATCH_MAX {
                 break;
             }
-            match data.try_recv() {
-                Ok(item) => push_item(&shared, &mut batch, item),
-                Err(_) => break,
-            }
+            let Some(item) = heads.take(queue) else {
+                break; // cannot happen: the scheduler only picks ready queues
+            };
+            let len = push_item(&shared, &mut batch, item);
+            scheduler.sent(queue, len);
         }
         if batch.is_empty() {
             continue;
