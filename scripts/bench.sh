@@ -1,73 +1,302 @@
 #!/usr/bin/env bash
-# Benchmarks, each next to a direct loopback figure measured in the same run:
-#   TCP throughput (1 and 8 streams, upload and download) and UDP echo (512 B, 8 flows)
-#   direct to the target, through a tcpTls tunnel, and through a quic tunnel.
-# Prints a table and writes target/bench.json. BENCH_BYTES (per single stream, default 1 GiB)
-# and BENCH_UDP_SECONDS (default 5) make it shorter; BENCH_QUICK=1 runs a smoke version.
+# Benchmarks, each next to a direct loopback figure measured in the same run, for three paths:
+# direct to the target, through a tcpTls tunnel and through a quic tunnel (each tunnel its own
+# hub and edge, so memory and CPU readings are per path), plus rathole's TLS transport as a peer
+# row (`rathole-tls`) when it can be installed (once, into target/rathole):
+#   idle      N idle connections held open (confirmed by a 1-byte round trip): edge+hub RSS per conn
+#   tcp       throughput, 1 and 8 streams, upload and download; edge+hub CPU seconds per GB moved
+#   udp       echo rate and p99, 512 B datagrams, 8 flows
+#   rr        64 B request -> 64 B response over 1 and 64 persistent connections: req/s, p50/p99/p999
+#   conn rate 32 workers: connect, one 64 B request, reply, close: conn/s, p99
+#   mice      8 connections doing 64 B request/response, p99 alone and beside one saturating upload
+# Prints a table and writes target/bench.json; exits non-zero if a figure is missing or a TCP test
+# saw an error. Knobs: BENCH_BYTES (per single stream, default 1 GiB), BENCH_SECONDS (per timed
+# test, default 5), BENCH_IDLE_CONNS (default 10000). BENCH_QUICK=1 is a smoke run (64 MiB, 1 s,
+# 200 idle connections, no rathole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+QUICK="${BENCH_QUICK:-0}"
 BYTES="${BENCH_BYTES:-1073741824}"
-UDP_SECONDS="${BENCH_UDP_SECONDS:-5}"
-if [[ "${BENCH_QUICK:-0}" == 1 ]]; then BYTES=67108864; UDP_SECONDS=1; fi
+SECS="${BENCH_SECONDS:-5}"
+IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
+if [[ "$QUICK" == 1 ]]; then BYTES=67108864; SECS=1; IDLE_CONNS=200; fi
+
+# The load generator, the target, each edge and each hub hold one descriptor per idle connection;
+# every process started below inherits this limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [[ "$(ulimit -n)" != unlimited ]] && (($(ulimit -n) < IDLE_CONNS + 1024)); then
+  echo "bench: $IDLE_CONNS idle connections need an open-file limit of $((IDLE_CONNS + 1024))," \
+    "but 'ulimit -n' is $(ulimit -n) and cannot be raised (hard limit $(ulimit -Hn))." \
+    "Raise the hard limit (as root: ulimit -Hn 65536) or set BENCH_IDLE_CONNS lower." >&2
+  exit 1
+fi
 
 cargo build --release --quiet --bin remoteingress-bin --bin ri-loadgen
 BIN="$PWD/target/release/remoteingress-bin"
 LOADGEN="$PWD/target/release/ri-loadgen"
+RATHOLE_ROOT="$PWD/target/rathole"
 source scripts/lib.sh
 
-PORT="$(free_port 127.0.0.2 127.0.0.3)"
-TUNNEL_PORT="$(free_port)"
+PORT="$(free_port 127.0.0.2 127.0.0.3 127.0.0.4)"
 "$LOADGEN" serve --listen "127.0.0.1:$PORT" > "$WORK/tcp-target.log" 2>&1 & PIDS+=($!)
 "$LOADGEN" udp-echo --listen "127.0.0.1:$PORT" > "$WORK/udp-target.log" 2>&1 & PIDS+=($!)
 wait_for "$WORK/tcp-target.log" listening 10
 wait_for "$WORK/udp-target.log" listening 10
 
-printf '[{"id":"bench-tls","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s]},{"id":"bench-quic","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s]}]\n' \
-  "$PORT" "$PORT" "$PORT" "$PORT" > "$WORK/edges.json"
-REMOTEINGRESS_LOG=warn "$BIN" hub --tunnel-port "$TUNNEL_PORT" --edges "$WORK/edges.json" \
-  --stream-event-mode off --json > "$WORK/hub.events" 2> "$WORK/hub.log" & PIDS+=($!)
-for spec in "bench-tls 127.0.0.2 tcpTls" "bench-quic 127.0.0.3 quic"; do
-  read -r id addr mode <<< "$spec"
-  token="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$TUNNEL_PORT" --edge-id "$id" --secret bench-secret)"
-  REMOTEINGRESS_LOG=warn "$BIN" edge --token "$token" --bind-address "$addr" --transport-mode "$mode" \
-    --no-stun --json > "$WORK/$id.events" 2> "$WORK/$id.log" & PIDS+=($!)
-done
-wait_for "$WORK/bench-tls.events" portsAssigned 20
-wait_for "$WORK/bench-quic.events" portsAssigned 20
+declare -A ADDR=([direct]=127.0.0.1 [tcpTls]=127.0.0.2 [quic]=127.0.0.3 [rathole-tls]=127.0.0.4)
+declare -A WATCHED=([direct]="") # path -> "name=pid ..." of the processes the path runs through
+
+# start_tunnel PATH MODE: a hub (own tunnel port) and an edge on ADDR[PATH] using MODE.
+start_tunnel() {
+  local path="$1" mode="$2" id="bench-$1" tunnel_port token hub
+  tunnel_port="$(free_port)"
+  printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s]}]\n' \
+    "$id" "$PORT" "$PORT" > "$WORK/$path-edges.json"
+  REMOTEINGRESS_LOG=warn "$BIN" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
+    --stream-event-mode off --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)
+  hub=$!
+  token="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$tunnel_port" --edge-id "$id" \
+    --secret bench-secret)"
+  REMOTEINGRESS_LOG=warn "$BIN" edge --token "$token" --bind-address "${ADDR[$path]}" \
+    --transport-mode "$mode" --no-stun --json > "$WORK/$path-edge.events" 2> "$WORK/$path-edge.log" &
+  PIDS+=($!)
+  WATCHED[$path]="edge=$! hub=$hub"
+  # Also tells that the hub listens, so the next free_port cannot pick its port.
+  wait_for "$WORK/$path-edge.events" portsAssigned 20
+}
+
+# find_rathole: sets RATHOLE_BIN to rathole 0.5 (installing it once), or fails setting RATHOLE_WHY.
+find_rathole() {
+  local log="$RATHOLE_ROOT/install.log"
+  RATHOLE_BIN="$RATHOLE_ROOT/bin/rathole"
+  if [[ -x "$RATHOLE_BIN" ]]; then return; fi
+  if ! command -v openssl > /dev/null; then RATHOLE_WHY="openssl not found"; return 1; fi
+  if [[ -f "$RATHOLE_ROOT/FAILED" ]]; then
+    RATHOLE_WHY="install failed before, see $log; delete $RATHOLE_ROOT/FAILED to retry"; return 1
+  fi
+  mkdir -p "$RATHOLE_ROOT"
+  echo "bench: installing rathole 0.5 into $RATHOLE_ROOT (once; a few minutes)" >&2
+  if ! timeout "${BENCH_RATHOLE_INSTALL_TIMEOUT:-1200}" \
+    cargo install rathole --version '^0.5' --root "$RATHOLE_ROOT" > "$log" 2>&1; then
+    touch "$RATHOLE_ROOT/FAILED"
+    RATHOLE_WHY="cargo install failed or timed out, see $log"; return 1
+  fi
+}
+
+# rathole_identity DIR: a CA and a certificate for "localhost", as PKCS#12 for rathole's server.
+rathole_identity() {
+  local dir="$1"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2> /dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2> /dev/null
+  printf 'subjectAltName=DNS:localhost\n' > "$dir/san.ext"
+  openssl x509 -req -days 2 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+    -CAcreateserial -extfile "$dir/san.ext" -out "$dir/server.pem" 2> /dev/null
+  openssl pkcs12 -export -inkey "$dir/server.key" -in "$dir/server.pem" -certfile "$dir/ca.pem" \
+    -passout pass:bench -out "$dir/identity.p12"
+}
+
+# start_rathole BIN: rathole server (public port on ADDR[rathole-tls]) and client (next to the
+# target, forwarding to 127.0.0.1:PORT) over its TLS transport.
+start_rathole() {
+  local bin="$1" dir="$WORK/rathole" control server
+  mkdir -p "$dir"
+  rathole_identity "$dir"
+  control="$(free_port)"
+  cat > "$dir/server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$control"
+[server.transport]
+type = "tls"
+[server.transport.tls]
+pkcs12 = "$dir/identity.p12"
+pkcs12_password = "bench"
+[server.services.bench]
+token = "bench-token"
+bind_addr = "${ADDR[rathole-tls]}:$PORT"
+EOF
+  cat > "$dir/client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$control"
+[client.transport]
+type = "tls"
+[client.transport.tls]
+trusted_root = "$dir/ca.pem"
+hostname = "localhost"
+[client.services.bench]
+token = "bench-token"
+local_addr = "127.0.0.1:$PORT"
+EOF
+  "$bin" --server "$dir/server.toml" > "$dir/server.log" 2>&1 & PIDS+=($!)
+  server=$!
+  "$bin" --client "$dir/client.toml" > "$dir/client.log" 2>&1 & PIDS+=($!)
+  WATCHED[rathole-tls]="server=$server client=$!"
+  wait_for "$dir/server.log" "Listening at ${ADDR[rathole-tls]}:$PORT" 20
+}
+
+PATHS=(direct tcpTls quic)
+start_tunnel tcpTls tcpTls
+start_tunnel quic quic
+RATHOLE_STATUS="skipped (BENCH_QUICK=1)"
+if [[ "$QUICK" != 1 ]]; then
+  if find_rathole; then
+    start_rathole "$RATHOLE_BIN"
+    PATHS+=(rathole-tls)
+    RATHOLE_STATUS="rathole $("$RATHOLE_BIN" --version | sed -n 's/^Build Version: *//p')"
+  else
+    RATHOLE_STATUS="not available ($RATHOLE_WHY)"
+  fi
+  echo "rathole: $RATHOLE_STATUS" >&2
+fi
 
 RESULTS="$WORK/results.jsonl"
-measure() { # path addr name args...
-  local path="$1" addr="$2" name="$3"; shift 3
-  local line
-  line="$("$LOADGEN" "$@" --addr "$addr:$PORT")"
+# measure PATH TEST ARGS...: runs the load generator against PATH, appends its JSON line.
+measure() {
+  local path="$1" name="$2" line; shift 2
+  line="$("$LOADGEN" "$@" --addr "${ADDR[$path]}:$PORT")"
   printf '{"path":"%s","test":"%s","result":%s}\n' "$path" "$name" "$line" >> "$RESULTS"
 }
-for spec in "direct 127.0.0.1" "tcpTls 127.0.0.2" "quic 127.0.0.3"; do
-  read -r path addr <<< "$spec"
+
+pids_of() { local w; for w in ${WATCHED[$1]}; do printf '%s ' "${w#*=}"; done; }
+watch_args() { local w; for w in ${WATCHED[$1]}; do printf -- '--watch %s ' "$w"; done; }
+
+# cpu_ticks PID...: utime + stime of the processes, in clock ticks.
+cpu_ticks() {
+  local total=0 pid stat fields
+  for pid in "$@"; do
+    stat="$(< "/proc/$pid/stat")"
+    read -r -a fields <<< "${stat##*) }" # fields[0] is field 3 (state): utime is 14, stime 15
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+
+# throughput PATH: the four TCP throughput runs, with the CPU time of the path's processes.
+throughput() {
+  local path="$1" before moved=$((2 * BYTES + 2 * 8 * (BYTES / 8)))
+  # shellcheck disable=SC2046 # one word per PID
+  before="$(cpu_ticks $(pids_of "$path"))"
+  measure "$path" "tcp 1 stream up" tcp --streams 1 --bytes "$BYTES" --direction up
+  measure "$path" "tcp 1 stream down" tcp --streams 1 --bytes "$BYTES" --direction down
+  measure "$path" "tcp 8 streams up" tcp --streams 8 --bytes $((BYTES / 8)) --direction up
+  measure "$path" "tcp 8 streams down" tcp --streams 8 --bytes $((BYTES / 8)) --direction down
+  if [[ -n "${WATCHED[$path]}" ]]; then
+    # shellcheck disable=SC2046
+    printf '{"path":"%s","test":"cpu per GB (tcp)","result":{"kind":"cpu","ticks":%d,"clk_tck":%d,"bytes":%d,"processes":"%s"}}\n' \
+      "$path" $(($(cpu_ticks $(pids_of "$path")) - before)) "$(getconf CLK_TCK)" "$moved" \
+      "${WATCHED[$path]}" >> "$RESULTS"
+  fi
+}
+
+for path in "${PATHS[@]}"; do
   echo "bench: $path" >&2
-  measure "$path" "$addr" "tcp 1 stream up" tcp --streams 1 --bytes "$BYTES" --direction up
-  measure "$path" "$addr" "tcp 1 stream down" tcp --streams 1 --bytes "$BYTES" --direction down
-  measure "$path" "$addr" "tcp 8 streams up" tcp --streams 8 --bytes $((BYTES / 8)) --direction up
-  measure "$path" "$addr" "tcp 8 streams down" tcp --streams 8 --bytes $((BYTES / 8)) --direction down
-  measure "$path" "$addr" "udp 512B x8 flows" udp --flows 8 --size 512 --window 16 --seconds "$UDP_SECONDS"
+  if [[ "$path" == rathole-tls ]]; then
+    throughput "$path"
+    measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"
+    continue
+  fi
+  # Idle first, while the path's processes have not grown their heaps with other tests.
+  # shellcheck disable=SC2046
+  measure "$path" "idle $IDLE_CONNS conns" idle --conns "$IDLE_CONNS" $(watch_args "$path")
+  sleep 1 # let the closes drain before timing anything
+  throughput "$path"
+  measure "$path" "udp 512B x8 flows" udp --flows 8 --size 512 --window 16 --seconds "$SECS"
+  measure "$path" "rr 64B x1 conn" rr --conns 1 --size 64 --seconds "$SECS"
+  measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"
+  measure "$path" "conn rate x32" conn-rate --concurrency 32 --size 64 --seconds "$SECS"
+  measure "$path" "mice 8x64B +elephant" mice --conns 8 --size 64 --seconds "$SECS"
 done
 
 mkdir -p target
+export RATHOLE_STATUS BENCH_SETTINGS
+BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d}' \
+  "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS")"
 python3 - "$RESULTS" target/bench.json <<'PY'
-import json, os, platform, sys
+import json, math, os, platform, sys
+
 rows = [json.loads(line) for line in open(sys.argv[1])]
-direct = {r["test"]: r["result"] for r in rows if r["path"] == "direct"}
-def figure(r):
-    return r["gbps"] if r["kind"] == "tcp" else r["pps"]
-print(f"{'test':<22}{'path':<8}{'figure':>16}{'vs direct':>11}{'p99 (us)':>11}{'loss':>8}")
-for r in rows:
-    res = r["result"]; base = direct[r["test"]]
-    value = figure(res); ratio = value / figure(base) if figure(base) else 0
-    unit = "Gbit/s" if res["kind"] == "tcp" else "pkt/s"
-    extra = f"{res['p99_us']:>11.0f}{res['loss']*100:>7.2f}%" if res["kind"] == "udp" else ""
-    print(f"{r['test']:<22}{r['path']:<8}{value:>10.2f} {unit:<6}{ratio:>10.0%}{extra}")
-machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}
-json.dump({"machine": machine, "results": rows}, open(sys.argv[2], "w"), indent=2)
-print(f"machine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}; JSON: {sys.argv[2]}")
+for row in rows:  # CPU rows arrive as clock ticks and bytes
+    res = row["result"]
+    if res["kind"] == "cpu":
+        res["cpu_s"] = res["ticks"] / res["clk_tck"]
+        res["s_per_gb"] = res["cpu_s"] / (res["bytes"] / 1e9)
+
+def lines(row):
+    """Table lines of one result: (test, figure, unit, p99 in us or None, note)."""
+    test, r = row["test"], row["result"]
+    kind = r["kind"]
+    if kind == "tcp":
+        yield test, r["gbps"], "Gbit/s", None, ""
+    elif kind == "udp":
+        yield test, r["pps"], "pkt/s", r["p99_us"], f"loss {r['loss']:.2%}"
+    elif kind in ("rr", "connrate"):
+        rate, unit = ("rps", "req/s") if kind == "rr" else ("cps", "conn/s")
+        yield test, r[rate], unit, r["p99_us"], f"p50 {r['p50_us']:.0f} p999 {r['p999_us']:.0f} us"
+    elif kind == "mice":
+        note = (f"alone p99 {r['p99_alone_us']:.0f} us, x{r['p99_ratio']:.1f} with; "
+                f"elephant {r['elephant_gbps']:.2f} Gbit/s")
+        yield test, r["p99_us"], "us p99", None, note
+    elif kind == "idle":
+        yield test + " held", r["held"], "conns", None, f"opened in {r['open_seconds']:.1f} s"
+        rss = r["rss"]
+        if rss:
+            total = rss.pop("total")
+            parts = ", ".join(f"{name} {v['bytes_per_conn'] / 1024:.1f}" for name, v in rss.items())
+            rss["total"] = total
+            note = (f"RSS {total['before_kib'] / 1024:.0f} -> {total['with_kib'] / 1024:.0f} MiB; "
+                    f"{parts} KiB/conn")
+            yield test + " RSS", total["bytes_per_conn"] / 1024, "KiB/conn", None, note
+    elif kind == "cpu":
+        note = f"{r['cpu_s']:.1f} CPU s for {r['bytes'] / 1e9:.1f} GB ({r['processes']})"
+        yield test, r["s_per_gb"], "CPU s/GB", None, note
+
+table = [dict(zip(("test", "figure", "unit", "p99_us", "note"), line), path=row["path"])
+         for row in rows for line in lines(row)]
+direct = {line["test"]: line["figure"] for line in table if line["path"] == "direct"}
+print(f"{'test':<24}{'path':<12}{'figure':>12} {'unit':<9}{'vs direct':>9}{'p99 us':>9}  note")
+for line in table:
+    base = direct.get(line["test"])
+    line["vs_direct"] = line["figure"] / base if base and line["path"] != "direct" else None
+    ratio = f"{line['vs_direct']:.0%}" if line["vs_direct"] is not None else ""
+    p99 = f"{line['p99_us']:.0f}" if line["p99_us"] is not None else ""
+    figure = f"{line['figure']:,.0f}" if abs(line["figure"]) >= 1000 else f"{line['figure']:.2f}"
+    print(f"{line['test']:<24}{line['path']:<12}{figure:>12} {line['unit']:<9}"
+          f"{ratio:>9}{p99:>9}  {line['note']}")
+
+# Missing figures and TCP errors fail the run.
+problems = []
+tests_of = {}
+for line in table:
+    tests_of.setdefault(line["path"], set()).add(line["test"])
+    if not (isinstance(line["figure"], (int, float)) and math.isfinite(line["figure"])
+            and line["figure"] > 0):
+        problems.append(f"{line['path']} {line['test']}: figure {line['figure']!r}")
+expected = set().union(*(tests_of.get(p, set()) for p in ("tcpTls", "quic")))
+for path in ("direct", "tcpTls", "quic"):
+    wanted = expected - ({t for t in expected if t.endswith(" RSS") or t.startswith("cpu")}
+                         if path == "direct" else set())
+    problems += [f"{path} {test}: missing" for test in sorted(wanted - tests_of.get(path, set()))]
+for row in rows:
+    r = row["result"]
+    if r.get("errors"):
+        problems.append(f"{row['path']} {row['test']}: {r['errors']} errors")
+    if r["kind"] == "idle" and not r["held"] == r["opened"] == r["requested"]:
+        problems.append(f"{row['path']} {row['test']}: opened {r['opened']}, held {r['held']}")
+
+machine = {
+    "nproc": os.cpu_count(), "kernel": platform.release(),
+    "cpu": next((l.split(":")[1].strip() for l in open("/proc/cpuinfo")
+                 if l.startswith("model name")), "?"),
+}
+report = {"machine": machine, "settings": json.loads(os.environ["BENCH_SETTINGS"]),
+          "rathole": os.environ["RATHOLE_STATUS"], "problems": problems, "table": table,
+          "results": rows}
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(f"machine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}; "
+      f"rathole: {report['rathole']}; JSON: {sys.argv[2]}")
+for problem in problems:
+    print(f"bench: FAILED: {problem}", file=sys.stderr)
+sys.exit(1 if problems else 0)
 PY

@@ -41,4 +41,7 @@ python3 tests/netns/quic_fallback.py
 step "demo (README's first command)"
 ./scripts/demo.sh
 
+step "benchmark smoke run (every figure produced, nothing lost)"
+BENCH_QUICK=1 ./scripts/bench.sh
+
 step "all suites passed"

@@ -1,0 +1,81 @@
+//! TCP throughput: parallel streams each uploading or downloading a fixed number of bytes.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::wire::Op;
+use crate::{Direction, CHUNK};
+
+pub(crate) async fn tcp_throughput(
+    addr: SocketAddr,
+    streams: usize,
+    bytes: u64,
+    direction: Direction,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        tasks.push(tokio::spawn(one_stream(addr, bytes, direction)));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let total = bytes as f64 * streams as f64;
+    println!(
+        "{}",
+        json!({
+            "kind": "tcp", "streams": streams, "bytes": total, "seconds": seconds,
+            "gbps": total * 8.0 / seconds / 1e9,
+        })
+    );
+    Ok(())
+}
+
+async fn one_stream(addr: SocketAddr, bytes: u64, direction: Direction) -> Result<()> {
+    let mut socket = TcpStream::connect(addr).await?;
+    socket.set_nodelay(true)?;
+    match direction {
+        Direction::Up => upload(&mut socket, bytes).await,
+        Direction::Down => download(&mut socket, bytes).await,
+    }
+}
+
+async fn upload(socket: &mut TcpStream, bytes: u64) -> Result<()> {
+    socket.write_all(&Op::Upload.encode(bytes)).await?;
+    let buf = vec![0u8; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        socket.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    let mut ok = [0u8; 2];
+    socket
+        .read_exact(&mut ok)
+        .await
+        .context("no ok from the target")?;
+    Ok(())
+}
+
+async fn download(socket: &mut TcpStream, bytes: u64) -> Result<()> {
+    socket.write_all(&Op::Download.encode(bytes)).await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    if got != bytes {
+        bail!("downloaded {got} of {bytes} bytes");
+    }
+    Ok(())
+}
