@@ -70,12 +70,17 @@ async fn bad_quic_peers_are_refused_and_the_good_edge_keeps_working() {
         event["reason"].as_str().unwrap().starts_with("bad hello"),
         "{event}"
     );
-    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
-    client.write_all(b"still here").await.unwrap();
+    assert_echo_through_edge(target.port, b"still here").await;
+}
+
+/// One echo round trip through the edge: the tunnel still serves.
+async fn assert_echo_through_edge(port: u16, payload: &[u8]) {
+    let mut client = TcpStream::connect((EDGE_ADDR, port)).await.unwrap();
+    client.write_all(payload).await.unwrap();
     client.shutdown().await.unwrap();
     let mut echoed = Vec::new();
     client.read_to_end(&mut echoed).await.unwrap();
-    assert_eq!(echoed, b"still here");
+    assert_eq!(echoed, payload);
 }
 
 async fn auth_failed(hub: &mut Managed) -> Value {
@@ -121,12 +126,7 @@ async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
     assert!(event["reason"].as_str().unwrap().contains("TLS"), "{event}");
 
     // The good edge was never disturbed.
-    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
-    client.write_all(b"still here").await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    client.read_to_end(&mut echoed).await.unwrap();
-    assert_eq!(echoed, b"still here");
+    assert_echo_through_edge(target.port, b"still here").await;
     let status = pair.hub.ok("getStatus", None).await;
     assert_eq!(status["connectedEdges"].as_array().unwrap().len(), 1);
 }
@@ -248,10 +248,5 @@ async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
     .await;
     hub.event("edgeConnected").await;
     pair.edge.event("tunnelConnected").await;
-    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
-    client.write_all(b"again").await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    client.read_to_end(&mut echoed).await.unwrap();
-    assert_eq!(echoed, b"again");
+    assert_echo_through_edge(target.port, b"again").await;
 }

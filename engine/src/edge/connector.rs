@@ -17,6 +17,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::config::PerformanceSettings;
 use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
 use crate::transport::quic::{self, QuicSide};
+use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Deadline for one connection attempt (transport handshake + hello + reply).
@@ -123,7 +124,8 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
         .await
         .map_err(|e| format!("TLS handshake with the hub failed: {e}"))?;
     let (leftover, push) = exchange_hello(shared, &mut tls).await?;
-    let (tunnel, incoming) = Tunnel::start_tls_edge(tls, leftover, &PerformanceSettings::default());
+    let (tunnel, incoming) =
+        Tunnel::start_tls(tls, leftover, Side::Edge, &PerformanceSettings::default());
     Ok((tunnel, incoming, push))
 }
 

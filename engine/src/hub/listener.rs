@@ -20,6 +20,7 @@ use crate::config::HubSettings;
 use crate::events::EventSink;
 use crate::transport::handshake::{self, HubReply, MAX_HELLO_LEN};
 use crate::transport::quic::QuicSide;
+use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Time a peer has for the transport handshake plus its hello line (DESIGN section 5).
@@ -173,7 +174,7 @@ impl Connection {
             return;
         };
         let (tunnel, incoming) =
-            Tunnel::start_tls_hub(tls, leftover, &self.context.settings.performance);
+            Tunnel::start_tls(tls, leftover, Side::Hub, &self.context.settings.performance);
         self.run_session(authenticated, TunnelTransport::TcpTls, tunnel, incoming)
             .await;
     }

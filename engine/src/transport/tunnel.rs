@@ -116,32 +116,9 @@ fn qos_settings(performance: &PerformanceSettings) -> QosSettings {
 }
 
 impl Tunnel {
-    /// Starts the hub side of a TLS tunnel whose handshake is done; `leftover` holds bytes read
-    /// after the hello line.
-    pub fn start_tls_hub<T>(
-        io: T,
-        leftover: BytesMut,
-        performance: &PerformanceSettings,
-    ) -> (Self, TunnelIncoming)
-    where
-        T: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        Self::start_tls(io, leftover, Side::Hub, performance)
-    }
-
-    /// Starts the edge side of a TLS tunnel whose handshake is done.
-    pub fn start_tls_edge<T>(
-        io: T,
-        leftover: BytesMut,
-        performance: &PerformanceSettings,
-    ) -> (Self, TunnelIncoming)
-    where
-        T: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        Self::start_tls(io, leftover, Side::Edge, performance)
-    }
-
-    fn start_tls<T>(
+    /// Starts a TLS tunnel whose handshake is done; `leftover` holds bytes read after the
+    /// handshake line.
+    pub fn start_tls<T>(
         io: T,
         leftover: BytesMut,
         side: Side,
