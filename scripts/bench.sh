@@ -11,8 +11,9 @@
 #   mice      8 connections doing 64 B request/response, p99 alone and beside one saturating upload
 # Prints a table and writes target/bench.json; exits non-zero if a figure is missing or a TCP test
 # saw an error. Knobs: BENCH_BYTES (per single stream, default 1 GiB), BENCH_SECONDS (per timed
-# test, default 5), BENCH_IDLE_CONNS (default 10000). BENCH_QUICK=1 is a smoke run (64 MiB, 1 s,
-# 200 idle connections, no rathole).
+# test, default 5), BENCH_IDLE_CONNS (default 10000), BENCH_ONLY (the groups to run, default
+# "idle tcp udp rr connrate mice"), BENCH_RATHOLE=0 (no rathole row). BENCH_QUICK=1 is a smoke run
+# (64 MiB, 1 s, 200 idle connections, no rathole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ BYTES="${BENCH_BYTES:-1073741824}"
 SECS="${BENCH_SECONDS:-5}"
 IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
 if [[ "$QUICK" == 1 ]]; then BYTES=67108864; SECS=1; IDLE_CONNS=200; fi
+ONLY="${BENCH_ONLY:-idle tcp udp rr connrate mice}"
+# want GROUP: whether BENCH_ONLY selects the test group.
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 # The load generator, the target, each edge and each hub hold one descriptor per idle connection;
 # every process started below inherits this limit.
@@ -139,8 +143,8 @@ EOF
 PATHS=(direct tcpTls quic)
 start_tunnel tcpTls tcpTls
 start_tunnel quic quic
-RATHOLE_STATUS="skipped (BENCH_QUICK=1)"
-if [[ "$QUICK" != 1 ]]; then
+RATHOLE_STATUS="skipped (BENCH_QUICK=1 or BENCH_RATHOLE=0)"
+if [[ "$QUICK" != 1 && "${BENCH_RATHOLE:-1}" != 0 ]]; then
   if find_rathole; then
     start_rathole "$RATHOLE_BIN"
     PATHS+=(rathole-tls)
@@ -193,20 +197,30 @@ throughput() {
 for path in "${PATHS[@]}"; do
   echo "bench: $path" >&2
   if [[ "$path" == rathole-tls ]]; then
-    throughput "$path"
-    measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"
+    if want tcp; then throughput "$path"; fi
+    if want rr; then measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"; fi
     continue
   fi
   # Idle first, while the path's processes have not grown their heaps with other tests.
-  # shellcheck disable=SC2046
-  measure "$path" "idle $IDLE_CONNS conns" idle --conns "$IDLE_CONNS" $(watch_args "$path")
-  sleep 1 # let the closes drain before timing anything
-  throughput "$path"
-  measure "$path" "udp 512B x8 flows" udp --flows 8 --size 512 --window 16 --seconds "$SECS"
-  measure "$path" "rr 64B x1 conn" rr --conns 1 --size 64 --seconds "$SECS"
-  measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"
-  measure "$path" "conn rate x32" conn-rate --concurrency 32 --size 64 --seconds "$SECS"
-  measure "$path" "mice 8x64B +elephant" mice --conns 8 --size 64 --seconds "$SECS"
+  if want idle; then
+    # shellcheck disable=SC2046
+    measure "$path" "idle $IDLE_CONNS conns" idle --conns "$IDLE_CONNS" $(watch_args "$path")
+    sleep 1 # let the closes drain before timing anything
+  fi
+  if want tcp; then throughput "$path"; fi
+  if want udp; then
+    measure "$path" "udp 512B x8 flows" udp --flows 8 --size 512 --window 16 --seconds "$SECS"
+  fi
+  if want rr; then
+    measure "$path" "rr 64B x1 conn" rr --conns 1 --size 64 --seconds "$SECS"
+    measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"
+  fi
+  if want connrate; then
+    measure "$path" "conn rate x32" conn-rate --concurrency 32 --size 64 --seconds "$SECS"
+  fi
+  if want mice; then
+    measure "$path" "mice 8x64B +elephant" mice --conns 8 --size 64 --seconds "$SECS"
+  fi
 done
 
 mkdir -p target

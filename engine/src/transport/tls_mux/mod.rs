@@ -94,6 +94,13 @@ pub const DATA_QUEUE_FRAMES: usize = 128;
 /// Each sustained stream has at most its (minimum) window in flight anyway.
 pub const SUSTAINED_QUEUE_FRAMES: usize = 64;
 
+/// DATA frames one stream may have waiting in the writer's queues. Without this cap a young
+/// elephant (not yet sustained) fills the whole FIFO data queue with 64 KiB frames, and a
+/// mouse's request waits behind up to 8 MiB of them; with it a mouse waits behind at most
+/// this many frames per busy stream. Four frames (256 KiB) are still a full writer batch, so
+/// a single stream keeps the writer busy while it refills.
+pub const MAX_QUEUED_FRAMES_PER_STREAM: u32 = 4;
+
 /// Bytes of UDP frames that may wait in the data queue. UDP has its own budget, counted in
 /// bytes, so a burst of small datagrams from many clients is not refused after 128 frames
 /// while memory stays bounded; beyond it datagrams are dropped (and counted by the caller).
@@ -431,17 +438,25 @@ impl Shared {
         Ok(())
     }
 
-    /// The writer took a frame of `stream` out of its queue (into the batch). When it was the
-    /// last one, wakes a `poll_write` waiting to switch queues and forgets a drained stream.
+    /// The writer took a frame of `stream` out of its queue (into the batch). Wakes a
+    /// `poll_write` waiting for the stream's queued frames to drop (below the per-stream cap,
+    /// or to zero to switch queues) and forgets a drained stream after its last frame.
     fn frame_taken(&self, stream: &Arc<StreamShared>) {
-        if stream.queued.fetch_sub(1, Ordering::SeqCst) != 1 {
-            return;
-        }
-        // Both flags are set before the count is checked (SeqCst), so either the other side
-        // saw zero or we see its flag here.
-        if stream.switch_waiting.swap(false, Ordering::SeqCst) {
+        let left = stream
+            .queued
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        // The flag is set before the count is checked (SeqCst), so either `poll_write` saw the
+        // lower count or we see its flag here. A writer waiting for zero may be woken early; it
+        // then waits again.
+        if left < MAX_QUEUED_FRAMES_PER_STREAM
+            && stream.writer_waiting.swap(false, Ordering::SeqCst)
+        {
             let waker = lock(&stream.state).write_waker.take();
             wake_all([waker]);
+        }
+        if left != 0 {
+            return;
         }
         if stream.draining.load(Ordering::SeqCst) {
             let mut table = lock(&self.table);

@@ -17,7 +17,7 @@ use tokio_util::sync::PollSemaphore;
 use super::qos::SustainedDetector;
 use super::scheduler::Queue;
 use super::window::RecvWindow;
-use super::{lock, now, Shared};
+use super::{lock, now, Shared, MAX_QUEUED_FRAMES_PER_STREAM};
 use crate::transport::frame::{Frame, MAX_DATA_PAYLOAD};
 
 /// Why a stream can no longer be used.
@@ -105,8 +105,9 @@ pub(crate) struct StreamShared {
     pub(crate) state: Mutex<StreamState>,
     /// Frames of this stream in the writer's queues (the writer decrements it).
     pub(crate) queued: AtomicU32,
-    /// `poll_write` waits for `queued` to reach zero to switch queues (the writer wakes it).
-    pub(crate) switch_waiting: AtomicBool,
+    /// `poll_write` waits for `queued` to drop, below [`MAX_QUEUED_FRAMES_PER_STREAM`] or to
+    /// zero to switch queues (the writer wakes it).
+    pub(crate) writer_waiting: AtomicBool,
     /// Dropped while sustained: the writer removes it from `Table::draining` at `queued == 0`.
     pub(crate) draining: AtomicBool,
 }
@@ -128,7 +129,7 @@ impl StreamShared {
                 write_waker: None,
             }),
             queued: AtomicU32::new(0),
-            switch_waiting: AtomicBool::new(false),
+            writer_waiting: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
     }
@@ -281,22 +282,36 @@ impl MuxStream {
         if wanted == state.queue {
             return Poll::Ready(wanted);
         }
-        let queued = &inner.queued;
-        if queued.load(Ordering::SeqCst) != 0 {
-            inner.switch_waiting.store(true, Ordering::SeqCst);
-            if queued.load(Ordering::SeqCst) != 0 {
-                // Registered under the state lock, which the writer takes to wake us.
-                register(&mut state.write_waker, cx.waker());
-                return Poll::Pending;
-            }
+        if Self::poll_queued_below(inner, state, cx, 1).is_pending() {
+            return Poll::Pending;
         }
-        inner.switch_waiting.store(false, Ordering::SeqCst);
         state.queue = wanted;
         if wanted == Queue::Sustained {
             mux.streams_sustained.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(stream = inner.id, side = %mux.side, "stream is sustained");
         }
         Poll::Ready(wanted)
+    }
+
+    /// Ready once fewer than `limit` of the stream's frames wait in the writer's queues;
+    /// otherwise registers the write waker (under the state lock, which the writer takes to
+    /// wake it) and returns `Pending`.
+    fn poll_queued_below(
+        inner: &StreamShared,
+        state: &mut StreamState,
+        cx: &Context<'_>,
+        limit: u32,
+    ) -> Poll<()> {
+        let queued = &inner.queued;
+        if queued.load(Ordering::SeqCst) >= limit {
+            inner.writer_waiting.store(true, Ordering::SeqCst);
+            if queued.load(Ordering::SeqCst) >= limit {
+                register(&mut state.write_waker, cx.waker());
+                return Poll::Pending;
+            }
+        }
+        inner.writer_waiting.store(false, Ordering::SeqCst);
+        Poll::Ready(())
     }
 
     fn slots_of(&mut self, queue: Queue) -> &mut PollSemaphore {
@@ -319,7 +334,7 @@ impl AsyncWrite for MuxStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // First wait for credit (without holding a queue slot), then for the stream's queue to
-        // be settled, then for a slot of that queue.
+        // be settled and its queued frames to be under the cap, then for a slot of that queue.
         let queue = {
             let mut state = lock(&this.inner.state);
             if let Some(end) = state.end {
@@ -338,10 +353,16 @@ impl AsyncWrite for MuxStream {
             if this.acquiring {
                 state.queue
             } else {
-                match Self::poll_queue(&this.inner, &this.mux, &mut state, cx) {
-                    Poll::Ready(queue) => queue,
-                    Poll::Pending => return Poll::Pending,
+                let Poll::Ready(queue) = Self::poll_queue(&this.inner, &this.mux, &mut state, cx)
+                else {
+                    return Poll::Pending;
+                };
+                // No more than a few frames of one stream in the queues (mice behind elephants).
+                let limit = MAX_QUEUED_FRAMES_PER_STREAM;
+                if Self::poll_queued_below(&this.inner, &mut state, cx, limit).is_pending() {
+                    return Poll::Pending;
                 }
+                queue
             }
         };
         let permit = match this.slots_of(queue).poll_acquire(cx) {

@@ -706,40 +706,62 @@ async fn cancel_token_ends_the_tunnel() {
 #[tokio::test]
 async fn control_frames_overtake_queued_data() {
     let (edge, _incoming, mut raw) = raw_peer(Side::Edge);
-    let mut stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
-    // Small writes (one DATA frame each) until the data queue is full; nobody reads `raw`,
-    // so the writer task is stuck too.
+    // One stream may only queue a few frames: enough streams to fill the data queue.
+    let per_stream = MAX_QUEUED_FRAMES_PER_STREAM as usize;
+    let count = DATA_QUEUE_FRAMES / per_stream + 8;
+    let mut streams: Vec<MuxStream> = (0..count)
+        .map(|_| edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap())
+        .collect();
+    // Small writes (one DATA frame each), round robin, until the data queue is full; nobody
+    // reads `raw`, so the writer task is stuck too.
     let chunk = [0xABu8; 100];
     let mut written = 0usize;
-    loop {
-        let polled =
-            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut stream).poll_write(cx, &chunk)))
-                .await;
-        match polled {
-            Poll::Ready(result) => {
+    'fill: loop {
+        let mut progress = false;
+        for stream in &mut streams {
+            let polled = std::future::poll_fn(|cx| {
+                Poll::Ready(Pin::new(&mut *stream).poll_write(cx, &chunk))
+            })
+            .await;
+            if let Poll::Ready(result) = polled {
                 assert_eq!(result.unwrap(), chunk.len());
                 written += 1;
+                progress = true;
             }
-            Poll::Pending if edge.shared.data_slots.available_permits() == 0 => break,
-            Poll::Pending => tokio::task::yield_now().await,
+            if edge.shared.data_slots.available_permits() == 0 {
+                break 'fill;
+            }
+        }
+        if !progress {
+            tokio::task::yield_now().await;
         }
         assert!(written < 5000, "the data queue never filled up");
+    }
+    for stream in &streams {
+        let queued = edge
+            .shared
+            .lookup(stream.id())
+            .unwrap()
+            .queued
+            .load(Ordering::SeqCst);
+        assert!(
+            queued <= MAX_QUEUED_FRAMES_PER_STREAM,
+            "{queued} frames of one stream"
+        );
     }
     // Exactly DATA_QUEUE_FRAMES frames wait in the queue now (current-thread runtime: the
     // writer cannot run before the PING is queued).
     edge.send_control(Frame::ping(7)).unwrap();
 
     let mut buf = BytesMut::new();
-    assert_eq!(
-        read_frame(&mut raw, &mut buf).await.frame_type,
-        FrameType::Open
-    );
     let mut before = 0;
     let mut after = None;
     let mut data_frames = 0;
     while data_frames < written || after.is_none() {
         let frame = read_frame(&mut raw, &mut buf).await;
         match frame.frame_type {
+            // OPENs are control frames too: before the PING or in the stuck batch.
+            FrameType::Open => assert!(after.is_none(), "OPEN after the PING"),
             FrameType::Data => {
                 assert_eq!(&frame.payload[..], &chunk[..]);
                 data_frames += 1;
@@ -1016,17 +1038,19 @@ async fn sustained_stream_does_not_delay_a_mouse() {
     let (elephant, _writer) = start_elephant(&edge, &mut raw, &mut buf, vec![0xEE; 64 * MIB]).await;
 
     // Plenty of credit: the elephant's DATA now goes to the sustained queue. Nobody reads
-    // `raw`, so the writer gets stuck and the sustained queue fills up.
+    // `raw`, so the writer gets stuck and the elephant queues as many frames as it may.
     let grant = Frame::window_update(elephant, true, 32 << 20);
     raw.write_all(&encoded(&[grant])).await.unwrap();
-    wait_for(|| edge.shared.sustained_slots.available_permits() == 0).await;
+    let shared = edge.shared.lookup(elephant).unwrap();
+    wait_for(|| queued_to_the_cap(&shared)).await;
     assert_eq!(edge.stats().streams_sustained, 1);
+    assert_eq!(lock(&shared.state).queue, Queue::Sustained);
     assert_eq!(
         edge.shared.data_slots.available_permits(),
         DATA_QUEUE_FRAMES
     );
 
-    // A mouse: a small request, queued behind SUSTAINED_QUEUE_FRAMES elephant frames.
+    // A mouse: a small request, queued behind the elephant's frames.
     let mut mouse = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
     within(mouse.write_all(request)).await.unwrap();
@@ -1053,7 +1077,7 @@ async fn sustained_stream_does_not_delay_a_mouse() {
     assert!(before <= in_flight + 2, "{before} elephant frames first");
     // Everything the elephant had queued comes after.
     let mut after = 0;
-    while after < SUSTAINED_QUEUE_FRAMES - 2 {
+    while after < MAX_QUEUED_FRAMES_PER_STREAM as usize - 2 {
         let frame = read_frame(&mut raw, &mut buf).await;
         assert_eq!(
             (frame.frame_type, frame.stream_id),
@@ -1103,18 +1127,14 @@ async fn switching_to_sustained_keeps_the_stream_in_order() {
         stream
     });
     // Nobody reads `raw`: the initial credit's DATA piles up in the data queue.
-    wait_for(|| lock(&shared.state).credit == 0).await;
-    assert!(
-        shared.queued.load(Ordering::SeqCst) > 4,
-        "frames are queued"
-    );
+    wait_for(|| queued_to_the_cap(&shared)).await;
     // 2 s later the stream is sustained at its next write, which must wait for its DATA in
     // the data queue to go out first.
     tokio::time::sleep(Duration::from_secs(2)).await;
     raw.write_all(&encoded(&[Frame::window_update(id, true, 4 << 20)]))
         .await
         .unwrap();
-    wait_for(|| shared.switch_waiting.load(Ordering::SeqCst)).await;
+    wait_for(|| shared.writer_waiting.load(Ordering::SeqCst)).await;
     assert_eq!(lock(&shared.state).queue, Queue::Data);
     assert_eq!(edge.stats().streams_sustained, 0);
 
@@ -1139,13 +1159,16 @@ async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
     let mut buf = BytesMut::new();
     let data = random(2 * MIB);
     let (id, writer) = start_elephant(&edge, &mut raw, &mut buf, data.clone()).await;
-    // The second MiB goes to the sustained queue (nobody reads `raw`), then its CLOSE.
+    let shared = edge.shared.lookup(id).unwrap();
+    // More DATA goes to the sustained queue (nobody reads `raw`) until the stream may queue
+    // no more; then the stream is dropped (its task aborted), which queues its CLOSE.
     raw.write_all(&encoded(&[Frame::window_update(id, true, 1 << 20)]))
         .await
         .unwrap();
-    let stream = within(writer).await.unwrap();
+    wait_for(|| queued_to_the_cap(&shared)).await;
     assert_eq!(edge.stats().streams_sustained, 1);
-    drop(stream);
+    writer.abort();
+    assert!(within(writer).await.unwrap_err().is_cancelled());
     assert_eq!(edge.active_streams(), 0);
     assert_eq!(
         lock(&edge.shared.table).draining.len(),
@@ -1159,11 +1182,61 @@ async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
         .await
         .unwrap();
     let got = read_stream_until_close(&mut raw, &mut buf, id).await;
-    assert!(got == data[INITIAL..]);
+    assert!(!got.is_empty() && got.len() <= MIB);
+    assert!(got == data[INITIAL..INITIAL + got.len()]);
     assert_eq!(
         read_frame(&mut raw, &mut buf).await,
         Frame::close(id, false)
     );
     wait_for(|| lock(&edge.shared.table).draining.is_empty()).await;
+    assert!(!edge.is_closed());
+}
+
+/// The stream has as many frames queued as it may and waits for the writer.
+fn queued_to_the_cap(stream: &StreamShared) -> bool {
+    stream.queued.load(Ordering::SeqCst) == MAX_QUEUED_FRAMES_PER_STREAM
+        && stream.writer_waiting.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn young_elephant_does_not_delay_a_mouse() {
+    // Default QoS: the elephant is far from sustained, its DATA shares the data queue.
+    let (edge, _incoming, mut raw) = raw_peer(Side::Edge);
+    let mut buf = BytesMut::new();
+    let mut elephant = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
+    let elephant_id = elephant.id();
+    let shared = edge.shared.lookup(elephant_id).unwrap();
+    let _writer = tokio::spawn(async move {
+        let _ = elephant.write_all(&vec![0xEE; 8 * MIB]).await;
+        elephant
+    });
+    // Nobody reads `raw`: the writer is stuck and the elephant queues what it may.
+    wait_for(|| queued_to_the_cap(&shared)).await;
+    assert!(edge.shared.data_slots.available_permits() >= DATA_QUEUE_FRAMES - 4);
+
+    let mut mouse = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
+    let request = b"GET / HTTP/1.1\r\n\r\n";
+    within(mouse.write_all(request)).await.unwrap();
+    // The mouse's request is behind the stuck batch and the elephant's few queued frames
+    // only, not behind the megabyte of credit the elephant has.
+    let mut before = 0;
+    loop {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        match (frame.frame_type, frame.stream_id) {
+            (FrameType::Open, _) => {}
+            (FrameType::Data, id) if id == elephant_id => before += 1,
+            (FrameType::Data, id) if id == mouse.id() => {
+                assert_eq!(&frame.payload[..], request);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stuck_batch = writer::BATCH_MAX / MAX_DATA_PAYLOAD + 1;
+    let limit = stuck_batch + MAX_QUEUED_FRAMES_PER_STREAM as usize;
+    assert!(
+        before <= limit,
+        "{before} elephant frames first (limit {limit})"
+    );
     assert!(!edge.is_closed());
 }
