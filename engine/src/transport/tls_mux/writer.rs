@@ -23,6 +23,10 @@ use crate::transport::frame::{encode_header, Frame, FrameError, HEADER_LEN};
 /// A batch is written once it holds this many bytes (it may exceed it by one frame).
 pub(crate) const BATCH_MAX: usize = 256 * 1024;
 
+/// A batch smaller than this waits for one pass of the runtime's scheduler before it is
+/// written, to coalesce frames of streams that become ready at the same time.
+const COALESCE_BELOW: usize = 16 * 1024;
+
 /// Payloads at least this large are referenced, not copied, by a vectored batch.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -214,6 +218,59 @@ impl Heads {
     }
 }
 
+/// Whether a small batch waits for one pass of the scheduler before it is written: only while
+/// waiting pays. A single request/response stream gains nothing from it and would pay the
+/// pass on every round trip, so after a wait that added nothing the next
+/// [`Coalescing::SKIP_AFTER_MISS`] small batches go out at once.
+#[derive(Debug, Default)]
+struct Coalescing {
+    skip: u32,
+}
+
+impl Coalescing {
+    const SKIP_AFTER_MISS: u32 = 16;
+
+    fn should_wait(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    /// Records whether the wait added frames to the batch.
+    fn waited(&mut self, gained: bool) {
+        self.skip = if gained { 0 } else { Self::SKIP_AFTER_MISS };
+    }
+}
+
+/// Moves frames from the queues into the batch, in the scheduler's order, until none is ready
+/// or the batch is full (control frames go in even beyond the limit: they are small and must
+/// not wait).
+fn collect(
+    shared: &Shared,
+    batch: &mut Batch,
+    heads: &mut Heads,
+    queues: &mut Queues,
+    scheduler: &mut Scheduler,
+) {
+    let now = now();
+    loop {
+        heads.refill(queues);
+        let Some(queue) = scheduler.pick(now, heads.ready()) else {
+            break;
+        };
+        if queue != Queue::Control && batch.len() >= BATCH_MAX {
+            break;
+        }
+        let Some(item) = heads.take(queue) else {
+            break; // cannot happen: the scheduler only picks ready queues
+        };
+        let len = push_item(shared, batch, item);
+        scheduler.sent(queue, len);
+    }
+}
+
 /// Runs until the tunnel ends.
 pub(crate) async fn run<W>(mut io: W, shared: Arc<Shared>, mut queues: Queues)
 where
@@ -222,6 +279,7 @@ where
     let mut batch = Batch::new(io.is_write_vectored());
     let mut heads = Heads::default();
     let mut scheduler = Scheduler::new(shared.qos.sustained_drain_bytes_per_sec, now());
+    let mut coalescing = Coalescing::default();
     let result = loop {
         heads.refill(&mut queues);
         if heads.ready() == Ready::default() {
@@ -236,23 +294,19 @@ where
         }
         // Coalesce whatever is ready, in the scheduler's order; control frames go in even
         // beyond the batch limit (they are small and must not wait).
-        let now = now();
-        loop {
-            heads.refill(&mut queues);
-            let Some(queue) = scheduler.pick(now, heads.ready()) else {
-                break;
-            };
-            if queue != Queue::Control && batch.len() >= BATCH_MAX {
-                break;
-            }
-            let Some(item) = heads.take(queue) else {
-                break; // cannot happen: the scheduler only picks ready queues
-            };
-            let len = push_item(&shared, &mut batch, item);
-            scheduler.sent(queue, len);
-        }
+        collect(&shared, &mut batch, &mut heads, &mut queues, &mut scheduler);
         if batch.is_empty() {
             continue;
+        }
+        if batch.len() < COALESCE_BELOW && coalescing.should_wait() {
+            // A small batch (request/response traffic): let the other tasks that are ready run
+            // once first. Streams whose sockets became readable in the same poll of the
+            // runtime then add their frames, and many small frames go out in one TLS record
+            // and one syscall instead of one each.
+            let before = batch.len();
+            tokio::task::yield_now().await;
+            collect(&shared, &mut batch, &mut heads, &mut queues, &mut scheduler);
+            coalescing.waited(batch.len() > before);
         }
         let write = async {
             io.write_all_buf(batch.ready()).await?;
@@ -345,6 +399,20 @@ mod tests {
             let mut one = BytesMut::from(&collect(batch.ready(), vectored)[..]);
             assert_eq!(decode(&mut one), Ok(Some(Frame::ping(1))));
         }
+    }
+
+    #[test]
+    fn coalescing_waits_only_while_it_pays() {
+        let mut c = Coalescing::default();
+        assert!(c.should_wait());
+        c.waited(true);
+        assert!(c.should_wait(), "a wait that gained frames is repeated");
+        c.waited(false);
+        let skipped = (0..Coalescing::SKIP_AFTER_MISS)
+            .filter(|_| !c.should_wait())
+            .count();
+        assert_eq!(skipped, Coalescing::SKIP_AFTER_MISS as usize);
+        assert!(c.should_wait(), "tried again after the skipped batches");
     }
 
     #[test]
