@@ -31,6 +31,7 @@ pub mod env_vars {
     pub const PROXY_PROTOCOL: &str = "REMOTEINGRESS_PROXY_PROTOCOL";
     pub const LOG: &str = "REMOTEINGRESS_LOG";
     pub const STUN_SERVERS: &str = "REMOTEINGRESS_STUN_SERVERS";
+    pub const WORKER_THREADS: &str = "REMOTEINGRESS_WORKER_THREADS";
 }
 
 use env_vars as ev;
@@ -48,6 +49,10 @@ pub struct Cli {
     /// wrapper and any program that drives the binary).
     #[arg(long)]
     pub management: bool,
+
+    /// Worker threads of the async runtime (1-1024). Default: half the CPU cores, at least one.
+    #[arg(long, global = true, env = ev::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -213,6 +218,17 @@ impl Cli {
     }
 }
 
+/// The runtime's worker threads when `--worker-threads` is not given: half the CPU cores, at
+/// least one. A tunnel's traffic passes through one reader and one writer task per tunnel, and
+/// every byte also costs kernel time (socket copies, the loopback or NIC receive path) and
+/// usually a co-located program's time (the reverse proxy next to a hub). On a 2-core machine
+/// one worker moved 30-45 % more through a TLS tunnel than two, with less CPU per byte: two
+/// workers spent their time waking and stealing from each other (measured with
+/// `scripts/bench.sh`, see docs/performance.md).
+pub fn default_worker_threads(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +256,34 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Hub(_))));
         let error = Cli::parse_with_mode(args(&["bin"]), Some("proxy".into())).unwrap_err();
         assert!(error.to_string().contains("REMOTEINGRESS_MODE"));
+    }
+
+    #[test]
+    fn worker_threads_are_a_global_option_with_a_range() {
+        for list in [
+            &["bin", "--worker-threads", "3", "--management"][..],
+            &["bin", "hub", "--worker-threads", "3"][..],
+            &["bin", "--worker-threads", "3", "schema"][..],
+        ] {
+            let cli = Cli::try_parse_from(args(list)).unwrap();
+            assert_eq!(cli.worker_threads, Some(3), "{list:?}");
+        }
+        for bad in ["0", "1025", "-1", "many"] {
+            assert!(
+                Cli::try_parse_from(args(&["bin", "--worker-threads", bad, "schema"])).is_err()
+            );
+        }
+        assert_eq!(
+            Cli::try_parse_from(args(&["bin", "schema"]))
+                .unwrap()
+                .worker_threads,
+            None
+        );
+        let defaults: Vec<usize> = [0, 1, 2, 3, 8, 64]
+            .into_iter()
+            .map(default_worker_threads)
+            .collect();
+        assert_eq!(defaults, [1, 1, 1, 1, 4, 32]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use remoteingress::cli::{env_vars, Cli, Command, TokenCommand};
+use remoteingress::cli::{self, env_vars, Cli, Command, TokenCommand};
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, ipc};
 
@@ -37,9 +37,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(command)) => token(command),
-        Some(Command::Hub(args)) => run(daemon::run_hub(args)),
-        Some(Command::Edge(args)) => run(daemon::run_edge(args)),
-        None if cli.management => management(),
+        Some(Command::Hub(args)) => run(cli.worker_threads, daemon::run_hub(args)),
+        Some(Command::Edge(args)) => run(cli.worker_threads, daemon::run_edge(args)),
+        None if cli.management => management(cli.worker_threads),
         None => {
             eprintln!(
                 "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, schema), \
@@ -61,8 +61,16 @@ fn init_logging() {
         .init();
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+fn runtime(worker_threads: Option<u16>) -> Option<tokio::runtime::Runtime> {
+    let threads = worker_threads.map_or_else(
+        || {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            cli::default_worker_threads(cores)
+        },
+        usize::from,
+    );
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -74,8 +82,11 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn run(future: impl std::future::Future<Output = Result<(), daemon::DaemonError>>) -> ExitCode {
-    let Some(runtime) = runtime() else {
+fn run(
+    worker_threads: Option<u16>,
+    future: impl std::future::Future<Output = Result<(), daemon::DaemonError>>,
+) -> ExitCode {
+    let Some(runtime) = runtime(worker_threads) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(future) {
@@ -92,8 +103,8 @@ fn run(future: impl std::future::Future<Output = Result<(), daemon::DaemonError>
     }
 }
 
-fn management() -> ExitCode {
-    let Some(runtime) = runtime() else {
+fn management(worker_threads: Option<u16>) -> ExitCode {
+    let Some(runtime) = runtime(worker_threads) else {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(ipc::serve(
