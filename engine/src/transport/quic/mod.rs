@@ -26,8 +26,13 @@ use super::handshake::{read_line, LineError};
 use crate::config::PerformanceSettings;
 pub use stream::QuicStream;
 
-/// Streams the peer may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 100_000;
+/// Streams (tunneled TCP connections) the peer may have open at once, at first. quinn-proto
+/// sets up bookkeeping for every stream the peer may open as soon as the limit allows it
+/// (a limit of 100,000 cost 19 MiB per process before a single stream existed, measured RSS),
+/// so the limit starts here and grows with use ([`StreamLimit`]).
+const INITIAL_CONCURRENT_STREAMS: u32 = 1_024;
+/// The most streams the peer may have open at once (the limit doubles up to here).
+const MAX_CONCURRENT_STREAMS: u32 = 1 << 20;
 /// Deadline for a new stream's first line (PROXY v1 or egress request).
 const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
 /// Incoming streams queued for the session before new ones are refused.
@@ -60,7 +65,7 @@ pub enum QuicSetupError {
 /// noticed within the heartbeat timeout, generous stream limits, and datagram buffers.
 pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     let mut config = TransportConfig::default();
-    config.max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
     config.max_concurrent_uni_streams(VarInt::from_u32(4));
     config.keep_alive_interval(Some(
         performance.heartbeat_interval.min(Duration::from_secs(5)),
@@ -439,16 +444,45 @@ async fn read_control(
     }
 }
 
+/// The peer's concurrent stream limit: raised by a quarter whenever the open streams reach
+/// 80 % of it, up to [`MAX_CONCURRENT_STREAMS`], so its memory is spent only when streams need
+/// it (the limit stays within 1.25-1.6 × the streams open at the peak). Never lowered
+/// (quinn-proto keeps what it has set up anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamLimit(u32);
+
+impl StreamLimit {
+    /// The new limit when `open` streams are open, if it should grow.
+    fn grow(&mut self, open: usize) -> Option<u32> {
+        let open = u64::try_from(open).unwrap_or(u64::MAX);
+        if self.0 >= MAX_CONCURRENT_STREAMS || open.saturating_mul(5) < u64::from(self.0) * 4 {
+            return None;
+        }
+        self.0 = self
+            .0
+            .saturating_add(self.0 / 4)
+            .min(MAX_CONCURRENT_STREAMS);
+        Some(self.0)
+    }
+}
+
 async fn accept_streams(
     connection: Connection,
     queue: mpsc::Sender<(QuicStream, Bytes)>,
     live_streams: Arc<AtomicUsize>,
     first_line_cap: usize,
 ) {
+    let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS);
     loop {
         let Ok((send, mut recv)) = connection.accept_bi().await else {
             return;
         };
+        // Open streams (those still waiting for their first line are not counted: a few, for
+        // at most the first-line deadline).
+        if let Some(raised) = limit.grow(live_streams.load(Ordering::Relaxed)) {
+            tracing::debug!(limit = raised, "raising the QUIC stream limit");
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(raised));
+        }
         let queue = queue.clone();
         let live_streams = live_streams.clone();
         tokio::spawn(async move {
@@ -468,7 +502,12 @@ async fn accept_streams(
             let mut first = BytesMut::with_capacity(line.len() + 1);
             first.extend_from_slice(&line);
             first.extend_from_slice(b"\n");
-            let stream = QuicStream::new(send, recv, buffer.freeze(), live_streams);
+            // Whatever followed the line, in its own small allocation: the read buffer (4 KiB)
+            // would otherwise stay alive, through the leftover, as long as the stream does,
+            // which is most of an idle stream's memory on the hub.
+            let leftover = Bytes::copy_from_slice(&buffer);
+            drop(buffer);
+            let stream = QuicStream::new(send, recv, leftover, live_streams);
             if let Err(mpsc::error::TrySendError::Full(_)) =
                 queue.try_send((stream, first.freeze()))
             {
@@ -555,5 +594,30 @@ async fn write_overflow(connection: Connection, mut queue: mpsc::Receiver<(u32, 
         if send.write_all(&buffer).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_limit_grows_by_a_quarter_at_80_percent_up_to_the_maximum() {
+        let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS);
+        assert_eq!(limit.grow(0), None);
+        assert_eq!(limit.grow(818), None);
+        assert_eq!(limit.grow(820), Some(1_280));
+        assert_eq!(limit.grow(820), None, "not again for the same load");
+        assert_eq!(limit.grow(1_024), Some(1_600));
+        // 10,000 open streams end with a limit between 1.25 and 1.6 times that.
+        while limit.grow(10_000).is_some() {}
+        assert!((12_500..=16_000).contains(&limit.0), "{}", limit.0);
+        let mut grown = 0;
+        while limit.grow(usize::MAX).is_some() {
+            grown += 1;
+            assert!(grown < 100);
+        }
+        assert_eq!(limit.0, MAX_CONCURRENT_STREAMS);
+        assert_eq!(limit.grow(usize::MAX), None);
     }
 }
