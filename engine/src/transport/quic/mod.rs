@@ -466,6 +466,22 @@ impl StreamLimit {
     }
 }
 
+/// Counts an accepted stream in `pending` while it exists.
+struct PendingStream(Arc<AtomicUsize>);
+
+impl PendingStream {
+    fn new(pending: &Arc<AtomicUsize>) -> Self {
+        pending.fetch_add(1, Ordering::Relaxed);
+        Self(pending.clone())
+    }
+}
+
+impl Drop for PendingStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_streams(
     connection: Connection,
     queue: mpsc::Sender<(QuicStream, Bytes)>,
@@ -473,19 +489,24 @@ async fn accept_streams(
     first_line_cap: usize,
 ) {
     let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS);
+    // Accepted streams still waiting for their first line (not yet counted in `live_streams`).
+    let pending = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((send, mut recv)) = connection.accept_bi().await else {
             return;
         };
-        // Open streams (those still waiting for their first line are not counted: a few, for
-        // at most the first-line deadline).
-        if let Some(raised) = limit.grow(live_streams.load(Ordering::Relaxed)) {
+        let first_line_phase = PendingStream::new(&pending);
+        // Checked at every accept, with the streams waiting for their first line counted, so
+        // that the limit is raised before the peer can reach it.
+        let open = live_streams.load(Ordering::Relaxed) + pending.load(Ordering::Relaxed);
+        if let Some(raised) = limit.grow(open) {
             tracing::debug!(limit = raised, "raising the QUIC stream limit");
             connection.set_max_concurrent_bi_streams(VarInt::from_u32(raised));
         }
         let queue = queue.clone();
         let live_streams = live_streams.clone();
         tokio::spawn(async move {
+            let _first_line_phase = first_line_phase;
             let mut buffer = BytesMut::new();
             let line = tokio::time::timeout(
                 FIRST_LINE_DEADLINE,
