@@ -31,7 +31,7 @@ pub use stream::QuicStream;
 /// (a limit of 100,000 cost 19 MiB per process before a single stream existed, measured RSS),
 /// so the limit starts here and grows with use ([`StreamLimit`]).
 const INITIAL_CONCURRENT_STREAMS: u32 = 1_024;
-/// The most streams the peer may have open at once (the limit doubles up to here).
+/// The most streams the peer may have open at once (the limit grows up to here).
 const MAX_CONCURRENT_STREAMS: u32 = 1 << 20;
 /// Deadline for a new stream's first line (PROXY v1 or egress request).
 const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
@@ -62,7 +62,7 @@ pub enum QuicSetupError {
 }
 
 /// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
-/// noticed within the heartbeat timeout, generous stream limits, and datagram buffers.
+/// noticed within the heartbeat timeout, the initial stream limit, and datagram buffers.
 pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     let mut config = TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
@@ -527,7 +527,6 @@ async fn accept_streams(
             // would otherwise stay alive, through the leftover, as long as the stream does,
             // which is most of an idle stream's memory on the hub.
             let leftover = Bytes::copy_from_slice(&buffer);
-            drop(buffer);
             let stream = QuicStream::new(send, recv, leftover, live_streams);
             if let Err(mpsc::error::TrySendError::Full(_)) =
                 queue.try_send((stream, first.freeze()))

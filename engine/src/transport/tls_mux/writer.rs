@@ -292,8 +292,6 @@ where
                 else => break Ok(()),
             }
         }
-        // Coalesce whatever is ready, in the scheduler's order; control frames go in even
-        // beyond the batch limit (they are small and must not wait).
         collect(&shared, &mut batch, &mut heads, &mut queues, &mut scheduler);
         if batch.is_empty() {
             continue;
