@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::wire::{Op, COMMAND_LEN, MAX_ECHO_SIZE};
+use crate::wire::{self, Op, COMMAND_LEN, MAX_ECHO_SIZE};
 use crate::CHUNK;
 
 pub(crate) async fn serve_tcp(listen: SocketAddr) -> Result<()> {
@@ -65,7 +65,7 @@ async fn serve_one(mut socket: TcpStream) -> Result<()> {
     };
     match op {
         Op::Upload => receive_upload(&mut socket, argument).await?,
-        Op::Download => send_download(&mut socket, argument).await?,
+        Op::Download => wire::send_zeros(&mut socket, argument).await?,
         Op::Sink => discard_until_eof(&mut socket).await?,
         Op::Echo => echo_messages(&mut socket, argument).await?,
     }
@@ -84,17 +84,6 @@ async fn receive_upload(socket: &mut TcpStream, total: u64) -> Result<()> {
         left = left.saturating_sub(n as u64);
     }
     socket.write_all(b"ok").await?;
-    Ok(())
-}
-
-async fn send_download(socket: &mut TcpStream, total: u64) -> Result<()> {
-    let buf = vec![0u8; CHUNK];
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
-        socket.write_all(&buf[..n]).await?;
-        left -= n as u64;
-    }
     Ok(())
 }
 

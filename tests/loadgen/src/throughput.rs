@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::wire::Op;
+use crate::wire::{self, Op};
 use crate::{Direction, CHUNK};
 
 pub(crate) async fn tcp_throughput(
@@ -48,13 +48,7 @@ async fn one_stream(addr: SocketAddr, bytes: u64, direction: Direction) -> Resul
 
 async fn upload(socket: &mut TcpStream, bytes: u64) -> Result<()> {
     socket.write_all(&Op::Upload.encode(bytes)).await?;
-    let buf = vec![0u8; CHUNK];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(CHUNK as u64) as usize;
-        socket.write_all(&buf[..n]).await?;
-        left -= n as u64;
-    }
+    wire::send_zeros(socket, bytes).await?;
     let mut ok = [0u8; 2];
     socket
         .read_exact(&mut ok)

@@ -1,6 +1,11 @@
 //! The target's TCP command: one byte naming the operation and a u64 BE argument, sent right
 //! after the (optional) PROXY header.
 
+use anyhow::Result;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::CHUNK;
+
 /// Length of a command on the wire.
 pub(crate) const COMMAND_LEN: usize = 9;
 
@@ -52,6 +57,19 @@ impl Op {
         argument.copy_from_slice(&command[1..]);
         Some((op, u64::from_be_bytes(argument)))
     }
+}
+
+/// Writes `total` zero bytes in [`CHUNK`]-sized writes: the payload of an upload (client) or a
+/// download (target).
+pub(crate) async fn send_zeros<W: AsyncWrite + Unpin>(writer: &mut W, total: u64) -> Result<()> {
+    let buf = vec![0u8; CHUNK];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        writer.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
