@@ -35,13 +35,7 @@ class EchoHeaders(http.server.BaseHTTPRequestHandler):
 def http_get(host, port, source):
     with socket.create_connection((host, port), timeout=10, source_address=(source, 0)) as s:
         s.sendall(b"GET /whoami HTTP/1.0\r\nHost: test\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace")
+        return harness.recv_to_eof(s).decode(errors="replace")
 
 
 def scenario(report, version, workdir):

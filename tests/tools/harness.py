@@ -127,21 +127,14 @@ def token(hub_host, hub_port, edge_id, secret):
                "--edge-id", edge_id, "--secret", secret).stdout.strip()
 
 
-def connect_and_read_line(host, port, source=None, payload=b"", timeout=10.0):
-    """Connects (optionally from a source address), sends payload, half-closes, returns the
-    first line of the answer and the rest."""
-    with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None) as s:
-        if payload:
-            s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    first, _, rest = data.partition(b"\n")
-    return first.decode(errors="replace"), rest
+def recv_to_eof(sock):
+    """Everything the peer sends until it closes (bounded by the socket's timeout)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 class Report:
