@@ -203,8 +203,9 @@ pub fn start(
         incoming_control_tx,
         datagram_tx.clone(),
     ));
-    tokio::spawn(read_datagrams(connection.clone(), datagram_tx.clone()));
-    tokio::spawn(read_overflow_streams(connection.clone(), datagram_tx));
+    let (overflow_in_tx, overflow_in) = mpsc::channel(OVERFLOW_QUEUE);
+    tokio::spawn(read_overflow_streams(connection.clone(), overflow_in_tx));
+    tokio::spawn(read_datagrams(connection.clone(), overflow_in, datagram_tx));
     tokio::spawn(write_overflow(connection.clone(), overflow_rx));
     tokio::spawn(accept_streams(
         connection.clone(),
@@ -537,21 +538,43 @@ async fn accept_streams(
     }
 }
 
-/// Incoming QUIC datagrams become UDP messages; malformed ones are dropped.
-async fn read_datagrams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
-    while let Ok(bytes) = connection.read_datagram().await {
-        match datagram::decode(bytes) {
-            Ok(message) => {
-                if queue.try_send(message).is_err() && queue.is_closed() {
+/// Incoming QUIC datagrams and the messages of the overflow streams become UDP messages, in
+/// one place, datagrams first: a session's small datagram sent just before a large one (which
+/// took the overflow stream) was received no later than the large one, so serving whatever
+/// datagram is ready before an overflow message keeps that order. (The other way round, large
+/// then small, the sender keeps the session on the overflow stream; see `datagram_path`.)
+/// Malformed datagrams are dropped; so are datagrams the queue has no room for, while overflow
+/// messages wait for room (they are the reliable path).
+async fn read_datagrams(
+    connection: Connection,
+    mut overflow: mpsc::Receiver<UdpMessage>,
+    queue: mpsc::Sender<UdpMessage>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            received = connection.read_datagram() => {
+                let Ok(bytes) = received else { return };
+                match datagram::decode(bytes) {
+                    Ok(message) => {
+                        if queue.try_send(message).is_err() && queue.is_closed() {
+                            return;
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "malformed datagram dropped"),
+                }
+            }
+            Some(message) = overflow.recv() => {
+                if queue.send(message).await.is_err() {
                     return;
                 }
             }
-            Err(error) => tracing::debug!(%error, "malformed datagram dropped"),
         }
     }
 }
 
-/// Reads the peer's overflow streams (datagrams too large for one QUIC datagram).
+/// Reads the peer's overflow streams (datagrams too large for one QUIC datagram) and hands
+/// their messages to [`read_datagrams`].
 async fn read_overflow_streams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
     while let Ok(mut recv) = connection.accept_uni().await {
         let queue = queue.clone();
