@@ -31,6 +31,7 @@ pub mod events;
 pub mod hub;
 pub mod ident;
 pub mod ipc;
+pub mod log_limit;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;

@@ -5,7 +5,12 @@
 //! by fingerprint (DESIGN section 5, "Hub identity"): with `hubCertSha256` the edge refuses any
 //! other certificate; without it the edge accepts any certificate but reports
 //! `hubVerified: false`. Either way the handshake signature is verified, so the hub proves it
-//! holds the key of the certificate it presents.
+//! holds the key of the certificate it presents, and the login is bound to the TLS session
+//! (see [`crate::transport::login`]).
+//!
+//! Both sides speak TLS 1.3 only: the login's channel binding is the RFC 8446 exporter, which in
+//! TLS 1.2 without extended master secret is not unique per session (the triple-handshake
+//! attack). QUIC is TLS 1.3 anyway, and hub and edge are the same software.
 
 use std::sync::Arc;
 
@@ -80,7 +85,7 @@ impl HubIdentity {
     /// The rustls server configuration for the tunnel listener.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
@@ -112,7 +117,7 @@ pub fn edge_client_config(pin: Option<[u8; 32]>) -> Result<Arc<rustls::ClientCon
         provider: provider.clone(),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::hand_edge::{self, quic_raw, tls_raw};
+
 use std::time::Duration;
 
 use common::target::{Behaviour, Target};
@@ -11,60 +13,16 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn tls_to(port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let config = remoteingress::tls::edge_client_config(None).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    connector
-        .connect(remoteingress::tls::server_name("127.0.0.1"), socket)
-        .await
-        .unwrap()
-}
-
-/// Sends `hello` over TLS and returns the hub's reply line (or what it sent before closing).
-async fn hello(port: u16, hello: &[u8]) -> String {
-    let mut tls = tls_to(port).await;
-    tls.write_all(hello).await.unwrap();
-    tls.flush().await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(12), tls.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
-/// Sends `hello` on a QUIC control stream and returns the hub's reply.
-async fn quic_hello(port: u16, hello: &[u8]) -> String {
-    let tls = remoteingress::tls::edge_client_config(None).unwrap();
-    let config = remoteingress::transport::quic::client_config(
-        tls,
-        &remoteingress::config::PerformanceSettings::default(),
-    )
-    .unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(config, ([127, 0, 0, 1], port).into(), "localhost")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(hello).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(12), recv.read_to_end(64 * 1024))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_quic_peers_are_refused_and_the_good_edge_keeps_working() {
     let target = Target::start(Behaviour::Echo).await;
     let mut pair = Pair::start(&[target.port], json!({}), "quic").await;
     let port = pair.tunnel_port;
-    let reply = quic_hello(port, format!("EDGE {EDGE_ID} wrong-secret\n").as_bytes()).await;
-    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
-    assert_eq!(auth_failed(&mut pair.hub).await["reason"], "wrong secret");
-    let reply = quic_hello(port, b"HELLO there\n").await;
-    assert_eq!(reply, "");
+    let refused = hand_edge::login("quic", port, EDGE_ID, "wrong-secret").await;
+    assert_eq!(refused.err().unwrap(), UNAUTHORIZED);
+    assert_wrong_secret(&mut pair.hub).await;
+    let reply = quic_raw(port, b"HELLO there\n").await;
+    assert!(reply.is_err(), "garbage gets no reply: {reply:?}");
     let event = auth_failed(&mut pair.hub).await;
     assert!(
         event["reason"].as_str().unwrap().starts_with("bad hello"),
@@ -87,27 +45,48 @@ async fn auth_failed(hub: &mut Managed) -> Value {
     hub.event("edgeAuthFailed").await
 }
 
+const UNAUTHORIZED: &str = "{\"error\":\"unauthorized\"}";
+
+async fn assert_wrong_secret(hub: &mut Managed) {
+    let event = auth_failed(hub).await;
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrong secret"),
+        "{event}"
+    );
+    assert_eq!(event["edgeId"], EDGE_ID);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
     let target = Target::start(Behaviour::Echo).await;
     let mut pair = Pair::start(&[target.port], json!({}), "tcpTls").await;
     let port = pair.tunnel_port;
 
-    let reply = hello(port, format!("EDGE {EDGE_ID} wrong-secret\n").as_bytes()).await;
-    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
-    let event = auth_failed(&mut pair.hub).await;
-    assert_eq!(event["reason"], "wrong secret");
-    assert_eq!(event["edgeId"], EDGE_ID);
+    let refused = hand_edge::login("tcpTls", port, EDGE_ID, "wrong-secret").await;
+    assert_eq!(refused.err().unwrap(), UNAUTHORIZED);
+    assert_wrong_secret(&mut pair.hub).await;
 
-    let reply = hello(port, b"EDGE nobody secret\n").await;
-    assert_eq!(reply, "{\"error\":\"unauthorized\"}\n");
+    let refused = hand_edge::login("tcpTls", port, "nobody", "secret").await;
+    assert_eq!(refused.err().unwrap(), UNAUTHORIZED);
     assert_eq!(
         auth_failed(&mut pair.hub).await["reason"],
         "unknown edge id"
     );
 
-    let reply = hello(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert_eq!(reply, "", "garbage gets no reply");
+    // The hello of an edge from before the channel-bound login (the secret in clear).
+    let reply = tls_raw(port, format!("EDGE {EDGE_ID} {EDGE_SECRET}\n").as_bytes()).await;
+    assert!(reply.is_err(), "an old hello gets no reply: {reply:?}");
+    let event = auth_failed(&mut pair.hub).await;
+    assert!(
+        event["reason"].as_str().unwrap().contains("upgrade"),
+        "{event}"
+    );
+
+    let reply = tls_raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(reply.is_err(), "garbage gets no reply: {reply:?}");
     let event = auth_failed(&mut pair.hub).await;
     assert!(
         event["reason"].as_str().unwrap().starts_with("bad hello"),
@@ -136,7 +115,7 @@ async fn a_peer_that_never_sends_its_hello_is_dropped_at_the_deadline() {
     let mut hub = Managed::spawn().await;
     let (port, _) = start_hub(&mut hub, json!({})).await;
     let started = std::time::Instant::now();
-    let mut tls = tls_to(port).await;
+    let mut tls = hand_edge::tls_connect(port).await;
     let mut sink = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut sink)).await;
     assert!(read.is_ok(), "hub closed the silent connection");

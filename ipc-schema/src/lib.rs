@@ -21,8 +21,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A secret string (edge secret, token, private key). It serialises as the plain string, but its
-/// `Debug` output is masked so a secret never reaches a log line by accident.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+/// `Debug` output is masked so a secret never reaches a log line by accident, and it compares
+/// only in constant time.
+#[derive(Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(transparent)]
 pub struct Secret(String);
@@ -37,6 +38,20 @@ impl Secret {
         &self.0
     }
 }
+
+/// Constant time: both sides are hashed first, so neither the content nor the length of either
+/// secret shows in the comparison's timing.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let mine = Sha256::digest(self.0.as_bytes());
+        let theirs = Sha256::digest(other.0.as_bytes());
+        mine.ct_eq(&theirs).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,3 +114,17 @@ pub fn schema_text() -> String {
 
 /// File name of the committed schema, relative to this crate's directory.
 pub const SCHEMA_FILE: &str = "remoteingress-ipc.schema.json";
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert_eq!(Secret::new("s3cret"), Secret::new("s3cret"));
+        assert_ne!(Secret::new("s3cret"), Secret::new("s3cres"));
+        assert_ne!(Secret::new("s3cret"), Secret::new("s3cret-longer"));
+        assert_ne!(Secret::new("s3cret"), Secret::new(""));
+        assert_eq!(format!("{:?}", Secret::new("s3cret")), "\"***\"");
+    }
+}

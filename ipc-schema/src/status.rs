@@ -68,6 +68,11 @@ pub struct HubStatus {
     /// Number of edges in the allowed list.
     pub allowed_edges: u32,
     pub connected_edges: Vec<ConnectedEdgeStatus>,
+    /// Tunnel connections refused at once because too many handshakes were in progress (per
+    /// source or in total).
+    pub handshakes_refused: u64,
+    /// Sources whose logins are delayed now after repeated failed logins.
+    pub slowed_sources: u32,
 }
 
 /// One connected edge as the hub sees it.
@@ -94,6 +99,8 @@ pub struct ConnectedEdgeStatus {
     pub udp_sessions: u64,
     /// UDP datagrams dropped (queue full, unknown session, socket busy).
     pub udp_dropped: u64,
+    /// Streams and UDP sessions refused because their port is not assigned to this edge.
+    pub refused_ports: u64,
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,

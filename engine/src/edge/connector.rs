@@ -1,4 +1,5 @@
-//! Keeps the edge's tunnel up: dial, TLS (with the pinned fingerprint), hello, reply, session;
+//! Keeps the edge's tunnel up: dial, TLS (with the pinned fingerprint), mutual login (hello with
+//! the edge's proof, reply with the hub's proof: [`crate::transport::login`]), session;
 //! on failure or loss, wait a jittered exponential backoff (1 s doubling to 30 s) and try again.
 //! Listeners survive reconnects; they are closed only when the edge stops.
 
@@ -16,6 +17,7 @@ use super::{session, EdgeShared};
 use crate::backoff::ExponentialBackoff;
 use crate::config::PerformanceSettings;
 use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
+use crate::transport::login::{self, ChannelBinding};
 use crate::transport::quic::{self, QuicSide};
 use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
@@ -123,7 +125,8 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
         .connect(crate::tls::server_name(&settings.hub_host), socket)
         .await
         .map_err(|e| format!("TLS handshake with the hub failed: {e}"))?;
-    let (leftover, push) = exchange_hello(shared, &mut tls).await?;
+    let binding = ChannelBinding::from_tls(tls.get_ref().1).map_err(|e| e.to_string())?;
+    let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
     let (tunnel, incoming) =
         Tunnel::start_tls(tls, leftover, Side::Edge, &PerformanceSettings::default());
     Ok((tunnel, incoming, push))
@@ -152,17 +155,20 @@ pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, Strin
         .open_bi()
         .await
         .map_err(|e| format!("cannot open the control stream: {e}"))?;
+    let binding = ChannelBinding::from_quic(&connection).map_err(|e| e.to_string())?;
     let mut control = tokio::io::join(recv, send);
-    let (leftover, push) = exchange_hello(shared, &mut control).await?;
+    let (leftover, push) = exchange_hello(shared, &mut control, binding).await?;
     let (recv, send) = control.into_inner();
     let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, QuicSide::Edge);
     Ok((tunnel, incoming, push))
 }
 
-/// Sends the hello line and reads the hub's reply; returns bytes read past the reply.
+/// Sends the hello line with the edge's proof and reads the hub's reply; accepts it only with
+/// the hub's proof for this channel. Returns bytes read past the reply.
 async fn exchange_hello<S>(
     shared: &EdgeShared,
     io: &mut S,
+    binding: ChannelBinding,
 ) -> Result<(BytesMut, EdgeConfigPush), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -171,7 +177,8 @@ where
     if settings.hub_cert_sha256.is_none() {
         tracing::warn!("hub certificate not verified: no hubCertSha256 given (hubVerified: false)");
     }
-    let hello = handshake::encode_hello(&settings.edge_id, &settings.secret)
+    let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
+    let hello = handshake::encode_hello(&settings.edge_id, &proof)
         .map_err(|e| format!("cannot encode the hello: {e}"))?;
     io.write_all(&hello)
         .await
@@ -185,6 +192,16 @@ where
         .map_err(|e| format!("no reply from the hub: {e}"))?;
     match handshake::parse_reply(&line).map_err(|e| format!("bad reply from the hub: {e}"))? {
         HubReply::Rejected { error } => Err(format!("the hub refused this edge: {error}")),
-        HubReply::Accepted(push) => Ok((buffer, push)),
+        HubReply::Accepted { config, hub_proof } => {
+            if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {
+                Ok((buffer, config))
+            } else {
+                Err(
+                    "the hub's proof does not match: it does not know this edge's secret \
+                     (a man in the middle, or a hub configured with another secret)"
+                        .to_owned(),
+                )
+            }
+        }
     }
 }

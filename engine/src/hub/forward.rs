@@ -11,8 +11,13 @@ use remoteingress_ipc_schema::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use remoteingress_ipc_schema::PortProtocol;
+
+use super::grant::PortGrant;
 use crate::config::HubSettings;
 use crate::events::EventSink;
+use crate::limited_warn;
+use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{OpenStreamGuard, StreamStats};
 use crate::proxy_protocol::{v1, v2};
 use crate::relay::{relay, RelayCounters};
@@ -21,12 +26,17 @@ use crate::transport::tunnel::TunnelStream;
 /// Deadline for connecting to the target.
 const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every stream of one edge shares.
+/// What every stream and UDP session of one edge shares.
+#[derive(Debug)]
 pub(crate) struct ForwardContext {
     pub(crate) edge_id: String,
     pub(crate) settings: Arc<HubSettings>,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) events: EventSink,
+    /// The ports this edge may be forwarded to now.
+    pub(crate) grant: Arc<PortGrant>,
+    /// Rate limit of the warnings this edge provokes.
+    pub(crate) warnings: Arc<SharedLogLimiter>,
 }
 
 /// Forwards one stream until both directions end.
@@ -36,14 +46,18 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
     let header = match v1::parse(&open) {
         Ok((header, used)) if used == open.len() => header,
         Ok(_) => {
-            tracing::warn!(%edge_id, stream_id, "OPEN payload has bytes after the PROXY line; stream refused");
+            limited_warn!(context.warnings, %edge_id, stream_id, "OPEN payload has bytes after the PROXY line; stream refused");
             return;
         }
         Err(error) => {
-            tracing::warn!(%edge_id, stream_id, %error, "OPEN payload is not a valid PROXY v1 line; stream refused");
+            limited_warn!(context.warnings, %edge_id, stream_id, %error, "OPEN payload is not a valid PROXY v1 line; stream refused");
             return;
         }
     };
+    let port = header.destination.port();
+    if !context.grant.allows(edge_id, PortProtocol::Tcp, port) {
+        return;
+    }
     let per_stream = context.settings.stream_event_mode == StreamEventMode::PerStream;
     let mut guard = OpenStreamGuard::new(&context.stats);
     if per_stream {
@@ -55,7 +69,6 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
         }));
     }
     let counters = Arc::new(RelayCounters::default());
-    let port = header.destination.port();
     let target = (context.settings.target_host.as_str(), port);
     match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(mut target_stream)) => {
@@ -76,10 +89,10 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
             }
         }
         Ok(Err(error)) => {
-            tracing::warn!(%edge_id, stream_id, host = %context.settings.target_host, port, %error, "cannot connect to the target");
+            limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, %error, "cannot connect to the target");
         }
         Err(_) => {
-            tracing::warn!(%edge_id, stream_id, host = %context.settings.target_host, port, "target connect timed out");
+            limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, "target connect timed out");
         }
     }
     guard.bytes_in = counters.inbound();

@@ -1,7 +1,8 @@
-//! The hub's tunnel port, TCP (TLS) and UDP (QUIC) on the same number: refuses sources that
-//! failed too often, runs the transport and edge handshakes under one deadline, and hands each
-//! authenticated tunnel to a session task. Both transports share everything after their own
-//! accept: the hello exchange ([`Connection::exchange_hello`]) and the session start.
+//! The hub's tunnel port, TCP (TLS) and UDP (QUIC) on the same number: bounds pending handshakes
+//! and slows sources whose logins failed ([`super::auth`]), runs the transport and edge
+//! handshakes under one deadline, and hands each authenticated tunnel to a session task. Both
+//! transports share everything after their own accept: the hello exchange
+//! ([`Connection::exchange_hello`]) and the session start.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -14,11 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::auth::FailureLimiter;
+use super::auth::{self, LoginThrottle, Outcome, SourceKey};
 use super::{session, Admission, AuthDecision, Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
+use crate::log_limit::SharedLogLimiter;
 use crate::transport::handshake::{self, HubReply, MAX_HELLO_LEN};
+use crate::transport::login::ChannelBinding;
 use crate::transport::quic::QuicSide;
 use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
@@ -63,20 +66,55 @@ pub(crate) struct ListenerContext {
     pub(crate) events: EventSink,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
-    pub(crate) limiter: Mutex<FailureLimiter>,
+    pub(crate) throttle: Arc<Mutex<LoginThrottle>>,
+    /// Rate limits of the refusal and failure warnings: a flood of connections must not flood
+    /// the log (every failure is still an `edgeAuthFailed` event).
+    pub(crate) refusal_warnings: SharedLogLimiter,
+    pub(crate) failure_warnings: SharedLogLimiter,
 }
 
 impl ListenerContext {
-    fn is_blocked(&self, remote: SocketAddr) -> bool {
-        let blocked = self
-            .limiter
-            .lock()
-            .map(|l| l.is_blocked(remote.ip(), Instant::now()))
-            .unwrap_or(false);
-        if blocked {
-            tracing::debug!(%remote, "refused: too many failed handshakes");
+    /// Starts a handshake from `remote`, or refuses it (too many pending; a poisoned throttle).
+    fn begin(self: &Arc<Self>, remote: SocketAddr) -> Option<PendingLogin> {
+        let begun = auth::lock(&self.throttle)
+            .map(|mut throttle| throttle.begin(remote.ip(), Instant::now()));
+        match begun {
+            Some(Ok(key)) => Some(PendingLogin {
+                context: self.clone(),
+                key,
+                outcome: Outcome::Abandoned,
+            }),
+            Some(Err(refusal)) => {
+                crate::limited_warn!(self.refusal_warnings, %remote, %refusal, "tunnel connection refused");
+                None
+            }
+            None => None,
         }
-        blocked
+    }
+}
+
+/// One handshake in progress; tells the throttle how it ended when dropped, so a task that
+/// fails or is cancelled anywhere never leaks a pending slot.
+struct PendingLogin {
+    context: Arc<ListenerContext>,
+    key: SourceKey,
+    outcome: Outcome,
+}
+
+impl PendingLogin {
+    /// The delay the throttle asks for before this source's login is checked.
+    fn delay(&self) -> Duration {
+        auth::lock(&self.context.throttle).map_or(auth::MAX_DELAY, |throttle| {
+            throttle.delay(self.key, Instant::now())
+        })
+    }
+}
+
+impl Drop for PendingLogin {
+    fn drop(&mut self) {
+        if let Some(mut throttle) = auth::lock(&self.context.throttle) {
+            throttle.finish(self.key, self.outcome, Instant::now());
+        }
     }
 }
 
@@ -97,12 +135,15 @@ pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
             }
         };
         let remote = normalise(remote);
-        if context.is_blocked(remote) {
+        let Some(pending) = context.begin(remote) else {
+            // Reset rather than close: the peer learns at once, and no TIME_WAIT is kept.
+            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
             continue;
-        }
+        };
         let connection = Connection {
             context: context.clone(),
             remote,
+            pending: Some(pending),
         };
         context.tasks.spawn(connection.run_tls(socket));
     }
@@ -117,13 +158,14 @@ pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::End
         };
         let Some(incoming) = incoming else { break };
         let remote = normalise(incoming.remote_address());
-        if context.is_blocked(remote) {
+        let Some(pending) = context.begin(remote) else {
             incoming.refuse();
             continue;
-        }
+        };
         let connection = Connection {
             context: context.clone(),
             remote,
+            pending: Some(pending),
         };
         context.tasks.spawn(connection.run_quic(incoming));
     }
@@ -134,6 +176,8 @@ pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::End
 struct Connection {
     context: Arc<ListenerContext>,
     remote: SocketAddr,
+    /// Released when the handshake ends, whatever its outcome.
+    pending: Option<PendingLogin>,
 }
 
 /// An authenticated edge, ready for its session.
@@ -145,6 +189,8 @@ struct Authenticated {
 struct Failure {
     edge_id: Option<String>,
     reason: String,
+    /// A complete login that was refused (counts towards slowing the source down).
+    login_refused: bool,
 }
 
 impl Failure {
@@ -152,12 +198,13 @@ impl Failure {
         Self {
             edge_id: None,
             reason,
+            login_refused: false,
         }
     }
 }
 
 impl Connection {
-    async fn run_tls(self, socket: TcpStream) {
+    async fn run_tls(mut self, socket: TcpStream) {
         tune_tunnel_socket(&socket);
         let handshake = async {
             let mut tls = self
@@ -166,11 +213,14 @@ impl Connection {
                 .accept(socket)
                 .await
                 .map_err(|e| Failure::before_hello(format!("TLS handshake failed: {e}")))?;
+            let binding = ChannelBinding::from_tls(tls.get_ref().1)
+                .map_err(|e| Failure::before_hello(e.to_string()))?;
             let mut buffer = BytesMut::with_capacity(8 * 1024);
-            let authenticated = self.exchange_hello(&mut tls, &mut buffer).await?;
+            let authenticated = self.exchange_hello(&mut tls, &mut buffer, binding).await?;
             Ok((tls, buffer, authenticated))
         };
-        let Some((tls, leftover, authenticated)) = self.within_deadline(handshake).await else {
+        let result = self.within_deadline(handshake).await;
+        let Some((tls, leftover, authenticated)) = self.conclude(result) else {
             return;
         };
         let (tunnel, incoming) =
@@ -179,18 +229,23 @@ impl Connection {
             .await;
     }
 
-    async fn run_quic(self, incoming: quinn::Incoming) {
+    async fn run_quic(mut self, incoming: quinn::Incoming) {
         let handshake = async {
             let connection = incoming
                 .await
                 .map_err(|e| Failure::before_hello(format!("QUIC handshake failed: {e}")))?;
+            let binding = ChannelBinding::from_quic(&connection)
+                .map_err(|e| Failure::before_hello(e.to_string()))?;
             let (send, recv) = connection
                 .accept_bi()
                 .await
                 .map_err(|e| Failure::before_hello(format!("no control stream: {e}")))?;
             let mut control = tokio::io::join(recv, send);
             let mut buffer = BytesMut::with_capacity(8 * 1024);
-            match self.exchange_hello(&mut control, &mut buffer).await {
+            match self
+                .exchange_hello(&mut control, &mut buffer, binding)
+                .await
+            {
                 Ok(authenticated) => Ok((connection, control, buffer, authenticated)),
                 Err(failure) => {
                     // Dropping the connection would discard the refusal still in flight: give
@@ -200,9 +255,8 @@ impl Connection {
                 }
             }
         };
-        let Some((connection, control, leftover, authenticated)) =
-            self.within_deadline(handshake).await
-        else {
+        let result = self.within_deadline(handshake).await;
+        let Some((connection, control, leftover, authenticated)) = self.conclude(result) else {
             return;
         };
         let (recv, send) = control.into_inner();
@@ -212,19 +266,26 @@ impl Connection {
             .await;
     }
 
-    /// Runs a handshake under [`HANDSHAKE_DEADLINE`]; reports a failure and returns `None`.
+    /// Runs a handshake under [`HANDSHAKE_DEADLINE`]; `None` when the hub stops meanwhile.
     async fn within_deadline<T>(
         &self,
         handshake: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Option<Result<Result<T, Failure>, tokio::time::error::Elapsed>> {
+        tokio::select! {
+            () = self.context.shutdown.cancelled() => None,
+            result = tokio::time::timeout(HANDSHAKE_DEADLINE, handshake) => Some(result),
+        }
+    }
+
+    /// Ends the handshake: releases its pending slot with the outcome, reports a failure.
+    fn conclude<T>(
+        &mut self,
+        result: Option<Result<Result<T, Failure>, tokio::time::error::Elapsed>>,
     ) -> Option<T> {
-        let result = tokio::select! {
-            () = self.context.shutdown.cancelled() => return None,
-            result = tokio::time::timeout(HANDSHAKE_DEADLINE, handshake) => result,
-        };
-        match result {
+        match result? {
             Ok(Ok(done)) => {
-                if let Ok(mut limiter) = self.context.limiter.lock() {
-                    limiter.record_success(self.remote.ip());
+                if let Some(mut pending) = self.pending.take() {
+                    pending.outcome = Outcome::Succeeded;
                 }
                 Some(done)
             }
@@ -241,11 +302,13 @@ impl Connection {
         }
     }
 
-    /// Reads the hello line, asks the actor, and writes the reply line.
+    /// Reads the hello line, waits the throttle's delay, asks the actor, and writes the reply
+    /// line (with the hub's proof when the login is accepted).
     async fn exchange_hello<S>(
         &self,
         io: &mut S,
         buffer: &mut BytesMut,
+        binding: ChannelBinding,
     ) -> Result<Authenticated, Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -259,17 +322,38 @@ impl Connection {
         let failure = |reason: String| Failure {
             edge_id: Some(edge_id.clone()),
             reason,
+            login_refused: false,
         };
-        let (reply, outcome) = match self.context.hub.authenticate(hello, self.remote).await {
+        let delay = self
+            .pending
+            .as_ref()
+            .map_or(Duration::ZERO, PendingLogin::delay);
+        if !delay.is_zero() {
+            tracing::debug!(remote = %self.remote, ?delay, "slowing a login from a source with failed logins");
+            tokio::time::sleep(delay).await;
+        }
+        let decision = self
+            .context
+            .hub
+            .authenticate(hello, binding, self.remote)
+            .await;
+        let (reply, outcome) = match decision {
             AuthDecision::Reject { reason } => (
                 HubReply::Rejected {
                     error: "unauthorized".to_owned(),
                 },
-                Err(failure(reason)),
+                Err(Failure {
+                    login_refused: true,
+                    ..failure(reason)
+                }),
             ),
-            AuthDecision::Accept(admission) => {
-                (HubReply::Accepted(admission.push.clone()), Ok(admission))
-            }
+            AuthDecision::Accept(admission) => (
+                HubReply::Accepted {
+                    config: admission.push.clone(),
+                    hub_proof: admission.hub_proof,
+                },
+                Ok(admission),
+            ),
         };
         let line = handshake::encode_reply(&reply)
             .map_err(|e| failure(format!("cannot encode the reply: {e}")))?;
@@ -331,6 +415,7 @@ impl Connection {
             settings: context.settings.clone(),
             stats: admission.stats,
             udp_stats: admission.udp_stats,
+            grant: admission.grant,
             events: context.events.clone(),
             cancel: admission.cancel,
             drain: admission.drain,
@@ -350,12 +435,21 @@ impl Connection {
             .await;
     }
 
-    fn failed(&self, failure: Failure) {
-        if let Ok(mut limiter) = self.context.limiter.lock() {
-            limiter.record_failure(self.remote.ip(), Instant::now());
+    fn failed(&mut self, failure: Failure) {
+        let Failure {
+            edge_id,
+            reason,
+            login_refused,
+        } = failure;
+        if let Some(mut pending) = self.pending.take() {
+            if login_refused {
+                pending.outcome = Outcome::Failed;
+            }
         }
-        let Failure { edge_id, reason } = failure;
-        tracing::info!(remote = %self.remote, ?edge_id, %reason, "edge authentication failed");
+        crate::limited_warn!(
+            self.context.failure_warnings,
+            remote = %self.remote, ?edge_id, %reason, "edge authentication failed"
+        );
         self.context
             .events
             .emit(Event::EdgeAuthFailed(EdgeAuthFailedEvent {

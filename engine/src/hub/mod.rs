@@ -8,13 +8,14 @@
 
 pub mod auth;
 pub mod forward;
+pub mod grant;
 pub mod listener;
 pub mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use remoteingress_ipc_schema::{
     ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent, Event, HubRole, HubStatus,
@@ -24,11 +25,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::auth::LoginThrottle;
+use self::grant::PortGrant;
 use crate::config::{AllowedEdgeSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::{HubIdentity, TlsError};
 use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport};
+use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
 
@@ -57,6 +61,10 @@ pub(crate) enum AuthDecision {
 pub(crate) struct Admission {
     pub(crate) session_id: u64,
     pub(crate) push: EdgeConfigPush,
+    /// The hub's half of the mutual login, sent with the configuration.
+    pub(crate) hub_proof: LoginProof,
+    /// The ports this edge may be forwarded to, kept current by the actor.
+    pub(crate) grant: Arc<PortGrant>,
     /// Cancelled when the session must end at once (edge removed, secret changed).
     pub(crate) cancel: CancellationToken,
     /// Cancelled when a newer connection of the same edge replaced this one: the session takes
@@ -75,6 +83,7 @@ pub(crate) enum Command {
     ),
     Authenticate {
         hello: EdgeHello,
+        binding: ChannelBinding,
         remote: SocketAddr,
         reply: oneshot::Sender<AuthDecision>,
     },
@@ -113,6 +122,7 @@ struct ConnectedEdge {
     drain: CancellationToken,
     stats: Arc<StreamStats>,
     udp_stats: Arc<UdpStats>,
+    grant: Arc<PortGrant>,
     public_ip: Option<String>,
     /// Set once the session runs; `None` between authentication and the first frame.
     tunnel: Option<(Tunnel, TunnelTransport)>,
@@ -129,6 +139,10 @@ struct HubActor {
     connected: HashMap<String, ConnectedEdge>,
     next_session_id: u64,
     events: EventSink,
+    /// HMAC key checked for unknown edge ids, so that they cost the same as a wrong secret.
+    decoy_key: [u8; 32],
+    /// Shared with the listener; read for status.
+    throttle: Arc<Mutex<LoginThrottle>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -164,6 +178,7 @@ impl Hub {
             .map(|addr| addr.port())
             .unwrap_or(settings.tunnel_port);
 
+        let throttle = Arc::new(Mutex::new(LoginThrottle::default()));
         let (commands, rx) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -180,6 +195,8 @@ impl Hub {
             connected: HashMap::new(),
             next_session_id: 1,
             events: events.clone(),
+            decoy_key: rand::random(),
+            throttle: throttle.clone(),
         };
         tasks.spawn(actor.run(rx, shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
@@ -189,7 +206,9 @@ impl Hub {
             events,
             shutdown,
             tasks: tasks.clone(),
-            limiter: std::sync::Mutex::new(auth::FailureLimiter::default()),
+            throttle,
+            refusal_warnings: Default::default(),
+            failure_warnings: Default::default(),
         });
         tasks.spawn(listener::run_tcp(context.clone(), tcp));
         // QUIC shares the port number; without it the hub still serves TLS (and says so).
@@ -242,12 +261,18 @@ impl Hub {
         self.commands.send(command).await.is_ok()
     }
 
-    /// Asks the actor to authenticate a hello.
-    pub(crate) async fn authenticate(&self, hello: EdgeHello, remote: SocketAddr) -> AuthDecision {
+    /// Asks the actor to authenticate a hello sent over the channel with `binding`.
+    pub(crate) async fn authenticate(
+        &self,
+        hello: EdgeHello,
+        binding: ChannelBinding,
+        remote: SocketAddr,
+    ) -> AuthDecision {
         let (reply, rx) = oneshot::channel();
         if !self
             .send(Command::Authenticate {
                 hello,
+                binding,
                 remote,
                 reply,
             })
@@ -296,10 +321,11 @@ impl HubActor {
             }
             Command::Authenticate {
                 hello,
+                binding,
                 remote,
                 reply,
             } => {
-                let _ = reply.send(self.authenticate(hello, remote));
+                let _ = reply.send(self.authenticate(hello, &binding, remote));
             }
             Command::SessionReady {
                 edge_id,
@@ -326,18 +352,35 @@ impl HubActor {
         }
     }
 
-    fn authenticate(&mut self, hello: EdgeHello, remote: SocketAddr) -> AuthDecision {
-        let Some(allowed) = self.allowed.get(&hello.edge_id) else {
-            return AuthDecision::Reject {
-                reason: "unknown edge id".to_owned(),
-            };
+    fn authenticate(
+        &mut self,
+        hello: EdgeHello,
+        binding: &ChannelBinding,
+        remote: SocketAddr,
+    ) -> AuthDecision {
+        let allowed = self.allowed.get(&hello.edge_id);
+        // Unknown ids are checked against a decoy key: the same work as a wrong secret.
+        let key = allowed.map_or(&self.decoy_key[..], |a| a.secret.expose().as_bytes());
+        let valid = login::verify_edge_proof(key, binding, &hello.edge_id, &hello.proof);
+        let allowed = match allowed {
+            None => {
+                return AuthDecision::Reject {
+                    reason: "unknown edge id".to_owned(),
+                }
+            }
+            Some(_) if !valid => {
+                return AuthDecision::Reject {
+                    reason: "wrong secret (login proof does not match)".to_owned(),
+                }
+            }
+            Some(allowed) => allowed,
         };
-        if !auth::secrets_match(allowed.secret.expose(), hello.secret.expose()) {
-            return AuthDecision::Reject {
-                reason: "wrong secret".to_owned(),
-            };
-        }
         let push = push_for(allowed, &self.settings);
+        let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
+        let grant = Arc::new(PortGrant::new(
+            &allowed.listen_ports,
+            &allowed.listen_ports_udp,
+        ));
         if let Some(previous) = self.connected.remove(&hello.edge_id) {
             previous.drain.cancel();
             if previous.tunnel.is_some() {
@@ -363,6 +406,7 @@ impl HubActor {
                 drain: drain.clone(),
                 stats: stats.clone(),
                 udp_stats: udp_stats.clone(),
+                grant: grant.clone(),
                 public_ip: None,
                 tunnel: None,
                 connected_at_ms: unix_ms(),
@@ -372,6 +416,8 @@ impl HubActor {
         AuthDecision::Accept(Admission {
             session_id,
             push,
+            hub_proof,
+            grant,
             cancel,
             drain,
             stats,
@@ -449,6 +495,9 @@ impl HubActor {
                     to_disconnect.push((edge_id.clone(), "edge secret changed"));
                 }
                 Some(allowed) => {
+                    // Before any push: a removed port is refused from now on.
+                    edge.grant
+                        .set(&allowed.listen_ports, &allowed.listen_ports_udp);
                     let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
@@ -487,6 +536,13 @@ impl HubActor {
     }
 
     fn status(&self) -> HubStatus {
+        let (handshakes_refused, slowed_sources) =
+            auth::lock(&self.throttle).map_or((0, 0), |throttle| {
+                (
+                    throttle.refused(),
+                    count(throttle.slowed_sources(Instant::now())),
+                )
+            });
         let mut connected_edges: Vec<ConnectedEdgeStatus> = self
             .connected
             .iter()
@@ -511,6 +567,7 @@ impl HubActor {
                     bytes_out: stats.bytes_out,
                     udp_sessions: edge.udp_stats.sessions(),
                     udp_dropped: edge.udp_stats.dropped(),
+                    refused_ports: edge.grant.refused(),
                     capabilities: capabilities(*transport),
                     egress_enabled,
                 })
@@ -526,6 +583,8 @@ impl HubActor {
             stream_event_mode: self.settings.stream_event_mode,
             allowed_edges: count(self.allowed.len()),
             connected_edges,
+            handshakes_refused,
+            slowed_sources,
         }
     }
 }

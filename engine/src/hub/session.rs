@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{self, ForwardContext};
+use super::grant::PortGrant;
 use super::{Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
+use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
@@ -30,6 +32,8 @@ pub(crate) struct HubSession {
     pub(crate) settings: Arc<HubSettings>,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
+    /// The ports this edge may be forwarded to now.
+    pub(crate) grant: Arc<PortGrant>,
     pub(crate) events: EventSink,
     /// Cancelled by the actor: edge removed, or secret changed.
     pub(crate) cancel: CancellationToken,
@@ -50,6 +54,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         settings,
         stats,
         udp_stats,
+        grant,
         events,
         cancel,
         drain,
@@ -58,19 +63,23 @@ pub(crate) async fn run(session: HubSession) -> String {
         hub,
         session_id,
     } = session;
-    let mut udp = HubUdp::new(
-        settings.target_host.clone(),
-        settings.udp_proxy_header,
-        settings.performance.udp_session_idle,
-        tunnel.clone(),
-        udp_stats,
-    );
+    // One limiter for every warning this edge can provoke (bad frames, bad OPENs, dead
+    // targets), so an authenticated edge cannot flood the log.
+    let warnings = Arc::new(SharedLogLimiter::default());
     let context = Arc::new(ForwardContext {
         edge_id: edge_id.clone(),
         settings: settings.clone(),
         stats: stats.clone(),
         events: events.clone(),
+        grant,
+        warnings: warnings.clone(),
     });
+    let mut udp = HubUdp::new(
+        context.clone(),
+        settings.performance.udp_session_idle,
+        tunnel.clone(),
+        udp_stats,
+    );
     let performance = &settings.performance;
     let mut heartbeat = tokio::time::interval(performance.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -123,11 +132,11 @@ pub(crate) async fn run(session: HubSession) -> String {
                             })
                             .await;
                         }
-                        Err(error) => tracing::warn!(%edge_id, %error, "bad report from edge; ignored"),
+                        Err(error) => crate::limited_warn!(warnings, %edge_id, %error, "bad report from edge; ignored"),
                     }
                 }
                 Some(message) => {
-                    tracing::warn!(%edge_id, frame = ?message.frame_type, "unexpected control message from edge; ignored");
+                    crate::limited_warn!(warnings, %edge_id, frame = ?message.frame_type, "unexpected control message from edge; ignored");
                 }
                 None => break tunnel.closed().await,
             },
@@ -158,6 +167,9 @@ pub(crate) async fn run(session: HubSession) -> String {
                     continue;
                 }
                 udp.expire();
+                for suppressed in [warnings.take_suppressed(), context.grant.take_suppressed_warnings()].into_iter().flatten() {
+                    tracing::warn!(%edge_id, suppressed, "similar warnings about this edge suppressed (rate limit)");
+                }
                 if !summaries {
                     continue;
                 }

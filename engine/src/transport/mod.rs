@@ -6,6 +6,7 @@ pub mod control;
 pub mod datagram;
 pub mod frame;
 pub mod handshake;
+pub mod login;
 pub mod quic;
 pub mod tls_mux;
 pub mod tunnel;

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use remoteingress_ipc_schema::UdpProxyHeaderMode;
+use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
 use super::session::SessionTable;
+use crate::hub::forward::ForwardContext;
+use crate::limited_warn;
 use crate::metrics::UdpStats;
 use crate::proxy_protocol::{v2, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
@@ -41,7 +43,8 @@ struct Session {
 #[derive(Debug)]
 pub(crate) struct HubUdp {
     table: SessionTable<u32, Session>,
-    target_host: String,
+    /// The edge's id, grant, settings and warning limiter (shared with its TCP streams).
+    context: Arc<ForwardContext>,
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
@@ -50,16 +53,15 @@ pub(crate) struct HubUdp {
 
 impl HubUdp {
     pub(crate) fn new(
-        target_host: String,
-        mode: UdpProxyHeaderMode,
+        context: Arc<ForwardContext>,
         idle: Duration,
         tunnel: Tunnel,
         stats: Arc<UdpStats>,
     ) -> Self {
         Self {
             table: SessionTable::new(idle, MAX_SESSIONS),
-            target_host,
-            mode,
+            mode: context.settings.udp_proxy_header,
+            context,
             tunnel,
             stats,
             epoch: Instant::now(),
@@ -87,13 +89,15 @@ impl HubUdp {
                     addresses.destination.port()
                 }
                 _ => {
-                    tracing::warn!(session, "UDP_OPEN without a DGRAM address header; refused");
+                    limited_warn!(self.context.warnings, edge_id = %self.context.edge_id, session, "UDP_OPEN without a DGRAM address header; refused");
                     let _ = self.tunnel.send_udp(UdpMessage::Close { session });
                     return;
                 }
             },
             Ok(_) | Err(_) => {
-                tracing::warn!(
+                limited_warn!(
+                    self.context.warnings,
+                    edge_id = %self.context.edge_id,
                     session,
                     "UDP_OPEN payload is not one PROXY v2 header; refused"
                 );
@@ -101,10 +105,18 @@ impl HubUdp {
                 return;
             }
         };
-        let socket = match connect(&self.target_host, port).await {
+        if !self
+            .context
+            .grant
+            .allows(&self.context.edge_id, PortProtocol::Udp, port)
+        {
+            let _ = self.tunnel.send_udp(UdpMessage::Close { session });
+            return;
+        }
+        let socket = match connect(&self.context.settings.target_host, port).await {
             Ok(socket) => Arc::new(socket),
             Err(error) => {
-                tracing::warn!(session, port, %error, "cannot open a UDP socket to the target");
+                limited_warn!(self.context.warnings, edge_id = %self.context.edge_id, session, port, %error, "cannot open a UDP socket to the target");
                 let _ = self.tunnel.send_udp(UdpMessage::Close { session });
                 return;
             }
@@ -130,7 +142,7 @@ impl HubUdp {
             Ok(Some(replaced)) => replaced.reader.abort(),
             Ok(None) => {}
             Err(full) => {
-                tracing::warn!(%full, "UDP session refused");
+                limited_warn!(self.context.warnings, edge_id = %self.context.edge_id, %full, "UDP session refused");
                 let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             }
         }

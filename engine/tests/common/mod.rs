@@ -21,6 +21,7 @@ macro_rules! over_both_transports {
     )*};
 }
 
+pub mod hand_edge;
 pub mod target;
 pub mod udp_target;
 

@@ -164,7 +164,8 @@ export type StartParams =
     };
 /**
  * A secret string (edge secret, token, private key). It serialises as the plain string, but its
- * `Debug` output is masked so a secret never reaches a log line by accident.
+ * `Debug` output is masked so a secret never reaches a log line by accident, and it compares
+ * only in constant time.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "Secret".
@@ -927,6 +928,15 @@ export interface IHubStatus {
    */
   allowedEdges: number;
   connectedEdges: IConnectedEdgeStatus[];
+  /**
+   * Tunnel connections refused at once because too many handshakes were in progress (per
+   * source or in total).
+   */
+  handshakesRefused: number;
+  /**
+   * Sources whose logins are delayed now after repeated failed logins.
+   */
+  slowedSources: number;
 }
 /**
  * One connected edge as the hub sees it.
@@ -965,6 +975,10 @@ export interface IConnectedEdgeStatus {
    * UDP datagrams dropped (queue full, unknown session, socket busy).
    */
   udpDropped: number;
+  /**
+   * Streams and UDP sessions refused because their port is not assigned to this edge.
+   */
+  refusedPorts: number;
   /**
    * Features this tunnel supports (e.g. `egress` on QUIC).
    */
