@@ -1,7 +1,9 @@
 //! Validation of edge ids and secrets, wherever they enter (IPC config, token, CLI, handshake).
 //!
-//! Both travel in the handshake line `EDGE <id> <secret>\n`, so neither may be empty or contain
-//! whitespace or control characters; a length cap keeps the line under its 4 KiB limit.
+//! The id travels in the handshake line `EDGE <id> <proof>\n` and both travel in tokens and
+//! CLI arguments, so neither may be empty or contain whitespace or control characters; a length
+//! cap keeps the line under its 4 KiB limit. (The secret itself never crosses the tunnel: see
+//! [`crate::transport::login`].)
 
 use thiserror::Error;
 

@@ -446,7 +446,7 @@ impl Connection {
                 pending.outcome = Outcome::Failed;
             }
         }
-        crate::limited_warn!(
+        crate::limited_info!(
             self.context.failure_warnings,
             remote = %self.remote, ?edge_id, %reason, "edge authentication failed"
         );

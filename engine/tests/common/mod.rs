@@ -37,8 +37,11 @@ use tokio::sync::mpsc;
 /// Default deadline for one expected line.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_remoteingress-bin")
+/// The binary under test; `REMOTEINGRESS_TEST_BINARY` runs a scenario against another build
+/// (e.g. the previous release, to show that a regression test fails without its fix).
+pub fn binary() -> String {
+    std::env::var("REMOTEINGRESS_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_remoteingress-bin").to_owned())
 }
 
 /// A running `remoteingress-bin --management`.
@@ -49,6 +52,8 @@ pub struct Managed {
     /// Lines read but not yet claimed by a wait.
     pending: VecDeque<Value>,
     next_id: u64,
+    /// Bytes the binary wrote to stderr, when spawned with [`Managed::spawn_capturing_stderr`].
+    pub stderr_bytes: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Managed {
@@ -58,12 +63,25 @@ impl Managed {
     }
 
     pub async fn spawn_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(env, false).await
+    }
+
+    /// Spawns the binary counting (not showing) what it writes to stderr.
+    pub async fn spawn_capturing_stderr() -> Self {
+        Self::spawn_with(&[], true).await
+    }
+
+    async fn spawn_with(env: &[(&str, &str)], capture_stderr: bool) -> Self {
         let mut command = Command::new(binary());
         command
             .arg("--management")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .env(
                 "REMOTEINGRESS_LOG",
                 std::env::var("REMOTEINGRESS_LOG").unwrap_or_else(|_| "warn".into()),
@@ -75,6 +93,21 @@ impl Managed {
         let mut child = command.spawn().expect("spawn remoteingress-bin");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
+        let stderr_bytes = child.stderr.take().map(|mut stderr| {
+            let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let count = counter.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = stderr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            counter
+        });
         let (tx, lines) = mpsc::channel(10_000);
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout).lines();
@@ -92,6 +125,7 @@ impl Managed {
             lines,
             pending: VecDeque::new(),
             next_id: 0,
+            stderr_bytes,
         };
         let ready = managed.next_line().await.expect("ready line");
         assert_eq!(ready["event"], "ready", "first line must be ready: {ready}");

@@ -335,6 +335,8 @@ pub(crate) struct Shared {
     udp_dropped: AtomicU64,
     streams_refused: AtomicU64,
     streams_sustained: AtomicU64,
+    /// Rate limit of the warnings the peer can provoke (a flood of control frames).
+    warnings: crate::log_limit::SharedLogLimiter,
 }
 
 /// Locks a std mutex, ignoring poisoning (no code panics while holding one; if it did, the
@@ -622,6 +624,7 @@ impl Mux {
             udp_dropped: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
             streams_sustained: AtomicU64::new(0),
+            warnings: Default::default(),
         });
         let incoming = reader::Incoming {
             streams: streams_tx,

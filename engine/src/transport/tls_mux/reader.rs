@@ -132,7 +132,7 @@ fn on_control(shared: &Shared, incoming: &Incoming, frame: Frame) {
     match incoming.control.try_send(frame) {
         Ok(()) => {}
         Err(TrySendError::Full(frame)) => {
-            tracing::warn!(frame = %frame.frame_type, "control queue full; control frame dropped");
+            crate::limited_warn!(shared.warnings, frame = %frame.frame_type, "control queue full; control frame dropped");
         }
         Err(TrySendError::Closed(_)) => {}
     }
