@@ -8,7 +8,10 @@ use common::hand_edge::{self, quic_raw, tls_raw};
 use std::time::Duration;
 
 use common::target::{Behaviour, Target};
-use common::{edge_start, start_hub, Managed, Pair, EDGE_ADDR, EDGE_ID, EDGE_SECRET};
+use common::{
+    edge_start, start_hub, start_hub_allowing_test_edge, Managed, Pair, EDGE_ADDR, EDGE_ID,
+    EDGE_SECRET,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -134,12 +137,7 @@ async fn a_peer_that_never_sends_its_hello_is_dropped_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why() {
     let mut hub = Managed::spawn().await;
-    let (port, _) = start_hub(&mut hub, json!({})).await;
-    hub.ok(
-        "updateAllowedEdges",
-        Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET}]})),
-    )
-    .await;
+    let port = start_hub_allowing_test_edge(&mut hub).await;
     let mut edge = Managed::spawn().await;
     edge.ok("start", Some(edge_start(port, Some(&"00".repeat(32)))))
         .await;

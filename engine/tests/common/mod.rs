@@ -364,6 +364,17 @@ pub async fn start_hub(hub: &mut Managed, mut config: Value) -> (u16, String) {
     (port, fingerprint)
 }
 
+/// Starts `hub` on an OS-chosen tunnel port allowing [`EDGE_ID`] (no ports); returns the port.
+pub async fn start_hub_allowing_test_edge(hub: &mut Managed) -> u16 {
+    let (port, _) = start_hub(hub, json!({})).await;
+    hub.ok(
+        "updateAllowedEdges",
+        Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET}]})),
+    )
+    .await;
+    port
+}
+
 /// `start` params of an edge bound to [`EDGE_ADDR`].
 pub fn edge_start(tunnel_port: u16, fingerprint: Option<&str>) -> Value {
     let mut config = json!({
