@@ -57,7 +57,23 @@ impl Managed {
     }
 
     pub async fn spawn_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(env, None).await
+    }
+
+    /// Spawns the binary with its open-file limit (RLIMIT_NOFILE) set to `nofile`, soft and
+    /// hard, as `ulimit -n` would: the binary cannot raise it.
+    pub async fn spawn_with_nofile(nofile: u64) -> Self {
+        Self::spawn_configured(&[], Some(nofile)).await
+    }
+
+    async fn spawn_configured(env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let mut command = Command::new(binary());
+        if let Some(limit) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
         command
             .arg("--management")
             .stdin(Stdio::piped())
@@ -235,6 +251,17 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Open file descriptors of a process, from /proc.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Raises this (test) process's soft open-file limit to its hard limit, so that a test can hold
+/// thousands of client sockets; returns the new soft limit.
+pub fn raise_own_nofile() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE")
 }
 
 /// Resident set size of a process in KiB, from /proc.
