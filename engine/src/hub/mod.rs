@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use remoteingress_ipc_schema::{
-    ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent, Event, HubRole, HubStatus,
-    TunnelTransport, UpdateAllowedEdgesResult,
+    ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent,
+    Event, HubLimitStatus, HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -354,6 +354,7 @@ impl HubActor {
         let drain = CancellationToken::new();
         let stats = Arc::new(StreamStats::default());
         let udp_stats = Arc::new(UdpStats::default());
+        set_udp_cap(&udp_stats, allowed);
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -449,6 +450,7 @@ impl HubActor {
                     to_disconnect.push((edge_id.clone(), "edge secret changed"));
                 }
                 Some(allowed) => {
+                    set_udp_cap(&edge.udp_stats, allowed);
                     let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
@@ -513,6 +515,11 @@ impl HubActor {
                     udp_dropped: edge.udp_stats.dropped(),
                     capabilities: capabilities(*transport),
                     egress_enabled,
+                    limits: ConnectedEdgeLimitStatus {
+                        max_udp_sessions: UdpStats::get(&edge.udp_stats.max_sessions),
+                        udp_evicted: UdpStats::get(&edge.udp_stats.evicted_capacity),
+                        udp_refused: UdpStats::get(&edge.udp_stats.refused),
+                    },
                 })
             })
             .collect();
@@ -526,6 +533,11 @@ impl HubActor {
             stream_event_mode: self.settings.stream_event_mode,
             allowed_edges: count(self.allowed.len()),
             connected_edges,
+            limits: HubLimitStatus {
+                open_file_limit: crate::fd_limit::current(),
+                max_udp_sessions: wide(self.settings.udp_budget.capacity()),
+                udp_sessions: wide(self.settings.udp_budget.in_use()),
+            },
         }
     }
 }
@@ -549,7 +561,21 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,
         firewall_config: allowed.firewall_config.clone(),
+        limits: Some(allowed.limits),
     }
+}
+
+/// Sets the UDP cap the hub keeps for an edge (its `maxUdpSessions`); the edge's session task
+/// applies it at its next session open.
+fn set_udp_cap(udp_stats: &UdpStats, allowed: &AllowedEdgeSettings) {
+    udp_stats.max_sessions.store(
+        u64::from(allowed.limits.max_udp_sessions),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 fn count(n: usize) -> u32 {

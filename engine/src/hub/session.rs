@@ -64,6 +64,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         settings.performance.udp_session_idle,
         tunnel.clone(),
         udp_stats,
+        settings.udp_budget.clone(),
     );
     let context = Arc::new(ForwardContext {
         edge_id: edge_id.clone(),
