@@ -335,3 +335,159 @@ async fn eleven_hundred_idle_connections_from_one_address_under_nofile_1024_leav
     );
     assert!(status["activeStreams"].as_u64().unwrap() <= per_source + 1);
 }
+
+/// Sends one datagram from `socket` and waits for its echo.
+async fn udp_echo(socket: &tokio::net::UdpSocket, edge: SocketAddr, data: &[u8]) {
+    socket.send_to(data, edge).await.unwrap();
+    let mut buf = [0u8; 256];
+    let (len, _) = tokio::time::timeout(common::DEADLINE, socket.recv_from(&mut buf))
+        .await
+        .expect("UDP echo in time")
+        .unwrap();
+    assert_eq!(&buf[..len], data);
+}
+
+async fn udp_client(address: Ipv4Addr) -> tokio::net::UdpSocket {
+    tokio::net::UdpSocket::bind((address, 0)).await.unwrap()
+}
+
+/// Waits (bounded) until the edge's status satisfies `check`; returns that status.
+async fn edge_status_until(
+    edge: &mut Managed,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        let status = edge.ok("getStatus", None).await;
+        if check(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < end, "{what}: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An allowed edge's `limits` are validated with their JSON path, pushed to the edge and applied
+/// there at once (and by the hub for UDP); every refusal and eviction is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_are_validated_pushed_applied_at_once_and_counted() {
+    let udp_target = UdpEchoTarget::start().await;
+    let tcp_target = Target::start(Behaviour::Echo).await;
+    let limits = json!({"maxConnectionsPerSource": 2, "maxUdpSessions": 8,
+        "maxUdpSessionsPerSource": 3, "udpNewSessionsPerSec": 1, "udpNewSessionsBurst": 12});
+    let fields = json!({"listenPorts": [tcp_target.port], "listenPortsUdp": [udp_target.port],
+        "limits": limits});
+    let mut pair = Pair::start_with(fields, json!({}), "tcpTls").await;
+
+    // Bad limits are refused with their path; unknown fields too.
+    let bad = |limits: serde_json::Value| json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET, "limits": limits}]});
+    let message = pair
+        .hub
+        .err(
+            "updateAllowedEdges",
+            Some(bad(
+                json!({"maxUdpSessions": 4, "maxUdpSessionsPerSource": 5}),
+            )),
+            "invalid_config",
+        )
+        .await;
+    assert!(
+        message.starts_with("edges[0].limits.maxUdpSessionsPerSource"),
+        "{message}"
+    );
+    let message = pair
+        .hub
+        .err(
+            "updateAllowedEdges",
+            Some(bad(json!({"maxUdpSession": 4}))),
+            "invalid_params",
+        )
+        .await;
+    assert!(message.contains("edges[0].limits"), "{message}");
+
+    pair.wait_listening(tcp_target.port).await;
+    wait_listening_udp(&mut pair.edge, udp_target.port).await;
+    let edge_udp = SocketAddr::from((EDGE_ADDR.parse::<Ipv4Addr>().unwrap(), udp_target.port));
+    let status = pair.edge.ok("getStatus", None).await;
+    assert_eq!(status["limits"]["maxUdpSessions"], 8, "{status}");
+
+    // One address with five flows keeps its three most recent.
+    let crowded = Ipv4Addr::new(127, 0, 0, 7);
+    let mut crowd = Vec::new();
+    for flow in 0..5u8 {
+        let socket = udp_client(crowded).await;
+        udp_echo(&socket, edge_udp, &[b'c', flow]).await;
+        crowd.push(socket);
+    }
+    edge_status_until(&mut pair.edge, "per-source eviction", |s| {
+        s["udpSessions"] == 3 && s["limits"]["udpEvictedPerSource"] == 2
+    })
+    .await;
+
+    // Six more addresses: the table holds eight, the least recently used goes.
+    let mut others = Vec::new();
+    for i in 0..6u8 {
+        let socket = udp_client(Ipv4Addr::new(127, 0, 1, 10 + i)).await;
+        udp_echo(&socket, edge_udp, &[b'o', i]).await;
+        others.push(socket);
+    }
+    edge_status_until(&mut pair.edge, "capacity eviction", |s| {
+        s["udpSessions"] == 8 && s["limits"]["udpEvictedCapacity"] == 1
+    })
+    .await;
+
+    // The burst (12) is spent: new flows are rate limited, open ones keep working.
+    for i in 0..20u8 {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 10 + i), 0)).unwrap();
+        socket.send_to(b"new", edge_udp).unwrap();
+    }
+    let status = edge_status_until(&mut pair.edge, "rate limit", |s| {
+        s["limits"]["udpRateLimited"].as_u64().unwrap_or(0) >= 10
+    })
+    .await;
+    assert!(status["udpSessions"].as_u64().unwrap() <= 8, "{status}");
+    udp_echo(&others[5], edge_udp, b"still served").await;
+
+    // Lower limits apply at once, on the edge and on the hub.
+    let lower = json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET,
+        "listenPorts": [tcp_target.port], "listenPortsUdp": [udp_target.port],
+        "limits": {"maxConnectionsPerSource": 2, "maxUdpSessions": 2,
+                   "maxUdpSessionsPerSource": 2, "udpNewSessionsPerSec": 1}}]});
+    pair.hub.ok("updateAllowedEdges", Some(lower)).await;
+    edge_status_until(&mut pair.edge, "lower limits applied", |s| {
+        s["limits"]["maxUdpSessions"] == 2 && s["udpSessions"].as_u64().unwrap_or(9) <= 2
+    })
+    .await;
+    let hub = pair.hub.ok("getStatus", None).await;
+    assert_eq!(
+        hub["connectedEdges"][0]["limits"]["maxUdpSessions"], 2,
+        "{hub}"
+    );
+
+    // Two TCP connections from one address are served, the third is reset and counted.
+    let busy = Ipv4Addr::new(127, 0, 0, 8);
+    let _first = tcp_echo_connection(tcp_target.port, busy).await;
+    let _second = tcp_echo_connection(tcp_target.port, busy).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((busy, 0))).unwrap();
+    let mut third = socket
+        .connect(SocketAddr::from((
+            EDGE_ADDR.parse::<Ipv4Addr>().unwrap(),
+            tcp_target.port,
+        )))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let _ = third.write_all(b"refused?").await;
+    let read = tokio::time::timeout(common::DEADLINE, third.read(&mut buf))
+        .await
+        .expect("the third connection ends in time");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "third connection was served: {read:?}"
+    );
+    let _other = tcp_echo_connection(tcp_target.port, Ipv4Addr::new(127, 0, 0, 9)).await;
+    let status = pair.edge.ok("getStatus", None).await;
+    assert_eq!(status["limits"]["tcpRefusedPerSource"], 1, "{status}");
+}
