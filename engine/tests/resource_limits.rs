@@ -77,6 +77,17 @@ async fn wait_listening_udp(edge: &mut Managed, port: u16) {
     }
 }
 
+/// A second edge ([`LATE_EDGE`]) logs in to the pair's hub over TLS (a descriptor on the hub).
+async fn late_login(pair: &Pair, nofile: u64) -> Managed {
+    let mut late = Managed::spawn_with_nofile(nofile).await;
+    let mut params = common::edge_start(pair.tunnel_port, Some(&pair.fingerprint));
+    params["config"]["edgeId"] = json!(LATE_EDGE);
+    params["config"]["bindAddress"] = json!("127.0.0.3");
+    late.ok("start", Some(params)).await;
+    late.event("tunnelConnected").await;
+    late
+}
+
 /// Peak figures of one role during a flood.
 #[derive(Debug, Default, Clone, Copy)]
 struct Peak {
@@ -124,26 +135,12 @@ async fn a_udp_flood_from_15000_sources_keeps_hub_and_edge_bounded_with_tcp_and_
     let tcp_target = Target::start(Behaviour::Echo).await;
 
     // Hub and edge, both at `nofile`; a second allowed edge logs in during the flood.
-    let mut hub = Managed::spawn_with_nofile(nofile).await;
-    let (tunnel_port, fingerprint) = common::start_hub(&mut hub, json!({})).await;
-    let edges = json!({"edges": [
+    let edges = json!([
         {"id": EDGE_ID, "secret": EDGE_SECRET,
          "listenPorts": [tcp_target.port], "listenPortsUdp": [udp_target.port]},
         {"id": LATE_EDGE, "secret": EDGE_SECRET},
-    ]});
-    hub.ok("updateAllowedEdges", Some(edges)).await;
-    let mut edge = Managed::spawn_with_nofile(nofile).await;
-    let mut params = common::edge_start(tunnel_port, Some(&fingerprint));
-    params["config"]["transportMode"] = json!(transport);
-    edge.ok("start", Some(params)).await;
-    edge.event("tunnelConnected").await;
-    hub.event("edgeConnected").await;
-    let mut pair = Pair {
-        hub,
-        edge,
-        tunnel_port,
-        fingerprint,
-    };
+    ]);
+    let mut pair = Pair::start_with_nofile(nofile, edges, json!({}), transport).await;
     pair.wait_listening(tcp_target.port).await;
     wait_listening_udp(&mut pair.edge, udp_target.port).await;
 
@@ -183,12 +180,7 @@ async fn a_udp_flood_from_15000_sources_keeps_hub_and_edge_bounded_with_tcp_and_
         hub_peak.sample(hub_pid);
         edge_peak.sample(edge_pid);
         if late_edge.is_none() && round >= 5 {
-            let mut late = Managed::spawn_with_nofile(nofile).await;
-            let mut params = common::edge_start(tunnel_port, Some(&pair.fingerprint));
-            params["config"]["edgeId"] = json!(LATE_EDGE);
-            params["config"]["bindAddress"] = json!("127.0.0.3");
-            late.ok("start", Some(params)).await;
-            late.event("tunnelConnected").await;
+            let late = late_login(&pair, nofile).await;
             late_edge = Some(late);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -225,12 +217,7 @@ async fn a_udp_flood_from_15000_sources_keeps_hub_and_edge_bounded_with_tcp_and_
     }
     let mut fresh = tcp_echo_connection(tcp_target.port, Ipv4Addr::new(127, 0, 0, 1)).await;
     echo(&mut fresh, b"after the flood").await;
-    let mut late = Managed::spawn_with_nofile(nofile).await;
-    let mut params = common::edge_start(tunnel_port, Some(&pair.fingerprint));
-    params["config"]["edgeId"] = json!(LATE_EDGE);
-    params["config"]["bindAddress"] = json!("127.0.0.3");
-    late.ok("start", Some(params)).await;
-    late.event("tunnelConnected").await;
+    let _late = late_login(&pair, nofile).await;
 
     let edge_status = pair.edge.ok("getStatus", None).await;
     let hub_status = pair.hub.ok("getStatus", None).await;
@@ -274,26 +261,9 @@ async fn eleven_hundred_idle_connections_from_one_address_under_nofile_1024_leav
     let _heavy = common::heavy().await;
     common::raise_own_nofile();
     let target = Target::start(Behaviour::Echo).await;
-    let mut hub = Managed::spawn_with_nofile(NOFILE).await;
-    let (tunnel_port, fingerprint) =
-        common::start_hub(&mut hub, json!({"streamEventMode": "off"})).await;
-    let edges = json!({"edges": [
-        {"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": [target.port]},
-    ]});
-    hub.ok("updateAllowedEdges", Some(edges)).await;
-    let mut edge = Managed::spawn_with_nofile(NOFILE).await;
-    edge.ok(
-        "start",
-        Some(common::edge_start(tunnel_port, Some(&fingerprint))),
-    )
-    .await;
-    edge.event("tunnelConnected").await;
-    let mut pair = Pair {
-        hub,
-        edge,
-        tunnel_port,
-        fingerprint,
-    };
+    let edges = json!([{"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": [target.port]}]);
+    let mut pair =
+        Pair::start_with_nofile(NOFILE, edges, json!({"streamEventMode": "off"}), "tcpTls").await;
     pair.wait_listening(target.port).await;
 
     // 1,100 idle connections from 127.0.0.5; the surplus is reset by the edge.

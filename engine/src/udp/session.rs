@@ -125,23 +125,9 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
             .map(|(source, _)| *source)
             .collect();
         for source in crowded {
-            while self.source_len(source) > self.limits.max_per_source {
-                match self.evict_oldest_of(source) {
-                    Some(one) => evicted.push(one),
-                    None => break,
-                }
-            }
+            self.shrink_source(source, self.limits.max_per_source, &mut evicted);
         }
-        while self.sessions.len() > self.limits.max_sessions {
-            match self.pop_lru() {
-                Some((id, value)) => evicted.push(Evicted {
-                    id,
-                    value,
-                    reason: Eviction::Capacity,
-                }),
-                None => break,
-            }
-        }
+        self.shrink(self.limits.max_sessions, &mut evicted);
         evicted
     }
 
@@ -246,24 +232,48 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     fn make_room(&mut self, source: Option<IpAddr>) -> Vec<Evicted<V>> {
         let mut evicted = Vec::new();
         if let Some(source) = source {
-            while self.source_len(source) >= self.limits.max_per_source {
-                match self.evict_oldest_of(source) {
-                    Some(one) => evicted.push(one),
-                    None => break,
-                }
-            }
+            self.shrink_source(
+                source,
+                self.limits.max_per_source.saturating_sub(1),
+                &mut evicted,
+            );
         }
-        while self.sessions.len() >= self.limits.max_sessions {
-            match self.pop_lru() {
-                Some((id, value)) => evicted.push(Evicted {
+        self.shrink(self.limits.max_sessions.saturating_sub(1), &mut evicted);
+        evicted
+    }
+
+    /// Closes `source`'s least recently used sessions until it holds at most `keep`.
+    fn shrink_source(&mut self, source: IpAddr, keep: usize, evicted: &mut Vec<Evicted<V>>) {
+        while self.source_len(source) > keep {
+            let Some(id) = self
+                .by_source
+                .get(&source)
+                .and_then(|ids| ids.front().copied())
+            else {
+                break;
+            };
+            if let Some(value) = self.remove(id) {
+                evicted.push(Evicted {
                     id,
                     value,
-                    reason: Eviction::Capacity,
-                }),
-                None => break,
+                    reason: Eviction::PerSource,
+                });
             }
         }
-        evicted
+    }
+
+    /// Closes the least recently used sessions until the table holds at most `keep`.
+    fn shrink(&mut self, keep: usize, evicted: &mut Vec<Evicted<V>>) {
+        while self.sessions.len() > keep {
+            let Some((id, value)) = self.pop_lru() else {
+                break;
+            };
+            evicted.push(Evicted {
+                id,
+                value,
+                reason: Eviction::Capacity,
+            });
+        }
     }
 
     fn put(&mut self, id: u32, key: K, source: Option<IpAddr>, now: Instant, value: V) {
@@ -284,16 +294,6 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
 
     fn source_len(&self, source: IpAddr) -> usize {
         self.by_source.get(&source).map_or(0, LinkedHashSet::len)
-    }
-
-    fn evict_oldest_of(&mut self, source: IpAddr) -> Option<Evicted<V>> {
-        let id = *self.by_source.get(&source)?.front()?;
-        let value = self.remove(id)?;
-        Some(Evicted {
-            id,
-            value,
-            reason: Eviction::PerSource,
-        })
     }
 
     /// Next id not in use; 0 is never used, ids wrap after `u32::MAX`.

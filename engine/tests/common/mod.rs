@@ -295,15 +295,30 @@ impl Pair {
 
     /// Like [`Pair::start`], with the allowed edge's fields (`listenPorts`, `listenPortsUdp`).
     pub async fn start_with(edge_fields: Value, hub_config: Value, transport: &str) -> Self {
-        let mut hub = Managed::spawn().await;
-        let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
         let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
         for (key, value) in edge_fields.as_object().expect("edge fields object") {
             allowed[key] = value.clone();
         }
-        hub.ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+        Self::launch(None, json!([allowed]), hub_config, transport).await
+    }
+
+    /// A hub and an edge (tunnel over `transport`), both with their open-file limit at
+    /// `nofile`; the hub allows `edges` (a list whose first entry is [`EDGE_ID`]).
+    pub async fn start_with_nofile(
+        nofile: u64,
+        edges: Value,
+        hub_config: Value,
+        transport: &str,
+    ) -> Self {
+        Self::launch(Some(nofile), edges, hub_config, transport).await
+    }
+
+    async fn launch(nofile: Option<u64>, edges: Value, hub_config: Value, transport: &str) -> Self {
+        let mut hub = Managed::spawn_configured(&[], nofile).await;
+        let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
+        hub.ok("updateAllowedEdges", Some(json!({"edges": edges})))
             .await;
-        let mut edge = Managed::spawn().await;
+        let mut edge = Managed::spawn_configured(&[], nofile).await;
         let mut params = edge_start(tunnel_port, Some(&fingerprint));
         params["config"]["transportMode"] = json!(transport);
         edge.ok("start", Some(params)).await;
