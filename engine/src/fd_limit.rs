@@ -20,7 +20,7 @@ pub fn raise_to_hard() -> u64 {
             return current();
         }
     };
-    match rlimit::increase_nofile_limit(u64::MAX) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(raised) => {
             tracing::info!(
                 soft_before = soft,
@@ -34,7 +34,15 @@ pub fn raise_to_hard() -> u64 {
             tracing::warn!(soft, hard, %error, "cannot raise the open-file limit; keeping it");
             soft
         }
+    };
+    if limit < 4 * RESERVE {
+        tracing::warn!(
+            limit,
+            "the open-file limit leaves room for few clients (TCP connections on an edge, UDP \
+             sessions on a hub); raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        );
     }
+    limit
 }
 
 /// The soft open-file limit in force (1024, the common default, if it cannot be read).
