@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::ident::{validate_edge_id, validate_secret};
 use crate::token::ConnectionToken;
+use crate::udp::hub::SessionBudget;
 
 /// Default STUN server for public IP discovery.
 pub const DEFAULT_STUN_SERVER: &str = "stun.cloudflare.com:3478";
@@ -54,7 +55,16 @@ pub struct HubSettings {
     pub proxy_protocol: ProxyProtocolVersion,
     pub udp_proxy_header: UdpProxyHeaderMode,
     pub performance: PerformanceSettings,
+    /// The configured `maxUdpSessions` (across all edges).
+    pub max_udp_sessions: u32,
+    /// The UDP sessions all edges share: `max_udp_sessions`, or less where the open-file limit
+    /// (read when the settings are made, just before the hub starts) leaves less.
+    pub(crate) udp_budget: SessionBudget,
 }
+
+/// Most UDP sessions a hub or an edge may be configured for: with a socket (hub) and some
+/// hundred bytes each, more would be an operator's typo rather than a plan.
+pub const MAX_UDP_SESSIONS: u32 = 1 << 24;
 
 impl HubSettings {
     /// Validates a hub config; `path` is where it sits in the request (e.g. `config`).
@@ -78,6 +88,14 @@ impl HubSettings {
             &config.performance.unwrap_or_default(),
             &format!("{path}.performance"),
         )?;
+        check_range(
+            config.max_udp_sessions,
+            1,
+            MAX_UDP_SESSIONS,
+            &format!("{path}.maxUdpSessions"),
+        )?;
+        let fd_budget = crate::fd_limit::hub_udp_sessions(crate::fd_limit::current());
+        let budget = u64::from(config.max_udp_sessions).min(fd_budget);
         Ok(Self {
             tunnel_port: config.tunnel_port,
             target_host: config.target_host,
@@ -86,7 +104,21 @@ impl HubSettings {
             proxy_protocol: config.proxy_protocol,
             udp_proxy_header: config.udp_proxy_header,
             performance,
+            max_udp_sessions: config.max_udp_sessions,
+            udp_budget: SessionBudget::new(usize::try_from(budget).unwrap_or(usize::MAX)),
         })
+    }
+}
+
+/// `value` must be within `min..=max`.
+fn check_range(value: u32, min: u32, max: u32, path: &str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("must be between {min} and {max} (got {value})"),
+        ))
     }
 }
 
@@ -199,6 +231,94 @@ pub struct AllowedEdgeSettings {
     pub stun_interval_secs: u32,
     pub firewall_config: Option<FirewallConfig>,
     pub egress: Option<ipc::EgressPolicy>,
+    pub limits: EdgeLimitSettings,
+}
+
+/// Validated caps on one edge's public clients ([`ipc::EdgeLimits`]), in the form the hub also
+/// pushes them to the edge (`EdgeConfigPush::limits`). On the wire, missing fields take their
+/// defaults and unknown ones are ignored, so hub and edge can be upgraded independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EdgeLimitSettings {
+    pub max_connections_per_source: u32,
+    pub max_udp_sessions: u32,
+    pub max_udp_sessions_per_source: u32,
+    pub udp_new_sessions_per_sec: u32,
+    pub udp_new_sessions_burst: u32,
+}
+
+/// Most TCP connections per source, new UDP sessions per second and burst one may configure.
+const MAX_LIMIT_VALUE: u32 = 1 << 24;
+
+impl Default for EdgeLimitSettings {
+    fn default() -> Self {
+        Self::from(&ipc::EdgeLimits::default())
+    }
+}
+
+impl From<&ipc::EdgeLimits> for EdgeLimitSettings {
+    fn from(limits: &ipc::EdgeLimits) -> Self {
+        Self {
+            max_connections_per_source: limits.max_connections_per_source,
+            max_udp_sessions: limits.max_udp_sessions,
+            max_udp_sessions_per_source: limits.max_udp_sessions_per_source,
+            udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec,
+            udp_new_sessions_burst: limits.udp_new_sessions_burst,
+        }
+    }
+}
+
+impl EdgeLimitSettings {
+    /// Validates an allowed edge's `limits`; `path` is where they sit in the request.
+    pub fn from_ipc(limits: &ipc::EdgeLimits, path: &str) -> Result<Self, ConfigError> {
+        let field = |name: &str| format!("{path}.{name}");
+        let settings = Self::from(limits);
+        for (name, value, max) in [
+            (
+                "maxConnectionsPerSource",
+                settings.max_connections_per_source,
+                MAX_LIMIT_VALUE,
+            ),
+            (
+                "maxUdpSessions",
+                settings.max_udp_sessions,
+                MAX_UDP_SESSIONS,
+            ),
+            (
+                "maxUdpSessionsPerSource",
+                settings.max_udp_sessions_per_source,
+                settings.max_udp_sessions,
+            ),
+            (
+                "udpNewSessionsPerSec",
+                settings.udp_new_sessions_per_sec,
+                MAX_LIMIT_VALUE,
+            ),
+            (
+                "udpNewSessionsBurst",
+                settings.udp_new_sessions_burst,
+                MAX_LIMIT_VALUE,
+            ),
+        ] {
+            check_range(value, 1, max, &field(name))?;
+        }
+        Ok(settings)
+    }
+
+    /// The same caps brought into range: what an edge applies from a push, which comes from
+    /// another process and is not trusted to have been validated.
+    pub fn sanitised(self) -> Self {
+        let max_udp_sessions = self.max_udp_sessions.clamp(1, MAX_UDP_SESSIONS);
+        Self {
+            max_connections_per_source: self.max_connections_per_source.clamp(1, MAX_LIMIT_VALUE),
+            max_udp_sessions,
+            max_udp_sessions_per_source: self
+                .max_udp_sessions_per_source
+                .clamp(1, max_udp_sessions),
+            udp_new_sessions_per_sec: self.udp_new_sessions_per_sec.clamp(1, MAX_LIMIT_VALUE),
+            udp_new_sessions_burst: self.udp_new_sessions_burst.clamp(1, MAX_LIMIT_VALUE),
+        }
+    }
 }
 
 /// Validates a complete allowed-edges list (ids unique, ports valid).
@@ -233,7 +353,12 @@ pub fn validate_allowed_edges(
                     "must be at least 10",
                 ));
             }
+            let limits = EdgeLimitSettings::from_ipc(
+                &edge.limits.unwrap_or_default(),
+                &format!("{at}.limits"),
+            )?;
             Ok(AllowedEdgeSettings {
+                limits,
                 id: edge.id,
                 secret: edge.secret,
                 listen_ports,
@@ -425,7 +550,74 @@ mod tests {
             stun_interval_secs: None,
             firewall_config: None,
             egress: None,
+            limits: None,
         }
+    }
+
+    #[test]
+    fn edge_limits_default_validate_and_name_the_field() {
+        let ok = validate_allowed_edges(vec![edge("a")], "edges").unwrap();
+        assert_eq!(ok[0].limits, EdgeLimitSettings::default());
+        assert_eq!(ok[0].limits.max_udp_sessions, 65_536);
+        let base = ipc::EdgeLimits::default();
+        let cases = [
+            (
+                ipc::EdgeLimits {
+                    max_connections_per_source: 0,
+                    ..base.clone()
+                },
+                "edges[0].limits.maxConnectionsPerSource",
+            ),
+            (
+                ipc::EdgeLimits {
+                    max_udp_sessions: MAX_UDP_SESSIONS + 1,
+                    ..base.clone()
+                },
+                "edges[0].limits.maxUdpSessions",
+            ),
+            (
+                ipc::EdgeLimits {
+                    max_udp_sessions: 10,
+                    max_udp_sessions_per_source: 11,
+                    ..base.clone()
+                },
+                "edges[0].limits.maxUdpSessionsPerSource",
+            ),
+            (
+                ipc::EdgeLimits {
+                    udp_new_sessions_per_sec: 0,
+                    ..base.clone()
+                },
+                "edges[0].limits.udpNewSessionsPerSec",
+            ),
+            (
+                ipc::EdgeLimits {
+                    udp_new_sessions_burst: 0,
+                    ..base.clone()
+                },
+                "edges[0].limits.udpNewSessionsBurst",
+            ),
+        ];
+        for (limits, path) in cases {
+            let mut bad = edge("a");
+            bad.limits = Some(limits);
+            let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+        }
+    }
+
+    #[test]
+    fn pushed_limits_are_brought_into_range_and_default_when_missing() {
+        let pushed: EdgeLimitSettings =
+            serde_json::from_str(r#"{"maxUdpSessions":0,"maxUdpSessionsPerSource":9,"future":1}"#)
+                .unwrap();
+        let safe = pushed.sanitised();
+        assert_eq!(safe.max_udp_sessions, 1);
+        assert_eq!(safe.max_udp_sessions_per_source, 1);
+        assert_eq!(
+            safe.max_connections_per_source,
+            EdgeLimitSettings::default().max_connections_per_source
+        );
     }
 
     #[test]
@@ -623,5 +815,16 @@ mod tests {
         let settings = HubSettings::from_ipc(config, "config").unwrap();
         assert_eq!(settings.tunnel_port, 8443);
         assert_eq!(settings.target_host, "127.0.0.1");
+        assert_eq!(settings.max_udp_sessions, 131_072);
+        let fd_budget = crate::fd_limit::hub_udp_sessions(crate::fd_limit::current());
+        assert_eq!(
+            settings.udp_budget.capacity() as u64,
+            fd_budget.min(131_072)
+        );
+        let config: ipc::HubConfig = serde_json::from_str(r#"{"maxUdpSessions":0}"#).unwrap();
+        assert_eq!(
+            HubSettings::from_ipc(config, "config").unwrap_err().path,
+            "config.maxUdpSessions"
+        );
     }
 }

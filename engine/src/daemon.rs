@@ -63,6 +63,7 @@ pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
         },
         udp_proxy_header: Default::default(),
         performance,
+        max_udp_sessions: HubConfig::DEFAULT_MAX_UDP_SESSIONS,
     })
 }
 

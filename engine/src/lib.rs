@@ -28,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod edge;
 pub mod events;
+pub mod fd_limit;
 pub mod hub;
 pub mod ident;
 pub mod ipc;

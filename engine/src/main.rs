@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use remoteingress::cli::{self, env_vars, Cli, Command, TokenCommand};
 use remoteingress::token::ConnectionToken;
-use remoteingress::{daemon, ipc};
+use remoteingress::{daemon, fd_limit, ipc};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -37,9 +37,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(command)) => token(command),
-        Some(Command::Hub(args)) => run(cli.worker_threads, daemon::run_hub(args)),
-        Some(Command::Edge(args)) => run(cli.worker_threads, daemon::run_edge(args)),
-        None if cli.management => management(cli.worker_threads),
+        Some(Command::Hub(args)) => {
+            fd_limit::raise_to_hard();
+            run(cli.worker_threads, daemon::run_hub(args))
+        }
+        Some(Command::Edge(args)) => {
+            fd_limit::raise_to_hard();
+            run(cli.worker_threads, daemon::run_edge(args))
+        }
+        None if cli.management => {
+            fd_limit::raise_to_hard();
+            management(cli.worker_threads)
+        }
         None => {
             eprintln!(
                 "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, schema), \

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::udp::session::Eviction;
+
 /// Counters of the streams of one tunnel (hub: per connected edge; edge: for the whole edge).
 #[derive(Debug, Default)]
 pub struct StreamStats {
@@ -51,7 +53,7 @@ impl StreamStats {
 /// Counters of the UDP side of one tunnel.
 #[derive(Debug, Default)]
 pub struct UdpStats {
-    /// Datagrams dropped: queue full, unknown session, or a socket that would block.
+    /// Datagrams dropped: queue full, unknown session, rate limit, or a socket that would block.
     pub dropped: AtomicU64,
     /// Datagrams from clients towards targets.
     pub datagrams_in: AtomicU64,
@@ -59,9 +61,35 @@ pub struct UdpStats {
     pub datagrams_out: AtomicU64,
     /// Sessions open now.
     pub sessions: AtomicU64,
+    /// Sessions closed because their source address held its most (edge).
+    pub evicted_per_source: AtomicU64,
+    /// Sessions closed because the table held its most (edge: the edge's cap; hub: the cap
+    /// the hub keeps for this edge).
+    pub evicted_capacity: AtomicU64,
+    /// Datagrams dropped because they would have opened a session above the rate (edge).
+    pub rate_limited: AtomicU64,
+    /// Sessions refused because the hub-wide cap was reached (hub).
+    pub refused: AtomicU64,
+    /// Hub: the most sessions it keeps for this edge (the edge's `maxUdpSessions`), set by the
+    /// hub's actor whenever the allowed edge changes and read by the edge's session task.
+    pub max_sessions: AtomicU64,
 }
 
 impl UdpStats {
+    /// Counts a session closed to make room.
+    pub fn evicted(&self, reason: Eviction) {
+        let counter = match reason {
+            Eviction::PerSource => &self.evicted_per_source,
+            Eviction::Capacity => &self.evicted_capacity,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counter's current value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     pub fn drop_one(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }

@@ -82,6 +82,19 @@ pub struct HubConfig {
     /// Flow-control, QoS and timing knobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<PerformanceConfig>,
+    /// Most UDP sessions the hub keeps open across all edges (each holds one socket towards the
+    /// target). Default 131072; never more than half of what the open-file limit leaves.
+    #[serde(default = "default_hub_max_udp_sessions")]
+    pub max_udp_sessions: u32,
+}
+
+impl HubConfig {
+    /// Default of `maxUdpSessions`.
+    pub const DEFAULT_MAX_UDP_SESSIONS: u32 = 131_072;
+}
+
+fn default_hub_max_udp_sessions() -> u32 {
+    HubConfig::DEFAULT_MAX_UDP_SESSIONS
 }
 
 pub(crate) fn default_hub_port() -> u16 {
@@ -194,6 +207,65 @@ pub struct AllowedEdge {
     /// Outbound (egress) policy for the edge; disabled when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressPolicy>,
+    /// Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
+    /// defaults apply when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<EdgeLimits>,
+}
+
+/// Caps on public clients of one edge. The edge enforces all of them; the hub enforces
+/// `maxUdpSessions` as well, in case the edge is compromised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEdgeLimits")]
+pub struct EdgeLimits {
+    /// Open TCP connections one client address may hold; more are reset. Default 1024, and
+    /// never more than half of the edge's connection capacity (derived from its open-file limit).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: u32,
+    /// UDP sessions (client address and port pairs) the edge keeps; beyond it the least
+    /// recently used session is closed. Default 65536.
+    #[serde(default = "default_max_udp_sessions")]
+    pub max_udp_sessions: u32,
+    /// UDP sessions one client address may hold; beyond it that address's least recently used
+    /// session is closed. Default 4096.
+    #[serde(default = "default_max_udp_sessions_per_source")]
+    pub max_udp_sessions_per_source: u32,
+    /// New UDP sessions the edge opens per second (sustained); datagrams that would open more
+    /// are dropped and counted. Default 5000.
+    #[serde(default = "default_udp_new_sessions_per_sec")]
+    pub udp_new_sessions_per_sec: u32,
+    /// New UDP sessions that may open at once above the sustained rate. Default 10000.
+    #[serde(default = "default_udp_new_sessions_burst")]
+    pub udp_new_sessions_burst: u32,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_source: default_max_connections_per_source(),
+            max_udp_sessions: default_max_udp_sessions(),
+            max_udp_sessions_per_source: default_max_udp_sessions_per_source(),
+            udp_new_sessions_per_sec: default_udp_new_sessions_per_sec(),
+            udp_new_sessions_burst: default_udp_new_sessions_burst(),
+        }
+    }
+}
+
+fn default_max_connections_per_source() -> u32 {
+    1024
+}
+fn default_max_udp_sessions() -> u32 {
+    65_536
+}
+fn default_max_udp_sessions_per_source() -> u32 {
+    4096
+}
+fn default_udp_new_sessions_per_sec() -> u32 {
+    5000
+}
+fn default_udp_new_sessions_burst() -> u32 {
+    10_000
 }
 
 /// How the edge reaches the hub.

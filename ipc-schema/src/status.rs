@@ -73,6 +73,62 @@ pub struct HubStatus {
     pub handshakes_refused: u64,
     /// Sources whose logins are delayed now after repeated failed logins.
     pub slowed_sources: u32,
+    /// The hub's resource limits in force.
+    pub limits: HubLimitStatus,
+}
+
+/// The hub's resource limits in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IHubLimitStatus")]
+pub struct HubLimitStatus {
+    /// The process's open-file limit (soft RLIMIT_NOFILE).
+    pub open_file_limit: u64,
+    /// UDP sessions the hub keeps across all edges: `maxUdpSessions`, or less where the
+    /// open-file limit leaves less.
+    pub max_udp_sessions: u64,
+    /// UDP sessions open now, across all edges.
+    pub udp_sessions: u64,
+}
+
+/// UDP limits of one connected edge, as the hub enforces them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IConnectedEdgeLimitStatus")]
+pub struct ConnectedEdgeLimitStatus {
+    /// UDP sessions the hub keeps for this edge (its `limits.maxUdpSessions`).
+    pub max_udp_sessions: u64,
+    /// Sessions the hub closed because this edge was at its cap (least recently used first).
+    pub udp_evicted: u64,
+    /// Sessions the hub refused because the hub-wide cap was reached.
+    pub udp_refused: u64,
+}
+
+/// The edge's resource limits in force and what they refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEdgeLimitStatus")]
+pub struct EdgeLimitStatus {
+    /// The process's open-file limit (soft RLIMIT_NOFILE).
+    pub open_file_limit: u64,
+    /// Open public TCP connections the edge takes in all, derived from the open-file limit.
+    pub max_connections: u64,
+    /// Open public TCP connections one client address may hold.
+    pub max_connections_per_source: u64,
+    pub max_udp_sessions: u64,
+    pub max_udp_sessions_per_source: u64,
+    pub udp_new_sessions_per_sec: u64,
+    pub udp_new_sessions_burst: u64,
+    /// TCP connections reset because their address held `maxConnectionsPerSource`.
+    pub tcp_refused_per_source: u64,
+    /// TCP connections reset because the edge held `maxConnections`.
+    pub tcp_refused_capacity: u64,
+    /// UDP sessions closed because their address held `maxUdpSessionsPerSource`.
+    pub udp_evicted_per_source: u64,
+    /// UDP sessions closed because the edge held `maxUdpSessions`.
+    pub udp_evicted_capacity: u64,
+    /// Datagrams dropped because they would have opened a session above the new-session rate.
+    pub udp_rate_limited: u64,
 }
 
 /// One connected edge as the hub sees it.
@@ -104,6 +160,8 @@ pub struct ConnectedEdgeStatus {
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,
+    /// UDP limits the hub enforces for this edge, and what they closed or refused.
+    pub limits: ConnectedEdgeLimitStatus,
 }
 
 /// A public listener that could not be bound.
@@ -145,6 +203,8 @@ pub struct EdgeStatus {
     pub udp_sessions: u64,
     /// UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
     pub udp_dropped: u64,
+    /// Resource limits in force and what they refused.
+    pub limits: EdgeLimitStatus,
     /// Consecutive failed connection attempts since the last successful one.
     pub reconnect_attempts: u32,
     /// Last reason the tunnel went down or failed to come up.

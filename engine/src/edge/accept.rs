@@ -1,14 +1,17 @@
-//! Per client connection on a public port: refuse at once (RST) while the tunnel is down;
-//! otherwise build the PROXY v1 line from the accepted socket, open a tunnel stream, relay.
+//! Per client connection on a public port: refuse at once (RST) while the tunnel is down or
+//! when the client's address, or the edge, holds as many connections as allowed
+//! ([`super::limits`]); otherwise build the PROXY v1 line from the accepted socket, open a
+//! tunnel stream, relay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::limits::{ConnectionSlot, Refusal};
 use super::EdgeShared;
 use crate::metrics::OpenStreamGuard;
 use crate::proxy_protocol::{v1, ProxyHeader};
@@ -21,6 +24,7 @@ pub(crate) async fn accept_loop(
     shared: Arc<EdgeShared>,
     stop: CancellationToken,
 ) {
+    let mut failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -28,34 +32,86 @@ pub(crate) async fn accept_loop(
         };
         match accepted {
             Ok((socket, client)) => {
-                let tunnel = shared.tunnel.borrow().clone();
-                match tunnel {
-                    Some(_) => {
+                if shared.tunnel.borrow().is_none() {
+                    refuse(socket, client, port, "tunnel down");
+                    continue;
+                }
+                match shared.connections.admit(client.ip()) {
+                    Ok(slot) => {
                         let shared_for_task = shared.clone();
                         shared
                             .tasks
-                            .spawn(serve_client(socket, client, shared_for_task));
+                            .spawn(serve_client(socket, client, shared_for_task, slot));
                     }
-                    None => refuse(socket, client, port),
+                    Err(Refusal::PerSource) => {
+                        refuse(
+                            socket,
+                            client,
+                            port,
+                            "too many connections from this address",
+                        );
+                    }
+                    Err(Refusal::Capacity) => {
+                        refuse(
+                            socket,
+                            client,
+                            port,
+                            "the edge is at its connection capacity",
+                        );
+                    }
                 }
             }
             Err(error) => {
-                tracing::warn!(port, %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // EMFILE, ENFILE, ENOBUFS...: breathe instead of spinning on a listener that
+                // stays readable, and log once a second rather than twenty times.
+                failures.record(port, &error);
+                tokio::time::sleep(ACCEPT_RETRY).await;
             }
         }
     }
     tracing::debug!(port, "listener closed");
 }
 
+/// Pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Failed accepts of one listener, logged at most once a second with how many there were.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    fn record(&mut self, port: u16, error: &std::io::Error) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(port, %error, failures = self.unlogged, "accept failed");
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 /// Resets the client: SO_LINGER 0 turns the close into an RST, so it fails fast.
-fn refuse(socket: TcpStream, client: SocketAddr, port: u16) {
-    tracing::debug!(%client, port, "tunnel down: connection refused");
+fn refuse(socket: TcpStream, client: SocketAddr, port: u16, why: &str) {
+    tracing::debug!(%client, port, why, "connection refused");
     let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
     drop(socket);
 }
 
-async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<EdgeShared>) {
+async fn serve_client(
+    socket: TcpStream,
+    client: SocketAddr,
+    shared: Arc<EdgeShared>,
+    // Held until the connection ends: it counts towards the caps until then.
+    _slot: ConnectionSlot,
+) {
     let local = match socket.local_addr() {
         Ok(local) => local,
         Err(error) => {
@@ -65,14 +121,14 @@ async fn serve_client(socket: TcpStream, client: SocketAddr, shared: Arc<EdgeSha
     };
     let _ = socket.set_nodelay(true);
     let Some(tunnel) = shared.tunnel.borrow().clone() else {
-        return refuse(socket, client, local.port());
+        return refuse(socket, client, local.port(), "tunnel down");
     };
     let line = v1::encode(&ProxyHeader::new(client, local));
     let stream = match tunnel.open_stream(Bytes::from(line)).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%client, %error, "cannot open a tunnel stream");
-            return refuse(socket, client, local.port());
+            return refuse(socket, client, local.port(), "no tunnel stream");
         }
     };
     let mut guard = OpenStreamGuard::new(&shared.stats);

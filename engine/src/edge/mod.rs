@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod connector;
+pub mod limits;
 pub mod ports;
 pub mod public_ip;
 pub mod session;
@@ -15,13 +16,13 @@ pub mod session;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use remoteingress_ipc_schema::{
-    EdgeRole, EdgeStatus, PortBindFailure, TransportMode, TunnelTransport,
+    EdgeLimitStatus, EdgeRole, EdgeStatus, PortBindFailure, TransportMode, TunnelTransport,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{EdgeSettings, PerformanceSettings};
+use crate::config::{EdgeLimitSettings, EdgeSettings, PerformanceSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::TlsError;
@@ -50,6 +51,8 @@ pub(crate) struct EdgeState {
     pub(crate) public_ip: Option<String>,
     /// Re-discovery interval pushed by the hub.
     pub(crate) stun_interval_secs: Option<u32>,
+    /// Limits pushed by the hub (the defaults until then).
+    pub(crate) limits: EdgeLimitSettings,
 }
 
 /// What the edge's tasks share.
@@ -60,6 +63,8 @@ pub(crate) struct EdgeShared {
     pub(crate) state: Mutex<EdgeState>,
     pub(crate) stats: StreamStats,
     pub(crate) udp_stats: Arc<UdpStats>,
+    /// Open public TCP connections, per client address and in all.
+    pub(crate) connections: Arc<limits::ConnectionLimiter>,
     /// The current tunnel; `None` while disconnected (new clients are then reset at once).
     pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
     pub(crate) shutdown: CancellationToken,
@@ -96,6 +101,10 @@ impl Edge {
             state: Mutex::new(EdgeState::default()),
             stats: StreamStats::default(),
             udp_stats: Arc::new(UdpStats::default()),
+            connections: Arc::new(limits::ConnectionLimiter::new(limits::ConnectionCaps::new(
+                crate::fd_limit::edge_connections(crate::fd_limit::current(), 0),
+                EdgeLimitSettings::default().max_connections_per_source,
+            ))),
             tunnel,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -128,9 +137,31 @@ impl Edge {
             port_bind_failures: state.port_bind_failures.clone(),
             udp_sessions: self.shared.udp_stats.sessions(),
             udp_dropped: self.shared.udp_stats.dropped(),
+            limits: self.limit_status(&state.limits),
             reconnect_attempts: state.reconnect_attempts,
             last_error: state.last_error.clone(),
         })
+    }
+
+    /// The limits in force and what they refused.
+    fn limit_status(&self, limits: &EdgeLimitSettings) -> EdgeLimitStatus {
+        let caps = self.shared.connections.caps();
+        let (tcp_refused_per_source, tcp_refused_capacity) = self.shared.connections.refused();
+        let udp = &self.shared.udp_stats;
+        EdgeLimitStatus {
+            open_file_limit: crate::fd_limit::current(),
+            max_connections: caps.max_total,
+            max_connections_per_source: caps.max_per_source,
+            max_udp_sessions: limits.max_udp_sessions.into(),
+            max_udp_sessions_per_source: limits.max_udp_sessions_per_source.into(),
+            udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec.into(),
+            udp_new_sessions_burst: limits.udp_new_sessions_burst.into(),
+            tcp_refused_per_source,
+            tcp_refused_capacity,
+            udp_evicted_per_source: UdpStats::get(&udp.evicted_per_source),
+            udp_evicted_capacity: UdpStats::get(&udp.evicted_capacity),
+            udp_rate_limited: UdpStats::get(&udp.rate_limited),
+        }
     }
 
     /// Stops the edge: closes the tunnel and listeners, waits for its tasks (bounded).

@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use super::accept;
+use super::limits::ConnectionCaps;
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
 use crate::events::EventSink;
+use crate::fd_limit;
 use crate::transport::handshake::EdgeConfigPush;
 use crate::udp::edge::EdgeUdp;
 
@@ -66,9 +68,17 @@ impl Ports {
         if let Some(secs) = config.udp_session_idle_secs.filter(|&secs| secs > 0) {
             self.udp.set_idle(Duration::from_secs(secs.into()));
         }
+        let limits = config.limits.unwrap_or_default().sanitised();
+        self.udp.set_limits(&limits);
         let (udp_ports, udp_failures) = self.udp.apply(&config.listen_ports_udp);
         failures.extend(udp_failures);
+        let listeners = u64::try_from(self.tcp.len() + udp_ports.len()).unwrap_or(u64::MAX);
+        self.shared.connections.set_caps(ConnectionCaps::new(
+            fd_limit::edge_connections(fd_limit::current(), listeners),
+            limits.max_connections_per_source,
+        ));
         let mut state = self.shared.state();
+        state.limits = limits;
         state.listen_ports = self.tcp.keys().copied().collect();
         state.listen_ports_udp = udp_ports;
         state.port_bind_failures = failures;

@@ -183,7 +183,7 @@ struct Connection {
 /// An authenticated edge, ready for its session.
 struct Authenticated {
     edge_id: String,
-    admission: Admission,
+    admission: Box<Admission>,
 }
 
 struct Failure {

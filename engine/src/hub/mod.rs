@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use remoteingress_ipc_schema::{
-    ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent, Event, HubRole, HubStatus,
-    TunnelTransport, UpdateAllowedEdgesResult,
+    ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent,
+    Event, HubLimitStatus, HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ pub enum HubStartError {
 /// The actor's answer to a handshake.
 #[derive(Debug)]
 pub(crate) enum AuthDecision {
-    Accept(Admission),
+    Accept(Box<Admission>),
     Reject { reason: String },
 }
 
@@ -397,6 +397,7 @@ impl HubActor {
         let drain = CancellationToken::new();
         let stats = Arc::new(StreamStats::default());
         let udp_stats = Arc::new(UdpStats::default());
+        set_udp_cap(&udp_stats, allowed);
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -413,7 +414,7 @@ impl HubActor {
                 pushed: push.clone(),
             },
         );
-        AuthDecision::Accept(Admission {
+        AuthDecision::Accept(Box::new(Admission {
             session_id,
             push,
             hub_proof,
@@ -422,7 +423,7 @@ impl HubActor {
             drain,
             stats,
             udp_stats,
-        })
+        }))
     }
 
     fn session_ready(
@@ -498,6 +499,7 @@ impl HubActor {
                     // Before any push: a removed port is refused from now on.
                     edge.grant
                         .set(&allowed.listen_ports, &allowed.listen_ports_udp);
+                    set_udp_cap(&edge.udp_stats, allowed);
                     let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
@@ -570,6 +572,11 @@ impl HubActor {
                     refused_ports: edge.grant.refused(),
                     capabilities: capabilities(*transport),
                     egress_enabled,
+                    limits: ConnectedEdgeLimitStatus {
+                        max_udp_sessions: UdpStats::get(&edge.udp_stats.max_sessions),
+                        udp_evicted: UdpStats::get(&edge.udp_stats.evicted_capacity),
+                        udp_refused: UdpStats::get(&edge.udp_stats.refused),
+                    },
                 })
             })
             .collect();
@@ -585,6 +592,11 @@ impl HubActor {
             connected_edges,
             handshakes_refused,
             slowed_sources,
+            limits: HubLimitStatus {
+                open_file_limit: crate::fd_limit::current(),
+                max_udp_sessions: wide(self.settings.udp_budget.capacity()),
+                udp_sessions: wide(self.settings.udp_budget.in_use()),
+            },
         }
     }
 }
@@ -608,7 +620,21 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,
         firewall_config: allowed.firewall_config.clone(),
+        limits: Some(allowed.limits),
     }
+}
+
+/// Sets the UDP cap the hub keeps for an edge (its `maxUdpSessions`); the edge's session task
+/// applies it at its next session open.
+fn set_udp_cap(udp_stats: &UdpStats, allowed: &AllowedEdgeSettings) {
+    udp_stats.max_sessions.store(
+        u64::from(allowed.limits.max_udp_sessions),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 fn count(n: usize) -> u32 {

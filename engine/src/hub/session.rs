@@ -79,6 +79,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         settings.performance.udp_session_idle,
         tunnel.clone(),
         udp_stats,
+        settings.udp_budget.clone(),
     );
     let performance = &settings.performance;
     let mut heartbeat = tokio::time::interval(performance.heartbeat_interval);

@@ -158,6 +158,10 @@ pub struct EdgeConfigPush {
     /// Idle time after which UDP sessions close (the hub's `udpSessionIdleSecs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_session_idle_secs: Option<u32>,
+    /// Caps on the edge's public clients (the allowed edge's `limits`); absent from older
+    /// hubs (the edge then uses the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::config::EdgeLimitSettings>,
 }
 
 /// What the edge tells the hub about itself, as a CONFIG message in the edge-to-hub direction
@@ -484,6 +488,7 @@ mod tests {
             listen_ports_udp: vec![53],
             stun_interval_secs: 300,
             firewall_config: None,
+            limits: None,
         }
     }
 
@@ -817,6 +822,7 @@ mod tests {
                 listen_ports_udp,
                 stun_interval_secs,
                 firewall_config: None,
+                limits: None,
             });
             let line = encode_reply(&reply).unwrap();
             prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

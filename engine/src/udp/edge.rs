@@ -6,10 +6,16 @@
 //! learn each datagram's destination from IP_PKTINFO / IPV6_RECVPKTINFO (through quinn-udp) and
 //! send with that source address. UDP has no flow control: when the tunnel's queue is full a
 //! datagram is dropped and counted, never buffered without bound.
+//!
+//! Sessions are bounded by the limits the hub pushes (`IEdgeLimits`): new sessions are paced by
+//! a token bucket (a datagram that would open one too many is dropped and counted), a source
+//! address at its cap recycles its own least recently used session, and a full table its least
+//! recently used one; each closed session is closed on the hub too.
 
 use std::collections::BTreeMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -22,7 +28,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session::SessionTable;
+use super::rate::TokenBucket;
+use super::session::{Evicted, SessionTable, TableLimits};
+use crate::config::EdgeLimitSettings;
 use crate::edge::ports::reconcile;
 use crate::events::EventSink;
 use crate::metrics::UdpStats;
@@ -30,8 +38,6 @@ use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::tunnel::Tunnel;
 
-/// Most sessions an edge keeps at once (bounds memory under a spoofed-source flood).
-const MAX_SESSIONS: usize = 65_536;
 /// Receive buffer: one maximal datagram, or several coalesced by GRO.
 const RECV_BUFFER: usize = 128 * 1024;
 /// Kernel socket buffers asked for on public UDP sockets.
@@ -60,12 +66,40 @@ struct Session {
 
 type Table = SessionTable<(SocketAddr, u16), Session>;
 
+/// The sessions and the pace at which new ones may open, under one lock.
+#[derive(Debug)]
+struct State {
+    table: Table,
+    new_sessions: TokenBucket,
+}
+
+impl State {
+    fn new(idle: std::time::Duration, limits: &EdgeLimitSettings) -> Self {
+        Self {
+            table: SessionTable::new(idle, table_limits(limits)),
+            new_sessions: TokenBucket::new(
+                limits.udp_new_sessions_per_sec,
+                limits.udp_new_sessions_burst,
+                Instant::now(),
+            ),
+        }
+    }
+}
+
+fn table_limits(limits: &EdgeLimitSettings) -> TableLimits {
+    let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+    TableLimits {
+        max_sessions: size(limits.max_udp_sessions),
+        max_per_source: size(limits.max_udp_sessions_per_source),
+    }
+}
+
 /// The edge's UDP ports and sessions.
 #[derive(Debug)]
 pub(crate) struct EdgeUdp {
     bind_address: Option<IpAddr>,
     sockets: BTreeMap<u16, CancellationToken>,
-    table: Arc<Mutex<Table>>,
+    state: Arc<Mutex<State>>,
     tunnel: watch::Receiver<Option<Tunnel>>,
     stats: Arc<UdpStats>,
     events: EventSink,
@@ -86,7 +120,7 @@ impl EdgeUdp {
         Self {
             bind_address,
             sockets: BTreeMap::new(),
-            table: Arc::new(Mutex::new(SessionTable::new(idle, MAX_SESSIONS))),
+            state: Arc::new(Mutex::new(State::new(idle, &EdgeLimitSettings::default()))),
             tunnel,
             stats,
             events,
@@ -95,15 +129,15 @@ impl EdgeUdp {
         }
     }
 
-    fn table(&self) -> MutexGuard<'_, Table> {
-        lock(&self.table)
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Makes the UDP listeners match `wanted`; returns the listening ports and the ports that
     /// could not be bound.
     pub(crate) fn apply(&mut self, wanted: &[u16]) -> (Vec<u16>, Vec<PortBindFailure>) {
         let bind_address = self.bind_address;
-        let (table, tunnel, stats, tasks) = (&self.table, &self.tunnel, &self.stats, &self.tasks);
+        let (state, tunnel, stats, tasks) = (&self.state, &self.tunnel, &self.stats, &self.tasks);
         let failures = reconcile(
             &mut self.sockets,
             wanted,
@@ -114,7 +148,7 @@ impl EdgeUdp {
             |_, socket, stop| {
                 tasks.spawn(receive_loop(
                     Arc::new(socket),
-                    table.clone(),
+                    state.clone(),
                     tunnel.clone(),
                     stats.clone(),
                     stop,
@@ -126,7 +160,24 @@ impl EdgeUdp {
 
     /// Uses the hub's idle timeout for sessions.
     pub(crate) fn set_idle(&self, idle: std::time::Duration) {
-        self.table().set_idle(idle);
+        self.state().table.set_idle(idle);
+    }
+
+    /// Applies the hub's limits at once: sessions over the new caps are closed on both sides.
+    pub(crate) fn set_limits(&self, limits: &EdgeLimitSettings) {
+        let evicted = {
+            let mut state = self.state();
+            state.new_sessions.set(
+                limits.udp_new_sessions_per_sec,
+                limits.udp_new_sessions_burst,
+                Instant::now(),
+            );
+            let evicted = state.table.set_limits(table_limits(limits));
+            self.stats.set_sessions(state.table.len());
+            evicted
+        };
+        let tunnel = self.tunnel.borrow().clone();
+        close_evicted(evicted, &self.stats, tunnel.as_ref());
     }
 
     /// Delivers a message from the hub: data goes to its client, a close ends the session.
@@ -134,15 +185,14 @@ impl EdgeUdp {
         match message {
             UdpMessage::Data { session, payload } => {
                 let target = self
-                    .table()
+                    .state()
+                    .table
                     .touch(session, Instant::now())
                     .map(|s| (s.socket.clone(), s.client, s.local_ip));
                 match target {
                     Some((socket, client, local_ip)) => {
                         if send_to(&socket, &payload, client, local_ip) {
-                            self.stats
-                                .datagrams_out
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
                         } else {
                             self.stats.drop_one();
                         }
@@ -151,9 +201,9 @@ impl EdgeUdp {
                 }
             }
             UdpMessage::Close { session } => {
-                let mut table = self.table();
-                table.remove(session);
-                self.stats.set_sessions(table.len());
+                let mut state = self.state();
+                state.table.remove(session);
+                self.stats.set_sessions(state.table.len());
             }
             UdpMessage::Open { .. } => {
                 tracing::debug!("the hub does not open UDP sessions; ignored");
@@ -164,9 +214,9 @@ impl EdgeUdp {
     /// Closes sessions idle past the timeout, on both sides.
     pub(crate) fn expire(&self, tunnel: &Tunnel) {
         let expired = {
-            let mut table = self.table();
-            let expired = table.expire(Instant::now());
-            self.stats.set_sessions(table.len());
+            let mut state = self.state();
+            let expired = state.table.expire(Instant::now());
+            self.stats.set_sessions(state.table.len());
             expired
         };
         for (session, _) in expired {
@@ -176,8 +226,7 @@ impl EdgeUdp {
 
     /// Forgets every session (the tunnel they belonged to is gone).
     pub(crate) fn clear_sessions(&self) {
-        let mut table = self.table();
-        table.drain();
+        self.state().table.drain();
         self.stats.set_sessions(0);
     }
 
@@ -190,11 +239,21 @@ impl EdgeUdp {
     }
 }
 
-fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Held only for a lookup or an update, never across an await.
-    table
+    state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts the sessions the table displaced and closes them on the hub.
+fn close_evicted(evicted: Vec<Evicted<Session>>, stats: &UdpStats, tunnel: Option<&Tunnel>) {
+    for Evicted { id, reason, .. } in evicted {
+        stats.evicted(reason);
+        if let Some(tunnel) = tunnel {
+            let _ = tunnel.send_udp(UdpMessage::Close { session: id });
+        }
+    }
 }
 
 fn bind(address: Option<IpAddr>, port: u16) -> std::io::Result<PublicSocket> {
@@ -268,7 +327,7 @@ fn send_to(
 
 async fn receive_loop(
     socket: Arc<PublicSocket>,
-    table: Arc<Mutex<Table>>,
+    state: Arc<Mutex<State>>,
     tunnel: watch::Receiver<Option<Tunnel>>,
     stats: Arc<UdpStats>,
     stop: CancellationToken,
@@ -301,7 +360,7 @@ async fn receive_loop(
             for datagram in data.chunks(stride) {
                 from_client(
                     &socket,
-                    &table,
+                    &state,
                     &tunnel,
                     &stats,
                     datagram,
@@ -313,10 +372,11 @@ async fn receive_loop(
     }
 }
 
-/// One datagram from a client: open its session if needed, then send it through the tunnel.
+/// One datagram from a client: open its session if needed (and allowed), then send it
+/// through the tunnel.
 fn from_client(
     socket: &Arc<PublicSocket>,
-    table: &Mutex<Table>,
+    state: &Mutex<State>,
     tunnel: &watch::Receiver<Option<Tunnel>>,
     stats: &UdpStats,
     payload: &[u8],
@@ -330,22 +390,28 @@ fn from_client(
         return;
     };
     let now = Instant::now();
-    let opened = {
-        let mut table = lock(table);
-        let result = table.get_or_insert_with(&(client, socket.port), now, |_| Session {
-            socket: socket.clone(),
-            client: raw_client,
-            local_ip: dst_ip,
-        });
-        let opened = result.map(|(id, _, new)| (id, new));
-        stats.set_sessions(table.len());
-        opened
+    let key = (client, socket.port);
+    let (session, evicted) = {
+        let mut state = lock(state);
+        if let Some(session) = state.table.find(&key, now) {
+            (session, None)
+        } else if !state.new_sessions.try_take(now) {
+            drop(state);
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            stats.drop_one();
+            return;
+        } else {
+            let (session, evicted) = state.table.open(key, Some(client.ip()), now, |_| Session {
+                socket: socket.clone(),
+                client: raw_client,
+                local_ip: dst_ip,
+            });
+            stats.set_sessions(state.table.len());
+            (session, Some(evicted))
+        }
     };
-    let Ok((session, new)) = opened else {
-        stats.drop_one();
-        return;
-    };
-    if new {
+    if let Some(evicted) = evicted {
+        close_evicted(evicted, stats, Some(&tunnel));
         let local_ip = dst_ip
             .map(normalise_ip)
             .or_else(|| socket.io.local_addr().ok().map(|a| normalise_ip(a.ip())))
@@ -358,7 +424,7 @@ fn from_client(
         if tunnel.send_udp(open).is_err() {
             // Without its open the hub would refuse the data; forget the session so the next
             // datagram tries again.
-            lock(table).remove(session);
+            lock(state).table.remove(session);
             stats.drop_one();
             return;
         }
@@ -369,9 +435,7 @@ fn from_client(
     };
     match tunnel.send_udp(data) {
         Ok(()) => {
-            stats
-                .datagrams_in
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         }
         Err(_) => stats.drop_one(),
     }

@@ -4,7 +4,14 @@
 //!
 //! The table belongs to the edge's session task; each session's reply reader is its own task
 //! and reports activity through an atomic timestamp, so the table stays single-owner.
+//!
+//! Sessions are cheap and bounded, whatever the edge sends (it may be compromised): a session
+//! holds its socket and a small task but no receive buffer (replies land in a per-thread
+//! scratch buffer); an edge keeps at most its `maxUdpSessions` (least recently used closed
+//! first), and all edges together at most the hub's [`SessionBudget`], which leaves half of the
+//! descriptors to TCP streams and edge logins.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,9 +20,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
-use super::session::SessionTable;
+use super::session::{Evicted, Eviction, SessionTable, TableLimits};
+use crate::config::EdgeLimitSettings;
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
@@ -23,10 +32,47 @@ use crate::proxy_protocol::{v2, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
 use crate::transport::tunnel::Tunnel;
 
-/// Most sessions one edge may have open on the hub.
-const MAX_SESSIONS: usize = 65_536;
 /// Kernel buffers of the per-session sockets.
 const SOCKET_BUFFER: usize = 1 << 20;
+
+thread_local! {
+    /// The receive buffer of every reply reader on this runtime thread: a waiting session holds
+    /// no buffer of its own, and each reply is copied out at its own size.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_UDP_PAYLOAD + 1]);
+}
+
+/// The UDP sessions of a whole hub, across its edges: each holds a socket (a descriptor), so
+/// their number is capped by `maxUdpSessions` and by the open-file limit.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionBudget {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl SessionBudget {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// One session's share, given back when the permit is dropped; `None` when all are taken.
+    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sessions open now across all edges.
+    pub(crate) fn in_use(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.permits.available_permits())
+    }
+}
 
 /// One session towards the target.
 #[derive(Debug)]
@@ -37,6 +83,14 @@ struct Session {
     reader: AbortHandle,
     /// Milliseconds since `HubUdp::epoch` of the last reply from the target.
     last_reply_ms: Arc<AtomicU64>,
+    /// This session's share of the hub-wide budget.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// The UDP sessions of one connected edge.
@@ -48,6 +102,7 @@ pub(crate) struct HubUdp {
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
+    budget: SessionBudget,
     epoch: Instant,
 }
 
@@ -57,13 +112,16 @@ impl HubUdp {
         idle: Duration,
         tunnel: Tunnel,
         stats: Arc<UdpStats>,
+        budget: SessionBudget,
     ) -> Self {
+        let limits = edge_cap(&stats);
         Self {
-            table: SessionTable::new(idle, MAX_SESSIONS),
+            table: SessionTable::new(idle, limits),
             mode: context.settings.udp_proxy_header,
             context,
             tunnel,
             stats,
+            budget,
             epoch: Instant::now(),
         }
     }
@@ -74,36 +132,22 @@ impl HubUdp {
             UdpMessage::Open { session, header } => self.open(session, header).await,
             UdpMessage::Data { session, payload } => self.data(session, &payload),
             UdpMessage::Close { session } => {
-                if let Some(closed) = self.table.remove(session) {
-                    closed.reader.abort();
-                }
+                drop(self.table.remove(session));
                 self.stats.set_sessions(self.table.len());
             }
         }
     }
 
     async fn open(&mut self, session: u32, header: Bytes) {
-        let port = match v2::parse(&header) {
-            Ok((parsed, used)) if used == header.len() => match parsed.addresses {
-                Some(addresses) if parsed.transport == Some(ProxyTransport::Datagram) => {
-                    addresses.destination.port()
-                }
-                _ => {
-                    limited_warn!(self.context.warnings, edge_id = %self.context.edge_id, session, "UDP_OPEN without a DGRAM address header; refused");
-                    let _ = self.tunnel.send_udp(UdpMessage::Close { session });
-                    return;
-                }
-            },
-            Ok(_) | Err(_) => {
-                limited_warn!(
-                    self.context.warnings,
-                    edge_id = %self.context.edge_id,
-                    session,
-                    "UDP_OPEN payload is not one PROXY v2 header; refused"
-                );
-                let _ = self.tunnel.send_udp(UdpMessage::Close { session });
-                return;
-            }
+        let Some(port) = destination_port(&header) else {
+            limited_warn!(
+                self.context.warnings,
+                edge_id = %self.context.edge_id,
+                session,
+                "UDP_OPEN payload is not one PROXY v2 DGRAM address header; refused"
+            );
+            let _ = self.tunnel.send_udp(UdpMessage::Close { session });
+            return;
         };
         if !self
             .context
@@ -113,6 +157,18 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         }
+        // A replaced session gives its budget back before the new one takes its own.
+        drop(self.table.remove(session));
+        self.apply_edge_cap();
+        let Some(permit) = self.take_budget() else {
+            tracing::debug!(
+                session,
+                "UDP session refused: the hub's session cap is reached"
+            );
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = self.tunnel.send_udp(UdpMessage::Close { session });
+            return;
+        };
         let socket = match connect(&self.context.settings.target_host, port).await {
             Ok(socket) => Arc::new(socket),
             Err(error) => {
@@ -137,18 +193,47 @@ impl HubUdp {
             header_sent: false,
             reader,
             last_reply_ms,
+            _permit: permit,
         };
-        match self.table.insert(session, session, Instant::now(), value) {
-            Ok(Some(replaced)) => replaced.reader.abort(),
-            Ok(None) => {}
-            Err(full) => {
-                limited_warn!(self.context.warnings, edge_id = %self.context.edge_id, %full, "UDP session refused");
-                let _ = self.tunnel.send_udp(UdpMessage::Close { session });
-            }
-        }
+        let (_, evicted) = self.table.insert(session, session, Instant::now(), value);
+        self.close_evicted(evicted);
         self.stats.set_sessions(self.table.len());
     }
 
+    /// Applies the cap the hub keeps for this edge when it changed (allowed edges updated).
+    fn apply_edge_cap(&mut self) {
+        let limits = edge_cap(&self.stats);
+        if limits != self.table.limits() {
+            let evicted = self.table.set_limits(limits);
+            self.close_evicted(evicted);
+        }
+    }
+
+    /// A share of the hub-wide budget: a free one, or the one of this edge's least recently
+    /// used session, closed for it. An edge under pressure thus recycles its own sessions and
+    /// never takes other edges' away.
+    fn take_budget(&mut self) -> Option<OwnedSemaphorePermit> {
+        if let Some(permit) = self.budget.try_take() {
+            return Some(permit);
+        }
+        let (id, value) = self.table.pop_lru()?;
+        self.close_evicted(vec![Evicted {
+            id,
+            value,
+            reason: Eviction::Capacity,
+        }]);
+        self.budget.try_take()
+    }
+
+    /// Closes sessions the table displaced, on both sides.
+    fn close_evicted(&mut self, evicted: Vec<Evicted<Session>>) {
+        for Evicted { id, value, reason } in evicted {
+            drop(value);
+            self.stats.evicted(reason);
+            let _ = self.tunnel.send_udp(UdpMessage::Close { session: id });
+        }
+        self.stats.set_sessions(self.table.len());
+    }
     fn data(&mut self, session: u32, payload: &[u8]) {
         let mode = self.mode;
         let Some(entry) = self.table.touch(session, Instant::now()) else {
@@ -188,7 +273,7 @@ impl HubUdp {
             }
         });
         for (session, closed) in expired {
-            closed.reader.abort();
+            drop(closed);
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
         }
         self.stats.set_sessions(self.table.len());
@@ -196,10 +281,35 @@ impl HubUdp {
 
     /// Ends every session (the tunnel is gone).
     pub(crate) fn close_all(&mut self) {
-        for (_, closed) in self.table.drain() {
-            closed.reader.abort();
-        }
+        drop(self.table.drain());
         self.stats.set_sessions(0);
+    }
+}
+
+/// The cap the hub keeps for this edge: its `maxUdpSessions` as the actor last set it.
+fn edge_cap(stats: &UdpStats) -> TableLimits {
+    let max = match UdpStats::get(&stats.max_sessions) {
+        0 => u64::from(EdgeLimitSettings::default().max_udp_sessions),
+        set => set,
+    };
+    let max_sessions = usize::try_from(max).unwrap_or(usize::MAX);
+    TableLimits {
+        max_sessions,
+        max_per_source: max_sessions,
+    }
+}
+
+/// The target port of a session: the destination port of its PROXY v2 DGRAM header, which must
+/// be the whole `UDP_OPEN` payload. `None` for anything else.
+fn destination_port(header: &[u8]) -> Option<u16> {
+    match v2::parse(header) {
+        Ok((parsed, used)) if used == header.len() => match parsed.addresses {
+            Some(addresses) if parsed.transport == Some(ProxyTransport::Datagram) => {
+                Some(addresses.destination.port())
+            }
+            _ => None,
+        },
+        Ok(_) | Err(_) => None,
     }
 }
 
@@ -230,7 +340,8 @@ async fn connect(host: &str, port: u16) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Replies from the target go back through the tunnel; drops are counted.
+/// Replies from the target go back through the tunnel; drops are counted. Waits for
+/// readiness without a buffer and receives into the thread's [`SCRATCH`].
 async fn read_replies(
     socket: Arc<UdpSocket>,
     session: u32,
@@ -239,17 +350,21 @@ async fn read_replies(
     last_reply_ms: Arc<AtomicU64>,
     epoch: Instant,
 ) {
-    let mut buffer = vec![0u8; MAX_UDP_PAYLOAD + 1];
     loop {
-        let len = match socket.recv(&mut buffer).await {
-            Ok(len) => len,
-            // ICMP port unreachable and friends: keep the session; the target may come back.
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(_) => return,
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let payload = match receive(&socket) {
+            Ok(payload) => payload,
+            Err(error) => match error.kind() {
+                std::io::ErrorKind::WouldBlock => continue,
+                // ICMP port unreachable and friends: keep the session; the target may come back.
+                std::io::ErrorKind::ConnectionRefused => continue,
+                _ => return,
+            },
         };
         let elapsed = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         last_reply_ms.store(elapsed.max(1), Ordering::Relaxed);
-        let payload = Bytes::copy_from_slice(buffer.get(..len).unwrap_or_default());
         match tunnel.send_udp(UdpMessage::Data { session, payload }) {
             Ok(()) => {
                 stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
@@ -258,4 +373,14 @@ async fn read_replies(
             Err(crate::transport::quic::UdpSendError::Full) => stats.drop_one(),
         }
     }
+}
+
+/// One datagram from a ready socket, copied out of the thread's scratch buffer.
+fn receive(socket: &UdpSocket) -> std::io::Result<Bytes> {
+    SCRATCH.with_borrow_mut(|buffer| {
+        let len = socket.try_recv(buffer)?;
+        Ok(Bytes::copy_from_slice(
+            buffer.get(..len).unwrap_or_default(),
+        ))
+    })
 }

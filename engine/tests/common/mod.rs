@@ -63,16 +63,32 @@ impl Managed {
     }
 
     pub async fn spawn_with_env(env: &[(&str, &str)]) -> Self {
-        Self::spawn_with(env, false).await
+        Self::spawn_configured(env, None, false).await
     }
 
     /// Spawns the binary counting (not showing) what it writes to stderr.
     pub async fn spawn_capturing_stderr() -> Self {
-        Self::spawn_with(&[], true).await
+        Self::spawn_configured(&[], None, true).await
     }
 
-    async fn spawn_with(env: &[(&str, &str)], capture_stderr: bool) -> Self {
+    /// Spawns the binary with its open-file limit (RLIMIT_NOFILE) set to `nofile`, soft and
+    /// hard, as `ulimit -n` would: the binary cannot raise it.
+    pub async fn spawn_with_nofile(nofile: u64) -> Self {
+        Self::spawn_configured(&[], Some(nofile), false).await
+    }
+
+    async fn spawn_configured(
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        capture_stderr: bool,
+    ) -> Self {
         let mut command = Command::new(binary());
+        if let Some(limit) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+            }
+        }
         command
             .arg("--management")
             .stdin(Stdio::piped())
@@ -272,6 +288,17 @@ where
     }
 }
 
+/// Open file descriptors of a process, from /proc.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Raises this (test) process's soft open-file limit to its hard limit, so that a test can hold
+/// thousands of client sockets; returns the new soft limit.
+pub fn raise_own_nofile() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE")
+}
+
 /// Resident set size of a process in KiB, from /proc.
 pub fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -303,15 +330,30 @@ impl Pair {
 
     /// Like [`Pair::start`], with the allowed edge's fields (`listenPorts`, `listenPortsUdp`).
     pub async fn start_with(edge_fields: Value, hub_config: Value, transport: &str) -> Self {
-        let mut hub = Managed::spawn().await;
-        let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
         let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
         for (key, value) in edge_fields.as_object().expect("edge fields object") {
             allowed[key] = value.clone();
         }
-        hub.ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+        Self::launch(None, json!([allowed]), hub_config, transport).await
+    }
+
+    /// A hub and an edge (tunnel over `transport`), both with their open-file limit at
+    /// `nofile`; the hub allows `edges` (a list whose first entry is [`EDGE_ID`]).
+    pub async fn start_with_nofile(
+        nofile: u64,
+        edges: Value,
+        hub_config: Value,
+        transport: &str,
+    ) -> Self {
+        Self::launch(Some(nofile), edges, hub_config, transport).await
+    }
+
+    async fn launch(nofile: Option<u64>, edges: Value, hub_config: Value, transport: &str) -> Self {
+        let mut hub = Managed::spawn_configured(&[], nofile, false).await;
+        let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
+        hub.ok("updateAllowedEdges", Some(json!({"edges": edges})))
             .await;
-        let mut edge = Managed::spawn().await;
+        let mut edge = Managed::spawn_configured(&[], nofile, false).await;
         let mut params = edge_start(tunnel_port, Some(&fingerprint));
         params["config"]["transportMode"] = json!(transport);
         edge.ok("start", Some(params)).await;

@@ -585,6 +585,11 @@ export interface IHubConfig {
    * Flow-control, QoS and timing knobs.
    */
   performance?: IPerformanceConfig | null;
+  /**
+   * Most UDP sessions the hub keeps open across all edges (each holds one socket towards the
+   * target). Default 131072; never more than half of what the open-file limit leaves.
+   */
+  maxUdpSessions?: number;
 }
 /**
  * PEM certificate and key the hub serves on its tunnel port.
@@ -778,6 +783,11 @@ export interface TAllowedEdge {
    * Outbound (egress) policy for the edge; disabled when omitted.
    */
   egress?: IEgressPolicy | null;
+  /**
+   * Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
+   * defaults apply when omitted.
+   */
+  limits?: IEdgeLimits | null;
 }
 /**
  * Outbound (egress) policy of one edge (DESIGN section 9).
@@ -810,6 +820,39 @@ export interface IEgressPolicy {
    * Cap on open egress streams for this edge.
    */
   maxConcurrentStreams?: number | null;
+}
+/**
+ * Caps on public clients of one edge. The edge enforces all of them; the hub enforces
+ * `maxUdpSessions` as well, in case the edge is compromised.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEdgeLimits".
+ */
+export interface IEdgeLimits {
+  /**
+   * Open TCP connections one client address may hold; more are reset. Default 1024, and
+   * never more than half of the edge's connection capacity (derived from its open-file limit).
+   */
+  maxConnectionsPerSource?: number;
+  /**
+   * UDP sessions (client address and port pairs) the edge keeps; beyond it the least
+   * recently used session is closed. Default 65536.
+   */
+  maxUdpSessions?: number;
+  /**
+   * UDP sessions one client address may hold; beyond it that address's least recently used
+   * session is closed. Default 4096.
+   */
+  maxUdpSessionsPerSource?: number;
+  /**
+   * New UDP sessions the edge opens per second (sustained); datagrams that would open more
+   * are dropped and counted. Default 5000.
+   */
+  udpNewSessionsPerSec?: number;
+  /**
+   * New UDP sessions that may open at once above the sustained rate. Default 10000.
+   */
+  udpNewSessionsBurst?: number;
 }
 /**
  * `updateAllowedEdges` result.
@@ -937,6 +980,10 @@ export interface IHubStatus {
    * Sources whose logins are delayed now after repeated failed logins.
    */
   slowedSources: number;
+  /**
+   * The hub's resource limits in force.
+   */
+  limits: IHubLimitStatus;
 }
 /**
  * One connected edge as the hub sees it.
@@ -984,6 +1031,51 @@ export interface IConnectedEdgeStatus {
    */
   capabilities: string[];
   egressEnabled: boolean;
+  /**
+   * UDP limits the hub enforces for this edge, and what they closed or refused.
+   */
+  limits: IConnectedEdgeLimitStatus;
+}
+/**
+ * UDP limits of one connected edge, as the hub enforces them.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IConnectedEdgeLimitStatus".
+ */
+export interface IConnectedEdgeLimitStatus {
+  /**
+   * UDP sessions the hub keeps for this edge (its `limits.maxUdpSessions`).
+   */
+  maxUdpSessions: number;
+  /**
+   * Sessions the hub closed because this edge was at its cap (least recently used first).
+   */
+  udpEvicted: number;
+  /**
+   * Sessions the hub refused because the hub-wide cap was reached.
+   */
+  udpRefused: number;
+}
+/**
+ * The hub's resource limits in force.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IHubLimitStatus".
+ */
+export interface IHubLimitStatus {
+  /**
+   * The process's open-file limit (soft RLIMIT_NOFILE).
+   */
+  openFileLimit: number;
+  /**
+   * UDP sessions the hub keeps across all edges: `maxUdpSessions`, or less where the
+   * open-file limit leaves less.
+   */
+  maxUdpSessions: number;
+  /**
+   * UDP sessions open now, across all edges.
+   */
+  udpSessions: number;
 }
 /**
  * Edge status.
@@ -1032,6 +1124,10 @@ export interface IEdgeStatus {
    */
   udpDropped: number;
   /**
+   * Resource limits in force and what they refused.
+   */
+  limits: IEdgeLimitStatus;
+  /**
    * Consecutive failed connection attempts since the last successful one.
    */
   reconnectAttempts: number;
@@ -1050,6 +1146,50 @@ export interface PortBindFailure {
   port: number;
   protocol: PortProtocol;
   error: string;
+}
+/**
+ * The edge's resource limits in force and what they refused.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEdgeLimitStatus".
+ */
+export interface IEdgeLimitStatus {
+  /**
+   * The process's open-file limit (soft RLIMIT_NOFILE).
+   */
+  openFileLimit: number;
+  /**
+   * Open public TCP connections the edge takes in all, derived from the open-file limit.
+   */
+  maxConnections: number;
+  /**
+   * Open public TCP connections one client address may hold.
+   */
+  maxConnectionsPerSource: number;
+  maxUdpSessions: number;
+  maxUdpSessionsPerSource: number;
+  udpNewSessionsPerSec: number;
+  udpNewSessionsBurst: number;
+  /**
+   * TCP connections reset because their address held `maxConnectionsPerSource`.
+   */
+  tcpRefusedPerSource: number;
+  /**
+   * TCP connections reset because the edge held `maxConnections`.
+   */
+  tcpRefusedCapacity: number;
+  /**
+   * UDP sessions closed because their address held `maxUdpSessionsPerSource`.
+   */
+  udpEvictedPerSource: number;
+  /**
+   * UDP sessions closed because the edge held `maxUdpSessions`.
+   */
+  udpEvictedCapacity: number;
+  /**
+   * Datagrams dropped because they would have opened a session above the new-session rate.
+   */
+  udpRateLimited: number;
 }
 /**
  * Status when no role runs.

@@ -1,0 +1,85 @@
+//! The open-file limit (RLIMIT_NOFILE) and the descriptor budgets derived from it.
+//!
+//! Every public TCP connection costs the edge one descriptor, and every UDP session and every
+//! forwarded TCP stream costs the hub one. Running out (EMFILE) does not fail one connection, it
+//! fails whatever needs a descriptor next: a tunnel login, a target dial, an accept. So the
+//! binary raises its soft limit to the hard limit at start, and the caps that depend on
+//! descriptors are derived from the limit with room left for everything else.
+
+/// Descriptors kept for what is not a per-client socket: stdio, the runtime's epoll and wakers,
+/// the tunnel (TLS socket, QUIC endpoint), listeners' accept headroom, STUN, logins.
+pub const RESERVE: u64 = 128;
+
+/// Raises the soft open-file limit to the hard limit (logging both) and returns the soft limit
+/// in force afterwards. A failure is logged and the limit left as it was.
+pub fn raise_to_hard() -> u64 {
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            return current();
+        }
+    };
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(raised) => {
+            tracing::info!(
+                soft_before = soft,
+                soft = raised,
+                hard,
+                "open-file limit (RLIMIT_NOFILE)"
+            );
+            raised
+        }
+        Err(error) => {
+            tracing::warn!(soft, hard, %error, "cannot raise the open-file limit; keeping it");
+            soft
+        }
+    };
+    if limit < 4 * RESERVE {
+        tracing::warn!(
+            limit,
+            "the open-file limit leaves room for few clients (TCP connections on an edge, UDP \
+             sessions on a hub); raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        );
+    }
+    limit
+}
+
+/// The soft open-file limit in force (1024, the common default, if it cannot be read).
+pub fn current() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// UDP sessions the hub may hold at `limit`: half of what the reserve leaves, so that TCP
+/// streams (one target connection each) and edge logins always have the other half.
+pub fn hub_udp_sessions(limit: u64) -> u64 {
+    limit.saturating_sub(RESERVE) / 2
+}
+
+/// Public TCP connections the edge may hold at `limit` with `listeners` sockets bound: what the
+/// reserve and the listeners leave (the tunnel multiplexes, so a connection costs one).
+pub fn edge_connections(limit: u64, listeners: u64) -> u64 {
+    limit.saturating_sub(RESERVE.saturating_add(listeners))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_leave_room_and_never_underflow() {
+        assert_eq!(hub_udp_sessions(1024), 448);
+        assert_eq!(hub_udp_sessions(16_384), 8128);
+        assert_eq!(hub_udp_sessions(64), 0);
+        assert_eq!(edge_connections(1024, 2), 894);
+        assert_eq!(edge_connections(100, 2), 0);
+        assert_eq!(edge_connections(u64::MAX, u64::MAX), 0);
+    }
+
+    #[test]
+    fn the_current_limit_is_readable() {
+        assert!(current() >= 1);
+    }
+}
