@@ -15,9 +15,9 @@ use remoteingress_ipc_schema::{
 };
 use thiserror::Error;
 
+use crate::fd_limit::DescriptorBudget;
 use crate::ident::{validate_edge_id, validate_secret};
 use crate::token::ConnectionToken;
-use crate::udp::hub::SessionBudget;
 
 /// Default STUN server for public IP discovery.
 pub const DEFAULT_STUN_SERVER: &str = "stun.cloudflare.com:3478";
@@ -59,7 +59,11 @@ pub struct HubSettings {
     pub max_udp_sessions: u32,
     /// The UDP sessions all edges share: `max_udp_sessions`, or less where the open-file limit
     /// (read when the settings are made, just before the hub starts) leaves less.
-    pub(crate) udp_budget: SessionBudget,
+    pub(crate) udp_budget: DescriptorBudget,
+    /// The TCP streams all edges share (one target connection each), from the open-file limit.
+    pub(crate) stream_budget: DescriptorBudget,
+    /// Handshakes that may be in progress at once, from the open-file limit.
+    pub(crate) max_pending_logins: usize,
 }
 
 /// Most UDP sessions a hub or an edge may be configured for: with a socket (hub) and some
@@ -94,8 +98,9 @@ impl HubSettings {
             MAX_UDP_SESSIONS,
             &format!("{path}.maxUdpSessions"),
         )?;
-        let fd_budget = crate::fd_limit::hub_udp_sessions(crate::fd_limit::current());
-        let budget = u64::from(config.max_udp_sessions).min(fd_budget);
+        let fd_limit = crate::fd_limit::current();
+        let budget =
+            u64::from(config.max_udp_sessions).min(crate::fd_limit::hub_udp_sessions(fd_limit));
         Ok(Self {
             tunnel_port: config.tunnel_port,
             target_host: config.target_host,
@@ -105,7 +110,10 @@ impl HubSettings {
             udp_proxy_header: config.udp_proxy_header,
             performance,
             max_udp_sessions: config.max_udp_sessions,
-            udp_budget: SessionBudget::new(usize::try_from(budget).unwrap_or(usize::MAX)),
+            udp_budget: DescriptorBudget::new(budget),
+            stream_budget: DescriptorBudget::new(crate::fd_limit::hub_tcp_streams(fd_limit)),
+            max_pending_logins: usize::try_from(crate::fd_limit::hub_pending_logins(fd_limit))
+                .unwrap_or(usize::MAX),
         })
     }
 }
@@ -241,6 +249,7 @@ pub struct AllowedEdgeSettings {
 #[serde(rename_all = "camelCase", default)]
 pub struct EdgeLimitSettings {
     pub max_connections_per_source: u32,
+    pub max_streams: u32,
     pub max_udp_sessions: u32,
     pub max_udp_sessions_per_source: u32,
     pub udp_new_sessions_per_sec: u32,
@@ -260,6 +269,7 @@ impl From<&ipc::EdgeLimits> for EdgeLimitSettings {
     fn from(limits: &ipc::EdgeLimits) -> Self {
         Self {
             max_connections_per_source: limits.max_connections_per_source,
+            max_streams: limits.max_streams,
             max_udp_sessions: limits.max_udp_sessions,
             max_udp_sessions_per_source: limits.max_udp_sessions_per_source,
             udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec,
@@ -279,6 +289,7 @@ impl EdgeLimitSettings {
                 settings.max_connections_per_source,
                 MAX_LIMIT_VALUE,
             ),
+            ("maxStreams", settings.max_streams, MAX_LIMIT_VALUE),
             (
                 "maxUdpSessions",
                 settings.max_udp_sessions,
@@ -311,6 +322,7 @@ impl EdgeLimitSettings {
         let max_udp_sessions = self.max_udp_sessions.clamp(1, MAX_UDP_SESSIONS);
         Self {
             max_connections_per_source: self.max_connections_per_source.clamp(1, MAX_LIMIT_VALUE),
+            max_streams: self.max_streams.clamp(1, MAX_LIMIT_VALUE),
             max_udp_sessions,
             max_udp_sessions_per_source: self
                 .max_udp_sessions_per_source

@@ -6,6 +6,10 @@
 //! binary raises its soft limit to the hard limit at start, and the caps that depend on
 //! descriptors are derived from the limit with room left for everything else.
 
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 /// Descriptors kept for what is not a per-client socket: stdio, the runtime's epoll and wakers,
 /// the tunnel (TLS socket, QUIC endpoint), listeners' accept headroom, STUN, logins.
 pub const RESERVE: u64 = 128;
@@ -58,10 +62,57 @@ pub fn hub_udp_sessions(limit: u64) -> u64 {
     limit.saturating_sub(RESERVE) / 2
 }
 
+/// Handshakes the hub lets be in progress at `limit` (each holds a socket until its deadline):
+/// an eighth of what the reserve leaves, at most [`crate::hub::auth::MAX_PENDING_TOTAL`].
+pub fn hub_pending_logins(limit: u64) -> u64 {
+    (limit.saturating_sub(RESERVE) / 8).min(crate::hub::auth::MAX_PENDING_TOTAL as u64)
+}
+
+/// TCP streams the hub may forward at once at `limit` (one target connection each): the half
+/// that UDP does not get, less what pending logins may hold.
+pub fn hub_tcp_streams(limit: u64) -> u64 {
+    (limit.saturating_sub(RESERVE) / 2).saturating_sub(hub_pending_logins(limit))
+}
+
 /// Public TCP connections the edge may hold at `limit` with `listeners` sockets bound: what the
 /// reserve and the listeners leave (the tunnel multiplexes, so a connection costs one).
 pub fn edge_connections(limit: u64, listeners: u64) -> u64 {
     limit.saturating_sub(RESERVE.saturating_add(listeners))
+}
+
+/// A hub-wide count of descriptor-holding things (UDP sessions, TCP streams) shared by all
+/// edges: each holds a permit, given back when dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct DescriptorBudget {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl DescriptorBudget {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// One share, given back when the permit is dropped; `None` when all are taken.
+    pub(crate) fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Shares taken now, across all edges.
+    pub(crate) fn in_use(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.permits.available_permits())
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +124,10 @@ mod tests {
         assert_eq!(hub_udp_sessions(1024), 448);
         assert_eq!(hub_udp_sessions(16_384), 8128);
         assert_eq!(hub_udp_sessions(64), 0);
+        assert_eq!(hub_pending_logins(1024), 112);
+        assert_eq!(hub_tcp_streams(1024), 336);
+        assert_eq!(hub_pending_logins(1 << 20), 1024);
+        assert_eq!(hub_tcp_streams(64), 0);
         assert_eq!(edge_connections(1024, 2), 894);
         assert_eq!(edge_connections(100, 2), 0);
         assert_eq!(edge_connections(u64::MAX, u64::MAX), 0);

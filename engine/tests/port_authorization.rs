@@ -1,7 +1,8 @@
-//! Port authorization at the hub: an edge is forwarded only to the ports it is assigned *now*.
+//! What the hub grants an edge, enforced by the hub whatever the edge does: it is forwarded only
+//! to the ports it is assigned *now*, and only to as many streams at once as its cap allows.
 //! A hand-driven edge (real login) forges OPENs and UDP opens for a port it was not given — a
 //! stand-in for an admin service or a database on the target host — on both transports, and
-//! again after the hub removes its ports at runtime.
+//! again after the hub removes its ports at runtime; and it opens more streams than it may.
 
 #[macro_use]
 mod common;
@@ -16,10 +17,14 @@ use common::udp_target::UdpEchoTarget;
 use common::{start_hub, Managed, EDGE_ID, EDGE_SECRET};
 use remoteingress::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
 use remoteingress::transport::datagram::UdpMessage;
+use remoteingress::transport::tunnel::TunnelStream;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-over_both_transports!(an_edge_reaches_only_the_ports_it_is_assigned_now);
+over_both_transports!(
+    an_edge_reaches_only_the_ports_it_is_assigned_now,
+    an_edge_gets_no_more_streams_than_its_cap,
+);
 
 const CLIENT: &str = "203.0.113.7:5555";
 
@@ -142,4 +147,70 @@ async fn an_edge_reaches_only_the_ports_it_is_assigned_now(transport: &str) {
         "only the first stream was forwarded"
     );
     wait_refused(&mut hub, 4).await;
+}
+
+/// Opens a stream to `port` and sends `payload` without closing: an idle client.
+async fn open_idle(edge: &HandEdge, port: u16, payload: &[u8]) -> TunnelStream {
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let line = v1::encode(&ProxyHeader::new(client, ([127, 0, 0, 2], port).into()));
+    let mut stream = edge.tunnel.open_stream(Bytes::from(line)).await.unwrap();
+    stream.write_all(payload).await.unwrap();
+    stream
+}
+
+/// Reads `expected` back, or fails; `None` when the stream ended first (refused).
+async fn read_echo(stream: &mut TunnelStream, expected: &[u8]) -> Option<()> {
+    let mut buf = vec![0u8; expected.len()];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf)).await {
+        Ok(Ok(_)) if buf == expected => Some(()),
+        Ok(_) => None,
+        Err(_) => panic!("neither echoed nor refused"),
+    }
+}
+
+async fn an_edge_gets_no_more_streams_than_its_cap(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut hub = Managed::spawn().await;
+    let (tunnel_port, _) = start_hub(&mut hub, json!({})).await;
+    let allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET,
+        "listenPorts": [target.port], "limits": {"maxStreams": 2}});
+    hub.ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+        .await;
+    let edge = hand_edge::login(transport, tunnel_port, EDGE_ID, EDGE_SECRET)
+        .await
+        .expect("login");
+    hub.event("edgeConnected").await;
+
+    let mut first = open_idle(&edge, target.port, b"one").await;
+    let mut second = open_idle(&edge, target.port, b"two").await;
+    assert_eq!(read_echo(&mut first, b"one").await, Some(()));
+    assert_eq!(read_echo(&mut second, b"two").await, Some(()));
+    let mut third = open_idle(&edge, target.port, b"three").await;
+    assert_eq!(read_echo(&mut third, b"three").await, None, "over the cap");
+    let status = hub.ok("getStatus", None).await;
+    let limits = &status["connectedEdges"][0]["limits"];
+    assert_eq!(limits["maxStreams"], 2, "{status}");
+    assert_eq!(limits["streamsRefused"], 1, "{status}");
+    assert!(
+        status["limits"]["maxStreams"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+
+    // A finished stream gives its share back.
+    first.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest)).await;
+    drop(first);
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = open_idle(&edge, target.port, b"four").await;
+        if read_echo(&mut again, b"four").await.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the share never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

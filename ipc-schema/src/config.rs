@@ -223,6 +223,11 @@ pub struct EdgeLimits {
     /// never more than half of the edge's connection capacity (derived from its open-file limit).
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: u32,
+    /// TCP streams the hub forwards for this edge at once (one target connection each); more
+    /// are refused. Enforced by the hub, which does not trust the edge to count. Default 65536,
+    /// and the hub's own total (derived from its open-file limit) applies on top.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: u32,
     /// UDP sessions (client address and port pairs) the edge keeps; beyond it the least
     /// recently used session is closed. Default 65536.
     #[serde(default = "default_max_udp_sessions")]
@@ -244,6 +249,7 @@ impl Default for EdgeLimits {
     fn default() -> Self {
         Self {
             max_connections_per_source: default_max_connections_per_source(),
+            max_streams: default_max_streams(),
             max_udp_sessions: default_max_udp_sessions(),
             max_udp_sessions_per_source: default_max_udp_sessions_per_source(),
             udp_new_sessions_per_sec: default_udp_new_sessions_per_sec(),
@@ -254,6 +260,9 @@ impl Default for EdgeLimits {
 
 fn default_max_connections_per_source() -> u32 {
     1024
+}
+fn default_max_streams() -> u32 {
+    65_536
 }
 fn default_max_udp_sessions() -> u32 {
     65_536

@@ -89,6 +89,10 @@ pub struct HubLimitStatus {
     pub max_udp_sessions: u64,
     /// UDP sessions open now, across all edges.
     pub udp_sessions: u64,
+    /// TCP streams the hub forwards at once across all edges (from the open-file limit).
+    pub max_streams: u64,
+    /// TCP streams forwarded now, across all edges.
+    pub streams: u64,
 }
 
 /// UDP limits of one connected edge, as the hub enforces them.
@@ -102,6 +106,10 @@ pub struct ConnectedEdgeLimitStatus {
     pub udp_evicted: u64,
     /// Sessions the hub refused because the hub-wide cap was reached.
     pub udp_refused: u64,
+    /// TCP streams the hub forwards for this edge at once (its `limits.maxStreams`).
+    pub max_streams: u64,
+    /// Streams refused because this edge or the whole hub was at its stream cap.
+    pub streams_refused: u64,
 }
 
 /// The edge's resource limits in force and what they refused.

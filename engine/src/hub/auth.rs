@@ -59,7 +59,7 @@ impl SourceKey {
 pub enum Refusal {
     #[error("too many handshakes in progress from this source ({MAX_PENDING_PER_SOURCE})")]
     SourceBusy,
-    #[error("too many handshakes in progress ({MAX_PENDING_TOTAL})")]
+    #[error("too many handshakes in progress")]
     HubBusy,
 }
 
@@ -92,11 +92,18 @@ impl Record {
 }
 
 /// Per-source login state of the hub.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoginThrottle {
     sources: HashMap<SourceKey, Record>,
     pending_total: usize,
+    max_pending_total: usize,
     refused: u64,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new(MAX_PENDING_TOTAL)
+    }
 }
 
 /// Locks the throttle; `None` when a panic poisoned it, and callers then refuse the login
@@ -122,13 +129,24 @@ pub fn delay_for(failures: u32) -> Duration {
 }
 
 impl LoginThrottle {
+    /// A throttle letting at most `max_pending_total` handshakes (and never more than
+    /// [`MAX_PENDING_TOTAL`]) be in progress: the hub derives it from its open-file limit.
+    pub fn new(max_pending_total: usize) -> Self {
+        Self {
+            sources: HashMap::new(),
+            pending_total: 0,
+            max_pending_total: max_pending_total.clamp(1, MAX_PENDING_TOTAL),
+            refused: 0,
+        }
+    }
+
     /// Starts a handshake from `ip`, or refuses it (counted) when too many are in progress.
     pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<SourceKey, Refusal> {
         let key = SourceKey::of(ip);
         let pending = self.sources.get(&key).map_or(0, |record| record.pending);
         let refusal = if pending >= MAX_PENDING_PER_SOURCE {
             Some(Refusal::SourceBusy)
-        } else if self.pending_total >= MAX_PENDING_TOTAL {
+        } else if self.pending_total >= self.max_pending_total {
             Some(Refusal::HubBusy)
         } else {
             None

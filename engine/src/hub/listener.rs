@@ -416,6 +416,7 @@ impl Connection {
             stats: admission.stats,
             udp_stats: admission.udp_stats,
             grant: admission.grant,
+            stream_cap: admission.stream_cap,
             events: context.events.clone(),
             cancel: admission.cancel,
             drain: admission.drain,

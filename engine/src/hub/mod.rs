@@ -11,6 +11,7 @@ pub mod forward;
 pub mod grant;
 pub mod listener;
 pub mod session;
+pub mod stream_cap;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use self::auth::LoginThrottle;
 use self::grant::PortGrant;
+use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
@@ -65,6 +67,8 @@ pub(crate) struct Admission {
     pub(crate) hub_proof: LoginProof,
     /// The ports this edge may be forwarded to, kept current by the actor.
     pub(crate) grant: Arc<PortGrant>,
+    /// How many streams the hub forwards for this edge at once, kept current by the actor.
+    pub(crate) stream_cap: Arc<StreamCap>,
     /// Cancelled when the session must end at once (edge removed, secret changed).
     pub(crate) cancel: CancellationToken,
     /// Cancelled when a newer connection of the same edge replaced this one: the session takes
@@ -123,6 +127,7 @@ struct ConnectedEdge {
     stats: Arc<StreamStats>,
     udp_stats: Arc<UdpStats>,
     grant: Arc<PortGrant>,
+    stream_cap: Arc<StreamCap>,
     public_ip: Option<String>,
     /// Set once the session runs; `None` between authentication and the first frame.
     tunnel: Option<(Tunnel, TunnelTransport)>,
@@ -178,7 +183,7 @@ impl Hub {
             .map(|addr| addr.port())
             .unwrap_or(settings.tunnel_port);
 
-        let throttle = Arc::new(Mutex::new(LoginThrottle::default()));
+        let throttle = Arc::new(Mutex::new(LoginThrottle::new(settings.max_pending_logins)));
         let (commands, rx) = mpsc::channel(256);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -398,6 +403,7 @@ impl HubActor {
         let stats = Arc::new(StreamStats::default());
         let udp_stats = Arc::new(UdpStats::default());
         set_udp_cap(&udp_stats, allowed);
+        let stream_cap = Arc::new(StreamCap::new(allowed.limits.max_streams));
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -408,6 +414,7 @@ impl HubActor {
                 stats: stats.clone(),
                 udp_stats: udp_stats.clone(),
                 grant: grant.clone(),
+                stream_cap: stream_cap.clone(),
                 public_ip: None,
                 tunnel: None,
                 connected_at_ms: unix_ms(),
@@ -419,6 +426,7 @@ impl HubActor {
             push,
             hub_proof,
             grant,
+            stream_cap,
             cancel,
             drain,
             stats,
@@ -500,6 +508,7 @@ impl HubActor {
                     edge.grant
                         .set(&allowed.listen_ports, &allowed.listen_ports_udp);
                     set_udp_cap(&edge.udp_stats, allowed);
+                    edge.stream_cap.set_max(allowed.limits.max_streams);
                     let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
@@ -576,6 +585,8 @@ impl HubActor {
                         max_udp_sessions: UdpStats::get(&edge.udp_stats.max_sessions),
                         udp_evicted: UdpStats::get(&edge.udp_stats.evicted_capacity),
                         udp_refused: UdpStats::get(&edge.udp_stats.refused),
+                        max_streams: edge.stream_cap.max(),
+                        streams_refused: edge.stream_cap.refused(),
                     },
                 })
             })
@@ -596,6 +607,8 @@ impl HubActor {
                 open_file_limit: crate::fd_limit::current(),
                 max_udp_sessions: wide(self.settings.udp_budget.capacity()),
                 udp_sessions: wide(self.settings.udp_budget.in_use()),
+                max_streams: wide(self.settings.stream_budget.capacity()),
+                streams: wide(self.settings.stream_budget.in_use()),
             },
         }
     }

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::forward::{self, ForwardContext};
 use super::grant::PortGrant;
+use super::stream_cap::StreamCap;
 use super::{Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
@@ -34,6 +35,8 @@ pub(crate) struct HubSession {
     pub(crate) udp_stats: Arc<UdpStats>,
     /// The ports this edge may be forwarded to now.
     pub(crate) grant: Arc<PortGrant>,
+    /// How many streams may be forwarded for this edge at once.
+    pub(crate) stream_cap: Arc<StreamCap>,
     pub(crate) events: EventSink,
     /// Cancelled by the actor: edge removed, or secret changed.
     pub(crate) cancel: CancellationToken,
@@ -55,6 +58,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         stats,
         udp_stats,
         grant,
+        stream_cap,
         events,
         cancel,
         drain,
@@ -110,9 +114,14 @@ pub(crate) async fn run(session: HubSession) -> String {
                 // A draining session takes no new streams: the edge opens them on its new tunnel.
                 Some((stream, _)) if draining_since.is_some() => drop(stream),
                 Some((stream, open)) => {
+                    let Some(permit) = stream_cap.admit(&settings.stream_budget) else {
+                        crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
+                        continue;
+                    };
                     let context = context.clone();
                     let stop = streams_cancel.clone();
                     tasks.spawn(async move {
+                        let _permit = permit;
                         tokio::select! {
                             () = stop.cancelled() => {}
                             () = forward::forward(stream, open, context) => {}

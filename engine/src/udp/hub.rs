@@ -8,7 +8,7 @@
 //! Sessions are cheap and bounded, whatever the edge sends (it may be compromised): a session
 //! holds its socket and a small task but no receive buffer (replies land in a per-thread
 //! scratch buffer); an edge keeps at most its `maxUdpSessions` (least recently used closed
-//! first), and all edges together at most the hub's [`SessionBudget`], which leaves half of the
+//! first), and all edges together at most the hub's [`DescriptorBudget`], which leaves half of the
 //! descriptors to TCP streams and edge logins.
 
 use std::cell::RefCell;
@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
 use super::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
+use crate::fd_limit::DescriptorBudget;
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
@@ -39,39 +40,6 @@ thread_local! {
     /// The receive buffer of every reply reader on this runtime thread: a waiting session holds
     /// no buffer of its own, and each reply is copied out at its own size.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_UDP_PAYLOAD + 1]);
-}
-
-/// The UDP sessions of a whole hub, across its edges: each holds a socket (a descriptor), so
-/// their number is capped by `maxUdpSessions` and by the open-file limit.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionBudget {
-    permits: Arc<Semaphore>,
-    capacity: usize,
-}
-
-impl SessionBudget {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let capacity = capacity.min(Semaphore::MAX_PERMITS);
-        Self {
-            permits: Arc::new(Semaphore::new(capacity)),
-            capacity,
-        }
-    }
-
-    /// One session's share, given back when the permit is dropped; `None` when all are taken.
-    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Sessions open now across all edges.
-    pub(crate) fn in_use(&self) -> usize {
-        self.capacity
-            .saturating_sub(self.permits.available_permits())
-    }
 }
 
 /// One session towards the target.
@@ -102,7 +70,7 @@ pub(crate) struct HubUdp {
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
-    budget: SessionBudget,
+    budget: DescriptorBudget,
     epoch: Instant,
 }
 
@@ -112,7 +80,7 @@ impl HubUdp {
         idle: Duration,
         tunnel: Tunnel,
         stats: Arc<UdpStats>,
-        budget: SessionBudget,
+        budget: DescriptorBudget,
     ) -> Self {
         let limits = edge_cap(&stats);
         Self {

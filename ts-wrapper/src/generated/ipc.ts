@@ -835,6 +835,12 @@ export interface IEdgeLimits {
    */
   maxConnectionsPerSource?: number;
   /**
+   * TCP streams the hub forwards for this edge at once (one target connection each); more
+   * are refused. Enforced by the hub, which does not trust the edge to count. Default 65536,
+   * and the hub's own total (derived from its open-file limit) applies on top.
+   */
+  maxStreams?: number;
+  /**
    * UDP sessions (client address and port pairs) the edge keeps; beyond it the least
    * recently used session is closed. Default 65536.
    */
@@ -1055,6 +1061,14 @@ export interface IConnectedEdgeLimitStatus {
    * Sessions the hub refused because the hub-wide cap was reached.
    */
   udpRefused: number;
+  /**
+   * TCP streams the hub forwards for this edge at once (its `limits.maxStreams`).
+   */
+  maxStreams: number;
+  /**
+   * Streams refused because this edge or the whole hub was at its stream cap.
+   */
+  streamsRefused: number;
 }
 /**
  * The hub's resource limits in force.
@@ -1076,6 +1090,14 @@ export interface IHubLimitStatus {
    * UDP sessions open now, across all edges.
    */
   udpSessions: number;
+  /**
+   * TCP streams the hub forwards at once across all edges (from the open-file limit).
+   */
+  maxStreams: number;
+  /**
+   * TCP streams forwarded now, across all edges.
+   */
+  streams: number;
 }
 /**
  * Edge status.
