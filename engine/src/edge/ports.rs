@@ -73,8 +73,11 @@ impl Ports {
         let (udp_ports, udp_failures) = self.udp.apply(&config.listen_ports_udp);
         failures.extend(udp_failures);
         let listeners = u64::try_from(self.tcp.len() + udp_ports.len()).unwrap_or(u64::MAX);
+        // Each public connection is one stream at the hub, which forwards at most `maxStreams`.
+        let capacity = fd_limit::edge_connections(fd_limit::current(), listeners)
+            .min(u64::from(limits.max_streams));
         self.shared.connections.set_caps(ConnectionCaps::new(
-            fd_limit::edge_connections(fd_limit::current(), listeners),
+            capacity,
             limits.max_connections_per_source,
         ));
         let mut state = self.shared.state();

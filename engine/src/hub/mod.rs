@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use self::auth::LoginThrottle;
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
-use crate::config::{AllowedEdgeSettings, HubSettings};
+use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::{HubIdentity, TlsError};
@@ -633,7 +633,16 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,
         firewall_config: allowed.firewall_config.clone(),
-        limits: Some(allowed.limits),
+        // The edge caps its public connections (each one a stream here) by `maxStreams`: it gets
+        // no more than this hub can forward, so one busy address at the edge (held to half the
+        // edge's cap) cannot take every stream the hub has.
+        limits: Some(EdgeLimitSettings {
+            max_streams: allowed
+                .limits
+                .max_streams
+                .min(count(settings.stream_budget.capacity())),
+            ..allowed.limits
+        }),
     }
 }
 
