@@ -55,7 +55,8 @@ declare -A WATCHED=([direct]="") # path -> "name=pid ..." of the processes the p
 start_tunnel() {
   local path="$1" mode="$2" id="bench-$1" tunnel_port token hub
   tunnel_port="$(free_port)"
-  printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s]}]\n' \
+  # The load comes from one address: lift the per-address cap (production keeps it).
+  printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000}}]\n' \
     "$id" "$PORT" "$PORT" > "$WORK/$path-edges.json"
   REMOTEINGRESS_LOG=warn "$BIN" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
     --stream-event-mode off --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)

@@ -60,8 +60,9 @@ pub struct HubSettings {
     /// The UDP sessions all edges share: `max_udp_sessions`, or less where the open-file limit
     /// (read when the settings are made, just before the hub starts) leaves less.
     pub(crate) udp_budget: DescriptorBudget,
-    /// The TCP streams all edges share (one target connection each), from the open-file limit.
-    pub(crate) stream_budget: DescriptorBudget,
+    /// What all forwarded traffic shares (TCP streams and, inside it, `udp_budget`), from the
+    /// open-file limit: TCP may use whatever UDP does not.
+    pub(crate) forwarding_budget: DescriptorBudget,
     /// Handshakes that may be in progress at once, from the open-file limit.
     pub(crate) max_pending_logins: usize,
 }
@@ -101,6 +102,7 @@ impl HubSettings {
         let fd_limit = crate::fd_limit::current();
         let budget =
             u64::from(config.max_udp_sessions).min(crate::fd_limit::hub_udp_sessions(fd_limit));
+        let forwarding_budget = DescriptorBudget::new(crate::fd_limit::hub_forwarding(fd_limit));
         Ok(Self {
             tunnel_port: config.tunnel_port,
             target_host: config.target_host,
@@ -110,8 +112,8 @@ impl HubSettings {
             udp_proxy_header: config.udp_proxy_header,
             performance,
             max_udp_sessions: config.max_udp_sessions,
-            udp_budget: DescriptorBudget::new(budget),
-            stream_budget: DescriptorBudget::new(crate::fd_limit::hub_tcp_streams(fd_limit)),
+            udp_budget: DescriptorBudget::within(&forwarding_budget, budget),
+            forwarding_budget,
             max_pending_logins: usize::try_from(crate::fd_limit::hub_pending_logins(fd_limit))
                 .unwrap_or(usize::MAX),
         })

@@ -68,10 +68,14 @@ pub fn hub_pending_logins(limit: u64) -> u64 {
     (limit.saturating_sub(RESERVE) / 8).min(crate::hub::auth::MAX_PENDING_TOTAL as u64)
 }
 
-/// TCP streams the hub may forward at once at `limit` (one target connection each): the half
-/// that UDP does not get, less what pending logins may hold.
-pub fn hub_tcp_streams(limit: u64) -> u64 {
-    (limit.saturating_sub(RESERVE) / 2).saturating_sub(hub_pending_logins(limit))
+/// Descriptors the hub's forwarded traffic may hold at `limit`, TCP streams (one target
+/// connection each) and UDP sessions (one socket each) together: what the reserve and pending
+/// logins leave. UDP sessions are further held to [`hub_udp_sessions`], so TCP always has at
+/// least the other half and may use whatever UDP does not.
+pub fn hub_forwarding(limit: u64) -> u64 {
+    limit
+        .saturating_sub(RESERVE)
+        .saturating_sub(hub_pending_logins(limit))
 }
 
 /// Public TCP connections the edge may hold at `limit` with `listeners` sockets bound: what the
@@ -81,11 +85,20 @@ pub fn edge_connections(limit: u64, listeners: u64) -> u64 {
 }
 
 /// A hub-wide count of descriptor-holding things (UDP sessions, TCP streams) shared by all
-/// edges: each holds a permit, given back when dropped.
+/// edges: each holds a permit, given back when dropped. A budget may sit inside a larger one
+/// (UDP sessions inside all forwarding); a share then needs room in both.
 #[derive(Debug, Clone)]
 pub(crate) struct DescriptorBudget {
     permits: Arc<Semaphore>,
     capacity: usize,
+    within: Option<Arc<Semaphore>>,
+}
+
+/// A share of a [`DescriptorBudget`] (and of the budget it sits in).
+#[derive(Debug)]
+pub(crate) struct BudgetPermit {
+    _own: OwnedSemaphorePermit,
+    _within: Option<OwnedSemaphorePermit>,
 }
 
 impl DescriptorBudget {
@@ -96,12 +109,29 @@ impl DescriptorBudget {
         Self {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            within: None,
+        }
+    }
+
+    /// A budget of `capacity` whose shares also count against `outer`.
+    pub(crate) fn within(outer: &Self, capacity: u64) -> Self {
+        Self {
+            within: Some(outer.permits.clone()),
+            ..Self::new(capacity)
         }
     }
 
     /// One share, given back when the permit is dropped; `None` when all are taken.
-    pub(crate) fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    pub(crate) fn try_take(&self) -> Option<BudgetPermit> {
+        let own = self.permits.clone().try_acquire_owned().ok()?;
+        let within = match &self.within {
+            Some(outer) => Some(outer.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some(BudgetPermit {
+            _own: own,
+            _within: within,
+        })
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -120,14 +150,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_nested_budget_needs_room_in_both() {
+        let all = DescriptorBudget::new(3);
+        let udp = DescriptorBudget::within(&all, 2);
+        let a = udp.try_take().unwrap();
+        let _b = udp.try_take().unwrap();
+        assert!(udp.try_take().is_none(), "its own cap");
+        let _c = all.try_take().unwrap();
+        assert!(
+            all.try_take().is_none(),
+            "the outer cap counts the inner shares"
+        );
+        drop(a);
+        assert_eq!((udp.in_use(), all.in_use()), (1, 2));
+        assert!(udp.try_take().is_some());
+    }
+
+    #[test]
     fn budgets_leave_room_and_never_underflow() {
         assert_eq!(hub_udp_sessions(1024), 448);
         assert_eq!(hub_udp_sessions(16_384), 8128);
         assert_eq!(hub_udp_sessions(64), 0);
         assert_eq!(hub_pending_logins(1024), 112);
-        assert_eq!(hub_tcp_streams(1024), 336);
+        assert_eq!(hub_forwarding(1024), 784);
         assert_eq!(hub_pending_logins(1 << 20), 1024);
-        assert_eq!(hub_tcp_streams(64), 0);
+        assert_eq!(hub_forwarding(64), 0);
         assert_eq!(edge_connections(1024, 2), 894);
         assert_eq!(edge_connections(100, 2), 0);
         assert_eq!(edge_connections(u64::MAX, u64::MAX), 0);

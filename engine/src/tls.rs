@@ -68,6 +68,13 @@ impl HubIdentity {
         })
     }
 
+    /// A fresh self-signed certificate and its key as PEM (what the state directory stores).
+    pub fn generate_pem() -> Result<(String, String), TlsError> {
+        let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok((certified.cert.pem(), certified.key_pair.serialize_pem()))
+    }
+
     /// A fresh self-signed certificate (used when the operator gives none).
     pub fn self_signed() -> Result<Self, TlsError> {
         let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])

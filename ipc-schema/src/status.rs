@@ -89,8 +89,9 @@ pub struct HubLimitStatus {
     pub max_udp_sessions: u64,
     /// UDP sessions open now, across all edges.
     pub udp_sessions: u64,
-    /// TCP streams the hub forwards at once across all edges (from the open-file limit).
-    pub max_streams: u64,
+    /// TCP streams and UDP sessions the hub forwards at once across all edges, from the
+    /// open-file limit (UDP sessions are further held to `maxUdpSessions`).
+    pub max_forwarded: u64,
     /// TCP streams forwarded now, across all edges.
     pub streams: u64,
 }

@@ -128,8 +128,8 @@ pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
         let (socket, remote) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                // EMFILE and friends: log, breathe, keep serving (linkerd serve.rs).
-                tracing::warn!(%error, "tunnel accept failed");
+                // EMFILE and friends: log (rate-limited), breathe, keep serving.
+                crate::limited_warn!(context.refusal_warnings, %error, "tunnel accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -607,8 +607,13 @@ impl HubActor {
                 open_file_limit: crate::fd_limit::current(),
                 max_udp_sessions: wide(self.settings.udp_budget.capacity()),
                 udp_sessions: wide(self.settings.udp_budget.in_use()),
-                max_streams: wide(self.settings.stream_budget.capacity()),
-                streams: wide(self.settings.stream_budget.in_use()),
+                max_forwarded: wide(self.settings.forwarding_budget.capacity()),
+                streams: wide(
+                    self.settings
+                        .forwarding_budget
+                        .in_use()
+                        .saturating_sub(self.settings.udp_budget.in_use()),
+                ),
             },
         }
     }
@@ -640,7 +645,7 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
             max_streams: allowed
                 .limits
                 .max_streams
-                .min(count(settings.stream_budget.capacity())),
+                .min(count(settings.forwarding_budget.capacity())),
             ..allowed.limits
         }),
     }

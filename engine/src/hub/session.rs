@@ -114,7 +114,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                 // A draining session takes no new streams: the edge opens them on its new tunnel.
                 Some((stream, _)) if draining_since.is_some() => drop(stream),
                 Some((stream, open)) => {
-                    let Some(permit) = stream_cap.admit(&settings.stream_budget) else {
+                    let Some(permit) = stream_cap.admit(&settings.forwarding_budget) else {
                         crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
                         continue;
                     };

@@ -7,9 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
-
-use crate::fd_limit::DescriptorBudget;
+use crate::fd_limit::{BudgetPermit, DescriptorBudget};
 
 /// One edge's stream cap and counters (the actor changes `max` when the edge's limits change).
 #[derive(Debug, Default)]
@@ -24,7 +22,7 @@ pub(crate) struct StreamCap {
 #[derive(Debug)]
 pub(crate) struct StreamPermit {
     cap: Arc<StreamCap>,
-    _budget: OwnedSemaphorePermit,
+    _budget: BudgetPermit,
 }
 
 impl Drop for StreamPermit {

@@ -20,12 +20,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 
 use super::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
-use crate::fd_limit::DescriptorBudget;
+use crate::fd_limit::{BudgetPermit, DescriptorBudget};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
@@ -52,7 +51,7 @@ struct Session {
     /// Milliseconds since `HubUdp::epoch` of the last reply from the target.
     last_reply_ms: Arc<AtomicU64>,
     /// This session's share of the hub-wide budget.
-    _permit: OwnedSemaphorePermit,
+    _permit: BudgetPermit,
 }
 
 impl Drop for Session {
@@ -180,7 +179,7 @@ impl HubUdp {
     /// A share of the hub-wide budget: a free one, or the one of this edge's least recently
     /// used session, closed for it. An edge under pressure thus recycles its own sessions and
     /// never takes other edges' away.
-    fn take_budget(&mut self) -> Option<OwnedSemaphorePermit> {
+    fn take_budget(&mut self) -> Option<BudgetPermit> {
         if let Some(permit) = self.budget.try_take() {
             return Some(permit);
         }

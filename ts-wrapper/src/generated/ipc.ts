@@ -1091,9 +1091,10 @@ export interface IHubLimitStatus {
    */
   udpSessions: number;
   /**
-   * TCP streams the hub forwards at once across all edges (from the open-file limit).
+   * TCP streams and UDP sessions the hub forwards at once across all edges, from the
+   * open-file limit (UDP sessions are further held to `maxUdpSessions`).
    */
-  maxStreams: number;
+  maxForwarded: number;
   /**
    * TCP streams forwarded now, across all edges.
    */
