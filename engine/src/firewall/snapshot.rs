@@ -208,12 +208,12 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
 }
 
+/// Blocked IPv4 and IPv6 ranges.
+type Blocklist = (Vec<(u32, u32)>, Vec<(u128, u128)>);
+
 /// Parses and merges the blocklist: overlapping and touching ranges become one, since the
 /// kernel rejects overlapping interval elements.
-fn blocklist(
-    entries: &[String],
-    path: &str,
-) -> Result<(Vec<(u32, u32)>, Vec<(u128, u128)>), ConfigError> {
+fn blocklist(entries: &[String], path: &str) -> Result<Blocklist, ConfigError> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for (index, text) in entries.iter().enumerate() {
