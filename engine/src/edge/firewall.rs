@@ -10,7 +10,7 @@
 //! only way it loses its tunnel for good (it reconnects otherwise).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use remoteingress_ipc_schema::{
     EdgeFirewallStatus, Event, FirewallConfig, FirewallConfigUpdatedEvent, FirewallState,
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::EdgeShared;
 use crate::firewall::netlink::{Applier, FirewallError};
 use crate::firewall::{digest, ruleset, snapshot};
+use crate::hub::{count, unix_ms};
 use crate::transport::handshake::FirewallReport;
 
 /// What the hub asked for last: `None` until the first configuration arrives.
@@ -226,15 +227,4 @@ fn set_view(shared: &EdgeShared, wanted: &str, status: EdgeFirewallStatus) {
         status,
         digest: Some(wanted.to_owned()),
     };
-}
-
-fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
