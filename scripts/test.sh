@@ -38,6 +38,9 @@ python3 tests/netns/distinct_client_ips.py
 step "quicWithFallback: UDP blocked by nftables, then unblocked"
 python3 tests/netns/quic_fallback.py
 
+step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
+python3 tests/netns/edge_firewall.py
+
 step "demo (README's first command)"
 ./scripts/demo.sh
 

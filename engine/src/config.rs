@@ -371,6 +371,9 @@ pub fn validate_allowed_edges(
                 &edge.limits.unwrap_or_default(),
                 &format!("{at}.limits"),
             )?;
+            if let Some(firewall) = &edge.firewall_config {
+                crate::firewall::snapshot::validate(firewall, &format!("{at}.firewallConfig"))?;
+            }
             Ok(AllowedEdgeSettings {
                 limits,
                 id: edge.id,
@@ -702,6 +705,13 @@ mod tests {
         bad.listen_ports_udp = vec![0];
         let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
         assert_eq!(err.path, "edges[0].listenPortsUdp");
+
+        let mut bad = edge("f");
+        bad.firewall_config = Some(
+            serde_json::from_str(r#"{"blockedIps":["1.2.3.4","10.0.0.0/8","nope"]}"#).unwrap(),
+        );
+        let err = validate_allowed_edges(vec![edge("a"), bad], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[1].firewallConfig.blockedIps[2]");
     }
 
     fn explicit_edge() -> ipc::EdgeConfig {

@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod edge;
 pub mod events;
 pub mod fd_limit;
+pub mod firewall;
 pub mod hub;
 pub mod ident;
 pub mod ipc;

@@ -174,10 +174,19 @@ pub struct PortBindFailedEvent {
 pub struct FirewallConfigUpdatedEvent {
     /// The snapshot that is now in force.
     pub rules: FirewallConfig,
+    /// Rules in the edge's table (all chains).
+    pub rule_count: u32,
+    /// Named sets in the edge's table (blocklists, per-source meters).
+    pub set_count: u32,
+    /// Blocked address ranges after merging overlapping and adjacent entries.
+    pub blocked_ranges: u64,
+    /// How long the kernel transaction took, in milliseconds.
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FirewallUnavailableEvent {
+    /// The kernel's error (no CAP_NET_ADMIN, no nf_tables); the tunnel keeps working.
     pub error: String,
 }

@@ -22,6 +22,8 @@ pub enum PortProtocol {
 }
 
 /// `getStatus` result: the running role's status, or `{"running": false}`.
+// Built once per `getStatus` and serialised at once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StatusResult {
@@ -171,6 +173,58 @@ pub struct ConnectedEdgeStatus {
     pub egress_enabled: bool,
     /// UDP limits the hub enforces for this edge, and what they closed or refused.
     pub limits: ConnectedEdgeLimitStatus,
+    /// The firewall as the edge reported it.
+    pub firewall: ConnectedEdgeFirewallStatus,
+}
+
+/// Where an edge's firewall stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum FirewallState {
+    /// No snapshot received, or none configured (no table).
+    None,
+    /// The snapshot is in force in the kernel.
+    Applied,
+    /// The host cannot run the firewall (no CAP_NET_ADMIN, no nf_tables); see `error`.
+    Unavailable,
+    /// The last snapshot was refused (invalid, or rejected by the kernel); the previous rules
+    /// stay in force. See `error`.
+    Failed,
+}
+
+/// The edge's firewall in its own status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEdgeFirewallStatus")]
+pub struct EdgeFirewallStatus {
+    pub state: FirewallState,
+    /// Why the firewall is unavailable or the last snapshot failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Counts of the snapshot in force (0 when none).
+    pub rule_count: u32,
+    pub set_count: u32,
+    pub blocked_ranges: u64,
+    /// Duration of the last successful kernel transaction, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Unix time in milliseconds of the last successful apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at_ms: Option<u64>,
+}
+
+/// A connected edge's firewall as the hub knows it from the edge's reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IConnectedEdgeFirewallStatus")]
+pub struct ConnectedEdgeFirewallStatus {
+    /// The edge's last reported state (`none` until it reports).
+    pub state: FirewallState,
+    /// True when the edge reported applying the snapshot the hub pushed last (or, with no
+    /// snapshot configured, having none).
+    pub in_sync: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A public listener that could not be bound.
@@ -214,6 +268,8 @@ pub struct EdgeStatus {
     pub udp_dropped: u64,
     /// Resource limits in force and what they refused.
     pub limits: EdgeLimitStatus,
+    /// The firewall snapshot in force on this edge.
+    pub firewall: EdgeFirewallStatus,
     /// Consecutive failed connection attempts since the last successful one.
     pub reconnect_attempts: u32,
     /// Last reason the tunnel went down or failed to come up.

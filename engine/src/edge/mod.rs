@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod connector;
+pub mod firewall;
 pub mod limits;
 pub mod ports;
 pub mod public_ip;
@@ -53,6 +54,8 @@ pub(crate) struct EdgeState {
     pub(crate) stun_interval_secs: Option<u32>,
     /// Limits pushed by the hub (the defaults until then).
     pub(crate) limits: EdgeLimitSettings,
+    /// The firewall snapshot in force and the outcome of the last one.
+    pub(crate) firewall: firewall::FirewallView,
 }
 
 /// What the edge's tasks share.
@@ -67,6 +70,8 @@ pub(crate) struct EdgeShared {
     pub(crate) connections: Arc<limits::ConnectionLimiter>,
     /// The current tunnel; `None` while disconnected (new clients are then reset at once).
     pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
+    /// The firewall snapshot the hub pushed last, for the firewall task.
+    pub(crate) firewall: watch::Sender<firewall::Desired>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) tls: Arc<rustls::ClientConfig>,
@@ -95,6 +100,7 @@ impl Edge {
         let quic =
             crate::transport::quic::client_config(tls.clone(), &PerformanceSettings::default())?;
         let (tunnel, _) = watch::channel(None);
+        let (firewall, desired_firewall) = watch::channel(None);
         let shared = Arc::new(EdgeShared {
             settings,
             events,
@@ -106,6 +112,7 @@ impl Edge {
                 EdgeLimitSettings::default().max_connections_per_source,
             ))),
             tunnel,
+            firewall,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             tls,
@@ -113,6 +120,9 @@ impl Edge {
         });
         shared.tasks.spawn(connector::run(shared.clone()));
         shared.tasks.spawn(public_ip::run(shared.clone()));
+        shared
+            .tasks
+            .spawn(firewall::run(shared.clone(), desired_firewall));
         Ok(Self { shared })
     }
 
@@ -138,6 +148,7 @@ impl Edge {
             udp_sessions: self.shared.udp_stats.sessions(),
             udp_dropped: self.shared.udp_stats.dropped(),
             limits: self.limit_status(&state.limits),
+            firewall: state.firewall.status.clone(),
             reconnect_attempts: state.reconnect_attempts,
             last_error: state.last_error.clone(),
         })

@@ -32,6 +32,9 @@ pub(crate) async fn run(
 ) -> String {
     publish(shared, &tunnel);
     ports.apply(&push);
+    shared
+        .firewall
+        .send_replace(Some(push.firewall_config.clone()));
     announce(shared, &tunnel);
     shared.state().stun_interval_secs = Some(push.stun_interval_secs);
     report_to_hub(shared);
@@ -58,6 +61,7 @@ pub(crate) async fn run(
                 ports.udp.clear_sessions();
                 publish(shared, &tunnel);
                 ports.apply(&quic_push);
+                shared.firewall.send_replace(Some(quic_push.firewall_config.clone()));
                 announce(shared, &tunnel);
                 drain_then_close(shared, old);
                 last_heard = Instant::now();
@@ -75,6 +79,7 @@ pub(crate) async fn run(
                         match handshake::parse_config(&message.payload) {
                             Ok(push) => {
                                 ports.apply(&push);
+                                shared.firewall.send_replace(Some(push.firewall_config.clone()));
                                 shared.state().stun_interval_secs = Some(push.stun_interval_secs);
                                 shared.events.emit(Event::PortsUpdated(PortsEvent {
                                     listen_ports: push.listen_ports,
@@ -191,15 +196,20 @@ fn drain_then_close(shared: &EdgeShared, old: Tunnel) {
     });
 }
 
-/// Sends the edge's report (its public IP) on the current tunnel, if there is one.
+/// Sends the edge's report (its public IP, its firewall's state) on the current tunnel, if
+/// there is one and something to report.
 pub(crate) fn report_to_hub(shared: &EdgeShared) {
     let Some(tunnel) = shared.tunnel.borrow().clone() else {
         return;
     };
-    let report = EdgeReport {
-        public_ip: shared.state().public_ip.clone(),
+    let report = {
+        let state = shared.state();
+        EdgeReport {
+            public_ip: state.public_ip.clone(),
+            firewall: state.firewall.report(),
+        }
     };
-    if report.public_ip.is_none() {
+    if report.public_ip.is_none() && report.firewall.is_none() {
         return;
     }
     match serde_json::to_vec(&report) {

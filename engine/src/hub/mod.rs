@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use remoteingress_ipc_schema::{
-    ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent, EdgeDisconnectedEvent,
-    Event, HubLimitStatus, HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
+    ConnectedEdgeFirewallStatus, ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent,
+    EdgeDisconnectedEvent, Event, FirewallState, HubLimitStatus, HubRole, HubStatus,
+    TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::tls::{HubIdentity, TlsError};
-use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport};
+use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
 use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
@@ -134,6 +135,8 @@ struct ConnectedEdge {
     connected_at_ms: u64,
     /// The configuration the edge has now (handshake or last CONFIG).
     pushed: EdgeConfigPush,
+    /// The edge's last firewall report.
+    firewall: Option<FirewallReport>,
 }
 
 struct HubActor {
@@ -349,8 +352,13 @@ impl HubActor {
                 report,
             } => {
                 if let Some(edge) = self.connected.get_mut(&edge_id) {
-                    if edge.session_id == session_id && report.public_ip.is_some() {
-                        edge.public_ip = report.public_ip;
+                    if edge.session_id == session_id {
+                        if report.public_ip.is_some() {
+                            edge.public_ip = report.public_ip;
+                        }
+                        if report.firewall.is_some() {
+                            edge.firewall = report.firewall;
+                        }
                     }
                 }
             }
@@ -419,6 +427,7 @@ impl HubActor {
                 tunnel: None,
                 connected_at_ms: unix_ms(),
                 pushed: push.clone(),
+                firewall: None,
             },
         );
         AuthDecision::Accept(Box::new(Admission {
@@ -588,6 +597,7 @@ impl HubActor {
                         max_streams: edge.stream_cap.max(),
                         streams_refused: edge.stream_cap.refused(),
                     },
+                    firewall: firewall_status(edge),
                 })
             })
             .collect();
@@ -616,6 +626,24 @@ impl HubActor {
                 ),
             },
         }
+    }
+}
+
+/// The edge's firewall as it last reported it, compared with what the hub pushed last.
+fn firewall_status(edge: &ConnectedEdge) -> ConnectedEdgeFirewallStatus {
+    let Some(report) = &edge.firewall else {
+        return ConnectedEdgeFirewallStatus {
+            state: FirewallState::None,
+            in_sync: false,
+            error: None,
+        };
+    };
+    let latest = crate::firewall::digest(edge.pushed.firewall_config.as_ref());
+    ConnectedEdgeFirewallStatus {
+        state: report.state,
+        in_sync: report.digest == latest
+            && matches!(report.state, FirewallState::Applied | FirewallState::None),
+        error: report.error.clone(),
     }
 }
 
@@ -664,11 +692,13 @@ fn wide(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-fn count(n: usize) -> u32 {
+/// `n` as a u32 count, saturating.
+pub(crate) fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -171,6 +171,20 @@ pub struct EdgeConfigPush {
 pub struct EdgeReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
+    /// Where the edge's firewall stands; absent from older edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallReport>,
+}
+
+/// The firewall part of an [`EdgeReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallReport {
+    /// [`crate::firewall::digest`] of the last snapshot the edge received and handled.
+    pub digest: String,
+    pub state: remoteingress_ipc_schema::FirewallState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The hub's answer to a hello.

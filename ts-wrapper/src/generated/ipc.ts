@@ -221,6 +221,13 @@ export type StatusResult = IHubStatus | IEdgeStatus | IdleStatus;
  */
 export type HubRole = "hub";
 /**
+ * Where an edge's firewall stands.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "FirewallState".
+ */
+export type FirewallState = "none" | "applied" | "unavailable" | "failed";
+/**
  * Marker for the edge role in status objects.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -454,6 +461,22 @@ export interface FirewallConfigUpdatedEvent {
    * The snapshot that is now in force.
    */
   rules: IFirewallConfig;
+  /**
+   * Rules in the edge's table (all chains).
+   */
+  ruleCount: number;
+  /**
+   * Named sets in the edge's table (blocklists, per-source meters).
+   */
+  setCount: number;
+  /**
+   * Blocked address ranges after merging overlapping and adjacent entries.
+   */
+  blockedRanges: number;
+  /**
+   * How long the kernel transaction took, in milliseconds.
+   */
+  durationMs: number;
 }
 /**
  * Complete desired nftables state for one edge; each push replaces the previous one.
@@ -548,6 +571,9 @@ export interface IFirewallRule {
  * via the `definition` "FirewallUnavailableEvent".
  */
 export interface FirewallUnavailableEvent {
+  /**
+   * The kernel's error (no CAP_NET_ADMIN, no nf_tables); the tunnel keeps working.
+   */
   error: string;
 }
 /**
@@ -1041,6 +1067,10 @@ export interface IConnectedEdgeStatus {
    * UDP limits the hub enforces for this edge, and what they closed or refused.
    */
   limits: IConnectedEdgeLimitStatus;
+  /**
+   * The firewall as the edge reported it.
+   */
+  firewall: IConnectedEdgeFirewallStatus;
 }
 /**
  * UDP limits of one connected edge, as the hub enforces them.
@@ -1069,6 +1099,24 @@ export interface IConnectedEdgeLimitStatus {
    * Streams refused because this edge or the whole hub was at its stream cap.
    */
   streamsRefused: number;
+}
+/**
+ * A connected edge's firewall as the hub knows it from the edge's reports.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IConnectedEdgeFirewallStatus".
+ */
+export interface IConnectedEdgeFirewallStatus {
+  /**
+   * The edge's last reported state (`none` until it reports).
+   */
+  state: FirewallState;
+  /**
+   * True when the edge reported applying the snapshot the hub pushed last (or, with no
+   * snapshot configured, having none).
+   */
+  inSync: boolean;
+  error?: string | null;
 }
 /**
  * The hub's resource limits in force.
@@ -1151,6 +1199,10 @@ export interface IEdgeStatus {
    */
   limits: IEdgeLimitStatus;
   /**
+   * The firewall snapshot in force on this edge.
+   */
+  firewall: IEdgeFirewallStatus;
+  /**
    * Consecutive failed connection attempts since the last successful one.
    */
   reconnectAttempts: number;
@@ -1213,6 +1265,33 @@ export interface IEdgeLimitStatus {
    * Datagrams dropped because they would have opened a session above the new-session rate.
    */
   udpRateLimited: number;
+}
+/**
+ * The edge's firewall in its own status.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEdgeFirewallStatus".
+ */
+export interface IEdgeFirewallStatus {
+  state: FirewallState;
+  /**
+   * Why the firewall is unavailable or the last snapshot failed.
+   */
+  error?: string | null;
+  /**
+   * Counts of the snapshot in force (0 when none).
+   */
+  ruleCount: number;
+  setCount: number;
+  blockedRanges: number;
+  /**
+   * Duration of the last successful kernel transaction, in milliseconds.
+   */
+  durationMs?: number | null;
+  /**
+   * Unix time in milliseconds of the last successful apply.
+   */
+  appliedAtMs?: number | null;
 }
 /**
  * Status when no role runs.
