@@ -51,6 +51,8 @@ pub struct HubSettings {
     pub tunnel_port: u16,
     pub target_host: String,
     pub tls: Option<ipc::TlsConfig>,
+    /// Where the generated identity is kept (see [`crate::state_dir`]).
+    pub state_dir: Option<std::path::PathBuf>,
     pub stream_event_mode: StreamEventMode,
     pub proxy_protocol: ProxyProtocolVersion,
     pub udp_proxy_header: UdpProxyHeaderMode,
@@ -89,6 +91,14 @@ impl HubSettings {
                 ));
             }
         }
+        let state_dir =
+            match config.state_dir.as_deref() {
+                Some("") => return Err(ConfigError::new(
+                    format!("{path}.stateDir"),
+                    "must not be empty (omit it for an identity that lasts until the hub stops)",
+                )),
+                other => other.map(std::path::PathBuf::from),
+            };
         let performance = PerformanceSettings::from_ipc(
             &config.performance.unwrap_or_default(),
             &format!("{path}.performance"),
@@ -107,6 +117,7 @@ impl HubSettings {
             tunnel_port: config.tunnel_port,
             target_host: config.target_host,
             tls: config.tls,
+            state_dir,
             stream_event_mode: config.stream_event_mode,
             proxy_protocol: config.proxy_protocol,
             udp_proxy_header: config.udp_proxy_header,
@@ -409,6 +420,8 @@ pub struct EdgeSettings {
     pub secret: Secret,
     /// Pinned SHA-256 of the hub certificate.
     pub hub_cert_sha256: Option<[u8; 32]>,
+    /// CA certificates the hub's certificate must chain to (and name `hub_host`).
+    pub hub_ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     pub bind_address: Option<IpAddr>,
     pub transport_mode: TransportMode,
     pub stun_servers: Vec<String>,
@@ -474,6 +487,12 @@ impl EdgeSettings {
             .map(|hex| parse_fingerprint(&hex))
             .transpose()
             .map_err(|e| ConfigError::new(field("hubCertSha256"), e))?;
+        let hub_ca = config
+            .hub_ca_pem
+            .as_deref()
+            .map(crate::tls::parse_ca_pem)
+            .transpose()
+            .map_err(|e| ConfigError::new(field("hubCaPem"), e))?;
         let bind_address = config
             .bind_address
             .map(|addr| {
@@ -498,10 +517,18 @@ impl EdgeSettings {
             edge_id,
             secret,
             hub_cert_sha256,
+            hub_ca,
             bind_address,
             transport_mode: config.transport_mode,
             stun_servers,
         })
+    }
+}
+
+impl EdgeSettings {
+    /// True when the hub's certificate is checked (pinned, or by a CA).
+    pub fn verifies_hub(&self) -> bool {
+        self.hub_cert_sha256.is_some() || self.hub_ca.is_some()
     }
 }
 

@@ -67,9 +67,15 @@ pub struct HubConfig {
     /// Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
     #[serde(default = "default_target_host")]
     pub target_host: String,
-    /// Certificate and key; when omitted the hub generates a self-signed certificate.
+    /// Certificate and key; when omitted the hub uses its generated identity (see `stateDir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Directory for the hub's state: its generated certificate and key
+    /// (`hub-identity.pem`, 0600), made on first start and reused after, so a restarted hub keeps
+    /// the fingerprint its edges pinned. Without `tls` and without a state directory the hub
+    /// generates a new certificate at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     /// Stream telemetry mode. Default `perStream`.
     #[serde(default)]
     pub stream_event_mode: StreamEventMode,
@@ -321,6 +327,10 @@ pub struct EdgeConfig {
     /// SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_cert_sha256: Option<String>,
+    /// PEM CA certificate(s) for operators with their own PKI: the hub's certificate must chain
+    /// to one of them and name `hubHost`. May be combined with `hubCertSha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_ca_pem: Option<String>,
     /// STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stun_servers: Option<Vec<String>>,

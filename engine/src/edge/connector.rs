@@ -174,8 +174,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = &shared.settings;
-    if settings.hub_cert_sha256.is_none() {
-        tracing::warn!("hub certificate not verified: no hubCertSha256 given (hubVerified: false)");
+    if !settings.verifies_hub() {
+        tracing::warn!(
+            "hub certificate not verified: no hubCertSha256 or hubCaPem given (hubVerified: false)"
+        );
     }
     let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
     let hello = handshake::encode_hello(&settings.edge_id, &proof)

@@ -49,6 +49,8 @@ pub enum HubStartError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("state directory: {0}")]
+    State(#[from] crate::state_dir::StateError),
 }
 
 /// The actor's answer to a handshake.
@@ -166,9 +168,16 @@ impl std::fmt::Debug for Command {
 impl Hub {
     /// Binds the tunnel port and starts the hub.
     pub async fn start(settings: HubSettings, events: EventSink) -> Result<Self, HubStartError> {
-        let identity = match &settings.tls {
-            Some(tls) => HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())?,
-            None => HubIdentity::self_signed()?,
+        let identity = match (&settings.tls, &settings.state_dir) {
+            (Some(tls), _) => HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())?,
+            (None, Some(dir)) => crate::state_dir::load_or_create(dir)?,
+            (None, None) => {
+                tracing::warn!(
+                    "no stateDir: this hub's certificate lasts until it stops, and edges that \
+                     pin it are locked out after a restart"
+                );
+                HubIdentity::self_signed()?
+            }
         };
         let server_config = identity.server_config()?;
         let settings = Arc::new(settings);
