@@ -168,8 +168,8 @@ impl Default for PerformanceSettings {
             sustained_threshold_bytes_per_sec: 2_500_000,
             sustained_drain_bytes_per_sec: 1 << 20,
             udp_session_idle: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(10),
         })
     }
 }

@@ -89,6 +89,15 @@ impl HubIdentity {
         })
     }
 
+    /// The key of the hub's QUIC stateless resets, derived from its private key: the same for
+    /// as long as the identity is (see `state_dir`), and unguessable without the key.
+    pub fn quic_reset_key(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(b"remoteingress/1 QUIC stateless reset key");
+        hash.update(self.key.secret_der());
+        hash.finalize().into()
+    }
+
     /// The rustls server configuration for the tunnel listener.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())

@@ -226,7 +226,13 @@ impl Hub {
         });
         tasks.spawn(listener::run_tcp(context.clone(), tcp));
         // QUIC shares the port number; without it the hub still serves TLS (and says so).
-        match quic::server_endpoint(tunnel_port, server_config, &settings.performance) {
+        let reset_key = identity.quic_reset_key();
+        match quic::server_endpoint(
+            tunnel_port,
+            server_config,
+            &settings.performance,
+            &reset_key,
+        ) {
             Ok(endpoint) => {
                 tasks.spawn(listener::run_quic(context, endpoint));
             }
