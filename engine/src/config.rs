@@ -682,7 +682,7 @@ mod tests {
             ),
             (
                 ipc::PerformanceConfig {
-                    heartbeat_timeout_secs: 15,
+                    heartbeat_timeout_secs: base.heartbeat_interval_secs,
                     ..base.clone()
                 },
                 "p.heartbeatTimeoutSecs",
