@@ -32,6 +32,8 @@ pub mod env_vars {
     pub const LOG: &str = "REMOTEINGRESS_LOG";
     pub const STUN_SERVERS: &str = "REMOTEINGRESS_STUN_SERVERS";
     pub const WORKER_THREADS: &str = "REMOTEINGRESS_WORKER_THREADS";
+    pub const STATE_DIR: &str = "REMOTEINGRESS_STATE_DIR";
+    pub const HUB_CA: &str = "REMOTEINGRESS_HUB_CA";
 }
 
 use env_vars as ev;
@@ -116,6 +118,10 @@ pub struct HubArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = ev::TLS_KEY, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Directory for the hub's generated identity (kept across restarts, so pinned edges stay
+    /// in). Default: /var/lib/remoteingress as root, else $XDG_STATE_HOME/remoteingress.
+    #[arg(long, env = ev::STATE_DIR, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Stream events: perStream, summary (one per edge per second) or off.
     #[arg(long, env = ev::STREAM_EVENT_MODE, value_enum, default_value = "perStream")]
     pub stream_event_mode: StreamEventModeArg,
@@ -156,6 +162,9 @@ pub struct EdgeArgs {
     /// Pin the hub certificate's SHA-256 fingerprint (hex).
     #[arg(long, env = ev::HUB_CERT_SHA256)]
     pub hub_cert_sha256: Option<String>,
+    /// PEM file of the CA that signed the hub's certificate (checked with the hub's name).
+    #[arg(long, env = ev::HUB_CA, value_name = "PEM")]
+    pub hub_ca: Option<PathBuf>,
     /// STUN server (host:port) for public IP discovery; repeat for several
     /// (default stun.cloudflare.com:3478).
     #[arg(long = "stun-server", env = ev::STUN_SERVERS, value_delimiter = ',', conflicts_with = "no_stun")]
@@ -185,8 +194,27 @@ pub enum TokenCommand {
         #[arg(long)]
         secret: String,
         /// SHA-256 fingerprint of the hub certificate (from the hub's status), to pin it.
+        #[arg(long, alias = "cert-sha256")]
+        hub_cert_sha256: Option<String>,
+    },
+    /// Print the token of an allowed edge, from the hub's side: its secret from the edges file,
+    /// the fingerprint from the hub's state directory.
+    Issue {
+        /// The hub's state directory (as given to `hub --state-dir`; same default).
+        #[arg(long, env = ev::STATE_DIR, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The hub's edges file (an array of TAllowedEdge).
+        #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
+        edges: PathBuf,
+        /// The edge to issue a token for.
         #[arg(long)]
-        cert_sha256: Option<String>,
+        edge_id: String,
+        /// Hub host name or address, as the edge will reach it.
+        #[arg(long)]
+        hub_host: String,
+        /// Hub tunnel port.
+        #[arg(long, default_value_t = 8443)]
+        hub_port: u16,
     },
     /// Decode a token and print its fields as JSON (the secret included).
     Decode {

@@ -51,6 +51,8 @@ pub struct HubSettings {
     pub tunnel_port: u16,
     pub target_host: String,
     pub tls: Option<ipc::TlsConfig>,
+    /// Where the generated identity is kept (see [`crate::state_dir`]).
+    pub state_dir: Option<std::path::PathBuf>,
     pub stream_event_mode: StreamEventMode,
     pub proxy_protocol: ProxyProtocolVersion,
     pub udp_proxy_header: UdpProxyHeaderMode,
@@ -89,6 +91,14 @@ impl HubSettings {
                 ));
             }
         }
+        let state_dir =
+            match config.state_dir.as_deref() {
+                Some("") => return Err(ConfigError::new(
+                    format!("{path}.stateDir"),
+                    "must not be empty (omit it for an identity that lasts until the hub stops)",
+                )),
+                other => other.map(std::path::PathBuf::from),
+            };
         let performance = PerformanceSettings::from_ipc(
             &config.performance.unwrap_or_default(),
             &format!("{path}.performance"),
@@ -107,6 +117,7 @@ impl HubSettings {
             tunnel_port: config.tunnel_port,
             target_host: config.target_host,
             tls: config.tls,
+            state_dir,
             stream_event_mode: config.stream_event_mode,
             proxy_protocol: config.proxy_protocol,
             udp_proxy_header: config.udp_proxy_header,
@@ -157,8 +168,8 @@ impl Default for PerformanceSettings {
             sustained_threshold_bytes_per_sec: 2_500_000,
             sustained_drain_bytes_per_sec: 1 << 20,
             udp_session_idle: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(15),
-            heartbeat_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(10),
         })
     }
 }
@@ -412,6 +423,8 @@ pub struct EdgeSettings {
     pub secret: Secret,
     /// Pinned SHA-256 of the hub certificate.
     pub hub_cert_sha256: Option<[u8; 32]>,
+    /// CA certificates the hub's certificate must chain to (and name `hub_host`).
+    pub hub_ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     pub bind_address: Option<IpAddr>,
     pub transport_mode: TransportMode,
     pub stun_servers: Vec<String>,
@@ -477,6 +490,12 @@ impl EdgeSettings {
             .map(|hex| parse_fingerprint(&hex))
             .transpose()
             .map_err(|e| ConfigError::new(field("hubCertSha256"), e))?;
+        let hub_ca = config
+            .hub_ca_pem
+            .as_deref()
+            .map(crate::tls::parse_ca_pem)
+            .transpose()
+            .map_err(|e| ConfigError::new(field("hubCaPem"), e))?;
         let bind_address = config
             .bind_address
             .map(|addr| {
@@ -501,10 +520,18 @@ impl EdgeSettings {
             edge_id,
             secret,
             hub_cert_sha256,
+            hub_ca,
             bind_address,
             transport_mode: config.transport_mode,
             stun_servers,
         })
+    }
+}
+
+impl EdgeSettings {
+    /// True when the hub's certificate is checked (pinned, or by a CA).
+    pub fn verifies_hub(&self) -> bool {
+        self.hub_cert_sha256.is_some() || self.hub_ca.is_some()
     }
 }
 
@@ -658,7 +685,7 @@ mod tests {
             ),
             (
                 ipc::PerformanceConfig {
-                    heartbeat_timeout_secs: 15,
+                    heartbeat_timeout_secs: base.heartbeat_interval_secs,
                     ..base.clone()
                 },
                 "p.heartbeatTimeoutSecs",

@@ -13,6 +13,7 @@ use remoteingress_ipc_schema::{
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
 use crate::events::EventSink;
 use crate::service::Service;
+use crate::token::ConnectionToken;
 
 /// A failure that ends the daemon; `usage` ones exit with 64 (EX_USAGE), others with 1.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +49,15 @@ pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
                 .map_err(|e| DaemonError::usage(format!("invalid performance JSON: {e}")))
         })
         .transpose()?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::state_dir::default_dir);
     Ok(HubConfig {
         tunnel_port: args.tunnel_port,
         target_host: args.target_host.clone(),
         tls,
+        state_dir: Some(state_dir.to_string_lossy().into_owned()),
         stream_event_mode: match args.stream_event_mode {
             StreamEventModeArg::PerStream => StreamEventMode::PerStream,
             StreamEventModeArg::Summary => StreamEventMode::Summary,
@@ -69,19 +75,55 @@ pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
 
 /// Reads the allowed edges from `--edges FILE` or the inline JSON.
 pub fn allowed_edges(args: &HubArgs) -> Result<Vec<AllowedEdge>, DaemonError> {
-    let (text, origin) = match (&args.edges, &args.allowed_edges_json) {
-        (Some(path), _) => (read_text(path)?, path.display().to_string()),
-        (None, Some(json)) => (json.clone(), "allowed edges JSON".to_owned()),
-        (None, None) => return Ok(Vec::new()),
-    };
-    let mut deserializer = serde_json::Deserializer::from_str(&text);
+    match (&args.edges, &args.allowed_edges_json) {
+        (Some(path), _) => edges_file(path),
+        (None, Some(json)) => parse_edges(json, "allowed edges JSON"),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
+    parse_edges(&read_text(path)?, &path.display().to_string())
+}
+
+fn parse_edges(text: &str, origin: &str) -> Result<Vec<AllowedEdge>, DaemonError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| DaemonError::usage(format!("{origin}: {}: {}", e.path(), e.inner())))
 }
 
+/// The token of `edge_id` as the hub would hand it out: the secret from the edges file and the
+/// fingerprint of the identity in `state_dir` (which must exist: the hub made it).
+pub fn issue_token(
+    state_dir: &Path,
+    edges: &Path,
+    edge_id: &str,
+    hub_host: String,
+    hub_port: u16,
+) -> Result<ConnectionToken, DaemonError> {
+    let edge = edges_file(edges)?
+        .into_iter()
+        .find(|edge| edge.id == edge_id)
+        .ok_or_else(|| {
+            DaemonError::usage(format!("{} has no edge {edge_id:?}", edges.display()))
+        })?;
+    let identity = crate::state_dir::load(state_dir)
+        .and_then(|found| {
+            found.ok_or_else(|| crate::state_dir::StateError::Missing(state_dir.to_owned()))
+        })
+        .map_err(|e| DaemonError::usage(e.to_string()))?;
+    Ok(ConnectionToken {
+        hub_host,
+        hub_port,
+        edge_id: edge.id,
+        secret: edge.secret,
+        hub_cert_sha256: Some(identity.fingerprint),
+    })
+}
+
 /// Builds the edge configuration from the command line.
-pub fn edge_config(args: &EdgeArgs) -> EdgeConfig {
-    EdgeConfig {
+pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
+    Ok(EdgeConfig {
         token: args.token.clone().map(Secret::new),
         hub_host: args.hub_host.clone(),
         hub_port: args.hub_port,
@@ -94,6 +136,7 @@ pub fn edge_config(args: &EdgeArgs) -> EdgeConfig {
             TransportModeArg::QuicWithFallback => TransportMode::QuicWithFallback,
         },
         hub_cert_sha256: args.hub_cert_sha256.clone(),
+        hub_ca_pem: args.hub_ca.as_deref().map(read_text).transpose()?,
         stun_servers: if args.no_stun {
             Some(Vec::new())
         } else if args.stun_servers.is_empty() {
@@ -101,7 +144,7 @@ pub fn edge_config(args: &EdgeArgs) -> EdgeConfig {
         } else {
             Some(args.stun_servers.clone())
         },
-    }
+    })
 }
 
 fn read_text(path: &Path) -> Result<String, DaemonError> {
@@ -120,11 +163,12 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         .start(StartParams::Hub(config))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
+    // Before any edge is allowed, so the started line comes before every edge event.
+    announce(&service, args.json).await;
     if let Err(error) = service.update_allowed_edges(edges).await {
         service.stop().await;
         return Err(DaemonError::usage(error.message));
     }
-    log_status(&service).await;
     wait_for_termination(|| {
         let service = service.clone();
         let reload = match allowed_edges(&args) {
@@ -156,10 +200,10 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
     let printer = tokio::spawn(print_events(rx, args.json));
     let service = Arc::new(Service::new(events));
     service
-        .start(StartParams::Edge(edge_config(&args)))
+        .start(StartParams::Edge(edge_config(&args)?))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
-    log_status(&service).await;
+    announce(&service, args.json).await;
     wait_for_termination(|| async {}).await;
     service.stop().await;
     drop(service);
@@ -167,10 +211,21 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn log_status(service: &Service) {
+/// Logs the status at start; with `--json` also prints it as the first stdout line,
+/// `{"event":"started","data":STATUS}`, so scripts read the hub's `tunnelPort` and `certSha256`
+/// without parsing logs.
+async fn announce(service: &Service, json: bool) {
     let status = service.status().await;
     match serde_json::to_string(&status) {
-        Ok(json) => tracing::info!(status = %json, "started"),
+        Ok(text) => {
+            tracing::info!(status = %text, "started");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "started", "data": status})
+                );
+            }
+        }
         Err(error) => tracing::warn!(%error, "started; status not printable"),
     }
 }

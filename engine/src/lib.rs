@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod service;
+pub mod state_dir;
 pub mod stun;
 pub mod tls;
 pub mod token;

@@ -139,22 +139,26 @@ fn token(command: TokenCommand) -> ExitCode {
             hub_port,
             edge_id,
             secret,
-            cert_sha256,
+            hub_cert_sha256,
+        } => print_token(ConnectionToken {
+            hub_host,
+            hub_port,
+            edge_id,
+            secret: secret.into(),
+            hub_cert_sha256,
+        }),
+        TokenCommand::Issue {
+            state_dir,
+            edges,
+            edge_id,
+            hub_host,
+            hub_port,
         } => {
-            let token = ConnectionToken {
-                hub_host,
-                hub_port,
-                edge_id,
-                secret: secret.into(),
-                hub_cert_sha256: cert_sha256,
-            };
-            match token.encode() {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
+            let state_dir = state_dir.unwrap_or_else(remoteingress::state_dir::default_dir);
+            match daemon::issue_token(&state_dir, &edges, &edge_id, hub_host, hub_port) {
+                Ok(token) => print_token(token),
                 Err(error) => {
-                    eprintln!("remoteingress-bin: cannot encode token: {error}");
+                    eprintln!("remoteingress-bin: cannot issue a token: {error}");
                     ExitCode::from(EXIT_USAGE)
                 }
             }
@@ -176,5 +180,18 @@ fn token(command: TokenCommand) -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+    }
+}
+
+fn print_token(token: ConnectionToken) -> ExitCode {
+    match token.encode() {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("remoteingress-bin: cannot encode token: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }

@@ -85,11 +85,13 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
         std::process::id(),
         rand::random::<u64>()
     ));
-    let written = write_synced(&temporary, format!("{cert_pem}{key_pem}").as_bytes())
-        .and_then(|()| match std::fs::hard_link(&temporary, &path) {
-            // Another process created it first: use theirs.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+    let written =
+        write_synced(&temporary, format!("{cert_pem}{key_pem}").as_bytes()).and_then(|()| {
+            match std::fs::hard_link(&temporary, &path) {
+                // Another process created it first: use theirs.
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         });
     let _ = std::fs::remove_file(&temporary);
     written.map_err(|source| StateError::Write {
@@ -192,8 +194,10 @@ mod tests {
         let dir = temp_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(IDENTITY_FILE);
-        for content in ["garbage", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]
-        {
+        for content in [
+            "garbage",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
             std::fs::write(&path, content).unwrap();
             let error = load_or_create(&dir).unwrap_err();
             assert!(matches!(error, StateError::Corrupt { .. }), "{error}");

@@ -89,6 +89,15 @@ impl HubIdentity {
         })
     }
 
+    /// The key of the hub's QUIC stateless resets, derived from its private key: the same for
+    /// as long as the identity is (see `state_dir`), and unguessable without the key.
+    pub fn quic_reset_key(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(b"remoteingress/1 QUIC stateless reset key");
+        hash.update(self.key.secret_der());
+        hash.finalize().into()
+    }
+
     /// The rustls server configuration for the tunnel listener.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -116,11 +125,47 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The rustls client configuration for an edge; `pin` is the expected leaf SHA-256.
-pub fn edge_client_config(pin: Option<[u8; 32]>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// Parses the PEM CA certificates of `hubCaPem` (at least one).
+pub fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("contains no certificate".to_owned());
+    }
+    Ok(certificates)
+}
+
+/// The rustls client configuration for an edge; `pin` is the expected leaf SHA-256, `ca` the
+/// roots the hub's certificate must chain to (with the hub's name checked). Either, both, or
+/// neither (then any certificate is accepted and the edge reports `hubVerified: false`).
+pub fn edge_client_config(
+    pin: Option<[u8; 32]>,
+    ca: Option<&[CertificateDer<'static>]>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
+    let chain = match ca {
+        Some(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store
+                    .add(root.clone())
+                    .map_err(|e| TlsError::Config(format!("hub CA certificate: {e}")))?;
+            }
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(store),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
     let verifier = Arc::new(PinnedHubVerifier {
         pin,
+        chain,
         provider: provider.clone(),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -141,11 +186,13 @@ pub fn server_name(host: &str) -> ServerName<'static> {
         .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
 }
 
-/// Accepts the hub certificate whose SHA-256 equals the pin (or any, without a pin) and verifies
-/// the handshake signatures with the provider's algorithms.
+/// Accepts the hub certificate that chains to the configured CA and names the hub (when a CA
+/// is given) and whose SHA-256 equals the pin (when a pin is given); without either, any. The
+/// handshake signatures are always verified with the provider's algorithms.
 #[derive(Debug)]
 struct PinnedHubVerifier {
     pin: Option<[u8; 32]>,
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -153,11 +200,14 @@ impl ServerCertVerifier for PinnedHubVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(chain) = &self.chain {
+            chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        }
         let Some(pin) = self.pin else {
             return Ok(ServerCertVerified::assertion());
         };
@@ -215,7 +265,7 @@ mod tests {
 
     async fn handshake(identity: &HubIdentity, pin: Option<[u8; 32]>) -> Result<(), String> {
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
-        let connector = tokio_rustls::TlsConnector::from(edge_client_config(pin).unwrap());
+        let connector = tokio_rustls::TlsConnector::from(edge_client_config(pin, None).unwrap());
         let (a, b) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
             let mut tls = acceptor.accept(a).await.map_err(|e| e.to_string())?;

@@ -67,9 +67,15 @@ pub struct HubConfig {
     /// Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
     #[serde(default = "default_target_host")]
     pub target_host: String,
-    /// Certificate and key; when omitted the hub generates a self-signed certificate.
+    /// Certificate and key; when omitted the hub uses its generated identity (see `stateDir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Directory for the hub's state: its generated certificate and key
+    /// (`hub-identity.pem`, 0600), made on first start and reused after, so a restarted hub keeps
+    /// the fingerprint its edges pinned. Without `tls` and without a state directory the hub
+    /// generates a new certificate at every start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     /// Stream telemetry mode. Default `perStream`.
     #[serde(default)]
     pub stream_event_mode: StreamEventMode,
@@ -131,10 +137,11 @@ pub struct PerformanceConfig {
     /// Idle time after which a UDP session is closed on both sides. Default 60 s.
     #[serde(default = "default_udp_idle")]
     pub udp_session_idle_secs: u32,
-    /// Interval of the hub's PING. Default 15 s.
+    /// Interval of the hub's PING. Default 3 s.
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u32,
-    /// A tunnel without PONG for this long is dead. Default 45 s.
+    /// A tunnel without PONG (TLS) or any packet (QUIC idle timeout) for this long is dead.
+    /// Default 10 s: a vanished peer is noticed within about 10-13 s.
     #[serde(default = "default_heartbeat_timeout")]
     pub heartbeat_timeout_secs: u32,
 }
@@ -177,10 +184,10 @@ fn default_udp_idle() -> u32 {
     60
 }
 fn default_heartbeat_interval() -> u32 {
-    15
+    3
 }
 fn default_heartbeat_timeout() -> u32 {
-    45
+    10
 }
 
 /// One edge the hub accepts, with everything the hub pushes to it.
@@ -321,6 +328,10 @@ pub struct EdgeConfig {
     /// SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_cert_sha256: Option<String>,
+    /// PEM CA certificate(s) for operators with their own PKI: the hub's certificate must chain
+    /// to one of them and name `hubHost`. May be combined with `hubCertSha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_ca_pem: Option<String>,
     /// STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stun_servers: Option<Vec<String>>,

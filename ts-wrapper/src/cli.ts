@@ -38,17 +38,21 @@ export const ENV = {
   TRANSPORT_MODE: 'REMOTEINGRESS_TRANSPORT_MODE',
   BIND_ADDRESS: 'REMOTEINGRESS_BIND_ADDRESS',
   HUB_CERT_SHA256: 'REMOTEINGRESS_HUB_CERT_SHA256',
+  HUB_CA: 'REMOTEINGRESS_HUB_CA',
+  STATE_DIR: 'REMOTEINGRESS_STATE_DIR',
 } as const;
 
 const USAGE = `Usage:
   remoteingress hub  [--tunnel-port 8443] [--target-host 127.0.0.1]
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
+                     [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
                      [--performance-json JSON] [--json]
   remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
-                     [--hub-cert-sha256 HEX] [--json]
-  remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S [--cert-sha256 HEX]
+                     [--hub-cert-sha256 HEX] [--hub-ca PEM] [--json]
+  remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
+                     [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
 
 Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role. Every hub/edge flag can also be
@@ -78,6 +82,7 @@ const HUB_OPTIONS = {
   'allowed-edges-json': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
+  'state-dir': { type: 'string' },
   'stream-event-mode': { type: 'string' },
   'proxy-protocol': { type: 'string' },
   'performance-json': { type: 'string' },
@@ -94,6 +99,7 @@ const EDGE_OPTIONS = {
   'transport-mode': { type: 'string' },
   'bind-address': { type: 'string' },
   'hub-cert-sha256': { type: 'string' },
+  'hub-ca': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -103,6 +109,8 @@ const TOKEN_OPTIONS = {
   'hub-port': { type: 'string' },
   'edge-id': { type: 'string' },
   secret: { type: 'string' },
+  'hub-cert-sha256': { type: 'string' },
+  // The old name, kept as an alias.
   'cert-sha256': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -197,6 +205,8 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   if (cert !== undefined && key !== undefined) {
     config.tls = { certPem: readText(cert, '--tls-cert'), keyPem: readText(key, '--tls-key') };
   }
+  const stateDir = pick(values['state-dir'], env, ENV.STATE_DIR);
+  if (stateDir !== undefined) config.stateDir = stateDir;
   const edgesFile = pick(values.edges, env, ENV.EDGES_FILE);
   const inline = pick(values['allowed-edges-json'], env, ENV.ALLOWED_EDGES_JSON);
   if (edgesFile !== undefined && inline !== undefined) {
@@ -249,6 +259,8 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
   }
   const fingerprint = pick(values['hub-cert-sha256'], env, ENV.HUB_CERT_SHA256);
   if (fingerprint !== undefined) config.hubCertSha256 = fingerprint;
+  const ca = pick(values['hub-ca'], env, ENV.HUB_CA);
+  if (ca !== undefined) config.hubCaPem = readText(ca, '--hub-ca');
   const transport = oneOf(pick(values['transport-mode'], env, ENV.TRANSPORT_MODE), '--transport-mode', [
     'tcpTls',
     'quic',
@@ -275,12 +287,13 @@ function runToken(args: string[], out: NodeJS.WritableStream): number {
       if (value === undefined) throw new UsageError(`token encode needs ${flag}`);
       return value;
     };
+    const fingerprint = values['hub-cert-sha256'] ?? values['cert-sha256'];
     const token = encodeConnectionToken({
       hubHost: need(values['hub-host'], '--hub-host'),
       hubPort: port(values['hub-port'], '--hub-port', false) ?? 8443,
       edgeId: need(values['edge-id'], '--edge-id'),
       secret: need(values.secret, '--secret'),
-      ...(values['cert-sha256'] === undefined ? {} : { hubCertSha256: values['cert-sha256'] }),
+      ...(fingerprint === undefined ? {} : { hubCertSha256: fingerprint }),
     });
     out.write(`${token}\n`);
     return 0;

@@ -1,6 +1,9 @@
 // RemoteIngressHub: the private side. Accepts edge tunnels and forwards their traffic to the
 // target host with PROXY headers; pushes ports and firewall snapshots to edges.
 
+import os from 'node:os';
+import path from 'node:path';
+
 import { RemoteIngressBase } from './base.js';
 import { RemoteIngressError } from './errors.js';
 import type {
@@ -28,9 +31,15 @@ export class RemoteIngressHub extends RemoteIngressBase<THubEvents> {
   /**
    * Starts `remoteingress-bin` (if needed) and the hub role. Resolves with the hub's status,
    * whose `tunnelPort` is the bound port (useful with `tunnelPort: 0`) and `certSha256` the
-   * fingerprint edges can pin.
+   * fingerprint edges can pin. Without `tls` or `stateDir`, the hub keeps its generated identity
+   * in {@link defaultStateDir}, so the fingerprint survives crash restarts and restarts of the
+   * application.
    */
-  async start(config: IHubConfig = {}): Promise<IHubStatus> {
+  async start(requested: IHubConfig = {}): Promise<IHubStatus> {
+    const config =
+      requested.tls === undefined && requested.stateDir === undefined
+        ? { ...requested, stateDir: defaultStateDir() }
+        : requested;
     const spawned = await this.supervisor.ensureProcess();
     let result;
     try {
@@ -92,6 +101,17 @@ export class RemoteIngressHub extends RemoteIngressBase<THubEvents> {
     this.confirmedConfig = undefined;
     this.confirmedEdges = undefined;
   }
+}
+
+/**
+ * Where a hub keeps its generated identity unless told otherwise, as the binary's CLI does:
+ * `/var/lib/remoteingress` for root, else `$XDG_STATE_HOME/remoteingress` (or
+ * `~/.local/state/remoteingress`).
+ */
+export function defaultStateDir(): string {
+  if (process.geteuid?.() === 0) return '/var/lib/remoteingress';
+  const base = process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state');
+  return path.join(base, 'remoteingress');
 }
 
 function asHubStatus(result: unknown, method: string): IHubStatus {

@@ -1,6 +1,6 @@
 // @remoteingress/ts-wrapper: drive `remoteingress-bin` from TypeScript.
 
-export { RemoteIngressHub } from './hub.js';
+export { RemoteIngressHub, defaultStateDir } from './hub.js';
 export { RemoteIngressEdge } from './edge.js';
 export {
   encodeConnectionToken,

@@ -68,6 +68,7 @@ describe('crash recovery', () => {
     assert.equal(status.allowedEdges, EDGES.length, 'allowed edges re-applied');
     assert.equal(status.streamEventMode, 'off', 'start config re-applied');
     assert.equal(status.tunnelPort, started.tunnelPort, 'same tunnel port after the restart');
+    assert.equal(status.certSha256, started.certSha256, 'same identity after the restart');
     assert.equal((await hubStatus(hub)).allowedEdges, EDGES.length);
 
     // A second crash, with an update racing it: the update lands on the new process, and the

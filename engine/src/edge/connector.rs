@@ -26,12 +26,19 @@ use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// `quicWithFallback`: how long QUIC gets before TLS is tried.
 pub const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
+/// After a working tunnel is lost, retry every [`FAST_RETRY`] (with jitter) for this long
+/// before backing off: a restarting hub is usually back within seconds, and the edge should be
+/// back within about a second of it, not a backoff step later.
+pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
+/// The pause between attempts within [`FAST_RETRY_WINDOW`] (±50 % jitter).
+pub const FAST_RETRY: Duration = Duration::from_millis(500);
 
 /// Runs until the edge stops.
 pub(crate) async fn run(shared: Arc<EdgeShared>) {
     let mut ports = Ports::new(shared.clone());
     let mut backoff = ExponentialBackoff::edge_reconnect().stream();
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut lost_at: Option<tokio::time::Instant> = None;
     loop {
         let result = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -46,6 +53,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                     state.last_error = None;
                 }
                 let reason = session::run(&shared, &mut ports, tunnel, incoming, push).await;
+                lost_at = Some(tokio::time::Instant::now());
                 shared.state().last_error = Some(reason.clone());
                 tracing::warn!(%reason, "tunnel to the hub lost");
                 shared
@@ -67,7 +75,12 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                 tracing::warn!(%error, attempts, "cannot connect to the hub");
             }
         }
-        let delay = backoff.next_delay(&mut rng);
+        let delay = match lost_at {
+            Some(at) if at.elapsed() < FAST_RETRY_WINDOW => {
+                FAST_RETRY.mul_f64(rand::Rng::random_range(&mut rng, 0.5..1.5))
+            }
+            _ => backoff.next_delay(&mut rng),
+        };
         tracing::info!(?delay, "reconnecting to the hub after a pause");
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -174,8 +187,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let settings = &shared.settings;
-    if settings.hub_cert_sha256.is_none() {
-        tracing::warn!("hub certificate not verified: no hubCertSha256 given (hubVerified: false)");
+    if !settings.verifies_hub() {
+        tracing::warn!(
+            "hub certificate not verified: no hubCertSha256 or hubCaPem given (hubVerified: false)"
+        );
     }
     let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
     let hello = handshake::encode_hello(&settings.edge_id, &proof)

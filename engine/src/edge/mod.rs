@@ -96,7 +96,8 @@ pub struct Edge {
 impl Edge {
     /// Starts an edge: it connects (and keeps reconnecting) in the background.
     pub async fn start(settings: EdgeSettings, events: EventSink) -> Result<Self, EdgeStartError> {
-        let tls = crate::tls::edge_client_config(settings.hub_cert_sha256)?;
+        let tls =
+            crate::tls::edge_client_config(settings.hub_cert_sha256, settings.hub_ca.as_deref())?;
         let quic =
             crate::transport::quic::client_config(tls.clone(), &PerformanceSettings::default())?;
         let (tunnel, _) = watch::channel(None);
@@ -139,7 +140,7 @@ impl Edge {
             transport_mode: settings.transport_mode,
             connected: state.connected,
             transport: state.transport,
-            hub_verified: settings.hub_cert_sha256.is_some() && state.connected,
+            hub_verified: settings.verifies_hub() && state.connected,
             public_ip: state.public_ip.clone(),
             active_streams: stats.active,
             listen_ports: state.listen_ports.clone(),

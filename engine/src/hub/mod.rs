@@ -50,6 +50,8 @@ pub enum HubStartError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("state directory: {0}")]
+    State(#[from] crate::state_dir::StateError),
 }
 
 /// The actor's answer to a handshake.
@@ -169,9 +171,16 @@ impl std::fmt::Debug for Command {
 impl Hub {
     /// Binds the tunnel port and starts the hub.
     pub async fn start(settings: HubSettings, events: EventSink) -> Result<Self, HubStartError> {
-        let identity = match &settings.tls {
-            Some(tls) => HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())?,
-            None => HubIdentity::self_signed()?,
+        let identity = match (&settings.tls, &settings.state_dir) {
+            (Some(tls), _) => HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())?,
+            (None, Some(dir)) => crate::state_dir::load_or_create(dir)?,
+            (None, None) => {
+                tracing::warn!(
+                    "no stateDir: this hub's certificate lasts until it stops, and edges that \
+                     pin it are locked out after a restart"
+                );
+                HubIdentity::self_signed()?
+            }
         };
         let server_config = identity.server_config()?;
         let settings = Arc::new(settings);
@@ -220,7 +229,13 @@ impl Hub {
         });
         tasks.spawn(listener::run_tcp(context.clone(), tcp));
         // QUIC shares the port number; without it the hub still serves TLS (and says so).
-        match quic::server_endpoint(tunnel_port, server_config, &settings.performance) {
+        let reset_key = identity.quic_reset_key();
+        match quic::server_endpoint(
+            tunnel_port,
+            server_config,
+            &settings.performance,
+            &reset_key,
+        ) {
             Ok(endpoint) => {
                 tasks.spawn(listener::run_quic(context, endpoint));
             }

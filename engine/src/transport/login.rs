@@ -239,7 +239,7 @@ mod tests {
         let identity = crate::tls::HubIdentity::self_signed().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
         let connector =
-            tokio_rustls::TlsConnector::from(crate::tls::edge_client_config(None).unwrap());
+            tokio_rustls::TlsConnector::from(crate::tls::edge_client_config(None, None).unwrap());
         let mut bindings = Vec::new();
         for _ in 0..2 {
             let (a, b) = tokio::io::duplex(64 * 1024);

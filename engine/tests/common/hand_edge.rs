@@ -29,7 +29,7 @@ pub struct HandEdge {
 
 /// TLS to the hub's tunnel port, without a pin (like an unpinned edge).
 pub async fn tls_connect(port: u16) -> TlsStream<TcpStream> {
-    let config = remoteingress::tls::edge_client_config(None).unwrap();
+    let config = remoteingress::tls::edge_client_config(None, None).unwrap();
     let connector = tokio_rustls::TlsConnector::from(config);
     let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     connector
@@ -40,7 +40,7 @@ pub async fn tls_connect(port: u16) -> TlsStream<TcpStream> {
 
 /// A QUIC connection to the hub's tunnel port, without a pin.
 pub async fn quic_connect(port: u16) -> (quinn::Endpoint, quinn::Connection) {
-    let tls = remoteingress::tls::edge_client_config(None).unwrap();
+    let tls = remoteingress::tls::edge_client_config(None, None).unwrap();
     let config =
         remoteingress::transport::quic::client_config(tls, &PerformanceSettings::default())
             .unwrap();

@@ -592,9 +592,16 @@ export interface IHubConfig {
    */
   targetHost?: string;
   /**
-   * Certificate and key; when omitted the hub generates a self-signed certificate.
+   * Certificate and key; when omitted the hub uses its generated identity (see `stateDir`).
    */
   tls?: ITlsConfig | null;
+  /**
+   * Directory for the hub's state: its generated certificate and key
+   * (`hub-identity.pem`, 0600), made on first start and reused after, so a restarted hub keeps
+   * the fingerprint its edges pinned. Without `tls` and without a state directory the hub
+   * generates a new certificate at every start.
+   */
+  stateDir?: string | null;
   /**
    * Stream telemetry mode. Default `perStream`.
    */
@@ -669,11 +676,12 @@ export interface IPerformanceConfig {
    */
   udpSessionIdleSecs?: number;
   /**
-   * Interval of the hub's PING. Default 15 s.
+   * Interval of the hub's PING. Default 3 s.
    */
   heartbeatIntervalSecs?: number;
   /**
-   * A tunnel without PONG for this long is dead. Default 45 s.
+   * A tunnel without PONG (TLS) or any packet (QUIC idle timeout) for this long is dead.
+   * Default 10 s: a vanished peer is noticed within about 10-13 s.
    */
   heartbeatTimeoutSecs?: number;
 }
@@ -717,6 +725,11 @@ export interface IEdgeConfig {
    * SHA-256 fingerprint (hex) of the hub certificate; when set, any other certificate is refused.
    */
   hubCertSha256?: string | null;
+  /**
+   * PEM CA certificate(s) for operators with their own PKI: the hub's certificate must chain
+   * to one of them and name `hubHost`. May be combined with `hubCertSha256`.
+   */
+  hubCaPem?: string | null;
   /**
    * STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
    */
