@@ -25,15 +25,18 @@ wait_for "$WORK/target.log" listening 10
 
 echo "==> hub: tunnel port $TUNNEL_PORT, forwarding to 127.0.0.1, edge '$EDGE_ID' gets public port $PORT"
 printf '[{"id":"%s","secret":"%s","listenPorts":[%s]}]\n' "$EDGE_ID" "$SECRET" "$PORT" > "$WORK/edges.json"
-REMOTEINGRESS_LOG=info "$BIN" hub --tunnel-port "$TUNNEL_PORT" --edges "$WORK/edges.json" --json \
-  > "$WORK/hub.events" 2> "$WORK/hub.log" &
+# The hub keeps its identity in a state directory (here the demo's own, not the system default).
+REMOTEINGRESS_LOG=info "$BIN" hub --tunnel-port "$TUNNEL_PORT" --edges "$WORK/edges.json" \
+  --state-dir "$WORK/state" --json > "$WORK/hub.events" 2> "$WORK/hub.log" &
 PIDS+=($!)
-wait_for "$WORK/hub.log" "hub listening" 10
-FINGERPRINT="$(grep -o 'fingerprint=[0-9a-f]*' "$WORK/hub.log" | head -1 | cut -d= -f2)"
+wait_for "$WORK/hub.events" '"event":"started"' 10
+FINGERPRINT="$(head -1 "$WORK/hub.events" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["certSha256"])')"
 echo "    hub certificate SHA-256: $FINGERPRINT"
 
-TOKEN="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$TUNNEL_PORT" --edge-id "$EDGE_ID" \
-  --secret "$SECRET" --cert-sha256 "$FINGERPRINT")"
+# The hub's side hands out the token: the edge's secret from the edges file, the fingerprint
+# from the state directory.
+TOKEN="$("$BIN" token issue --state-dir "$WORK/state" --edges "$WORK/edges.json" \
+  --edge-id "$EDGE_ID" --hub-host 127.0.0.1 --hub-port "$TUNNEL_PORT")"
 echo "==> edge: connection token ${TOKEN:0:32}... (pins the hub certificate); public side on 127.0.0.2"
 "$BIN" edge --token "$TOKEN" --bind-address 127.0.0.2 --transport-mode tcpTls --no-stun --json \
   > "$WORK/edge.events" 2> "$WORK/edge.log" &

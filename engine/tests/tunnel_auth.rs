@@ -227,3 +227,38 @@ async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
     pair.edge.event("tunnelConnected").await;
     assert_echo_through_edge(target.port, b"again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failed_attempt_is_an_event_with_its_reason_and_the_next_retry() {
+    let mut hub = Managed::spawn().await;
+    let port = start_hub_allowing_test_edge(&mut hub).await;
+    let mut edge = Managed::spawn().await;
+    let mut params = edge_start(port, None);
+    params["config"]["secret"] = json!("not-the-secret");
+    edge.ok("start", Some(params)).await;
+    for attempt in 1..=2 {
+        let event = edge.event("tunnelConnectFailed").await;
+        assert_eq!(event["reason"], "unauthorized", "{event}");
+        assert_eq!(event["attempt"], attempt, "{event}");
+        assert!(event["retryInMs"].as_u64().unwrap() > 0, "{event}");
+    }
+    let status = edge.ok("getStatus", None).await;
+    assert_eq!(status["lastErrorReason"], "unauthorized", "{status}");
+
+    // A hub that is not there is reported at once, not after seconds of silence.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut lonely = Managed::spawn().await;
+    lonely
+        .ok("start", Some(edge_start(closed_port, None)))
+        .await;
+    let started = std::time::Instant::now();
+    let event = lonely.event("tunnelConnectFailed").await;
+    assert_eq!(event["reason"], "unreachable", "{event}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

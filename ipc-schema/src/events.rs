@@ -25,6 +25,7 @@ pub enum Event {
     // ---- edge ----
     TunnelConnected(TunnelConnectedEvent),
     TunnelDisconnected(TunnelDisconnectedEvent),
+    TunnelConnectFailed(TunnelConnectFailedEvent),
     PublicIpDiscovered(PublicIpDiscoveredEvent),
     PortsAssigned(PortsEvent),
     PortsUpdated(PortsEvent),
@@ -145,6 +146,37 @@ pub struct TunnelConnectedEvent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelDisconnectedEvent {
     pub reason: String,
+}
+
+/// Why an edge could not connect to its hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "TConnectFailureReason")]
+pub enum ConnectFailureReason {
+    /// The hub's address could not be resolved or reached (refused, no route).
+    Unreachable,
+    /// The TLS or QUIC handshake failed (certificate pin or CA, protocol).
+    Handshake,
+    /// The hub refused the login (unknown edge id or wrong secret).
+    Unauthorized,
+    /// The hub could not prove it knows this edge's secret.
+    HubNotVerified,
+    /// No tunnel within the connect deadline.
+    Timeout,
+    /// The hub answered with something that is not the tunnel protocol.
+    Protocol,
+}
+
+/// One failed attempt to reach the hub; another follows after `retryInMs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelConnectFailedEvent {
+    pub reason: ConnectFailureReason,
+    pub message: String,
+    /// Consecutive failed attempts, this one included.
+    pub attempt: u32,
+    /// When the next attempt starts.
+    pub retry_in_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -275,4 +275,7 @@ pub struct EdgeStatus {
     /// Last reason the tunnel went down or failed to come up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The kind of the last failed connection attempt (cleared when a tunnel comes up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_reason: Option<crate::events::ConnectFailureReason>,
 }

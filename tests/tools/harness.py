@@ -124,7 +124,7 @@ def run(*argv, check=True):
 
 def token(hub_host, hub_port, edge_id, secret):
     return run(binary(), "token", "encode", "--hub-host", hub_host, "--hub-port", str(hub_port),
-               "--edge-id", edge_id, "--secret", secret).stdout.strip()
+               "--edge-id", edge_id, f"--secret={secret}").stdout.strip()  # may start with "-"
 
 
 def recv_to_eof(sock):

@@ -46,6 +46,7 @@ export const HUB_EVENT_NAMES = [
 export const EDGE_EVENT_NAMES = [
   'tunnelConnected',
   'tunnelDisconnected',
+  'tunnelConnectFailed',
   'publicIpDiscovered',
   'portsAssigned',
   'portsUpdated',

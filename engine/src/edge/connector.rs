@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::SeedableRng;
-use remoteingress_ipc_schema::{Event, TransportMode, TunnelDisconnectedEvent};
+use remoteingress_ipc_schema::{
+    ConnectFailureReason, Event, TransportMode, TunnelConnectFailedEvent, TunnelDisconnectedEvent,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,6 +35,23 @@ pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
 /// The pause between attempts within [`FAST_RETRY_WINDOW`] (±50 % jitter).
 pub const FAST_RETRY: Duration = Duration::from_millis(500);
 
+/// Why a connection attempt failed: the kind (for events, status and the TypeScript side) and
+/// a message for people.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ConnectError {
+    pub(crate) reason: ConnectFailureReason,
+    pub(crate) message: String,
+}
+
+impl ConnectError {
+    fn new(reason: ConnectFailureReason) -> impl FnOnce(String) -> Self {
+        move |message| Self { reason, message }
+    }
+}
+
+use ConnectFailureReason as Why;
+
 /// Runs until the edge stops.
 pub(crate) async fn run(shared: Arc<EdgeShared>) {
     let mut ports = Ports::new(shared.clone());
@@ -44,13 +63,14 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             () = shared.shutdown.cancelled() => break,
             result = connect(&shared) => result,
         };
-        match result {
+        let failure = match result {
             Ok((tunnel, incoming, push)) => {
                 backoff.reset();
                 {
                     let mut state = shared.state();
                     state.reconnect_attempts = 0;
                     state.last_error = None;
+                    state.last_error_reason = None;
                 }
                 let reason = session::run(&shared, &mut ports, tunnel, incoming, push).await;
                 lost_at = Some(tokio::time::Instant::now());
@@ -64,24 +84,20 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                 if shared.shutdown.is_cancelled() {
                     break;
                 }
+                None
             }
-            Err(error) => {
-                let attempts = {
-                    let mut state = shared.state();
-                    state.reconnect_attempts = state.reconnect_attempts.saturating_add(1);
-                    state.last_error = Some(error.clone());
-                    state.reconnect_attempts
-                };
-                tracing::warn!(%error, attempts, "cannot connect to the hub");
-            }
-        }
+            Err(error) => Some(error),
+        };
         let delay = match lost_at {
             Some(at) if at.elapsed() < FAST_RETRY_WINDOW => {
                 FAST_RETRY.mul_f64(rand::Rng::random_range(&mut rng, 0.5..1.5))
             }
             _ => backoff.next_delay(&mut rng),
         };
-        tracing::info!(?delay, "reconnecting to the hub after a pause");
+        match failure {
+            Some(error) => report_failure(&shared, error, delay),
+            None => tracing::info!(?delay, "reconnecting to the hub after a pause"),
+        }
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
@@ -90,8 +106,29 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
     ports.close_all();
 }
 
+/// Records a failed attempt in status and tells whoever listens: a log line and a
+/// `tunnelConnectFailed` event with the reason and when the next attempt comes.
+fn report_failure(shared: &EdgeShared, error: ConnectError, delay: Duration) {
+    let attempt = {
+        let mut state = shared.state();
+        state.reconnect_attempts = state.reconnect_attempts.saturating_add(1);
+        state.last_error = Some(error.message.clone());
+        state.last_error_reason = Some(error.reason);
+        state.reconnect_attempts
+    };
+    tracing::warn!(%error, reason = ?error.reason, attempt, retry_in = ?delay, "cannot connect to the hub");
+    shared
+        .events
+        .emit(Event::TunnelConnectFailed(TunnelConnectFailedEvent {
+            reason: error.reason,
+            message: error.message,
+            attempt,
+            retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }));
+}
+
 /// One connection attempt with the configured transport mode.
-async fn connect(shared: &EdgeShared) -> Result<Connected, String> {
+async fn connect(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     match shared.settings.transport_mode {
         TransportMode::TcpTls => within(CONNECT_DEADLINE, connect_tls(shared)).await,
         TransportMode::Quic => within(CONNECT_DEADLINE, connect_quic(shared)).await,
@@ -102,7 +139,14 @@ async fn connect(shared: &EdgeShared) -> Result<Connected, String> {
                     tracing::info!(error = %quic_error, "QUIC failed; falling back to TLS");
                     within(CONNECT_DEADLINE, connect_tls(shared))
                         .await
-                        .map_err(|tls_error| format!("QUIC: {quic_error}; TLS: {tls_error}"))
+                        .map_err(|tls_error| ConnectError {
+                            // The hub's own verdict says more than a blocked UDP port.
+                            reason: match quic_error.reason {
+                                Why::Unauthorized | Why::HubNotVerified => quic_error.reason,
+                                _ => tls_error.reason,
+                            },
+                            message: format!("QUIC: {quic_error}; TLS: {tls_error}"),
+                        })
                 }
             }
         }
@@ -111,34 +155,42 @@ async fn connect(shared: &EdgeShared) -> Result<Connected, String> {
 
 async fn within(
     deadline: Duration,
-    attempt: impl std::future::Future<Output = Result<Connected, String>>,
-) -> Result<Connected, String> {
+    attempt: impl std::future::Future<Output = Result<Connected, ConnectError>>,
+) -> Result<Connected, ConnectError> {
     tokio::time::timeout(deadline, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no tunnel within {deadline:?}")))
+        .unwrap_or_else(|_| {
+            Err(ConnectError::new(Why::Timeout)(format!(
+                "no tunnel within {deadline:?}"
+            )))
+        })
 }
 
 /// A tunnel that passed the handshake.
 pub(crate) type Connected = (Tunnel, TunnelIncoming, EdgeConfigPush);
 
 /// TCP, TLS, hello, reply.
-async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
+async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let settings = &shared.settings;
+    tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over TLS");
     let socket = TcpStream::connect((settings.hub_host.as_str(), settings.hub_port))
         .await
         .map_err(|e| {
-            format!(
+            ConnectError::new(Why::Unreachable)(format!(
                 "cannot reach the hub at {}:{}: {e}",
                 settings.hub_host, settings.hub_port
-            )
+            ))
         })?;
     tune_tunnel_socket(&socket);
     let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
     let mut tls = connector
         .connect(crate::tls::server_name(&settings.hub_host), socket)
         .await
-        .map_err(|e| format!("TLS handshake with the hub failed: {e}"))?;
-    let binding = ChannelBinding::from_tls(tls.get_ref().1).map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            ConnectError::new(Why::Handshake)(format!("TLS handshake with the hub failed: {e}"))
+        })?;
+    let binding = ChannelBinding::from_tls(tls.get_ref().1)
+        .map_err(|e| ConnectError::new(Why::Handshake)(e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
     let (tunnel, incoming) =
         Tunnel::start_tls(tls, leftover, Side::Edge, &PerformanceSettings::default());
@@ -146,14 +198,20 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, String> {
 }
 
 /// QUIC handshake, control stream, hello, reply.
-pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, String> {
+pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let settings = &shared.settings;
+    tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over QUIC");
+    let unreachable = ConnectError::new(Why::Unreachable);
     let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", settings.hub_host))?
+        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", settings.hub_host)))?
         .next()
-        .ok_or_else(|| format!("{} has no address", settings.hub_host))?;
-    let endpoint = quic::client_endpoint(hub).map_err(|e| e.to_string())?;
+        .ok_or_else(|| {
+            ConnectError::new(Why::Unreachable)(format!("{} has no address", settings.hub_host))
+        })?;
+    let endpoint = quic::client_endpoint(hub)
+        .map_err(|e| ConnectError::new(Why::Unreachable)(e.to_string()))?;
+    let handshake = ConnectError::new(Why::Handshake);
     let server_name = match crate::tls::server_name(&settings.hub_host) {
         rustls::pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
         rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(ip).to_string(),
@@ -161,14 +219,14 @@ pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, Strin
     };
     let connection = endpoint
         .connect_with(shared.quic.clone(), hub, &server_name)
-        .map_err(|e| format!("cannot start QUIC: {e}"))?
+        .map_err(|e| ConnectError::new(Why::Handshake)(format!("cannot start QUIC: {e}")))?
         .await
-        .map_err(|e| format!("QUIC handshake with the hub failed: {e}"))?;
-    let (send, recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| format!("cannot open the control stream: {e}"))?;
-    let binding = ChannelBinding::from_quic(&connection).map_err(|e| e.to_string())?;
+        .map_err(|e| handshake(format!("QUIC handshake with the hub failed: {e}")))?;
+    let (send, recv) = connection.open_bi().await.map_err(|e| {
+        ConnectError::new(Why::Protocol)(format!("cannot open the control stream: {e}"))
+    })?;
+    let binding = ChannelBinding::from_quic(&connection)
+        .map_err(|e| ConnectError::new(Why::Handshake)(e.to_string()))?;
     let mut control = tokio::io::join(recv, send);
     let (leftover, push) = exchange_hello(shared, &mut control, binding).await?;
     let (recv, send) = control.into_inner();
@@ -182,7 +240,7 @@ async fn exchange_hello<S>(
     shared: &EdgeShared,
     io: &mut S,
     binding: ChannelBinding,
-) -> Result<(BytesMut, EdgeConfigPush), String>
+) -> Result<(BytesMut, EdgeConfigPush), ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -193,29 +251,45 @@ where
         );
     }
     let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
+    let protocol = |message: String| ConnectError {
+        reason: Why::Protocol,
+        message,
+    };
     let hello = handshake::encode_hello(&settings.edge_id, &proof)
-        .map_err(|e| format!("cannot encode the hello: {e}"))?;
+        .map_err(|e| protocol(format!("cannot encode the hello: {e}")))?;
     io.write_all(&hello)
         .await
-        .map_err(|e| format!("cannot send the hello: {e}"))?;
+        .map_err(|e| protocol(format!("cannot send the hello: {e}")))?;
     io.flush()
         .await
-        .map_err(|e| format!("cannot send the hello: {e}"))?;
+        .map_err(|e| protocol(format!("cannot send the hello: {e}")))?;
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let line = handshake::read_line(io, &mut buffer, MAX_REPLY_LEN)
         .await
-        .map_err(|e| format!("no reply from the hub: {e}"))?;
-    match handshake::parse_reply(&line).map_err(|e| format!("bad reply from the hub: {e}"))? {
-        HubReply::Rejected { error } => Err(format!("the hub refused this edge: {error}")),
+        .map_err(|e| protocol(format!("no reply from the hub: {e}")))?;
+    let reply = handshake::parse_reply(&line).map_err(|e| match e {
+        handshake::HandshakeError::MissingHubProof => ConnectError {
+            reason: Why::HubNotVerified,
+            message: e.to_string(),
+        },
+        e => protocol(format!("bad reply from the hub: {e}")),
+    })?;
+    match reply {
+        HubReply::Rejected { error } => Err(ConnectError {
+            reason: Why::Unauthorized,
+            message: format!("the hub refused this edge: {error}"),
+        }),
         HubReply::Accepted { config, hub_proof } => {
             if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {
                 Ok((buffer, config))
             } else {
-                Err(
-                    "the hub's proof does not match: it does not know this edge's secret \
-                     (a man in the middle, or a hub configured with another secret)"
+                Err(ConnectError {
+                    reason: Why::HubNotVerified,
+                    message: "the hub's proof does not match: it does not know this edge's \
+                              secret (a man in the middle, or a hub configured with another \
+                              secret)"
                         .to_owned(),
-                )
+                })
             }
         }
     }

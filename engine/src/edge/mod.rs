@@ -49,6 +49,7 @@ pub(crate) struct EdgeState {
     pub(crate) port_bind_failures: Vec<PortBindFailure>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_error: Option<String>,
+    pub(crate) last_error_reason: Option<remoteingress_ipc_schema::ConnectFailureReason>,
     pub(crate) public_ip: Option<String>,
     /// Re-discovery interval pushed by the hub.
     pub(crate) stun_interval_secs: Option<u32>,
@@ -152,6 +153,7 @@ impl Edge {
             firewall: state.firewall.status.clone(),
             reconnect_attempts: state.reconnect_attempts,
             last_error: state.last_error.clone(),
+            last_error_reason: state.last_error_reason,
         })
     }
 

@@ -82,6 +82,10 @@ export type Event =
       data: TunnelDisconnectedEvent;
     }
   | {
+      event: "tunnelConnectFailed";
+      data: TunnelConnectFailedEvent;
+    }
+  | {
       event: "publicIpDiscovered";
       data: PublicIpDiscoveredEvent;
     }
@@ -119,6 +123,14 @@ export type TunnelTransport = "tcpTls" | "quic";
  * via the `definition` "EgressOutcome".
  */
 export type EgressOutcome = "connected" | "denied" | "failed";
+/**
+ * Why an edge could not connect to its hub.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "TConnectFailureReason".
+ */
+export type TConnectFailureReason =
+  "unreachable" | "handshake" | "unauthorized" | "hubNotVerified" | "timeout" | "protocol";
 /**
  * Public protocol of a listener.
  *
@@ -425,6 +437,24 @@ export interface TunnelConnectedEvent {
  */
 export interface TunnelDisconnectedEvent {
   reason: string;
+}
+/**
+ * One failed attempt to reach the hub; another follows after `retryInMs`.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "TunnelConnectFailedEvent".
+ */
+export interface TunnelConnectFailedEvent {
+  reason: TConnectFailureReason;
+  message: string;
+  /**
+   * Consecutive failed attempts, this one included.
+   */
+  attempt: number;
+  /**
+   * When the next attempt starts.
+   */
+  retryInMs: number;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -1223,6 +1253,10 @@ export interface IEdgeStatus {
    * Last reason the tunnel went down or failed to come up.
    */
   lastError?: string | null;
+  /**
+   * The kind of the last failed connection attempt (cleared when a tunnel comes up).
+   */
+  lastErrorReason?: TConnectFailureReason | null;
 }
 /**
  * A public listener that could not be bound.
