@@ -208,6 +208,17 @@ fn ca_and_hub_cert(name: &str) -> (String, String, String) {
     (ca.pem(), hub.pem(), hub_key.serialize_pem())
 }
 
+/// A hub serving `cert`; returns it and its tunnel port.
+async fn hub_with_cert(cert: String, key: String) -> (Managed, u16) {
+    let mut hub = Managed::spawn().await;
+    let status = start_hub(
+        &mut hub,
+        json!({"tunnelPort": 0, "tls": {"certPem": cert, "keyPem": key}}),
+    )
+    .await;
+    (hub, status["tunnelPort"].as_u64().unwrap() as u16)
+}
+
 async fn edge_with_ca(port: u16, ca: &str, transport: &str) -> Managed {
     let mut params = edge_start(port, None);
     params["config"]["hubHost"] = json!("localhost");
@@ -222,13 +233,7 @@ async fn edge_with_ca(port: u16, ca: &str, transport: &str) -> Managed {
 async fn an_edge_verifies_the_hub_by_its_ca_and_name() {
     for transport in ["tcpTls", "quic"] {
         let (ca, cert, key) = ca_and_hub_cert("localhost");
-        let mut hub = Managed::spawn().await;
-        let status = start_hub(
-            &mut hub,
-            json!({"tunnelPort": 0, "tls": {"certPem": cert, "keyPem": key}}),
-        )
-        .await;
-        let port = status["tunnelPort"].as_u64().unwrap() as u16;
+        let (_hub, port) = hub_with_cert(cert, key).await;
         let mut edge = edge_with_ca(port, &ca, transport).await;
         edge.event("tunnelConnected").await;
         let status = edge.ok("getStatus", None).await;
@@ -242,27 +247,15 @@ async fn an_edge_verifies_the_hub_by_its_ca_and_name() {
     }
     // A certificate from the right CA but for another name is refused too.
     let (ca, cert, key) = ca_and_hub_cert("elsewhere.test");
-    let mut hub = Managed::spawn().await;
-    let status = start_hub(
-        &mut hub,
-        json!({"tunnelPort": 0, "tls": {"certPem": cert, "keyPem": key}}),
-    )
-    .await;
-    let port = status["tunnelPort"].as_u64().unwrap() as u16;
+    let (_hub, port) = hub_with_cert(cert, key).await;
     let mut edge = edge_with_ca(port, &ca, "tcpTls").await;
     let error = wait_error(&mut edge).await;
     assert!(error.contains("not valid for name"), "{error}");
 }
 
 async fn wait_error(edge: &mut Managed) -> String {
-    let end = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = edge.ok("getStatus", None).await;
-        if let Some(error) = status["lastError"].as_str() {
-            assert_eq!(status["connected"], false);
-            return error.to_owned();
-        }
-        assert!(tokio::time::Instant::now() < end, "no error: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_edge_error(edge).await["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use common::hand_edge;
-use common::{edge_start, start_hub_allowing_test_edge, Managed, EDGE_ID, EDGE_SECRET};
+use common::{
+    edge_start, start_hub_allowing_test_edge, wait_edge_error, Managed, EDGE_ID, EDGE_SECRET,
+};
 use remoteingress::tls::HubIdentity;
 use remoteingress::transport::control::ControlMessage;
 use remoteingress::transport::handshake::{self, MAX_HELLO_LEN};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -36,19 +38,6 @@ async fn unpinned_edge(port: u16) -> Managed {
     let mut edge = Managed::spawn().await;
     edge.ok("start", Some(edge_start(port, None))).await;
     edge
-}
-
-/// Polls the edge's status until it reports an error; returns the status.
-async fn edge_error(edge: &mut Managed) -> Value {
-    let end = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = edge.ok("getStatus", None).await;
-        if status["lastError"].is_string() {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < end, "no error: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A TLS server with its own certificate (not the hub's): for every connection it reads the
@@ -118,7 +107,7 @@ async fn a_man_in_the_middle_gets_neither_a_credential_nor_a_session() {
             .starts_with("wrong secret"),
         "{event}"
     );
-    let status = edge_error(&mut edge).await;
+    let status = wait_edge_error(&mut edge).await;
     assert_eq!(status["connected"], false);
     assert!(
         status["lastError"]
@@ -166,7 +155,7 @@ async fn a_hub_without_the_secret_is_refused_by_the_edge() {
     ] {
         let port = start_fake_hub(reply.clone()).await;
         let mut edge = unpinned_edge(port).await;
-        let status = edge_error(&mut edge).await;
+        let status = wait_edge_error(&mut edge).await;
         let error = status["lastError"].as_str().unwrap();
         assert!(
             error.contains("hubProof") || error.contains("proof does not match"),

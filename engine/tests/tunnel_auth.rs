@@ -141,15 +141,8 @@ async fn an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why() {
     let mut edge = Managed::spawn().await;
     edge.ok("start", Some(edge_start(port, Some(&"00".repeat(32)))))
         .await;
-    let mut status = Value::Null;
-    for _ in 0..500 {
-        status = edge.ok("getStatus", None).await;
-        if status["lastError"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status["connected"], false);
+    let status = common::wait_edge_error(&mut edge).await;
+    assert_eq!(status["lastErrorReason"], "handshake", "{status}");
     let error = status["lastError"].as_str().unwrap();
     assert!(error.contains("does not match the pinned"), "{error}");
     let hub_status = hub.ok("getStatus", None).await;

@@ -417,6 +417,19 @@ pub async fn start_hub_allowing_test_edge(hub: &mut Managed) -> u16 {
     port
 }
 
+/// Polls an edge's status (bounded) until it reports an error while not connected; returns it.
+pub async fn wait_edge_error(edge: &mut Managed) -> Value {
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = edge.ok("getStatus", None).await;
+        if status["lastError"].is_string() && status["connected"] == false {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < end, "no error: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `start` params of an edge bound to [`EDGE_ADDR`].
 pub fn edge_start(tunnel_port: u16, fingerprint: Option<&str>) -> Value {
     let mut config = json!({
