@@ -44,12 +44,30 @@ impl RelayCounters {
     }
 }
 
+/// Which side of a relay failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelaySide {
+    Client,
+    Target,
+}
+
+/// A relay that ended with an error, and on which side: the caller resets the *other* side,
+/// so that an abort anywhere reaches both ends as an abort (a TCP reset), never as a normal
+/// close that would make a cut-off transfer look complete.
+#[derive(Debug, thiserror::Error)]
+#[error("{side:?} side: {error}")]
+pub struct RelayError {
+    pub side: RelaySide,
+    #[source]
+    pub error: io::Error,
+}
+
 /// Relays until both directions have ended; returns the first error, if any.
 pub async fn relay<C, T>(
     mut client_side: C,
     mut target_side: T,
     counters: Arc<RelayCounters>,
-) -> io::Result<()>
+) -> Result<(), RelayError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -57,10 +75,24 @@ where
     let mut inbound = Direction::default();
     let mut outbound = Direction::default();
     poll_fn(|cx| {
-        let to_target =
-            inbound.poll_copy(cx, &mut client_side, &mut target_side, &counters.inbound);
-        let to_client =
-            outbound.poll_copy(cx, &mut target_side, &mut client_side, &counters.outbound);
+        let to_target = inbound
+            .poll_copy(cx, &mut client_side, &mut target_side, &counters.inbound)
+            .map_err(|(end, error)| RelayError {
+                side: match end {
+                    End::Reader => RelaySide::Client,
+                    End::Writer => RelaySide::Target,
+                },
+                error,
+            });
+        let to_client = outbound
+            .poll_copy(cx, &mut target_side, &mut client_side, &counters.outbound)
+            .map_err(|(end, error)| RelayError {
+                side: match end {
+                    End::Reader => RelaySide::Target,
+                    End::Writer => RelaySide::Client,
+                },
+                error,
+            });
         match (to_target, to_client) {
             (Poll::Ready(Err(error)), _) | (_, Poll::Ready(Err(error))) => Poll::Ready(Err(error)),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
@@ -68,6 +100,43 @@ where
         }
     })
     .await
+}
+
+/// Relays a TCP connection (the client's on the edge, the target's on the hub) and a tunnel
+/// stream, on both roles the same way: when one side fails, the other is reset (the TCP socket
+/// with RST, the tunnel stream with an abort) rather than closed, so a connection cut anywhere
+/// never looks complete at the far end.
+pub async fn relay_tcp_and_tunnel(
+    mut tcp: tokio::net::TcpStream,
+    mut stream: crate::transport::tunnel::TunnelStream,
+    tcp_side: RelaySide,
+    counters: Arc<RelayCounters>,
+) -> Result<(), RelayError> {
+    let result = match tcp_side {
+        RelaySide::Client => relay(&mut tcp, &mut stream, counters).await,
+        RelaySide::Target => relay(&mut stream, &mut tcp, counters).await,
+    };
+    if let Err(failed) = &result {
+        if failed.side == tcp_side {
+            stream.abort();
+        } else {
+            reset(&tcp);
+        }
+    }
+    result
+}
+
+/// Makes the socket's close a TCP reset (SO_LINGER 0): the peer's next read fails with
+/// ECONNRESET instead of reading an end of file.
+pub fn reset(socket: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// The end of one direction that failed.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Reader,
+    Writer,
 }
 
 /// One direction of the copy.
@@ -91,7 +160,7 @@ impl Direction {
         reader: &mut R,
         writer: &mut W,
         counter: &AtomicU64,
-    ) -> Poll<io::Result<()>>
+    ) -> Poll<Result<(), (End, io::Error)>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -111,12 +180,13 @@ impl Direction {
                         // make sure what was written reaches the peer before waiting.
                         self.buffer = None;
                         if self.needs_flush {
-                            ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                            ready!(Pin::new(&mut *writer).poll_flush(cx))
+                                .map_err(|e| (End::Writer, e))?;
                             self.needs_flush = false;
                         }
                         return Poll::Pending;
                     }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err((End::Reader, error))),
                     Poll::Ready(Ok(n)) => {
                         if n == 0 {
                             self.read_done = true;
@@ -133,18 +203,22 @@ impl Direction {
                 let Some(buffer) = self.buffer.as_deref() else {
                     // Unreachable by construction (pos < end only after a read into the
                     // buffer); reported instead of panicking.
-                    return Poll::Ready(Err(io::Error::other("relay buffer missing")));
+                    return Poll::Ready(Err((
+                        End::Writer,
+                        io::Error::other("relay buffer missing"),
+                    )));
                 };
-                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &buffer[self.pos..self.end]))?;
+                let n = ready!(Pin::new(&mut *writer).poll_write(cx, &buffer[self.pos..self.end]))
+                    .map_err(|e| (End::Writer, e))?;
                 if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err((End::Writer, io::ErrorKind::WriteZero.into())));
                 }
                 self.pos += n;
                 self.needs_flush = true;
             }
             if self.read_done {
-                ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                ready!(Pin::new(&mut *writer).poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *writer).poll_flush(cx)).map_err(|e| (End::Writer, e))?;
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx)).map_err(|e| (End::Writer, e))?;
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -269,6 +343,10 @@ mod tests {
         }
         let (_peer, other) = tokio::io::duplex(64);
         let error = relay(Broken, other, Arc::default()).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(error.error.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(error.side, RelaySide::Client, "the failing side is named");
+        let (_peer, other) = tokio::io::duplex(64);
+        let error = relay(other, Broken, Arc::default()).await.unwrap_err();
+        assert_eq!(error.side, RelaySide::Target);
     }
 }

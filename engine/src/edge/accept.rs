@@ -15,7 +15,7 @@ use super::limits::{ConnectionSlot, Refusal};
 use super::EdgeShared;
 use crate::metrics::OpenStreamGuard;
 use crate::proxy_protocol::{v1, ProxyHeader};
-use crate::relay::{relay, RelayCounters};
+use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 
 /// Accepts clients on one public port until `stop` (port removed or edge stopped).
 pub(crate) async fn accept_loop(
@@ -135,10 +135,13 @@ async fn serve_client(
     let counters = Arc::new(RelayCounters::default());
     let stop = shared.shutdown.clone();
     tokio::select! {
+        // Stopping aborts the connection: a reset, never a close that looks complete. (The
+        // relay's socket and stream are dropped with it; the abort reaches the hub as the
+        // tunnel closes.)
         () = stop.cancelled() => {}
-        result = relay(socket, stream, counters.clone()) => {
+        result = relay_tcp_and_tunnel(socket, stream, RelaySide::Client, counters.clone()) => {
             if let Err(error) = result {
-                tracing::debug!(%client, %error, "client connection ended with an error");
+                tracing::debug!(%client, %error, "client connection aborted");
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::limited_warn;
 use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{OpenStreamGuard, StreamStats};
 use crate::proxy_protocol::{v1, v2};
-use crate::relay::{relay, RelayCounters};
+use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::transport::tunnel::TunnelStream;
 
 /// Deadline for connecting to the target.
@@ -39,7 +39,8 @@ pub(crate) struct ForwardContext {
     pub(crate) warnings: Arc<SharedLogLimiter>,
 }
 
-/// Forwards one stream until both directions end.
+/// Forwards one stream until both directions end. A stream that cannot be forwarded (bad OPEN,
+/// port not assigned, target unreachable) is aborted, so the client sees a reset.
 pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<ForwardContext>) {
     let stream_id = stream.id();
     let edge_id = &context.edge_id;
@@ -47,16 +48,16 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
         Ok((header, used)) if used == open.len() => header,
         Ok(_) => {
             limited_warn!(context.warnings, %edge_id, stream_id, "OPEN payload has bytes after the PROXY line; stream refused");
-            return;
+            return stream.abort();
         }
         Err(error) => {
             limited_warn!(context.warnings, %edge_id, stream_id, %error, "OPEN payload is not a valid PROXY v1 line; stream refused");
-            return;
+            return stream.abort();
         }
     };
     let port = header.destination.port();
     if !context.grant.allows(edge_id, PortProtocol::Tcp, port) {
-        return;
+        return stream.abort();
     }
     let per_stream = context.settings.stream_event_mode == StreamEventMode::PerStream;
     let mut guard = OpenStreamGuard::new(&context.stats);
@@ -79,20 +80,29 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
             };
             match written {
                 Ok(()) => {
-                    if let Err(error) = relay(stream, target_stream, counters.clone()).await {
-                        tracing::debug!(%edge_id, stream_id, %error, "stream ended with an error");
+                    let relayed = relay_tcp_and_tunnel(
+                        target_stream,
+                        stream,
+                        RelaySide::Target,
+                        counters.clone(),
+                    );
+                    if let Err(error) = relayed.await {
+                        tracing::debug!(%edge_id, stream_id, %error, "stream aborted");
                     }
                 }
                 Err(error) => {
-                    tracing::debug!(%edge_id, stream_id, %error, "cannot write the PROXY header")
+                    tracing::debug!(%edge_id, stream_id, %error, "cannot write the PROXY header");
+                    stream.abort();
                 }
             }
         }
         Ok(Err(error)) => {
             limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, %error, "cannot connect to the target");
+            stream.abort();
         }
         Err(_) => {
             limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, "target connect timed out");
+            stream.abort();
         }
     }
     guard.bytes_in = counters.inbound();

@@ -112,10 +112,11 @@ pub(crate) async fn run(session: HubSession) -> String {
             reason = tunnel.closed() => break reason,
             accepted = incoming.streams.next() => match accepted {
                 // A draining session takes no new streams: the edge opens them on its new tunnel.
-                Some((stream, _)) if draining_since.is_some() => drop(stream),
+                Some((stream, _)) if draining_since.is_some() => stream.abort(),
                 Some((stream, open)) => {
                     let Some(permit) = stream_cap.admit(&settings.forwarding_budget) else {
                         crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
+                        stream.abort();
                         continue;
                     };
                     let context = context.clone();

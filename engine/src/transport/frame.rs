@@ -13,6 +13,9 @@ use std::fmt;
 use thiserror::Error;
 
 /// Length of a frame header in bytes.
+/// Payload of a CLOSE / CLOSE_BACK that aborts its stream.
+pub const ABORT: u8 = 1;
+
 pub const HEADER_LEN: usize = 9;
 
 /// The control stream's id.
@@ -158,7 +161,8 @@ impl FrameType {
             Self::UdpOpen => MAX_UDP_OPEN_PAYLOAD,
             Self::WindowUpdate | Self::WindowUpdateBack => WINDOW_UPDATE_LEN,
             Self::Ping | Self::Pong => MAX_PING_PAYLOAD,
-            Self::Close | Self::CloseBack => 0,
+            // Empty: the sender's half closed (FIN). One byte, [`ABORT`]: the stream was aborted.
+            Self::Close | Self::CloseBack => 1,
             // In a TLS frame the session id is the frame's stream id and the payload is empty;
             // on the QUIC control stream (no stream ids) it carries the session id, u32 BE.
             Self::UdpClose => UDP_CLOSE_SESSION_LEN,
@@ -297,12 +301,30 @@ impl Frame {
 
     /// CLOSE (edge → hub) or, with `back`, CLOSE_BACK (hub → edge).
     pub fn close(stream_id: u32, back: bool) -> Self {
-        let frame_type = if back {
+        Self::unchecked(stream_id, Self::close_type(back), Bytes::new())
+    }
+
+    /// CLOSE / CLOSE_BACK with the [`ABORT`] byte: the stream was aborted (its data is
+    /// incomplete); the peer resets its side instead of closing it normally.
+    pub fn abort(stream_id: u32, back: bool) -> Self {
+        Self::unchecked(
+            stream_id,
+            Self::close_type(back),
+            Bytes::from_static(&[ABORT]),
+        )
+    }
+
+    /// Whether a CLOSE / CLOSE_BACK frame aborts its stream (rather than closing it).
+    pub fn is_abort(&self) -> bool {
+        !self.payload.is_empty()
+    }
+
+    fn close_type(back: bool) -> FrameType {
+        if back {
             FrameType::CloseBack
         } else {
             FrameType::Close
-        };
-        Self::unchecked(stream_id, frame_type, Bytes::new())
+        }
     }
 
     /// WINDOW_UPDATE (sent by the edge: credit for DATA_BACK) or, with `back`,
@@ -494,8 +516,10 @@ mod tests {
         assert_eq!(FrameType::WindowUpdateBack.max_payload(), 4);
         assert_eq!(FrameType::Ping.max_payload(), 8);
         assert_eq!(FrameType::Pong.max_payload(), 8);
-        assert_eq!(FrameType::Close.max_payload(), 0);
-        assert_eq!(FrameType::CloseBack.max_payload(), 0);
+        assert_eq!(FrameType::Close.max_payload(), 1);
+        assert_eq!(FrameType::CloseBack.max_payload(), 1);
+        assert!(Frame::abort(3, false).is_abort());
+        assert!(!Frame::close(3, true).is_abort());
         assert_eq!(FrameType::UdpClose.max_payload(), 4);
     }
 
@@ -573,11 +597,11 @@ mod tests {
             Err(FrameError::PayloadTooLong { .. })
         ));
         assert!(b.capacity() < 1024);
-        // Types with payload 0 refuse any payload.
-        let mut b = buf(&[0, 0, 0, 1, 0x03, 0, 0, 0, 1, 0]);
+        // CLOSE carries at most its one abort byte.
+        let mut b = buf(&[0, 0, 0, 1, 0x03, 0, 0, 0, 2, 1, 1]);
         assert!(matches!(
             decode(&mut b),
-            Err(FrameError::PayloadTooLong { max: 0, .. })
+            Err(FrameError::PayloadTooLong { max: 1, .. })
         ));
         // Every other capped type one byte over its cap.
         for (frame_type, stream_id, len) in [

@@ -343,6 +343,14 @@ impl TunnelStream {
             Self::Quic(stream) => stream.id(),
         }
     }
+
+    /// Aborts the stream: the peer sees a reset, not a normal end (see `relay::RelayError`).
+    pub fn abort(self) {
+        match self {
+            Self::Tls(stream) => stream.abort(),
+            Self::Quic(stream) => stream.abort(),
+        }
+    }
 }
 
 impl AsyncRead for TunnelStream {

@@ -17,6 +17,10 @@ pub enum Behaviour {
     SlowSink { bytes_per_tick: usize },
     /// Read the request to EOF, then send `len` bytes of response and close.
     Respond { len: usize },
+    /// Send `len` bytes at once, then abort the connection with a TCP reset.
+    ResetAfter { len: usize },
+    /// Send 64 KiB chunks until the connection fails (an endless download).
+    Stream,
 }
 
 /// A target on 127.0.0.1 that records the PROXY lines it received.
@@ -109,6 +113,21 @@ async fn serve(
             let mut socket = reader.into_inner();
             socket.write_all(format!("{total}\n").as_bytes()).await?;
             socket.shutdown().await?;
+        }
+        Behaviour::ResetAfter { len } => {
+            let socket = reader.into_inner();
+            let mut socket = socket;
+            socket.write_all(&vec![b'r'; len]).await?;
+            socket.flush().await?;
+            socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO))?;
+            drop(socket);
+        }
+        Behaviour::Stream => {
+            let mut socket = reader.into_inner();
+            let chunk = vec![b's'; 64 * 1024];
+            loop {
+                socket.write_all(&chunk).await?;
+            }
         }
         Behaviour::Respond { len } => {
             let mut request = Vec::new();

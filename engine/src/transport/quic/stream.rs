@@ -11,6 +11,9 @@ use bytes::{Buf, Bytes};
 use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Application error code of an aborted stream.
+const STREAM_ABORTED: u32 = 0x10;
+
 /// A QUIC bidirectional stream carrying one tunneled connection.
 #[derive(Debug)]
 pub struct QuicStream {
@@ -39,6 +42,13 @@ impl QuicStream {
     /// The QUIC stream id.
     pub fn id(&self) -> u64 {
         self.send.id().index()
+    }
+
+    /// Aborts the stream both ways (RESET_STREAM and STOP_SENDING): the peer's reads fail with a
+    /// reset instead of ending normally. (Dropping a `SendStream` would finish it gracefully.)
+    pub fn abort(mut self) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(STREAM_ABORTED));
+        let _ = self.recv.stop(quinn::VarInt::from_u32(STREAM_ABORTED));
     }
 }
 

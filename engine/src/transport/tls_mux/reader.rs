@@ -101,7 +101,7 @@ fn dispatch(
         FrameType::Open => on_open(shared, incoming, frame),
         FrameType::Data | FrameType::DataBack => on_data(shared, frame),
         FrameType::Close | FrameType::CloseBack => {
-            on_close(shared, frame.stream_id);
+            on_close(shared, frame.stream_id, frame.is_abort());
             Ok(())
         }
         FrameType::WindowUpdate | FrameType::WindowUpdateBack => {
@@ -188,13 +188,15 @@ fn on_data(shared: &Shared, frame: Frame) -> Result<(), ProtocolError> {
 
 /// First CLOSE: the peer's FIN (reads end after the buffer). Second CLOSE: the peer dropped the
 /// stream: abort it.
-fn on_close(shared: &Shared, id: u32) {
+/// CLOSE: the peer's half closed; a second one, or one that says abort, ends the stream with a
+/// reset (the reader gets an error, not an end of file).
+fn on_close(shared: &Shared, id: u32, aborted: bool) {
     let Some(stream) = shared.lookup(id) else {
         return;
     };
     let (wakers, abort) = {
         let mut state = lock(&stream.state);
-        if state.peer_fin {
+        if state.peer_fin || aborted {
             (state.end(StreamEnd::Reset), true)
         } else {
             state.peer_fin = true;

@@ -202,6 +202,21 @@ impl MuxStream {
         lock(&self.inner.state).local_fin = true;
     }
 
+    /// Aborts the stream: the peer's reads fail with a reset instead of ending normally, so it
+    /// resets its side too. Sent in the stream's own queue, behind the data already queued.
+    pub fn abort(self) {
+        let queue = {
+            let mut state = lock(&self.inner.state);
+            if state.end.is_some() {
+                return;
+            }
+            state.local_fin = true;
+            state.queue
+        };
+        let frame = Frame::abort(self.inner.id, self.back());
+        let _ = self.mux.queue_stream_frame(&self.inner, queue, frame, None);
+    }
+
     fn back(&self) -> bool {
         self.mux.sends_back()
     }
