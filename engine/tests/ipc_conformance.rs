@@ -107,11 +107,10 @@ async fn concurrent_requests_complete_out_of_order_matched_by_id() {
 async fn bad_lines_become_ipc_errors_and_the_process_keeps_serving() {
     let mut bin = Managed::spawn().await;
     bin.ok("start", Some(hub_start())).await;
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 4] = [
         ("this is not json", "not valid JSON"),
         ("[1,2,3]", "not a JSON object"),
         (r#"{"method":"getStatus"}"#, "no \"id\""),
-        (r#"{"id":"x1"}"#, "no \"method\""),
         (
             r#"{"id":7,"method":"getStatus"}"#,
             "\"id\" must be a string",
@@ -125,6 +124,29 @@ async fn bad_lines_become_ipc_errors_and_the_process_keeps_serving() {
             "{event}"
         );
         assert_eq!(event["line"], line);
+    }
+    // Whenever the id can be read, the caller gets a response with it (it would wait forever
+    // for an ipcError it cannot match).
+    for (line, message) in [
+        (r#"{"id":"x1"}"#, "no \"method\""),
+        (
+            r#"{"id":"x2","method":"getStatus","extra":1}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"id":"x3","method":"ping","params":{"delayMs":1e400}}"#,
+            "params.delayMs",
+        ),
+    ] {
+        bin.write_raw(format!("{line}\n").as_bytes()).await;
+        let id = line.split('"').nth(3).unwrap();
+        let response = bin.response(id).await;
+        assert_eq!(response["success"], false, "{response}");
+        assert_eq!(response["code"], "invalid_params", "{response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(message),
+            "{response}"
+        );
     }
     let long = format!("{{{}", "x".repeat(500));
     bin.write_raw(format!("{long}\n").as_bytes()).await;
@@ -281,4 +303,99 @@ async fn eof_while_a_request_is_in_flight_still_exits_zero_promptly() {
     let started = std::time::Instant::now();
     assert_eq!(bin.close_stdin_and_wait().await, 0);
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+/// Peak resident memory of a process (VmHWM) in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_line_just_under_the_cap_costs_about_its_size_not_a_value_tree() {
+    let mut bin = Managed::spawn().await;
+    let before = peak_rss_kib(bin.pid());
+    // 15 MiB of numbers in params: as a serde_json::Value tree this was over a GiB.
+    let mut line = Vec::with_capacity(15 << 20);
+    line.extend_from_slice(br#"{"id":"huge","method":"ping","params":{"pad":["#);
+    while line.len() < (15 << 20) {
+        line.extend_from_slice(b"0,");
+    }
+    line.extend_from_slice(b"0]}}\n");
+    bin.write_raw(&line).await;
+    let response = bin.response("huge").await;
+    assert_eq!(response["code"], "invalid_params", "{response}");
+    let grown_mib = peak_rss_kib(bin.pid()).saturating_sub(before) / 1024;
+    eprintln!("peak memory grew by {grown_mib} MiB for a 15 MiB line");
+    assert!(grown_mib < 128, "{grown_mib} MiB");
+}
+
+#[test]
+fn requests_from_a_caller_that_does_not_read_answers_are_held_back_not_buffered() {
+    use std::io::{BufRead, BufReader, Write};
+    const REQUESTS: usize = 200_000;
+    let mut child = std::process::Command::new(common::binary())
+        .arg("--management")
+        .env("REMOTEINGRESS_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take().unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = written.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..REQUESTS {
+            if stdin
+                .write_all(format!("{{\"id\":\"{i}\",\"method\":\"ping\"}}\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Nobody reads stdout yet: the binary must stop reading stdin rather than buffer.
+    let mut last = usize::MAX;
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(std::time::Instant::now() < end, "writes never stalled");
+    }
+    assert!(
+        last < REQUESTS,
+        "all {REQUESTS} requests were taken without their answers read"
+    );
+    let held_mib = common::rss_kib(pid) / 1024;
+    eprintln!("stalled after {last} requests at {held_mib} MiB");
+    assert!(
+        held_mib < 64,
+        "{held_mib} MiB while the caller does not read"
+    );
+    // Reading resumes everything: every request gets its answer.
+    let stdout = child.stdout.take().unwrap();
+    let mut answered = 0;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("\"pong\":true") {
+            answered += 1;
+            if answered == REQUESTS {
+                break;
+            }
+        }
+    }
+    assert_eq!(answered, REQUESTS);
+    writer.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -1,18 +1,22 @@
 //! Request decoding and method dispatch.
 //!
-//! A line first becomes a [`Request`] envelope (or an `ipcError` event); its `params` are then
-//! decoded for the named method with `serde_path_to_error`, so a bad field is reported with its
-//! JSON path (`invalid_params`). Each request runs in its own task; responses carry the id.
+//! A line first becomes a [`RawRequest`] envelope (or an `ipcError` event); its `params` stay raw
+//! JSON text until they are decoded for the named method with `serde_path_to_error`, so a bad
+//! field is reported with its JSON path (`invalid_params`), and a huge or odd `params` (an
+//! out-of-range number, a deep array) never becomes a `serde_json::Value` tree: it costs its
+//! own size, not tens of times that. A line whose `id` can be read always gets a response with
+//! that id, even when the rest of the envelope is wrong. Each request runs in its own task.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use remoteingress_ipc_schema::{
     method_names as m, EmptyResult, ErrorCode, ErrorResponse, IpcErrorEvent, NoParams, OkResponse,
-    PingParams, PingResult, Request, Response, StartParams, StopEgressTcpProxyParams,
+    PingParams, PingResult, Response, StartParams, StopEgressTcpProxyParams,
     UpdateAllowedEdgesParams,
 };
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::service::{Service, ServiceError};
@@ -22,14 +26,24 @@ const QUOTED_LINE_CHARS: usize = 200;
 /// Longest `ping` delay.
 const MAX_PING_DELAY_MS: u64 = 60_000;
 
+/// A request whose `params` are still raw JSON text.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub id: String,
+    pub method: String,
+    pub params: Option<Box<RawValue>>,
+}
+
 /// What became of one input line.
 #[derive(Debug)]
 pub enum Decoded {
-    Request(Request),
+    Request(RawRequest),
+    /// The envelope is wrong but its id could be read: answer with an error response.
+    Refused(ErrorResponse),
     Invalid(IpcErrorEvent),
 }
 
-/// Decodes a line into a request envelope, or the `ipcError` it deserves.
+/// Decodes a line into a request envelope, or what it deserves instead.
 pub fn decode_line(line: &[u8]) -> Decoded {
     let invalid = |message: String| {
         Decoded::Invalid(IpcErrorEvent {
@@ -37,28 +51,46 @@ pub fn decode_line(line: &[u8]) -> Decoded {
             line: quote(line),
         })
     };
-    let value: Value = match serde_json::from_slice(line) {
-        Ok(value) => value,
-        Err(error) => return invalid(format!("line is not valid JSON: {error}")),
-    };
-    let Value::Object(mut object) = value else {
-        return invalid("line is not a JSON object".to_owned());
-    };
-    let id = match object.remove("id") {
-        Some(Value::String(id)) => id,
-        Some(_) => return invalid("request field \"id\" must be a string".to_owned()),
+    // Top-level fields with their values as raw text: nothing inside them is parsed yet.
+    let mut fields: std::collections::HashMap<String, Box<RawValue>> =
+        match serde_json::from_slice(line) {
+            Ok(fields) => fields,
+            Err(error) => {
+                return match serde_json::from_slice::<IgnoredAny>(line) {
+                    Ok(_) => invalid("line is not a JSON object".to_owned()),
+                    Err(_) => invalid(format!("line is not valid JSON: {error}")),
+                }
+            }
+        };
+    let id = match fields
+        .remove("id")
+        .map(|raw| serde_json::from_str::<String>(raw.get()))
+    {
+        Some(Ok(id)) => id,
+        Some(Err(_)) => return invalid("request field \"id\" must be a string".to_owned()),
         None => return invalid("request has no \"id\"".to_owned()),
     };
-    let method = match object.remove("method") {
-        Some(Value::String(method)) => method,
-        Some(_) => return invalid("request field \"method\" must be a string".to_owned()),
-        None => return invalid("request has no \"method\"".to_owned()),
+    let refused = |message: String| {
+        Decoded::Refused(ErrorResponse {
+            id: id.clone(),
+            success: false,
+            error: message,
+            code: ErrorCode::InvalidParams,
+        })
     };
-    let params = object.remove("params");
-    if let Some(extra) = object.keys().next() {
-        return invalid(format!("request has an unknown field {extra:?}"));
+    let method = match fields
+        .remove("method")
+        .map(|raw| serde_json::from_str::<String>(raw.get()))
+    {
+        Some(Ok(method)) => method,
+        Some(Err(_)) => return refused("request field \"method\" must be a string".to_owned()),
+        None => return refused("request has no \"method\"".to_owned()),
+    };
+    let params = fields.remove("params");
+    if let Some(extra) = fields.keys().next() {
+        return refused(format!("request has an unknown field {extra:?}"));
     }
-    Decoded::Request(Request { id, method, params })
+    Decoded::Request(RawRequest { id, method, params })
 }
 
 /// The first characters of a line, for error reports.
@@ -70,8 +102,8 @@ pub fn quote(line: &[u8]) -> String {
 }
 
 /// Runs one request against the service and builds its response.
-pub async fn handle(service: Arc<Service>, request: Request) -> Response {
-    let Request { id, method, params } = request;
+pub async fn handle(service: Arc<Service>, request: RawRequest) -> Response {
+    let RawRequest { id, method, params } = request;
     match call(&service, &method, params).await {
         Ok(result) => Response::Ok(OkResponse {
             id,
@@ -90,7 +122,7 @@ pub async fn handle(service: Arc<Service>, request: Request) -> Response {
 async fn call(
     service: &Service,
     method: &str,
-    params: Option<Value>,
+    params: Option<Box<RawValue>>,
 ) -> Result<Value, ServiceError> {
     match method {
         m::START => {
@@ -143,13 +175,12 @@ async fn call(
 
 /// Decodes `start` params. Done in two steps because serde loses the field path inside an
 /// adjacently tagged enum: first the role, then the config with its own path.
-fn decode_start(params: Option<Value>) -> Result<StartParams, ServiceError> {
+fn decode_start(params: Option<Box<RawValue>>) -> Result<StartParams, ServiceError> {
     let invalid = |message: String| ServiceError::new(ErrorCode::InvalidParams, message);
-    let Some(Value::Object(mut object)) = params else {
-        return Err(invalid(
-            "params: start requires {\"role\": \"hub\"|\"edge\", \"config\": {...}}".to_owned(),
-        ));
-    };
+    let usage = "params: start requires {\"role\": \"hub\"|\"edge\", \"config\": {...}}";
+    let mut object: std::collections::HashMap<String, Box<RawValue>> = params
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .ok_or_else(|| invalid(usage.to_owned()))?;
     let role = object.remove("role");
     let config = object.remove("config");
     if let Some(extra) = object.keys().next() {
@@ -157,10 +188,11 @@ fn decode_start(params: Option<Value>) -> Result<StartParams, ServiceError> {
             "params: unknown field `{extra}`, expected `role` or `config`"
         )));
     }
-    let config = config.unwrap_or_else(|| Value::Object(serde_json::Map::new()));
-    match role.as_ref().and_then(Value::as_str) {
-        Some("hub") => Ok(StartParams::Hub(decode_at(config, "params.config")?)),
-        Some("edge") => Ok(StartParams::Edge(decode_at(config, "params.config")?)),
+    let config = config.map_or_else(|| "{}".to_owned(), |raw| raw.get().to_owned());
+    let role = role.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    match role.as_deref() {
+        Some("hub") => Ok(StartParams::Hub(decode_at(&config, "params.config")?)),
+        Some("edge") => Ok(StartParams::Edge(decode_at(&config, "params.config")?)),
         Some(other) => Err(invalid(format!(
             "params.role: unknown role {other:?}, expected \"hub\" or \"edge\""
         ))),
@@ -172,25 +204,23 @@ fn decode_start(params: Option<Value>) -> Result<StartParams, ServiceError> {
 
 /// Decodes `params` for a method; a missing `params` counts as `{}` unless `required`.
 fn decode_params<T: DeserializeOwned>(
-    params: Option<Value>,
+    params: Option<Box<RawValue>>,
     required: bool,
 ) -> Result<T, ServiceError> {
-    let value = match params {
-        Some(value) => value,
-        None if required => {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidParams,
-                "params: this method requires params",
-            ))
-        }
-        None => Value::Object(serde_json::Map::new()),
-    };
-    decode_at(value, "params")
+    match params {
+        Some(raw) => decode_at(raw.get(), "params"),
+        None if required => Err(ServiceError::new(
+            ErrorCode::InvalidParams,
+            "params: this method requires params",
+        )),
+        None => decode_at("{}", "params"),
+    }
 }
 
-/// Decodes `value`, reporting a bad field as `<prefix>.<path>: <problem>`.
-fn decode_at<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ServiceError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+/// Decodes JSON `text`, reporting a bad field as `<prefix>.<path>: <problem>`.
+fn decode_at<T: DeserializeOwned>(text: &str, prefix: &str) -> Result<T, ServiceError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let path = if path == "." {
             prefix.to_owned()
@@ -221,13 +251,11 @@ mod tests {
 
     #[test]
     fn decode_line_classifies_bad_input() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 4] = [
             (b"not json", "not valid JSON"),
             (b"[1,2]", "not a JSON object"),
             (br#"{"method":"getStatus"}"#, "no \"id\""),
-            (br#"{"id":"1"}"#, "no \"method\""),
             (br#"{"id":1,"method":"x"}"#, "\"id\" must be a string"),
-            (br#"{"id":"1","method":"x","extra":1}"#, "unknown field"),
         ];
         for (line, expected) in cases {
             match decode_line(line) {
@@ -235,8 +263,27 @@ mod tests {
                     assert!(event.message.contains(expected), "{}", event.message);
                     assert_eq!(event.line, quote(line));
                 }
-                Decoded::Request(request) => panic!("accepted {request:?}"),
+                other => panic!("{other:?}"),
             }
+        }
+        // With a readable id, the answer is a response carrying it.
+        for (line, expected) in [
+            (&br#"{"id":"1"}"#[..], "no \"method\""),
+            (br#"{"id":"1","method":"x","extra":1}"#, "unknown field"),
+            (br#"{"id":"1","method":7}"#, "must be a string"),
+        ] {
+            match decode_line(line) {
+                Decoded::Refused(response) => {
+                    assert_eq!(response.id, "1");
+                    assert!(response.error.contains(expected), "{}", response.error);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Numbers serde cannot hold do not hide the id: params are decoded later.
+        match decode_line(br#"{"id":"9","method":"ping","params":{"delayMs":1e400}}"#) {
+            Decoded::Request(request) => assert_eq!(request.id, "9"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -247,8 +294,9 @@ mod tests {
 
     #[test]
     fn params_errors_carry_the_json_path() {
-        let value = serde_json::json!({"role":"hub","config":{"tunnelPort":"x"}});
-        let error = decode_start(Some(value)).unwrap_err();
+        let raw =
+            RawValue::from_string(r#"{"role":"hub","config":{"tunnelPort":"x"}}"#.into()).unwrap();
+        let error = decode_start(Some(raw)).unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidParams);
         assert!(
             error.message.starts_with("params.config.tunnelPort:"),

@@ -18,6 +18,12 @@ use tokio_util::task::TaskTracker;
 use crate::events::EventSink;
 use crate::service::Service;
 use dispatch::Decoded;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Requests that may run at once. Past it stdin is not read until one finishes, so a caller
+/// that sends faster than it reads the answers is held back instead of growing our memory (the
+/// answers of running requests wait in the writer's bounded queue).
+pub const MAX_IN_FLIGHT: usize = 256;
 use reader::{InputLine, LineReader, MAX_LINE_BYTES};
 use writer::LineWriter;
 
@@ -44,6 +50,9 @@ where
     let service = Arc::new(Service::new(events));
     let requests = TaskTracker::new();
     let mut lines = LineReader::new(input, MAX_LINE_BYTES);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A slot for the next request, taken before its line is read.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     tokio::pin!(shutdown);
     loop {
         let next = tokio::select! {
@@ -55,7 +64,11 @@ where
                 writer.event(&event).await;
                 continue;
             }
-            next = lines.next_line() => next,
+            permit = in_flight.clone().acquire_owned(), if slot.is_none() => {
+                slot = permit.ok();
+                continue;
+            }
+            next = lines.next_line(), if slot.is_some() => next,
         };
         let line = match next {
             Ok(Some(line)) => line,
@@ -82,12 +95,19 @@ where
             InputLine::Line(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
             InputLine::Line(bytes) => match dispatch::decode_line(&bytes) {
                 Decoded::Invalid(event) => writer.event(&Event::IpcError(event)).await,
+                Decoded::Refused(response) => {
+                    writer
+                        .response(&remoteingress_ipc_schema::Response::Err(response))
+                        .await
+                }
                 Decoded::Request(request) => {
                     let service = service.clone();
                     let writer = writer.clone();
+                    let permit = slot.take();
                     requests.spawn(async move {
                         let response = dispatch::handle(service, request).await;
                         writer.response(&response).await;
+                        drop(permit);
                     });
                 }
             },
