@@ -104,17 +104,33 @@ where
 
 /// Relays a TCP connection (the client's on the edge, the target's on the hub) and a tunnel
 /// stream, on both roles the same way: when one side fails, the other is reset (the TCP socket
-/// with RST, the tunnel stream with an abort) rather than closed, so a connection cut anywhere
-/// never looks complete at the far end.
+/// with RST, the tunnel stream with an abort) rather than closed, and when `stop` is cancelled
+/// (the role stops, the session ends) both are, so a connection cut anywhere never looks
+/// complete at the far end.
 pub async fn relay_tcp_and_tunnel(
     mut tcp: tokio::net::TcpStream,
     mut stream: crate::transport::tunnel::TunnelStream,
     tcp_side: RelaySide,
     counters: Arc<RelayCounters>,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), RelayError> {
-    let result = match tcp_side {
-        RelaySide::Client => relay(&mut tcp, &mut stream, counters).await,
-        RelaySide::Target => relay(&mut stream, &mut tcp, counters).await,
+    let relayed = async {
+        match tcp_side {
+            RelaySide::Client => relay(&mut tcp, &mut stream, counters).await,
+            RelaySide::Target => relay(&mut stream, &mut tcp, counters).await,
+        }
+    };
+    let result = tokio::select! {
+        () = stop.cancelled() => None,
+        result = relayed => Some(result),
+    };
+    let Some(result) = result else {
+        reset(&tcp);
+        stream.abort();
+        return Err(RelayError {
+            side: tcp_side,
+            error: io::Error::new(io::ErrorKind::Interrupted, "stopped"),
+        });
     };
     if let Err(failed) = &result {
         if failed.side == tcp_side {

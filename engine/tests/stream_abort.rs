@@ -1,6 +1,6 @@
 //! A connection cut anywhere reaches the client as a reset (ECONNRESET), never as a normal end of
-//! file that would make a cut-off transfer look complete: the target resetting mid-transfer, and
-//! the hub killed mid-transfer, on both transports.
+//! file that would make a cut-off transfer look complete: the target resetting mid-transfer, the
+//! hub killed mid-transfer, and the edge stopped mid-transfer, on both transports.
 
 #[macro_use]
 mod common;
@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 over_both_transports!(
     a_target_reset_mid_transfer_resets_the_client,
     a_hub_killed_mid_transfer_resets_the_client,
+    an_edge_stopped_mid_transfer_resets_the_client,
 );
 
 /// Reads until the connection ends; returns the bytes read and how it ended.
@@ -61,6 +62,19 @@ async fn a_hub_killed_mid_transfer_resets_the_client(transport: &str) {
     pair.hub.wait_exit().await;
     // QUIC notices a vanished hub at its idle timeout (10 s); TLS at once.
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(20)).await;
+    let error = ended.expect_err("a reset, not an end of file");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+async fn an_edge_stopped_mid_transfer_resets_the_client(transport: &str) {
+    let target = Target::start(Behaviour::Stream).await;
+    let mut pair = Pair::start(&[target.port], json!({}), transport).await;
+    pair.wait_listening(target.port).await;
+    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
+    let mut first = vec![0u8; 1024];
+    client.read_exact(&mut first).await.unwrap();
+    pair.edge.ok("stop", None).await;
+    let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
     let error = ended.expect_err("a reset, not an end of file");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
 }

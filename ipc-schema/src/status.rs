@@ -175,6 +175,9 @@ pub struct ConnectedEdgeStatus {
     pub limits: ConnectedEdgeLimitStatus,
     /// The firewall as the edge reported it.
     pub firewall: ConnectedEdgeFirewallStatus,
+    /// Assigned ports the edge reported it could not bind (it keeps retrying them).
+    #[serde(default)]
+    pub port_bind_failures: Vec<PortBindFailure>,
 }
 
 /// Where an edge's firewall stands.

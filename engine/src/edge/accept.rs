@@ -134,16 +134,10 @@ async fn serve_client(
     let mut guard = OpenStreamGuard::new(&shared.stats);
     let counters = Arc::new(RelayCounters::default());
     let stop = shared.shutdown.clone();
-    tokio::select! {
-        // Stopping aborts the connection: a reset, never a close that looks complete. (The
-        // relay's socket and stream are dropped with it; the abort reaches the hub as the
-        // tunnel closes.)
-        () = stop.cancelled() => {}
-        result = relay_tcp_and_tunnel(socket, stream, RelaySide::Client, counters.clone()) => {
-            if let Err(error) = result {
-                tracing::debug!(%client, %error, "client connection aborted");
-            }
-        }
+    // Stopping the edge aborts the connection: a reset, never a close that looks complete.
+    let relayed = relay_tcp_and_tunnel(socket, stream, RelaySide::Client, counters.clone(), &stop);
+    if let Err(error) = relayed.await {
+        tracing::debug!(%client, %error, "client connection aborted");
     }
     guard.bytes_in = counters.inbound();
     guard.bytes_out = counters.outbound();

@@ -29,7 +29,15 @@ pub(crate) struct Ports {
     shared: Arc<EdgeShared>,
     tcp: BTreeMap<u16, CancellationToken>,
     pub(crate) udp: EdgeUdp,
+    /// The configuration last applied, re-applied to retry ports that could not be bound.
+    last: Option<EdgeConfigPush>,
+    /// When to retry failed binds, and the pause after that (1 s doubling to 30 s).
+    retry: Option<(std::time::Instant, Duration)>,
 }
+
+/// First and longest pause between retries of a port that could not be bound.
+const BIND_RETRY_FIRST: Duration = Duration::from_secs(1);
+const BIND_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Ports {
     pub(crate) fn new(shared: Arc<EdgeShared>) -> Self {
@@ -46,6 +54,8 @@ impl Ports {
             shared,
             tcp: BTreeMap::new(),
             udp,
+            last: None,
+            retry: None,
         }
     }
 
@@ -80,11 +90,39 @@ impl Ports {
             capacity,
             limits.max_connections_per_source,
         ));
+        self.retry = match (failures.is_empty(), self.retry) {
+            (true, _) => None,
+            (false, None) => Some((
+                std::time::Instant::now() + BIND_RETRY_FIRST,
+                BIND_RETRY_FIRST,
+            )),
+            (false, kept) => kept,
+        };
+        self.last = Some(config.clone());
         let mut state = self.shared.state();
         state.limits = limits;
         state.listen_ports = self.tcp.keys().copied().collect();
         state.listen_ports_udp = udp_ports;
         state.port_bind_failures = failures;
+    }
+
+    /// Retries the ports that could not be bound once their pause is over (a busy port may be
+    /// freed, a capability granted); true when it tried, so the caller reports to the hub.
+    pub(crate) fn retry_failed_binds(&mut self) -> bool {
+        let (Some((due, pause)), Some(config)) = (self.retry, self.last.clone()) else {
+            return false;
+        };
+        if std::time::Instant::now() < due {
+            return false;
+        }
+        self.retry = None;
+        self.apply(&config);
+        if self.retry.is_some() {
+            // Still failing: wait twice as long next time.
+            let next = (pause * 2).min(BIND_RETRY_MAX);
+            self.retry = Some((std::time::Instant::now() + next, next));
+        }
+        true
     }
 
     /// Stops every listener (edge shutdown).
@@ -136,7 +174,7 @@ pub(crate) fn reconcile<L>(
                 start(port, listener, token);
             }
             Err(error) => {
-                let error = error.to_string();
+                let error = describe_bind_error(port, &error);
                 tracing::warn!(port, ?protocol, %error, "cannot bind public port");
                 events.emit(Event::PortBindFailed(PortBindFailedEvent {
                     port,
@@ -152,6 +190,18 @@ pub(crate) fn reconcile<L>(
         }
     }
     failures
+}
+
+/// The error of a failed bind, with the usual fix where there is one.
+fn describe_bind_error(port: u16, error: &std::io::Error) -> String {
+    if port < 1024 && error.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "{error} (ports below 1024 need root or CAP_NET_BIND_SERVICE, e.g. \
+             `setcap cap_net_bind_service=+ep remoteingress-bin`)"
+        )
+    } else {
+        error.to_string()
+    }
 }
 
 /// Binds a public TCP port on `address`, or on every address (dual-stack) when none is given.
@@ -177,4 +227,18 @@ fn listen(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_privileged_port_refused_names_the_capability() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(describe_bind_error(443, &denied).contains("CAP_NET_BIND_SERVICE"));
+        assert!(!describe_bind_error(8443, &denied).contains("CAP_NET_BIND_SERVICE"));
+        let busy = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        assert!(!describe_bind_error(443, &busy).contains("CAP_NET_BIND_SERVICE"));
+    }
 }

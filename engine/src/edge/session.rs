@@ -79,6 +79,7 @@ pub(crate) async fn run(
                         match handshake::parse_config(&message.payload) {
                             Ok(push) => {
                                 ports.apply(&push);
+                                report_to_hub(shared);
                                 shared.firewall.send_replace(Some(push.firewall_config.clone()));
                                 shared.state().stun_interval_secs = Some(push.stun_interval_secs);
                                 shared.events.emit(Event::PortsUpdated(PortsEvent {
@@ -98,6 +99,9 @@ pub(crate) async fn run(
             },
             _ = watchdog.tick() => {
                 ports.udp.expire(&tunnel);
+                if ports.retry_failed_binds() {
+                    report_to_hub(shared);
+                }
                 if last_heard.elapsed() > timeout {
                     break format!("no heartbeat from the hub for {timeout:?}");
                 }
@@ -207,11 +211,9 @@ pub(crate) fn report_to_hub(shared: &EdgeShared) {
         EdgeReport {
             public_ip: state.public_ip.clone(),
             firewall: state.firewall.report(),
+            port_bind_failures: Some(state.port_bind_failures.clone()),
         }
     };
-    if report.public_ip.is_none() && report.firewall.is_none() {
-        return;
-    }
     match serde_json::to_vec(&report) {
         Ok(json) => {
             if let Err(error) = tunnel.send_control(ControlMessage::config(json)) {

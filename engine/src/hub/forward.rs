@@ -41,7 +41,14 @@ pub(crate) struct ForwardContext {
 
 /// Forwards one stream until both directions end. A stream that cannot be forwarded (bad OPEN,
 /// port not assigned, target unreachable) is aborted, so the client sees a reset.
-pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<ForwardContext>) {
+///
+/// `stop` (the session ending) aborts it, so the target sees a reset, not a complete request.
+pub(crate) async fn forward(
+    stream: TunnelStream,
+    open: Bytes,
+    context: Arc<ForwardContext>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let stream_id = stream.id();
     let edge_id = &context.edge_id;
     let header = match v1::parse(&open) {
@@ -71,7 +78,11 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
     }
     let counters = Arc::new(RelayCounters::default());
     let target = (context.settings.target_host.as_str(), port);
-    match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+    let connected = tokio::select! {
+        () = stop.cancelled() => return stream.abort(),
+        connected = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(target)) => connected,
+    };
+    match connected {
         Ok(Ok(mut target_stream)) => {
             let _ = target_stream.set_nodelay(true);
             let written = match context.settings.proxy_protocol {
@@ -85,6 +96,7 @@ pub(crate) async fn forward(stream: TunnelStream, open: Bytes, context: Arc<Forw
                         stream,
                         RelaySide::Target,
                         counters.clone(),
+                        &stop,
                     );
                     if let Err(error) = relayed.await {
                         tracing::debug!(%edge_id, stream_id, %error, "stream aborted");

@@ -139,6 +139,8 @@ struct ConnectedEdge {
     pushed: EdgeConfigPush,
     /// The edge's last firewall report.
     firewall: Option<FirewallReport>,
+    /// Assigned ports the edge reported it could not bind.
+    port_bind_failures: Vec<remoteingress_ipc_schema::PortBindFailure>,
 }
 
 struct HubActor {
@@ -374,6 +376,9 @@ impl HubActor {
                         if report.firewall.is_some() {
                             edge.firewall = report.firewall;
                         }
+                        if let Some(failures) = report.port_bind_failures {
+                            edge.port_bind_failures = failures;
+                        }
                     }
                 }
             }
@@ -443,6 +448,7 @@ impl HubActor {
                 connected_at_ms: unix_ms(),
                 pushed: push.clone(),
                 firewall: None,
+                port_bind_failures: Vec::new(),
             },
         );
         AuthDecision::Accept(Box::new(Admission {
@@ -613,6 +619,7 @@ impl HubActor {
                         streams_refused: edge.stream_cap.refused(),
                     },
                     firewall: firewall_status(edge),
+                    port_bind_failures: edge.port_bind_failures.clone(),
                 })
             })
             .collect();

@@ -123,10 +123,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                     let stop = streams_cancel.clone();
                     tasks.spawn(async move {
                         let _permit = permit;
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = forward::forward(stream, open, context) => {}
-                        }
+                        forward::forward(stream, open, context, stop).await;
                     });
                 }
                 None => break tunnel.closed().await,

@@ -174,6 +174,9 @@ pub struct EdgeReport {
     /// Where the edge's firewall stands; absent from older edges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<FirewallReport>,
+    /// Assigned ports the edge could not bind (and keeps retrying); absent from older edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_bind_failures: Option<Vec<remoteingress_ipc_schema::PortBindFailure>>,
 }
 
 /// The firewall part of an [`EdgeReport`].

@@ -1114,6 +1114,10 @@ export interface IConnectedEdgeStatus {
    * The firewall as the edge reported it.
    */
   firewall: IConnectedEdgeFirewallStatus;
+  /**
+   * Assigned ports the edge reported it could not bind (it keeps retrying them).
+   */
+  portBindFailures?: PortBindFailure[];
 }
 /**
  * UDP limits of one connected edge, as the hub enforces them.
@@ -1160,6 +1164,17 @@ export interface IConnectedEdgeFirewallStatus {
    */
   inSync: boolean;
   error?: string | null;
+}
+/**
+ * A public listener that could not be bound.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "PortBindFailure".
+ */
+export interface PortBindFailure {
+  port: number;
+  protocol: PortProtocol;
+  error: string;
 }
 /**
  * The hub's resource limits in force.
@@ -1257,17 +1272,6 @@ export interface IEdgeStatus {
    * The kind of the last failed connection attempt (cleared when a tunnel comes up).
    */
   lastErrorReason?: TConnectFailureReason | null;
-}
-/**
- * A public listener that could not be bound.
- *
- * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
- * via the `definition` "PortBindFailure".
- */
-export interface PortBindFailure {
-  port: number;
-  protocol: PortProtocol;
-  error: string;
 }
 /**
  * The edge's resource limits in force and what they refused.
