@@ -101,7 +101,7 @@ impl AcceptFailures {
 /// Resets the client: SO_LINGER 0 turns the close into an RST, so it fails fast.
 fn refuse(socket: TcpStream, client: SocketAddr, port: u16, why: &str) {
     tracing::debug!(%client, port, why, "connection refused");
-    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+    crate::relay::reset(&socket);
     drop(socket);
 }
 

@@ -45,8 +45,11 @@ pub(crate) struct ConnectError {
 }
 
 impl ConnectError {
-    fn new(reason: ConnectFailureReason) -> impl FnOnce(String) -> Self {
-        move |message| Self { reason, message }
+    fn new(reason: ConnectFailureReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -139,13 +142,15 @@ async fn connect(shared: &EdgeShared) -> Result<Connected, ConnectError> {
                     tracing::info!(error = %quic_error, "QUIC failed; falling back to TLS");
                     within(CONNECT_DEADLINE, connect_tls(shared))
                         .await
-                        .map_err(|tls_error| ConnectError {
-                            // The hub's own verdict says more than a blocked UDP port.
-                            reason: match quic_error.reason {
-                                Why::Unauthorized | Why::HubNotVerified => quic_error.reason,
-                                _ => tls_error.reason,
-                            },
-                            message: format!("QUIC: {quic_error}; TLS: {tls_error}"),
+                        .map_err(|tls_error| {
+                            ConnectError::new(
+                                // The hub's own verdict says more than a blocked UDP port.
+                                match quic_error.reason {
+                                    Why::Unauthorized | Why::HubNotVerified => quic_error.reason,
+                                    _ => tls_error.reason,
+                                },
+                                format!("QUIC: {quic_error}; TLS: {tls_error}"),
+                            )
                         })
                 }
             }
@@ -160,9 +165,10 @@ async fn within(
     tokio::time::timeout(deadline, attempt)
         .await
         .unwrap_or_else(|_| {
-            Err(ConnectError::new(Why::Timeout)(format!(
-                "no tunnel within {deadline:?}"
-            )))
+            Err(ConnectError::new(
+                Why::Timeout,
+                format!("no tunnel within {deadline:?}"),
+            ))
         })
 }
 
@@ -176,10 +182,13 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let socket = TcpStream::connect((settings.hub_host.as_str(), settings.hub_port))
         .await
         .map_err(|e| {
-            ConnectError::new(Why::Unreachable)(format!(
-                "cannot reach the hub at {}:{}: {e}",
-                settings.hub_host, settings.hub_port
-            ))
+            ConnectError::new(
+                Why::Unreachable,
+                format!(
+                    "cannot reach the hub at {}:{}: {e}",
+                    settings.hub_host, settings.hub_port
+                ),
+            )
         })?;
     tune_tunnel_socket(&socket);
     let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
@@ -187,10 +196,13 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
         .connect(crate::tls::server_name(&settings.hub_host), socket)
         .await
         .map_err(|e| {
-            ConnectError::new(Why::Handshake)(format!("TLS handshake with the hub failed: {e}"))
+            ConnectError::new(
+                Why::Handshake,
+                format!("TLS handshake with the hub failed: {e}"),
+            )
         })?;
     let binding = ChannelBinding::from_tls(tls.get_ref().1)
-        .map_err(|e| ConnectError::new(Why::Handshake)(e.to_string()))?;
+        .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
     let (tunnel, incoming) =
         Tunnel::start_tls(tls, leftover, Side::Edge, &PerformanceSettings::default());
@@ -201,17 +213,23 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
 pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let settings = &shared.settings;
     tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over QUIC");
-    let unreachable = ConnectError::new(Why::Unreachable);
     let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
         .await
-        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", settings.hub_host)))?
+        .map_err(|e| {
+            ConnectError::new(
+                Why::Unreachable,
+                format!("cannot resolve {}: {e}", settings.hub_host),
+            )
+        })?
         .next()
         .ok_or_else(|| {
-            ConnectError::new(Why::Unreachable)(format!("{} has no address", settings.hub_host))
+            ConnectError::new(
+                Why::Unreachable,
+                format!("{} has no address", settings.hub_host),
+            )
         })?;
     let endpoint = quic::client_endpoint(hub)
-        .map_err(|e| ConnectError::new(Why::Unreachable)(e.to_string()))?;
-    let handshake = ConnectError::new(Why::Handshake);
+        .map_err(|e| ConnectError::new(Why::Unreachable, e.to_string()))?;
     let server_name = match crate::tls::server_name(&settings.hub_host) {
         rustls::pki_types::ServerName::DnsName(name) => name.as_ref().to_owned(),
         rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(ip).to_string(),
@@ -219,14 +237,22 @@ pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, Conne
     };
     let connection = endpoint
         .connect_with(shared.quic.clone(), hub, &server_name)
-        .map_err(|e| ConnectError::new(Why::Handshake)(format!("cannot start QUIC: {e}")))?
+        .map_err(|e| ConnectError::new(Why::Handshake, format!("cannot start QUIC: {e}")))?
         .await
-        .map_err(|e| handshake(format!("QUIC handshake with the hub failed: {e}")))?;
+        .map_err(|e| {
+            ConnectError::new(
+                Why::Handshake,
+                format!("QUIC handshake with the hub failed: {e}"),
+            )
+        })?;
     let (send, recv) = connection.open_bi().await.map_err(|e| {
-        ConnectError::new(Why::Protocol)(format!("cannot open the control stream: {e}"))
+        ConnectError::new(
+            Why::Protocol,
+            format!("cannot open the control stream: {e}"),
+        )
     })?;
     let binding = ChannelBinding::from_quic(&connection)
-        .map_err(|e| ConnectError::new(Why::Handshake)(e.to_string()))?;
+        .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let mut control = tokio::io::join(recv, send);
     let (leftover, push) = exchange_hello(shared, &mut control, binding).await?;
     let (recv, send) = control.into_inner();
@@ -251,10 +277,7 @@ where
         );
     }
     let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
-    let protocol = |message: String| ConnectError {
-        reason: Why::Protocol,
-        message,
-    };
+    let protocol = |message: String| ConnectError::new(Why::Protocol, message);
     let hello = handshake::encode_hello(&settings.edge_id, &proof)
         .map_err(|e| protocol(format!("cannot encode the hello: {e}")))?;
     io.write_all(&hello)
@@ -268,28 +291,25 @@ where
         .await
         .map_err(|e| protocol(format!("no reply from the hub: {e}")))?;
     let reply = handshake::parse_reply(&line).map_err(|e| match e {
-        handshake::HandshakeError::MissingHubProof => ConnectError {
-            reason: Why::HubNotVerified,
-            message: e.to_string(),
-        },
+        handshake::HandshakeError::MissingHubProof => {
+            ConnectError::new(Why::HubNotVerified, e.to_string())
+        }
         e => protocol(format!("bad reply from the hub: {e}")),
     })?;
     match reply {
-        HubReply::Rejected { error } => Err(ConnectError {
-            reason: Why::Unauthorized,
-            message: format!("the hub refused this edge: {error}"),
-        }),
+        HubReply::Rejected { error } => Err(ConnectError::new(
+            Why::Unauthorized,
+            format!("the hub refused this edge: {error}"),
+        )),
         HubReply::Accepted { config, hub_proof } => {
             if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {
                 Ok((buffer, config))
             } else {
-                Err(ConnectError {
-                    reason: Why::HubNotVerified,
-                    message: "the hub's proof does not match: it does not know this edge's \
-                              secret (a man in the middle, or a hub configured with another \
-                              secret)"
-                        .to_owned(),
-                })
+                Err(ConnectError::new(
+                    Why::HubNotVerified,
+                    "the hub's proof does not match: it does not know this edge's secret (a \
+                     man in the middle, or a hub configured with another secret)",
+                ))
             }
         }
     }

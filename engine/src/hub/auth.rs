@@ -41,15 +41,11 @@ pub struct SourceKey(IpAddr);
 
 impl SourceKey {
     pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Self(ip),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Self(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
-            },
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => Self(IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            ))),
+            v4 => Self(v4),
         }
     }
 }

@@ -137,7 +137,7 @@ pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
         let remote = normalise(remote);
         let Some(pending) = context.begin(remote) else {
             // Reset rather than close: the peer learns at once, and no TIME_WAIT is kept.
-            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            crate::relay::reset(&socket);
             continue;
         };
         let connection = Connection {

@@ -209,14 +209,15 @@ struct Rejection {
     error: String,
 }
 
-/// Wire form of [`HubReply::Accepted`]: the configuration's fields with `hubProof` beside them.
+/// Wire form of [`HubReply::Accepted`]: the configuration's fields with `hubProof` beside them
+/// (`C` is the configuration, borrowed to encode, owned when decoded).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Acceptance {
+struct Acceptance<C> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hub_proof: Option<String>,
     #[serde(flatten)]
-    config: EdgeConfigPush,
+    config: C,
 }
 
 /// Serialises the reply as one JSON line (with `\n`). Refuses a reply over [`MAX_REPLY_LEN`],
@@ -225,7 +226,7 @@ pub fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> {
     let mut line = match reply {
         HubReply::Accepted { config, hub_proof } => serde_json::to_vec(&Acceptance {
             hub_proof: Some(hub_proof.to_hex()),
-            config: config.clone(),
+            config,
         }),
         HubReply::Rejected { error } => serde_json::to_vec(&Rejection {
             error: error.clone(),
@@ -261,7 +262,8 @@ pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
             error: rejection.error,
         });
     }
-    let acceptance: Acceptance = serde_json::from_value(value).map_err(HandshakeError::BadReply)?;
+    let acceptance: Acceptance<EdgeConfigPush> =
+        serde_json::from_value(value).map_err(HandshakeError::BadReply)?;
     let hub_proof = acceptance
         .hub_proof
         .ok_or(HandshakeError::MissingHubProof)
