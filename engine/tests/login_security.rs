@@ -99,14 +99,7 @@ async fn a_man_in_the_middle_gets_neither_a_credential_nor_a_session() {
     let mut edge = unpinned_edge(mitm_port).await;
 
     // The hub refuses the relayed login: the proof was made for the edge<->MITM channel.
-    let event = hub.event("edgeAuthFailed").await;
-    assert!(
-        event["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("wrong secret"),
-        "{event}"
-    );
+    common::assert_wrong_secret(&mut hub).await;
     let status = wait_edge_error(&mut edge).await;
     assert_eq!(status["connected"], false);
     assert!(

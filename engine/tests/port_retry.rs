@@ -6,23 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::target::{Behaviour, Target};
-use common::{Managed, Pair, EDGE_ADDR};
-use serde_json::{json, Value};
+use common::{status_until, Pair, EDGE_ADDR};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Polls `who`'s status (bounded) until `check` holds; returns that status.
-async fn status_until(who: &mut Managed, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let end = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = who.ok("getStatus", None).await;
-        if check(&status) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < end, "{what}: {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_port_is_retried_and_reported_to_the_hub() {
@@ -31,9 +18,12 @@ async fn a_busy_port_is_retried_and_reported_to_the_hub() {
     let squatter = std::net::TcpListener::bind((EDGE_ADDR, target.port)).unwrap();
     let mut pair = Pair::start(&[target.port], json!({}), "tcpTls").await;
     let port = target.port;
-    let edge = status_until(&mut pair.edge, "edge reports the failure", |s| {
-        s["portBindFailures"][0]["port"] == port
-    })
+    let edge = status_until(
+        &mut pair.edge,
+        "edge reports the failure",
+        Duration::from_secs(15),
+        |s| s["portBindFailures"][0]["port"] == port,
+    )
     .await;
     assert!(
         edge["portBindFailures"][0]["error"]
@@ -42,19 +32,28 @@ async fn a_busy_port_is_retried_and_reported_to_the_hub() {
             .contains("in use"),
         "{edge}"
     );
-    status_until(&mut pair.hub, "hub shows the failure", |s| {
-        s["connectedEdges"][0]["portBindFailures"][0]["port"] == port
-    })
+    status_until(
+        &mut pair.hub,
+        "hub shows the failure",
+        Duration::from_secs(15),
+        |s| s["connectedEdges"][0]["portBindFailures"][0]["port"] == port,
+    )
     .await;
 
     drop(squatter);
-    status_until(&mut pair.edge, "edge listens after the retry", |s| {
-        s["listenPorts"] == json!([port]) && s["portBindFailures"] == json!([])
-    })
+    status_until(
+        &mut pair.edge,
+        "edge listens after the retry",
+        Duration::from_secs(15),
+        |s| s["listenPorts"] == json!([port]) && s["portBindFailures"] == json!([]),
+    )
     .await;
-    status_until(&mut pair.hub, "hub sees the failure cleared", |s| {
-        s["connectedEdges"][0]["portBindFailures"] == json!([])
-    })
+    status_until(
+        &mut pair.hub,
+        "hub sees the failure cleared",
+        Duration::from_secs(15),
+        |s| s["connectedEdges"][0]["portBindFailures"] == json!([]),
+    )
     .await;
     let mut client = TcpStream::connect((EDGE_ADDR, port)).await.unwrap();
     client.write_all(b"bound at last").await.unwrap();

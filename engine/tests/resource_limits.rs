@@ -321,23 +321,6 @@ async fn udp_client(address: Ipv4Addr) -> tokio::net::UdpSocket {
     tokio::net::UdpSocket::bind((address, 0)).await.unwrap()
 }
 
-/// Waits (bounded) until the edge's status satisfies `check`; returns that status.
-async fn edge_status_until(
-    edge: &mut Managed,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let end = tokio::time::Instant::now() + common::DEADLINE;
-    loop {
-        let status = edge.ok("getStatus", None).await;
-        if check(&status) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < end, "{what}: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// An allowed edge's `limits` are validated with their JSON path, pushed to the edge and applied
 /// there at once (and by the hub for UDP); every refusal and eviction is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,9 +373,12 @@ async fn configured_limits_are_validated_pushed_applied_at_once_and_counted() {
         udp_echo(&socket, edge_udp, &[b'c', flow]).await;
         crowd.push(socket);
     }
-    edge_status_until(&mut pair.edge, "per-source eviction", |s| {
-        s["udpSessions"] == 3 && s["limits"]["udpEvictedPerSource"] == 2
-    })
+    common::status_until(
+        &mut pair.edge,
+        "per-source eviction",
+        common::DEADLINE,
+        |s| s["udpSessions"] == 3 && s["limits"]["udpEvictedPerSource"] == 2,
+    )
     .await;
 
     // Six more addresses: the table holds eight, the least recently used goes.
@@ -402,7 +388,7 @@ async fn configured_limits_are_validated_pushed_applied_at_once_and_counted() {
         udp_echo(&socket, edge_udp, &[b'o', i]).await;
         others.push(socket);
     }
-    edge_status_until(&mut pair.edge, "capacity eviction", |s| {
+    common::status_until(&mut pair.edge, "capacity eviction", common::DEADLINE, |s| {
         s["udpSessions"] == 8 && s["limits"]["udpEvictedCapacity"] == 1
     })
     .await;
@@ -412,7 +398,7 @@ async fn configured_limits_are_validated_pushed_applied_at_once_and_counted() {
         let socket = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 10 + i), 0)).unwrap();
         socket.send_to(b"new", edge_udp).unwrap();
     }
-    let status = edge_status_until(&mut pair.edge, "rate limit", |s| {
+    let status = common::status_until(&mut pair.edge, "rate limit", common::DEADLINE, |s| {
         s["limits"]["udpRateLimited"].as_u64().unwrap_or(0) >= 10
     })
     .await;
@@ -425,9 +411,12 @@ async fn configured_limits_are_validated_pushed_applied_at_once_and_counted() {
         "limits": {"maxConnectionsPerSource": 2, "maxUdpSessions": 2,
                    "maxUdpSessionsPerSource": 2, "udpNewSessionsPerSec": 1}}]});
     pair.hub.ok("updateAllowedEdges", Some(lower)).await;
-    edge_status_until(&mut pair.edge, "lower limits applied", |s| {
-        s["limits"]["maxUdpSessions"] == 2 && s["udpSessions"].as_u64().unwrap_or(9) <= 2
-    })
+    common::status_until(
+        &mut pair.edge,
+        "lower limits applied",
+        common::DEADLINE,
+        |s| s["limits"]["maxUdpSessions"] == 2 && s["udpSessions"].as_u64().unwrap_or(9) <= 2,
+    )
     .await;
     let hub = pair.hub.ok("getStatus", None).await;
     assert_eq!(

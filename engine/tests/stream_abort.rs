@@ -51,13 +51,19 @@ async fn a_target_reset_mid_transfer_resets_the_client(transport: &str) {
     assert!(read <= 100_000, "{read}");
 }
 
-async fn a_hub_killed_mid_transfer_resets_the_client(transport: &str) {
+/// A client in the middle of an endless download through a fresh hub and edge.
+async fn mid_transfer(transport: &str) -> (Target, Pair, TcpStream) {
     let target = Target::start(Behaviour::Stream).await;
     let mut pair = Pair::start(&[target.port], json!({}), transport).await;
     pair.wait_listening(target.port).await;
     let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
     let mut first = vec![0u8; 1024];
     client.read_exact(&mut first).await.unwrap();
+    (target, pair, client)
+}
+
+async fn a_hub_killed_mid_transfer_resets_the_client(transport: &str) {
+    let (_target, mut pair, mut client) = mid_transfer(transport).await;
     pair.hub.child.start_kill().unwrap();
     pair.hub.wait_exit().await;
     // QUIC notices a vanished hub at its idle timeout (10 s); TLS at once.
@@ -67,12 +73,7 @@ async fn a_hub_killed_mid_transfer_resets_the_client(transport: &str) {
 }
 
 async fn an_edge_stopped_mid_transfer_resets_the_client(transport: &str) {
-    let target = Target::start(Behaviour::Stream).await;
-    let mut pair = Pair::start(&[target.port], json!({}), transport).await;
-    pair.wait_listening(target.port).await;
-    let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
-    let mut first = vec![0u8; 1024];
-    client.read_exact(&mut first).await.unwrap();
+    let (_target, mut pair, mut client) = mid_transfer(transport).await;
     pair.edge.ok("stop", None).await;
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
     let error = ended.expect_err("a reset, not an end of file");

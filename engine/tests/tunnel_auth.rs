@@ -23,7 +23,7 @@ async fn bad_quic_peers_are_refused_and_the_good_edge_keeps_working() {
     let port = pair.tunnel_port;
     let refused = hand_edge::login("quic", port, EDGE_ID, "wrong-secret").await;
     assert_eq!(refused.err().unwrap(), UNAUTHORIZED);
-    assert_wrong_secret(&mut pair.hub).await;
+    common::assert_wrong_secret(&mut pair.hub).await;
     let reply = quic_raw(port, b"HELLO there\n").await;
     assert!(reply.is_err(), "garbage gets no reply: {reply:?}");
     let event = auth_failed(&mut pair.hub).await;
@@ -50,18 +50,6 @@ async fn auth_failed(hub: &mut Managed) -> Value {
 
 const UNAUTHORIZED: &str = "{\"error\":\"unauthorized\"}";
 
-async fn assert_wrong_secret(hub: &mut Managed) {
-    let event = auth_failed(hub).await;
-    assert!(
-        event["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("wrong secret"),
-        "{event}"
-    );
-    assert_eq!(event["edgeId"], EDGE_ID);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
     let target = Target::start(Behaviour::Echo).await;
@@ -70,7 +58,7 @@ async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
 
     let refused = hand_edge::login("tcpTls", port, EDGE_ID, "wrong-secret").await;
     assert_eq!(refused.err().unwrap(), UNAUTHORIZED);
-    assert_wrong_secret(&mut pair.hub).await;
+    common::assert_wrong_secret(&mut pair.hub).await;
 
     let refused = hand_edge::login("tcpTls", port, "nobody", "secret").await;
     assert_eq!(refused.err().unwrap(), UNAUTHORIZED);

@@ -417,6 +417,38 @@ pub async fn start_hub_allowing_test_edge(hub: &mut Managed) -> u16 {
     port
 }
 
+/// Waits for the hub's `edgeAuthFailed` for [`EDGE_ID`] with a wrong secret.
+pub async fn assert_wrong_secret(hub: &mut Managed) {
+    let event = hub.event("edgeAuthFailed").await;
+    assert!(
+        event["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrong secret"),
+        "{event}"
+    );
+    assert_eq!(event["edgeId"], EDGE_ID);
+}
+
+/// Polls `who`'s status every 20 ms until `check` holds; panics with `what` and the last status
+/// after `deadline`.
+pub async fn status_until(
+    who: &mut Managed,
+    what: &str,
+    deadline: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        let status = who.ok("getStatus", None).await;
+        if check(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < end, "{what}: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls an edge's status (bounded) until it reports an error while not connected; returns it.
 pub async fn wait_edge_error(edge: &mut Managed) -> Value {
     let end = tokio::time::Instant::now() + Duration::from_secs(15);
