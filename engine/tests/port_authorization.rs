@@ -150,11 +150,13 @@ async fn an_edge_reaches_only_the_ports_it_is_assigned_now(transport: &str) {
 }
 
 /// Opens a stream to `port` and sends `payload` without closing: an idle client.
+/// The write may fail when the hub has already refused the stream (QUIC delivers
+/// its STOP_SENDING before our write); `read_echo` then sees the refusal.
 async fn open_idle(edge: &HandEdge, port: u16, payload: &[u8]) -> TunnelStream {
     let client: SocketAddr = CLIENT.parse().unwrap();
     let line = v1::encode(&ProxyHeader::new(client, ([127, 0, 0, 2], port).into()));
     let mut stream = edge.tunnel.open_stream(Bytes::from(line)).await.unwrap();
-    stream.write_all(payload).await.unwrap();
+    let _ = stream.write_all(payload).await;
     stream
 }
 
