@@ -5,6 +5,10 @@ Everything runs in one network namespace created here (and always deleted): hub,
 An nftables rule drops UDP to the tunnel port, so the edge must fall back to TLS within about
 5 s. Then the rule is removed: the edge must move to QUIC by itself, while a TCP connection
 opened over TLS keeps working.
+
+Then the migration race: UDP is blocked again until the edge is back on TLS, and unblocked while
+clients connect continuously; in the instant the hub replaces the TLS connection by the QUIC
+login, streams still opened on TLS must be forwarded, not refused. Repeated a few times.
 """
 import os
 import secrets
@@ -29,6 +33,76 @@ for line in sys.stdin:                                   # echo each line we are
     print(f.readline().decode().strip(), flush=True)
 """
 
+# Connects continuously from `workers` threads until stdin closes; prints "<ok> <failed>", then
+# up to five failures.
+CLIENT_LOOP = r"""
+import socket, sys, threading, time
+port, workers = int(sys.argv[1]), int(sys.argv[2])
+stop, lock, ok, failed = threading.Event(), threading.Lock(), [0], []
+def work():
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.2", port), timeout=5) as s:
+                line = s.makefile("rb").readline()
+        except OSError as e:
+            line = repr(e).encode()
+        with lock:
+            if line.startswith(b"target saw client"):
+                ok[0] += 1
+            else:
+                failed.append(f"{time.monotonic():.3f} {line!r}")
+threads = [threading.Thread(target=work) for _ in range(workers)]
+for t in threads:
+    t.start()
+sys.stdin.read()
+stop.set()
+for t in threads:
+    t.join()
+print(ok[0], len(failed), flush=True)
+for f in failed[:5]:
+    print(f, flush=True)
+"""
+MIGRATIONS = 3
+
+
+def block_udp(inside, tunnel_port):
+    rules = (
+        "table inet ri_block {\n"
+        "  chain input {\n"
+        "    type filter hook input priority 0;\n"
+        f"    udp dport {tunnel_port} drop\n"
+        "  }\n"
+        "}\n"
+    )
+    subprocess.run(inside(["nft", "-f", "-"]), input=rules, text=True, check=True)
+
+
+def unblock_udp(inside):
+    subprocess.run(inside(["nft", "delete", "table", "inet", "ri_block"]), check=True)
+
+
+def migrations_lose_nothing(report, inside, edge, port, tunnel_port):
+    """Falls back to TLS and returns to QUIC `MIGRATIONS` times; clients connect throughout
+    each return and none may be refused."""
+    for round_ in range(1, MIGRATIONS + 1):
+        block_udp(inside, tunnel_port)
+        fallback = edge.wait_event("tunnelConnected", timeout=40)
+        report.check(f"round {round_}: back on TLS while UDP is blocked", fallback["transport"] == "tcpTls", fallback)
+        clients = subprocess.Popen(inside([sys.executable, "-c", CLIENT_LOOP, str(port), "4"]), stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            unblock_udp(inside)
+            moved = edge.wait_event("tunnelConnected", timeout=40)
+            report.check(f"round {round_}: returns to QUIC", moved["transport"] == "quic", moved)
+            # Keep connecting past the edge's and the hub's hand-over of the old connection.
+            time.sleep(1.5)
+        finally:
+            out, _ = clients.communicate(input="", timeout=30)
+        counts, *failures = out.splitlines()
+        ok, failed = (int(n) for n in counts.split())
+        report.check(f"round {round_}: {ok} connections during the move, none refused", ok > 0 and failed == 0,
+                     failures)
+
 
 def main():
     if os.geteuid() != 0:
@@ -42,15 +116,7 @@ def main():
     try:
         subprocess.run(inside(["ip", "link", "set", "lo", "up"]), check=True)
         port, tunnel_port = 18081, 18444
-        rules = (
-            "table inet ri_block {\n"
-            "  chain input {\n"
-            "    type filter hook input priority 0;\n"
-            f"    udp dport {tunnel_port} drop\n"
-            "  }\n"
-            "}\n"
-        )
-        subprocess.run(inside(["nft", "-f", "-"]), input=rules, text=True, check=True)
+        block_udp(inside, tunnel_port)
         with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
@@ -58,7 +124,9 @@ def main():
             target = harness.Process(inside([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)]), "qf-target")
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))
-            hub = harness.Process(inside([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges, "--json"]), "qf-hub")
+            hub = harness.Process(inside([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges, "--json",
+                                          # A blocked QUIC tunnel is noticed in 3 s (each round blocks it).
+                                          "--performance-json", '{"heartbeatIntervalSecs":1,"heartbeatTimeoutSecs":3}']), "qf-hub")
             processes.append(hub)
             token = harness.token("127.0.0.1", tunnel_port, "edge-qf", "qf-secret")
             started = time.monotonic()
@@ -80,7 +148,7 @@ def main():
                 client.stdin.flush()
                 report.check("echo before the move", client.stdout.readline().strip() == "before")
 
-                subprocess.run(inside(["nft", "delete", "table", "inet", "ri_block"]), check=True)
+                unblock_udp(inside)
                 moved = edge.wait_event("tunnelConnected", timeout=30)
                 report.check("moves to QUIC once UDP works", moved["transport"] == "quic", moved)
                 connected = hub.wait_event("edgeConnected", timeout=10)
@@ -99,6 +167,7 @@ def main():
                                          "print(s.makefile().readline().strip())" % port]),
                                  capture_output=True, text=True, timeout=20).stdout.strip()
             report.check("new connections work over QUIC", out.startswith("target saw client"), out)
+            migrations_lose_nothing(report, inside, edge, port, tunnel_port)
     finally:
         for process in reversed(processes):
             process.stop()

@@ -82,6 +82,9 @@ class Process:
             except ProcessLookupError:
                 pass
         self.stderr.close()
+        if os.environ.get("KEEP_TEST_LOGS"):
+            print(f"{self.name}: log kept in {self.stderr_path}")
+            return
         try:
             os.unlink(self.stderr_path)
         except OSError:

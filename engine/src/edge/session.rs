@@ -185,20 +185,28 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
     rx
 }
 
-/// Keeps a replaced tunnel until its open streams have finished, then closes it.
+/// Keeps a replaced tunnel until its open streams have finished, then closes it. The first
+/// look comes after [`DRAIN_POLL`], so a connection accepted just before the switch, still
+/// opening its stream on the old tunnel, is counted rather than cut off.
 fn drain_then_close(shared: &EdgeShared, old: Tunnel) {
     let shutdown = shared.shutdown.clone();
     shared.tasks.spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(600);
-        while old.active_streams() > 0 && !old.is_closed() && Instant::now() < deadline {
+        loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = tokio::time::sleep(DRAIN_POLL) => {}
+            }
+            if old.active_streams() == 0 || old.is_closed() || Instant::now() >= deadline {
+                break;
             }
         }
         old.close();
     });
 }
+
+/// How often a replaced tunnel is checked for open streams.
+const DRAIN_POLL: Duration = Duration::from_millis(500);
 
 /// Sends the edge's report (its public IP, its firewall's state) on the current tunnel, if
 /// there is one and something to report.

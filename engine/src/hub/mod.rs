@@ -74,9 +74,10 @@ pub(crate) struct Admission {
     pub(crate) stream_cap: Arc<StreamCap>,
     /// Cancelled when the session must end at once (edge removed, secret changed).
     pub(crate) cancel: CancellationToken,
-    /// Cancelled when a newer connection of the same edge replaced this one: the session takes
-    /// no new streams and ends once its open streams have finished (a `quicWithFallback` edge
-    /// moving from TLS to QUIC keeps its old connections).
+    /// Cancelled when a newer connection of the same edge replaced this one: the session ends
+    /// once no stream has been open on it for a few seconds (a `quicWithFallback` edge moving
+    /// from TLS to QUIC keeps its old connections, and streams it opens in the instant of the
+    /// move are still forwarded).
     pub(crate) drain: CancellationToken,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
@@ -410,11 +411,32 @@ impl HubActor {
         };
         let push = push_for(allowed, &self.settings);
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
-        let grant = Arc::new(PortGrant::new(
-            &allowed.listen_ports,
-            &allowed.listen_ports_udp,
-        ));
-        if let Some(previous) = self.connected.remove(&hello.edge_id) {
+        let previous = self.connected.remove(&hello.edge_id);
+        // A replaced connection still forwards until the edge has moved to the new one (see
+        // `session::DRAIN_QUIET`), so both share the edge's grant, stream cap and cancel token:
+        // a later port change, removal or secret change applies to both at once.
+        let (grant, stream_cap, cancel) = match &previous {
+            Some(previous) => {
+                previous
+                    .grant
+                    .set(&allowed.listen_ports, &allowed.listen_ports_udp);
+                previous.stream_cap.set_max(allowed.limits.max_streams);
+                (
+                    previous.grant.clone(),
+                    previous.stream_cap.clone(),
+                    previous.cancel.clone(),
+                )
+            }
+            None => (
+                Arc::new(PortGrant::new(
+                    &allowed.listen_ports,
+                    &allowed.listen_ports_udp,
+                )),
+                Arc::new(StreamCap::new(allowed.limits.max_streams)),
+                CancellationToken::new(),
+            ),
+        };
+        if let Some(previous) = previous {
             previous.drain.cancel();
             if previous.tunnel.is_some() {
                 self.events
@@ -426,12 +448,10 @@ impl HubActor {
         }
         let session_id = self.next_session_id;
         self.next_session_id += 1;
-        let cancel = CancellationToken::new();
         let drain = CancellationToken::new();
         let stats = Arc::new(StreamStats::default());
         let udp_stats = Arc::new(UdpStats::default());
         set_udp_cap(&udp_stats, allowed);
-        let stream_cap = Arc::new(StreamCap::new(allowed.limits.max_streams));
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {

@@ -25,6 +25,11 @@ use crate::udp::hub::HubUdp;
 
 /// Longest time a replaced session keeps its open streams.
 const MAX_DRAIN: Duration = Duration::from_secs(600);
+/// How long a replaced session with no open stream waits before it ends. Until the edge has
+/// seen the login that replaced this connection (a round trip later), it may still open streams
+/// here; they are forwarded, not refused. The edge closes the connection itself once its own
+/// streams on it are done, so this only bounds a replaced connection the edge no longer uses.
+const DRAIN_QUIET: Duration = Duration::from_secs(5);
 
 pub(crate) struct HubSession {
     pub(crate) edge_id: String,
@@ -97,6 +102,8 @@ pub(crate) async fn run(session: HubSession) -> String {
     let streams_cancel = cancel.child_token();
 
     let mut draining_since: Option<Instant> = None;
+    // While draining: since when the connection has had no open stream.
+    let mut quiet_since: Option<Instant> = None;
     let reason = loop {
         tokio::select! {
             () = shutdown.cancelled() => break "hub stopped".to_owned(),
@@ -105,14 +112,10 @@ pub(crate) async fn run(session: HubSession) -> String {
                 tracing::info!(%edge_id, active = stats.snapshot().active, "replaced by a newer connection; draining");
                 draining_since = Some(Instant::now());
                 udp.close_all();
-                if stats.snapshot().active == 0 {
-                    break "replaced by a newer connection".to_owned();
-                }
             }
             reason = tunnel.closed() => break reason,
             accepted = incoming.streams.next() => match accepted {
-                // A draining session takes no new streams: the edge opens them on its new tunnel.
-                Some((stream, _)) if draining_since.is_some() => stream.abort(),
+                // Also while draining: the edge may not have seen its new connection yet.
                 Some((stream, open)) => {
                     let Some(permit) = stream_cap.admit(&settings.forwarding_budget) else {
                         crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
@@ -165,8 +168,11 @@ pub(crate) async fn run(session: HubSession) -> String {
                 }
             }
             _ = summary.tick() => {
+                udp.expire();
                 if let Some(since) = draining_since {
-                    if stats.snapshot().active == 0 {
+                    if tunnel.active_streams() > 0 {
+                        quiet_since = None;
+                    } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_QUIET {
                         break "replaced by a newer connection (drained)".to_owned();
                     }
                     if since.elapsed() > MAX_DRAIN {
@@ -174,7 +180,6 @@ pub(crate) async fn run(session: HubSession) -> String {
                     }
                     continue;
                 }
-                udp.expire();
                 for suppressed in [warnings.take_suppressed(), context.grant.take_suppressed_warnings()].into_iter().flatten() {
                     tracing::warn!(%edge_id, suppressed, "similar warnings about this edge suppressed (rate limit)");
                 }
