@@ -34,6 +34,7 @@ pub mod env_vars {
     pub const WORKER_THREADS: &str = "REMOTEINGRESS_WORKER_THREADS";
     pub const STATE_DIR: &str = "REMOTEINGRESS_STATE_DIR";
     pub const HUB_CA: &str = "REMOTEINGRESS_HUB_CA";
+    pub const SHUTDOWN_GRACE_SECS: &str = "REMOTEINGRESS_SHUTDOWN_GRACE_SECS";
 }
 
 use env_vars as ev;
@@ -131,6 +132,10 @@ pub struct HubArgs {
     /// Flow-control and timing settings as JSON (IPerformanceConfig).
     #[arg(long, env = ev::PERFORMANCE_JSON, value_name = "JSON")]
     pub performance_json: Option<String>,
+    /// On SIGTERM/SIGINT: seconds open streams may finish after the listeners close, before
+    /// they are reset (0: at once). A second signal ends the wait.
+    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u32,
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,
@@ -172,6 +177,10 @@ pub struct EdgeArgs {
     /// Do not discover the public IP (no STUN traffic).
     #[arg(long)]
     pub no_stun: bool,
+    /// On SIGTERM/SIGINT: seconds open streams may finish after the listeners close, before
+    /// they are reset (0: at once). A second signal ends the wait.
+    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u32,
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,

@@ -67,6 +67,8 @@ pub struct HubSettings {
     pub(crate) forwarding_budget: DescriptorBudget,
     /// Handshakes that may be in progress at once, from the open-file limit.
     pub(crate) max_pending_logins: usize,
+    /// How long open streams may finish when the hub stops.
+    pub shutdown_grace: Duration,
 }
 
 /// Most UDP sessions a hub or an edge may be configured for: with a socket (hub) and some
@@ -127,7 +129,32 @@ impl HubSettings {
             forwarding_budget,
             max_pending_logins: usize::try_from(crate::fd_limit::hub_pending_logins(fd_limit))
                 .unwrap_or(usize::MAX),
+            shutdown_grace: shutdown_grace(
+                config.shutdown_grace_secs,
+                &format!("{path}.shutdownGraceSecs"),
+            )?,
         })
+    }
+}
+
+impl HubSettings {
+    /// TCP streams forwarded now, across all edges (the forwarding budget less the UDP
+    /// sessions inside it).
+    pub(crate) fn forwarded_streams(&self) -> usize {
+        self.forwarding_budget
+            .in_use()
+            .saturating_sub(self.udp_budget.in_use())
+    }
+}
+
+/// `shutdownGraceSecs`, checked, or its default.
+fn shutdown_grace(secs: Option<u32>, path: &str) -> Result<Duration, ConfigError> {
+    match secs {
+        None => Ok(crate::shutdown::DEFAULT_GRACE),
+        Some(secs) => {
+            check_range(secs, 0, crate::shutdown::MAX_GRACE_SECS, path)?;
+            Ok(Duration::from_secs(secs.into()))
+        }
     }
 }
 
@@ -428,6 +455,8 @@ pub struct EdgeSettings {
     pub bind_address: Option<IpAddr>,
     pub transport_mode: TransportMode,
     pub stun_servers: Vec<String>,
+    /// How long open client connections may finish when the edge stops.
+    pub shutdown_grace: Duration,
 }
 
 impl EdgeSettings {
@@ -524,6 +553,10 @@ impl EdgeSettings {
             bind_address,
             transport_mode: config.transport_mode,
             stun_servers,
+            shutdown_grace: shutdown_grace(
+                config.shutdown_grace_secs,
+                &field("shutdownGraceSecs"),
+            )?,
         })
     }
 }

@@ -70,6 +70,7 @@ pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
         udp_proxy_header: Default::default(),
         performance,
         max_udp_sessions: HubConfig::DEFAULT_MAX_UDP_SESSIONS,
+        shutdown_grace_secs: Some(args.shutdown_grace_secs),
     })
 }
 
@@ -144,6 +145,7 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
         } else {
             Some(args.stun_servers.clone())
         },
+        shutdown_grace_secs: Some(args.shutdown_grace_secs),
     })
 }
 
@@ -188,7 +190,7 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         }
     })
     .await;
-    service.stop().await;
+    stop(&service).await;
     drop(service);
     let _ = printer.await;
     Ok(())
@@ -205,10 +207,24 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::usage(e.message))?;
     announce(&service, args.json).await;
     wait_for_termination(|| async {}).await;
-    service.stop().await;
+    stop(&service).await;
     drop(service);
     let _ = printer.await;
     Ok(())
+}
+
+/// Stops the service gracefully; a second SIGTERM/SIGINT meanwhile cuts the grace short.
+pub async fn stop(service: &Service) {
+    let stopping = service.stop();
+    tokio::pin!(stopping);
+    tokio::select! {
+        () = &mut stopping => return,
+        () = termination_signal() => {
+            tracing::warn!("second termination signal: resetting open streams now");
+            service.hurry();
+        }
+    }
+    stopping.await;
 }
 
 /// Logs the status at start; with `--json` also prints it as the first stdout line,

@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod service;
+pub mod shutdown;
 pub mod state_dir;
 pub mod stun;
 pub mod tls;

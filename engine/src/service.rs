@@ -7,6 +7,7 @@ use remoteingress_ipc_schema::{
     AllowedEdge, ErrorCode, IdleStatus, StartParams, StatusResult, UpdateAllowedEdgesResult,
 };
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{validate_allowed_edges, EdgeSettings, HubSettings};
 use crate::edge::Edge;
@@ -42,6 +43,10 @@ enum Role {
 pub struct Service {
     role: Mutex<Option<Role>>,
     events: EventSink,
+    /// Cancelled to cut a graceful stop short (a second termination signal).
+    hurry: CancellationToken,
+    /// Held while a stop runs, so that a second `stop` returns only once the role is down.
+    stopping: Mutex<()>,
 }
 
 impl Service {
@@ -49,6 +54,8 @@ impl Service {
         Self {
             role: Mutex::new(None),
             events,
+            hurry: CancellationToken::new(),
+            stopping: Mutex::new(()),
         }
     }
 
@@ -90,14 +97,22 @@ impl Service {
         Ok(status)
     }
 
-    /// Stops the running role, if any (idempotent).
+    /// Stops the running role, if any (idempotent): open streams get the role's grace period
+    /// (`shutdownGraceSecs`) unless [`Service::hurry`] is called meanwhile.
     pub async fn stop(&self) {
+        let _stopping = self.stopping.lock().await;
         let role = self.role.lock().await.take();
         match role {
-            Some(Role::Hub(hub)) => hub.stop().await,
-            Some(Role::Edge(edge)) => edge.stop().await,
+            Some(Role::Hub(hub)) => hub.stop(&self.hurry).await,
+            Some(Role::Edge(edge)) => edge.stop(&self.hurry).await,
             None => {}
         }
+    }
+
+    /// Ends the grace period of a stop in progress (and of later ones): what is still open is
+    /// reset now.
+    pub fn hurry(&self) {
+        self.hurry.cancel();
     }
 
     /// Status of the running role, or `{"running": false}`.

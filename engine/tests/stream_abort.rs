@@ -51,10 +51,17 @@ async fn a_target_reset_mid_transfer_resets_the_client(transport: &str) {
     assert!(read <= 100_000, "{read}");
 }
 
-/// A client in the middle of an endless download through a fresh hub and edge.
+/// A client in the middle of an endless download through a fresh hub and edge. The edge stops
+/// at once (`shutdownGraceSecs: 0`); the grace period has its own tests (graceful_shutdown.rs).
 async fn mid_transfer(transport: &str) -> (Target, Pair, TcpStream) {
     let target = Target::start(Behaviour::Stream).await;
-    let mut pair = Pair::start(&[target.port], json!({}), transport).await;
+    let mut pair = Pair::start_configured(
+        json!({"listenPorts": [target.port]}),
+        json!({}),
+        json!({"shutdownGraceSecs": 0}),
+        transport,
+    )
+    .await;
     pair.wait_listening(target.port).await;
     let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.unwrap();
     let mut first = vec![0u8; 1024];

@@ -92,6 +92,11 @@ pub struct HubConfig {
     /// target). Default 131072; never more than half of what the open-file limit leaves.
     #[serde(default = "default_hub_max_udp_sessions")]
     pub max_udp_sessions: u32,
+    /// Graceful stop (SIGTERM, SIGINT, IPC `stop`): seconds that open streams get to finish
+    /// after the listeners close; the rest are then reset. Default 10; 0 stops at once; at most
+    /// 3600. A second SIGTERM/SIGINT ends the wait at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u32>,
 }
 
 impl HubConfig {
@@ -335,6 +340,11 @@ pub struct EdgeConfig {
     /// STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stun_servers: Option<Vec<String>>,
+    /// Graceful stop (SIGTERM, SIGINT, IPC `stop`): seconds that open streams get to finish
+    /// after the listeners close; the rest are then reset. Default 10; 0 stops at once; at most
+    /// 3600. A second SIGTERM/SIGINT ends the wait at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u32>,
 }
 
 /// Transport protocol of a firewall rule or rate limit.

@@ -38,6 +38,9 @@ export abstract class RemoteIngressBase<
   /** Forgets the confirmed configuration (after stop). */
   protected abstract clearConfiguration(): void;
 
+  /** The role's `shutdownGraceSecs` (default 10), for how long a graceful stop may take. */
+  protected abstract shutdownGraceSecs(): number;
+
   /** Whether the binary is alive and answering (false while stopped or restarting). */
   get running(): boolean {
     return this.supervisor.running;
@@ -49,12 +52,15 @@ export abstract class RemoteIngressBase<
   }
 
   /**
-   * Graceful shutdown: stops the role (closes tunnels; an edge removes its nftables table), then
-   * ends the process and waits until it is gone. Never triggers a restart; idempotent.
+   * Graceful shutdown: stops accepting, lets open streams finish for the role's
+   * `shutdownGraceSecs` (default 10 s) and resets the rest, closes tunnels (an edge removes its
+   * nftables table), then ends the process and waits until it is gone. Never triggers a
+   * restart; idempotent.
    */
   async stop(): Promise<void> {
+    const graceMs = this.shutdownGraceSecs() * 1000;
     this.clearConfiguration();
-    await this.supervisor.shutdown();
+    await this.supervisor.shutdown(graceMs);
   }
 
   protected async statusOrIdle(): Promise<StatusResult> {

@@ -5,7 +5,7 @@ import { RemoteIngressBase } from './base.js';
 import { RemoteIngressError } from './errors.js';
 import type { IEdgeConfig, IEdgeStatus, IdleStatus } from './generated/ipc.js';
 import type { IRemoteIngressOptions, IReplayStep } from './supervisor.js';
-import { EDGE_EVENT_NAMES, type TEdgeEvents } from './types.js';
+import { DEFAULT_SHUTDOWN_GRACE_SECS, EDGE_EVENT_NAMES, type TEdgeEvents } from './types.js';
 
 export class RemoteIngressEdge extends RemoteIngressBase<TEdgeEvents> {
   private confirmedConfig: IEdgeConfig | undefined;
@@ -45,6 +45,10 @@ export class RemoteIngressEdge extends RemoteIngressBase<TEdgeEvents> {
   protected replaySteps(): IReplayStep[] {
     if (this.confirmedConfig === undefined) return [];
     return [{ method: 'start' as const, params: { role: 'edge' as const, config: this.confirmedConfig } }];
+  }
+
+  protected shutdownGraceSecs(): number {
+    return this.confirmedConfig?.shutdownGraceSecs ?? DEFAULT_SHUTDOWN_GRACE_SECS;
   }
 
   protected clearConfiguration(): void {

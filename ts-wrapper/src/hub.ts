@@ -16,7 +16,7 @@ import type {
   UpdateAllowedEdgesResult,
 } from './generated/ipc.js';
 import type { IRemoteIngressOptions, IReplayStep } from './supervisor.js';
-import { HUB_EVENT_NAMES, type THubEvents } from './types.js';
+import { DEFAULT_SHUTDOWN_GRACE_SECS, HUB_EVENT_NAMES, type THubEvents } from './types.js';
 
 export class RemoteIngressHub extends RemoteIngressBase<THubEvents> {
   /** Last `start` config the binary accepted, with an ephemeral tunnel port pinned. */
@@ -95,6 +95,10 @@ export class RemoteIngressHub extends RemoteIngressBase<THubEvents> {
       steps.push({ method: 'updateAllowedEdges', params: { edges: this.confirmedEdges } });
     }
     return steps;
+  }
+
+  protected shutdownGraceSecs(): number {
+    return this.confirmedConfig?.shutdownGraceSecs ?? DEFAULT_SHUTDOWN_GRACE_SECS;
   }
 
   protected clearConfiguration(): void {

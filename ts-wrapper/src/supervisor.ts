@@ -236,22 +236,25 @@ export class Supervisor {
     }
   }
 
-  /** Stops the process for good (no restart): `stop` request, EOF/SIGTERM, then SIGKILL. */
-  async shutdown(): Promise<void> {
+  /**
+   * Stops the process for good (no restart): `stop` request (given `graceMs` on top of
+   * `stopTimeoutMs`, the time open streams may take to finish), EOF/SIGTERM, then SIGKILL.
+   */
+  async shutdown(graceMs = 0): Promise<void> {
     if (this.stopping !== undefined) return this.stopping;
-    this.stopping = this.doShutdown().finally(() => {
+    this.stopping = this.doShutdown(graceMs).finally(() => {
       this.stopping = undefined;
     });
     return this.stopping;
   }
 
-  private async doShutdown(): Promise<void> {
+  private async doShutdown(graceMs: number): Promise<void> {
     const bridges = [...this.live];
     this.bridge = undefined;
     this.candidate = undefined;
     this.setState('stopping');
     this.recoveryAbort?.abort();
-    await Promise.all(bridges.map((bridge) => this.stopProcess(bridge)));
+    await Promise.all(bridges.map((bridge) => this.stopProcess(bridge, graceMs)));
     this.failure = undefined;
     this.backoff.reset();
     this.setState('idle');
@@ -476,18 +479,18 @@ export class Supervisor {
   }
 
   /** Graceful stop of one process, then waits until its PID is gone. */
-  private async stopProcess(bridge: TBridge): Promise<void> {
+  private async stopProcess(bridge: TBridge, graceMs = 0): Promise<void> {
     const pid = this.processes.get(bridge)?.pid;
     if (bridge.running) {
       try {
-        await withTimeout(bridge.sendCommand('stop', {}), this.stopTimeoutMs);
+        await withTimeout(bridge.sendCommand('stop', {}), this.stopTimeoutMs + graceMs);
       } catch {
         // Already gone, refused or too slow: it is killed below either way.
       }
     }
     this.dispose(bridge);
     if (pid === undefined) return;
-    if (!(await waitForExit(pid, this.stopTimeoutMs))) {
+    if (!(await waitForExit(pid, this.stopTimeoutMs + graceMs))) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {

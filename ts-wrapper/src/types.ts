@@ -32,6 +32,9 @@ export type TIpcEventMap = { [E in Event as E['event']]: E['data'] };
 export type TIpcEventName = keyof TIpcEventMap;
 
 /** Events of the hub role, re-emitted by RemoteIngressHub under the same names. */
+/** Default of `shutdownGraceSecs` (hub and edge), as the binary applies it. */
+export const DEFAULT_SHUTDOWN_GRACE_SECS = 10;
+
 export const HUB_EVENT_NAMES = [
   'edgeConnected',
   'edgeDisconnected',

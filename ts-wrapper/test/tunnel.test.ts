@@ -8,6 +8,7 @@
 // `REMOTEINGRESS_TUNNEL_TRANSPORTS=quic` (comma-separated) selects transports.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, describe, test } from 'node:test';
 
 import {
@@ -146,3 +147,58 @@ for (const transport of TRANSPORTS) {
     }
   });
 }
+
+// stop() gives open streams the role's shutdownGraceSecs before it gives up on the process:
+// with a 1 s stopTimeoutMs and a 3 s grace, a wrapper that did not wait would SIGKILL the edge
+// after 2 s and the open connection would see an ordinary end of file instead of the reset the
+// edge sends when the grace period is over.
+describe('[real tunnel] stop() waits for the grace period', () => {
+  const hub = new RemoteIngressHub();
+  const edge = new RemoteIngressEdge({ stopTimeoutMs: 1_000 });
+  const targets: ProxyTarget[] = [];
+
+  after(async () => {
+    await edge.stop();
+    await hub.stop();
+    await Promise.all(targets.map((target) => target.close()));
+  });
+
+  test('an open connection is reset at the end of the grace period, not cut by SIGKILL', { timeout: 60_000 }, async () => {
+    await binaryPath();
+    const target = await targetOnSharedFreePort(EDGE_ADDRESS);
+    targets.push(target);
+    const { tunnelPort } = await hub.start({ tunnelPort: 0, targetHost: '127.0.0.1' });
+    await hub.updateAllowedEdges([{ id: 'edge-grace', secret: 'grace-secret-1', listenPorts: [target.port] }]);
+    const assigned = eventMatching<PortsEvent>(edge, 'portsAssigned', (e) => e.listenPorts.includes(target.port), 30_000);
+    await edge.start({
+      hubHost: '127.0.0.1',
+      hubPort: tunnelPort,
+      edgeId: 'edge-grace',
+      secret: 'grace-secret-1',
+      bindAddress: EDGE_ADDRESS,
+      transportMode: 'tcpTls',
+      stunServers: [],
+      shutdownGraceSecs: 3,
+    });
+    await assigned;
+    await eventually('the edge to listen', async () => {
+      const status = await edge.getStatus();
+      return 'role' in status && status.listenPorts.includes(target.port);
+    });
+
+    const client = net.connect({ host: EDGE_ADDRESS, port: target.port, localAddress: '127.0.0.1' });
+    const ended = new Promise<string>((resolve) => {
+      client.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      client.on('end', () => resolve('end of file'));
+    });
+    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+    client.write('held open\n');
+    await new Promise<void>((resolve) => client.once('data', () => resolve()));
+
+    const started = Date.now();
+    await edge.stop();
+    const took = Date.now() - started;
+    assert.equal(await ended, 'ECONNRESET', 'the open connection is reset, not ended');
+    assert.ok(took >= 2_500, `stop() waited for the grace period (took ${took} ms)`);
+  });
+});

@@ -133,7 +133,7 @@ async fn serve_client(
     };
     let mut guard = OpenStreamGuard::new(&shared.stats);
     let counters = Arc::new(RelayCounters::default());
-    let stop = shared.shutdown.clone();
+    let stop = shared.stop.shutdown.clone();
     // Stopping the edge aborts the connection: a reset, never a close that looks complete.
     let relayed = relay_tcp_and_tunnel(socket, stream, RelaySide::Client, counters.clone(), &stop);
     if let Err(error) = relayed.await {

@@ -63,7 +63,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
     let mut lost_at: Option<tokio::time::Instant> = None;
     loop {
         let result = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.stop.draining.cancelled() => break,
             result = connect(&shared) => result,
         };
         let failure = match result {
@@ -84,7 +84,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                     .emit(Event::TunnelDisconnected(TunnelDisconnectedEvent {
                         reason,
                     }));
-                if shared.shutdown.is_cancelled() {
+                if shared.stop.draining.is_cancelled() {
                     break;
                 }
                 None
@@ -102,7 +102,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             None => tracing::info!(?delay, "reconnecting to the hub after a pause"),
         }
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.stop.draining.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
     }

@@ -69,7 +69,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>, mut desired: watch::Receiver<De
     let mut applied_digest: Option<String> = None;
     loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.stop.shutdown.cancelled() => break,
             changed = desired.changed() => if changed.is_err() { break },
         }
         let Some(config) = desired.borrow_and_update().clone() else {

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{EdgeLimitSettings, EdgeSettings, PerformanceSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
+use crate::shutdown::StopTokens;
 use crate::tls::TlsError;
 use crate::transport::tunnel::Tunnel;
 
@@ -73,7 +74,8 @@ pub(crate) struct EdgeShared {
     pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
     /// The firewall snapshot the hub pushed last, for the firewall task.
     pub(crate) firewall: watch::Sender<firewall::Desired>,
-    pub(crate) shutdown: CancellationToken,
+    /// Draining (listeners closed), then shut down (connections reset).
+    pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) quic: quinn::ClientConfig,
@@ -115,7 +117,7 @@ impl Edge {
             ))),
             tunnel,
             firewall,
-            shutdown: CancellationToken::new(),
+            stop: StopTokens::new(),
             tasks: TaskTracker::new(),
             tls,
             quic,
@@ -135,7 +137,7 @@ impl Edge {
         let state = self.shared.state();
         Some(EdgeStatus {
             role: EdgeRole::Edge,
-            running: !self.shared.shutdown.is_cancelled(),
+            running: !self.shared.stop.shutdown.is_cancelled(),
             edge_id: settings.edge_id.clone(),
             hub: format!("{}:{}", settings.hub_host, settings.hub_port),
             transport_mode: settings.transport_mode,
@@ -178,16 +180,20 @@ impl Edge {
         }
     }
 
-    /// Stops the edge: closes the tunnel and listeners, waits for its tasks (bounded).
-    pub async fn stop(&self) {
-        self.shared.shutdown.cancel();
-        self.shared.tasks.close();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), self.shared.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("edge tasks still running 5 s after stop; abandoning them");
-        }
+    /// Stops the edge: closes the listeners, lets open client connections finish within the
+    /// grace period (or until `hurry`), resets the rest, closes the tunnel, removes the firewall
+    /// table and waits for its tasks (bounded).
+    pub async fn stop(&self, hurry: &CancellationToken) {
+        let shared = &self.shared;
+        crate::shutdown::stop(
+            "edge",
+            &shared.stop,
+            &shared.tasks,
+            shared.settings.shutdown_grace,
+            hurry,
+            || shared.stats.snapshot().active,
+        )
+        .await;
     }
 
     /// The configured transport mode.

@@ -47,7 +47,7 @@ impl Ports {
             shared.tunnel.subscribe(),
             shared.udp_stats.clone(),
             shared.events.clone(),
-            shared.shutdown.clone(),
+            shared.stop.draining.clone(),
             shared.tasks.clone(),
         );
         Self {
@@ -61,13 +61,17 @@ impl Ports {
 
     /// Makes the listeners match `config`; records and reports ports that cannot be bound.
     pub(crate) fn apply(&mut self, config: &EdgeConfigPush) {
+        if self.shared.stop.draining.is_cancelled() {
+            // Stopping: no listener opens again.
+            return;
+        }
         let shared = self.shared.clone();
         let mut failures = reconcile(
             &mut self.tcp,
             &config.listen_ports,
             PortProtocol::Tcp,
             &shared.events,
-            &shared.shutdown,
+            &shared.stop.draining,
             |port| bind_tcp(shared.settings.bind_address, port),
             |port, listener, stop| {
                 shared

@@ -43,7 +43,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                 .into(),
         );
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = shared.stop.shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
     }

@@ -53,7 +53,7 @@ pub(crate) async fn run(
     let mut upgrade = upgrade_attempts(shared, &tunnel);
     let reason = loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => break "edge stopped".to_owned(),
+            () = shared.stop.shutdown.cancelled() => break "edge stopped".to_owned(),
             Some((quic, quic_incoming, quic_push)) = upgrade.recv() => {
                 tracing::info!("QUIC works again: new streams move to QUIC, open ones finish on TLS");
                 let old = std::mem::replace(&mut tunnel, quic);
@@ -150,7 +150,7 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
         || tunnel.transport() != TunnelTransport::TcpTls
     {
         // Keep the sender alive until the edge stops, so recv() stays pending.
-        let shutdown = shared.shutdown.clone();
+        let shutdown = shared.stop.shutdown.clone();
         shared.tasks.spawn(async move {
             shutdown.cancelled().await;
             drop(tx);
@@ -163,7 +163,7 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
         let mut interval = UPGRADE_FIRST_INTERVAL;
         loop {
             tokio::select! {
-                () = shared.shutdown.cancelled() => return,
+                () = shared.stop.draining.cancelled() => return,
                 _ = current.closed() => return,
                 () = tokio::time::sleep(interval) => {}
             }
@@ -189,7 +189,7 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
 /// look comes after [`DRAIN_POLL`], so a connection accepted just before the switch, still
 /// opening its stream on the old tunnel, is counted rather than cut off.
 fn drain_then_close(shared: &EdgeShared, old: Tunnel) {
-    let shutdown = shared.shutdown.clone();
+    let shutdown = shared.stop.shutdown.clone();
     shared.tasks.spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {

@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::shutdown::StopTokens;
 use bytes::BytesMut;
 use remoteingress_ipc_schema::{EdgeAuthFailedEvent, Event, TunnelTransport};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::auth::{self, LoginThrottle, Outcome, SourceKey};
@@ -64,7 +64,8 @@ pub(crate) struct ListenerContext {
     pub(crate) hub: Hub,
     pub(crate) settings: Arc<HubSettings>,
     pub(crate) events: EventSink,
-    pub(crate) shutdown: CancellationToken,
+    /// Draining: no new logins. Shut down: every tunnel closes.
+    pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
     pub(crate) throttle: Arc<Mutex<LoginThrottle>>,
     /// Rate limits of the refusal and failure warnings: a flood of connections must not flood
@@ -122,7 +123,7 @@ impl Drop for PendingLogin {
 pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
     loop {
         let accepted = tokio::select! {
-            () = context.shutdown.cancelled() => break,
+            () = context.stop.draining.cancelled() => break,
             accepted = tcp.accept() => accepted,
         };
         let (socket, remote) = match accepted {
@@ -153,10 +154,15 @@ pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
 pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::Endpoint) {
     loop {
         let incoming = tokio::select! {
-            () = context.shutdown.cancelled() => break,
+            () = context.stop.shutdown.cancelled() => break,
             incoming = endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
+        if context.stop.draining.is_cancelled() {
+            // Stopping: the endpoint stays for the tunnels that finish their streams.
+            incoming.refuse();
+            continue;
+        }
         let remote = normalise(incoming.remote_address());
         let Some(pending) = context.begin(remote) else {
             incoming.refuse();
@@ -266,13 +272,14 @@ impl Connection {
             .await;
     }
 
-    /// Runs a handshake under [`HANDSHAKE_DEADLINE`]; `None` when the hub stops meanwhile.
+    /// Runs a handshake under [`HANDSHAKE_DEADLINE`]; `None` when the hub starts stopping
+    /// meanwhile.
     async fn within_deadline<T>(
         &self,
         handshake: impl std::future::Future<Output = Result<T, Failure>>,
     ) -> Option<Result<Result<T, Failure>, tokio::time::error::Elapsed>> {
         tokio::select! {
-            () = self.context.shutdown.cancelled() => None,
+            () = self.context.stop.draining.cancelled() => None,
             result = tokio::time::timeout(HANDSHAKE_DEADLINE, handshake) => Some(result),
         }
     }
@@ -420,7 +427,7 @@ impl Connection {
             events: context.events.clone(),
             cancel: admission.cancel,
             drain: admission.drain,
-            shutdown: context.shutdown.clone(),
+            stop: context.stop.clone(),
             tasks: context.tasks.clone(),
             hub: context.hub.clone(),
             session_id,

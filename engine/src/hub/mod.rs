@@ -33,6 +33,7 @@ use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
+use crate::shutdown::StopTokens;
 use crate::tls::{HubIdentity, TlsError};
 use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
 use crate::transport::login::{self, ChannelBinding, LoginProof};
@@ -118,8 +119,9 @@ pub(crate) enum Command {
 #[derive(Clone, Debug)]
 pub struct Hub {
     commands: mpsc::Sender<Command>,
-    shutdown: CancellationToken,
+    stop: StopTokens,
     tasks: TaskTracker,
+    settings: Arc<HubSettings>,
 }
 
 /// A connected (or connecting) edge as the registry knows it.
@@ -200,12 +202,13 @@ impl Hub {
 
         let throttle = Arc::new(Mutex::new(LoginThrottle::new(settings.max_pending_logins)));
         let (commands, rx) = mpsc::channel(256);
-        let shutdown = CancellationToken::new();
+        let stop = StopTokens::new();
         let tasks = TaskTracker::new();
         let hub = Self {
             commands,
-            shutdown: shutdown.clone(),
+            stop: stop.clone(),
             tasks: tasks.clone(),
+            settings: settings.clone(),
         };
         let actor = HubActor {
             settings: settings.clone(),
@@ -218,13 +221,13 @@ impl Hub {
             decoy_key: rand::random(),
             throttle: throttle.clone(),
         };
-        tasks.spawn(actor.run(rx, shutdown.clone()));
+        tasks.spawn(actor.run(rx, stop.shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
             tls: tokio_rustls::TlsAcceptor::from(server_config.clone()),
             hub: hub.clone(),
             settings: settings.clone(),
             events,
-            shutdown,
+            stop,
             tasks: tasks.clone(),
             throttle,
             refusal_warnings: Default::default(),
@@ -271,16 +274,19 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// Stops accepting, closes every tunnel and waits for all tasks (bounded).
-    pub async fn stop(&self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("hub tasks still running 5 s after stop; abandoning them");
-        }
+    /// Stops accepting edges and streams, lets open streams finish within the grace period (or
+    /// until `hurry`), resets the rest, closes every tunnel and waits for all tasks (bounded).
+    pub async fn stop(&self, hurry: &CancellationToken) {
+        let settings = &self.settings;
+        crate::shutdown::stop(
+            "hub",
+            &self.stop,
+            &self.tasks,
+            settings.shutdown_grace,
+            hurry,
+            || wide(settings.forwarded_streams()),
+        )
+        .await;
     }
 
     pub(crate) async fn send(&self, command: Command) -> bool {
@@ -660,12 +666,7 @@ impl HubActor {
                 max_udp_sessions: wide(self.settings.udp_budget.capacity()),
                 udp_sessions: wide(self.settings.udp_budget.in_use()),
                 max_forwarded: wide(self.settings.forwarding_budget.capacity()),
-                streams: wide(
-                    self.settings
-                        .forwarding_budget
-                        .in_use()
-                        .saturating_sub(self.settings.udp_budget.in_use()),
-                ),
+                streams: wide(self.settings.forwarded_streams()),
             },
         }
     }

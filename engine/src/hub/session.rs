@@ -17,6 +17,7 @@ use crate::config::HubSettings;
 use crate::events::EventSink;
 use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{StreamStats, UdpStats};
+use crate::shutdown::StopTokens;
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::EdgeReport;
@@ -47,7 +48,8 @@ pub(crate) struct HubSession {
     pub(crate) cancel: CancellationToken,
     /// Cancelled by the actor when a newer connection replaced this one.
     pub(crate) drain: CancellationToken,
-    pub(crate) shutdown: CancellationToken,
+    /// The hub stopping: draining (no new streams), then shut down (abort the rest).
+    pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
     pub(crate) hub: Hub,
     pub(crate) session_id: u64,
@@ -67,7 +69,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         events,
         cancel,
         drain,
-        shutdown,
+        stop,
         tasks,
         hub,
         session_id,
@@ -104,9 +106,15 @@ pub(crate) async fn run(session: HubSession) -> String {
     let mut draining_since: Option<Instant> = None;
     // While draining: since when the connection has had no open stream.
     let mut quiet_since: Option<Instant> = None;
+    let mut hub_draining = false;
     let reason = loop {
         tokio::select! {
-            () = shutdown.cancelled() => break "hub stopped".to_owned(),
+            () = stop.shutdown.cancelled() => break "hub stopped".to_owned(),
+            () = stop.draining.cancelled(), if !hub_draining => {
+                // The hub is stopping: open streams may finish, datagrams have no end to wait for.
+                hub_draining = true;
+                udp.close_all();
+            }
             () = cancel.cancelled() => break "disconnected by the hub".to_owned(),
             () = drain.cancelled(), if draining_since.is_none() => {
                 tracing::info!(%edge_id, active = stats.snapshot().active, "replaced by a newer connection; draining");
@@ -115,7 +123,8 @@ pub(crate) async fn run(session: HubSession) -> String {
             }
             reason = tunnel.closed() => break reason,
             accepted = incoming.streams.next() => match accepted {
-                // Also while draining: the edge may not have seen its new connection yet.
+                Some((stream, _)) if hub_draining => stream.abort(),
+                // Also while this session drains: the edge may not have seen its new connection yet.
                 Some((stream, open)) => {
                     let Some(permit) = stream_cap.admit(&settings.forwarding_budget) else {
                         crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
@@ -152,6 +161,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                 None => break tunnel.closed().await,
             },
             message = incoming.datagrams.next() => match message {
+                Some(_) if hub_draining => {}
                 Some(message) => udp.handle_from_edge(message).await,
                 None => break tunnel.closed().await,
             },

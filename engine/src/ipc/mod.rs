@@ -114,7 +114,7 @@ where
         }
     }
 
-    service.stop().await;
+    crate::daemon::stop(&service).await;
     requests.close();
     // Requests still in flight (e.g. a long ping) get a moment to answer, not forever.
     if tokio::time::timeout(std::time::Duration::from_secs(2), requests.wait())

@@ -288,6 +288,15 @@ where
     }
 }
 
+/// Sends `signal` (a name such as `TERM`) to `pid` with the `kill` command (no unsafe code).
+pub fn signal(pid: i32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
 /// Open file descriptors of a process, from /proc.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
@@ -330,11 +339,19 @@ impl Pair {
 
     /// Like [`Pair::start`], with the allowed edge's fields (`listenPorts`, `listenPortsUdp`).
     pub async fn start_with(edge_fields: Value, hub_config: Value, transport: &str) -> Self {
+        Self::start_configured(edge_fields, hub_config, json!({}), transport).await
+    }
+
+    /// Like [`Pair::start_with`], with extra fields for the hub's and the edge's `start` config.
+    pub async fn start_configured(
+        edge_fields: Value,
+        hub_config: Value,
+        edge_config: Value,
+        transport: &str,
+    ) -> Self {
         let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
-        for (key, value) in edge_fields.as_object().expect("edge fields object") {
-            allowed[key] = value.clone();
-        }
-        Self::launch(None, json!([allowed]), hub_config, transport).await
+        merge(&mut allowed, &edge_fields);
+        Self::launch_configured(None, json!([allowed]), hub_config, edge_config, transport).await
     }
 
     /// A hub and an edge (tunnel over `transport`), both with their open-file limit at
@@ -345,10 +362,16 @@ impl Pair {
         hub_config: Value,
         transport: &str,
     ) -> Self {
-        Self::launch(Some(nofile), edges, hub_config, transport).await
+        Self::launch_configured(Some(nofile), edges, hub_config, json!({}), transport).await
     }
 
-    async fn launch(nofile: Option<u64>, edges: Value, hub_config: Value, transport: &str) -> Self {
+    async fn launch_configured(
+        nofile: Option<u64>,
+        edges: Value,
+        hub_config: Value,
+        edge_config: Value,
+        transport: &str,
+    ) -> Self {
         let mut hub = Managed::spawn_configured(&[], nofile, false).await;
         let (tunnel_port, fingerprint) = start_hub(&mut hub, hub_config).await;
         hub.ok("updateAllowedEdges", Some(json!({"edges": edges})))
@@ -356,6 +379,7 @@ impl Pair {
         let mut edge = Managed::spawn_configured(&[], nofile, false).await;
         let mut params = edge_start(tunnel_port, Some(&fingerprint));
         params["config"]["transportMode"] = json!(transport);
+        merge(&mut params["config"], &edge_config);
         edge.ok("start", Some(params)).await;
         let connected = edge.event("tunnelConnected").await;
         let expected = if transport == "tcpTls" {
@@ -387,6 +411,13 @@ impl Pair {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("edge never listened on {port}");
+    }
+}
+
+/// Sets every field of the object `extra` on the object `into`.
+fn merge(into: &mut Value, extra: &Value) {
+    for (key, value) in extra.as_object().expect("an object of fields") {
+        into[key] = value.clone();
     }
 }
 

@@ -653,6 +653,12 @@ export interface IHubConfig {
    * target). Default 131072; never more than half of what the open-file limit leaves.
    */
   maxUdpSessions?: number;
+  /**
+   * Graceful stop (SIGTERM, SIGINT, IPC `stop`): seconds that open streams get to finish
+   * after the listeners close; the rest are then reset. Default 10; 0 stops at once; at most
+   * 3600. A second SIGTERM/SIGINT ends the wait at once.
+   */
+  shutdownGraceSecs?: number | null;
 }
 /**
  * PEM certificate and key the hub serves on its tunnel port.
@@ -764,6 +770,12 @@ export interface IEdgeConfig {
    * STUN servers (`host:port`) for public IP discovery. Default `stun.cloudflare.com:3478`.
    */
   stunServers?: string[] | null;
+  /**
+   * Graceful stop (SIGTERM, SIGINT, IPC `stop`): seconds that open streams get to finish
+   * after the listeners close; the rest are then reset. Default 10; 0 stops at once; at most
+   * 3600. A second SIGTERM/SIGINT ends the wait at once.
+   */
+  shutdownGraceSecs?: number | null;
 }
 /**
  * A method without parameters: `params` may be omitted or `{}`.
