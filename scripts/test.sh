@@ -35,8 +35,11 @@ python3 tests/haproxy/accept_proxy.py
 step "distinct client addresses through network namespaces"
 python3 tests/netns/distinct_client_ips.py
 
-step "quicWithFallback: UDP blocked by nftables, then unblocked"
+step "quicWithFallback: UDP blocked by nftables, then unblocked; three migrations without refusals"
 python3 tests/netns/quic_fallback.py
+
+step "link between edge and hub cut for 5 s and 60 s (both transports, measured)"
+python3 tests/netns/link_cut.py
 
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py

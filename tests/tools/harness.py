@@ -30,12 +30,44 @@ class Process:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=stdin,
                                      text=True, env=full_env, start_new_session=True)
         self.lines = queue.Queue()
+        # Every stdout line with the monotonic time it arrived, for measuring when things happened.
+        self.timed = []
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self):
         for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+            line = line.rstrip("\n")
+            self.timed.append((time.monotonic(), line))
+            self.lines.put(line)
         self.lines.put(None)
+
+    def event_times(self, name, since, match=lambda data: True):
+        """For --json processes: arrival times (monotonic) of the events called `name` that
+        arrived after `since` and whose data satisfies `match`, so far."""
+        times = []
+        for at, line in list(self.timed):
+            if at < since:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == name and match(event.get("data") or {}):
+                times.append(at)
+        return times
+
+    def wait_event_time(self, name, since, match=lambda data: True, timeout=15.0):
+        """Waits (polling, bounded) for an event as in event_times; returns its arrival time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            times = self.event_times(name, since, match)
+            if times:
+                return times[0]
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.name}: no {name} event within {timeout}s\n{self.log_tail()}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited (code {self.proc.poll()})\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def wait_line(self, predicate, timeout=15.0):
         """The first stdout line for which predicate(line) is true, within timeout seconds."""
