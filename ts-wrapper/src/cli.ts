@@ -40,6 +40,7 @@ export const ENV = {
   HUB_CERT_SHA256: 'REMOTEINGRESS_HUB_CERT_SHA256',
   HUB_CA: 'REMOTEINGRESS_HUB_CA',
   STATE_DIR: 'REMOTEINGRESS_STATE_DIR',
+  SHUTDOWN_GRACE_SECS: 'REMOTEINGRESS_SHUTDOWN_GRACE_SECS',
 } as const;
 
 const USAGE = `Usage:
@@ -47,10 +48,10 @@ const USAGE = `Usage:
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
-                     [--performance-json JSON] [--json]
+                     [--performance-json JSON] [--shutdown-grace-secs 10] [--json]
   remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
-                     [--hub-cert-sha256 HEX] [--hub-ca PEM] [--json]
+                     [--hub-cert-sha256 HEX] [--hub-ca PEM] [--shutdown-grace-secs 10] [--json]
   remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
@@ -86,6 +87,7 @@ const HUB_OPTIONS = {
   'stream-event-mode': { type: 'string' },
   'proxy-protocol': { type: 'string' },
   'performance-json': { type: 'string' },
+  'shutdown-grace-secs': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -100,6 +102,7 @@ const EDGE_OPTIONS = {
   'bind-address': { type: 'string' },
   'hub-cert-sha256': { type: 'string' },
   'hub-ca': { type: 'string' },
+  'shutdown-grace-secs': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -122,6 +125,13 @@ function nonEmpty(value: string | undefined): string | undefined {
 /** A flag's value, else its environment variable's. */
 function pick(flag: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
   return nonEmpty(flag) ?? nonEmpty(env[name]);
+}
+
+/** A whole number of seconds (the binary checks the range). */
+function seconds(text: string | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text.trim())) throw new UsageError(`${what} must be a whole number of seconds (got ${JSON.stringify(text)})`);
+  return Number(text.trim());
 }
 
 function port(text: string | undefined, what: string, allowZero: boolean): number | undefined {
@@ -207,6 +217,8 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   }
   const stateDir = pick(values['state-dir'], env, ENV.STATE_DIR);
   if (stateDir !== undefined) config.stateDir = stateDir;
+  const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
+  if (grace !== undefined) config.shutdownGraceSecs = grace;
   const edgesFile = pick(values.edges, env, ENV.EDGES_FILE);
   const inline = pick(values['allowed-edges-json'], env, ENV.ALLOWED_EDGES_JSON);
   if (edgesFile !== undefined && inline !== undefined) {
@@ -269,6 +281,8 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
   if (transport !== undefined) config.transportMode = transport;
   const bind = pick(values['bind-address'], env, ENV.BIND_ADDRESS);
   if (bind !== undefined) config.bindAddress = bind;
+  const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
+  if (grace !== undefined) config.shutdownGraceSecs = grace;
   return { config, json: values.json === true };
 }
 

@@ -23,6 +23,7 @@ import {
   type TAllowedEdge,
 } from '../src/index.js';
 import { workspaceBinaryPaths } from '../src/binary.js';
+import { parseEdgeArgs } from '../src/cli.js';
 import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -214,6 +215,11 @@ describe('remoteingress CLI', () => {
       EXIT_USAGE,
     );
     assert.match(err.join(''), /--allowed-edges-json: not valid JSON/);
+    err.length = 0;
+    assert.equal(await runCli(['hub', '--shutdown-grace-secs', 'soon'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
+    assert.match(err.join(''), /--shutdown-grace-secs must be a whole number of seconds/);
+    const plan = parseEdgeArgs(['--token', 'T', '--shutdown-grace-secs', '5'], {});
+    assert.ok(plan !== 'help' && plan.config.shutdownGraceSecs === 5, 'the flag reaches the edge config');
     const out: string[] = [];
     assert.equal(await runCli(['token', 'decode', encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's' })], { stdout: output(out) }), 0);
     assert.deepEqual(JSON.parse(out.join('')), { hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's', hubCertSha256: null });
