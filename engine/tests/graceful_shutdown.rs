@@ -100,6 +100,24 @@ async fn check_grace(transfers: Vec<TcpStream>, stop_sent: Instant) {
     }
 }
 
+/// Waits until a new client of the stopping hub is reset instead of forwarded.
+async fn new_streams_are_refused(port: u16) {
+    common::eventually(
+        "new streams to be refused",
+        Duration::from_secs(5),
+        || async {
+            let mut client = TcpStream::connect((EDGE_ADDR, port)).await.ok()?;
+            client.write_all(b"late\n").await.ok()?;
+            let mut buf = [0u8; 5];
+            match client.read_exact(&mut buf).await {
+                Err(error) if error.kind() == ErrorKind::ConnectionReset => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
 async fn an_edge_stop_finishes_short_transfers_and_resets_the_rest(transport: &str) {
     let (target, mut pair, transfers) = twenty_open_transfers(transport).await;
     let stop_sent = Instant::now();
@@ -127,20 +145,7 @@ async fn a_hub_sigterm_finishes_short_transfers_and_resets_the_rest(transport: &
     let stop_sent = Instant::now();
     common::signal(pair.hub.pid(), "TERM");
     // The hub takes no new streams: a new client is reset, not forwarded.
-    common::eventually(
-        "new streams to be refused",
-        Duration::from_secs(5),
-        || async {
-            let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.ok()?;
-            client.write_all(b"late\n").await.ok()?;
-            let mut buf = [0u8; 5];
-            match client.read_exact(&mut buf).await {
-                Err(error) if error.kind() == ErrorKind::ConnectionReset => Some(()),
-                _ => None,
-            }
-        },
-    )
-    .await;
+    new_streams_are_refused(target.port).await;
     check_grace(transfers, stop_sent).await;
     assert_eq!(pair.hub.wait_exit().await, 0, "exit code after SIGTERM");
 }
@@ -160,17 +165,7 @@ async fn a_second_sigterm_resets_at_once() {
     let open = open_transfer(target.port, 0).await;
     common::signal(pair.hub.pid(), "TERM");
     // The first signal is being handled once new streams are refused.
-    common::eventually(
-        "new streams to be refused",
-        Duration::from_secs(5),
-        || async {
-            let mut client = TcpStream::connect((EDGE_ADDR, target.port)).await.ok()?;
-            client.write_all(b"late\n").await.ok()?;
-            let mut buf = [0u8; 5];
-            client.read_exact(&mut buf).await.err().map(|_| ())
-        },
-    )
-    .await;
+    new_streams_are_refused(target.port).await;
     let second = Instant::now();
     common::signal(pair.hub.pid(), "TERM");
     let reset = reset_of(open).await;

@@ -21,7 +21,6 @@ namespace back, and clients check what the kernel does with their packets:
 """
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -138,27 +137,16 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    tag = secrets.token_hex(2)
-    ns_edge, ns_clients = f"rifw-e-{tag}", f"rifw-c-{tag}"
     processes = []
-    edge_ns = lambda argv: ["ip", "netns", "exec", ns_edge, *argv]  # noqa: E731
-    client_ns = lambda argv: ["ip", "netns", "exec", ns_clients, *argv]  # noqa: E731
-    for ns in (ns_edge, ns_clients):
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        harness.run("ip", "link", "add", f"rifwe{tag}", "netns", ns_edge, "type", "veth", "peer", "name", f"rifwc{tag}", "netns", ns_clients)
-        harness.run(*edge_ns(["ip", "addr", "add", f"{EDGE_IP}/24", "dev", f"rifwe{tag}"]))
-        for host in range(2, 7):
-            harness.run(*client_ns(["ip", "addr", "add", f"10.99.7.{host}/24", "dev", f"rifwc{tag}"]))
-        for ns, dev in ((ns_edge, f"rifwe{tag}"), (ns_clients, f"rifwc{tag}")):
-            harness.run("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
-            harness.run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        scenario(report, processes, edge_ns, client_ns)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        for ns in (ns_edge, ns_clients):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    clients = [f"10.99.7.{host}/24" for host in range(2, 7)]
+    with harness.linked_namespaces("rifw", [f"{EDGE_IP}/24"], clients) as (ns_edge, ns_clients, _, _):
+        edge_ns = lambda argv: ["ip", "netns", "exec", ns_edge, *argv]  # noqa: E731
+        client_ns = lambda argv: ["ip", "netns", "exec", ns_clients, *argv]  # noqa: E731
+        try:
+            scenario(report, processes, edge_ns, client_ns)
+        finally:
+            for process in reversed(processes):
+                process.stop()
     return report.finish()
 
 

@@ -17,7 +17,6 @@ Prints the measured times. Everything runs in namespaces created here and always
 """
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -79,123 +78,115 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    tag = secrets.token_hex(2)
-    hub_ns, edge_ns = f"rilc-h-{tag}", f"rilc-e-{tag}"
     processes, clients = [], []
+    with harness.linked_namespaces("rilc", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"]) as (hub_ns, edge_ns, _, edge_dev):
+        try:
+            scenario(report, processes, clients, hub_ns, edge_ns, edge_dev)
+        finally:
+            for client in clients:
+                client.close()
+            for process in reversed(processes):
+                process.stop()
+    return report.finish()
+
+
+def scenario(report, processes, clients, hub_ns, edge_ns, edge_dev):
     in_hub = lambda argv: ["ip", "netns", "exec", hub_ns, *argv]  # noqa: E731
     in_edge = lambda argv: ["ip", "netns", "exec", edge_ns, *argv]  # noqa: E731
-    try:
-        for ns in (hub_ns, edge_ns):
-            harness.run("ip", "netns", "add", ns)
-            harness.run("ip", "-n", ns, "link", "set", "lo", "up")
-        harness.run("ip", "link", "add", "lc-e", "netns", edge_ns, "type", "veth", "peer", "name", "lc-h", "netns", hub_ns)
-        harness.run("ip", "-n", hub_ns, "addr", "add", f"{HUB_IP}/24", "dev", "lc-h")
-        harness.run("ip", "-n", edge_ns, "addr", "add", f"{EDGE_IP}/24", "dev", "lc-e")
-        harness.run("ip", "-n", hub_ns, "link", "set", "lc-h", "up")
-        harness.run("ip", "-n", edge_ns, "link", "set", "lc-e", "up")
+    with tempfile.TemporaryDirectory(prefix="ri-lc-") as workdir:
+        edges_file = os.path.join(workdir, "edges.json")
+        with open(edges_file, "w") as f:
+            json.dump([{"id": f"lc-{t}", "secret": "lc-secret-1", "listenPorts": [PORT]} for t in EDGES], f)
+        target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]), "lc-target")
+        processes.append(target)
+        target.wait_line(lambda line: line.startswith("listening"))
+        hub = harness.Process(in_hub([harness.binary(), "hub", "--tunnel-port", str(TUNNEL_PORT), "--edges", edges_file,
+                                      "--state-dir", workdir, "--json"]), "lc-hub")
+        processes.append(hub)
+        hub.wait_event("started")
+        edges = {}
+        for transport, address in EDGES.items():
+            edges[transport] = harness.Process(in_edge([
+                harness.binary(), "edge", "--hub-host", HUB_IP, "--hub-port", str(TUNNEL_PORT), "--edge-id", f"lc-{transport}",
+                "--secret", "lc-secret-1", "--transport-mode", transport, "--bind-address", address, "--no-stun", "--json"]),
+                f"lc-edge-{transport}")
+            processes.append(edges[transport])
+        for transport, edge in edges.items():
+            connected = edge.wait_event("tunnelConnected", timeout=20)
+            report.check(f"{transport}: connected", connected["transport"] == transport, connected)
+            edge.wait_event("portsAssigned", timeout=10)
 
-        with tempfile.TemporaryDirectory(prefix="ri-lc-") as workdir:
-            edges_file = os.path.join(workdir, "edges.json")
-            with open(edges_file, "w") as f:
-                json.dump([{"id": f"lc-{t}", "secret": "lc-secret-1", "listenPorts": [PORT]} for t in EDGES], f)
-            target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]), "lc-target")
-            processes.append(target)
-            target.wait_line(lambda line: line.startswith("listening"))
-            hub = harness.Process(in_hub([harness.binary(), "hub", "--tunnel-port", str(TUNNEL_PORT), "--edges", edges_file,
-                                          "--state-dir", workdir, "--json"]), "lc-hub")
-            processes.append(hub)
-            hub.wait_event("started")
-            edges = {}
+        def held_clients():
+            held = {}
             for transport, address in EDGES.items():
-                edges[transport] = harness.Process(in_edge([
-                    harness.binary(), "edge", "--hub-host", HUB_IP, "--hub-port", str(TUNNEL_PORT), "--edge-id", f"lc-{transport}",
-                    "--secret", "lc-secret-1", "--transport-mode", transport, "--bind-address", address, "--no-stun", "--json"]),
-                    f"lc-edge-{transport}")
-                processes.append(edges[transport])
-            for transport, edge in edges.items():
-                connected = edge.wait_event("tunnelConnected", timeout=20)
-                report.check(f"{transport}: connected", connected["transport"] == transport, connected)
-                edge.wait_event("portsAssigned", timeout=10)
-
-            def held_clients():
-                held = {}
-                for transport, address in EDGES.items():
-                    client = Client(in_edge, address)
-                    clients.append(client)
-                    report.check(f"{transport}: a connection through the tunnel", client.greeting.startswith("target saw client"),
-                                 client.greeting)
-                    held[transport] = client
-                return held
-
-            def cut():
-                rules = ("table inet ri_cut {\n"
-                         "  chain input { type filter hook input priority -10; iifname \"lc-e\" drop; }\n"
-                         "  chain output { type filter hook output priority -10; oifname \"lc-e\" drop; }\n"
-                         "}\n")
-                subprocess.run(in_edge(["nft", "-f", "-"]), input=rules, text=True, check=True)
-                return time.monotonic()
-
-            def restore():
-                subprocess.run(in_edge(["nft", "delete", "table", "inet", "ri_cut"]), check=True)
-                return time.monotonic()
-
-            # --- 5 s: survived, nothing reset ---
-            held = held_clients()
-            cut_at = cut()
-            time.sleep(5)  # the length of the cut, not a synchronisation
-            restored_at = restore()
-            for transport, client in held.items():
-                reply = client.exchange("after a 5 s cut")
-                report.check(f"{transport}: 5 s cut: the open connection carries on", reply == "after a 5 s cut", reply)
-                lost = edges[transport].event_times("tunnelDisconnected", cut_at)
-                report.check(f"{transport}: 5 s cut: the tunnel was kept", not lost, lost)
-                client.close()
-            print(f"5 s cut: restored {restored_at - cut_at:.1f} s after the cut; both tunnels kept")
-
-            # --- 60 s: noticed, reset, back ---
-            held = held_clients()
-            cut_at = cut()
-            noticed = {}
-            for transport, edge in edges.items():
-                edge_at = edge.wait_event_time("tunnelDisconnected", cut_at, timeout=30)
-                hub_at = hub.wait_event_time("edgeDisconnected", cut_at, lambda d, t=transport: d.get("edgeId") == f"lc-{t}",
-                                             timeout=30)
-                noticed[transport] = (edge_at - cut_at, hub_at - cut_at)
-                report.check(f"{transport}: 60 s cut: edge noticed within {DETECT_WITHIN:.0f} s ({edge_at - cut_at:.1f} s)",
-                             edge_at - cut_at <= DETECT_WITHIN)
-                report.check(f"{transport}: 60 s cut: hub noticed within {DETECT_WITHIN:.0f} s ({hub_at - cut_at:.1f} s)",
-                             hub_at - cut_at <= DETECT_WITHIN)
-                reply = held[transport].exchange("during the cut")
-                report.check(f"{transport}: 60 s cut: the open connection was reset", reply == "ConnectionResetError", reply)
-                held[transport].close()
-            time.sleep(max(0.0, cut_at + 60 - time.monotonic()))  # the length of the cut
-            restored_at = restore()
-            for transport, edge in edges.items():
-                back_at = edge.wait_event_time("tunnelConnected", restored_at, timeout=90)
-                back = back_at - restored_at
-                report.check(f"{transport}: 60 s cut: back within {BACK_WITHIN:.0f} s of the link ({back:.1f} s)",
-                             back <= BACK_WITHIN)
-                edge_noticed, hub_noticed = noticed[transport]
-                print(f"{transport}: 60 s cut: edge noticed after {edge_noticed:.1f} s, hub after {hub_noticed:.1f} s; "
-                      f"tunnel back {back:.1f} s after the link returned")
-            deadline = time.monotonic() + 10
-            for transport, address in EDGES.items():
-                while True:
-                    client = Client(in_edge, address)
-                    clients.append(client)
-                    if client.greeting.startswith("target saw client") or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
-                report.check(f"{transport}: new connections work after the cut", client.greeting.startswith("target saw client"),
+                client = Client(in_edge, address)
+                clients.append(client)
+                report.check(f"{transport}: a connection through the tunnel", client.greeting.startswith("target saw client"),
                              client.greeting)
-    finally:
-        for client in clients:
+                held[transport] = client
+            return held
+
+        def cut():
+            rules = ("table inet ri_cut {\n"
+                     "  chain input { type filter hook input priority -10; iifname \"" + edge_dev + "\" drop; }\n"
+                     "  chain output { type filter hook output priority -10; oifname \"" + edge_dev + "\" drop; }\n"
+                     "}\n")
+            subprocess.run(in_edge(["nft", "-f", "-"]), input=rules, text=True, check=True)
+            return time.monotonic()
+
+        def restore():
+            subprocess.run(in_edge(["nft", "delete", "table", "inet", "ri_cut"]), check=True)
+            return time.monotonic()
+
+        # --- 5 s: survived, nothing reset ---
+        held = held_clients()
+        cut_at = cut()
+        time.sleep(5)  # the length of the cut, not a synchronisation
+        restored_at = restore()
+        for transport, client in held.items():
+            reply = client.exchange("after a 5 s cut")
+            report.check(f"{transport}: 5 s cut: the open connection carries on", reply == "after a 5 s cut", reply)
+            lost = edges[transport].event_times("tunnelDisconnected", cut_at)
+            report.check(f"{transport}: 5 s cut: the tunnel was kept", not lost, lost)
             client.close()
-        for process in reversed(processes):
-            process.stop()
-        for ns in (hub_ns, edge_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    return report.finish()
+        print(f"5 s cut: restored {restored_at - cut_at:.1f} s after the cut; both tunnels kept")
+
+        # --- 60 s: noticed, reset, back ---
+        held = held_clients()
+        cut_at = cut()
+        noticed = {}
+        for transport, edge in edges.items():
+            edge_at = edge.wait_event_time("tunnelDisconnected", cut_at, timeout=30)
+            hub_at = hub.wait_event_time("edgeDisconnected", cut_at, lambda d, t=transport: d.get("edgeId") == f"lc-{t}",
+                                         timeout=30)
+            noticed[transport] = (edge_at - cut_at, hub_at - cut_at)
+            report.check(f"{transport}: 60 s cut: edge noticed within {DETECT_WITHIN:.0f} s ({edge_at - cut_at:.1f} s)",
+                         edge_at - cut_at <= DETECT_WITHIN)
+            report.check(f"{transport}: 60 s cut: hub noticed within {DETECT_WITHIN:.0f} s ({hub_at - cut_at:.1f} s)",
+                         hub_at - cut_at <= DETECT_WITHIN)
+            reply = held[transport].exchange("during the cut")
+            report.check(f"{transport}: 60 s cut: the open connection was reset", reply == "ConnectionResetError", reply)
+            held[transport].close()
+        time.sleep(max(0.0, cut_at + 60 - time.monotonic()))  # the length of the cut
+        restored_at = restore()
+        for transport, edge in edges.items():
+            back_at = edge.wait_event_time("tunnelConnected", restored_at, timeout=90)
+            back = back_at - restored_at
+            report.check(f"{transport}: 60 s cut: back within {BACK_WITHIN:.0f} s of the link ({back:.1f} s)",
+                         back <= BACK_WITHIN)
+            edge_noticed, hub_noticed = noticed[transport]
+            print(f"{transport}: 60 s cut: edge noticed after {edge_noticed:.1f} s, hub after {hub_noticed:.1f} s; "
+                  f"tunnel back {back:.1f} s after the link returned")
+        deadline = time.monotonic() + 10
+        for transport, address in EDGES.items():
+            while True:
+                client = Client(in_edge, address)
+                clients.append(client)
+                if client.greeting.startswith("target saw client") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            report.check(f"{transport}: new connections work after the cut", client.greeting.startswith("target saw client"),
+                         client.greeting)
 
 
 if __name__ == "__main__":

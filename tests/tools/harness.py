@@ -1,5 +1,6 @@
 """Shared helpers for the scenario tests: processes stopped by PID, bounded waits, free ports,
 network namespaces that are always removed. Standard library only."""
+import contextlib
 import json
 import os
 import queue
@@ -121,6 +122,28 @@ class Process:
             os.unlink(self.stderr_path)
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def linked_namespaces(prefix, a_addresses, b_addresses):
+    """Two new network namespaces (loopback up) joined by a veth pair with the given CIDR
+    addresses on each end; yields (ns_a, ns_b, dev_a, dev_b) and always deletes both."""
+    tag = os.urandom(2).hex()
+    ns_a, ns_b = f"{prefix}-a-{tag}", f"{prefix}-b-{tag}"
+    dev_a, dev_b = f"{prefix}a{tag}", f"{prefix}b{tag}"
+    try:
+        for ns in (ns_a, ns_b):
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
+        for ns, dev, addresses in ((ns_a, dev_a, a_addresses), (ns_b, dev_b, b_addresses)):
+            for address in addresses:
+                run("ip", "-n", ns, "addr", "add", address, "dev", dev)
+            run("ip", "-n", ns, "link", "set", dev, "up")
+        yield ns_a, ns_b, dev_a, dev_b
+    finally:
+        for ns in (ns_a, ns_b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def free_port(host="127.0.0.1", also_free_on=()):
