@@ -1,6 +1,7 @@
 //! Keeps the edge's tunnel up: dial, TLS (with the pinned fingerprint), mutual login (hello with
 //! the edge's proof, reply with the hub's proof: [`crate::transport::login`]), session;
-//! on failure or loss, wait a jittered exponential backoff (1 s doubling to 30 s) and try again.
+//! on failure or loss, wait ([`crate::backoff`]: fast retries after a loss, then a jittered
+//! exponential backoff, 1 s doubling to 30 s) and try again.
 //! Listeners survive reconnects; they are closed only when the edge stops.
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::ports::Ports;
 use super::{session, EdgeShared};
-use crate::backoff::ExponentialBackoff;
+use crate::backoff::ReconnectDelay;
 use crate::config::PerformanceSettings;
 use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
 use crate::transport::login::{self, ChannelBinding};
@@ -28,12 +29,6 @@ use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// `quicWithFallback`: how long QUIC gets before TLS is tried.
 pub const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
-/// After a working tunnel is lost, retry every [`FAST_RETRY`] (with jitter) for this long
-/// before backing off: a restarting hub is usually back within seconds, and the edge should be
-/// back within about a second of it, not a backoff step later.
-pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
-/// The pause between attempts within [`FAST_RETRY_WINDOW`] (±50 % jitter).
-pub const FAST_RETRY: Duration = Duration::from_millis(500);
 
 /// Why a connection attempt failed: the kind (for events, status and the TypeScript side) and
 /// a message for people.
@@ -58,9 +53,8 @@ use ConnectFailureReason as Why;
 /// Runs until the edge stops.
 pub(crate) async fn run(shared: Arc<EdgeShared>) {
     let mut ports = Ports::new(shared.clone());
-    let mut backoff = ExponentialBackoff::edge_reconnect().stream();
+    let mut pacing = ReconnectDelay::default();
     let mut rng = rand::rngs::StdRng::from_os_rng();
-    let mut lost_at: Option<tokio::time::Instant> = None;
     loop {
         let result = tokio::select! {
             () = shared.stop.draining.cancelled() => break,
@@ -68,7 +62,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
         };
         let failure = match result {
             Ok((tunnel, incoming, push)) => {
-                backoff.reset();
+                pacing.connected();
                 {
                     let mut state = shared.state();
                     state.reconnect_attempts = 0;
@@ -76,7 +70,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                     state.last_error_reason = None;
                 }
                 let reason = session::run(&shared, &mut ports, tunnel, incoming, push).await;
-                lost_at = Some(tokio::time::Instant::now());
+                pacing.lost(std::time::Instant::now());
                 shared.state().last_error = Some(reason.clone());
                 tracing::warn!(%reason, "tunnel to the hub lost");
                 shared
@@ -91,12 +85,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             }
             Err(error) => Some(error),
         };
-        let delay = match lost_at {
-            Some(at) if at.elapsed() < FAST_RETRY_WINDOW => {
-                FAST_RETRY.mul_f64(rand::Rng::random_range(&mut rng, 0.5..1.5))
-            }
-            _ => backoff.next_delay(&mut rng),
-        };
+        let delay = pacing.next(std::time::Instant::now(), &mut rng);
         match failure {
             Some(error) => report_failure(&shared, error, delay),
             None => tracing::info!(?delay, "reconnecting to the hub after a pause"),
