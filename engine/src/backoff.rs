@@ -82,13 +82,19 @@ mod tests {
         let mut base = MIN;
         for _ in 0..12 {
             let next = delay.next(now, &mut rng);
-            assert!(next >= base && next <= base.mul_f64(1.0 + JITTER), "{next:?} for {base:?}");
+            assert!(
+                next >= base && next <= base.mul_f64(1.0 + JITTER),
+                "{next:?} for {base:?}"
+            );
             base = (base * 2).min(MAX);
         }
         assert_eq!(base, MAX);
         delay.connected();
         let first = delay.next(now, &mut rng);
-        assert!(first >= MIN && first <= MIN.mul_f64(1.0 + JITTER), "starts over: {first:?}");
+        assert!(
+            first >= MIN && first <= MIN.mul_f64(1.0 + JITTER),
+            "starts over: {first:?}"
+        );
     }
 
     #[test]
@@ -101,9 +107,15 @@ mod tests {
         delay.lost(now);
         for _ in 0..100 {
             let fast = delay.next(now + Duration::from_secs(10), &mut rng);
-            assert!(fast >= FAST_RETRY / 2 && fast <= FAST_RETRY.mul_f64(1.5), "{fast:?}");
+            assert!(
+                fast >= FAST_RETRY / 2 && fast <= FAST_RETRY.mul_f64(1.5),
+                "{fast:?}"
+            );
         }
         let later = delay.next(now + FAST_RETRY_WINDOW, &mut rng);
-        assert!(later >= MIN && later <= MIN.mul_f64(1.0 + JITTER), "then the backoff, from its start: {later:?}");
+        assert!(
+            later >= MIN && later <= MIN.mul_f64(1.0 + JITTER),
+            "then the backoff, from its start: {later:?}"
+        );
     }
 }

@@ -86,16 +86,6 @@ macro_rules! limited_warn {
     };
 }
 
-/// Like [`limited_warn!`] at info level.
-#[macro_export]
-macro_rules! limited_info {
-    ($limiter:expr, $($arg:tt)+) => {
-        if $limiter.allow() {
-            tracing::info!($($arg)+);
-        }
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -454,10 +454,9 @@ impl Connection {
                 pending.outcome = Outcome::Failed;
             }
         }
-        crate::limited_info!(
-            self.context.failure_warnings,
-            remote = %self.remote, ?edge_id, %reason, "edge authentication failed"
-        );
+        if self.context.failure_warnings.allow() {
+            tracing::info!(remote = %self.remote, ?edge_id, %reason, "edge authentication failed");
+        }
         self.context
             .events
             .emit(Event::EdgeAuthFailed(EdgeAuthFailedEvent {
