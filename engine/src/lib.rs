@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod edge;
+pub mod egress;
 pub mod events;
 pub mod fd_limit;
 pub mod firewall;
