@@ -44,6 +44,9 @@ python3 tests/netns/link_cut.py
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py
 
+step "egress through a QUIC edge under its policy (namespaces, SMTP-like target, TypeScript round trip)"
+python3 tests/netns/egress.py
+
 step "demo (README's first command)"
 ./scripts/demo.sh
 

@@ -412,6 +412,9 @@ pub fn validate_allowed_edges(
             if let Some(firewall) = &edge.firewall_config {
                 crate::firewall::snapshot::validate(firewall, &format!("{at}.firewallConfig"))?;
             }
+            if let Some(egress) = &edge.egress {
+                crate::egress::policy::EgressPolicy::from_ipc(egress, &format!("{at}.egress"))?;
+            }
             Ok(AllowedEdgeSettings {
                 limits,
                 id: edge.id,

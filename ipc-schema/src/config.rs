@@ -502,6 +502,11 @@ pub struct EgressTcpProxyRequest {
     /// Address family preference. Default `any`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_family: Option<AddressFamily>,
+    /// How long the proxy waits for its one local connection (and, unless `serverFirst`, for
+    /// that connection's first byte) before it removes itself. Default 60000 ms, at most one
+    /// hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -71,6 +71,9 @@ pub enum ErrorCode {
     UnknownProxy,
     /// Refused by policy.
     Denied,
+    /// Egress needs a QUIC tunnel; the edge is connected over TLS (egress fails closed: the hub
+    /// never dials in its place).
+    EgressNeedsQuic,
     /// Not built yet in this version.
     NotImplemented,
     /// An unexpected failure inside the binary.
@@ -91,6 +94,7 @@ impl ErrorCode {
             Self::EdgeNotConnected => "edge_not_connected",
             Self::UnknownProxy => "unknown_proxy",
             Self::Denied => "denied",
+            Self::EgressNeedsQuic => "egress_needs_quic",
             Self::NotImplemented => "not_implemented",
             Self::Internal => "internal",
         }

@@ -117,9 +117,14 @@ pub struct StreamSummaryEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum EgressOutcome {
+    /// The edge dialled the destination; bytes flow.
     Connected,
+    /// The edge's policy refused it (`rule` says which rule).
     Denied,
+    /// Resolving or dialling failed (`error`), or the edge could not be asked.
     Failed,
+    /// No connection within `connectTimeoutMs`.
+    Timeout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -130,8 +135,12 @@ pub struct EgressConnectionEvent {
     pub logical_host: String,
     pub port: u16,
     pub outcome: EgressOutcome,
+    /// The address the edge dialled (or tried last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_ip: Option<String>,
+    /// The policy rule that refused (`denied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -171,6 +171,9 @@ pub struct ConnectedEdgeStatus {
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,
+    /// Egress streams open through this edge now.
+    #[serde(default)]
+    pub egress_streams: u64,
     /// UDP limits the hub enforces for this edge, and what they closed or refused.
     pub limits: ConnectedEdgeLimitStatus,
     /// The firewall as the edge reported it.

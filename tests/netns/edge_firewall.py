@@ -117,21 +117,6 @@ SNAPSHOT_A = {
 SNAPSHOT_B = dict(SNAPSHOT_A, blockedIps=SNAPSHOT_A["blockedIps"] + ["10.99.7.5"])
 
 
-class Management(harness.Process):
-    """The hub in --management mode: JSON requests on stdin, responses matched by id."""
-
-    def __init__(self, argv, name):
-        super().__init__(argv, name, stdin=subprocess.PIPE)
-        self.next_id = 0
-
-    def call(self, method, params=None):
-        self.next_id += 1
-        request_id = f"fw_{self.next_id}"
-        self.proc.stdin.write(json.dumps({"id": request_id, "method": method, "params": params or {}}) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.wait_line(lambda line: f'"id":"{request_id}"' in line, timeout=15))
-
-
 def main():
     if os.geteuid() != 0:
         print("needs root for network namespaces")
@@ -185,7 +170,7 @@ def scenario(report, processes, edge_ns, client_ns):
         target = harness.Process(edge_ns([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)]), f"fw-target-{port}")
         processes.append(target)
         target.wait_line(lambda line: line.startswith("listening"))
-    hub = Management(edge_ns([harness.binary(), "--management"]), "fw-hub")
+    hub = harness.Management(edge_ns([harness.binary(), "--management"]), "fw-hub")
     processes.append(hub)
     hub.wait_event("ready")
     started = hub.call("start", {"role": "hub", "config": {"tunnelPort": TUNNEL_PORT}})

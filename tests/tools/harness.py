@@ -124,6 +124,22 @@ class Process:
             pass
 
 
+class Management(Process):
+    """remoteingress-bin --management: JSON requests on stdin, responses matched by id. The
+    events stay readable through `timed` / `event_times` (wait_line skips them)."""
+
+    def __init__(self, argv, name):
+        super().__init__(argv, name, stdin=subprocess.PIPE)
+        self.next_id = 0
+
+    def call(self, method, params=None, timeout=15):
+        self.next_id += 1
+        request_id = f"r_{self.next_id}"
+        self.proc.stdin.write(json.dumps({"id": request_id, "method": method, "params": params or {}}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.wait_line(lambda line: f'"id":"{request_id}"' in line, timeout=timeout))
+
+
 @contextlib.contextmanager
 def linked_namespaces(prefix, a_addresses, b_addresses):
     """Two new network namespaces (loopback up) joined by a veth pair with the given CIDR

@@ -292,7 +292,7 @@ where
         )),
         HubReply::Accepted { config, hub_proof } => {
             if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {
-                Ok((buffer, config))
+                Ok((buffer, *config))
             } else {
                 Err(ConnectError::new(
                     Why::HubNotVerified,

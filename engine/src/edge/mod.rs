@@ -79,6 +79,8 @@ pub(crate) struct EdgeShared {
     pub(crate) tasks: TaskTracker,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) quic: quinn::ClientConfig,
+    /// The egress policy the hub pushed last, and the egress streams open now.
+    pub(crate) egress: Arc<crate::egress::edge::EdgeEgress>,
 }
 
 impl EdgeShared {
@@ -121,6 +123,7 @@ impl Edge {
             tasks: TaskTracker::new(),
             tls,
             quic,
+            egress: Arc::default(),
         });
         shared.tasks.spawn(connector::run(shared.clone()));
         shared.tasks.spawn(public_ip::run(shared.clone()));

@@ -32,6 +32,7 @@ pub(crate) async fn run(
 ) -> String {
     publish(shared, &tunnel);
     ports.apply(&push);
+    shared.egress.set_policy(push.egress.as_ref());
     shared
         .firewall
         .send_replace(Some(push.firewall_config.clone()));
@@ -61,6 +62,7 @@ pub(crate) async fn run(
                 ports.udp.clear_sessions();
                 publish(shared, &tunnel);
                 ports.apply(&quic_push);
+                shared.egress.set_policy(quic_push.egress.as_ref());
                 shared.firewall.send_replace(Some(quic_push.firewall_config.clone()));
                 announce(shared, &tunnel);
                 drain_then_close(shared, old);
@@ -68,8 +70,17 @@ pub(crate) async fn run(
             }
             reason = tunnel.closed() => break reason,
             opened = incoming.streams.next() => match opened {
-                // Hub-initiated streams (egress) arrive with their own issue.
-                Some((stream, _)) => drop(stream),
+                // The hub opens streams only for egress, which needs QUIC: over TLS it fails
+                // closed, whatever the hub sends.
+                Some((stream, _)) if tunnel.transport() != TunnelTransport::Quic => stream.abort(),
+                Some((stream, open)) => {
+                    shared.tasks.spawn(crate::egress::edge::serve(
+                        shared.egress.clone(),
+                        stream,
+                        open,
+                        shared.stop.shutdown.clone(),
+                    ));
+                }
                 None => break tunnel.closed().await,
             },
             message = incoming.control.next() => match message {
@@ -79,6 +90,7 @@ pub(crate) async fn run(
                         match handshake::parse_config(&message.payload) {
                             Ok(push) => {
                                 ports.apply(&push);
+                                shared.egress.set_policy(push.egress.as_ref());
                                 report_to_hub(shared);
                                 shared.firewall.send_replace(Some(push.firewall_config.clone()));
                                 shared.state().stun_interval_secs = Some(push.stun_interval_secs);

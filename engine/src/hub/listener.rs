@@ -356,7 +356,7 @@ impl Connection {
             ),
             AuthDecision::Accept(admission) => (
                 HubReply::Accepted {
-                    config: admission.push.clone(),
+                    config: Box::new(admission.push.clone()),
                     hub_proof: admission.hub_proof,
                 },
                 Ok(admission),

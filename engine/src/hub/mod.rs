@@ -20,8 +20,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use remoteingress_ipc_schema::{
     ConnectedEdgeFirewallStatus, ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent,
-    EdgeDisconnectedEvent, Event, FirewallState, HubLimitStatus, HubRole, HubStatus,
-    TunnelTransport, UpdateAllowedEdgesResult,
+    EdgeDisconnectedEvent, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event,
+    FirewallState, HubLimitStatus, HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,10 @@ use self::auth::LoginThrottle;
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings};
+use crate::egress::hub::EgressProxies;
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
+use crate::service::ServiceError;
 use crate::shutdown::StopTokens;
 use crate::tls::{HubIdentity, TlsError};
 use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
@@ -107,6 +109,11 @@ pub(crate) enum Command {
         session_id: u64,
         reason: String,
     },
+    /// The tunnel of a connected edge, for egress.
+    EdgeTunnel {
+        edge_id: String,
+        reply: oneshot::Sender<Option<(Tunnel, TunnelTransport)>>,
+    },
     /// The edge reported facts about itself (its public IP).
     EdgeReported {
         edge_id: String,
@@ -122,6 +129,8 @@ pub struct Hub {
     stop: StopTokens,
     tasks: TaskTracker,
     settings: Arc<HubSettings>,
+    egress: Arc<EgressProxies>,
+    events: EventSink,
 }
 
 /// A connected (or connecting) edge as the registry knows it.
@@ -158,6 +167,8 @@ struct HubActor {
     decoy_key: [u8; 32],
     /// Shared with the listener; read for status.
     throttle: Arc<Mutex<LoginThrottle>>,
+    /// Egress proxies, for the open egress streams in status.
+    egress: Arc<EgressProxies>,
 }
 
 impl std::fmt::Debug for Command {
@@ -169,6 +180,7 @@ impl std::fmt::Debug for Command {
             Self::SessionReady { .. } => "SessionReady",
             Self::SessionEnded { .. } => "SessionEnded",
             Self::EdgeReported { .. } => "EdgeReported",
+            Self::EdgeTunnel { .. } => "EdgeTunnel",
         })
     }
 }
@@ -204,11 +216,14 @@ impl Hub {
         let (commands, rx) = mpsc::channel(256);
         let stop = StopTokens::new();
         let tasks = TaskTracker::new();
+        let egress = Arc::new(EgressProxies::default());
         let hub = Self {
             commands,
             stop: stop.clone(),
             tasks: tasks.clone(),
             settings: settings.clone(),
+            egress: egress.clone(),
+            events: events.clone(),
         };
         let actor = HubActor {
             settings: settings.clone(),
@@ -220,6 +235,7 @@ impl Hub {
             events: events.clone(),
             decoy_key: rand::random(),
             throttle: throttle.clone(),
+            egress,
         };
         tasks.spawn(actor.run(rx, stop.shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
@@ -287,6 +303,49 @@ impl Hub {
             || wide(settings.forwarded_streams()),
         )
         .await;
+    }
+
+    /// `startEgressTcpProxy`: a one-shot local proxy through `request.edgeId`, which must be
+    /// connected over QUIC (over TLS egress fails closed: the hub never dials in its place).
+    pub async fn start_egress_proxy(
+        &self,
+        request: EgressTcpProxyRequest,
+    ) -> Result<EgressTcpProxyInfo, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        let asked = self
+            .send(Command::EdgeTunnel {
+                edge_id: request.edge_id.clone(),
+                reply,
+            })
+            .await;
+        let tunnel = if asked { rx.await.ok().flatten() } else { None };
+        match tunnel {
+            None => Err(ServiceError::new(
+                ErrorCode::EdgeNotConnected,
+                format!("edge {:?} is not connected", request.edge_id),
+            )),
+            Some((_, TunnelTransport::TcpTls)) => Err(ServiceError::new(
+                ErrorCode::EgressNeedsQuic,
+                format!(
+                    "edge {:?} is connected over TLS; egress needs its QUIC tunnel",
+                    request.edge_id
+                ),
+            )),
+            Some((tunnel, TunnelTransport::Quic)) => {
+                let context = crate::egress::hub::ProxyContext {
+                    proxies: self.egress.clone(),
+                    events: self.events.clone(),
+                    tasks: self.tasks.clone(),
+                    shutdown: self.stop.shutdown.clone(),
+                };
+                crate::egress::hub::start(context, tunnel, request).await
+            }
+        }
+    }
+
+    /// `stopEgressTcpProxy`.
+    pub fn stop_egress_proxy(&self, proxy_id: &str) -> Result<(), ServiceError> {
+        self.egress.stop(proxy_id)
     }
 
     pub(crate) async fn send(&self, command: Command) -> bool {
@@ -370,6 +429,13 @@ impl HubActor {
                 session_id,
                 reason,
             } => self.session_ended(&edge_id, session_id, reason),
+            Command::EdgeTunnel { edge_id, reply } => {
+                let tunnel = self
+                    .connected
+                    .get(&edge_id)
+                    .and_then(|edge| edge.tunnel.clone());
+                let _ = reply.send(tunnel);
+            }
             Command::EdgeReported {
                 edge_id,
                 session_id,
@@ -637,6 +703,7 @@ impl HubActor {
                     refused_ports: edge.grant.refused(),
                     capabilities: capabilities(*transport),
                     egress_enabled,
+                    egress_streams: self.egress.open_streams(edge_id),
                     limits: ConnectedEdgeLimitStatus {
                         max_udp_sessions: UdpStats::get(&edge.udp_stats.max_sessions),
                         udp_evicted: UdpStats::get(&edge.udp_stats.evicted_capacity),
@@ -709,6 +776,7 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,
         firewall_config: allowed.firewall_config.clone(),
+        egress: allowed.egress.clone(),
         // The edge caps its public connections (each one a stream here) by `maxStreams`: it gets
         // no more than this hub can forward, so one busy address at the edge (held to half the
         // edge's cap) cannot take every stream the hub has.

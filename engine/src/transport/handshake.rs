@@ -162,6 +162,10 @@ pub struct EdgeConfigPush {
     /// hubs (the edge then uses the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::config::EdgeLimitSettings>,
+    /// What the edge may dial for the hub (validated at the hub, again at the edge); absent:
+    /// egress disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<remoteingress_ipc_schema::EgressPolicy>,
 }
 
 /// What the edge tells the hub about itself, as a CONFIG message in the edge-to-hub direction
@@ -196,7 +200,7 @@ pub enum HubReply {
     /// Authenticated; the edge's configuration and the hub's proof (check it before using the
     /// configuration).
     Accepted {
-        config: EdgeConfigPush,
+        config: Box<EdgeConfigPush>,
         hub_proof: LoginProof,
     },
     /// Refused, e.g. `unauthorized`.
@@ -269,7 +273,7 @@ pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
         .ok_or(HandshakeError::MissingHubProof)
         .and_then(|hex| LoginProof::from_hex(&hex).ok_or(HandshakeError::MissingHubProof))?;
     Ok(HubReply::Accepted {
-        config: acceptance.config,
+        config: Box::new(acceptance.config),
         hub_proof,
     })
 }
@@ -508,12 +512,13 @@ mod tests {
             stun_interval_secs: 300,
             firewall_config: None,
             limits: None,
+            egress: None,
         }
     }
 
     fn accepted(config: EdgeConfigPush) -> HubReply {
         HubReply::Accepted {
-            config,
+            config: Box::new(config),
             hub_proof: proof(),
         }
     }
@@ -564,10 +569,10 @@ mod tests {
         let firewall = config.firewall_config.clone().unwrap();
         assert_eq!(firewall.blocked_ips, Some(vec!["10.0.0.0/8".to_owned()]));
         // Round trip through the encoder keeps the firewall config.
-        let again = encode_reply(&accepted(config.clone())).unwrap();
+        let again = encode_reply(&accepted(*config.clone())).unwrap();
         assert!(same(
             &parse_reply(&again[..again.len() - 1]).unwrap(),
-            &accepted(config)
+            &accepted(*config)
         ));
     }
 
@@ -842,6 +847,7 @@ mod tests {
                 stun_interval_secs,
                 firewall_config: None,
                 limits: None,
+                egress: None,
             });
             let line = encode_reply(&reply).unwrap();
             prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -28,6 +28,7 @@ export type ErrorCode =
   | "edge_not_connected"
   | "unknown_proxy"
   | "denied"
+  | "egress_needs_quic"
   | "not_implemented"
   | "internal";
 /**
@@ -122,7 +123,7 @@ export type TunnelTransport = "tcpTls" | "quic";
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "EgressOutcome".
  */
-export type EgressOutcome = "connected" | "denied" | "failed";
+export type EgressOutcome = "connected" | "denied" | "failed" | "timeout";
 /**
  * Why an edge could not connect to its hub.
  *
@@ -421,7 +422,14 @@ export interface EgressConnectionEvent {
   logicalHost: string;
   port: number;
   outcome: EgressOutcome;
+  /**
+   * The address the edge dialled (or tried last).
+   */
   resolvedIp?: string | null;
+  /**
+   * The policy rule that refused (`denied`).
+   */
+  rule?: string | null;
   error?: string | null;
 }
 /**
@@ -992,6 +1000,12 @@ export interface IEgressTcpProxyRequest {
    * Address family preference. Default `any`.
    */
   addressFamily?: TAddressFamilyPreference | null;
+  /**
+   * How long the proxy waits for its one local connection (and, unless `serverFirst`, for
+   * that connection's first byte) before it removes itself. Default 60000 ms, at most one
+   * hour.
+   */
+  idleTimeoutMs?: number | null;
 }
 /**
  * `startEgressTcpProxy` result: where the one-shot local proxy listens.
@@ -1118,6 +1132,10 @@ export interface IConnectedEdgeStatus {
    */
   capabilities: string[];
   egressEnabled: boolean;
+  /**
+   * Egress streams open through this edge now.
+   */
+  egressStreams?: number;
   /**
    * UDP limits the hub enforces for this edge, and what they closed or refused.
    */

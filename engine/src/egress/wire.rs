@@ -1,0 +1,158 @@
+//! The egress stream's protocol: the hub opens a QUIC stream whose first line is a JSON
+//! [`Request`]; the edge answers with one JSON [`Answer`] line; after `connected`, raw bytes
+//! flow both ways (with half-close), otherwise the edge ends the stream after the answer.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use remoteingress_ipc_schema::{AddressFamily, EgressOutcome};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Longest request or answer line (the edge's first-line cap for hub-opened streams).
+pub const MAX_LINE: usize = 4096;
+
+/// What the hub asks the edge to dial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Request {
+    pub host: String,
+    pub port: u16,
+    pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub address_family: AddressFamily,
+}
+
+impl Request {
+    /// The request line, with its newline.
+    pub fn encode(&self) -> Bytes {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    /// Parses the stream's first line (with or without its newline).
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        serde_json::from_slice(line).map_err(|e| format!("bad egress request: {e}"))
+    }
+
+    /// The dial deadline the edge applies: the request's, at most a minute.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.clamp(1, 60_000))
+    }
+}
+
+/// The edge's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub outcome: EgressOutcome,
+    /// The address dialled (connected) or tried last (failed, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The policy rule that refused (denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What went wrong (failed, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Answer {
+    pub fn connected(ip: std::net::IpAddr) -> Self {
+        Self {
+            outcome: EgressOutcome::Connected,
+            ip: Some(ip.to_string()),
+            rule: None,
+            error: None,
+        }
+    }
+
+    pub fn denied(rule: impl Into<String>) -> Self {
+        Self {
+            outcome: EgressOutcome::Denied,
+            ip: None,
+            rule: Some(rule.into()),
+            error: None,
+        }
+    }
+
+    pub fn failed(
+        outcome: EgressOutcome,
+        ip: Option<std::net::IpAddr>,
+        error: impl Into<String>,
+    ) -> Self {
+        Self {
+            outcome,
+            ip: ip.map(|ip| ip.to_string()),
+            rule: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The answer line, with its newline.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Reads the answer line from the start of `stream`; returns it and the bytes that came after
+/// it (the remote's first bytes, which belong to the client).
+pub async fn read_answer<R: AsyncRead + Unpin>(stream: &mut R) -> Result<(Answer, Bytes), String> {
+    let mut buffer = BytesMut::with_capacity(512);
+    loop {
+        if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line = buffer.split_to(end + 1);
+            let answer = serde_json::from_slice(&line[..end])
+                .map_err(|e| format!("bad egress answer from the edge: {e}"))?;
+            return Ok((answer, buffer.freeze()));
+        }
+        if buffer.len() > MAX_LINE {
+            return Err(format!("egress answer longer than {MAX_LINE} bytes"));
+        }
+        let read = stream
+            .read_buf(&mut buffer)
+            .await
+            .map_err(|e| format!("the edge ended the egress stream: {e}"))?;
+        if read == 0 {
+            return Err("the edge ended the egress stream without an answer".to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_line_and_what_follows_it() {
+        let mut bytes = Answer::connected("10.0.0.1".parse().unwrap()).encode();
+        bytes.extend_from_slice(b"220 banner\r\n");
+        let (answer, rest) = read_answer(&mut &bytes[..]).await.unwrap();
+        assert_eq!(answer.outcome, EgressOutcome::Connected);
+        assert_eq!(answer.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(&rest[..], b"220 banner\r\n");
+    }
+
+    #[tokio::test]
+    async fn no_answer_or_a_huge_one_is_an_error() {
+        assert!(read_answer(&mut &b""[..]).await.is_err());
+        assert!(read_answer(&mut &vec![b'x'; 10_000][..]).await.is_err());
+        assert!(read_answer(&mut &b"not json\n"[..]).await.is_err());
+    }
+
+    #[test]
+    fn requests_round_trip_and_unknown_fields_are_refused() {
+        let request = Request {
+            host: "mail.example.net".into(),
+            port: 25,
+            connect_timeout_ms: 5000,
+            address_family: AddressFamily::PreferIpv4,
+        };
+        assert_eq!(Request::parse(&request.encode()).unwrap(), request);
+        assert!(Request::parse(br#"{"host":"a","port":1,"connectTimeoutMs":1,"x":1}"#).is_err());
+    }
+}
