@@ -280,6 +280,8 @@ pub struct AllowedEdgeSettings {
     pub firewall_config: Option<FirewallConfig>,
     pub egress: Option<ipc::EgressPolicy>,
     pub limits: EdgeLimitSettings,
+    /// Public port -> target port, where they differ (`targetPorts`).
+    pub target_ports: std::collections::BTreeMap<u16, u16>,
 }
 
 /// Validated caps on one edge's public clients ([`ipc::EdgeLimits`]), in the form the hub also
@@ -412,6 +414,12 @@ pub fn validate_allowed_edges(
             if let Some(firewall) = &edge.firewall_config {
                 crate::firewall::snapshot::validate(firewall, &format!("{at}.firewallConfig"))?;
             }
+            let target_ports = validate_port_mappings(
+                edge.target_ports.as_deref().unwrap_or_default(),
+                &listen_ports,
+                &listen_ports_udp,
+                &format!("{at}.targetPorts"),
+            )?;
             if let Some(egress) = &edge.egress {
                 crate::egress::policy::EgressPolicy::from_ipc(egress, &format!("{at}.egress"))?;
             }
@@ -424,9 +432,45 @@ pub fn validate_allowed_edges(
                 stun_interval_secs,
                 firewall_config: edge.firewall_config,
                 egress: edge.egress,
+                target_ports,
             })
         })
         .collect()
+}
+
+/// `targetPorts`: each public port once, one of the edge's ports, and a target port 1..=65535.
+fn validate_port_mappings(
+    mappings: &[ipc::PortMapping],
+    tcp: &[u16],
+    udp: &[u16],
+    path: &str,
+) -> Result<std::collections::BTreeMap<u16, u16>, ConfigError> {
+    let mut targets = std::collections::BTreeMap::new();
+    for (index, mapping) in mappings.iter().enumerate() {
+        let at = format!("{path}[{index}]");
+        if !tcp.contains(&mapping.port) && !udp.contains(&mapping.port) {
+            return Err(ConfigError::new(
+                format!("{at}.port"),
+                format!(
+                    "port {} is in neither listenPorts nor listenPortsUdp",
+                    mapping.port
+                ),
+            ));
+        }
+        if mapping.target_port == 0 {
+            return Err(ConfigError::new(
+                format!("{at}.targetPort"),
+                "must be 1..65535",
+            ));
+        }
+        if targets.insert(mapping.port, mapping.target_port).is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.port"),
+                format!("port {} is mapped more than once", mapping.port),
+            ));
+        }
+    }
+    Ok(targets)
 }
 
 /// Ports must be 1..=65535 and listed once each; the result is sorted.
@@ -631,6 +675,7 @@ mod tests {
             firewall_config: None,
             egress: None,
             limits: None,
+            target_ports: None,
         }
     }
 
@@ -775,6 +820,32 @@ mod tests {
         );
         let err = validate_allowed_edges(vec![edge("a"), bad], "edges").unwrap_err();
         assert_eq!(err.path, "edges[1].firewallConfig.blockedIps[2]");
+    }
+
+    #[test]
+    fn port_mappings_name_a_listed_port_once() {
+        let map = |pairs: &[(u16, u16)]| {
+            let mut edge = edge("m");
+            edge.target_ports = Some(
+                pairs
+                    .iter()
+                    .map(|&(port, target_port)| ipc::PortMapping { port, target_port })
+                    .collect(),
+            );
+            validate_allowed_edges(vec![edge], "edges")
+        };
+        let ok = map(&[(443, 8443)]).unwrap();
+        assert_eq!(ok[0].target_ports.get(&443), Some(&8443));
+        for (pairs, path) in [
+            (&[(444, 8443)][..], "edges[0].targetPorts[0].port"),
+            (&[(443, 0)][..], "edges[0].targetPorts[0].targetPort"),
+            (
+                &[(80, 8080), (80, 8081)][..],
+                "edges[0].targetPorts[1].port",
+            ),
+        ] {
+            assert_eq!(map(pairs).unwrap_err().path, path);
+        }
     }
 
     fn explicit_edge() -> ipc::EdgeConfig {

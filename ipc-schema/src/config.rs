@@ -223,6 +223,21 @@ pub struct AllowedEdge {
     /// defaults apply when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<EdgeLimits>,
+    /// Public ports whose traffic goes to a different port on the target (TCP and UDP alike);
+    /// the others go to the same number. The PROXY header still names the public port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ports: Option<Vec<PortMapping>>,
+}
+
+/// One public port forwarded to another port on the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IPortMapping")]
+pub struct PortMapping {
+    /// The public port (one of `listenPorts` / `listenPortsUdp`).
+    pub port: u16,
+    /// The port the hub dials on its target host.
+    pub target_port: u16,
 }
 
 /// Caps on public clients of one edge. The edge enforces all of them; the hub enforces

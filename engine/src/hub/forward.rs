@@ -62,10 +62,13 @@ pub(crate) async fn forward(
             return stream.abort();
         }
     };
-    let port = header.destination.port();
-    if !context.grant.allows(edge_id, PortProtocol::Tcp, port) {
+    let Some(port) =
+        context
+            .grant
+            .target_port(edge_id, PortProtocol::Tcp, header.destination.port())
+    else {
         return stream.abort();
-    }
+    };
     let per_stream = context.settings.stream_event_mode == StreamEventMode::PerStream;
     let mut guard = OpenStreamGuard::new(&context.stats);
     if per_stream {

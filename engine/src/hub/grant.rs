@@ -4,9 +4,10 @@
 //! target host (an admin service or a database on 127.0.0.1) by forging the PROXY header.
 //!
 //! The hub actor updates the grant *before* it pushes new ports, so an added port is allowed by
-//! the time the edge listens on it, and a removed one is refused for new streams at once.
+//! the time the edge listens on it, and a removed one is refused for new streams at once. The
+//! grant also says which target port a public port goes to (`targetPorts`, else the same).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -18,6 +19,8 @@ use crate::log_limit::SharedLogLimiter;
 struct Assigned {
     tcp: HashSet<u16>,
     udp: HashSet<u16>,
+    /// Public port -> target port, where they differ.
+    targets: BTreeMap<u16, u16>,
 }
 
 /// The ports one connected edge may be forwarded to.
@@ -29,17 +32,18 @@ pub(crate) struct PortGrant {
 }
 
 impl PortGrant {
-    pub(crate) fn new(tcp: &[u16], udp: &[u16]) -> Self {
+    pub(crate) fn new(tcp: &[u16], udp: &[u16], targets: &BTreeMap<u16, u16>) -> Self {
         let grant = Self::default();
-        grant.set(tcp, udp);
+        grant.set(tcp, udp, targets);
         grant
     }
 
-    /// Replaces the assigned ports.
-    pub(crate) fn set(&self, tcp: &[u16], udp: &[u16]) {
+    /// Replaces the assigned ports and the port mapping.
+    pub(crate) fn set(&self, tcp: &[u16], udp: &[u16], targets: &BTreeMap<u16, u16>) {
         let assigned = Assigned {
             tcp: tcp.iter().copied().collect(),
             udp: udp.iter().copied().collect(),
+            targets: targets.clone(),
         };
         match self.assigned.write() {
             Ok(mut current) => *current = assigned,
@@ -49,14 +53,22 @@ impl PortGrant {
         }
     }
 
-    /// True when `port` is assigned; otherwise counts the refusal and warns (rate-limited).
-    /// A poisoned lock refuses (fails closed).
-    pub(crate) fn allows(&self, edge_id: &str, protocol: PortProtocol, port: u16) -> bool {
-        let allowed = self.assigned.read().is_ok_and(|assigned| match protocol {
-            PortProtocol::Tcp => assigned.tcp.contains(&port),
-            PortProtocol::Udp => assigned.udp.contains(&port),
+    /// The target port for public `port` when it is assigned; otherwise `None`, counting the
+    /// refusal and warning (rate-limited). A poisoned lock refuses (fails closed).
+    pub(crate) fn target_port(
+        &self,
+        edge_id: &str,
+        protocol: PortProtocol,
+        port: u16,
+    ) -> Option<u16> {
+        let target = self.assigned.read().ok().and_then(|assigned| {
+            let listed = match protocol {
+                PortProtocol::Tcp => assigned.tcp.contains(&port),
+                PortProtocol::Udp => assigned.udp.contains(&port),
+            };
+            listed.then(|| assigned.targets.get(&port).copied().unwrap_or(port))
         });
-        if !allowed {
+        if target.is_none() {
             let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             crate::limited_warn!(
                 self.warnings,
@@ -64,7 +76,7 @@ impl PortGrant {
                 "edge asked for a port it is not assigned; refused"
             );
         }
-        allowed
+        target
     }
 
     /// Streams and UDP sessions refused so far.
@@ -82,28 +94,41 @@ impl PortGrant {
 mod tests {
     use super::*;
 
+    const NO_MAP: &BTreeMap<u16, u16> = &BTreeMap::new();
+
     #[test]
     fn only_current_ports_of_the_right_protocol_pass() {
-        let grant = PortGrant::new(&[80, 443], &[53]);
-        assert!(grant.allows("e", PortProtocol::Tcp, 443));
-        assert!(!grant.allows("e", PortProtocol::Tcp, 53));
-        assert!(grant.allows("e", PortProtocol::Udp, 53));
-        assert!(!grant.allows("e", PortProtocol::Udp, 80));
-        grant.set(&[80], &[]);
-        assert!(!grant.allows("e", PortProtocol::Tcp, 443));
-        assert!(!grant.allows("e", PortProtocol::Udp, 53));
+        let grant = PortGrant::new(&[80, 443], &[53], NO_MAP);
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 443), Some(443));
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 53), None);
+        assert_eq!(grant.target_port("e", PortProtocol::Udp, 53), Some(53));
+        assert_eq!(grant.target_port("e", PortProtocol::Udp, 80), None);
+        grant.set(&[80], &[], NO_MAP);
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 443), None);
+        assert_eq!(grant.target_port("e", PortProtocol::Udp, 53), None);
         assert_eq!(grant.refused(), 4);
     }
 
     #[test]
+    fn a_mapped_port_goes_to_its_target_port() {
+        let map = BTreeMap::from([(443, 8443), (53, 5353)]);
+        let grant = PortGrant::new(&[80, 443], &[53], &map);
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 443), Some(8443));
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 80), Some(80));
+        assert_eq!(grant.target_port("e", PortProtocol::Udp, 53), Some(5353));
+        // The mapping does not assign a port by itself.
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 53), None);
+    }
+
+    #[test]
     fn a_poisoned_grant_refuses() {
-        let grant = std::sync::Arc::new(PortGrant::new(&[80], &[]));
+        let grant = std::sync::Arc::new(PortGrant::new(&[80], &[], NO_MAP));
         let clone = grant.clone();
         let _ = std::thread::spawn(move || {
             let _guard = clone.assigned.write().unwrap();
             panic!("poison");
         })
         .join();
-        assert!(!grant.allows("e", PortProtocol::Tcp, 80));
+        assert_eq!(grant.target_port("e", PortProtocol::Tcp, 80), None);
     }
 }

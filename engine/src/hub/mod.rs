@@ -489,9 +489,11 @@ impl HubActor {
         // a later port change, removal or secret change applies to both at once.
         let (grant, stream_cap, cancel) = match &previous {
             Some(previous) => {
-                previous
-                    .grant
-                    .set(&allowed.listen_ports, &allowed.listen_ports_udp);
+                previous.grant.set(
+                    &allowed.listen_ports,
+                    &allowed.listen_ports_udp,
+                    &allowed.target_ports,
+                );
                 previous.stream_cap.set_max(allowed.limits.max_streams);
                 (
                     previous.grant.clone(),
@@ -503,6 +505,7 @@ impl HubActor {
                 Arc::new(PortGrant::new(
                     &allowed.listen_ports,
                     &allowed.listen_ports_udp,
+                    &allowed.target_ports,
                 )),
                 Arc::new(StreamCap::new(allowed.limits.max_streams)),
                 CancellationToken::new(),
@@ -627,8 +630,11 @@ impl HubActor {
                 }
                 Some(allowed) => {
                     // Before any push: a removed port is refused from now on.
-                    edge.grant
-                        .set(&allowed.listen_ports, &allowed.listen_ports_udp);
+                    edge.grant.set(
+                        &allowed.listen_ports,
+                        &allowed.listen_ports_udp,
+                        &allowed.target_ports,
+                    );
                     set_udp_cap(&edge.udp_stats, allowed);
                     edge.stream_cap.set_max(allowed.limits.max_streams);
                     let push = push_for(allowed, &self.settings);

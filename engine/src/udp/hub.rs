@@ -116,14 +116,14 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         };
-        if !self
-            .context
-            .grant
-            .allows(&self.context.edge_id, PortProtocol::Udp, port)
-        {
+        let Some(port) =
+            self.context
+                .grant
+                .target_port(&self.context.edge_id, PortProtocol::Udp, port)
+        else {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
-        }
+        };
         // A replaced session gives its budget back before the new one takes its own.
         drop(self.table.remove(session));
         self.apply_edge_cap();

@@ -877,6 +877,11 @@ export interface TAllowedEdge {
    * defaults apply when omitted.
    */
   limits?: IEdgeLimits | null;
+  /**
+   * Public ports whose traffic goes to a different port on the target (TCP and UDP alike);
+   * the others go to the same number. The PROXY header still names the public port.
+   */
+  targetPorts?: IPortMapping[] | null;
 }
 /**
  * Outbound (egress) policy of one edge (DESIGN section 9).
@@ -948,6 +953,22 @@ export interface IEdgeLimits {
    * New UDP sessions that may open at once above the sustained rate. Default 10000.
    */
   udpNewSessionsBurst?: number;
+}
+/**
+ * One public port forwarded to another port on the target.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IPortMapping".
+ */
+export interface IPortMapping {
+  /**
+   * The public port (one of `listenPorts` / `listenPortsUdp`).
+   */
+  port: number;
+  /**
+   * The port the hub dials on its target host.
+   */
+  targetPort: number;
 }
 /**
  * `updateAllowedEdges` result.
