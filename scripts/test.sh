@@ -29,6 +29,9 @@ step "TypeScript wrapper: tsc (strict) and node --test"
 step "IPC driven from a second language (python3)"
 python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 
+step "secrets never appear in any output (logs at debug, text and JSON, events, status, errors)"
+python3 tests/ipc/secrets_never_shown.py
+
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 

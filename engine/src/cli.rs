@@ -35,6 +35,7 @@ pub mod env_vars {
     pub const STATE_DIR: &str = "REMOTEINGRESS_STATE_DIR";
     pub const HUB_CA: &str = "REMOTEINGRESS_HUB_CA";
     pub const SHUTDOWN_GRACE_SECS: &str = "REMOTEINGRESS_SHUTDOWN_GRACE_SECS";
+    pub const LOG_FORMAT: &str = "REMOTEINGRESS_LOG_FORMAT";
 }
 
 use env_vars as ev;
@@ -57,8 +58,19 @@ pub struct Cli {
     #[arg(long, global = true, env = ev::WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
 
+    /// Log lines on stderr as text or as JSON objects (one per line, fields as keys).
+    #[arg(long, global = true, env = ev::LOG_FORMAT, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

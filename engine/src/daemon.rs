@@ -183,7 +183,12 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         async move {
             if let Some(edges) = reload {
                 match service.update_allowed_edges(edges).await {
-                    Ok(result) => tracing::info!(?result, "SIGHUP: allowed edges reloaded"),
+                    Ok(result) => tracing::info!(
+                        edges = result.edges,
+                        pushed = result.pushed,
+                        disconnected = result.disconnected,
+                        "SIGHUP: allowed edges reloaded"
+                    ),
                     Err(error) => tracing::error!(%error, "SIGHUP: edges not reloaded"),
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use remoteingress::cli::{self, env_vars, Cli, Command, TokenCommand};
+use remoteingress::cli::{self, env_vars, Cli, Command, LogFormat, TokenCommand};
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, fd_limit, ipc};
 
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Some(Command::Schema) => {
             print!("{}", remoteingress_ipc_schema::schema_text());
@@ -39,11 +39,11 @@ fn main() -> ExitCode {
         Some(Command::Token(command)) => token(command),
         Some(Command::Hub(args)) => {
             fd_limit::raise_to_hard();
-            run(cli.worker_threads, daemon::run_hub(args))
+            run(cli.worker_threads, cli.log_format, daemon::run_hub(args))
         }
         Some(Command::Edge(args)) => {
             fd_limit::raise_to_hard();
-            run(cli.worker_threads, daemon::run_edge(args))
+            run(cli.worker_threads, cli.log_format, daemon::run_edge(args))
         }
         None if cli.management => {
             fd_limit::raise_to_hard();
@@ -60,14 +60,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 fn runtime(worker_threads: Option<u16>) -> Option<tokio::runtime::Runtime> {
@@ -93,6 +96,7 @@ fn runtime(worker_threads: Option<u16>) -> Option<tokio::runtime::Runtime> {
 
 fn run(
     worker_threads: Option<u16>,
+    log_format: LogFormat,
     future: impl std::future::Future<Output = Result<(), daemon::DaemonError>>,
 ) -> ExitCode {
     let Some(runtime) = runtime(worker_threads) else {
@@ -101,8 +105,11 @@ fn run(
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
-            eprintln!("remoteingress-bin: {error}");
+            // Once: a JSON log line for log collectors, else a plain line for people.
+            match log_format {
+                LogFormat::Json => tracing::error!(%error, "remoteingress-bin stopped"),
+                LogFormat::Text => eprintln!("remoteingress-bin: {error}"),
+            }
             if error.usage {
                 ExitCode::from(EXIT_USAGE)
             } else {

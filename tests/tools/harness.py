@@ -105,19 +105,34 @@ class Process:
             return ""
 
     def stop(self):
+        """Stops the process (SIGTERM, then SIGKILL) and deletes its log (unless KEEP_TEST_LOGS)."""
+        self.stop_keeping_log()
+        if os.environ.get("KEEP_TEST_LOGS"):
+            print(f"{self.name}: log kept in {self.stderr_path}")
+            return
+        self.discard_log()
+
+    def stop_keeping_log(self):
         if self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
             except ProcessLookupError:
                 pass
         self.stderr.close()
-        if os.environ.get("KEEP_TEST_LOGS"):
-            print(f"{self.name}: log kept in {self.stderr_path}")
-            return
+
+    def log_text(self):
+        """Everything the process wrote to stderr."""
+        try:
+            with open(self.stderr_path, errors="replace") as log:
+                return log.read()
+        except OSError:
+            return ""
+
+    def discard_log(self):
         try:
             os.unlink(self.stderr_path)
         except OSError:
@@ -128,8 +143,8 @@ class Management(Process):
     """remoteingress-bin --management: JSON requests on stdin, responses matched by id. The
     events stay readable through `timed` / `event_times` (wait_line skips them)."""
 
-    def __init__(self, argv, name):
-        super().__init__(argv, name, stdin=subprocess.PIPE)
+    def __init__(self, argv, name, env=None):
+        super().__init__(argv, name, env=env, stdin=subprocess.PIPE)
         self.next_id = 0
 
     def call(self, method, params=None, timeout=15):

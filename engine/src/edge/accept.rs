@@ -39,9 +39,7 @@ pub(crate) async fn accept_loop(
                 match shared.connections.admit(client.ip()) {
                     Ok(slot) => {
                         let shared_for_task = shared.clone();
-                        shared
-                            .tasks
-                            .spawn(serve_client(socket, client, shared_for_task, slot));
+                        shared.spawn(serve_client(socket, client, shared_for_task, slot));
                     }
                     Err(Refusal::PerSource) => {
                         refuse(

@@ -81,9 +81,21 @@ pub(crate) struct EdgeShared {
     pub(crate) quic: quinn::ClientConfig,
     /// The egress policy the hub pushed last, and the egress streams open now.
     pub(crate) egress: Arc<crate::egress::edge::EdgeEgress>,
+    /// `edge{edge_id=..}`: every log line of the edge's tasks carries its id.
+    pub(crate) span: tracing::Span,
 }
 
 impl EdgeShared {
+    /// Runs `task` as one of the edge's tasks (stopped and awaited with the edge), inside the
+    /// edge's log span.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument;
+        self.tasks.spawn(task.instrument(self.span.clone()));
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, EdgeState> {
         // A poisoned lock only means another task panicked mid-update; the data is still usable.
         self.state
@@ -107,6 +119,7 @@ impl Edge {
             crate::transport::quic::client_config(tls.clone(), &PerformanceSettings::default())?;
         let (tunnel, _) = watch::channel(None);
         let (firewall, desired_firewall) = watch::channel(None);
+        let settings_edge_id = settings.edge_id.clone();
         let shared = Arc::new(EdgeShared {
             settings,
             events,
@@ -124,12 +137,11 @@ impl Edge {
             tls,
             quic,
             egress: Arc::default(),
+            span: tracing::info_span!("edge", edge_id = %settings_edge_id),
         });
-        shared.tasks.spawn(connector::run(shared.clone()));
-        shared.tasks.spawn(public_ip::run(shared.clone()));
-        shared
-            .tasks
-            .spawn(firewall::run(shared.clone(), desired_firewall));
+        shared.spawn(connector::run(shared.clone()));
+        shared.spawn(public_ip::run(shared.clone()));
+        shared.spawn(firewall::run(shared.clone(), desired_firewall));
         Ok(Self { shared })
     }
 

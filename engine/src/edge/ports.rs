@@ -74,9 +74,7 @@ impl Ports {
             &shared.stop.draining,
             |port| bind_tcp(shared.settings.bind_address, port),
             |port, listener, stop| {
-                shared
-                    .tasks
-                    .spawn(accept::accept_loop(listener, port, shared.clone(), stop));
+                shared.spawn(accept::accept_loop(listener, port, shared.clone(), stop));
             },
         );
         if let Some(secs) = config.udp_session_idle_secs.filter(|&secs| secs > 0) {

@@ -74,7 +74,7 @@ pub(crate) async fn run(
                 // closed, whatever the hub sends.
                 Some((stream, _)) if tunnel.transport() != TunnelTransport::Quic => stream.abort(),
                 Some((stream, open)) => {
-                    shared.tasks.spawn(crate::egress::edge::serve(
+                    shared.spawn(crate::egress::edge::serve(
                         shared.egress.clone(),
                         stream,
                         open,
@@ -163,15 +163,16 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
     {
         // Keep the sender alive until the edge stops, so recv() stays pending.
         let shutdown = shared.stop.shutdown.clone();
-        shared.tasks.spawn(async move {
+        shared.spawn(async move {
             shutdown.cancelled().await;
             drop(tx);
         });
         return rx;
     }
-    let shared = shared.clone();
+    let task_shared = shared.clone();
     let current = tunnel.clone();
-    shared.tasks.clone().spawn(async move {
+    shared.spawn(async move {
+        let shared = task_shared;
         let mut interval = UPGRADE_FIRST_INTERVAL;
         loop {
             tokio::select! {
@@ -202,7 +203,7 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
 /// opening its stream on the old tunnel, is counted rather than cut off.
 fn drain_then_close(shared: &EdgeShared, old: Tunnel) {
     let shutdown = shared.stop.shutdown.clone();
-    shared.tasks.spawn(async move {
+    shared.spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             tokio::select! {

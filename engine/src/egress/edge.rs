@@ -96,7 +96,7 @@ pub(crate) async fn serve(
             }
         }
         Err(answer) => {
-            tracing::info!(outcome = ?answer.outcome, rule = ?answer.rule, error = ?answer.error, "egress request not connected");
+            tracing::info!(outcome = ?answer.outcome, rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress request not connected");
             let _ = stream.write_all(&answer.encode()).await;
             let _ = stream.shutdown().await;
         }

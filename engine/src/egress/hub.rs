@@ -241,7 +241,7 @@ fn report(
     answer: &Answer,
 ) {
     tracing::info!(%proxy_id, edge_id = %request.edge_id, host = %request.logical_host, port = request.port,
-        outcome = ?answer.outcome, ip = ?answer.ip, rule = ?answer.rule, error = ?answer.error, "egress connection");
+        outcome = ?answer.outcome, ip = answer.ip.as_deref().unwrap_or("-"), rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress connection");
     context
         .events
         .emit(Event::EgressConnection(EgressConnectionEvent {

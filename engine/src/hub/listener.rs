@@ -455,7 +455,7 @@ impl Connection {
             }
         }
         if self.context.failure_warnings.allow() {
-            tracing::info!(remote = %self.remote, ?edge_id, %reason, "edge authentication failed");
+            tracing::info!(remote = %self.remote, edge_id = edge_id.as_deref().unwrap_or("-"), %reason, "edge authentication failed");
         }
         self.context
             .events

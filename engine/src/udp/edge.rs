@@ -146,13 +146,13 @@ impl EdgeUdp {
             &self.shutdown,
             |port| bind(bind_address, port),
             |_, socket, stop| {
-                tasks.spawn(receive_loop(
+                tasks.spawn(tracing::Instrument::in_current_span(receive_loop(
                     Arc::new(socket),
                     state.clone(),
                     tunnel.clone(),
                     stats.clone(),
                     stop,
-                ));
+                )));
             },
         );
         (self.sockets.keys().copied().collect(), failures)
