@@ -23,6 +23,12 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Prometheus text parser the metrics test reads /metrics with (the client library's own).
+if ! python3 -c "import prometheus_client" 2>/dev/null; then
+  echo "setup: installing the Python prometheus-client"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "prometheus-client>=0.20,<1"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is required (install Rust with rustup)" >&2
   exit 1

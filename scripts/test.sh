@@ -32,6 +32,9 @@ python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 step "secrets never appear in any output (logs at debug, text and JSON, events, status, errors)"
 python3 tests/ipc/secrets_never_shown.py
 
+step "metrics and health endpoints, read with the Prometheus client's parser"
+python3 tests/metrics/scrape.py
+
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 

@@ -36,6 +36,7 @@ pub mod env_vars {
     pub const HUB_CA: &str = "REMOTEINGRESS_HUB_CA";
     pub const SHUTDOWN_GRACE_SECS: &str = "REMOTEINGRESS_SHUTDOWN_GRACE_SECS";
     pub const LOG_FORMAT: &str = "REMOTEINGRESS_LOG_FORMAT";
+    pub const METRICS_ADDR: &str = "REMOTEINGRESS_METRICS_ADDR";
 }
 
 use env_vars as ev;
@@ -148,6 +149,9 @@ pub struct HubArgs {
     /// they are reset (0: at once). A second signal ends the wait.
     #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u32,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, env = ev::METRICS_ADDR, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,
@@ -193,6 +197,9 @@ pub struct EdgeArgs {
     /// they are reset (0: at once). A second signal ends the wait.
     #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u32,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, env = ev::METRICS_ADDR, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,

@@ -69,6 +69,8 @@ pub struct HubSettings {
     pub(crate) max_pending_logins: usize,
     /// How long open streams may finish when the hub stops.
     pub shutdown_grace: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Most UDP sessions a hub or an edge may be configured for: with a socket (hub) and some
@@ -133,6 +135,10 @@ impl HubSettings {
                 config.shutdown_grace_secs,
                 &format!("{path}.shutdownGraceSecs"),
             )?,
+            metrics_addr: metrics_addr(
+                config.metrics_addr.as_deref(),
+                &format!("{path}.metricsAddr"),
+            )?,
         })
     }
 }
@@ -145,6 +151,22 @@ impl HubSettings {
             .in_use()
             .saturating_sub(self.udp_budget.in_use())
     }
+}
+
+/// `metricsAddr`: an `ip:port` to listen on.
+fn metrics_addr(
+    text: Option<&str>,
+    path: &str,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    text.map(|text| {
+        text.parse().map_err(|_| {
+            ConfigError::new(
+                path,
+                format!("{text:?} is not an address and port like 127.0.0.1:9100"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// `shutdownGraceSecs`, checked, or its default.
@@ -504,6 +526,8 @@ pub struct EdgeSettings {
     pub stun_servers: Vec<String>,
     /// How long open client connections may finish when the edge stops.
     pub shutdown_grace: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl EdgeSettings {
@@ -604,6 +628,7 @@ impl EdgeSettings {
                 config.shutdown_grace_secs,
                 &field("shutdownGraceSecs"),
             )?,
+            metrics_addr: metrics_addr(config.metrics_addr.as_deref(), &field("metricsAddr"))?,
         })
     }
 }

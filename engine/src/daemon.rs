@@ -71,6 +71,7 @@ pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
         performance,
         max_udp_sessions: HubConfig::DEFAULT_MAX_UDP_SESSIONS,
         shutdown_grace_secs: Some(args.shutdown_grace_secs),
+        metrics_addr: args.metrics_addr.clone(),
     })
 }
 
@@ -146,6 +147,7 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
             Some(args.stun_servers.clone())
         },
         shutdown_grace_secs: Some(args.shutdown_grace_secs),
+        metrics_addr: args.metrics_addr.clone(),
     })
 }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use remoteingress_ipc_schema::Event;
 use tokio::sync::mpsc;
 
+use crate::telemetry::counters::EventCounters;
+
 /// Capacity of the event queue between the engine and the consumer.
 pub const EVENT_QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -20,6 +22,8 @@ pub const EVENT_QUEUE_CAPACITY: usize = 16 * 1024;
 pub struct EventSink {
     tx: Option<mpsc::Sender<Event>>,
     dropped: Arc<DropCounter>,
+    /// Every event is counted here first (for `/metrics`), delivered or not.
+    counters: Arc<EventCounters>,
 }
 
 #[derive(Debug)]
@@ -39,6 +43,7 @@ impl EventSink {
                     count: AtomicU64::new(0),
                     last_log: std::sync::Mutex::new(None),
                 }),
+                counters: Arc::default(),
             },
             rx,
         )
@@ -52,17 +57,24 @@ impl EventSink {
                 count: AtomicU64::new(0),
                 last_log: std::sync::Mutex::new(None),
             }),
+            counters: Arc::default(),
         }
     }
 
     /// Queues an event for the consumer; drops it (counted) if the queue is full.
     pub fn emit(&self, event: Event) {
+        self.counters.observe(&event);
         let Some(tx) = &self.tx else { return };
         match tx.try_send(event) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.note_drop(),
         }
+    }
+
+    /// What the events counted so far.
+    pub fn counters(&self) -> &EventCounters {
+        &self.counters
     }
 
     /// Events dropped because the consumer fell behind.

@@ -42,6 +42,7 @@ pub mod service;
 pub mod shutdown;
 pub mod state_dir;
 pub mod stun;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod transport;

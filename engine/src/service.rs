@@ -6,6 +6,8 @@
 use remoteingress_ipc_schema::{
     AllowedEdge, ErrorCode, IdleStatus, StartParams, StatusResult, UpdateAllowedEdgesResult,
 };
+use std::sync::Arc;
+
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,18 @@ impl ServiceError {
     }
 }
 
+/// Validated settings of the role about to start.
+enum Start {
+    Hub(HubSettings),
+    Edge(EdgeSettings),
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The running role.
 #[derive(Debug, Clone)]
 enum Role {
@@ -47,6 +61,8 @@ pub struct Service {
     hurry: CancellationToken,
     /// Held while a stop runs, so that a second `stop` returns only once the role is down.
     stopping: Mutex<()>,
+    /// Stops the `/metrics` endpoints of the running role.
+    metrics: std::sync::Mutex<Option<CancellationToken>>,
 }
 
 impl Service {
@@ -56,6 +72,7 @@ impl Service {
             events,
             hurry: CancellationToken::new(),
             stopping: Mutex::new(()),
+            metrics: std::sync::Mutex::new(None),
         }
     }
 
@@ -74,24 +91,57 @@ impl Service {
                 format!("the {which} role is already running; call stop first"),
             ));
         }
-        let role = match params {
+        let invalid = |e: crate::config::ConfigError| {
+            ServiceError::new(ErrorCode::InvalidConfig, e.to_string())
+        };
+        let (settings_metrics, start) = match params {
             StartParams::Hub(config) => {
-                let settings = HubSettings::from_ipc(config, "config")
-                    .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-                let hub = Hub::start(settings, self.events.clone())
-                    .await
-                    .map_err(|e| ServiceError::new(ErrorCode::StartFailed, e.to_string()))?;
-                Role::Hub(hub)
+                let settings = HubSettings::from_ipc(config, "config").map_err(invalid)?;
+                (settings.metrics_addr, Start::Hub(settings))
             }
             StartParams::Edge(config) => {
-                let settings = EdgeSettings::from_ipc(config, "config")
-                    .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-                let edge = Edge::start(settings, self.events.clone())
-                    .await
-                    .map_err(|e| ServiceError::new(ErrorCode::StartFailed, e.to_string()))?;
-                Role::Edge(edge)
+                let settings = EdgeSettings::from_ipc(config, "config").map_err(invalid)?;
+                (settings.metrics_addr, Start::Edge(settings))
             }
         };
+        // Bound before the role starts, so a taken address fails the start cleanly.
+        let metrics_listener = match settings_metrics {
+            Some(addr) => Some(crate::telemetry::server::bind(addr).await.map_err(|e| {
+                ServiceError::new(
+                    ErrorCode::StartFailed,
+                    format!("cannot serve metrics on {addr}: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let failed = |e: String| ServiceError::new(ErrorCode::StartFailed, e);
+        let role = match start {
+            Start::Hub(settings) => Role::Hub(
+                Hub::start(settings, self.events.clone())
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
+            Start::Edge(settings) => Role::Edge(
+                Edge::start(settings, self.events.clone())
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
+        };
+        if let Some(listener) = metrics_listener {
+            let stop = CancellationToken::new();
+            let metrics_role = role.clone();
+            let source: crate::telemetry::server::StatusSource = Arc::new(move || {
+                let role = metrics_role.clone();
+                Box::pin(async move { role_status(&role).await })
+            });
+            tokio::spawn(crate::telemetry::server::serve(
+                listener,
+                source,
+                self.events.clone(),
+                stop.clone(),
+            ));
+            *lock(&self.metrics) = Some(stop);
+        }
         let status = role_status(&role).await;
         *slot = Some(role);
         Ok(status)
@@ -102,10 +152,15 @@ impl Service {
     pub async fn stop(&self) {
         let _stopping = self.stopping.lock().await;
         let role = self.role.lock().await.take();
+        let metrics = lock(&self.metrics).take();
         match role {
             Some(Role::Hub(hub)) => hub.stop(&self.hurry).await,
             Some(Role::Edge(edge)) => edge.stop(&self.hurry).await,
             None => {}
+        }
+        // Last: /readyz says "not ready" while the role drains.
+        if let Some(metrics) = metrics {
+            metrics.cancel();
         }
     }
 

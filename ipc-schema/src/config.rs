@@ -97,6 +97,10 @@ pub struct HubConfig {
     /// 3600. A second SIGTERM/SIGINT ends the wait at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u32>,
+    /// `host:port` for Prometheus `/metrics` and `/healthz` / `/readyz` over HTTP (e.g.
+    /// `127.0.0.1:9100`); off when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 impl HubConfig {
@@ -360,6 +364,10 @@ pub struct EdgeConfig {
     /// 3600. A second SIGTERM/SIGINT ends the wait at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace_secs: Option<u32>,
+    /// `host:port` for Prometheus `/metrics` and `/healthz` / `/readyz` over HTTP (e.g.
+    /// `127.0.0.1:9100`); off when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Transport protocol of a firewall rule or rate limit.

@@ -80,6 +80,10 @@ pub struct EdgeAuthFailedEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge_id: Option<String>,
     pub reason: String,
+    /// A complete login that was refused (wrong secret or unknown edge id), as opposed to a
+    /// connection that failed before or during the handshake.
+    #[serde(default)]
+    pub login_refused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -263,6 +263,14 @@ pub struct EdgeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
     pub active_streams: u64,
+    /// Client connections tunnelled since the edge started.
+    #[serde(default)]
+    pub streams_opened_total: u64,
+    /// Bytes from clients towards the hub, and back, of finished connections.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
     /// TCP ports currently listening.
     pub listen_ports: Vec<u16>,
     /// UDP ports currently listening.

@@ -41,6 +41,7 @@ export const ENV = {
   HUB_CA: 'REMOTEINGRESS_HUB_CA',
   STATE_DIR: 'REMOTEINGRESS_STATE_DIR',
   SHUTDOWN_GRACE_SECS: 'REMOTEINGRESS_SHUTDOWN_GRACE_SECS',
+  METRICS_ADDR: 'REMOTEINGRESS_METRICS_ADDR',
 } as const;
 
 const USAGE = `Usage:
@@ -48,10 +49,12 @@ const USAGE = `Usage:
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
-                     [--performance-json JSON] [--shutdown-grace-secs 10] [--json]
+                     [--performance-json JSON] [--shutdown-grace-secs 10]
+                     [--metrics-addr ADDR:PORT] [--json]
   remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
-                     [--hub-cert-sha256 HEX] [--hub-ca PEM] [--shutdown-grace-secs 10] [--json]
+                     [--hub-cert-sha256 HEX] [--hub-ca PEM] [--shutdown-grace-secs 10]
+                     [--metrics-addr ADDR:PORT] [--json]
   remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
@@ -88,6 +91,7 @@ const HUB_OPTIONS = {
   'proxy-protocol': { type: 'string' },
   'performance-json': { type: 'string' },
   'shutdown-grace-secs': { type: 'string' },
+  'metrics-addr': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -103,6 +107,7 @@ const EDGE_OPTIONS = {
   'hub-cert-sha256': { type: 'string' },
   'hub-ca': { type: 'string' },
   'shutdown-grace-secs': { type: 'string' },
+  'metrics-addr': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -219,6 +224,8 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   if (stateDir !== undefined) config.stateDir = stateDir;
   const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
   if (grace !== undefined) config.shutdownGraceSecs = grace;
+  const metricsAddr = pick(values['metrics-addr'], env, ENV.METRICS_ADDR);
+  if (metricsAddr !== undefined) config.metricsAddr = metricsAddr;
   const edgesFile = pick(values.edges, env, ENV.EDGES_FILE);
   const inline = pick(values['allowed-edges-json'], env, ENV.ALLOWED_EDGES_JSON);
   if (edgesFile !== undefined && inline !== undefined) {
@@ -283,6 +290,8 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
   if (bind !== undefined) config.bindAddress = bind;
   const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
   if (grace !== undefined) config.shutdownGraceSecs = grace;
+  const metricsAddr = pick(values['metrics-addr'], env, ENV.METRICS_ADDR);
+  if (metricsAddr !== undefined) config.metricsAddr = metricsAddr;
   return { config, json: values.json === true };
 }
 

@@ -463,6 +463,7 @@ impl Connection {
                 remote_addr: self.remote.to_string(),
                 edge_id,
                 reason,
+                login_refused,
             }));
     }
 }

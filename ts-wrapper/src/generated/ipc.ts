@@ -369,6 +369,11 @@ export interface EdgeAuthFailedEvent {
    */
   edgeId?: string | null;
   reason: string;
+  /**
+   * A complete login that was refused (wrong secret or unknown edge id), as opposed to a
+   * connection that failed before or during the handshake.
+   */
+  loginRefused?: boolean;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -667,6 +672,11 @@ export interface IHubConfig {
    * 3600. A second SIGTERM/SIGINT ends the wait at once.
    */
   shutdownGraceSecs?: number | null;
+  /**
+   * `host:port` for Prometheus `/metrics` and `/healthz` / `/readyz` over HTTP (e.g.
+   * `127.0.0.1:9100`); off when omitted.
+   */
+  metricsAddr?: string | null;
 }
 /**
  * PEM certificate and key the hub serves on its tunnel port.
@@ -784,6 +794,11 @@ export interface IEdgeConfig {
    * 3600. A second SIGTERM/SIGINT ends the wait at once.
    */
   shutdownGraceSecs?: number | null;
+  /**
+   * `host:port` for Prometheus `/metrics` and `/healthz` / `/readyz` over HTTP (e.g.
+   * `127.0.0.1:9100`); off when omitted.
+   */
+  metricsAddr?: string | null;
 }
 /**
  * A method without parameters: `params` may be omitted or `{}`.
@@ -1286,6 +1301,15 @@ export interface IEdgeStatus {
   hubVerified: boolean;
   publicIp?: string | null;
   activeStreams: number;
+  /**
+   * Client connections tunnelled since the edge started.
+   */
+  streamsOpenedTotal?: number;
+  /**
+   * Bytes from clients towards the hub, and back, of finished connections.
+   */
+  bytesIn?: number;
+  bytesOut?: number;
   /**
    * TCP ports currently listening.
    */

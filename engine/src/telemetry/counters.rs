@@ -1,0 +1,96 @@
+//! Counters of things that are reported as events (login failures, connect failures, egress
+//! attempts, firewall applies, ...): the [`crate::events::EventSink`] counts every event it is
+//! given, so no call site has to remember a metric, and the counts are exact even when the event
+//! consumer falls behind.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use remoteingress_ipc_schema::Event;
+
+/// A label set with one `reason` (or `outcome`, `kind`) value from a fixed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Egress attempts per edge and outcome (the edge ids are the allowed edges: bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EgressLabels {
+    pub edge_id: String,
+    pub outcome: String,
+}
+
+/// The event-derived counters of one process (one role).
+#[derive(Debug, Default, Clone)]
+pub struct EventCounters {
+    /// Hub: failed logins by kind (`refused`: wrong secret or unknown id; `handshake`).
+    pub login_failures: Family<ReasonLabel, Counter>,
+    /// Hub: egress attempts by edge and outcome.
+    pub egress: Family<EgressLabels, Counter>,
+    /// Edge: tunnels lost.
+    pub tunnel_disconnects: Counter,
+    /// Edge: failed connection attempts by reason.
+    pub connect_failures: Family<ReasonLabel, Counter>,
+    /// Edge: firewall snapshots applied, and snapshots that could not be (no CAP_NET_ADMIN).
+    pub firewall_applies: Counter,
+    pub firewall_unavailable: Counter,
+    /// Edge: ports that failed to bind (each attempt).
+    pub port_bind_failures: Counter,
+}
+
+/// The wire name of a serializable enum value (`unauthorized`, `connected`, ...).
+fn name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned())
+}
+
+impl EventCounters {
+    /// Counts `event`.
+    pub fn observe(&self, event: &Event) {
+        match event {
+            Event::EdgeAuthFailed(failed) => {
+                let kind = if failed.login_refused {
+                    "refused"
+                } else {
+                    "handshake"
+                };
+                self.login_failures
+                    .get_or_create(&ReasonLabel {
+                        reason: kind.to_owned(),
+                    })
+                    .inc();
+            }
+            Event::EgressConnection(attempt) => {
+                self.egress
+                    .get_or_create(&EgressLabels {
+                        edge_id: attempt.edge_id.clone(),
+                        outcome: name(&attempt.outcome),
+                    })
+                    .inc();
+            }
+            Event::TunnelDisconnected(_) => {
+                self.tunnel_disconnects.inc();
+            }
+            Event::TunnelConnectFailed(failed) => {
+                self.connect_failures
+                    .get_or_create(&ReasonLabel {
+                        reason: name(&failed.reason),
+                    })
+                    .inc();
+            }
+            Event::FirewallConfigUpdated(_) => {
+                self.firewall_applies.inc();
+            }
+            Event::FirewallUnavailable(_) => {
+                self.firewall_unavailable.inc();
+            }
+            Event::PortBindFailed(_) => {
+                self.port_bind_failures.inc();
+            }
+            _ => {}
+        }
+    }
+}
