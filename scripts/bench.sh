@@ -12,7 +12,8 @@
 # Prints a table and writes target/bench.json; exits non-zero if a figure is missing or a TCP test
 # saw an error. Knobs: BENCH_BYTES (per single stream, default 1 GiB), BENCH_SECONDS (per timed
 # test, default 5), BENCH_IDLE_CONNS (default 10000), BENCH_ONLY (the groups to run, default
-# "idle tcp udp rr connrate mice"), BENCH_RATHOLE=0 (no rathole row). BENCH_QUICK=1 is a smoke run
+# "idle tcp udp rr connrate mice"), BENCH_RATHOLE=0 (no rathole row), BENCH_METRICS=1 (hub and
+# edge serve /metrics, scraped every second during the run). BENCH_QUICK=1 is a smoke run
 # (64 MiB, 1 s, 1,500 idle connections: past the QUIC stream limit's first step; no rathole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,14 +59,28 @@ start_tunnel() {
   # The load comes from one address: lift the per-address cap (production keeps it).
   printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000}}]\n' \
     "$id" "$PORT" "$PORT" > "$WORK/$path-edges.json"
+  local -a hub_metrics=() edge_metrics=()
+  if [[ "${BENCH_METRICS:-0}" == 1 ]]; then
+    hub_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
+    edge_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
+  fi
   REMOTEINGRESS_LOG=warn "$BIN" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
-    --stream-event-mode off --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)
+    --stream-event-mode off "${hub_metrics[@]}" --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)
   hub=$!
   token="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$tunnel_port" --edge-id "$id" \
     --secret bench-secret)"
   REMOTEINGRESS_LOG=warn "$BIN" edge --token "$token" --bind-address "${ADDR[$path]}" \
-    --transport-mode "$mode" --no-stun --json > "$WORK/$path-edge.events" 2> "$WORK/$path-edge.log" &
+    --transport-mode "$mode" --no-stun "${edge_metrics[@]}" --json > "$WORK/$path-edge.events" 2> "$WORK/$path-edge.log" &
   PIDS+=($!)
+  if [[ "${BENCH_METRICS:-0}" == 1 ]]; then
+    # A scraper, as Prometheus would be: both endpoints every second while the hub runs.
+    (while kill -0 "$hub" 2> /dev/null; do
+      python3 -c 'import sys, urllib.request
+for url in sys.argv[1:]:
+    urllib.request.urlopen(url, timeout=2).read()' "http://${hub_metrics[1]}/metrics" "http://${edge_metrics[1]}/metrics" || true
+      sleep 1
+    done) & PIDS+=($!)
+  fi
   WATCHED[$path]="edge=$! hub=$hub"
   # Also tells that the hub listens, so the next free_port cannot pick its port.
   wait_for "$WORK/$path-edge.events" portsAssigned 20
@@ -226,8 +241,9 @@ done
 
 mkdir -p target
 export RATHOLE_STATUS BENCH_SETTINGS
-BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d}' \
-  "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS")"
+BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d,"metrics":%s}' \
+  "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS" \
+  "$([[ "${BENCH_METRICS:-0}" == 1 ]] && echo true || echo false)")"
 python3 - "$RESULTS" target/bench.json <<'PY'
 import json, math, os, platform, sys
 

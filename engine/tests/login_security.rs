@@ -168,9 +168,12 @@ async fn a_hub_without_the_secret_is_refused_by_the_edge() {
 async fn bare_connects_lock_nobody_out() {
     let (mut hub, port) = hub_with_edge().await;
     // A health checker or port scanner on the edge's address: connect and close, many times.
+    // When the hub has not yet seen earlier ones close, it is at its per-source cap of pending
+    // handshakes and resets the newest at once, which the connect itself may report: fine here.
     for _ in 0..30 {
-        let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        drop(socket);
+        if let Ok(socket) = TcpStream::connect(("127.0.0.1", port)).await {
+            drop(socket);
+        }
     }
     let mut edge = unpinned_edge(port).await;
     edge.event("tunnelConnected").await;
