@@ -35,6 +35,9 @@ python3 tests/ipc/secrets_never_shown.py
 step "metrics and health endpoints, read with the Prometheus client's parser"
 python3 tests/metrics/scrape.py
 
+step "systemd units: systemd-analyze verify, and the binary run as they run it (user, capabilities, limits)"
+python3 tests/deploy/units.py
+
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 
