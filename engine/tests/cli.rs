@@ -201,3 +201,32 @@ fn usage_errors_exit_64() {
     assert!(stderr(&output).contains("edgeId"), "{}", stderr(&output));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Words of `text` that are flags (`--name`) or variables (`REMOTEINGRESS_NAME`).
+fn flags_and_variables(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|word| {
+            (word.starts_with("--") && word.len() > 2) || word.starts_with("REMOTEINGRESS_")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_readme_names_every_flag_and_variable_of_the_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let documented = flags_and_variables(&readme);
+    for args in [&["--help"][..], &["hub", "--help"], &["edge", "--help"]] {
+        let help = stdout(&run(args));
+        let missing: Vec<_> = flags_and_variables(&help)
+            .into_iter()
+            .filter(|name| name != "--help" && !documented.contains(name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md does not name {missing:?} from `{}`",
+            args.join(" ")
+        );
+    }
+}
