@@ -6,8 +6,11 @@
 // subcommand is given. SIGINT/SIGTERM stop the role cleanly; a hub re-reads `--edges FILE` on
 // SIGHUP.
 
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
+
+import { BINARY_NAME, findBinary } from './binary.js';
 
 import { RemoteIngressEdge } from './edge.js';
 import type { IEdgeConfig, IHubConfig, IPerformanceConfig, TAllowedEdge } from './generated/ipc.js';
@@ -42,6 +45,8 @@ export const ENV = {
   STATE_DIR: 'REMOTEINGRESS_STATE_DIR',
   SHUTDOWN_GRACE_SECS: 'REMOTEINGRESS_SHUTDOWN_GRACE_SECS',
   METRICS_ADDR: 'REMOTEINGRESS_METRICS_ADDR',
+  STUN_SERVERS: 'REMOTEINGRESS_STUN_SERVERS',
+  WORKER_THREADS: 'REMOTEINGRESS_WORKER_THREADS',
 } as const;
 
 const USAGE = `Usage:
@@ -50,14 +55,16 @@ const USAGE = `Usage:
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
                      [--performance-json JSON] [--shutdown-grace-secs 10]
-                     [--metrics-addr ADDR:PORT] [--json]
+                     [--metrics-addr ADDR:PORT] [--worker-threads N] [--json]
   remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
                      [--hub-cert-sha256 HEX] [--hub-ca PEM] [--shutdown-grace-secs 10]
-                     [--metrics-addr ADDR:PORT] [--json]
+                     [--stun-server HOST:PORT ... | --no-stun] [--metrics-addr ADDR:PORT]
+                     [--worker-threads N] [--json]
   remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
+  remoteingress schema | --version
 
 Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role. Every hub/edge flag can also be
 set with its REMOTEINGRESS_* variable (e.g. --target-host: REMOTEINGRESS_TARGET_HOST); flags win.
@@ -65,6 +72,19 @@ Events go to stdout (--json: one JSON line each); the binary's log goes to stder
 The binary is $REMOTEINGRESS_BINARY, the workspace build, or remoteingress-bin on PATH.`;
 
 class UsageError extends Error {}
+
+/** This package's version (the binary reports its own). */
+const PACKAGE_VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+/** What the binary prints for `args` (`schema`, `--version`). */
+async function fromBinary(args: string[], options: IRunCliOptions): Promise<string> {
+  const binary = await findBinary(options.wrapper?.binaryPath);
+  if (binary === null) throw new Error(`${BINARY_NAME} not found`);
+  const { stdout } = await promisify(execFile)(binary, args, { maxBuffer: 16 << 20 });
+  return stdout;
+}
 
 export interface IRunCliOptions {
   /** Environment to read `REMOTEINGRESS_*` from. Default `process.env`. */
@@ -92,6 +112,7 @@ const HUB_OPTIONS = {
   'performance-json': { type: 'string' },
   'shutdown-grace-secs': { type: 'string' },
   'metrics-addr': { type: 'string' },
+  'worker-threads': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -108,6 +129,9 @@ const EDGE_OPTIONS = {
   'hub-ca': { type: 'string' },
   'shutdown-grace-secs': { type: 'string' },
   'metrics-addr': { type: 'string' },
+  'stun-server': { type: 'string', multiple: true },
+  'no-stun': { type: 'boolean' },
+  'worker-threads': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -130,6 +154,16 @@ function nonEmpty(value: string | undefined): string | undefined {
 /** A flag's value, else its environment variable's. */
 function pick(flag: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
   return nonEmpty(flag) ?? nonEmpty(env[name]);
+}
+
+/** `--worker-threads` (or its variable): 1-1024, as the binary accepts. */
+function workerThreads(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const text = pick(flag, env, ENV.WORKER_THREADS)?.trim();
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 1024) {
+    throw new UsageError(`--worker-threads must be 1-1024 (got ${JSON.stringify(text)})`);
+  }
+  return text;
 }
 
 /** A whole number of seconds (the binary checks the range). */
@@ -189,6 +223,8 @@ interface IHubPlan {
   edges: TAllowedEdge[] | undefined;
   edgesFile: string | undefined;
   json: boolean;
+  /** `--worker-threads`, passed to the binary as REMOTEINGRESS_WORKER_THREADS. */
+  workerThreads: string | undefined;
 }
 
 export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan | 'help' {
@@ -235,12 +271,13 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
     edgesFile !== undefined
       ? readEdges(edgesFile)
       : json<TAllowedEdge[]>(inline, '--allowed-edges-json', Array.isArray, 'a JSON array of edges');
-  return { config, edges, edgesFile, json: values.json === true };
+  return { config, edges, edgesFile, json: values.json === true, workerThreads: workerThreads(values['worker-threads'], env) };
 }
 
 interface IEdgePlan {
   config: IEdgeConfig;
   json: boolean;
+  workerThreads: string | undefined;
 }
 
 export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan | 'help' {
@@ -292,7 +329,13 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
   if (grace !== undefined) config.shutdownGraceSecs = grace;
   const metricsAddr = pick(values['metrics-addr'], env, ENV.METRICS_ADDR);
   if (metricsAddr !== undefined) config.metricsAddr = metricsAddr;
-  return { config, json: values.json === true };
+  const stunServers = values['stun-server'] ?? nonEmpty(env[ENV.STUN_SERVERS])?.split(',').map((s) => s.trim());
+  if (values['no-stun'] === true && values['stun-server'] !== undefined) {
+    throw new UsageError('give either --stun-server or --no-stun, not both');
+  }
+  if (values['no-stun'] === true) config.stunServers = [];
+  else if (stunServers !== undefined) config.stunServers = stunServers;
+  return { config, json: values.json === true, workerThreads: workerThreads(values['worker-threads'], env) };
 }
 
 function runToken(args: string[], out: NodeJS.WritableStream): number {
@@ -347,6 +390,15 @@ export async function runCli(argv: string[] = process.argv.slice(2), options: IR
     out.write(`${USAGE}\n`);
     return 0;
   }
+  if (command === undefined && args.includes('--version')) {
+    try {
+      out.write(`remoteingress ${PACKAGE_VERSION}; ${(await fromBinary(['--version'], options)).trim()}\n`);
+      return 0;
+    } catch (error) {
+      err.write(`remoteingress: ${error instanceof Error ? error.message : String(error)}\n`);
+      return 1;
+    }
+  }
   command ??= nonEmpty(env[ENV.MODE])?.trim();
   try {
     switch (command) {
@@ -362,8 +414,11 @@ export async function runCli(argv: string[] = process.argv.slice(2), options: IR
       }
       case 'token':
         return runToken(args, out);
+      case 'schema':
+        out.write(await fromBinary(['schema'], options));
+        return 0;
       case undefined:
-        throw new UsageError(`nothing to do: give a subcommand (hub, edge, token) or set ${ENV.MODE}=hub|edge`);
+        throw new UsageError(`nothing to do: give a subcommand (hub, edge, token, schema) or set ${ENV.MODE}=hub|edge`);
       default:
         throw new UsageError(
           `unknown ${env[ENV.MODE] !== undefined && argv[0] !== command ? `${ENV.MODE} ` : 'subcommand '}${JSON.stringify(command)}; expected hub, edge or token`,
@@ -389,7 +444,11 @@ async function runRole(
   out: NodeJS.WritableStream,
   err: NodeJS.WritableStream,
 ): Promise<number> {
-  const instance = role === 'hub' ? new RemoteIngressHub(options.wrapper) : new RemoteIngressEdge(options.wrapper);
+  const wrapper: IRemoteIngressOptions = { ...options.wrapper };
+  if (plan.workerThreads !== undefined) {
+    wrapper.env = { ...wrapper.env, [ENV.WORKER_THREADS]: plan.workerThreads };
+  }
+  const instance = role === 'hub' ? new RemoteIngressHub(wrapper) : new RemoteIngressEdge(wrapper);
   const print = (name: string, data: unknown): void => {
     if (asJson) out.write(`${JSON.stringify({ event: name, data })}\n`);
     else out.write(`${new Date().toISOString()} ${describe(name, data)}\n`);
