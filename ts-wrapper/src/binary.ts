@@ -27,8 +27,15 @@ export function workspaceBinaryPaths(): string[] {
   return ['release', 'debug'].map((profile) => path.join(workspace, 'target', profile, BINARY_NAME));
 }
 
-/** Locator options shared by `findBinary` and every RustBridge the supervisor creates. */
+/**
+ * Locator options shared by `findBinary` and every RustBridge the supervisor creates. An
+ * explicit `binaryPath` is the only place looked at: a missing or non-executable file is an
+ * error, never a silent fallback to another binary.
+ */
 export function locatorOptions(binaryPath?: string): IBinaryLocatorOptions {
+  if (binaryPath !== undefined) {
+    return { binaryName: BINARY_NAME, binaryPath, localPaths: [], searchSystemPath: false };
+  }
   return {
     binaryName: BINARY_NAME,
     envVarName: BINARY_ENV_VAR,
@@ -39,7 +46,7 @@ export function locatorOptions(binaryPath?: string): IBinaryLocatorOptions {
 }
 
 /**
- * Finds `remoteingress-bin`, or returns null. `binaryPath`, when given and executable, wins;
+ * Finds `remoteingress-bin`, or returns null. `binaryPath`, when given, is the only candidate;
  * otherwise `REMOTEINGRESS_BINARY`, the workspace build (release before debug), then PATH.
  */
 export async function findBinary(binaryPath?: string): Promise<string | null> {
@@ -48,8 +55,8 @@ export async function findBinary(binaryPath?: string): Promise<string | null> {
 
 /** Human-readable list of the places `findBinary` looks, for "not found" errors. */
 export function describeBinarySearch(binaryPath?: string): string {
+  if (binaryPath !== undefined) return `the binaryPath option (${binaryPath}) only`;
   const places = [
-    ...(binaryPath === undefined ? [] : [`binaryPath option (${binaryPath})`]),
     `$${BINARY_ENV_VAR}${process.env[BINARY_ENV_VAR] ? ` (${process.env[BINARY_ENV_VAR]})` : ' (unset)'}`,
     ...workspaceBinaryPaths(),
     '$PATH',

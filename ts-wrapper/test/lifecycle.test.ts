@@ -125,7 +125,7 @@ describe('RemoteIngressHub lifecycle', () => {
     assert.equal(hub.pid, undefined);
   });
 
-  test('binary lookup: binaryPath, then $REMOTEINGRESS_BINARY, then the workspace build', { timeout: 10_000 }, async () => {
+  test('binary lookup: binaryPath (alone), else $REMOTEINGRESS_BINARY, then the workspace build', { timeout: 10_000 }, async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-lookup-'));
     const saved = process.env['REMOTEINGRESS_BINARY'];
     try {
@@ -135,6 +135,10 @@ describe('RemoteIngressHub lifecycle', () => {
       process.env['REMOTEINGRESS_BINARY'] = fromEnv;
       assert.equal(await findBinary(explicit), explicit);
       assert.equal(await findBinary(), fromEnv);
+      // A binaryPath that does not exist is an error, not a fallback to another binary.
+      assert.equal(await findBinary(path.join(dir, 'missing')), null);
+      const strict = new RemoteIngressHub({ binaryPath: path.join(dir, 'missing') });
+      await assert.rejects(strict.start({}), (error: RemoteIngressError) => error.code === 'binary_not_found');
       delete process.env['REMOTEINGRESS_BINARY'];
       const workspace = workspaceBinaryPaths();
       assert.deepEqual(
