@@ -103,6 +103,25 @@ async fn concurrent_requests_complete_out_of_order_matched_by_id() {
     assert_eq!(second["result"]["pong"], true);
 }
 
+/// Clients that number their requests (JSON-RPC style) get the number back, as a number.
+#[tokio::test]
+async fn numeric_ids_are_echoed_as_numbers() {
+    let mut bin = Managed::spawn().await;
+    bin.write_raw(b"{\"id\":7,\"method\":\"ping\"}\n{\"id\":8,\"method\":\"nope\"}\n")
+        .await;
+    // Requests run concurrently: the answers may come in either order.
+    let mut answers = [
+        bin.next_line().await.expect("a response"),
+        bin.next_line().await.expect("a response"),
+    ];
+    answers.sort_by_key(|answer| answer["id"].as_u64());
+    let [ping, unknown] = answers;
+    assert_eq!(ping["id"], json!(7), "{ping}");
+    assert_eq!(ping["result"]["pong"], true, "{ping}");
+    assert_eq!(unknown["id"], json!(8), "{unknown}");
+    assert_eq!(unknown["code"], "unknown_method", "{unknown}");
+}
+
 #[tokio::test]
 async fn bad_lines_become_ipc_errors_and_the_process_keeps_serving() {
     let mut bin = Managed::spawn().await;
@@ -112,8 +131,8 @@ async fn bad_lines_become_ipc_errors_and_the_process_keeps_serving() {
         ("[1,2,3]", "not a JSON object"),
         (r#"{"method":"getStatus"}"#, "no \"id\""),
         (
-            r#"{"id":7,"method":"getStatus"}"#,
-            "\"id\" must be a string",
+            r#"{"id":[7],"method":"getStatus"}"#,
+            "\"id\" must be a string or a number",
         ),
     ];
     for (line, message) in cases {

@@ -3,12 +3,27 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// A request's id, chosen by the caller: a string, or a number (as JSON-RPC-style clients may
+/// send); the response carries the same JSON value back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RequestId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl From<&str> for RequestId {
+    fn from(id: &str) -> Self {
+        Self::Text(id.to_owned())
+    }
+}
+
 /// A request line. `params` is decoded per method, so a bad field is reported with its path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Request {
     /// Caller-chosen id, echoed in the response.
-    pub id: String,
+    pub id: RequestId,
     /// Method name, e.g. `getStatus`.
     pub method: String,
     /// Method parameters; may be omitted for methods without parameters.
@@ -28,7 +43,7 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OkResponse {
-    pub id: String,
+    pub id: RequestId,
     /// Always true.
     pub success: bool,
     pub result: serde_json::Value,
@@ -38,7 +53,7 @@ pub struct OkResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorResponse {
-    pub id: String,
+    pub id: RequestId,
     /// Always false.
     pub success: bool,
     /// Human readable message.

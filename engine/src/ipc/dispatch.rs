@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use remoteingress_ipc_schema::{
     method_names as m, EmptyResult, ErrorCode, ErrorResponse, IpcErrorEvent, NoParams, OkResponse,
-    PingParams, PingResult, Response, StartParams, StopEgressTcpProxyParams,
+    PingParams, PingResult, RequestId, Response, StartParams, StopEgressTcpProxyParams,
     UpdateAllowedEdgesParams,
 };
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -29,7 +29,7 @@ const MAX_PING_DELAY_MS: u64 = 60_000;
 /// A request whose `params` are still raw JSON text.
 #[derive(Debug)]
 pub struct RawRequest {
-    pub id: String,
+    pub id: RequestId,
     pub method: String,
     pub params: Option<Box<RawValue>>,
 }
@@ -64,10 +64,12 @@ pub fn decode_line(line: &[u8]) -> Decoded {
         };
     let id = match fields
         .remove("id")
-        .map(|raw| serde_json::from_str::<String>(raw.get()))
+        .map(|raw| serde_json::from_str::<RequestId>(raw.get()))
     {
         Some(Ok(id)) => id,
-        Some(Err(_)) => return invalid("request field \"id\" must be a string".to_owned()),
+        Some(Err(_)) => {
+            return invalid("request field \"id\" must be a string or a number".to_owned())
+        }
         None => return invalid("request has no \"id\"".to_owned()),
     };
     let refused = |message: String| {

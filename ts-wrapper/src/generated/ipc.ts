@@ -5,6 +5,14 @@
 // fails when this file is out of date.
 
 /**
+ * A request's id, chosen by the caller: a string, or a number (as JSON-RPC-style clients may
+ * send); the response carries the same JSON value back.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "RequestId".
+ */
+export type RequestId = string | number;
+/**
  * A response line: `success` with `result`, or `error` with a machine-readable `code`.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -262,7 +270,7 @@ export interface Request {
   /**
    * Caller-chosen id, echoed in the response.
    */
-  id: string;
+  id: RequestId;
   /**
    * Method name, e.g. `getStatus`.
    */
@@ -281,7 +289,7 @@ export interface Request {
  * via the `definition` "OkResponse".
  */
 export interface OkResponse {
-  id: string;
+  id: RequestId;
   /**
    * Always true.
    */
@@ -295,7 +303,7 @@ export interface OkResponse {
  * via the `definition` "ErrorResponse".
  */
 export interface ErrorResponse {
-  id: string;
+  id: RequestId;
   /**
    * Always false.
    */
