@@ -35,6 +35,9 @@ python3 tests/ipc/secrets_never_shown.py
 step "metrics and health endpoints, read with the Prometheus client's parser"
 python3 tests/metrics/scrape.py
 
+step "TOML config files: start from files, SIGHUP reloads under a live transfer, invalid files refused"
+python3 tests/config/toml_files.py
+
 step "systemd units: systemd-analyze verify, and the binary run as they run it (user, capabilities, limits)"
 python3 tests/deploy/units.py
 

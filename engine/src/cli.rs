@@ -37,6 +37,9 @@ pub mod env_vars {
     pub const SHUTDOWN_GRACE_SECS: &str = "REMOTEINGRESS_SHUTDOWN_GRACE_SECS";
     pub const LOG_FORMAT: &str = "REMOTEINGRESS_LOG_FORMAT";
     pub const METRICS_ADDR: &str = "REMOTEINGRESS_METRICS_ADDR";
+    pub const CONFIG: &str = "REMOTEINGRESS_CONFIG";
+    pub const TOKEN_FILE: &str = "REMOTEINGRESS_TOKEN_FILE";
+    pub const SECRET_FILE: &str = "REMOTEINGRESS_SECRET_FILE";
 }
 
 use env_vars as ev;
@@ -114,12 +117,17 @@ pub enum TransportModeArg {
 
 #[derive(Debug, Args)]
 pub struct HubArgs {
-    /// Tunnel port edges connect to (TCP for TLS, UDP for QUIC).
-    #[arg(long, env = ev::TUNNEL_PORT, default_value_t = 8443)]
-    pub tunnel_port: u16,
-    /// Host the hub forwards to; the target port equals the edge's public port.
-    #[arg(long, env = ev::TARGET_HOST, default_value = "127.0.0.1")]
-    pub target_host: String,
+    /// TOML file with the hub's settings (`[hub]`, the IPC config's keys) and its allowed edges
+    /// (`[[edges]]`); flags and variables override it. Re-read on SIGHUP.
+    #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Tunnel port edges connect to (TCP for TLS, UDP for QUIC). Default 8443.
+    #[arg(long, env = ev::TUNNEL_PORT)]
+    pub tunnel_port: Option<u16>,
+    /// Host the hub forwards to (default 127.0.0.1); the target port is the edge's public port
+    /// unless the edge's targetPorts maps it.
+    #[arg(long, env = ev::TARGET_HOST)]
+    pub target_host: Option<String>,
     /// JSON file with the allowed edges (an array of TAllowedEdge); re-read on SIGHUP.
     #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
     pub edges: Option<PathBuf>,
@@ -136,19 +144,19 @@ pub struct HubArgs {
     /// in). Default: /var/lib/remoteingress as root, else $XDG_STATE_HOME/remoteingress.
     #[arg(long, env = ev::STATE_DIR, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Stream events: perStream, summary (one per edge per second) or off.
-    #[arg(long, env = ev::STREAM_EVENT_MODE, value_enum, default_value = "perStream")]
-    pub stream_event_mode: StreamEventModeArg,
-    /// PROXY protocol version written to the target for TCP.
-    #[arg(long, env = ev::PROXY_PROTOCOL, value_enum, default_value = "v1")]
-    pub proxy_protocol: ProxyProtocolArg,
+    /// Stream events: perStream (default), summary (one per edge per second) or off.
+    #[arg(long, env = ev::STREAM_EVENT_MODE, value_enum)]
+    pub stream_event_mode: Option<StreamEventModeArg>,
+    /// PROXY protocol version written to the target for TCP (default v1).
+    #[arg(long, env = ev::PROXY_PROTOCOL, value_enum)]
+    pub proxy_protocol: Option<ProxyProtocolArg>,
     /// Flow-control and timing settings as JSON (IPerformanceConfig).
     #[arg(long, env = ev::PERFORMANCE_JSON, value_name = "JSON")]
     pub performance_json: Option<String>,
     /// On SIGTERM/SIGINT: seconds open streams may finish after the listeners close, before
-    /// they are reset (0: at once). A second signal ends the wait.
-    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u32,
+    /// they are reset (default 10; 0: at once). A second signal ends the wait.
+    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u32>,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100).
     #[arg(long, env = ev::METRICS_ADDR, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<String>,
@@ -159,24 +167,34 @@ pub struct HubArgs {
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
+    /// TOML file with the edge's settings (`[edge]`, the IPC config's keys); flags and
+    /// variables override it.
+    #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
     /// Connection token from the hub operator (replaces --hub-host/--hub-port/--edge-id/--secret).
-    #[arg(long, env = ev::TOKEN, conflicts_with_all = ["hub_host", "edge_id", "secret"])]
+    #[arg(long, env = ev::TOKEN, conflicts_with_all = ["hub_host", "edge_id", "secret", "secret_file", "token_file"], hide_env_values = true)]
     pub token: Option<String>,
-    /// Hub host name or address.
-    #[arg(long, env = ev::HUB_HOST, required_unless_present = "token")]
+    /// File holding the connection token (so it need not sit in argv or the environment).
+    #[arg(long, env = ev::TOKEN_FILE, value_name = "FILE", conflicts_with_all = ["hub_host", "edge_id", "secret", "secret_file"])]
+    pub token_file: Option<PathBuf>,
+    /// Hub host name or address (needed unless a token gives it).
+    #[arg(long, env = ev::HUB_HOST)]
     pub hub_host: Option<String>,
     /// Hub tunnel port.
     #[arg(long, env = ev::HUB_PORT)]
     pub hub_port: Option<u16>,
-    /// This edge's id.
-    #[arg(long, env = ev::EDGE_ID, required_unless_present = "token")]
+    /// This edge's id (needed unless a token gives it).
+    #[arg(long, env = ev::EDGE_ID)]
     pub edge_id: Option<String>,
-    /// This edge's secret.
-    #[arg(long, env = ev::SECRET, required_unless_present = "token", hide_env_values = true)]
+    /// This edge's secret (needed unless a token gives it).
+    #[arg(long, env = ev::SECRET, hide_env_values = true, conflicts_with = "secret_file")]
     pub secret: Option<String>,
-    /// tcpTls, quic or quicWithFallback.
-    #[arg(long, env = ev::TRANSPORT_MODE, value_enum, default_value = "quicWithFallback")]
-    pub transport_mode: TransportModeArg,
+    /// File holding this edge's secret.
+    #[arg(long, env = ev::SECRET_FILE, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// tcpTls, quic or quicWithFallback (default).
+    #[arg(long, env = ev::TRANSPORT_MODE, value_enum)]
+    pub transport_mode: Option<TransportModeArg>,
     /// Local address the public listeners bind to (default: all).
     #[arg(long, env = ev::BIND_ADDRESS)]
     pub bind_address: Option<String>,
@@ -194,9 +212,9 @@ pub struct EdgeArgs {
     #[arg(long)]
     pub no_stun: bool,
     /// On SIGTERM/SIGINT: seconds open streams may finish after the listeners close, before
-    /// they are reset (0: at once). A second signal ends the wait.
-    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u32,
+    /// they are reset (default 10; 0: at once). A second signal ends the wait.
+    #[arg(long, env = ev::SHUTDOWN_GRACE_SECS, value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u32>,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9100).
     #[arg(long, env = ev::METRICS_ADDR, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<String>,

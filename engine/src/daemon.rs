@@ -11,6 +11,7 @@ use remoteingress_ipc_schema::{
 };
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
+use crate::config_file::ConfigFile;
 use crate::events::EventSink;
 use crate::service::Service;
 use crate::token::ConnectionToken;
@@ -32,56 +33,88 @@ impl DaemonError {
     }
 }
 
-/// Builds the hub configuration from the command line.
-pub fn hub_config(args: &HubArgs) -> Result<HubConfig, DaemonError> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsConfig {
+/// The `--config` file, if one is given (read again at every call: SIGHUP).
+fn config_file(path: Option<&Path>) -> Result<ConfigFile, DaemonError> {
+    path.map_or_else(
+        || Ok(ConfigFile::default()),
+        |path| crate::config_file::load(path).map_err(DaemonError::usage),
+    )
+}
+
+/// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
+/// flag or variable that was given on top.
+pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, DaemonError> {
+    let mut config = match file {
+        Some(config) => config,
+        None => serde_json::from_str("{}")
+            .map_err(|e| DaemonError::usage(format!("default hub config: {e}")))?,
+    };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsConfig {
             cert_pem: read_text(cert)?,
             key_pem: Secret::new(read_text(key)?),
-        }),
-        _ => None,
-    };
-    let performance = args
-        .performance_json
-        .as_deref()
-        .map(|json| {
+        });
+    }
+    if let Some(json) = &args.performance_json {
+        config.performance = Some(
             serde_json::from_str::<PerformanceConfig>(json)
-                .map_err(|e| DaemonError::usage(format!("invalid performance JSON: {e}")))
-        })
-        .transpose()?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::state_dir::default_dir);
-    Ok(HubConfig {
-        tunnel_port: args.tunnel_port,
-        target_host: args.target_host.clone(),
-        tls,
-        state_dir: Some(state_dir.to_string_lossy().into_owned()),
-        stream_event_mode: match args.stream_event_mode {
+                .map_err(|e| DaemonError::usage(format!("invalid performance JSON: {e}")))?,
+        );
+    }
+    if let Some(port) = args.tunnel_port {
+        config.tunnel_port = port;
+    }
+    if let Some(host) = &args.target_host {
+        config.target_host = host.clone();
+    }
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = Some(dir.to_string_lossy().into_owned());
+    }
+    if config.state_dir.is_none() {
+        let dir = crate::state_dir::default_dir();
+        config.state_dir = Some(dir.to_string_lossy().into_owned());
+    }
+    if let Some(mode) = args.stream_event_mode {
+        config.stream_event_mode = match mode {
             StreamEventModeArg::PerStream => StreamEventMode::PerStream,
             StreamEventModeArg::Summary => StreamEventMode::Summary,
             StreamEventModeArg::Off => StreamEventMode::Off,
-        },
-        proxy_protocol: match args.proxy_protocol {
+        };
+    }
+    if let Some(version) = args.proxy_protocol {
+        config.proxy_protocol = match version {
             ProxyProtocolArg::V1 => ProxyProtocolVersion::V1,
             ProxyProtocolArg::V2 => ProxyProtocolVersion::V2,
-        },
-        udp_proxy_header: Default::default(),
-        performance,
-        max_udp_sessions: HubConfig::DEFAULT_MAX_UDP_SESSIONS,
-        shutdown_grace_secs: Some(args.shutdown_grace_secs),
-        metrics_addr: args.metrics_addr.clone(),
-    })
+        };
+    }
+    if let Some(secs) = args.shutdown_grace_secs {
+        config.shutdown_grace_secs = Some(secs);
+    }
+    if let Some(addr) = &args.metrics_addr {
+        config.metrics_addr = Some(addr.clone());
+    }
+    Ok(config)
 }
 
-/// Reads the allowed edges from `--edges FILE` or the inline JSON.
-pub fn allowed_edges(args: &HubArgs) -> Result<Vec<AllowedEdge>, DaemonError> {
+/// The allowed edges: `--edges FILE`, else the inline JSON, else the `[[edges]]` of `--config`.
+pub fn allowed_edges(
+    args: &HubArgs,
+    from_config: Option<Vec<AllowedEdge>>,
+) -> Result<Vec<AllowedEdge>, DaemonError> {
     match (&args.edges, &args.allowed_edges_json) {
         (Some(path), _) => edges_file(path),
         (None, Some(json)) => parse_edges(json, "allowed edges JSON"),
-        (None, None) => Ok(Vec::new()),
+        (None, None) => Ok(from_config.unwrap_or_default()),
     }
+}
+
+/// What the hub reads from the command line and `--config`: its configuration and its edges.
+fn hub_setup(args: &HubArgs) -> Result<(HubConfig, Vec<AllowedEdge>), DaemonError> {
+    let file = config_file(args.config.as_deref())?;
+    Ok((
+        hub_config(args, file.hub)?,
+        allowed_edges(args, file.edges)?,
+    ))
 }
 
 fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
@@ -123,32 +156,80 @@ pub fn issue_token(
     })
 }
 
-/// Builds the edge configuration from the command line.
+/// The edge's configuration: the `[edge]` table of `--config` (or the defaults), with every
+/// flag or variable that was given on top; `--token-file` / `--secret-file` are read here.
 pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
-    Ok(EdgeConfig {
-        token: args.token.clone().map(Secret::new),
-        hub_host: args.hub_host.clone(),
-        hub_port: args.hub_port,
-        edge_id: args.edge_id.clone(),
-        secret: args.secret.clone().map(Secret::new),
-        bind_address: args.bind_address.clone(),
-        transport_mode: match args.transport_mode {
+    let mut config = config_file(args.config.as_deref())?
+        .edge
+        .unwrap_or_default();
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_secret(path)?),
+        (None, None) => None,
+    };
+    let secret = match (&args.secret, &args.secret_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(path)) => Some(read_secret(path)?),
+        (None, None) => None,
+    };
+    let explicit = args.hub_host.is_some() || args.edge_id.is_some() || secret.is_some();
+    if let Some(token) = token {
+        // A token replaces whatever the file says about the hub and the edge.
+        config.token = Some(Secret::new(token));
+        (
+            config.hub_host,
+            config.hub_port,
+            config.edge_id,
+            config.secret,
+        ) = (None, None, None, None);
+    } else if explicit {
+        config.token = None;
+    }
+    if let Some(host) = &args.hub_host {
+        config.hub_host = Some(host.clone());
+    }
+    if let Some(port) = args.hub_port {
+        config.hub_port = Some(port);
+    }
+    if let Some(id) = &args.edge_id {
+        config.edge_id = Some(id.clone());
+    }
+    if let Some(secret) = secret {
+        config.secret = Some(Secret::new(secret));
+    }
+    if let Some(address) = &args.bind_address {
+        config.bind_address = Some(address.clone());
+    }
+    if let Some(mode) = args.transport_mode {
+        config.transport_mode = match mode {
             TransportModeArg::TcpTls => TransportMode::TcpTls,
             TransportModeArg::Quic => TransportMode::Quic,
             TransportModeArg::QuicWithFallback => TransportMode::QuicWithFallback,
-        },
-        hub_cert_sha256: args.hub_cert_sha256.clone(),
-        hub_ca_pem: args.hub_ca.as_deref().map(read_text).transpose()?,
-        stun_servers: if args.no_stun {
-            Some(Vec::new())
-        } else if args.stun_servers.is_empty() {
-            None
-        } else {
-            Some(args.stun_servers.clone())
-        },
-        shutdown_grace_secs: Some(args.shutdown_grace_secs),
-        metrics_addr: args.metrics_addr.clone(),
-    })
+        };
+    }
+    if let Some(fingerprint) = &args.hub_cert_sha256 {
+        config.hub_cert_sha256 = Some(fingerprint.clone());
+    }
+    if let Some(path) = &args.hub_ca {
+        config.hub_ca_pem = Some(read_text(path)?);
+    }
+    if args.no_stun {
+        config.stun_servers = Some(Vec::new());
+    } else if !args.stun_servers.is_empty() {
+        config.stun_servers = Some(args.stun_servers.clone());
+    }
+    if let Some(secs) = args.shutdown_grace_secs {
+        config.shutdown_grace_secs = Some(secs);
+    }
+    if let Some(addr) = &args.metrics_addr {
+        config.metrics_addr = Some(addr.clone());
+    }
+    Ok(config)
+}
+
+/// A secret or token kept in a file: its content without the trailing newline.
+fn read_secret(path: &Path) -> Result<String, DaemonError> {
+    Ok(read_text(path)?.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn read_text(path: &Path) -> Result<String, DaemonError> {
@@ -158,8 +239,7 @@ fn read_text(path: &Path) -> Result<String, DaemonError> {
 
 /// Runs the hub until a termination signal.
 pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
-    let config = hub_config(&args)?;
-    let edges = allowed_edges(&args)?;
+    let (config, edges) = hub_setup(&args)?;
     let (events, rx) = EventSink::channel();
     let printer = tokio::spawn(print_events(rx, args.json));
     let service = Arc::new(Service::new(events));
@@ -175,10 +255,13 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
     }
     wait_for_termination(|| {
         let service = service.clone();
-        let reload = match allowed_edges(&args) {
-            Ok(edges) => Some(edges),
+        // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
+        // streams); other settings of the file take effect at the next start. A file that does
+        // not check out changes nothing.
+        let reload = match hub_setup(&args) {
+            Ok((_, edges)) => Some(edges),
             Err(error) => {
-                tracing::error!(%error, "SIGHUP: edges not reloaded");
+                tracing::error!(%error, "SIGHUP: configuration not reloaded; the previous one stays");
                 None
             }
         };

@@ -25,6 +25,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod daemon;
 pub mod edge;
 pub mod egress;

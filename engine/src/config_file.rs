@@ -1,0 +1,87 @@
+//! `--config FILE`: the hub's and the edge's settings in TOML, with the same keys as the IPC
+//! configuration, so one reference serves both: `[hub]` holds IHubConfig, `[[edges]]` the allowed
+//! edges (TAllowedEdge), `[edge]` IEdgeConfig. Flags and variables override the file. Errors name
+//! the file, the line and the field.
+
+use std::path::Path;
+
+use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, HubConfig};
+use serde::Deserialize;
+
+/// A configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub hub: Option<HubConfig>,
+    pub edges: Option<Vec<AllowedEdge>>,
+    pub edge: Option<EdgeConfig>,
+}
+
+/// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
+pub fn load(path: &Path) -> Result<ConfigFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+}
+
+/// Parses TOML text; the error says `LINE: FIELD: what is wrong`.
+pub fn parse(text: &str) -> Result<ConfigFile, String> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, &e, ""))?;
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| describe(text, e.inner(), &e.path().to_string()))
+}
+
+fn describe(text: &str, error: &toml::de::Error, field: &str) -> String {
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        .map_or_else(String::new, |line| format!("{line}:"));
+    let field = if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!(" {field}:")
+    };
+    format!("{line}{field} {}", error.message().trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_file_with_edges() {
+        let file = parse(
+            r#"
+[hub]
+tunnelPort = 9443
+metricsAddr = "127.0.0.1:9101"
+
+[[edges]]
+id = "edge-1"
+secret = "s3cret"
+listenPorts = [80, 443]
+targetPorts = [{ port = 443, targetPort = 8443 }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.hub.unwrap().tunnel_port, 9443);
+        let edges = file.edges.unwrap();
+        assert_eq!(edges[0].listen_ports, vec![80, 443]);
+        assert!(file.edge.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_field() {
+        let error = parse("[hub]\ntunnelPort = 8443\n\n[[edges]]\nid = \"a\"\nsecret = \"b\"\nlistenPorts = [70000]\n")
+            .unwrap_err();
+        assert!(error.starts_with("7: edges[0].listenPorts[0]:"), "{error}");
+        let error = parse("[hub]\ntunelPort = 1\n").unwrap_err();
+        assert!(
+            error.starts_with("2: hub.tunelPort:") || error.starts_with("2: hub:"),
+            "{error}"
+        );
+        assert!(error.contains("unknown field"), "{error}");
+        let error = parse("[hub\n").unwrap_err();
+        assert!(error.starts_with("1:"), "{error}");
+    }
+}
