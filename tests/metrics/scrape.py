@@ -110,6 +110,13 @@ def main():
             report.check("edge: bytes in and out match", edge_samples[("remoteingress_edge_bytes_out_total", ())] == received)
             report.check("edge: tunnel connected", edge_samples[("remoteingress_edge_tunnel_connected", ())] == 1)
 
+            # The heartbeat's round trips (a PING every 3 s) land in the RTT histogram.
+            rtt = wait_for("a heartbeat RTT observation", lambda: (
+                (lambda m: m if m.get(("remoteingress_hub_heartbeat_rtt_seconds_count", edge_label), 0) >= 1 else None)(
+                    scrape(hub_metrics))), timeout=15)
+            total = rtt[("remoteingress_hub_heartbeat_rtt_seconds_sum", edge_label)]
+            report.check(f"hub: heartbeat RTT histogram ({total * 1000:.2f} ms in all)", 0 < total < 1, total)
+
             # A refused login is counted by kind, never labelled by address.
             intruder = harness.Process([harness.binary(), "edge", "--hub-host", "127.0.0.1", "--hub-port", str(tunnel_port),
                                         "--edge-id", "m-edge", "--secret", "wrong-secret", "--transport-mode", "tcpTls",

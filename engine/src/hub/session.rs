@@ -100,6 +100,8 @@ pub(crate) async fn run(session: HubSession) -> String {
     let summaries = settings.stream_event_mode == StreamEventMode::Summary;
     let mut last_pong = Instant::now();
     let mut ping_seq: u64 = 0;
+    // When the PING numbered `ping_seq` went out: its PONG gives the round-trip time.
+    let mut ping_sent_at = Instant::now();
     // Streams of this session end with it (their own child token).
     let streams_cancel = cancel.child_token();
 
@@ -141,7 +143,12 @@ pub(crate) async fn run(session: HubSession) -> String {
                 None => break tunnel.closed().await,
             },
             message = incoming.control.next() => match message {
-                Some(message) if message.frame_type == FrameType::Pong => last_pong = Instant::now(),
+                Some(message) if message.frame_type == FrameType::Pong => {
+                    last_pong = Instant::now();
+                    if message.payload[..] == ping_seq.to_be_bytes() {
+                        events.counters().heartbeat_rtt(&edge_id, ping_sent_at.elapsed());
+                    }
+                }
                 Some(message) if message.frame_type == FrameType::Config => {
                     match serde_json::from_slice::<EdgeReport>(&message.payload) {
                         Ok(report) => {
@@ -173,6 +180,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                     );
                 }
                 ping_seq += 1;
+                ping_sent_at = Instant::now();
                 if let Err(error) = tunnel.send_control(ControlMessage::ping(ping_seq)) {
                     break format!("cannot send PING: {error}");
                 }

@@ -1,17 +1,25 @@
 //! Counters of things that are reported as events (login failures, connect failures, egress
 //! attempts, firewall applies, ...): the [`crate::events::EventSink`] counts every event it is
 //! given, so no call site has to remember a metric, and the counts are exact even when the event
-//! consumer falls behind.
+//! consumer falls behind. Also the one measurement that is not an event: the hub's heartbeat
+//! round-trip times, observed by each edge's session once per PING.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use remoteingress_ipc_schema::Event;
 
 /// A label set with one `reason` (or `outcome`, `kind`) value from a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+/// One edge (the edge ids are the allowed edges: bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeLabel {
+    pub edge_id: String,
 }
 
 /// Egress attempts per edge and outcome (the edge ids are the allowed edges: bounded).
@@ -21,9 +29,16 @@ pub struct EgressLabels {
     pub outcome: String,
 }
 
+/// Buckets of the heartbeat RTT histogram: 0.5 ms doubling to about 4 s.
+fn rtt_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
 /// The event-derived counters of one process (one role).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct EventCounters {
+    /// Hub: PING to PONG time per edge, in seconds.
+    pub heartbeat_rtt: Family<EdgeLabel, Histogram, fn() -> Histogram>,
     /// Hub: failed logins by kind (`refused`: wrong secret or unknown id; `handshake`).
     pub login_failures: Family<ReasonLabel, Counter>,
     /// Hub: egress attempts by edge and outcome.
@@ -39,6 +54,21 @@ pub struct EventCounters {
     pub port_bind_failures: Counter,
 }
 
+impl Default for EventCounters {
+    fn default() -> Self {
+        Self {
+            heartbeat_rtt: Family::new_with_constructor(rtt_histogram),
+            login_failures: Family::default(),
+            egress: Family::default(),
+            tunnel_disconnects: Counter::default(),
+            connect_failures: Family::default(),
+            firewall_applies: Counter::default(),
+            firewall_unavailable: Counter::default(),
+            port_bind_failures: Counter::default(),
+        }
+    }
+}
+
 /// The wire name of a serializable enum value (`unauthorized`, `connected`, ...).
 fn name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
@@ -48,6 +78,15 @@ fn name<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl EventCounters {
+    /// Records one heartbeat round trip of `edge_id`.
+    pub fn heartbeat_rtt(&self, edge_id: &str, rtt: std::time::Duration) {
+        self.heartbeat_rtt
+            .get_or_create(&EdgeLabel {
+                edge_id: edge_id.to_owned(),
+            })
+            .observe(rtt.as_secs_f64());
+    }
+
     /// Counts `event`.
     pub fn observe(&self, event: &Event) {
         match event {

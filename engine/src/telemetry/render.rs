@@ -172,6 +172,11 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "Egress attempts by edge and outcome",
         counters.egress.clone(),
     );
+    registry.register(
+        "hub_heartbeat_rtt_seconds",
+        "Time from the hub's PING to the edge's PONG",
+        counters.heartbeat_rtt.clone(),
+    );
     let mut per_edge = PerEdge {
         registry,
         edges: &hub.connected_edges,
