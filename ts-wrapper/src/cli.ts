@@ -10,6 +10,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs, promisify } from 'node:util';
 
+import { parse as parseToml } from 'smol-toml';
+
 import { BINARY_NAME, findBinary } from './binary.js';
 
 import { RemoteIngressEdge } from './edge.js';
@@ -47,20 +49,26 @@ export const ENV = {
   METRICS_ADDR: 'REMOTEINGRESS_METRICS_ADDR',
   STUN_SERVERS: 'REMOTEINGRESS_STUN_SERVERS',
   WORKER_THREADS: 'REMOTEINGRESS_WORKER_THREADS',
+  CONFIG: 'REMOTEINGRESS_CONFIG',
+  TOKEN_FILE: 'REMOTEINGRESS_TOKEN_FILE',
+  SECRET_FILE: 'REMOTEINGRESS_SECRET_FILE',
+  LOG_FORMAT: 'REMOTEINGRESS_LOG_FORMAT',
 } as const;
 
 const USAGE = `Usage:
-  remoteingress hub  [--tunnel-port 8443] [--target-host 127.0.0.1]
+  remoteingress hub  [--config FILE.toml] [--tunnel-port 8443] [--target-host 127.0.0.1]
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
                      [--performance-json JSON] [--shutdown-grace-secs 10]
-                     [--metrics-addr ADDR:PORT] [--worker-threads N] [--json]
-  remoteingress edge --token TOKEN | --hub-host H [--hub-port 8443] --edge-id ID --secret S
+                     [--metrics-addr ADDR:PORT] [--worker-threads N] [--log-format text|json]
+                     [--json]
+  remoteingress edge [--config FILE.toml] --token TOKEN | --token-file FILE
+                     | --hub-host H [--hub-port 8443] --edge-id ID (--secret S | --secret-file FILE)
                      [--transport-mode tcpTls|quic|quicWithFallback] [--bind-address ADDR]
                      [--hub-cert-sha256 HEX] [--hub-ca PEM] [--shutdown-grace-secs 10]
                      [--stun-server HOST:PORT ... | --no-stun] [--metrics-addr ADDR:PORT]
-                     [--worker-threads N] [--json]
+                     [--worker-threads N] [--log-format text|json] [--json]
   remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
@@ -100,6 +108,8 @@ export interface IRunCliOptions {
 }
 
 const HUB_OPTIONS = {
+  config: { type: 'string' },
+  'log-format': { type: 'string' },
   'tunnel-port': { type: 'string' },
   'target-host': { type: 'string' },
   edges: { type: 'string' },
@@ -118,7 +128,11 @@ const HUB_OPTIONS = {
 } as const;
 
 const EDGE_OPTIONS = {
+  config: { type: 'string' },
+  'log-format': { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
+  'secret-file': { type: 'string' },
   'hub-host': { type: 'string' },
   'hub-port': { type: 'string' },
   'edge-id': { type: 'string' },
@@ -154,6 +168,11 @@ function nonEmpty(value: string | undefined): string | undefined {
 /** A flag's value, else its environment variable's. */
 function pick(flag: string | undefined, env: NodeJS.ProcessEnv, name: string): string | undefined {
   return nonEmpty(flag) ?? nonEmpty(env[name]);
+}
+
+/** `--log-format` (or its variable): text or json, for the binary's log lines. */
+function logFormat(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  return oneOf(pick(flag, env, ENV.LOG_FORMAT), '--log-format', ['text', 'json'] as const);
 }
 
 /** `--worker-threads` (or its variable): 1-1024, as the binary accepts. */
@@ -214,6 +233,37 @@ function isObject(value: unknown): boolean {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** `--config FILE.toml`: the binary's configuration file ([hub], [[edges]], [edge]). */
+interface IConfigFile {
+  hub?: IHubConfig;
+  edges?: TAllowedEdge[];
+  edge?: IEdgeConfig;
+}
+
+function readConfig(file: string | undefined): IConfigFile {
+  if (file === undefined) return {};
+  const text = readText(file, '--config');
+  let parsed: unknown;
+  try {
+    parsed = parseToml(text);
+  } catch (error) {
+    // smol-toml's TomlError carries the line, like the binary's `FILE:LINE:` messages.
+    const line = (error as { line?: number }).line;
+    throw new UsageError(`${file}:${line === undefined ? '' : `${line}:`} ${(error as Error).message.split('\n')[0]}`);
+  }
+  const known = new Set(['hub', 'edges', 'edge']);
+  const unknown = Object.keys(parsed as object).filter((key) => !known.has(key));
+  if (unknown.length > 0) throw new UsageError(`${file}: unknown table ${JSON.stringify(unknown[0])} (expected hub, edges, edge)`);
+  // Plain JSON values, as the binary takes them; it checks the fields and names the JSON path of
+  // a bad one.
+  return JSON.parse(JSON.stringify(parsed)) as IConfigFile;
+}
+
+/** A secret kept in a file, without its trailing newline. */
+function readSecret(path: string, what: string): string {
+  return readText(path, what).replace(/[\r\n]+$/, '');
+}
+
 function readEdges(file: string): TAllowedEdge[] {
   return json<TAllowedEdge[]>(readText(file, '--edges'), `--edges ${file}`, Array.isArray, 'a JSON array of edges') ?? [];
 }
@@ -222,6 +272,10 @@ interface IHubPlan {
   config: IHubConfig;
   edges: TAllowedEdge[] | undefined;
   edgesFile: string | undefined;
+  /** `--config`: re-read on SIGHUP for its edges when no edges file is given. */
+  configFile: string | undefined;
+  /** `--log-format`, passed to the binary. */
+  logFormat: string | undefined;
   json: boolean;
   /** `--worker-threads`, passed to the binary as REMOTEINGRESS_WORKER_THREADS. */
   workerThreads: string | undefined;
@@ -230,7 +284,10 @@ interface IHubPlan {
 export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan | 'help' {
   const { values } = parseArgs({ args, options: HUB_OPTIONS, strict: true, allowPositionals: false });
   if (values.help) return 'help';
-  const config: IHubConfig = {};
+  const configFile = pick(values.config, env, ENV.CONFIG);
+  const file = readConfig(configFile);
+  // The file first; every flag or variable given overrides it.
+  const config: IHubConfig = { ...file.hub };
   const tunnelPort = port(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port', true);
   if (tunnelPort !== undefined) config.tunnelPort = tunnelPort;
   const targetHost = pick(values['target-host'], env, ENV.TARGET_HOST);
@@ -270,46 +327,70 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   const edges =
     edgesFile !== undefined
       ? readEdges(edgesFile)
-      : json<TAllowedEdge[]>(inline, '--allowed-edges-json', Array.isArray, 'a JSON array of edges');
-  return { config, edges, edgesFile, json: values.json === true, workerThreads: workerThreads(values['worker-threads'], env) };
+      : (json<TAllowedEdge[]>(inline, '--allowed-edges-json', Array.isArray, 'a JSON array of edges') ?? file.edges);
+  return {
+    config,
+    edges,
+    edgesFile,
+    configFile,
+    logFormat: logFormat(values['log-format'], env),
+    json: values.json === true,
+    workerThreads: workerThreads(values['worker-threads'], env),
+  };
 }
 
 interface IEdgePlan {
   config: IEdgeConfig;
   json: boolean;
+  logFormat: string | undefined;
   workerThreads: string | undefined;
 }
 
 export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan | 'help' {
   const { values } = parseArgs({ args, options: EDGE_OPTIONS, strict: true, allowPositionals: false });
   if (values.help) return 'help';
-  const config: IEdgeConfig = {};
-  const token = nonEmpty(values.token);
+  const file = readConfig(pick(values.config, env, ENV.CONFIG));
+  const config: IEdgeConfig = { ...file.edge };
+  const tokenFile = pick(values['token-file'], env, ENV.TOKEN_FILE);
+  const secretFile = pick(values['secret-file'], env, ENV.SECRET_FILE);
+  const token = nonEmpty(values.token) ?? (values['token-file'] !== undefined ? readSecret(values['token-file'], '--token-file') : undefined);
   const hubHost = nonEmpty(values['hub-host']);
-  const explicit = hubHost !== undefined || values['edge-id'] !== undefined || values.secret !== undefined;
+  const explicit =
+    hubHost !== undefined || values['edge-id'] !== undefined || values.secret !== undefined || values['secret-file'] !== undefined;
   if (token !== undefined && explicit) {
     throw new UsageError('give either --token or --hub-host/--edge-id/--secret, not both');
   }
   // A token flag wins over explicit variables and the other way round; from the environment
-  // alone, a token wins.
-  const envToken = explicit ? undefined : nonEmpty(env[ENV.TOKEN]);
+  // alone, a token wins; both win over the file.
+  const envToken = explicit
+    ? undefined
+    : (nonEmpty(env[ENV.TOKEN]) ?? (tokenFile !== undefined ? readSecret(tokenFile, ENV.TOKEN_FILE) : undefined));
+  const fileHasEdge = config.token !== undefined || config.hubHost !== undefined;
   if (token !== undefined || envToken !== undefined) {
     config.token = (token ?? envToken) as string;
+    delete config.hubHost;
+    delete config.hubPort;
+    delete config.edgeId;
+    delete config.secret;
   } else {
-    const host = pick(values['hub-host'], env, ENV.HUB_HOST);
-    const edgeId = pick(values['edge-id'], env, ENV.EDGE_ID);
-    const secret = pick(values.secret, env, ENV.SECRET);
-    const missing = [
-      host === undefined ? `--hub-host (${ENV.HUB_HOST})` : undefined,
-      edgeId === undefined ? `--edge-id (${ENV.EDGE_ID})` : undefined,
-      secret === undefined ? `--secret (${ENV.SECRET})` : undefined,
-    ].filter((m) => m !== undefined);
-    if (missing.length > 0) {
-      throw new UsageError(`an edge needs --token (${ENV.TOKEN}) or ${missing.join(', ')}`);
+    const host = pick(values['hub-host'], env, ENV.HUB_HOST) ?? config.hubHost;
+    const edgeId = pick(values['edge-id'], env, ENV.EDGE_ID) ?? config.edgeId;
+    const secret =
+      pick(values.secret, env, ENV.SECRET) ?? (secretFile !== undefined ? readSecret(secretFile, '--secret-file') : undefined) ?? config.secret;
+    if (config.token === undefined || explicit) {
+      const missing = [
+        host === undefined ? `--hub-host (${ENV.HUB_HOST})` : undefined,
+        edgeId === undefined ? `--edge-id (${ENV.EDGE_ID})` : undefined,
+        secret === undefined ? `--secret (${ENV.SECRET})` : undefined,
+      ].filter((m) => m !== undefined);
+      if (missing.length > 0) {
+        throw new UsageError(`an edge needs --token (${ENV.TOKEN}) or ${missing.join(', ')}${fileHasEdge ? '' : ' (or a --config file with them)'}`);
+      }
+      delete config.token;
+      config.hubHost = host as string;
+      config.edgeId = edgeId as string;
+      config.secret = secret as string;
     }
-    config.hubHost = host as string;
-    config.edgeId = edgeId as string;
-    config.secret = secret as string;
     const hubPort = port(pick(values['hub-port'], env, ENV.HUB_PORT), '--hub-port', false);
     if (hubPort !== undefined) config.hubPort = hubPort;
   }
@@ -335,7 +416,12 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
   }
   if (values['no-stun'] === true) config.stunServers = [];
   else if (stunServers !== undefined) config.stunServers = stunServers;
-  return { config, json: values.json === true, workerThreads: workerThreads(values['worker-threads'], env) };
+  return {
+    config,
+    json: values.json === true,
+    logFormat: logFormat(values['log-format'], env),
+    workerThreads: workerThreads(values['worker-threads'], env),
+  };
 }
 
 function runToken(args: string[], out: NodeJS.WritableStream): number {
@@ -448,6 +534,9 @@ async function runRole(
   if (plan.workerThreads !== undefined) {
     wrapper.env = { ...wrapper.env, [ENV.WORKER_THREADS]: plan.workerThreads };
   }
+  if (plan.logFormat !== undefined) {
+    wrapper.env = { ...wrapper.env, [ENV.LOG_FORMAT]: plan.logFormat };
+  }
   const instance = role === 'hub' ? new RemoteIngressHub(wrapper) : new RemoteIngressEdge(wrapper);
   const print = (name: string, data: unknown): void => {
     if (asJson) out.write(`${JSON.stringify({ event: name, data })}\n`);
@@ -492,11 +581,14 @@ async function runRole(
       const status = await hub.start(hubPlan.config);
       if (hubPlan.edges !== undefined) await hub.updateAllowedEdges(hubPlan.edges);
       print('started', { role, pid: hub.pid, tunnelPort: status.tunnelPort, certSha256: status.certSha256 });
-      if (handleSignals && hubPlan.edgesFile !== undefined) {
-        const file = hubPlan.edgesFile;
+      // SIGHUP re-reads the edges: from the edges file, else from the config file.
+      const reloadFrom = hubPlan.edgesFile ?? hubPlan.configFile;
+      if (handleSignals && reloadFrom !== undefined) {
+        const file = reloadFrom;
+        const fromEdgesFile = hubPlan.edgesFile !== undefined;
         onHup = (): void => {
           try {
-            const edges = readEdges(file);
+            const edges = fromEdgesFile ? readEdges(file) : (readConfig(file).edges ?? []);
             hub.updateAllowedEdges(edges).then(
               (result) => print('edgesReloaded', { file, ...result }),
               (error: Error) => err.write(`remoteingress: reloading ${file} failed: ${error.message}\n`),

@@ -23,7 +23,7 @@ import {
   type TAllowedEdge,
 } from '../src/index.js';
 import { workspaceBinaryPaths } from '../src/binary.js';
-import { parseEdgeArgs } from '../src/cli.js';
+import { parseEdgeArgs, parseHubArgs } from '../src/cli.js';
 import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -234,6 +234,32 @@ describe('remoteingress CLI', () => {
     err.length = 0;
     assert.equal(await runCli(['edge', '--token', 'T', '--worker-threads', '0'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
     assert.match(err.join(''), /--worker-threads must be 1-1024/);
+    // --config FILE.toml: the binary's file format; flags override it; tokens from files.
+    const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-config-'));
+    try {
+      const hubFile = path.join(dir, 'hub.toml');
+      writeFileSync(hubFile, '[hub]\ntunnelPort = 9443\ntargetHost = "10.0.0.5"\n\n[[edges]]\nid = "e1"\nsecret = "s1"\nlistenPorts = [80]\n');
+      const hub = parseHubArgs(['--config', hubFile, '--tunnel-port', '9444'], {});
+      assert.ok(hub !== 'help');
+      assert.deepEqual(hub.config, { tunnelPort: 9444, targetHost: '10.0.0.5' });
+      assert.deepEqual(hub.edges, [{ id: 'e1', secret: 's1', listenPorts: [80] }]);
+      const tokenFile = path.join(dir, 'token');
+      writeFileSync(tokenFile, 'T0KEN\n');
+      const edgeFile = path.join(dir, 'edge.toml');
+      writeFileSync(edgeFile, '[edge]\nhubHost = "h"\nedgeId = "e"\nsecret = "s"\ntransportMode = "tcpTls"\n');
+      const fromFile = parseEdgeArgs(['--config', edgeFile], {});
+      assert.ok(fromFile !== 'help');
+      assert.deepEqual(fromFile.config, { hubHost: 'h', edgeId: 'e', secret: 's', transportMode: 'tcpTls' });
+      const withToken = parseEdgeArgs(['--config', edgeFile, '--token-file', tokenFile], {});
+      assert.ok(withToken !== 'help');
+      assert.deepEqual(withToken.config, { token: 'T0KEN', transportMode: 'tcpTls' });
+      writeFileSync(edgeFile, '[edge]\nhubHost = \n');
+      err.length = 0;
+      assert.equal(await runCli(['edge', '--config', edgeFile], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
+      assert.match(err.join(''), /edge\.toml:2: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     const version: string[] = [];
     assert.equal(await runCli(['--version'], { env: {}, stdout: output(version) }), 0);
     assert.match(version.join(''), /^remoteingress \d+\.\d+\.\d+; remoteingress-bin \d+\.\d+\.\d+/);
