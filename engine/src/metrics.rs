@@ -12,6 +12,8 @@ pub struct StreamStats {
     closed_total: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Hub: streams whose target could not be reached (refused, timed out).
+    target_connect_errors: AtomicU64,
 }
 
 /// A point-in-time copy of [`StreamStats`].
@@ -22,9 +24,15 @@ pub struct StreamStatsSnapshot {
     pub closed_total: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub target_connect_errors: u64,
 }
 
 impl StreamStats {
+    /// Counts a stream whose target could not be reached.
+    pub fn target_connect_failed(&self) {
+        self.target_connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a new stream.
     pub fn opened(&self) {
         self.opened_total.fetch_add(1, Ordering::Relaxed);
@@ -46,6 +54,7 @@ impl StreamStats {
             closed_total: self.closed_total.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            target_connect_errors: self.target_connect_errors.load(Ordering::Relaxed),
         }
     }
 }
@@ -101,6 +110,14 @@ impl UdpStats {
     pub fn set_sessions(&self, n: usize) {
         self.sessions
             .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Datagrams from clients towards targets, and back.
+    pub fn datagrams(&self) -> (u64, u64) {
+        (
+            self.datagrams_in.load(Ordering::Relaxed),
+            self.datagrams_out.load(Ordering::Relaxed),
+        )
     }
 
     pub fn sessions(&self) -> u64 {

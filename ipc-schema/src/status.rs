@@ -166,6 +166,14 @@ pub struct ConnectedEdgeStatus {
     pub udp_sessions: u64,
     /// UDP datagrams dropped (queue full, unknown session, socket busy).
     pub udp_dropped: u64,
+    /// UDP datagrams from clients towards the target, and back.
+    #[serde(default)]
+    pub udp_datagrams_in: u64,
+    #[serde(default)]
+    pub udp_datagrams_out: u64,
+    /// Streams whose target could not be reached (refused, timed out).
+    #[serde(default)]
+    pub target_connect_errors: u64,
     /// Streams and UDP sessions refused because their port is not assigned to this edge.
     pub refused_ports: u64,
     /// Features this tunnel supports (e.g. `egress` on QUIC).
@@ -280,6 +288,11 @@ pub struct EdgeStatus {
     pub udp_sessions: u64,
     /// UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
     pub udp_dropped: u64,
+    /// UDP datagrams from clients towards the hub, and back.
+    #[serde(default)]
+    pub udp_datagrams_in: u64,
+    #[serde(default)]
+    pub udp_datagrams_out: u64,
     /// Resource limits in force and what they refused.
     pub limits: EdgeLimitStatus,
     /// The firewall snapshot in force on this edge.

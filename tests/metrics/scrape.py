@@ -60,13 +60,14 @@ def main():
     try:
         with tempfile.TemporaryDirectory(prefix="ri-metrics-") as workdir:
             port = harness.free_port("127.0.0.1", also_free_on=["127.0.0.2"])
+            dead_port = harness.free_port("127.0.0.1", also_free_on=["127.0.0.2"])  # nothing listens there
             tunnel_port, hub_metrics, edge_metrics = harness.free_port(), harness.free_port(), harness.free_port()
             target = harness.Process([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)], "m-target")
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
-                json.dump([{"id": "m-edge", "secret": SECRET, "listenPorts": [port]}], f)
+                json.dump([{"id": "m-edge", "secret": SECRET, "listenPorts": [port, dead_port]}], f)
             hub_argv = [harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges, "--state-dir", workdir,
                         "--metrics-addr", f"127.0.0.1:{hub_metrics}", "--json"]
             hub = harness.Process(hub_argv, "m-hub")
@@ -109,6 +110,16 @@ def main():
                 (lambda m: m if m.get(("remoteingress_edge_bytes_in_total", ())) == len(payload) else None)(scrape(edge_metrics))))
             report.check("edge: bytes in and out match", edge_samples[("remoteingress_edge_bytes_out_total", ())] == received)
             report.check("edge: tunnel connected", edge_samples[("remoteingress_edge_tunnel_connected", ())] == 1)
+
+            # A port whose target is down: the client is reset, the hub counts a connect error.
+            try:
+                with socket.create_connection(("127.0.0.2", dead_port), timeout=10) as client:
+                    client.recv(1)
+            except OSError:
+                pass
+            errors = wait_for("a target connect error", lambda: scrape(hub_metrics).get(
+                ("remoteingress_hub_edge_target_connect_errors_total", edge_label), 0) >= 1)
+            report.check("hub: target connect errors counted", errors)
 
             # The heartbeat's round trips (a PING every 3 s) land in the RTT histogram.
             rtt = wait_for("a heartbeat RTT observation", lambda: (

@@ -169,6 +169,8 @@ impl Edge {
             port_bind_failures: state.port_bind_failures.clone(),
             udp_sessions: self.shared.udp_stats.sessions(),
             udp_dropped: self.shared.udp_stats.dropped(),
+            udp_datagrams_in: self.shared.udp_stats.datagrams().0,
+            udp_datagrams_out: self.shared.udp_stats.datagrams().1,
             limits: self.limit_status(&state.limits),
             firewall: state.firewall.status.clone(),
             reconnect_attempts: state.reconnect_attempts,

@@ -112,10 +112,12 @@ pub(crate) async fn forward(
             }
         }
         Ok(Err(error)) => {
+            context.stats.target_connect_failed();
             limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, %error, "cannot connect to the target");
             stream.abort();
         }
         Err(_) => {
+            context.stats.target_connect_failed();
             limited_warn!(context.warnings, %edge_id, stream_id, host = %context.settings.target_host, port, "target connect timed out");
             stream.abort();
         }

@@ -206,6 +206,21 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         e.udp_dropped
     });
     per_edge.counter(
+        "hub_edge_udp_datagrams_in",
+        "UDP datagrams from clients towards the target",
+        |e| e.udp_datagrams_in,
+    );
+    per_edge.counter(
+        "hub_edge_udp_datagrams_out",
+        "UDP datagrams from the target towards clients",
+        |e| e.udp_datagrams_out,
+    );
+    per_edge.counter(
+        "hub_edge_target_connect_errors",
+        "Streams whose target could not be reached",
+        |e| e.target_connect_errors,
+    );
+    per_edge.counter(
         "hub_edge_refused_ports",
         "Streams and UDP sessions refused: port not assigned",
         |e| e.refused_ports,
@@ -299,6 +314,18 @@ fn edge_metrics(registry: &mut Registry, edge: &EdgeStatus, counters: &EventCoun
         "edge_udp_sessions",
         "UDP sessions open now",
         edge.udp_sessions,
+    );
+    counter(
+        registry,
+        "edge_udp_datagrams_in",
+        "UDP datagrams from clients towards the hub",
+        edge.udp_datagrams_in,
+    );
+    counter(
+        registry,
+        "edge_udp_datagrams_out",
+        "UDP datagrams from the hub towards clients",
+        edge.udp_datagrams_out,
     );
     counter(
         registry,

@@ -1168,6 +1168,15 @@ export interface IConnectedEdgeStatus {
    */
   udpDropped: number;
   /**
+   * UDP datagrams from clients towards the target, and back.
+   */
+  udpDatagramsIn?: number;
+  udpDatagramsOut?: number;
+  /**
+   * Streams whose target could not be reached (refused, timed out).
+   */
+  targetConnectErrors?: number;
+  /**
    * Streams and UDP sessions refused because their port is not assigned to this edge.
    */
   refusedPorts: number;
@@ -1335,6 +1344,11 @@ export interface IEdgeStatus {
    * UDP datagrams dropped (tunnel queue full, socket busy, tunnel down).
    */
   udpDropped: number;
+  /**
+   * UDP datagrams from clients towards the hub, and back.
+   */
+  udpDatagramsIn?: number;
+  udpDatagramsOut?: number;
   /**
    * Resource limits in force and what they refused.
    */
