@@ -171,7 +171,8 @@ mod tests {
                 opened_total: 1,
                 closed_total: 1,
                 bytes_in: 5,
-                bytes_out: 7
+                bytes_out: 7,
+                target_connect_errors: 0,
             }
         );
     }
