@@ -76,7 +76,8 @@ const USAGE = `Usage:
 
 Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role. Every hub/edge flag can also be
 set with its REMOTEINGRESS_* variable (e.g. --target-host: REMOTEINGRESS_TARGET_HOST); flags win.
-Events go to stdout (--json: one JSON line each); the binary's log goes to stderr.
+Events are log lines on stderr, or with --json one JSON line each on stdout, as remoteingress-bin
+prints them; the binary's log goes to stderr.
 The binary is $REMOTEINGRESS_BINARY, the workspace build, or remoteingress-bin on PATH.`;
 
 class UsageError extends Error {}
@@ -453,14 +454,6 @@ function runToken(args: string[], out: NodeJS.WritableStream): number {
   throw new UsageError('token needs "encode" or "decode"');
 }
 
-function describe(name: string, data: unknown): string {
-  if (data === null || typeof data !== 'object') return name;
-  const parts = Object.entries(data as Record<string, unknown>)
-    .filter(([, value]) => value !== null && value !== undefined)
-    .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`);
-  return `${name} ${parts.join(' ')}`.trim();
-}
-
 /**
  * Runs the CLI with `argv` (without `node` and the script). Resolves with the exit status once
  * the role has stopped (after SIGINT/SIGTERM or `options.signal`), or at once for `token` and
@@ -539,8 +532,10 @@ async function runRole(
   }
   const instance = role === 'hub' ? new RemoteIngressHub(wrapper) : new RemoteIngressEdge(wrapper);
   const print = (name: string, data: unknown): void => {
-    if (asJson) out.write(`${JSON.stringify({ event: name, data })}\n`);
-    else out.write(`${new Date().toISOString()} ${describe(name, data)}\n`);
+    // As remoteingress-bin prints them: JSON lines on stdout, or log lines on stderr.
+    const line = JSON.stringify({ event: name, data });
+    if (asJson) out.write(`${line}\n`);
+    else err.write(`${new Date().toISOString()}  INFO remoteingress::event: ${line}\n`);
   };
   const emitter = instance as unknown as NodeJS.EventEmitter;
   const names: readonly string[] = role === 'hub' ? HUB_EVENT_NAMES : EDGE_EVENT_NAMES;
