@@ -362,7 +362,18 @@ mod tests {
 
     #[test]
     fn edge_needs_a_token_or_explicit_fields() {
-        assert!(Cli::try_parse_from(args(&["bin", "edge", "--hub-host", "h"])).is_err());
+        // The rest may come from --config, so the parser takes a partial edge; the configuration
+        // check names what is missing.
+        let Some(Command::Edge(partial)) =
+            Cli::try_parse_from(args(&["bin", "edge", "--hub-host", "h"]))
+                .unwrap()
+                .command
+        else {
+            panic!("an edge command");
+        };
+        let config = crate::daemon::edge_config(&partial).unwrap();
+        let error = crate::config::EdgeSettings::from_ipc(config, "config").unwrap_err();
+        assert_eq!(error.path, "config.edgeId", "{error}");
         let cli = Cli::try_parse_from(args(&[
             "bin",
             "edge",
