@@ -258,8 +258,10 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
         // streams); other settings of the file take effect at the next start. A file that does
         // not check out changes nothing.
-        let reload = match hub_setup(&args) {
-            Ok((_, edges)) => Some(edges),
+        let reload = match config_file(args.config.as_deref())
+            .and_then(|file| allowed_edges(&args, file.edges))
+        {
+            Ok(edges) => Some(edges),
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: configuration not reloaded; the previous one stays");
                 None

@@ -69,8 +69,8 @@ impl Default for EventCounters {
     }
 }
 
-/// The wire name of a serializable enum value (`unauthorized`, `connected`, ...).
-fn name<T: serde::Serialize>(value: &T) -> String {
+/// The wire name of a serializable enum value (`unauthorized`, `connected`, `tcpTls`, ...).
+pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|value| value.as_str().map(str::to_owned))
@@ -106,7 +106,7 @@ impl EventCounters {
                 self.egress
                     .get_or_create(&EgressLabels {
                         edge_id: attempt.edge_id.clone(),
-                        outcome: name(&attempt.outcome),
+                        outcome: wire_name(&attempt.outcome),
                     })
                     .inc();
             }
@@ -116,7 +116,7 @@ impl EventCounters {
             Event::TunnelConnectFailed(failed) => {
                 self.connect_failures
                     .get_or_create(&ReasonLabel {
-                        reason: name(&failed.reason),
+                        reason: wire_name(&failed.reason),
                     })
                     .inc();
             }

@@ -119,12 +119,10 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
             .set(0);
     }
     for edge in &hub.connected_edges {
-        let transport = serde_json::to_value(edge.transport)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_owned))
-            .unwrap_or_default();
         by_transport
-            .get_or_create(&TransportLabel { transport })
+            .get_or_create(&TransportLabel {
+                transport: super::counters::wire_name(&edge.transport),
+            })
             .inc();
     }
     registry.register(
