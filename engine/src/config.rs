@@ -21,7 +21,7 @@ use crate::token::ConnectionToken;
 
 /// Default STUN server for public IP discovery.
 pub const DEFAULT_STUN_SERVER: &str = "stun.cloudflare.com:3478";
-/// Default STUN interval pushed to edges.
+/// Default STUN interval: pushed to edges, and what an edge uses when its hub sends none.
 pub const DEFAULT_STUN_INTERVAL_SECS: u32 = 300;
 /// Default hub tunnel port.
 pub const DEFAULT_HUB_PORT: u16 = 8443;

@@ -20,6 +20,10 @@
 //! Module map: [`ipc`] (management protocol) and [`cli`]/[`daemon`] drive a [`service::Service`],
 //! which runs a [`hub::Hub`] or an [`edge::Edge`]; [`config`] validates what they run with;
 //! [`token`] encodes connection tokens; [`events`] carries events to whoever listens.
+//!
+//! The whole picture (every module, the path of one TCP connection and one UDP datagram, the
+//! wire protocol, the IPC contract and the security model) is in `docs/architecture.md` at the
+//! repository's root.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backoff;
@@ -43,6 +47,7 @@ pub mod service;
 pub mod shutdown;
 pub mod state_dir;
 pub mod stun;
+mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -39,11 +39,7 @@ enum Start {
     Edge(EdgeSettings),
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// The running role.
 #[derive(Debug, Clone)]

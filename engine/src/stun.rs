@@ -2,12 +2,13 @@
 //!
 //! Written by hand on purpose: the edge needs one request and one attribute
 //! (XOR-MAPPED-ADDRESS, with MAPPED-ADDRESS as a fallback), and the STUN crates on crates.io
-//! either pull in a whole WebRTC stack or are unmaintained. The codec is sans-IO, works on a
-//! bounds-checked cursor, and is property-tested against arbitrary bytes.
+//! either pull in a whole WebRTC stack or are unmaintained. The codec is sans-IO, reads with
+//! `bytes::Buf`'s checked getters, and is property-tested against arbitrary bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use bytes::Buf;
 use rand::RngCore;
 
 /// The magic cookie every RFC 5389 message carries.
@@ -49,30 +50,20 @@ pub fn binding_request() -> ([u8; HEADER_LEN], [u8; 12]) {
     (request, transaction)
 }
 
-/// Bounds-checked reader over a byte slice.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (self.bytes.get(..n)?, self.bytes.get(n..)?);
-        self.bytes = rest;
-        Some(head)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
+/// The next `n` bytes of `input`, which then starts after them; `None` if fewer remain.
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = input.split_at_checked(n)?;
+    *input = rest;
+    Some(head)
 }
 
 /// Parses a Binding success response for `transaction`; returns the mapped address.
 pub fn parse_response(response: &[u8], transaction: &[u8; 12]) -> Result<SocketAddr, StunError> {
-    let mut cursor = Cursor { bytes: response };
-    let message_type = cursor.u16().ok_or(StunError::Truncated)?;
-    let length = usize::from(cursor.u16().ok_or(StunError::Truncated)?);
-    let cookie = cursor.take(4).ok_or(StunError::Truncated)?;
-    let id = cursor.take(12).ok_or(StunError::Truncated)?;
+    let mut input = response;
+    let message_type = input.try_get_u16().map_err(|_| StunError::Truncated)?;
+    let length = usize::from(input.try_get_u16().map_err(|_| StunError::Truncated)?);
+    let cookie = take(&mut input, 4).ok_or(StunError::Truncated)?;
+    let id = take(&mut input, 12).ok_or(StunError::Truncated)?;
     if message_type != BINDING_SUCCESS {
         return Err(StunError::NotBindingSuccess(message_type));
     }
@@ -82,16 +73,20 @@ pub fn parse_response(response: &[u8], transaction: &[u8; 12]) -> Result<SocketA
     if id != transaction {
         return Err(StunError::WrongTransaction);
     }
-    let mut attributes = Cursor {
-        bytes: cursor.take(length).ok_or(StunError::BadAttribute)?,
-    };
+    let mut attributes = take(&mut input, length).ok_or(StunError::BadAttribute)?;
     let mut mapped = None;
-    while !attributes.bytes.is_empty() {
-        let kind = attributes.u16().ok_or(StunError::BadAttribute)?;
-        let len = usize::from(attributes.u16().ok_or(StunError::BadAttribute)?);
-        let value = attributes.take(len).ok_or(StunError::BadAttribute)?;
+    while !attributes.is_empty() {
+        let kind = attributes
+            .try_get_u16()
+            .map_err(|_| StunError::BadAttribute)?;
+        let len = usize::from(
+            attributes
+                .try_get_u16()
+                .map_err(|_| StunError::BadAttribute)?,
+        );
+        let value = take(&mut attributes, len).ok_or(StunError::BadAttribute)?;
         // Attributes are padded to 4 bytes; the last one may omit its padding.
-        let _ = attributes.take((4 - len % 4) % 4);
+        let _ = take(&mut attributes, (4 - len % 4) % 4);
         match kind {
             ATTR_XOR_MAPPED_ADDRESS => {
                 if let Some(addr) = parse_address(value, Some(transaction)) {
@@ -107,18 +102,17 @@ pub fn parse_response(response: &[u8], transaction: &[u8; 12]) -> Result<SocketA
 
 /// An (XOR-)MAPPED-ADDRESS value; `xor` carries the transaction id for the XOR form.
 fn parse_address(value: &[u8], xor: Option<&[u8; 12]>) -> Option<SocketAddr> {
-    let mut cursor = Cursor { bytes: value };
-    let _reserved = cursor.take(1)?;
-    let family = cursor.take(1)?[0];
-    let mut port = cursor.u16()?;
+    let mut input = value;
+    let _reserved = input.try_get_u8().ok()?;
+    let family = input.try_get_u8().ok()?;
+    let mut port = input.try_get_u16().ok()?;
     let cookie = MAGIC_COOKIE.to_be_bytes();
     if xor.is_some() {
         port ^= (MAGIC_COOKIE >> 16) as u16;
     }
     let ip = match family {
         0x01 => {
-            let raw = cursor.take(4)?;
-            let mut octets = [raw[0], raw[1], raw[2], raw[3]];
+            let mut octets = *input.first_chunk::<4>()?;
             if xor.is_some() {
                 for (octet, key) in octets.iter_mut().zip(cookie) {
                     *octet ^= key;
@@ -127,9 +121,7 @@ fn parse_address(value: &[u8], xor: Option<&[u8; 12]>) -> Option<SocketAddr> {
             IpAddr::V4(Ipv4Addr::from(octets))
         }
         0x02 => {
-            let raw = cursor.take(16)?;
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(raw);
+            let mut octets = *input.first_chunk::<16>()?;
             if let Some(transaction) = xor {
                 let key = cookie.iter().chain(transaction.iter());
                 for (octet, key) in octets.iter_mut().zip(key) {
@@ -172,50 +164,64 @@ pub fn encode_success(transaction: &[u8; 12], mapped: SocketAddr) -> Vec<u8> {
     out
 }
 
-/// Asks the servers in order; returns the first mapped address, or the last error.
-pub async fn discover(servers: &[String]) -> Result<SocketAddr, String> {
-    let mut last_error = "no STUN server configured".to_owned();
+/// Why one STUN server gave no address.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no STUN server configured")]
+    NoServer,
+    #[error("cannot resolve: {0}")]
+    Resolve(std::io::Error),
+    #[error("the name has no address")]
+    NoAddress,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {REQUEST_TIMEOUT:?}")]
+    NoAnswer,
+    #[error(transparent)]
+    Response(#[from] StunError),
+}
+
+/// Asks the servers in order; returns the first mapped address, or the last server's error.
+pub async fn discover(servers: &[String]) -> Result<SocketAddr, (String, QueryError)> {
+    let mut last_error = (String::new(), QueryError::NoServer);
     for server in servers {
         match query(server).await {
             Ok(addr) => return Ok(addr),
             Err(error) => {
                 tracing::debug!(%server, %error, "STUN query failed");
-                last_error = format!("{server}: {error}");
+                last_error = (server.clone(), error);
             }
         }
     }
     Err(last_error)
 }
 
-async fn query(server: &str) -> Result<SocketAddr, String> {
+async fn query(server: &str) -> Result<SocketAddr, QueryError> {
     let target = tokio::net::lookup_host(server)
         .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
+        .map_err(QueryError::Resolve)?
         .next()
-        .ok_or("no address")?;
+        .ok_or(QueryError::NoAddress)?;
     let local: SocketAddr = if target.is_ipv6() {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let socket = tokio::net::UdpSocket::bind(local)
-        .await
-        .map_err(|e| e.to_string())?;
-    socket.connect(target).await.map_err(|e| e.to_string())?;
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
     let (request, transaction) = binding_request();
-    socket.send(&request).await.map_err(|e| e.to_string())?;
+    socket.send(&request).await?;
     let mut buffer = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
     loop {
         let len = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
             .await
-            .map_err(|_| "no answer".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| QueryError::NoAnswer)??;
         match parse_response(buffer.get(..len).unwrap_or_default(), &transaction) {
             Ok(addr) => return Ok(addr),
             // A stray or stale datagram: keep waiting for ours.
             Err(StunError::WrongTransaction) => continue,
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(error.into()),
         }
     }
 }

@@ -75,7 +75,11 @@ pub enum TokenError {
     TooLong { len: usize },
     #[error("connection token is not base64url (alphabet A-Z a-z 0-9 - _): {0}")]
     Base64(#[from] base64::DecodeError),
-    #[error("decoded connection token is not valid: {0}")]
+    /// serde_json names the key (`missing field `s``); the legend says what it is.
+    #[error(
+        "decoded connection token is not JSON of the form {{h: hub host, p: hub port 1-65535, \
+         e: edge id, s: secret, f: hub certificate SHA-256 (optional)}}: {0}"
+    )]
     Json(#[from] serde_json::Error),
     #[error("token field \"h\" (hub host) {0}")]
     HubHost(&'static str),

@@ -69,7 +69,7 @@ fn udp_open_and_send(edge: &HandEdge, session: u32, port: u16, payload: &'static
 async fn udp_answer(edge: &mut HandEdge, session: u32) -> Option<Bytes> {
     let wait = async {
         loop {
-            match edge.incoming.datagrams.next().await {
+            match edge.incoming.datagrams.recv().await {
                 Some(UdpMessage::Data {
                     session: s,
                     payload,

@@ -97,10 +97,7 @@ impl EdgeShared {
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, EdgeState> {
-        // A poisoned lock only means another task panicked mid-update; the data is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
                     super::session::report_to_hub(&shared);
                 }
             }
-            Err(error) => tracing::warn!(%error, "public IP discovery failed"),
+            Err((server, error)) => tracing::warn!(%server, %error, "public IP discovery failed"),
         }
         let interval = Duration::from_secs(
             shared

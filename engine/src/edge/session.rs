@@ -83,7 +83,7 @@ pub(crate) async fn run(
                 }
                 None => break tunnel.closed().await,
             },
-            message = incoming.control.next() => match message {
+            message = incoming.control.recv() => match message {
                 Some(message) => {
                     last_heard = Instant::now();
                     if message.frame_type == FrameType::Config {
@@ -105,7 +105,7 @@ pub(crate) async fn run(
                 }
                 None => break tunnel.closed().await,
             },
-            message = incoming.datagrams.next() => match message {
+            message = incoming.datagrams.recv() => match message {
                 Some(message) => ports.udp.deliver_from_hub(message),
                 None => break tunnel.closed().await,
             },

@@ -35,17 +35,11 @@ impl EdgeEgress {
                 EgressPolicy::default()
             }
         };
-        *self
-            .policy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+        *crate::sync::lock(&self.policy) = Arc::new(policy);
     }
 
     fn policy(&self) -> Arc<EgressPolicy> {
-        self.policy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        crate::sync::lock(&self.policy).clone()
     }
 }
 

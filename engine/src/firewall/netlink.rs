@@ -4,8 +4,9 @@
 //! The batch keeps the table, the base chains and the blocklist sets, and flushes and refills
 //! them inside the transaction: a packet sees either the old ruleset or the new one, never
 //! none, and a blocked address present in both is never let through (a re-created interval set
-//! matches nothing until the commit finishes; `shared/notes/nftables.md` section 5 measured
-//! it). Per-source meters are deleted and re-created (their state resets with each update).
+//! matches nothing until the commit finishes, as measured while the firewall was built; see
+//! the Firewall section of `docs/decisions.md`). Per-source meters are deleted and re-created
+//! (their state resets with each update).
 //! If any message fails the kernel aborts the whole batch and the previous rules stay.
 
 use std::io;

@@ -19,7 +19,7 @@ use crate::events::EventSink;
 use crate::limited_warn;
 use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{OpenStreamGuard, StreamStats};
-use crate::proxy_protocol::{v1, v2};
+use crate::proxy_protocol::{v1, v2, ProxyTransport};
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::transport::tunnel::TunnelStream;
 
@@ -90,7 +90,11 @@ pub(crate) async fn forward(
             let _ = target_stream.set_nodelay(true);
             let written = match context.settings.proxy_protocol {
                 ProxyProtocolVersion::V1 => target_stream.write_all(&open).await,
-                ProxyProtocolVersion::V2 => target_stream.write_all(&v2::from_v1(&header)).await,
+                ProxyProtocolVersion::V2 => {
+                    target_stream
+                        .write_all(&v2::encode(&header, ProxyTransport::Stream))
+                        .await
+                }
             };
             match written {
                 Ok(()) => {

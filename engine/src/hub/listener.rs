@@ -4,7 +4,7 @@
 //! transports share everything after their own accept: the hello exchange
 //! ([`Connection::exchange_hello`]) and the session start.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ pub(crate) async fn run_tcp(context: Arc<ListenerContext>, tcp: TcpListener) {
                 continue;
             }
         };
-        let remote = normalise(remote);
+        let remote = crate::proxy_protocol::canonical(remote);
         let Some(pending) = context.begin(remote) else {
             // Reset rather than close: the peer learns at once, and no TIME_WAIT is kept.
             crate::relay::reset(&socket);
@@ -163,7 +163,7 @@ pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::End
             incoming.refuse();
             continue;
         }
-        let remote = normalise(incoming.remote_address());
+        let remote = crate::proxy_protocol::canonical(incoming.remote_address());
         let Some(pending) = context.begin(remote) else {
             incoming.refuse();
             continue;
@@ -465,16 +465,5 @@ impl Connection {
                 reason,
                 login_refused,
             }));
-    }
-}
-
-/// IPv4-mapped IPv6 peers (from the dual-stack sockets) are reported as IPv4.
-fn normalise(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
     }
 }

@@ -142,7 +142,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                 }
                 None => break tunnel.closed().await,
             },
-            message = incoming.control.next() => match message {
+            message = incoming.control.recv() => match message {
                 Some(message) if message.frame_type == FrameType::Pong => {
                     last_pong = Instant::now();
                     if message.payload[..] == ping_seq.to_be_bytes() {
@@ -167,7 +167,7 @@ pub(crate) async fn run(session: HubSession) -> String {
                 }
                 None => break tunnel.closed().await,
             },
-            message = incoming.datagrams.next() => match message {
+            message = incoming.datagrams.recv() => match message {
                 Some(_) if hub_draining => {}
                 Some(message) => udp.handle_from_edge(message).await,
                 None => break tunnel.closed().await,

@@ -17,7 +17,6 @@ pub mod v1;
 pub mod v2;
 
 pub use v1::V1Error;
-pub use v2::{V2Command, V2Error, V2Header};
 
 /// Transport carried by the header: TCP (v1 TCP4/TCP6, v2 STREAM) or UDP (v2 DGRAM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,8 +49,8 @@ impl ProxyHeader {
     /// scope id are cleared because neither version of the protocol can carry them, so a
     /// header always equals what the peer will decode from it.
     pub fn new(source: SocketAddr, destination: SocketAddr) -> Self {
-        let source = unmap(source);
-        let destination = unmap(destination);
+        let source = canonical(source);
+        let destination = canonical(destination);
         let (source, destination) = match (source, destination) {
             (SocketAddr::V4(s), SocketAddr::V6(_)) => (map_to_v6(s), destination),
             (SocketAddr::V6(_), SocketAddr::V4(d)) => (source, map_to_v6(d)),
@@ -77,71 +76,17 @@ impl ProxyHeader {
     }
 }
 
-/// Turns `::ffff:a.b.c.d` into `a.b.c.d`, and drops IPv6 flow info / scope id otherwise.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => addr,
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
-            None => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0)),
-        },
-    }
+/// A peer address as the project reports and keys it: `::ffff:a.b.c.d` (what dual-stack sockets
+/// report for IPv4 peers) becomes `a.b.c.d`, and IPv6 flow info and scope id are dropped (no
+/// header can carry them). The one place this normalisation lives.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Turns `a.b.c.d` into `::ffff:a.b.c.d`, the IPv6 form that still names the IPv4 peer.
 fn map_to_v6(addr: SocketAddrV4) -> SocketAddr {
     let ip: Ipv4Addr = *addr.ip();
     SocketAddr::V6(SocketAddrV6::new(ip.to_ipv6_mapped(), addr.port(), 0, 0))
-}
-
-/// Bounds-checked cursor over untrusted input, in the manner of rustls' `codec::Reader`.
-///
-/// Every read goes through [`Reader::take`], which returns `None` instead of panicking when
-/// the input is short; the caller decides whether that means "need more bytes" or
-/// "declared length too small".
-#[derive(Debug)]
-struct Reader<'a> {
-    buf: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, offset: 0 }
-    }
-
-    /// The next `len` bytes, or `None` (consuming nothing) if fewer remain.
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        let end = self.offset.checked_add(len)?;
-        let bytes = self.buf.get(self.offset..end)?;
-        self.offset = end;
-        Some(bytes)
-    }
-
-    /// The next `N` bytes as an array, or `None` if fewer remain.
-    fn take_array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N).and_then(|bytes| bytes.try_into().ok())
-    }
-
-    fn take_u8(&mut self) -> Option<u8> {
-        self.take_array::<1>().map(|[b]| b)
-    }
-
-    fn take_u16_be(&mut self) -> Option<u16> {
-        self.take_array::<2>().map(u16::from_be_bytes)
-    }
-
-    /// Everything not yet read; afterwards the reader is exhausted.
-    fn rest(&mut self) -> &'a [u8] {
-        let rest = self.buf.get(self.offset..).unwrap_or_default();
-        self.offset = self.buf.len();
-        rest
-    }
-
-    /// How many bytes have been consumed so far.
-    fn used(&self) -> usize {
-        self.offset
-    }
 }
 
 #[cfg(test)]
@@ -222,18 +167,6 @@ mod tests {
         };
         assert!(!h.is_ipv4());
         assert_eq!(h.normalized().source, sa("[::ffff:1.2.3.4]:1"));
-    }
-
-    #[test]
-    fn reader_is_bounds_checked() {
-        let mut r = Reader::new(&[1, 2, 3]);
-        assert_eq!(r.take_u16_be(), Some(0x0102));
-        assert_eq!(r.take(2), None);
-        assert_eq!(r.used(), 2);
-        assert_eq!(r.take_u8(), Some(3));
-        assert_eq!(r.take_u8(), None);
-        assert_eq!(r.take(usize::MAX), None);
-        assert_eq!(r.rest(), &[] as &[u8]);
     }
 }
 

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str;
 
-use super::{ProxyHeader, Reader};
+use super::ProxyHeader;
 
 /// Longest v1 line the spec allows, CRLF included (`PROXY UNKNOWN` with two full-length
 /// IPv6 addresses and two 5-digit ports). A receiver that has seen this many bytes without
@@ -122,9 +122,7 @@ pub fn parse(input: &[u8]) -> Result<(ProxyHeader, usize), V1Error> {
         return Err(V1Error::NotProxy);
     }
     let line_len = find_line_end(input)?;
-    let mut reader = Reader::new(input);
-    let line = reader.take(line_len).ok_or(V1Error::Incomplete)?;
-    reader.take(2).ok_or(V1Error::Incomplete)?;
+    let line = input.get(..line_len).ok_or(V1Error::Incomplete)?;
     // `find_line_end` only accepts printable ASCII before the CR, so this cannot fail; the
     // error mapping exists only to avoid an unwrap.
     let line = str::from_utf8(line).map_err(|e| V1Error::NonAscii {
@@ -132,7 +130,7 @@ pub fn parse(input: &[u8]) -> Result<(ProxyHeader, usize), V1Error> {
         offset: e.valid_up_to(),
     })?;
     let header = parse_fields(line)?;
-    Ok((header, reader.used()))
+    Ok((header, line_len + 2))
 }
 
 /// Finds the CR of the terminating CRLF within the first [`MAX_V1_LEN`] bytes and returns

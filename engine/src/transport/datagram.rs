@@ -1,6 +1,6 @@
 //! UDP messages between edge and hub, independent of the transport, and their QUIC encodings.
 //!
-//! TLS carries them as UDP_OPEN / UDP_DATA(_BACK) / UDP_CLOSE frames whose stream id is the
+//! TLS carries them ([`UdpMessage::into_frame`]) as UDP_OPEN / UDP_DATA(_BACK) / UDP_CLOSE frames whose stream id is the
 //! session id. QUIC carries them as RFC 9221 datagrams: `[session_id u32 BE][payload]`, and
 //! `[session_id][0xFF][PROXY v2 header]` to open a session. A datagram too large for one QUIC
 //! datagram travels on a unidirectional "overflow" stream as `[session_id][len u32][payload]`,
@@ -8,6 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::frame::{Frame, FrameType};
 use crate::proxy_protocol::v2::SIGNATURE;
 
 /// One UDP message of a session.
@@ -19,6 +20,44 @@ pub enum UdpMessage {
     Data { session: u32, payload: Bytes },
     /// The session ended (idle, or unknown to the peer).
     Close { session: u32 },
+}
+
+impl UdpMessage {
+    /// The TLS mux's frame for this message; `hub_side` picks UDP_DATA_BACK for data.
+    pub fn into_frame(self, hub_side: bool) -> Frame {
+        match self {
+            Self::Open { session, header } => Frame::udp_open(session, header),
+            Self::Data { session, payload } => Frame::udp_data(session, hub_side, payload),
+            Self::Close { session } => Frame::udp_close(session),
+        }
+    }
+
+    /// The message a UDP_* frame carries; `None` for any other frame.
+    pub fn from_frame(frame: Frame) -> Option<Self> {
+        let session = frame.stream_id;
+        Some(match frame.frame_type {
+            FrameType::UdpOpen => Self::Open {
+                session,
+                header: frame.payload,
+            },
+            FrameType::UdpData | FrameType::UdpDataBack => Self::Data {
+                session,
+                payload: frame.payload,
+            },
+            FrameType::UdpClose => Self::Close { session },
+            _ => return None,
+        })
+    }
+}
+
+/// A UDP message could not be queued (either transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UdpSendError {
+    /// The caller drops (and counts) the datagram.
+    #[error("the tunnel's datagram queue is full")]
+    Full,
+    #[error("the tunnel is closed")]
+    Closed,
 }
 
 /// Marker byte after the session id of a QUIC session-open datagram.

@@ -413,12 +413,19 @@ pub fn decode_header(header: [u8; HEADER_LEN]) -> Result<FrameHeader, FrameError
 /// stream id or payload over the cap. The payload size is data-dependent (a large firewall
 /// snapshot can exceed CONFIG's 1 MiB), so this is an error, not a panic.
 pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
-    frame.frame_type.check_stream_id(frame.stream_id)?;
-    let len = frame.frame_type.check_payload_len(frame.payload.len())?;
+    let header = checked_header(frame)?;
     dst.reserve(HEADER_LEN + frame.payload.len());
-    dst.put_slice(&encode_header(frame.stream_id, frame.frame_type, len));
+    dst.put_slice(&header);
     dst.put_slice(&frame.payload);
     Ok(())
+}
+
+/// The header of `frame` after the checks the peer makes (stream id rule, payload cap): what
+/// [`encode`] and the TLS mux's batching writer put in front of the payload.
+pub fn checked_header(frame: &Frame) -> Result<[u8; HEADER_LEN], FrameError> {
+    frame.frame_type.check_stream_id(frame.stream_id)?;
+    let len = frame.frame_type.check_payload_len(frame.payload.len())?;
+    Ok(encode_header(frame.stream_id, frame.frame_type, len))
 }
 
 /// Splits one complete frame off the front of `buf` without copying its payload.

@@ -29,9 +29,6 @@ pub const MAX_HELLO_LEN: usize = 4096;
 /// Longest accepted hub reply line (without its `\n`): it carries the whole firewall snapshot.
 pub const MAX_REPLY_LEN: usize = 2 * 1024 * 1024;
 
-/// STUN re-discovery interval used when the hub does not send one.
-pub const DEFAULT_STUN_INTERVAL_SECS: u32 = 300;
-
 /// The hello keyword.
 const HELLO_KEYWORD: &str = "EDGE";
 
@@ -131,8 +128,9 @@ pub fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
     })
 }
 
+/// STUN re-discovery interval used when the hub does not send one.
 fn default_stun_interval_secs() -> u32 {
-    DEFAULT_STUN_INTERVAL_SECS
+    crate::config::DEFAULT_STUN_INTERVAL_SECS
 }
 
 /// The configuration the hub pushes to an edge: in the handshake reply and, later, as the

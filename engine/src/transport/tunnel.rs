@@ -11,13 +11,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use remoteingress_ipc_schema::TunnelTransport;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::control::ControlMessage;
-use super::datagram::UdpMessage;
-use super::frame::{Frame, FrameType, CONTROL_STREAM};
+use super::datagram::{UdpMessage, UdpSendError};
+use super::frame::{Frame, CONTROL_STREAM};
 use super::handshake::{encode_config, EdgeConfigPush};
-use super::quic::{self, QuicHandle, QuicSide, QuicStream, UdpSendError};
+use super::quic::{self, QuicHandle, QuicSide, QuicStream};
 use super::tls_mux::{
     Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
 };
@@ -35,45 +36,25 @@ pub enum TunnelError {
 /// A running tunnel (cheap to clone).
 #[derive(Clone, Debug)]
 pub enum Tunnel {
-    Tls(TlsTunnel),
+    Tls(MuxHandle),
     Quic(QuicHandle),
 }
 
-/// The TLS variant: the multiplexer and which side this is (frame direction of UDP data).
-#[derive(Clone, Debug)]
-pub struct TlsTunnel {
-    mux: MuxHandle,
-    hub_side: bool,
-}
-
-/// What arrives on a tunnel: streams the peer opened and control messages, as two independent
-/// receivers so one task can wait on both.
+/// What arrives on a tunnel, as independent receivers so one task can wait on all of them.
+/// Both transports deliver control and UDP messages in the same types.
 #[derive(Debug)]
 pub struct TunnelIncoming {
     pub streams: IncomingStreams,
-    pub control: IncomingControl,
-    pub datagrams: IncomingDatagrams,
-}
-
-/// UDP messages from the peer.
-#[derive(Debug)]
-pub enum IncomingDatagrams {
-    Tls(tokio::sync::mpsc::Receiver<Frame>),
-    Quic(tokio::sync::mpsc::Receiver<UdpMessage>),
+    /// CONFIG, PING, PONG (and, on QUIC, UDP_CLOSE is delivered as a UDP message instead).
+    pub control: mpsc::Receiver<ControlMessage>,
+    pub datagrams: mpsc::Receiver<UdpMessage>,
 }
 
 /// Streams the peer opened.
 #[derive(Debug)]
 pub enum IncomingStreams {
-    Tls(tokio::sync::mpsc::Receiver<(MuxStream, Bytes)>),
-    Quic(tokio::sync::mpsc::Receiver<(QuicStream, Bytes)>),
-}
-
-/// Control messages from the peer.
-#[derive(Debug)]
-pub enum IncomingControl {
-    Tls(tokio::sync::mpsc::Receiver<Frame>),
-    Quic(tokio::sync::mpsc::Receiver<ControlMessage>),
+    Tls(mpsc::Receiver<(MuxStream, Bytes)>),
+    Quic(mpsc::Receiver<(QuicStream, Bytes)>),
 }
 
 /// One tunneled TCP connection.
@@ -139,14 +120,11 @@ impl Tunnel {
             datagrams,
         } = incoming;
         (
-            Self::Tls(TlsTunnel {
-                mux: handle,
-                hub_side: matches!(side, Side::Hub),
-            }),
+            Self::Tls(handle),
             TunnelIncoming {
                 streams: IncomingStreams::Tls(streams),
-                control: IncomingControl::Tls(control),
-                datagrams: IncomingDatagrams::Tls(datagrams),
+                control,
+                datagrams,
             },
         )
     }
@@ -178,8 +156,8 @@ impl Tunnel {
             Self::Quic(handle),
             TunnelIncoming {
                 streams: IncomingStreams::Quic(incoming.streams),
-                control: IncomingControl::Quic(incoming.control),
-                datagrams: IncomingDatagrams::Quic(incoming.datagrams),
+                control: incoming.control,
+                datagrams: incoming.datagrams,
             },
         )
     }
@@ -195,7 +173,7 @@ impl Tunnel {
     /// Opens a stream to the hub (edge side); `proxy_line` is the client's PROXY v1 line.
     pub async fn open_stream(&self, proxy_line: Bytes) -> Result<TunnelStream, TunnelError> {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => mux
+            Self::Tls(mux) => mux
                 .open_stream(proxy_line)
                 .map(TunnelStream::Tls)
                 .map_err(|e| TunnelError::Protocol(e.to_string())),
@@ -210,7 +188,7 @@ impl Tunnel {
     /// Sends a control message (CONFIG, PING, PONG) without waiting.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), TunnelError> {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => {
+            Self::Tls(mux) => {
                 let frame = Frame::new(CONTROL_STREAM, message.frame_type, message.payload)
                     .map_err(|e| TunnelError::Protocol(e.to_string()))?;
                 mux.send_control(frame).map_err(|_| TunnelError::Closed)
@@ -228,22 +206,7 @@ impl Tunnel {
     /// Queues a UDP message without waiting; `Full` means the caller drops (and counts) it.
     pub fn send_udp(&self, message: UdpMessage) -> Result<(), UdpSendError> {
         match self {
-            Self::Tls(TlsTunnel { mux, hub_side }) => {
-                let frame = match message {
-                    UdpMessage::Open { session, header } => Frame::udp_open(session, header),
-                    UdpMessage::Data { session, payload } => {
-                        Frame::udp_data(session, *hub_side, payload)
-                    }
-                    UdpMessage::Close { session } => Frame::udp_close(session),
-                };
-                mux.try_send_datagram(frame).map_err(|_| {
-                    if mux.is_closed() {
-                        UdpSendError::Closed
-                    } else {
-                        UdpSendError::Full
-                    }
-                })
-            }
+            Self::Tls(mux) => mux.send_udp(message),
             Self::Quic(quic) => quic.send_udp(message),
         }
     }
@@ -251,7 +214,7 @@ impl Tunnel {
     /// Streams currently open on this tunnel.
     pub fn active_streams(&self) -> usize {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => mux.active_streams(),
+            Self::Tls(mux) => mux.active_streams(),
             Self::Quic(quic) => quic.active_streams(),
         }
     }
@@ -259,14 +222,14 @@ impl Tunnel {
     /// Closes the tunnel; every stream fails.
     pub fn close(&self) {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => mux.close(),
+            Self::Tls(mux) => mux.close(),
             Self::Quic(quic) => quic.close(),
         }
     }
 
     pub fn is_closed(&self) -> bool {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => mux.is_closed(),
+            Self::Tls(mux) => mux.is_closed(),
             Self::Quic(quic) => quic.is_closed(),
         }
     }
@@ -274,7 +237,7 @@ impl Tunnel {
     /// Resolves when the tunnel has ended, with the reason.
     pub async fn closed(&self) -> String {
         match self {
-            Self::Tls(TlsTunnel { mux, .. }) => mux.closed().await.to_string(),
+            Self::Tls(mux) => mux.closed().await.to_string(),
             Self::Quic(quic) => quic.closed().await,
         }
     }
@@ -292,45 +255,6 @@ impl IncomingStreams {
                 .recv()
                 .await
                 .map(|(stream, open)| (TunnelStream::Quic(stream), open)),
-        }
-    }
-}
-
-impl IncomingControl {
-    /// The next control message; `None` once the tunnel ended.
-    pub async fn next(&mut self) -> Option<ControlMessage> {
-        match self {
-            Self::Tls(control) => control.recv().await.map(|frame| ControlMessage {
-                frame_type: frame.frame_type,
-                payload: frame.payload,
-            }),
-            Self::Quic(control) => control.recv().await,
-        }
-    }
-}
-
-impl IncomingDatagrams {
-    /// The next UDP message; `None` once the tunnel ended. Malformed TLS UDP frames are skipped.
-    pub async fn next(&mut self) -> Option<UdpMessage> {
-        match self {
-            Self::Tls(frames) => loop {
-                let frame = frames.recv().await?;
-                let session = frame.stream_id;
-                let message = match frame.frame_type {
-                    FrameType::UdpOpen => UdpMessage::Open {
-                        session,
-                        header: frame.payload,
-                    },
-                    FrameType::UdpData | FrameType::UdpDataBack => UdpMessage::Data {
-                        session,
-                        payload: frame.payload,
-                    },
-                    FrameType::UdpClose => UdpMessage::Close { session },
-                    _ => continue,
-                };
-                return Some(message);
-            },
-            Self::Quic(messages) => messages.recv().await,
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::config::EdgeLimitSettings;
 use crate::edge::ports::reconcile;
 use crate::events::EventSink;
 use crate::metrics::UdpStats;
-use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
+use crate::proxy_protocol::{self, v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::tunnel::Tunnel;
 
@@ -239,12 +239,7 @@ impl EdgeUdp {
     }
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Held only for a lookup or an update, never across an await.
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// Counts the sessions the table displaced and closes them on the hub.
 fn close_evicted(evicted: Vec<Evicted<Session>>, stats: &UdpStats, tunnel: Option<&Tunnel>) {
@@ -384,7 +379,7 @@ fn from_client(
     dst_ip: Option<IpAddr>,
 ) {
     let raw_client = client;
-    let client = normalise(client);
+    let client = proxy_protocol::canonical(client);
     let Some(tunnel) = tunnel.borrow().clone() else {
         stats.drop_one();
         return;
@@ -412,9 +407,9 @@ fn from_client(
     };
     if let Some(evicted) = evicted {
         close_evicted(evicted, stats, Some(&tunnel));
+        // ProxyHeader::new makes both addresses canonical.
         let local_ip = dst_ip
-            .map(normalise_ip)
-            .or_else(|| socket.io.local_addr().ok().map(|a| normalise_ip(a.ip())))
+            .or_else(|| socket.io.local_addr().ok().map(|a| a.ip()))
             .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let header = ProxyHeader::new(client, SocketAddr::new(local_ip, socket.port));
         let open = UdpMessage::Open {
@@ -438,16 +433,5 @@ fn from_client(
             stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         }
         Err(_) => stats.drop_one(),
-    }
-}
-
-fn normalise(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(normalise_ip(addr.ip()), addr.port())
-}
-
-fn normalise_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
     }
 }

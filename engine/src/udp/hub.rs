@@ -269,14 +269,9 @@ fn edge_cap(stats: &UdpStats) -> TableLimits {
 /// The target port of a session: the destination port of its PROXY v2 DGRAM header, which must
 /// be the whole `UDP_OPEN` payload. `None` for anything else.
 fn destination_port(header: &[u8]) -> Option<u16> {
-    match v2::parse(header) {
-        Ok((parsed, used)) if used == header.len() => match parsed.addresses {
-            Some(addresses) if parsed.transport == Some(ProxyTransport::Datagram) => {
-                Some(addresses.destination.port())
-            }
-            _ => None,
-        },
-        Ok(_) | Err(_) => None,
+    match v2::parse(header)? {
+        (addresses, ProxyTransport::Datagram) => Some(addresses.destination.port()),
+        (_, ProxyTransport::Stream) => None,
     }
 }
 
@@ -336,8 +331,8 @@ async fn read_replies(
             Ok(()) => {
                 stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
             }
-            Err(crate::transport::quic::UdpSendError::Closed) => return,
-            Err(crate::transport::quic::UdpSendError::Full) => stats.drop_one(),
+            Err(crate::transport::datagram::UdpSendError::Closed) => return,
+            Err(crate::transport::datagram::UdpSendError::Full) => stats.drop_one(),
         }
     }
 }

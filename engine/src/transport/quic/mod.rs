@@ -3,27 +3,35 @@
 //! (handshake line, then `[type][len][payload]` control messages, see [`super::control`]).
 //!
 //! Everything above this module sees only [`super::tunnel::Tunnel`]; the types here implement
-//! its QUIC variant.
+//! its QUIC variant. This file starts a tunnel and accepts streams; [`endpoint`] sets up quinn,
+//! `control_stream` carries control messages, `datagrams` carries UDP and [`stream`] is one
+//! tunneled TCP connection.
 
+mod control_stream;
+mod datagrams;
+pub mod endpoint;
 pub mod stream;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Connection, RecvStream, SendStream, TransportConfig, VarInt};
-use tokio::io::AsyncReadExt;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 
-use super::control::{self, ControlMessage};
-use super::datagram::{self, UdpMessage};
+use super::control::ControlMessage;
+use super::datagram::{self, UdpMessage, UdpSendError};
 use super::frame::FrameType;
 use super::handshake::{read_line, LineError};
-use crate::config::PerformanceSettings;
+use control_stream::{read_control, write_control};
+use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
+pub use endpoint::{
+    client_config, client_endpoint, server_endpoint, transport_config, QuicSetupError,
+    KEEP_ALIVE_INTERVAL,
+};
 pub use stream::QuicStream;
 
 /// Streams (tunneled TCP connections) the peer may have open at once, at first. quinn-proto
@@ -52,117 +60,6 @@ pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the protocol.
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
-/// Why QUIC could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum QuicSetupError {
-    #[error("QUIC needs TLS 1.3: {0}")]
-    Crypto(String),
-    #[error("cannot open the QUIC socket: {0}")]
-    Socket(#[from] std::io::Error),
-}
-
-/// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
-/// noticed within the heartbeat timeout, the initial stream limit, and datagram buffers.
-pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
-    let mut config = TransportConfig::default();
-    config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
-    config.max_concurrent_uni_streams(VarInt::from_u32(4));
-    // Frequent enough that a hub restarted with the same identity answers with a stateless
-    // reset within about a second (see `server_endpoint`); a PING frame a second is cheap.
-    config.keep_alive_interval(Some(
-        performance.heartbeat_interval.min(KEEP_ALIVE_INTERVAL),
-    ));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(performance.heartbeat_timeout) {
-        config.max_idle_timeout(Some(idle));
-    }
-    config.stream_receive_window(VarInt::from_u32(performance.stream_window_max));
-    let connection_window = performance.window_budget.min(u64::from(u32::MAX));
-    config.receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX));
-    config.send_window(connection_window);
-    config.datagram_receive_buffer_size(Some(8 << 20));
-    config.datagram_send_buffer_size(8 << 20);
-    config
-}
-
-/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available.
-/// Longest interval between QUIC keep-alives.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The hub's QUIC endpoint. `reset_key` keys the stateless resets and the connection ids'
-/// integrity check: derived from the hub's persistent identity, both are the same after a
-/// restart, so the restarted hub recognises an edge's packet for a connection it no longer knows
-/// as one of its own ids and answers with a reset the edge accepts; the edge then reconnects at
-/// once instead of waiting for its idle timeout. (With per-start keys the new hub dropped those
-/// packets as "invalid CID" and the edge waited 10 s.)
-pub fn server_endpoint(
-    port: u16,
-    tls: Arc<rustls::ServerConfig>,
-    performance: &PerformanceSettings,
-    reset_key: &[u8; 32],
-) -> Result<quinn::Endpoint, QuicSetupError> {
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(performance)));
-    let socket = bind_udp(port)?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    let cid_key = u64::from_le_bytes(
-        ring::digest::digest(&ring::digest::SHA256, reset_key).as_ref()[..8]
-            .try_into()
-            .unwrap_or([0; 8]),
-    );
-    let mut endpoint = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA256,
-        reset_key,
-    )));
-    endpoint.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
-    Ok(quinn::Endpoint::new(
-        endpoint,
-        Some(server),
-        socket,
-        runtime,
-    )?)
-}
-
-fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
-    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-    let dual = (|| {
-        let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
-        socket.set_only_v6(false)?;
-        socket.bind(&v6.into())?;
-        Ok::<_, std::io::Error>(socket)
-    })();
-    match dual {
-        Ok(socket) => Ok(socket.into()),
-        Err(_) => std::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))),
-    }
-}
-
-/// The edge's QUIC client configuration.
-pub fn client_config(
-    tls: Arc<rustls::ClientConfig>,
-    performance: &PerformanceSettings,
-) -> Result<quinn::ClientConfig, QuicSetupError> {
-    let crypto =
-        QuicClientConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport_config(performance)));
-    Ok(client)
-}
-
-/// A client endpoint able to reach `hub`.
-pub fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
-    let bind: SocketAddr = if hub.is_ipv6() {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        ([0, 0, 0, 0], 0).into()
-    };
-    Ok(quinn::Endpoint::client(bind)?)
-}
-
 /// Which side of the tunnel this is (decides who answers PING).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuicSide {
@@ -188,15 +85,6 @@ pub struct QuicIncoming {
     pub streams: mpsc::Receiver<(QuicStream, Bytes)>,
     pub control: mpsc::Receiver<ControlMessage>,
     pub datagrams: mpsc::Receiver<UdpMessage>,
-}
-
-/// A UDP message could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UdpSendError {
-    #[error("the tunnel's datagram queue is full")]
-    Full,
-    #[error("the tunnel is closed")]
-    Closed,
 }
 
 /// Starts the tasks of a QUIC tunnel whose handshake is done on the control stream;
@@ -346,10 +234,7 @@ impl QuicHandle {
     }
 
     fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Instant>> {
-        // Held for a map lookup only, never across an await.
-        self.pinned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.pinned)
     }
 
     pub fn active_streams(&self) -> usize {
@@ -386,86 +271,6 @@ fn describe_close(error: quinn::ConnectionError) -> String {
         quinn::ConnectionError::LocallyClosed => "closed locally".to_owned(),
         quinn::ConnectionError::TimedOut => "QUIC idle timeout (peer unreachable)".to_owned(),
         other => format!("QUIC connection lost: {other}"),
-    }
-}
-
-async fn write_control(
-    connection: Connection,
-    mut send: SendStream,
-    mut queue: mpsc::UnboundedReceiver<ControlMessage>,
-) {
-    let mut buffer = BytesMut::new();
-    while let Some(message) = queue.recv().await {
-        buffer.clear();
-        if let Err(error) = control::encode(&message, &mut buffer) {
-            tracing::warn!(%error, "control message not sent");
-            continue;
-        }
-        while let Ok(more) = queue.try_recv() {
-            if control::encode(&more, &mut buffer).is_err() {
-                tracing::warn!("control message not sent: invalid");
-            }
-        }
-        if send.write_all(&buffer).await.is_err() {
-            break;
-        }
-    }
-    let _ = send.finish();
-    drop(connection);
-}
-
-async fn read_control(
-    connection: Connection,
-    mut recv: RecvStream,
-    mut buffer: BytesMut,
-    side: QuicSide,
-    replies: mpsc::UnboundedSender<ControlMessage>,
-    deliver: mpsc::Sender<ControlMessage>,
-    datagrams: mpsc::Sender<UdpMessage>,
-) {
-    loop {
-        loop {
-            match control::decode(&mut buffer) {
-                Ok(Some(message)) if message.frame_type == FrameType::UdpClose => {
-                    let Ok(id) = <[u8; 4]>::try_from(&message.payload[..]) else {
-                        tracing::warn!("UDP_CLOSE without a session id on the control stream");
-                        continue;
-                    };
-                    let close = UdpMessage::Close {
-                        session: u32::from_be_bytes(id),
-                    };
-                    if datagrams.send(close).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(message)) => {
-                    if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
-                        let _ = replies.send(ControlMessage::pong_for(&message));
-                    }
-                    // A slow consumer must not stall the control stream; liveness is what
-                    // matters and the newest CONFIG is resent by the hub on each change.
-                    if deliver.try_send(message).is_err() {
-                        tracing::debug!("control message dropped: session busy");
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "protocol error on the QUIC control stream");
-                    connection.close(
-                        VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
-                        b"control protocol error",
-                    );
-                    return;
-                }
-            }
-        }
-        match recv.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => {
-                connection.close(VarInt::from_u32(CLOSE_NORMAL), b"control stream ended");
-                return;
-            }
-            Ok(_) => {}
-        }
     }
 }
 
@@ -561,108 +366,6 @@ async fn accept_streams(
                 tracing::debug!("too many streams waiting; a new QUIC stream was refused");
             }
         });
-    }
-}
-
-/// Incoming QUIC datagrams and the messages of the overflow streams become UDP messages, in
-/// one place, datagrams first: a session's small datagram sent just before a large one (which
-/// took the overflow stream) was received no later than the large one, so serving whatever
-/// datagram is ready before an overflow message keeps that order. (The other way round, large
-/// then small, the sender keeps the session on the overflow stream; see `datagram_path`.)
-/// Malformed datagrams are dropped; so are datagrams the queue has no room for, while overflow
-/// messages wait for room (they are the reliable path).
-async fn read_datagrams(
-    connection: Connection,
-    mut overflow: mpsc::Receiver<UdpMessage>,
-    queue: mpsc::Sender<UdpMessage>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            received = connection.read_datagram() => {
-                let Ok(bytes) = received else { return };
-                match datagram::decode(bytes) {
-                    Ok(message) => {
-                        if queue.try_send(message).is_err() && queue.is_closed() {
-                            return;
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "malformed datagram dropped"),
-                }
-            }
-            Some(message) = overflow.recv() => {
-                if queue.send(message).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Reads the peer's overflow streams (datagrams too large for one QUIC datagram) and hands
-/// their messages to [`read_datagrams`].
-async fn read_overflow_streams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
-    while let Ok(mut recv) = connection.accept_uni().await {
-        let queue = queue.clone();
-        let connection = connection.clone();
-        tokio::spawn(async move {
-            let mut buffer = BytesMut::with_capacity(64 * 1024);
-            loop {
-                loop {
-                    match datagram::decode_overflow(&mut buffer) {
-                        Ok(Some((session, payload))) => {
-                            // Reliable path: wait for room rather than drop.
-                            if queue
-                                .send(UdpMessage::Data { session, payload })
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "protocol error on a datagram overflow stream");
-                            connection.close(
-                                VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
-                                b"overflow protocol error",
-                            );
-                            return;
-                        }
-                    }
-                }
-                match recv.read_buf(&mut buffer).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        });
-    }
-}
-
-/// Writes oversized datagrams on one unidirectional stream, opened on first use.
-async fn write_overflow(connection: Connection, mut queue: mpsc::Receiver<(u32, Bytes)>) {
-    let mut stream: Option<SendStream> = None;
-    let mut buffer = BytesMut::new();
-    while let Some((session, payload)) = queue.recv().await {
-        buffer.clear();
-        datagram::encode_overflow(session, &payload, &mut buffer);
-        while let Ok((session, payload)) = queue.try_recv() {
-            datagram::encode_overflow(session, &payload, &mut buffer);
-            if buffer.len() > 1 << 20 {
-                break;
-            }
-        }
-        if stream.is_none() {
-            match connection.open_uni().await {
-                Ok(opened) => stream = Some(opened),
-                Err(_) => return,
-            }
-        }
-        let Some(send) = stream.as_mut() else { return };
-        if send.write_all(&buffer).await.is_err() {
-            return;
-        }
     }
 }
 

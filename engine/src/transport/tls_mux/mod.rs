@@ -68,7 +68,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -79,6 +79,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::scheduler::Queue;
 use self::stream::{wake_all, StreamEnd, StreamShared};
+use crate::transport::control::ControlMessage;
+use crate::transport::datagram::{UdpMessage, UdpSendError};
 use crate::transport::frame::{Frame, FrameError, FrameType};
 
 pub use self::qos::{
@@ -339,11 +341,7 @@ pub(crate) struct Shared {
     warnings: crate::log_limit::SharedLogLimiter,
 }
 
-/// Locks a std mutex, ignoring poisoning (no code panics while holding one; if it did, the
-/// state is still consistent enough to shut down).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::sync::lock;
 
 impl Shared {
     fn sends_back(&self) -> bool {
@@ -702,6 +700,18 @@ impl MuxHandle {
     }
 
     /// Queues a control frame (CONFIG, PING, PONG on stream 0) ahead of all data; never waits.
+    /// Queues a UDP message as its UDP_* frame, as [`MuxHandle::try_send_datagram`] does.
+    pub fn send_udp(&self, message: UdpMessage) -> Result<(), UdpSendError> {
+        let frame = message.into_frame(self.shared.side == Side::Hub);
+        self.try_send_datagram(frame).map_err(|_| {
+            if self.is_closed() {
+                UdpSendError::Closed
+            } else {
+                UdpSendError::Full
+            }
+        })
+    }
+
     pub fn send_control(&self, frame: Frame) -> Result<(), MuxError> {
         if !frame.frame_type.is_control() {
             return Err(MuxError::Unsendable {
@@ -807,7 +817,7 @@ pub struct MuxIncoming {
     pub streams: mpsc::Receiver<(MuxStream, Bytes)>,
     /// Control frames (CONFIG, PING, PONG); dropped with a warning while full. The edge answers
     /// PING itself and also delivers it here.
-    pub control: mpsc::Receiver<Frame>,
-    /// UDP_* frames; dropped and counted ([`MuxHandle::udp_dropped`]) while full.
-    pub datagrams: mpsc::Receiver<Frame>,
+    pub control: mpsc::Receiver<ControlMessage>,
+    /// UDP_* frames as messages; dropped and counted ([`MuxHandle::udp_dropped`]) while full.
+    pub datagrams: mpsc::Receiver<UdpMessage>,
 }

@@ -12,6 +12,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::stream::{wake_all, MuxStream, StreamEnd};
 use super::{lock, now, MuxCloseReason, ProtocolError, Shared, Side};
+use crate::transport::control::ControlMessage;
+use crate::transport::datagram::UdpMessage;
 use crate::transport::frame::{self, window_update_value, Frame, FrameType};
 
 /// Read into the buffer in chunks of this size.
@@ -38,8 +40,8 @@ fn detach(payload: Bytes) -> Bytes {
 /// The application ends of the incoming channels.
 pub(crate) struct Incoming {
     pub(crate) streams: mpsc::Sender<(MuxStream, Bytes)>,
-    pub(crate) control: mpsc::Sender<Frame>,
-    pub(crate) datagrams: mpsc::Sender<Frame>,
+    pub(crate) control: mpsc::Sender<ControlMessage>,
+    pub(crate) datagrams: mpsc::Sender<UdpMessage>,
 }
 
 /// Runs until the tunnel ends; `buf` holds bytes already read from `io`.
@@ -110,7 +112,10 @@ fn dispatch(
             Ok(())
         }
         FrameType::UdpOpen | FrameType::UdpData | FrameType::UdpDataBack | FrameType::UdpClose => {
-            if incoming.datagrams.try_send(frame).is_err() {
+            let Some(message) = UdpMessage::from_frame(frame) else {
+                return Ok(());
+            };
+            if incoming.datagrams.try_send(message).is_err() {
                 shared.udp_dropped.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -129,10 +134,14 @@ fn on_control(shared: &Shared, incoming: &Incoming, frame: Frame) {
     if frame.frame_type == FrameType::Ping && shared.side == Side::Edge {
         shared.queue_pong(Frame::pong_for(&frame));
     }
-    match incoming.control.try_send(frame) {
+    let message = ControlMessage {
+        frame_type: frame.frame_type,
+        payload: frame.payload,
+    };
+    match incoming.control.try_send(message) {
         Ok(()) => {}
-        Err(TrySendError::Full(frame)) => {
-            crate::limited_warn!(shared.warnings, frame = %frame.frame_type, "control queue full; control frame dropped");
+        Err(TrySendError::Full(message)) => {
+            crate::limited_warn!(shared.warnings, frame = %message.frame_type, "control queue full; control frame dropped");
         }
         Err(TrySendError::Closed(_)) => {}
     }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::scheduler::{Queue, Ready, Scheduler};
 use super::{now, MuxCloseReason, Outgoing, Shared};
-use crate::transport::frame::{encode_header, Frame, FrameError, HEADER_LEN};
+use crate::transport::frame::{checked_header, Frame, FrameError, HEADER_LEN};
 
 /// A batch is written once it holds this many bytes (it may exceed it by one frame).
 pub(crate) const BATCH_MAX: usize = 256 * 1024;
@@ -63,10 +63,7 @@ impl Batch {
 
     /// Appends one frame, checked like [`crate::transport::frame::encode`] does.
     pub(crate) fn push(&mut self, frame: &Frame) -> Result<(), FrameError> {
-        frame.frame_type.check_stream_id(frame.stream_id)?;
-        let len = frame.frame_type.check_payload_len(frame.payload.len())?;
-        self.tail
-            .extend_from_slice(&encode_header(frame.stream_id, frame.frame_type, len));
+        self.tail.extend_from_slice(&checked_header(frame)?);
         if self.vectored && frame.payload.len() >= ZERO_COPY_MIN {
             self.seal_tail();
             self.out.push(frame.payload.clone());
