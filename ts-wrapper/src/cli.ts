@@ -171,9 +171,17 @@ function pick(flag: string | undefined, env: NodeJS.ProcessEnv, name: string): s
   return nonEmpty(flag) ?? nonEmpty(env[name]);
 }
 
-/** `--log-format` (or its variable): text or json, for the binary's log lines. */
+/**
+ * `--log-format` (or its variable): text or json. Checked here, like `--worker-threads`, because
+ * it is a flag of the process, not a config field: the binary would refuse it at spawn, before
+ * it could name it in an error the CLI passes on.
+ */
 function logFormat(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
-  return oneOf(pick(flag, env, ENV.LOG_FORMAT), '--log-format', ['text', 'json'] as const);
+  const format = pick(flag, env, ENV.LOG_FORMAT);
+  if (format !== undefined && format !== 'text' && format !== 'json') {
+    throw new UsageError(`--log-format: ${JSON.stringify(format)} is not one of text, json`);
+  }
+  return format;
 }
 
 /** `--worker-threads` (or its variable): 1-1024, as the binary accepts. */
@@ -186,28 +194,14 @@ function workerThreads(flag: string | undefined, env: NodeJS.ProcessEnv): string
   return text;
 }
 
-/** A whole number of seconds (the binary checks the range). */
-function seconds(text: string | undefined, what: string): number | undefined {
+/**
+ * A flag's text as the whole number the config field holds. Ranges and enum values are the
+ * binary's to check: its `invalid_params` / `invalid_config` errors name the field, and exit 64.
+ */
+function whole(text: string | undefined, what: string): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text.trim())) throw new UsageError(`${what} must be a whole number of seconds (got ${JSON.stringify(text)})`);
+  if (!/^\d+$/.test(text.trim())) throw new UsageError(`${what} must be a whole number (got ${JSON.stringify(text)})`);
   return Number(text.trim());
-}
-
-function port(text: string | undefined, what: string, allowZero: boolean): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text.trim());
-  if (!/^\d+$/.test(text.trim()) || value > 65535 || (!allowZero && value === 0)) {
-    throw new UsageError(`${what}: ${JSON.stringify(text)} is not a port (${allowZero ? 0 : 1}..65535)`);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(text: string | undefined, what: string, allowed: readonly T[]): T | undefined {
-  if (text === undefined) return undefined;
-  if (!(allowed as readonly string[]).includes(text)) {
-    throw new UsageError(`${what}: ${JSON.stringify(text)} is not one of ${allowed.join(', ')}`);
-  }
-  return text as T;
 }
 
 function json<T>(text: string | undefined, what: string, check: (value: unknown) => boolean, expected: string): T | undefined {
@@ -289,18 +283,15 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   const file = readConfig(configFile);
   // The file first; every flag or variable given overrides it.
   const config: IHubConfig = { ...file.hub };
-  const tunnelPort = port(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port', true);
+  const tunnelPort = whole(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port');
   if (tunnelPort !== undefined) config.tunnelPort = tunnelPort;
   const targetHost = pick(values['target-host'], env, ENV.TARGET_HOST);
   if (targetHost !== undefined) config.targetHost = targetHost;
-  const mode = oneOf(pick(values['stream-event-mode'], env, ENV.STREAM_EVENT_MODE), '--stream-event-mode', [
-    'perStream',
-    'summary',
-    'off',
-  ] as const);
-  if (mode !== undefined) config.streamEventMode = mode;
-  const proxy = oneOf(pick(values['proxy-protocol'], env, ENV.PROXY_PROTOCOL), '--proxy-protocol', ['v1', 'v2'] as const);
-  if (proxy !== undefined) config.proxyProtocol = proxy;
+  // Enum values go to the binary as given: it refuses others, naming the field.
+  const mode = pick(values['stream-event-mode'], env, ENV.STREAM_EVENT_MODE);
+  if (mode !== undefined) config.streamEventMode = mode as IHubConfig['streamEventMode'];
+  const proxy = pick(values['proxy-protocol'], env, ENV.PROXY_PROTOCOL);
+  if (proxy !== undefined) config.proxyProtocol = proxy as IHubConfig['proxyProtocol'];
   const performance = json<IPerformanceConfig>(
     pick(values['performance-json'], env, ENV.PERFORMANCE_JSON),
     '--performance-json',
@@ -316,7 +307,7 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   }
   const stateDir = pick(values['state-dir'], env, ENV.STATE_DIR);
   if (stateDir !== undefined) config.stateDir = stateDir;
-  const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
+  const grace = whole(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
   if (grace !== undefined) config.shutdownGraceSecs = grace;
   const metricsAddr = pick(values['metrics-addr'], env, ENV.METRICS_ADDR);
   if (metricsAddr !== undefined) config.metricsAddr = metricsAddr;
@@ -392,22 +383,18 @@ export function parseEdgeArgs(args: string[], env: NodeJS.ProcessEnv): IEdgePlan
       config.edgeId = edgeId as string;
       config.secret = secret as string;
     }
-    const hubPort = port(pick(values['hub-port'], env, ENV.HUB_PORT), '--hub-port', false);
+    const hubPort = whole(pick(values['hub-port'], env, ENV.HUB_PORT), '--hub-port');
     if (hubPort !== undefined) config.hubPort = hubPort;
   }
   const fingerprint = pick(values['hub-cert-sha256'], env, ENV.HUB_CERT_SHA256);
   if (fingerprint !== undefined) config.hubCertSha256 = fingerprint;
   const ca = pick(values['hub-ca'], env, ENV.HUB_CA);
   if (ca !== undefined) config.hubCaPem = readText(ca, '--hub-ca');
-  const transport = oneOf(pick(values['transport-mode'], env, ENV.TRANSPORT_MODE), '--transport-mode', [
-    'tcpTls',
-    'quic',
-    'quicWithFallback',
-  ] as const);
-  if (transport !== undefined) config.transportMode = transport;
+  const transport = pick(values['transport-mode'], env, ENV.TRANSPORT_MODE);
+  if (transport !== undefined) config.transportMode = transport as IEdgeConfig['transportMode'];
   const bind = pick(values['bind-address'], env, ENV.BIND_ADDRESS);
   if (bind !== undefined) config.bindAddress = bind;
-  const grace = seconds(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
+  const grace = whole(pick(values['shutdown-grace-secs'], env, ENV.SHUTDOWN_GRACE_SECS), '--shutdown-grace-secs');
   if (grace !== undefined) config.shutdownGraceSecs = grace;
   const metricsAddr = pick(values['metrics-addr'], env, ENV.METRICS_ADDR);
   if (metricsAddr !== undefined) config.metricsAddr = metricsAddr;
@@ -443,7 +430,7 @@ function runToken(args: string[], out: NodeJS.WritableStream): number {
     const fingerprint = values['hub-cert-sha256'] ?? values['cert-sha256'];
     const token = encodeConnectionToken({
       hubHost: need(values['hub-host'], '--hub-host'),
-      hubPort: port(values['hub-port'], '--hub-port', false) ?? 8443,
+      hubPort: whole(values['hub-port'], '--hub-port') ?? 8443,
       edgeId: need(values['edge-id'], '--edge-id'),
       secret: need(values.secret, '--secret'),
       ...(fingerprint === undefined ? {} : { hubCertSha256: fingerprint }),

@@ -13,6 +13,7 @@
 // failing. A request that was in flight when the process died is retried once on the new process
 // when it is safe to repeat (the new process starts from the replayed state, so it is).
 
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RustBridge } from '@push.rocks/smartrust';
@@ -478,9 +479,17 @@ export class Supervisor {
     bridge.kill();
   }
 
-  /** Graceful stop of one process, then waits until its PID is gone. */
+  /**
+   * Graceful stop of one process: `stop` and EOF on its stdin, then its exit event within the
+   * grace; SIGKILL otherwise.
+   * Signals go through the child's own handle, which Node never points at a reused PID.
+   */
   private async stopProcess(bridge: TBridge, graceMs = 0): Promise<void> {
-    const pid = this.processes.get(bridge)?.pid;
+    const child = childProcessOf(bridge);
+    const exited =
+      child === undefined || child.exitCode !== null || child.signalCode !== null
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => child.once('exit', () => resolve()));
     if (bridge.running) {
       try {
         await withTimeout(bridge.sendCommand('stop', {}), this.stopTimeoutMs + graceMs);
@@ -488,17 +497,28 @@ export class Supervisor {
         // Already gone, refused or too slow: it is killed below either way.
       }
     }
-    this.dispose(bridge);
-    if (pid === undefined) return;
-    if (!(await waitForExit(pid, this.stopTimeoutMs + graceMs))) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // exited meanwhile
-      }
-      await waitForExit(pid, 2_000);
+    // The management loop ends at EOF on stdin, and the process with it.
+    child?.stdin?.end();
+    const gone = (ms: number) => withTimeout(exited, ms).then(() => true, () => false);
+    if (!(await gone(this.stopTimeoutMs + graceMs))) {
+      child?.kill('SIGKILL');
+      await gone(2_000);
     }
+    this.dispose(bridge);
   }
+}
+
+/**
+ * The bridge's child process. smartrust keeps it private (its `kill()` signals and forgets it,
+ * dropping the exit event); the supervisor needs it to wait for the exit itself. Pinned by the
+ * lockfile; `undefined` if a smartrust version moves it, and then the exit is not awaited.
+ */
+function childProcessOf(bridge: TBridge): ChildProcess | undefined {
+  const transport = (bridge as unknown as { transport?: { childProcess?: unknown } }).transport;
+  const child = transport?.childProcess;
+  return child instanceof EventEmitter && typeof (child as ChildProcess).kill === 'function'
+    ? (child as ChildProcess)
+    : undefined;
 }
 
 /** `promise`, or a rejection after `ms`; the timer never outlives the race. */
@@ -523,18 +543,4 @@ function positive(value: number | undefined, fallback: number, name: string): nu
 export function describeExit(code: number | null, signal: string | null): string {
   if (signal !== null) return `killed by ${signal}`;
   return `exit code ${code ?? 'unknown'}`;
-}
-
-/** True once `process.kill(pid, 0)` fails with ESRCH, polling until `timeoutMs`. */
-export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      process.kill(pid, 0);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ESRCH') return true;
-    }
-    if (Date.now() >= deadline) return false;
-    await sleep(20);
-  }
 }
