@@ -16,19 +16,19 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 /// First backoff delay (before jitter).
-pub const MIN: Duration = Duration::from_secs(1);
+pub(crate) const MIN: Duration = Duration::from_secs(1);
 /// Longest backoff delay (before jitter).
-pub const MAX: Duration = Duration::from_secs(30);
+pub(crate) const MAX: Duration = Duration::from_secs(30);
 /// Each backoff delay grows by up to this share of itself.
-pub const JITTER: f64 = 0.5;
+pub(crate) const JITTER: f64 = 0.5;
 /// How long after losing a working tunnel the edge retries fast.
-pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
+pub(crate) const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
 /// The pause between attempts within [`FAST_RETRY_WINDOW`] (±50 % jitter).
-pub const FAST_RETRY: Duration = Duration::from_millis(500);
+pub(crate) const FAST_RETRY: Duration = Duration::from_millis(500);
 
 /// The reconnect pacing of one edge.
 #[derive(Debug, Clone)]
-pub struct ReconnectDelay {
+pub(crate) struct ReconnectDelay {
     next_base: Duration,
     lost_at: Option<Instant>,
 }
@@ -44,17 +44,17 @@ impl Default for ReconnectDelay {
 
 impl ReconnectDelay {
     /// A tunnel came up: the backoff starts over.
-    pub fn connected(&mut self) {
+    pub(crate) fn connected(&mut self) {
         self.next_base = MIN;
     }
 
     /// A tunnel that worked was lost at `now`: fast retries follow.
-    pub fn lost(&mut self, now: Instant) {
+    pub(crate) fn lost(&mut self, now: Instant) {
         self.lost_at = Some(now);
     }
 
     /// The pause before the next attempt.
-    pub fn next<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Duration {
+    pub(crate) fn next<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Duration {
         if self
             .lost_at
             .is_some_and(|at| now.saturating_duration_since(at) < FAST_RETRY_WINDOW)

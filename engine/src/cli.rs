@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Environment variable names (DESIGN section 8).
+/// Environment variable names (listed in README.md and docs/operations.md).
 pub mod env_vars {
     pub const MODE: &str = "REMOTEINGRESS_MODE";
     pub const TOKEN: &str = "REMOTEINGRESS_TOKEN";

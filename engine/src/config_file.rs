@@ -11,21 +11,21 @@ use serde::Deserialize;
 /// A configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     pub hub: Option<HubConfig>,
     pub edges: Option<Vec<AllowedEdge>>,
     pub edge: Option<EdgeConfig>,
 }
 
 /// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
-pub fn load(path: &Path) -> Result<ConfigFile, String> {
+pub(crate) fn load(path: &Path) -> Result<ConfigFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("{}:{e}", path.display()))
 }
 
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.
-pub fn parse(text: &str) -> Result<ConfigFile, String> {
+pub(crate) fn parse(text: &str) -> Result<ConfigFile, String> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, &e, ""))?;
     serde_path_to_error::deserialize(deserializer)
         .map_err(|e| describe(text, e.inner(), &e.path().to_string()))

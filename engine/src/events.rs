@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::telemetry::counters::EventCounters;
 
 /// Capacity of the event queue between the engine and the consumer.
-pub const EVENT_QUEUE_CAPACITY: usize = 16 * 1024;
+pub(crate) const EVENT_QUEUE_CAPACITY: usize = 16 * 1024;
 
 /// A cloneable handle that delivers [`Event`]s to one consumer.
 #[derive(Clone, Debug)]

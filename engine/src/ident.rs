@@ -8,7 +8,7 @@
 use thiserror::Error;
 
 /// Longest accepted edge id or secret, in bytes.
-pub const MAX_IDENT_LEN: usize = 1024;
+pub(crate) const MAX_IDENT_LEN: usize = 1024;
 
 /// Why an edge id or secret was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -22,12 +22,12 @@ pub enum IdentError {
 }
 
 /// Checks an edge id.
-pub fn validate_edge_id(id: &str) -> Result<(), IdentError> {
+pub(crate) fn validate_edge_id(id: &str) -> Result<(), IdentError> {
     validate("edge id", id)
 }
 
 /// Checks an edge secret.
-pub fn validate_secret(secret: &str) -> Result<(), IdentError> {
+pub(crate) fn validate_secret(secret: &str) -> Result<(), IdentError> {
     validate("secret", secret)
 }
 

@@ -17,39 +17,46 @@
 //! - **frame**: the unit of the TLS multiplexing protocol.
 //! - **egress**: an outbound dial the hub asks an edge to make.
 //!
-//! Module map: [`ipc`] (management protocol) and [`cli`]/[`daemon`] drive a [`service::Service`],
-//! which runs a [`hub::Hub`] or an [`edge::Edge`]; [`config`] validates what they run with;
-//! [`token`] encodes connection tokens; [`events`] carries events to whoever listens.
+//! Module map: [`ipc`] (management protocol) and [`cli`]/[`daemon`] drive a [`Service`], which
+//! runs a [`Hub`] or an [`Edge`]; [`config`] validates what they run with; [`token`] encodes
+//! connection tokens; `events` carries events to whoever listens.
 //!
 //! The whole picture (every module, the path of one TCP connection and one UDP datagram, the
 //! wire protocol, the IPC contract and the security model) is in `docs/architecture.md` at the
 //! repository's root.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod config;
-pub mod config_file;
+pub(crate) mod config_file;
 pub mod daemon;
-pub mod edge;
-pub mod egress;
-pub mod events;
+pub(crate) mod edge;
+pub(crate) mod egress;
+pub(crate) mod events;
 pub mod fd_limit;
 pub mod firewall;
 pub mod hub;
-pub mod ident;
+pub(crate) mod ident;
 pub mod ipc;
-pub mod log_limit;
-pub mod metrics;
+pub(crate) mod log_limit;
+pub(crate) mod metrics;
 pub mod proxy_protocol;
-pub mod relay;
-pub mod service;
-pub mod shutdown;
+pub(crate) mod relay;
+pub(crate) mod service;
+pub(crate) mod shutdown;
 pub mod state_dir;
 pub mod stun;
 mod sync;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod transport;
-pub mod udp;
+pub(crate) mod udp;
+
+// What an embedder needs: run a role through a `Service` (or drive it over `ipc::serve`), with
+// the settings `config` validates and the tokens `token` reads. Modules kept `pub` beyond these
+// are there for the integration tests, which drive the wire protocol by hand.
+pub use edge::Edge;
+pub use hub::Hub;
+pub use service::Service;

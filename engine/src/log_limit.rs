@@ -9,13 +9,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Warnings written per window before the rest are only counted.
-pub const BURST: u32 = 10;
+pub(crate) const BURST: u32 = 10;
 /// Length of a window.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 /// Counts warnings of one peer.
 #[derive(Debug, Default)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     window_start: Option<Instant>,
     written: u32,
     suppressed: u64,
@@ -23,7 +23,7 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     /// True when a warning may be written now; otherwise it is counted as suppressed.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let fresh = self
             .window_start
             .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW);
@@ -42,7 +42,7 @@ impl LogLimiter {
 
     /// The number of warnings suppressed so far, once their window has ended (then reset):
     /// call it periodically and write one line with the count.
-    pub fn take_suppressed(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn take_suppressed(&mut self, now: Instant) -> Option<u64> {
         let ended = self
             .window_start
             .is_some_and(|start| now.saturating_duration_since(start) >= WINDOW);
@@ -56,11 +56,11 @@ impl LogLimiter {
 
 /// A [`LogLimiter`] shared by the tasks of one peer.
 #[derive(Debug, Default)]
-pub struct SharedLogLimiter(Mutex<LogLimiter>);
+pub(crate) struct SharedLogLimiter(Mutex<LogLimiter>);
 
 impl SharedLogLimiter {
     /// See [`LogLimiter::allow`]. A poisoned lock writes nothing (it only guards a counter).
-    pub fn allow(&self) -> bool {
+    pub(crate) fn allow(&self) -> bool {
         self.0
             .lock()
             .map(|mut limiter| limiter.allow(Instant::now()))
@@ -68,7 +68,7 @@ impl SharedLogLimiter {
     }
 
     /// See [`LogLimiter::take_suppressed`].
-    pub fn take_suppressed(&self) -> Option<u64> {
+    pub(crate) fn take_suppressed(&self) -> Option<u64> {
         self.0
             .lock()
             .ok()

@@ -6,7 +6,7 @@ use crate::udp::session::Eviction;
 
 /// Counters of the streams of one tunnel (hub: per connected edge; edge: for the whole edge).
 #[derive(Debug, Default)]
-pub struct StreamStats {
+pub(crate) struct StreamStats {
     active: AtomicU64,
     opened_total: AtomicU64,
     closed_total: AtomicU64,
@@ -18,7 +18,7 @@ pub struct StreamStats {
 
 /// A point-in-time copy of [`StreamStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamStatsSnapshot {
+pub(crate) struct StreamStatsSnapshot {
     pub active: u64,
     pub opened_total: u64,
     pub closed_total: u64,
@@ -29,25 +29,25 @@ pub struct StreamStatsSnapshot {
 
 impl StreamStats {
     /// Counts a stream whose target could not be reached.
-    pub fn target_connect_failed(&self) {
+    pub(crate) fn target_connect_failed(&self) {
         self.target_connect_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a new stream.
-    pub fn opened(&self) {
+    pub(crate) fn opened(&self) {
         self.opened_total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts the end of a stream and adds its bytes.
-    pub fn closed(&self, bytes_in: u64, bytes_out: u64) {
+    pub(crate) fn closed(&self, bytes_in: u64, bytes_out: u64) {
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.closed_total.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> StreamStatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StreamStatsSnapshot {
         StreamStatsSnapshot {
             active: self.active.load(Ordering::Relaxed),
             opened_total: self.opened_total.load(Ordering::Relaxed),
@@ -61,7 +61,7 @@ impl StreamStats {
 
 /// Counters of the UDP side of one tunnel.
 #[derive(Debug, Default)]
-pub struct UdpStats {
+pub(crate) struct UdpStats {
     /// Datagrams dropped: queue full, unknown session, rate limit, or a socket that would block.
     pub dropped: AtomicU64,
     /// Datagrams from clients towards targets.
@@ -86,7 +86,7 @@ pub struct UdpStats {
 
 impl UdpStats {
     /// Counts a session closed to make room.
-    pub fn evicted(&self, reason: Eviction) {
+    pub(crate) fn evicted(&self, reason: Eviction) {
         let counter = match reason {
             Eviction::PerSource => &self.evicted_per_source,
             Eviction::Capacity => &self.evicted_capacity,
@@ -95,32 +95,32 @@ impl UdpStats {
     }
 
     /// A counter's current value.
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
-    pub fn drop_one(&self) {
+    pub(crate) fn drop_one(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    pub fn set_sessions(&self, n: usize) {
+    pub(crate) fn set_sessions(&self, n: usize) {
         self.sessions
             .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Datagrams from clients towards targets, and back.
-    pub fn datagrams(&self) -> (u64, u64) {
+    pub(crate) fn datagrams(&self) -> (u64, u64) {
         (
             self.datagrams_in.load(Ordering::Relaxed),
             self.datagrams_out.load(Ordering::Relaxed),
         )
     }
 
-    pub fn sessions(&self) -> u64 {
+    pub(crate) fn sessions(&self) -> u64 {
         self.sessions.load(Ordering::Relaxed)
     }
 }
@@ -128,14 +128,14 @@ impl UdpStats {
 /// Decrements `active` (and records the bytes) when dropped, so a stream task that fails or is
 /// cancelled anywhere still leaves the counters right.
 #[derive(Debug)]
-pub struct OpenStreamGuard<'a> {
+pub(crate) struct OpenStreamGuard<'a> {
     stats: &'a StreamStats,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
 
 impl<'a> OpenStreamGuard<'a> {
-    pub fn new(stats: &'a StreamStats) -> Self {
+    pub(crate) fn new(stats: &'a StreamStats) -> Self {
         stats.opened();
         Self {
             stats,

@@ -27,7 +27,7 @@ const RELAY_BUFFER: usize = 64 * 1024;
 
 /// Byte counters of one relayed connection, readable while it runs.
 #[derive(Debug, Default)]
-pub struct RelayCounters {
+pub(crate) struct RelayCounters {
     /// Bytes from the client side towards the target side.
     pub inbound: AtomicU64,
     /// Bytes from the target side towards the client side.
@@ -35,18 +35,18 @@ pub struct RelayCounters {
 }
 
 impl RelayCounters {
-    pub fn inbound(&self) -> u64 {
+    pub(crate) fn inbound(&self) -> u64 {
         self.inbound.load(Ordering::Relaxed)
     }
 
-    pub fn outbound(&self) -> u64 {
+    pub(crate) fn outbound(&self) -> u64 {
         self.outbound.load(Ordering::Relaxed)
     }
 }
 
 /// Which side of a relay failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelaySide {
+pub(crate) enum RelaySide {
     Client,
     Target,
 }
@@ -56,14 +56,14 @@ pub enum RelaySide {
 /// close that would make a cut-off transfer look complete.
 #[derive(Debug, thiserror::Error)]
 #[error("{side:?} side: {error}")]
-pub struct RelayError {
+pub(crate) struct RelayError {
     pub side: RelaySide,
     #[source]
     pub error: io::Error,
 }
 
 /// Relays until both directions have ended; returns the first error, if any.
-pub async fn relay<C, T>(
+pub(crate) async fn relay<C, T>(
     mut client_side: C,
     mut target_side: T,
     counters: Arc<RelayCounters>,
@@ -107,7 +107,7 @@ where
 /// with RST, the tunnel stream with an abort) rather than closed, and when `stop` is cancelled
 /// (the role stops, the session ends) both are, so a connection cut anywhere never looks
 /// complete at the far end.
-pub async fn relay_tcp_and_tunnel(
+pub(crate) async fn relay_tcp_and_tunnel(
     mut tcp: tokio::net::TcpStream,
     mut stream: crate::transport::tunnel::TunnelStream,
     tcp_side: RelaySide,
@@ -144,7 +144,7 @@ pub async fn relay_tcp_and_tunnel(
 
 /// Makes the socket's close a TCP reset (SO_LINGER 0): the peer's next read fails with
 /// ECONNRESET instead of reading an end of file.
-pub fn reset(socket: &tokio::net::TcpStream) {
+pub(crate) fn reset(socket: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
 }
 

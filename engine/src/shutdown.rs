@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Default of `shutdownGraceSecs`.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Longest `shutdownGraceSecs` accepted.
-pub const MAX_GRACE_SECS: u32 = 3600;
+pub(crate) const MAX_GRACE_SECS: u32 = 3600;
 /// How often the open streams are counted during the grace period.
 const POLL: Duration = Duration::from_millis(50);
 /// How long the role's tasks get to end once everything was told to stop.

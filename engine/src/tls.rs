@@ -2,7 +2,7 @@
 //! its SHA-256 fingerprint, and the edge's verifier that pins that fingerprint.
 //!
 //! Edges reach hubs by address or by names that rarely have a public CA certificate, so trust is
-//! by fingerprint (DESIGN section 5, "Hub identity"): with `hubCertSha256` the edge refuses any
+//! by fingerprint (docs/architecture.md, "Login and handshake"): with `hubCertSha256` the edge refuses any
 //! other certificate; without it the edge accepts any certificate but reports
 //! `hubVerified: false`. Either way the handshake signature is verified, so the hub proves it
 //! holds the key of the certificate it presents, and the login is bound to the TLS session

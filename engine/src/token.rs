@@ -10,7 +10,7 @@
 //! Decoding trims surrounding whitespace (copy and paste adds newlines), accepts canonical `=`
 //! padding, and refuses the standard alphabet's `+`/`/`, non-zero trailing bits (a truncated or
 //! altered token), unknown, missing and duplicate keys, and any field that fails the same checks
-//! the IPC config applies ([`crate::ident`], a non-empty ASCII host, a port 1..65535, a 64-digit
+//! the IPC config applies (`crate::ident`, a non-empty ASCII host, a port 1..65535, a 64-digit
 //! hex fingerprint, returned lower-case). The TypeScript side reads JSON with `JSON.parse`, which
 //! keeps the last of duplicate keys and reads `8443.0` as `8443`; it accepts those two spellings,
 //! which no encoder writes. No error message contains the secret or the token.

@@ -1,4 +1,4 @@
-//! IPC conformance: the real binary, spoken to over JSON lines (DESIGN section 3).
+//! IPC conformance: the real binary, spoken to over JSON lines (docs/architecture.md, "IPC contract").
 
 mod common;
 

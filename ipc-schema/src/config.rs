@@ -1,4 +1,4 @@
-//! Configuration types: what `start` and `updateAllowedEdges` carry (DESIGN section 4).
+//! Configuration types: what `start` and `updateAllowedEdges` carry (README.md documents each field).
 //!
 //! Every type rejects unknown fields so a typo in an operator's config is an error, never silently
 //! ignored. Defaults live in the `default_*` functions next to the field that uses them, so the
@@ -463,7 +463,7 @@ pub struct FirewallRule {
     pub comment: Option<String>,
 }
 
-/// Outbound (egress) policy of one edge (DESIGN section 9).
+/// Outbound (egress) policy of one edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IEgressPolicy")]

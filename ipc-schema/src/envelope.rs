@@ -1,4 +1,4 @@
-//! The line envelopes: request and response (DESIGN section 3). Events are [`crate::Event`].
+//! The line envelopes: request and response (docs/architecture.md, "IPC contract"). Events are [`crate::Event`].
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Events the binary writes unprompted: `{"event": "<name>", "data": {...}}` (DESIGN section 3).
+//! Events the binary writes unprompted: `{"event": "<name>", "data": {...}}` (docs/architecture.md, "IPC contract").
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

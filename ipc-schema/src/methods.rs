@@ -1,4 +1,4 @@
-//! Request parameters and results of every IPC method (DESIGN section 3).
+//! Request parameters and results of every IPC method (docs/architecture.md, "IPC contract").
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

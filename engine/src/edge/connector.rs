@@ -26,9 +26,9 @@ use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Deadline for one connection attempt (transport handshake + hello + reply).
-pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// `quicWithFallback`: how long QUIC gets before TLS is tried.
-pub const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
 
 /// Why a connection attempt failed: the kind (for events, status and the TypeScript side) and
 /// a message for people.

@@ -6,13 +6,13 @@
 //! while the tunnel is down) -> [`crate::relay`]. [`connector`] keeps the tunnel up (reconnect
 //! with jittered backoff) and [`session`] applies what the hub pushes.
 
-pub mod accept;
-pub mod connector;
-pub mod firewall;
-pub mod limits;
-pub mod ports;
-pub mod public_ip;
-pub mod session;
+pub(crate) mod accept;
+pub(crate) mod connector;
+pub(crate) mod firewall;
+pub(crate) mod limits;
+pub(crate) mod ports;
+pub(crate) mod public_ip;
+pub(crate) mod session;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -26,7 +26,7 @@ use crate::transport::tunnel::Tunnel;
 
 /// Default of `idleTimeoutMs`: how long a proxy waits for its one local connection (and that
 /// connection for its first byte, unless `serverFirst`) before it is removed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `idleTimeoutMs`.
 const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 

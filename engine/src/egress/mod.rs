@@ -1,8 +1,8 @@
-//! Outbound TCP for the hub through an edge (DESIGN section 9): the hub asks over a QUIC stream
+//! Outbound TCP for the hub through an edge (docs/architecture.md, "QUIC transport"; policy in `policy.rs`): the hub asks over a QUIC stream
 //! ([`wire`]), the edge decides by its [`policy`] and dials ([`edge`]); the hub serves the
 //! result on a one-shot local proxy ([`hub`]).
 
-pub mod edge;
-pub mod hub;
-pub mod policy;
-pub mod wire;
+pub(crate) mod edge;
+pub(crate) mod hub;
+pub(crate) mod policy;
+pub(crate) mod wire;

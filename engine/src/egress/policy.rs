@@ -20,7 +20,7 @@ const MAX_HOST_LEN: usize = 253;
 
 /// A validated egress policy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EgressPolicy {
+pub(crate) struct EgressPolicy {
     pub enabled: bool,
     pub allowed_ports: Vec<u16>,
     /// `None`: any host.
@@ -32,11 +32,11 @@ pub struct EgressPolicy {
 }
 
 /// Default cap on open egress streams of one edge.
-pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 64;
+pub(crate) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 64;
 
 /// One entry of `allowedHostPatterns`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// This name exactly (normalised).
     Exact(String),
     /// `*.suffix`: any name below `suffix`, not `suffix` itself.
@@ -66,7 +66,10 @@ impl HostPattern {
 
 impl EgressPolicy {
     /// Validates the IPC policy; errors name the field below `path`.
-    pub fn from_ipc(policy: &IpcPolicy, path: &str) -> Result<Self, crate::config::ConfigError> {
+    pub(crate) fn from_ipc(
+        policy: &IpcPolicy,
+        path: &str,
+    ) -> Result<Self, crate::config::ConfigError> {
         use crate::config::ConfigError;
         if let Some(port) = policy.allowed_ports.iter().find(|&&port| port == 0) {
             return Err(ConfigError::new(
@@ -133,7 +136,7 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
 
 /// Why a request was refused: the rule, for the edge's answer and the hub's event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("egress is disabled for this edge")]
     Disabled,
     #[error("port {0} is not in allowedPorts")]
@@ -150,13 +153,17 @@ pub enum Refusal {
 
 /// What to dial: a literal address, or a name to resolve first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
+pub(crate) enum Destination {
     Ip(IpAddr),
     Name(String),
 }
 
 /// The checks before resolving: enabled, port, host syntax and patterns.
-pub fn check_request(policy: &EgressPolicy, host: &str, port: u16) -> Result<Destination, Refusal> {
+pub(crate) fn check_request(
+    policy: &EgressPolicy,
+    host: &str,
+    port: u16,
+) -> Result<Destination, Refusal> {
     if !policy.enabled {
         return Err(Refusal::Disabled);
     }
@@ -184,7 +191,7 @@ pub fn check_request(policy: &EgressPolicy, host: &str, port: u16) -> Result<Des
 /// The checks after resolving: drops denied addresses and orders the rest by `family`. Refuses
 /// with the first address's rule when none is left. An IPv4-mapped address counts (and is
 /// dialled) as the IPv4 address it is.
-pub fn filter_addresses(
+pub(crate) fn filter_addresses(
     policy: &EgressPolicy,
     host: &str,
     resolved: &[IpAddr],
@@ -221,7 +228,7 @@ pub fn filter_addresses(
 }
 
 /// One address against `deniedCidrs`, the always-denied ranges and the private ranges.
-pub fn judge(policy: &EgressPolicy, ip: IpAddr) -> Result<(), Refusal> {
+pub(crate) fn judge(policy: &EgressPolicy, ip: IpAddr) -> Result<(), Refusal> {
     let ip = ip.to_canonical();
     let refuse = |rule: String| Err(Refusal::Address { ip, rule });
     if let Some(net) = policy.denied_cidrs.iter().find(|net| net.contains(&ip)) {
@@ -246,7 +253,7 @@ pub fn judge(policy: &EgressPolicy, ip: IpAddr) -> Result<(), Refusal> {
 
 /// What kind of address this is, for egress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     Public,
     /// RFC 1918 or IPv6 ULA: only with `allowPrivateRanges`.
     Private,
@@ -255,7 +262,7 @@ pub enum Class {
 }
 
 /// Classifies an address; IPv6 addresses that carry an IPv4 one take the stricter class.
-pub fn classify(ip: IpAddr) -> Class {
+pub(crate) fn classify(ip: IpAddr) -> Class {
     match ip.to_canonical() {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => {
@@ -354,7 +361,7 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
 /// The IPv4 addresses an IPv6 address carries: IPv4-mapped (`::ffff:0:0/96`) and -compatible
 /// (`::/96`), NAT64 (`64:ff9b::/96`, also the local-use `64:ff9b:1::/48`), 6to4 (`2002::/16`),
 /// Teredo (`2001::/32`: server and client).
-pub fn embedded_ipv4(ip: IpAddr) -> Vec<Ipv4Addr> {
+pub(crate) fn embedded_ipv4(ip: IpAddr) -> Vec<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else {
         return Vec::new();
     };
@@ -379,7 +386,7 @@ pub fn embedded_ipv4(ip: IpAddr) -> Vec<Ipv4Addr> {
 /// A literal IP address: IPv6 (optionally in brackets), or IPv4 in any spelling `inet_aton`
 /// accepts (1 to 4 parts; decimal, `0x` hex or `0` octal; the last part fills the rest), since
 /// that is how the resolver would read it.
-pub fn parse_ip(text: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.strip_suffix('.').unwrap_or(text);
     let unbracketed = text
         .strip_prefix('[')
@@ -434,7 +441,7 @@ fn parse_number(part: &str) -> Option<u64> {
 }
 
 /// Lower case, without one trailing dot; letters, digits, `-` and `_` in labels of 1-63 bytes.
-pub fn normalise_name(host: &str) -> Result<String, String> {
+pub(crate) fn normalise_name(host: &str) -> Result<String, String> {
     let lower = host.to_ascii_lowercase();
     let name = lower.strip_suffix('.').unwrap_or(&lower);
     let valid_label = |label: &str| {

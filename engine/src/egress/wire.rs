@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Longest request or answer line (the edge's first-line cap for hub-opened streams).
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// What the hub asks the edge to dial.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Request {
+pub(crate) struct Request {
     pub host: String,
     pub port: u16,
     pub connect_timeout_ms: u64,
@@ -25,20 +25,20 @@ pub struct Request {
 
 impl Request {
     /// The request line, with its newline.
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
 
     /// Parses the stream's first line (with or without its newline).
-    pub fn parse(line: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(line: &[u8]) -> Result<Self, String> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         serde_json::from_slice(line).map_err(|e| format!("bad egress request: {e}"))
     }
 
     /// The dial deadline the edge applies: the request's, at most a minute.
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.clamp(1, 60_000))
     }
 }
@@ -46,7 +46,7 @@ impl Request {
 /// The edge's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Answer {
+pub(crate) struct Answer {
     pub outcome: EgressOutcome,
     /// The address dialled (connected) or tried last (failed, timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,7 +60,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn connected(ip: std::net::IpAddr) -> Self {
+    pub(crate) fn connected(ip: std::net::IpAddr) -> Self {
         Self {
             outcome: EgressOutcome::Connected,
             ip: Some(ip.to_string()),
@@ -69,7 +69,7 @@ impl Answer {
         }
     }
 
-    pub fn denied(rule: impl Into<String>) -> Self {
+    pub(crate) fn denied(rule: impl Into<String>) -> Self {
         Self {
             outcome: EgressOutcome::Denied,
             ip: None,
@@ -78,7 +78,7 @@ impl Answer {
         }
     }
 
-    pub fn failed(
+    pub(crate) fn failed(
         outcome: EgressOutcome,
         ip: Option<std::net::IpAddr>,
         error: impl Into<String>,
@@ -92,7 +92,7 @@ impl Answer {
     }
 
     /// The answer line, with its newline.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         line.push(b'\n');
         line
@@ -101,7 +101,9 @@ impl Answer {
 
 /// Reads the answer line from the start of `stream`; returns it and the bytes that came after
 /// it (the remote's first bytes, which belong to the client).
-pub async fn read_answer<R: AsyncRead + Unpin>(stream: &mut R) -> Result<(Answer, Bytes), String> {
+pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> Result<(Answer, Bytes), String> {
     let mut buffer = BytesMut::with_capacity(512);
     loop {
         if let Some(end) = buffer.iter().position(|&b| b == b'\n') {

@@ -1,5 +1,5 @@
 //! The edge firewall: the hub's `firewallConfig` snapshot applied to the kernel's nf_tables
-//! over netlink (DESIGN section 7).
+//! over netlink (docs/decisions.md, "Firewall").
 //!
 //! [`snapshot`] validates a snapshot (on the hub before pushing, and again on the edge),
 //! [`ruleset`] translates it into nftables objects (pure), [`expr`] encodes the expressions the

@@ -2,7 +2,7 @@
 //! sets exist, which elements they hold, and which rules (as expression lists) go into which
 //! chain, in order. No I/O: [`super::netlink`] turns this into messages.
 //!
-//! Order inside `input` (DESIGN section 7): custom rules first, in snapshot order (so an
+//! Order inside `input` (docs/decisions.md, "Firewall"): custom rules first, in snapshot order (so an
 //! `accept` exempts a source from everything after it), then the blocklist, then the rate
 //! limits. `forward` gets its custom rules and the blocklist; `output` its custom rules.
 

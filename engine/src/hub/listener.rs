@@ -2,7 +2,7 @@
 //! and slows sources whose logins failed ([`super::auth`]), runs the transport and edge
 //! handshakes under one deadline, and hands each authenticated tunnel to a session task. Both
 //! transports share everything after their own accept: the hello exchange
-//! ([`Connection::exchange_hello`]) and the session start.
+//! (`Connection::exchange_hello`) and the session start.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use crate::transport::quic::QuicSide;
 use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
-/// Time a peer has for the transport handshake plus its hello line (DESIGN section 5).
+/// Time a peer has for the transport handshake plus its hello line (docs/architecture.md, "Login and handshake").
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long a refused QUIC peer has to read the refusal before the connection is dropped.

@@ -2,7 +2,7 @@
 //!
 //! The wiring: `reader` turns stdin into capped lines; `dispatch` decodes each into a request and
 //! runs it in its own task against the [`Service`]; `writer` is the only writer of stdout. Engine
-//! events flow from the [`EventSink`] to the same writer. The first line written is `ready`.
+//! events flow from the `EventSink` to the same writer. The first line written is `ready`.
 //! stdin EOF, SIGTERM and SIGINT all end the session the same way: stop the role, flush, return.
 
 pub mod dispatch;

@@ -6,7 +6,7 @@
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-/// Longest accepted request line (DESIGN section 3).
+/// Longest accepted request line (docs/architecture.md, "IPC contract").
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of an oversized line kept for the `ipcError` report.

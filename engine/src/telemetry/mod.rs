@@ -3,6 +3,6 @@
 //! serves `/metrics`, `/healthz` and `/readyz`. Nothing here runs on the data path: byte and
 //! stream counts are the atomics status already reads, taken at scrape time.
 
-pub mod counters;
-pub mod render;
-pub mod server;
+pub(crate) mod counters;
+pub(crate) mod render;
+pub(crate) mod server;

@@ -27,7 +27,7 @@ struct ReasonLabel {
 }
 
 /// The metrics text for `/metrics`.
-pub fn render(status: &StatusResult, counters: &EventCounters) -> String {
+pub(crate) fn render(status: &StatusResult, counters: &EventCounters) -> String {
     let mut registry = Registry::with_prefix("remoteingress");
     let running = !matches!(status, StatusResult::Idle(_));
     gauge(

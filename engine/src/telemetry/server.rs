@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::EventSink;
 
 /// Where the endpoints read the role's state.
-pub type StatusSource =
+pub(crate) type StatusSource =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = StatusResult> + Send>> + Send + Sync>;
 
 const MAX_CONNECTIONS: usize = 64;
@@ -31,12 +31,12 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Binds the endpoints' address (a start error when it is taken).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     source: StatusSource,
     events: EventSink,
@@ -100,7 +100,7 @@ async fn respond(path: &str, source: &StatusSource, events: &EventSink) -> Respo
 }
 
 /// Ready, or why not.
-pub fn readiness(status: &StatusResult) -> Result<(), String> {
+pub(crate) fn readiness(status: &StatusResult) -> Result<(), String> {
     match status {
         StatusResult::Hub(_) => Ok(()),
         StatusResult::Edge(edge) if !edge.connected => Err(format!(

@@ -23,7 +23,7 @@ use super::login::LoginProof;
 use crate::ident::{validate_edge_id, IdentError};
 
 /// Longest accepted hello line (without its `\n`). An edge id is at most 1 KiB (see
-/// [`crate::ident`]) and a proof 64 bytes, so a valid hello is far below this.
+/// `crate::ident`) and a proof 64 bytes, so a valid hello is far below this.
 pub const MAX_HELLO_LEN: usize = 4096;
 
 /// Longest accepted hub reply line (without its `\n`): it carries the whole firewall snapshot.
@@ -150,7 +150,8 @@ pub struct EdgeConfigPush {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall_config: Option<FirewallConfig>,
     /// The hub's heartbeat timeout: an edge that hears nothing from the hub for this long
-    /// treats the tunnel as dead. Absent from older hubs (the edge then uses 45 s).
+    /// treats the tunnel as dead. Absent from older hubs (the edge then uses its own default,
+    /// `PerformanceSettings::default().heartbeat_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_timeout_secs: Option<u32>,
     /// Idle time after which UDP sessions close (the hub's `udpSessionIdleSecs`).

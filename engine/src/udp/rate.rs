@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -15,7 +15,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. Rates and bursts below 1 are taken as 1.
-    pub fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             per_sec: f64::from(per_sec.max(1)),
@@ -26,7 +26,7 @@ impl TokenBucket {
     }
 
     /// Changes rate and burst, keeping the tokens there are (up to the new burst).
-    pub fn set(&mut self, per_sec: u32, burst: u32, now: Instant) {
+    pub(crate) fn set(&mut self, per_sec: u32, burst: u32, now: Instant) {
         self.refill(now);
         self.per_sec = f64::from(per_sec.max(1));
         self.burst = f64::from(burst.max(1));
@@ -34,7 +34,7 @@ impl TokenBucket {
     }
 
     /// Takes one token; false when there is none.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -19,7 +19,7 @@ use hashlink::{LinkedHashMap, LinkedHashSet};
 
 /// Caps of a [`SessionTable`]; both are at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableLimits {
+pub(crate) struct TableLimits {
     pub max_sessions: usize,
     /// Sessions one source address may hold (only sessions opened with a source count).
     pub max_per_source: usize,
@@ -27,7 +27,7 @@ pub struct TableLimits {
 
 /// Why a session was closed to make room for another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eviction {
+pub(crate) enum Eviction {
     /// Its source address held `max_per_source` sessions.
     PerSource,
     /// The table held `max_sessions`.
@@ -36,7 +36,7 @@ pub enum Eviction {
 
 /// A session closed to make room; the caller tells the peer.
 #[derive(Debug)]
-pub struct Evicted<V> {
+pub(crate) struct Evicted<V> {
     pub id: u32,
     pub value: V,
     pub reason: Eviction,
@@ -53,7 +53,7 @@ struct Entry<K, V> {
 /// Sessions by id, least recently used first, with an index from the flow key (`K`) to the id
 /// and, per source address, that address's sessions least recently used first.
 #[derive(Debug)]
-pub struct SessionTable<K, V> {
+pub(crate) struct SessionTable<K, V> {
     by_key: HashMap<K, u32>,
     sessions: LinkedHashMap<u32, Entry<K, V>>,
     by_source: HashMap<IpAddr, LinkedHashSet<u32>>,
@@ -63,7 +63,7 @@ pub struct SessionTable<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
-    pub fn new(idle: Duration, limits: TableLimits) -> Self {
+    pub(crate) fn new(idle: Duration, limits: TableLimits) -> Self {
         Self {
             by_key: HashMap::new(),
             sessions: LinkedHashMap::new(),
@@ -75,7 +75,7 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     }
 
     /// The session of `key`, refreshed (it becomes the most recently used).
-    pub fn find(&mut self, key: &K, now: Instant) -> Option<u32> {
+    pub(crate) fn find(&mut self, key: &K, now: Instant) -> Option<u32> {
         let id = *self.by_key.get(key)?;
         self.touch(id, now).map(|_| id)
     }
@@ -83,7 +83,7 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     /// Opens a session for `key` (from `source`) under the next free id, closing the sessions
     /// it displaces (returned, for the caller to tell the peer). A session `key` already had is
     /// replaced and not returned.
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         key: K,
         source: Option<IpAddr>,
@@ -101,7 +101,7 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
 
     /// Inserts a session under an id chosen by the peer (hub side), replacing the one with that
     /// id (returned first) and closing the sessions it displaces.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         id: u32,
         key: K,
@@ -115,7 +115,7 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     }
 
     /// Changes the caps; sessions over the new ones are closed at once (returned).
-    pub fn set_limits(&mut self, limits: TableLimits) -> Vec<Evicted<V>> {
+    pub(crate) fn set_limits(&mut self, limits: TableLimits) -> Vec<Evicted<V>> {
         self.limits = sanitise(limits);
         let mut evicted = Vec::new();
         let crowded: Vec<IpAddr> = self
@@ -131,17 +131,17 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
         evicted
     }
 
-    pub fn limits(&self) -> TableLimits {
+    pub(crate) fn limits(&self) -> TableLimits {
         self.limits
     }
 
     /// Changes the idle timeout (the hub pushes its `udpSessionIdleSecs`).
-    pub fn set_idle(&mut self, idle: Duration) {
+    pub(crate) fn set_idle(&mut self, idle: Duration) {
         self.idle = idle;
     }
 
     /// The session with this id, refreshed (it becomes the most recently used).
-    pub fn touch(&mut self, id: u32, now: Instant) -> Option<&mut V> {
+    pub(crate) fn touch(&mut self, id: u32, now: Instant) -> Option<&mut V> {
         let entry = self.sessions.to_back(&id)?;
         entry.last_seen = now;
         if let Some(ids) = entry.source.and_then(|s| self.by_source.get_mut(&s)) {
@@ -150,15 +150,13 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
         Some(&mut entry.value)
     }
 
-    pub fn get(&self, id: u32) -> Option<&V> {
+    /// The value of session `id` (tests look sessions up without touching their LRU order).
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: u32) -> Option<&V> {
         self.sessions.get(&id).map(|entry| &entry.value)
     }
 
-    pub fn key(&self, id: u32) -> Option<&K> {
-        self.sessions.get(&id).map(|entry| &entry.key)
-    }
-
-    pub fn remove(&mut self, id: u32) -> Option<V> {
+    pub(crate) fn remove(&mut self, id: u32) -> Option<V> {
         let entry = self.sessions.remove(&id)?;
         if self.by_key.get(&entry.key) == Some(&id) {
             self.by_key.remove(&entry.key);
@@ -175,19 +173,19 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
     }
 
     /// Removes and returns the least recently used session.
-    pub fn pop_lru(&mut self) -> Option<(u32, V)> {
+    pub(crate) fn pop_lru(&mut self) -> Option<(u32, V)> {
         let id = *self.sessions.front()?.0;
         self.remove(id).map(|value| (id, value))
     }
 
     /// Removes and returns the sessions idle for longer than the idle timeout.
-    pub fn expire(&mut self, now: Instant) -> Vec<(u32, V)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u32, V)> {
         self.expire_with(now, |_| None)
     }
 
     /// Like [`Self::expire`], where `other_activity` reports activity the table did not see
     /// (e.g. replies received by another task); the later of the two counts.
-    pub fn expire_with(
+    pub(crate) fn expire_with(
         &mut self,
         now: Instant,
         other_activity: impl Fn(&V) -> Option<Instant>,
@@ -209,16 +207,12 @@ impl<K: Hash + Eq + Clone, V> SessionTable<K, V> {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sessions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     /// Removes every session.
-    pub fn drain(&mut self) -> Vec<(u32, V)> {
+    pub(crate) fn drain(&mut self) -> Vec<(u32, V)> {
         self.by_key.clear();
         self.by_source.clear();
         self.sessions
@@ -461,12 +455,12 @@ mod tests {
         let (previous, evicted) = table.insert(7, "y", now, 2);
         assert_eq!(previous, Some(1));
         assert!(evicted.is_empty());
-        assert_eq!(table.key(7), Some(&"y"));
+        assert_eq!(table.find(&"y", now), Some(7));
         table.insert(8, "z", now, 3);
         let (_, evicted) = table.insert(9, "w", now, 4);
         assert_eq!(ids(&evicted), vec![(7, Eviction::Capacity)]);
         assert_eq!(table.pop_lru().map(|(id, _)| id), Some(8));
         assert_eq!(table.drain().len(), 1);
-        assert!(table.is_empty());
+        assert_eq!(table.len(), 0);
     }
 }

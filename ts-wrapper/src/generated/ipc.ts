@@ -907,7 +907,7 @@ export interface TAllowedEdge {
   targetPorts?: IPortMapping[] | null;
 }
 /**
- * Outbound (egress) policy of one edge (DESIGN section 9).
+ * Outbound (egress) policy of one edge.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "IEgressPolicy".

@@ -41,7 +41,7 @@
 //! # Flow control
 //!
 //! Each side may send [`INITIAL_STREAM_WINDOW`] bytes per stream, then only what the receiver
-//! grants with WINDOW_UPDATE(_BACK) as its application reads (see [`window`]). A receiver that
+//! grants with WINDOW_UPDATE(_BACK) as its application reads (see `window`). A receiver that
 //! gets more than it granted closes the tunnel (protocol error). A stream that has been fast for
 //! long ([`QosSettings`], `qos.rs`) is *sustained*: its receiver locks its window to the minimum
 //! and its sender moves its DATA to the sustained queue.
