@@ -13,7 +13,9 @@
 # saw an error. Knobs: BENCH_BYTES (per single stream, default 1 GiB), BENCH_SECONDS (per timed
 # test, default 5), BENCH_IDLE_CONNS (default 10000), BENCH_ONLY (the groups to run, default
 # "idle tcp udp rr connrate mice"), BENCH_RATHOLE=0 (no rathole row), BENCH_METRICS=1 (hub and
-# edge serve /metrics, scraped every second during the run). BENCH_QUICK=1 is a smoke run
+# edge serve /metrics, scraped every second during the run), BENCH_BASELINE_BIN=PATH (another
+# remoteingress-bin, e.g. a build of an earlier commit: adds tcpTls-baseline and quic-baseline rows
+# measured in the same run, for before/after comparisons). BENCH_QUICK=1 is a smoke run
 # (64 MiB, 1 s, 1,500 idle connections: past the QUIC stream limit's first step; no rathole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,18 +45,19 @@ LOADGEN="$PWD/target/release/ri-loadgen"
 RATHOLE_ROOT="$PWD/target/rathole"
 source scripts/lib.sh
 
-PORT="$(free_port 127.0.0.2 127.0.0.3 127.0.0.4)"
+PORT="$(free_port 127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6)"
 "$LOADGEN" serve --listen "127.0.0.1:$PORT" > "$WORK/tcp-target.log" 2>&1 & PIDS+=($!)
 "$LOADGEN" udp-echo --listen "127.0.0.1:$PORT" > "$WORK/udp-target.log" 2>&1 & PIDS+=($!)
 wait_for "$WORK/tcp-target.log" listening 10
 wait_for "$WORK/udp-target.log" listening 10
 
-declare -A ADDR=([direct]=127.0.0.1 [tcpTls]=127.0.0.2 [quic]=127.0.0.3 [rathole-tls]=127.0.0.4)
+declare -A ADDR=([direct]=127.0.0.1 [tcpTls]=127.0.0.2 [quic]=127.0.0.3 [rathole-tls]=127.0.0.4
+  [tcpTls-baseline]=127.0.0.5 [quic-baseline]=127.0.0.6)
 declare -A WATCHED=([direct]="") # path -> "name=pid ..." of the processes the path runs through
 
-# start_tunnel PATH MODE: a hub (own tunnel port) and an edge on ADDR[PATH] using MODE.
+# start_tunnel PATH MODE [BINARY]: a hub (own tunnel port) and an edge on ADDR[PATH] using MODE.
 start_tunnel() {
-  local path="$1" mode="$2" id="bench-$1" tunnel_port token hub
+  local path="$1" mode="$2" bin="${3:-$BIN}" id="bench-$1" tunnel_port token hub
   tunnel_port="$(free_port)"
   # The load comes from one address: lift the per-address cap (production keeps it).
   printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000}}]\n' \
@@ -64,12 +67,12 @@ start_tunnel() {
     hub_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
     edge_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
   fi
-  REMOTEINGRESS_LOG=warn "$BIN" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
+  REMOTEINGRESS_LOG=warn "$bin" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
     --stream-event-mode off "${hub_metrics[@]}" --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)
   hub=$!
-  token="$("$BIN" token encode --hub-host 127.0.0.1 --hub-port "$tunnel_port" --edge-id "$id" \
+  token="$("$bin" token encode --hub-host 127.0.0.1 --hub-port "$tunnel_port" --edge-id "$id" \
     --secret bench-secret)"
-  REMOTEINGRESS_LOG=warn "$BIN" edge --token "$token" --bind-address "${ADDR[$path]}" \
+  REMOTEINGRESS_LOG=warn "$bin" edge --token "$token" --bind-address "${ADDR[$path]}" \
     --transport-mode "$mode" --no-stun "${edge_metrics[@]}" --json > "$WORK/$path-edge.events" 2> "$WORK/$path-edge.log" &
   PIDS+=($!)
   if [[ "${BENCH_METRICS:-0}" == 1 ]]; then
@@ -161,6 +164,11 @@ EOF
 PATHS=(direct tcpTls quic)
 start_tunnel tcpTls tcpTls
 start_tunnel quic quic
+if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+  start_tunnel tcpTls-baseline tcpTls "$BENCH_BASELINE_BIN"
+  start_tunnel quic-baseline quic "$BENCH_BASELINE_BIN"
+  PATHS+=(tcpTls-baseline quic-baseline)
+fi
 RATHOLE_STATUS="skipped (BENCH_QUICK=1 or BENCH_RATHOLE=0)"
 if [[ "$QUICK" != 1 && "${BENCH_RATHOLE:-1}" != 0 ]]; then
   if find_rathole; then
@@ -288,14 +296,14 @@ def lines(row):
 table = [dict(zip(("test", "figure", "unit", "p99_us", "note"), line), path=row["path"])
          for row in rows for line in lines(row)]
 direct = {line["test"]: line["figure"] for line in table if line["path"] == "direct"}
-print(f"{'test':<24}{'path':<12}{'figure':>12} {'unit':<9}{'vs direct':>9}{'p99 us':>9}  note")
+print(f"{'test':<24}{'path':<16}{'figure':>12} {'unit':<9}{'vs direct':>9}{'p99 us':>9}  note")
 for line in table:
     base = direct.get(line["test"])
     line["vs_direct"] = line["figure"] / base if base and line["path"] != "direct" else None
     ratio = f"{line['vs_direct']:.0%}" if line["vs_direct"] is not None else ""
     p99 = f"{line['p99_us']:.0f}" if line["p99_us"] is not None else ""
     figure = f"{line['figure']:,.0f}" if abs(line["figure"]) >= 1000 else f"{line['figure']:.2f}"
-    print(f"{line['test']:<24}{line['path']:<12}{figure:>12} {line['unit']:<9}"
+    print(f"{line['test']:<24}{line['path']:<16}{figure:>12} {line['unit']:<9}"
           f"{ratio:>9}{p99:>9}  {line['note']}")
 
 # Missing figures and TCP errors fail the run.

@@ -49,19 +49,15 @@ async fn public_ip_is_discovered_and_reported(transport: &str) {
     let event = edge.event("publicIpDiscovered").await;
     assert_eq!(event["ip"], "203.0.113.7");
     assert_eq!(edge.ok("getStatus", None).await["publicIp"], "203.0.113.7");
-    let mut reported = false;
-    for _ in 0..250 {
-        let status = hub.ok("getStatus", None).await;
-        if status["connectedEdges"][0]["publicIp"] == "203.0.113.7" {
-            reported = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        reported,
-        "the hub's connected-edge entry shows the public IP"
-    );
+    common::eventually(
+        "the hub's connected-edge entry shows the public IP",
+        Duration::from_secs(5),
+        async || {
+            let status = hub.ok("getStatus", None).await;
+            (status["connectedEdges"][0]["publicIp"] == "203.0.113.7").then_some(())
+        },
+    )
+    .await;
     responder.abort();
 }
 

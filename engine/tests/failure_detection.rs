@@ -64,11 +64,7 @@ async fn a_hub_restarted_after_three_seconds_has_its_edge_back_within_two(transp
     let mut hub = Managed::spawn().await;
     let config = json!({"role": "hub", "config": {"tunnelPort": port,
         "stateDir": dir.to_string_lossy()}});
-    let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.call("start", Some(config.clone())).await["success"] != true {
-        assert!(tokio::time::Instant::now() < end, "hub never restarted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::start_retrying(&mut hub, config).await;
     let restarted = Instant::now();
     hub.ok("updateAllowedEdges", Some(EDGES())).await;
     hub.event("edgeConnected").await;

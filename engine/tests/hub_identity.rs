@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::{edge_start, Managed, EDGE_ID, EDGE_SECRET};
 use serde_json::{json, Value};
@@ -62,18 +61,8 @@ async fn a_restarted_hub_keeps_its_identity_and_a_pinned_edge_gets_back_in() {
     edge.event("tunnelDisconnected").await;
     let mut hub = Managed::spawn().await;
     let config = json!({"tunnelPort": port, "stateDir": state_dir});
-    let mut restarted = None;
-    for _ in 0..100 {
-        let response = hub
-            .call("start", Some(json!({"role": "hub", "config": config})))
-            .await;
-        if response["success"] == true {
-            restarted = Some(response["result"].clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let restarted = restarted.expect("hub restarted on its port");
+    let restarted =
+        common::start_retrying(&mut hub, json!({"role": "hub", "config": config})).await;
     assert_eq!(restarted["certSha256"], fingerprint.as_str());
     hub.ok(
         "updateAllowedEdges",

@@ -87,21 +87,12 @@ async fn udp_answer(edge: &mut HandEdge, session: u32) -> Option<Bytes> {
 
 /// Waits (bounded) until the hub's status counts `expected` refusals for the edge.
 async fn wait_refused(hub: &mut Managed, expected: u64) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let what = format!("refusedPorts reaches {expected}");
+    common::eventually(&what, Duration::from_secs(5), async || {
         let status = hub.ok("getStatus", None).await;
-        let refused = status["connectedEdges"][0]["refusedPorts"]
-            .as_u64()
-            .expect("refusedPorts");
-        if refused == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "refusedPorts {refused}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (status["connectedEdges"][0]["refusedPorts"].as_u64() == Some(expected)).then_some(())
+    })
+    .await;
 }
 
 async fn an_edge_reaches_only_the_ports_it_is_assigned_now(transport: &str) {
@@ -203,16 +194,9 @@ async fn an_edge_gets_no_more_streams_than_its_cap(transport: &str) {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest)).await;
     drop(first);
-    let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    common::eventually("the share comes back", common::DEADLINE, async || {
         let mut again = open_idle(&edge, target.port, b"four").await;
-        if read_echo(&mut again, b"four").await.is_some() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "the share never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        read_echo(&mut again, b"four").await
+    })
+    .await;
 }

@@ -67,14 +67,14 @@ async fn echo(stream: &mut TcpStream, data: &[u8]) {
 
 /// Waits (bounded) until the edge reports UDP `port` as listening.
 async fn wait_listening_udp(edge: &mut Managed, port: u16) {
-    let end = tokio::time::Instant::now() + common::DEADLINE;
-    while edge.ok("getStatus", None).await["listenPortsUdp"] != json!([port]) {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "edge never listened on UDP {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        "the edge listens on the UDP port",
+        common::DEADLINE,
+        async || {
+            (edge.ok("getStatus", None).await["listenPortsUdp"] == json!([port])).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A second edge ([`LATE_EDGE`]) logs in to the pair's hub over TLS (a descriptor on the hub).

@@ -187,18 +187,7 @@ async fn edge_reconnects_after_the_hub_is_killed(transport: &str) {
     // A new hub on the same port with the same certificate and the same edge allowed.
     let mut hub = Managed::spawn().await;
     let config = json!({"tunnelPort": tunnel_port, "tls": tls, "performance": performance});
-    let mut started = None;
-    for _ in 0..50 {
-        let response = hub
-            .call("start", Some(json!({"role": "hub", "config": config})))
-            .await;
-        if response["success"] == true {
-            started = Some(response);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(started.is_some(), "hub restarted on its port");
+    common::start_retrying(&mut hub, json!({"role": "hub", "config": config})).await;
     hub.ok(
         "updateAllowedEdges",
         Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": [target.port]}]})),

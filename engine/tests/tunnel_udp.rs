@@ -28,14 +28,16 @@ async fn udp_pair(target: &UdpEchoTarget, hub_config: Value, transport: &str) ->
         transport,
     )
     .await;
-    for _ in 0..250 {
-        let status = pair.edge.ok("getStatus", None).await;
-        if status["listenPortsUdp"] == json!([target.port]) {
-            return pair;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("edge never listened on UDP {}", target.port);
+    common::eventually(
+        "the edge listens on the UDP port",
+        Duration::from_secs(5),
+        async || {
+            (pair.edge.ok("getStatus", None).await["listenPortsUdp"] == json!([target.port]))
+                .then_some(())
+        },
+    )
+    .await;
+    pair
 }
 
 async fn client_socket() -> UdpSocket {
@@ -147,17 +149,16 @@ async fn idle_sessions_expire_on_both_sides_and_reopen(transport: &str) {
     assert_eq!(pair.edge.ok("getStatus", None).await["udpSessions"], 1);
 
     // Both sides drop the session after the idle time.
-    let mut expired = false;
-    for _ in 0..200 {
-        let edge = pair.edge.ok("getStatus", None).await;
-        let hub = pair.hub.ok("getStatus", None).await;
-        if edge["udpSessions"] == 0 && hub["connectedEdges"][0]["udpSessions"] == 0 {
-            expired = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(expired, "sessions expired on both sides");
+    common::eventually(
+        "sessions expire on both sides",
+        common::DEADLINE,
+        async || {
+            let edge = pair.edge.ok("getStatus", None).await;
+            let hub = pair.hub.ok("getStatus", None).await;
+            (edge["udpSessions"] == 0 && hub["connectedEdges"][0]["udpSessions"] == 0).then_some(())
+        },
+    )
+    .await;
 
     // The same client gets a fresh session: a new PROXY header at the target.
     socket.send(b"second").await.unwrap();

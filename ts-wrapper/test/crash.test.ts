@@ -44,6 +44,14 @@ describe('crash recovery', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** A shell script standing in for the binary (`body` after the shebang); its path. */
+  const fakeBinary = (name: string, body: string): string => {
+    const script = path.join(dir, name);
+    writeFileSync(script, `#!/bin/sh\n${body}`);
+    chmodSync(script, 0o755);
+    return script;
+  };
+
   test('kill -9: crashRecovered, config and allowed edges replayed, calls meanwhile wait', { timeout: 60_000 }, async () => {
     const hub = new RemoteIngressHub({ binaryPath: realBinary, restart: FAST_RESTART });
     cleanup.push(() => hub.stop());
@@ -97,11 +105,9 @@ describe('crash recovery', () => {
     // First run: the real binary. Every restart after that dies: alternately right after
     // printing its ready line, and at once.
     const counter = path.join(dir, 'spawns');
-    const script = path.join(dir, 'dying-remoteingress-bin');
-    writeFileSync(
-      script,
-      `#!/bin/sh
-n=$(cat "$DYING_COUNTER" 2>/dev/null || echo 0)
+    const script = fakeBinary(
+      'dying-remoteingress-bin',
+      `n=$(cat "$DYING_COUNTER" 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" > "$DYING_COUNTER"
 if [ "$n" -eq 1 ]; then exec "$DYING_REAL_BINARY" "$@"; fi
@@ -110,7 +116,6 @@ if [ $((n % 2)) -eq 0 ]; then echo '{"event":"ready","data":{"version":"0.0.0","
 exit 3
 `,
     );
-    chmodSync(script, 0o755);
     const saved = process.env['REMOTEINGRESS_BINARY'];
     process.env['REMOTEINGRESS_BINARY'] = script;
     cleanup.push(() => {
@@ -162,16 +167,13 @@ exit 3
 
   test('stop() during a pending restart never restarts', { timeout: 30_000 }, async () => {
     const counter = path.join(dir, 'spawns-stop');
-    const script = path.join(dir, 'counting-remoteingress-bin');
-    writeFileSync(
-      script,
-      `#!/bin/sh
-n=$(cat "$COUNTER" 2>/dev/null || echo 0)
+    const script = fakeBinary(
+      'counting-remoteingress-bin',
+      `n=$(cat "$COUNTER" 2>/dev/null || echo 0)
 echo $((n + 1)) > "$COUNTER"
 exec "$REAL_BINARY" "$@"
 `,
     );
-    chmodSync(script, 0o755);
     const hub = new RemoteIngressHub({
       binaryPath: script,
       env: { COUNTER: counter, REAL_BINARY: realBinary },

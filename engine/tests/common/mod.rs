@@ -271,11 +271,11 @@ pub async fn heavy() -> tokio::sync::SemaphorePermit<'static> {
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
+pub async fn eventually<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let end = tokio::time::Instant::now() + deadline;
     loop {
         if let Some(value) = check().await {
@@ -286,6 +286,16 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Starts a role with `params`, retrying while it fails (a restarted hub waits for its old
+/// tunnel port to be free); the `start` result.
+pub async fn start_retrying(managed: &mut Managed, params: Value) -> Value {
+    eventually("start succeeds", DEADLINE, async || {
+        let response = managed.call("start", Some(params.clone())).await;
+        (response["success"] == true).then(|| response["result"].clone())
+    })
+    .await
 }
 
 /// Sends `signal` (a name such as `TERM`) to `pid` with the `kill` command (no unsafe code).

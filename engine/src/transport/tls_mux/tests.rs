@@ -61,6 +61,17 @@ fn pair() -> Pair {
     pair_over(a, b)
 }
 
+/// A pair with one stream open: the edge's end and the hub's end of it.
+async fn pair_with_stream() -> (Pair, MuxStream, MuxStream) {
+    let mut pair = pair();
+    let edge_end = pair
+        .edge
+        .open_stream(Bytes::from_static(PROXY_LINE))
+        .unwrap();
+    let (hub_end, _) = within(pair.hub_in.streams.recv()).await.unwrap();
+    (pair, edge_end, hub_end)
+}
+
 fn pair_over<A, B>(edge_io: A, hub_io: B) -> Pair
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
@@ -289,14 +300,7 @@ async fn assert_no_progress_beyond(progress: &mut watch::Receiver<usize>, limit:
 
 #[tokio::test(start_paused = true)]
 async fn backpressure_stops_the_writer_at_the_initial_window() {
-    let Pair {
-        edge,
-        hub,
-        mut hub_in,
-        ..
-    } = pair();
-    let stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
-    let (mut upstream, _) = within(hub_in.streams.recv()).await.unwrap();
+    let (Pair { edge, hub, .. }, stream, mut upstream) = pair_with_stream().await;
     let data = random(3 * MIB);
     let (mut progress, writer) = spawn_writer(stream, data.clone());
 
@@ -317,14 +321,13 @@ async fn backpressure_stops_the_writer_at_the_initial_window() {
 
 #[tokio::test(start_paused = true)]
 async fn window_grows_beyond_the_initial_credit() {
-    let Pair {
-        edge,
-        hub,
-        mut hub_in,
-        ..
-    } = pair();
-    let stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
-    let (mut upstream, _) = within(hub_in.streams.recv()).await.unwrap();
+    let (
+        Pair {
+            edge: _edge, hub, ..
+        },
+        stream,
+        mut upstream,
+    ) = pair_with_stream().await;
     let data = random(6 * MIB);
     let (mut progress, writer) = spawn_writer(stream, data.clone());
 
@@ -406,14 +409,7 @@ async fn dropping_a_stream_on_the_hub_ends_the_edge_stream() {
 
 #[tokio::test]
 async fn dropping_a_stream_on_the_edge_ends_the_hub_stream() {
-    let Pair {
-        edge,
-        hub,
-        mut hub_in,
-        ..
-    } = pair();
-    let client = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
-    let (mut upstream, _) = within(hub_in.streams.recv()).await.unwrap();
+    let (Pair { edge, hub, .. }, client, mut upstream) = pair_with_stream().await;
     drop(client);
     assert_eq!(edge.active_streams(), 0);
 
@@ -648,14 +644,7 @@ async fn datagrams_flow_both_ways() {
 
 #[tokio::test]
 async fn closing_the_tunnel_wakes_blocked_readers_and_writers() {
-    let Pair {
-        edge,
-        hub,
-        mut hub_in,
-        ..
-    } = pair();
-    let stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
-    let (_upstream, _) = within(hub_in.streams.recv()).await.unwrap();
+    let (Pair { edge, hub, .. }, stream, _upstream) = pair_with_stream().await;
     let (mut r, mut w) = tokio::io::split(stream);
     let reader = tokio::spawn(async move { r.read(&mut [0u8; 64]).await });
     let (progress_tx, mut progress) = watch::channel(0usize);
