@@ -14,6 +14,9 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy with the fuzzing entry points (engine/src/fuzzing.rs)"
+cargo clippy -p remoteingress --features fuzzing --locked -- -D warnings
+
 step "cargo build"
 cargo build --workspace --locked --bins
 
@@ -58,6 +61,9 @@ python3 tests/netns/edge_firewall.py
 
 step "egress through a QUIC edge under its policy (namespaces, SMTP-like target, TypeScript round trip)"
 python3 tests/netns/egress.py
+
+step "fuzzing: every decoder that reads untrusted input, 8 s per target from the committed seeds"
+FUZZ_QUICK=1 FUZZ_SECONDS=8 ./scripts/fuzz.sh
 
 step "demo (README's first command)"
 ./scripts/demo.sh

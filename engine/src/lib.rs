@@ -36,6 +36,8 @@ pub(crate) mod egress;
 pub(crate) mod events;
 pub mod fd_limit;
 pub mod firewall;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hub;
 pub(crate) mod ident;
 pub mod ipc;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of an oversized line kept for the `ipcError` report.
-const KEPT_PREFIX: usize = 256;
+pub(crate) const KEPT_PREFIX: usize = 256;
 
 /// One unit of input.
 #[derive(Debug, PartialEq, Eq)]
