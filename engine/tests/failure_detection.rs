@@ -1,6 +1,7 @@
 //! How fast a failure is noticed, on both transports, with the default timing: a hub killed and
 //! restarted (with its state directory) has its edge back within about two seconds; a peer that
-//! vanishes without a word (SIGSTOP: no FIN, no RST, no reset) is noticed within 15 s.
+//! vanishes without a word (SIGSTOP: no FIN, no RST, no reset) is noticed within 15 s; a hub
+//! restarted with another allowed-edges list lets the kept edges back and keeps the removed out.
 
 #[macro_use]
 mod common;
@@ -15,6 +16,7 @@ over_both_transports!(
     a_hub_restarted_after_three_seconds_has_its_edge_back_within_two,
     a_vanished_hub_is_noticed_within_fifteen_seconds,
     a_vanished_edge_is_noticed_within_fifteen_seconds,
+    a_hub_restarted_with_another_list_lets_kept_edges_back_and_keeps_removed_ones_out,
 );
 
 const EDGES: fn() -> Value = || json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET}]});
@@ -107,5 +109,84 @@ async fn a_vanished_edge_is_noticed_within_fifteen_seconds(transport: &str) {
     let noticed = vanished.elapsed();
     signal(edge.pid(), libc::SIGCONT);
     eprintln!("{transport}: vanished edge noticed after {noticed:?}: {event}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An edge logged in as `id` to the hub on `port`, connected.
+async fn edge_as(id: &str, port: u16, fingerprint: Option<&str>, transport: &str) -> Managed {
+    let mut edge = Managed::spawn().await;
+    let mut params = edge_start(port, fingerprint);
+    params["config"]["edgeId"] = json!(id);
+    params["config"]["secret"] = json!(format!("{id}-secret"));
+    params["config"]["transportMode"] = json!(transport);
+    edge.ok("start", Some(params)).await;
+    edge.event("tunnelConnected").await;
+    edge
+}
+
+async fn a_hub_restarted_with_another_list_lets_kept_edges_back_and_keeps_removed_ones_out(
+    transport: &str,
+) {
+    let _heavy = common::heavy().await;
+    let dir = state_dir();
+    let list = |ids: &[&str]| {
+        let edges: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "secret": format!("{id}-secret")}))
+            .collect();
+        json!({ "edges": edges })
+    };
+    let config = |port: u16| json!({"role": "hub", "config": {"tunnelPort": port, "stateDir": dir.to_string_lossy()}});
+    let mut hub = Managed::spawn().await;
+    let status = hub.ok("start", Some(config(0))).await;
+    hub.ok("updateAllowedEdges", Some(list(&["kept", "removed"])))
+        .await;
+    let port = status["tunnelPort"].as_u64().unwrap() as u16;
+    let fingerprint = status["certSha256"].as_str();
+    let mut kept = edge_as("kept", port, fingerprint, transport).await;
+    let mut removed = edge_as("removed", port, fingerprint, transport).await;
+
+    hub.child.start_kill().unwrap();
+    hub.wait_exit().await;
+    let mut hub = Managed::spawn().await;
+    common::start_retrying(&mut hub, config(port)).await;
+    hub.ok("updateAllowedEdges", Some(list(&["kept"]))).await;
+    let restarted = Instant::now();
+
+    kept.event("tunnelConnected").await;
+    let back = restarted.elapsed();
+    // The removed edge keeps trying and is refused as unauthorized, every time.
+    let refused = removed
+        .wait_for(
+            |line| {
+                line["event"] == "tunnelConnectFailed" && line["data"]["reason"] == "unauthorized"
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+    let failure = hub
+        .wait_for(
+            |line| line["event"] == "edgeAuthFailed" && line["data"]["edgeId"] == "removed",
+            Duration::from_secs(15),
+        )
+        .await;
+    let connected: Vec<Value> = hub.ok("getStatus", None).await["connectedEdges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["edgeId"].clone())
+        .collect();
+    assert_eq!(connected, vec![json!("kept")], "only the kept edge is back");
+    assert_eq!(
+        removed.ok("getStatus", None).await["connected"],
+        false,
+        "the removed edge stays out"
+    );
+    eprintln!(
+        "{transport}: kept edge back {back:?} after the restart; removed edge refused: {} / {}",
+        refused["data"]["message"], failure["data"]["reason"]
+    );
+    let _ = kept.close_stdin_and_wait().await;
+    let _ = removed.close_stdin_and_wait().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

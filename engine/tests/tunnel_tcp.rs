@@ -20,6 +20,7 @@ over_both_transports!(
     two_hundred_concurrent_connections_echo_one_mib_each_intact,
     half_closed_client_still_gets_the_whole_response,
     slow_target_pushes_back_and_memory_stays_bounded,
+    a_target_that_never_reads_stalls_only_its_own_client,
     ports_added_at_runtime_serve_and_removed_ports_refuse_while_open_ones_finish,
     status_and_stream_events_report_the_traffic,
     summary_mode_emits_stream_summaries_instead_of_per_stream_events,
@@ -137,6 +138,50 @@ async fn slow_target_pushes_back_and_memory_stays_bounded(transport: &str) {
     assert!(
         grown_kib < 64 * 1024,
         "edge+hub RSS grew by {grown_kib} KiB while moving 256 MiB to a slow target"
+    );
+}
+
+/// A target that accepts and never reads: the client's writes stop after a bounded amount
+/// (backpressure reaches it through edge, tunnel and hub), edge and hub memory stay bounded, and
+/// another stream on the same tunnel keeps flowing.
+async fn a_target_that_never_reads_stalls_only_its_own_client(transport: &str) {
+    let _heavy = common::heavy().await;
+    let stuck = Target::start(Behaviour::Hold).await;
+    let echo = Target::start(Behaviour::Echo).await;
+    let pair = Pair::start(&[stuck.port, echo.port], json!({}), transport).await;
+    let (hub_pid, edge_pid) = (pair.hub.pid(), pair.edge.pid());
+    let baseline = rss_kib(hub_pid) + rss_kib(edge_pid);
+
+    let mut socket = connect_edge(stuck.port).await;
+    let chunk = vec![0x5Au8; 64 * 1024];
+    let mut sent = 0usize;
+    // Write until no write completes for a second: the pipe is full.
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_secs(1), socket.write_all(&chunk)).await
+    {
+        written.expect("the stalled stream is not reset");
+        sent += chunk.len();
+        assert!(sent < 1 << 30, "a target that never reads took 1 GiB");
+    }
+    let grown_kib = (rss_kib(hub_pid) + rss_kib(edge_pid)).saturating_sub(baseline);
+    // Kernel socket buffers on four sockets (a few MiB each on loopback) plus one stream window.
+    assert!(
+        sent < 96 << 20,
+        "{sent} bytes taken before the writes stalled"
+    );
+    assert!(
+        grown_kib < 48 * 1024,
+        "edge+hub RSS grew by {grown_kib} KiB holding a stalled stream"
+    );
+    let (_, echoed) = echo_round_trip(echo.port, vec![7u8; 1 << 20]).await;
+    assert_eq!(
+        echoed,
+        vec![7u8; 1 << 20],
+        "the other stream is not held up"
+    );
+    eprintln!(
+        "{transport}: writes stalled after {} KiB; edge+hub RSS +{grown_kib} KiB",
+        sent / 1024
     );
 }
 

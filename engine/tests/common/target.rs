@@ -21,6 +21,8 @@ pub enum Behaviour {
     ResetAfter { len: usize },
     /// Send 64 KiB chunks until the connection fails (an endless download).
     Stream,
+    /// Accept, then never read (for two minutes): the client must feel backpressure.
+    Hold,
 }
 
 /// A target on 127.0.0.1 that records the PROXY lines it received.
@@ -121,6 +123,10 @@ async fn serve(
             socket.flush().await?;
             socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO))?;
             drop(socket);
+        }
+        Behaviour::Hold => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            drop(reader);
         }
         Behaviour::Stream => {
             let mut socket = reader.into_inner();
