@@ -56,6 +56,9 @@ python3 tests/netns/quic_fallback.py
 step "link between edge and hub cut for 5 s and 60 s (both transports, measured)"
 python3 tests/netns/link_cut.py
 
+step "packet loss on the link between edge and hub (nftables numgen drop, both transports, SHA-256 and UDP checked)"
+python3 tests/netns/lossy_link.py
+
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py
 
