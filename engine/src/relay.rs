@@ -107,6 +107,13 @@ where
 /// with RST, the tunnel stream with an abort) rather than closed, and when `stop` is cancelled
 /// (the role stops, the session ends) both are, so a connection cut anywhere never looks
 /// complete at the far end.
+///
+/// The reset is armed (SO_LINGER 0) for the whole relay, not only when it fails: should this
+/// process die outright (kill -9, the OOM killer), the kernel closes the socket with no code of
+/// ours running, and an armed socket then sends RST where it would send FIN, which would make a
+/// download to the client (or an upload to the target) cut off by our death look complete. A
+/// relay that ends normally disarms it before the close, which is then graceful: FIN after
+/// every buffered byte. (`shutdown`, the half-close, is not affected by SO_LINGER.)
 pub(crate) async fn relay_tcp_and_tunnel(
     mut tcp: tokio::net::TcpStream,
     mut stream: crate::transport::tunnel::TunnelStream,
@@ -114,6 +121,7 @@ pub(crate) async fn relay_tcp_and_tunnel(
     counters: Arc<RelayCounters>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), RelayError> {
+    reset(&tcp);
     let relayed = async {
         match tcp_side {
             RelaySide::Client => relay(&mut tcp, &mut stream, counters).await,
@@ -132,12 +140,15 @@ pub(crate) async fn relay_tcp_and_tunnel(
             error: io::Error::new(io::ErrorKind::Interrupted, "stopped"),
         });
     };
-    if let Err(failed) = &result {
-        if failed.side == tcp_side {
-            stream.abort();
-        } else {
-            reset(&tcp);
+    match &result {
+        // Both directions are done: close gracefully.
+        Ok(()) => {
+            let _ = socket2::SockRef::from(&tcp).set_linger(None);
         }
+        // The TCP side failed: it keeps its reset; the tunnel side is aborted.
+        Err(failed) if failed.side == tcp_side => stream.abort(),
+        // The tunnel side failed: the TCP socket closes with the reset it is armed with.
+        Err(_) => {}
     }
     result
 }

@@ -1,6 +1,8 @@
 //! A connection cut anywhere reaches the client as a reset (ECONNRESET), never as a normal end of
 //! file that would make a cut-off transfer look complete: the target resetting mid-transfer, the
-//! hub killed mid-transfer, and the edge stopped mid-transfer, on both transports.
+//! hub killed mid-transfer, and the edge stopped mid-transfer, on both transports. A process
+//! killed outright (-9, no code of ours runs) must do the same to the sockets it held: the edge's
+//! clients and the hub's targets see a reset, not the FIN a plain close would send.
 
 #[macro_use]
 mod common;
@@ -17,6 +19,8 @@ over_both_transports!(
     a_target_reset_mid_transfer_resets_the_client,
     a_hub_killed_mid_transfer_resets_the_client,
     an_edge_stopped_mid_transfer_resets_the_client,
+    an_edge_killed_mid_download_resets_the_client,
+    a_hub_killed_mid_upload_resets_the_target,
 );
 
 /// Reads until the connection ends; returns the bytes read and how it ended.
@@ -88,5 +92,69 @@ async fn an_edge_stopped_mid_transfer_resets_the_client(transport: &str) {
     pair.edge.ok("stop", None).await;
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
     let error = ended.expect_err("a reset, not an end of file");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+async fn an_edge_killed_mid_download_resets_the_client(transport: &str) {
+    let (_target, mut pair, mut client) = mid_transfer(transport).await;
+    pair.edge.child.start_kill().unwrap();
+    pair.edge.wait_exit().await;
+    let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
+    let error = ended.expect_err("a reset, not an end of file");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+}
+
+async fn a_hub_killed_mid_upload_resets_the_target(transport: &str) {
+    // A target that reads an upload and reports how its read ended.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        let mut started = Some(started_tx);
+        let ended = loop {
+            match socket.read(&mut buf).await {
+                Ok(0) => break Ok(total),
+                Ok(n) => total += n,
+                Err(error) => break Err(error),
+            }
+            if total > 1 << 20 {
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
+            }
+        };
+        let _ = ended_tx.send(ended);
+    });
+    let mut pair = Pair::start_configured(
+        json!({"listenPorts": [port]}),
+        json!({}),
+        json!({"shutdownGraceSecs": 0}),
+        transport,
+    )
+    .await;
+    pair.wait_listening(port).await;
+    let client = TcpStream::connect((EDGE_ADDR, port)).await.unwrap();
+    let (_read, mut write) = client.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let chunk = vec![0x42u8; 64 * 1024];
+        while write.write_all(&chunk).await.is_ok() {}
+    });
+    tokio::time::timeout(Duration::from_secs(10), started_rx)
+        .await
+        .expect("the upload reaches the target")
+        .unwrap();
+    pair.hub.child.start_kill().unwrap();
+    pair.hub.wait_exit().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), ended_rx)
+        .await
+        .expect("the target's read ends")
+        .unwrap();
+    writer.abort();
+    let error = ended.expect_err("a reset at the target, not an end of file");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
 }
