@@ -68,6 +68,9 @@ python3 tests/netns/egress.py
 step "fuzzing: every decoder that reads untrusted input, 8 s per target from the committed seeds"
 FUZZ_QUICK=1 FUZZ_SECONDS=8 ./scripts/fuzz.sh
 
+step "chaos soak, 60 s: traffic on both transports while hub, edges and target are killed and restarted"
+SOAK_SECONDS=60 ./scripts/soak.sh
+
 step "demo (README's first command)"
 ./scripts/demo.sh
 

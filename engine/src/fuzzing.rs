@@ -54,10 +54,12 @@ pub fn proxy_headers(data: &[u8]) {
         assert_eq!(again, header);
     }
     if let Some((header, transport)) = v2::parse(data) {
+        // Not byte-identical: an INET6 header with IPv4-mapped addresses reads as IPv4.
+        let again = v2::parse(&v2::encode(&header, transport));
         assert_eq!(
-            v2::encode(&header, transport),
-            data,
-            "v2 accepts only what it writes"
+            again,
+            Some((header, transport)),
+            "a parsed v2 header survives a round trip"
         );
     }
     // Any address pair (16 + 16 + 2 + 2 bytes) survives both encoders.

@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""Chaos soak: TCP and UDP traffic through a tcpTls edge and a quic edge while a driver kills
+(-9) and restarts the hub, the edges and the target at random moments and pushes port changes
+(the edges file rewritten, SIGHUP). Every TCP transfer must end complete with its SHA-256
+verified, or reported to the client as a failure (reset, refused) -- never truncated silently,
+never corrupted, never hung; every UDP reply must equal its request. After the run, file
+descriptors, open streams and memory of the hub and the edges are back to their baseline.
+
+    soak.py [--seconds 600] [--workers 8] [--seed N]
+
+The target arms SO_LINGER 0 on its sockets (disarmed before a normal close), as the tunnel does:
+a target that dies mid-transfer then resets its connections. (A target that dies and sends a
+plain FIN cannot be told from one that finished, by any proxy; HTTP has Content-Length for that.)
+Prints one summary line at the end; exits 1 if a check failed.
+"""
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import harness  # noqa: E402
+
+EDGES = {"tcpTls": "127.0.0.2", "quic": "127.0.0.3"}
+
+# The target: 'D' size seed -> `size` bytes of the seed's stream, then FIN; 'U' size -> reads
+# `size` bytes, answers their SHA-256, then FIN. UDP on the same port echoes (PROXY v2 stripped).
+TARGET = r"""
+import hashlib, socket, struct, sys, threading
+port = int(sys.argv[1])
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+LINGER_ON = struct.pack("ii", 1, 0)
+LINGER_OFF = struct.pack("ii", 0, 0)
+def stream(seed, size):
+    counter = 0
+    while size > 0:
+        block = hashlib.sha256(seed + counter.to_bytes(8, "big")).digest() * 2048
+        yield block[:size]
+        size -= len(block[:size])
+        counter += 1
+def exact(c, n):
+    data = b""
+    while len(data) < n:
+        chunk = c.recv(min(1 << 20, n - len(data)))
+        if not chunk:
+            raise ConnectionError("short")
+        data += chunk
+    return data
+def header(c):
+    first = exact(c, 12)
+    if first == SIG:
+        exact(c, struct.unpack("!H", exact(c, 4)[2:])[0])
+        return
+    line = first
+    while not line.endswith(b"\r\n"):
+        line += exact(c, 1)
+def serve(c):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ON)
+    try:
+        header(c)
+        kind, size, seed = struct.unpack("!cQ8s", exact(c, 17))
+        if kind == b"D":
+            for block in stream(seed, size):
+                c.sendall(block)
+        else:
+            h, left = hashlib.sha256(), size
+            while left:
+                chunk = c.recv(min(1 << 20, left))
+                if not chunk:
+                    raise ConnectionError("short upload")
+                h.update(chunk)
+                left -= len(chunk)
+            c.sendall(h.digest())
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):
+            pass
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_OFF)
+    except OSError:
+        pass
+    finally:
+        c.close()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", port))
+    while True:
+        data, peer = u.recvfrom(65535)
+        if data.startswith(SIG):
+            data = data[16 + struct.unpack("!H", data[14:16])[0]:]
+        u.sendto(data, peer)
+threading.Thread(target=udp, daemon=True).start()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(512)
+print("listening", flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def stream(seed, size):
+    """What the target sends for a download: the same bytes, computed here to check them."""
+    h, counter, left = hashlib.sha256(), 0, size
+    while left > 0:
+        block = (hashlib.sha256(seed + counter.to_bytes(8, "big")).digest() * 2048)[:left]
+        h.update(block)
+        left -= len(block)
+        counter += 1
+    return h.digest()
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {"complete": 0, "reset": 0, "refused": 0, "corrupted": 0, "truncated": 0, "hung": 0,
+                       "udp_ok": 0, "udp_lost": 0, "udp_corrupted": 0}
+        self.bytes = 0
+        self.examples = []
+
+    def add(self, outcome, moved=0, detail=None):
+        with self.lock:
+            self.counts[outcome] += 1
+            self.bytes += moved
+            if detail and len(self.examples) < 10:
+                self.examples.append(f"{outcome}: {detail}")
+
+
+def tcp_transfer(address, port, rng, stats):
+    size = int(2 ** rng.uniform(10, 23))  # 1 KiB .. 8 MiB, log-uniform
+    download = rng.random() < 0.5
+    seed = rng.randbytes(8)
+    try:
+        s = socket.create_connection((address, port), timeout=5)
+    except OSError:
+        stats.add("refused")
+        return
+    s.settimeout(30)
+    try:
+        if download:
+            s.sendall(struct.pack("!cQ8s", b"D", size, seed))
+            h, got = hashlib.sha256(), 0
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                h.update(chunk)
+            if got < size:
+                stats.add("truncated", got, f"download {got}/{size} via {address}")
+            elif got > size or h.digest() != stream(seed, size):
+                stats.add("corrupted", got, f"download of {size} via {address}")
+            else:
+                stats.add("complete", size)
+        else:
+            data = rng.randbytes(size)
+            s.sendall(struct.pack("!cQ8s", b"U", size, seed) + data)
+            s.shutdown(socket.SHUT_WR)
+            digest = harness.recv_to_eof(s)
+            if len(digest) < 32:
+                stats.add("truncated", 0, f"upload of {size} via {address}: {len(digest)}-byte answer")
+            elif digest != hashlib.sha256(data).digest():
+                stats.add("corrupted", size, f"upload of {size} via {address}")
+            else:
+                stats.add("complete", size)
+    except socket.timeout:
+        stats.add("hung", 0, f"{'download' if download else 'upload'} of {size} via {address}")
+    except OSError:
+        stats.add("reset")
+    finally:
+        s.close()
+
+
+def udp_exchange(address, port, rng, stats):
+    payload = rng.randbytes(rng.randint(1, 1200))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(1)
+        try:
+            u.sendto(payload, (address, port))
+            reply = u.recv(65535)
+        except OSError:
+            stats.add("udp_lost")
+            return
+    stats.add("udp_ok" if reply == payload else "udp_corrupted", len(payload))
+
+
+class Fleet:
+    """Hub, edges and target as processes that the driver kills and restarts."""
+
+    def __init__(self, workdir, port, tunnel_port):
+        self.workdir, self.port, self.tunnel_port = workdir, port, tunnel_port
+        self.extra_port = harness.free_port("127.0.0.1", also_free_on=list(EDGES.values()))
+        self.procs = {}
+        self.metrics = {}
+        self.write_edges(extra=False)
+
+    def write_edges(self, extra):
+        ports = [self.port] + ([self.extra_port] if extra else [])
+        with open(os.path.join(self.workdir, "edges.json"), "w") as f:
+            json.dump([{"id": f"soak-{t}", "secret": "soak-secret", "listenPorts": ports, "listenPortsUdp": [self.port],
+                        "limits": {"maxConnectionsPerSource": 100000}} for t in EDGES], f)
+
+    def start(self, name):
+        binary = harness.binary()
+        metrics = f"127.0.0.1:{harness.free_port()}"
+        if name == "target":
+            argv = [sys.executable, "-c", TARGET, str(self.port)]
+        elif name == "hub":
+            argv = [binary, "hub", "--tunnel-port", str(self.tunnel_port), "--edges", os.path.join(self.workdir, "edges.json"),
+                    "--state-dir", os.path.join(self.workdir, "hub"), "--stream-event-mode", "off", "--metrics-addr", metrics,
+                    # Each UDP exchange comes from a new client port, so a new session with its own
+                    # socket on the hub: short idle time, so they are gone when leaks are counted.
+                    "--performance-json", json.dumps({"udpSessionIdleSecs": 5}), "--json"]
+        else:
+            transport = name.split("-", 1)[1]
+            argv = [binary, "edge", "--hub-host", "127.0.0.1", "--hub-port", str(self.tunnel_port), "--edge-id",
+                    f"soak-{transport}", "--secret", "soak-secret", "--transport-mode", transport, "--bind-address",
+                    EDGES[transport], "--no-stun", "--metrics-addr", metrics, "--json"]
+        process = harness.Process(argv, f"soak-{name}", env={"REMOTEINGRESS_LOG": "warn"})
+        self.procs[name], self.metrics[name] = process, metrics
+        if name == "target":
+            process.wait_line(lambda line: line.startswith("listening"))
+        elif name == "hub":
+            process.wait_event("started")
+        return process
+
+    def kill(self, name):
+        process = self.procs[name]
+        os.kill(process.proc.pid, signal.SIGKILL)
+        process.proc.wait(timeout=10)
+        process.stderr.close()
+        process.discard_log()
+
+    def stop_all(self):
+        for process in self.procs.values():
+            process.stop()
+
+
+def probe(address, port, deadline):
+    """Seconds until a 1 KiB download through `address` completes, or None by the deadline."""
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        stats = Stats()
+        tcp_transfer_fixed(address, port, stats)
+        if stats.counts["complete"]:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def tcp_transfer_fixed(address, port, stats):
+    class Fixed(random.Random):
+        def uniform(self, a, b):
+            return 10
+    tcp_transfer(address, port, Fixed(1), stats)
+
+
+def process_usage(pid):
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return fds, rss
+
+
+def active_streams(metrics):
+    text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    return sum(float(v) for v in re.findall(r"^remoteingress_(?:hub_edge|edge)_streams_active(?:\{[^}]*\})? (\S+)$", text, re.M))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    report = harness.Report()
+    stats = Stats()
+    recoveries = []
+    faults = {}
+    with tempfile.TemporaryDirectory(prefix="ri-soak-") as workdir:
+        port = harness.free_port("127.0.0.1", also_free_on=list(EDGES.values()))
+        fleet = Fleet(workdir, port, harness.free_port())
+        try:
+            for name in ["target", "hub", "edge-tcpTls", "edge-quic"]:
+                fleet.start(name)
+            for transport, address in EDGES.items():
+                took = probe(address, port, time.monotonic() + 30)
+                report.check(f"{transport}: traffic flows at the start", took is not None)
+            time.sleep(1)  # let start-up allocations settle before the baseline
+            baseline = {name: process_usage(fleet.procs[name].proc.pid) for name in ("hub", "edge-tcpTls", "edge-quic")}
+            print(f"soak: seed {args.seed}, {args.seconds:.0f} s, {args.workers} workers; baseline {baseline}", flush=True)
+
+            end = time.monotonic() + args.seconds
+            stop = threading.Event()
+
+            def worker(index):
+                local = random.Random(args.seed * 1000 + index)
+                while not stop.is_set():
+                    address = EDGES[local.choice(list(EDGES))]
+                    if local.random() < 0.8:
+                        tcp_transfer(address, port, local, stats)
+                    else:
+                        udp_exchange(address, port, local, stats)
+
+            workers = [threading.Thread(target=worker, args=(i,)) for i in range(args.workers)]
+            for thread in workers:
+                thread.start()
+            extra = False
+            while time.monotonic() < end - 5:
+                time.sleep(rng.uniform(2, 6))  # the time between faults, not a synchronisation
+                action = rng.choice(["hub", "edge-tcpTls", "edge-quic", "target", "ports"])
+                faults[action] = faults.get(action, 0) + 1
+                if action == "ports":
+                    extra = not extra
+                    fleet.write_edges(extra)
+                    os.kill(fleet.procs["hub"].proc.pid, signal.SIGHUP)
+                    continue
+                fleet.kill(action)
+                time.sleep(rng.uniform(0.2, 2))  # how long it stays down
+                fleet.start(action)
+                if action != "target":
+                    affected = EDGES.values() if action == "hub" else [EDGES[action.split("-", 1)[1]]]
+                    took = [probe(address, port, time.monotonic() + 60) for address in affected]
+                    recoveries.extend(t for t in took if t is not None)
+                    report.check(f"{action} killed and restarted: traffic back", all(t is not None for t in took), took)
+            stop.set()
+            for thread in workers:
+                thread.join(timeout=60)
+            report.check("every traffic worker finished", not any(t.is_alive() for t in workers))
+
+            # After the run: back to the baseline once the last streams are gone.
+            for transport, address in EDGES.items():
+                report.check(f"{transport}: traffic flows after the run", probe(address, port, time.monotonic() + 60) is not None)
+            leaks = []
+            settle = time.monotonic() + 30
+            while True:
+                streams = {name: active_streams(fleet.metrics[name]) for name in ("hub", "edge-tcpTls", "edge-quic")}
+                usage = {name: process_usage(fleet.procs[name].proc.pid) for name in baseline}
+                leaks = [f"{name}: {streams[name]:.0f} streams, fds {usage[name][0]} vs {baseline[name][0]}, "
+                         f"RSS {usage[name][1] // 1024} vs {baseline[name][1] // 1024} MiB"
+                         for name in baseline
+                         if streams[name] > 0 or usage[name][0] > baseline[name][0] + 8
+                         or usage[name][1] > baseline[name][1] + 96 * 1024]
+                if not leaks or time.monotonic() > settle:
+                    break
+                time.sleep(0.5)
+            report.check("hub and edges back to baseline (streams 0, fds +8, RSS +96 MiB at most)", not leaks, leaks)
+        finally:
+            fleet.stop_all()
+    c = stats.counts
+    transfers = c["complete"] + c["reset"] + c["refused"] + c["corrupted"] + c["truncated"] + c["hung"]
+    report.check("no corrupted transfer or datagram", c["corrupted"] == 0 and c["udp_corrupted"] == 0, stats.examples)
+    report.check("no silently truncated transfer", c["truncated"] == 0, stats.examples)
+    report.check("no hung transfer", c["hung"] == 0, stats.examples)
+    report.check("most transfers complete", c["complete"] > transfers // 2, c)
+    median = statistics.median(recoveries) if recoveries else float("nan")
+    worst = max(recoveries) if recoveries else float("nan")
+    print(f"soak summary: transfers {transfers}, bytes {stats.bytes}, complete {c['complete']}, resets {c['reset']}, "
+          f"refused {c['refused']}, corruptions {c['corrupted'] + c['udp_corrupted']}, silent truncations {c['truncated']}, "
+          f"hangs {c['hung']}, udp {c['udp_ok']} ok / {c['udp_lost']} lost, recoveries {len(recoveries)} "
+          f"(median {median:.2f} s, max {worst:.2f} s, from restart to a verified transfer), leaks {len(leaks)}; "
+          f"faults {faults}", flush=True)
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
