@@ -100,21 +100,8 @@ def scenario(report, processes, clients, hub_ns, edge_ns, edge_dev):
         target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]), "lc-target")
         processes.append(target)
         target.wait_line(lambda line: line.startswith("listening"))
-        hub = harness.Process(in_hub([harness.binary(), "hub", "--tunnel-port", str(TUNNEL_PORT), "--edges", edges_file,
-                                      "--state-dir", workdir, "--json"]), "lc-hub")
-        processes.append(hub)
-        hub.wait_event("started")
-        edges = {}
-        for transport, address in EDGES.items():
-            edges[transport] = harness.Process(in_edge([
-                harness.binary(), "edge", "--hub-host", HUB_IP, "--hub-port", str(TUNNEL_PORT), "--edge-id", f"lc-{transport}",
-                "--secret", "lc-secret-1", "--transport-mode", transport, "--bind-address", address, "--no-stun", "--json"]),
-                f"lc-edge-{transport}")
-            processes.append(edges[transport])
-        for transport, edge in edges.items():
-            connected = edge.wait_event("tunnelConnected", timeout=20)
-            report.check(f"{transport}: connected", connected["transport"] == transport, connected)
-            edge.wait_event("portsAssigned", timeout=10)
+        hub, edges = harness.hub_and_edges(report, processes, in_hub, in_edge, HUB_IP, TUNNEL_PORT, edges_file, workdir,
+                                           EDGES, "lc", "lc-secret-1")
 
         def held_clients():
             held = {}

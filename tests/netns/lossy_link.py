@@ -136,21 +136,8 @@ def scenario(report, processes, hub_ns, edge_ns, edge_dev):
         udp_target = harness.Process(in_hub([sys.executable, "-c", UDP_TARGET, "127.0.0.1", str(PORT)]), "ll-udp-target")
         processes.append(udp_target)
         udp_target.wait_line(lambda line: line.startswith("listening"))
-        hub = harness.Process(in_hub([harness.binary(), "hub", "--tunnel-port", str(TUNNEL_PORT), "--edges", edges_file,
-                                      "--state-dir", workdir, "--json"]), "ll-hub")
-        processes.append(hub)
-        hub.wait_event("started")
-        edges = {}
-        for transport, address in EDGES.items():
-            edges[transport] = harness.Process(in_edge([
-                harness.binary(), "edge", "--hub-host", HUB_IP, "--hub-port", str(TUNNEL_PORT), "--edge-id", f"ll-{transport}",
-                "--secret", "ll-secret-1", "--transport-mode", transport, "--bind-address", address, "--no-stun", "--json"]),
-                f"ll-edge-{transport}")
-            processes.append(edges[transport])
-        for transport, edge in edges.items():
-            connected = edge.wait_event("tunnelConnected", timeout=20)
-            report.check(f"{transport}: connected", connected["transport"] == transport, connected)
-            edge.wait_event("portsAssigned", timeout=10)
+        _, edges = harness.hub_and_edges(report, processes, in_hub, in_edge, HUB_IP, TUNNEL_PORT, edges_file, workdir,
+                                         EDGES, "ll", "ll-secret-1")
 
         rules = ("table inet ri_loss {\n"
                  f"  chain input {{ type filter hook input priority -10; iifname \"{edge_dev}\" numgen random mod 100 < {LOSS_PERCENT} counter drop; }}\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chaos soak: TCP and UDP traffic through a tcpTls edge and a quic edge while a driver kills
-(-9) and restarts the hub, the edges and the target at random moments and pushes port changes
-(the edges file rewritten, SIGHUP). Every TCP transfer must end complete with its SHA-256
+(-9) and restarts the hub, the edges and the target at random moments, pushes port changes and
+rotates edge secrets (the edges file rewritten, SIGHUP; the edge restarted with its new secret). Every TCP transfer must end complete with its SHA-256
 verified, or reported to the client as a failure (reset, refused) -- never truncated silently,
 never corrupted, never hung; every UDP reply must equal its request. After the run, file
 descriptors, open streams and memory of the hub and the edges are back to their baseline.
@@ -204,13 +204,20 @@ class Fleet:
         self.extra_port = harness.free_port("127.0.0.1", also_free_on=list(EDGES.values()))
         self.procs = {}
         self.metrics = {}
-        self.write_edges(extra=False)
+        self.secrets = {t: "soak-secret-0" for t in EDGES}
+        self.extra = False
+        self.write_edges()
 
-    def write_edges(self, extra):
-        ports = [self.port] + ([self.extra_port] if extra else [])
+    def write_edges(self):
+        ports = [self.port] + ([self.extra_port] if self.extra else [])
         with open(os.path.join(self.workdir, "edges.json"), "w") as f:
-            json.dump([{"id": f"soak-{t}", "secret": "soak-secret", "listenPorts": ports, "listenPortsUdp": [self.port],
+            json.dump([{"id": f"soak-{t}", "secret": self.secrets[t], "listenPorts": ports, "listenPortsUdp": [self.port],
                         "limits": {"maxConnectionsPerSource": 100000}} for t in EDGES], f)
+
+    def push(self):
+        """The edges file rewritten and re-read by the hub (SIGHUP), as an operator does."""
+        self.write_edges()
+        os.kill(self.procs["hub"].proc.pid, signal.SIGHUP)
 
     def start(self, name):
         binary = harness.binary()
@@ -226,7 +233,7 @@ class Fleet:
         else:
             transport = name.split("-", 1)[1]
             argv = [binary, "edge", "--hub-host", "127.0.0.1", "--hub-port", str(self.tunnel_port), "--edge-id",
-                    f"soak-{transport}", "--secret", "soak-secret", "--transport-mode", transport, "--bind-address",
+                    f"soak-{transport}", "--secret", self.secrets[transport], "--transport-mode", transport, "--bind-address",
                     EDGES[transport], "--no-stun", "--metrics-addr", metrics, "--json"]
         process = harness.Process(argv, f"soak-{name}", env={"REMOTEINGRESS_LOG": "warn"})
         self.procs[name], self.metrics[name] = process, metrics
@@ -318,16 +325,21 @@ def main():
             workers = [threading.Thread(target=worker, args=(i,)) for i in range(args.workers)]
             for thread in workers:
                 thread.start()
-            extra = False
             while time.monotonic() < end - 5:
                 time.sleep(rng.uniform(2, 6))  # the time between faults, not a synchronisation
-                action = rng.choice(["hub", "edge-tcpTls", "edge-quic", "target", "ports"])
+                action = rng.choice(["hub", "edge-tcpTls", "edge-quic", "target", "ports", "secret"])
                 faults[action] = faults.get(action, 0) + 1
                 if action == "ports":
-                    extra = not extra
-                    fleet.write_edges(extra)
-                    os.kill(fleet.procs["hub"].proc.pid, signal.SIGHUP)
+                    fleet.extra = not fleet.extra
+                    fleet.push()
                     continue
+                if action == "secret":
+                    # Rotation: the hub gets the new secret first (its tunnel to that edge ends,
+                    # the old secret no longer logs in), then the edge restarts with it.
+                    transport = rng.choice(list(EDGES))
+                    fleet.secrets[transport] = f"soak-secret-{faults['secret']}"
+                    fleet.push()
+                    action = f"edge-{transport}"
                 fleet.kill(action)
                 time.sleep(rng.uniform(0.2, 2))  # how long it stays down
                 fleet.start(action)

@@ -177,6 +177,28 @@ def linked_namespaces(prefix, a_addresses, b_addresses):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def hub_and_edges(report, processes, in_hub, in_edge, hub_ip, tunnel_port, edges_file, state_dir, edges, prefix, secret):
+    """A hub (in_hub) serving `edges_file` and one edge per transport (in_edge, edge id
+    `<prefix>-<transport>`, bound to `edges[transport]`), each checked connected with its ports
+    assigned. Returns (hub, {transport: edge}); every process is appended to `processes`."""
+    hub = Process(in_hub([binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges_file,
+                          "--state-dir", state_dir, "--json"]), f"{prefix}-hub")
+    processes.append(hub)
+    hub.wait_event("started")
+    started = {}
+    for transport, address in edges.items():
+        started[transport] = Process(in_edge([
+            binary(), "edge", "--hub-host", hub_ip, "--hub-port", str(tunnel_port), "--edge-id", f"{prefix}-{transport}",
+            "--secret", secret, "--transport-mode", transport, "--bind-address", address, "--no-stun", "--json"]),
+            f"{prefix}-edge-{transport}")
+        processes.append(started[transport])
+    for transport, edge in started.items():
+        connected = edge.wait_event("tunnelConnected", timeout=20)
+        report.check(f"{transport}: connected", connected["transport"] == transport, connected)
+        edge.wait_event("portsAssigned", timeout=10)
+    return hub, started
+
+
 def free_port(host="127.0.0.1", also_free_on=()):
     """A TCP port free on host (and on every address in also_free_on)."""
     for _ in range(100):
