@@ -59,6 +59,9 @@ python3 tests/netns/link_cut.py
 step "packet loss on the link between edge and hub (nftables numgen drop, both transports, SHA-256 and UDP checked)"
 python3 tests/netns/lossy_link.py
 
+step "QUIC through a relay that reorders, drops and duplicates the tunnel's packets (SHA-256 and UDP checked)"
+python3 tests/faults/reordering.py
+
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py
 
