@@ -8,8 +8,8 @@ descriptors, open streams and memory of the hub and the edges are back to their 
 
     soak.py [--seconds 600] [--workers 8] [--seed N]
 
-The target arms SO_LINGER 0 on its sockets (disarmed before a normal close), as the tunnel does:
-a target that dies mid-transfer then resets its connections. (A target that dies and sends a
+The target (tests/soak/target.py) arms SO_LINGER 0 on its sockets (disarmed before a normal
+close), as the tunnel does: a target that dies mid-transfer then resets its connections. (A target that dies and sends a
 plain FIN cannot be told from one that finished, by any proxy; HTTP has Content-Length for that.)
 Prints one summary line at the end; exits 1 if a check failed.
 """
@@ -23,7 +23,6 @@ import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,93 +32,18 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import harness  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import target  # noqa: E402
+
 EDGES = {"tcpTls": "127.0.0.2", "quic": "127.0.0.3"}
+TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "target.py")
 
-# The target: 'D' size seed -> `size` bytes of the seed's stream, then FIN; 'U' size -> reads
-# `size` bytes, answers their SHA-256, then FIN. UDP on the same port echoes (PROXY v2 stripped).
-TARGET = r"""
-import hashlib, socket, struct, sys, threading
-port = int(sys.argv[1])
-SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-LINGER_ON = struct.pack("ii", 1, 0)
-LINGER_OFF = struct.pack("ii", 0, 0)
-def stream(seed, size):
-    counter = 0
-    while size > 0:
-        block = hashlib.sha256(seed + counter.to_bytes(8, "big")).digest() * 2048
-        yield block[:size]
-        size -= len(block[:size])
-        counter += 1
-def exact(c, n):
-    data = b""
-    while len(data) < n:
-        chunk = c.recv(min(1 << 20, n - len(data)))
-        if not chunk:
-            raise ConnectionError("short")
-        data += chunk
-    return data
-def header(c):
-    first = exact(c, 12)
-    if first == SIG:
-        exact(c, struct.unpack("!H", exact(c, 4)[2:])[0])
-        return
-    line = first
-    while not line.endswith(b"\r\n"):
-        line += exact(c, 1)
-def serve(c):
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ON)
-    try:
-        header(c)
-        kind, size, seed = struct.unpack("!cQ8s", exact(c, 17))
-        if kind == b"D":
-            for block in stream(seed, size):
-                c.sendall(block)
-        else:
-            h, left = hashlib.sha256(), size
-            while left:
-                chunk = c.recv(min(1 << 20, left))
-                if not chunk:
-                    raise ConnectionError("short upload")
-                h.update(chunk)
-                left -= len(chunk)
-            c.sendall(h.digest())
-        c.shutdown(socket.SHUT_WR)
-        while c.recv(65536):
-            pass
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_OFF)
-    except OSError:
-        pass
-    finally:
-        c.close()
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", port))
-    while True:
-        data, peer = u.recvfrom(65535)
-        if data.startswith(SIG):
-            data = data[16 + struct.unpack("!H", data[14:16])[0]:]
-        u.sendto(data, peer)
-threading.Thread(target=udp, daemon=True).start()
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port))
-srv.listen(512)
-print("listening", flush=True)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
-
-def stream(seed, size):
-    """What the target sends for a download: the same bytes, computed here to check them."""
-    h, counter, left = hashlib.sha256(), 0, size
-    while left > 0:
-        block = (hashlib.sha256(seed + counter.to_bytes(8, "big")).digest() * 2048)[:left]
-        h.update(block)
-        left -= len(block)
-        counter += 1
-    return h.digest()
+def stream_digest(seed, size):
+    """SHA-256 of what the target sends for a download of `size` bytes with `seed`."""
+    digest = hashlib.sha256()
+    for block in target.blocks(seed, size):
+        digest.update(block)
+    return digest.digest()
 
 
 class Stats:
@@ -138,9 +62,10 @@ class Stats:
                 self.examples.append(f"{outcome}: {detail}")
 
 
-def tcp_transfer(address, port, rng, stats):
-    size = int(2 ** rng.uniform(10, 23))  # 1 KiB .. 8 MiB, log-uniform
-    download = rng.random() < 0.5
+def tcp_transfer(address, port, rng, stats, size=None, download=None):
+    """One transfer of `size` bytes (default: log-uniform 1 KiB .. 8 MiB), up or down."""
+    size = size or int(2 ** rng.uniform(10, 23))
+    download = rng.random() < 0.5 if download is None else download
     seed = rng.randbytes(8)
     try:
         s = socket.create_connection((address, port), timeout=5)
@@ -160,7 +85,7 @@ def tcp_transfer(address, port, rng, stats):
                 h.update(chunk)
             if got < size:
                 stats.add("truncated", got, f"download {got}/{size} via {address}")
-            elif got > size or h.digest() != stream(seed, size):
+            elif got > size or h.digest() != stream_digest(seed, size):
                 stats.add("corrupted", got, f"download of {size} via {address}")
             else:
                 stats.add("complete", size)
@@ -223,7 +148,7 @@ class Fleet:
         binary = harness.binary()
         metrics = f"127.0.0.1:{harness.free_port()}"
         if name == "target":
-            argv = [sys.executable, "-c", TARGET, str(self.port)]
+            argv = [sys.executable, TARGET, str(self.port)]
         elif name == "hub":
             argv = [binary, "hub", "--tunnel-port", str(self.tunnel_port), "--edges", os.path.join(self.workdir, "edges.json"),
                     "--state-dir", os.path.join(self.workdir, "hub"), "--stream-event-mode", "off", "--metrics-addr", metrics,
@@ -260,18 +185,11 @@ def probe(address, port, deadline):
     started = time.monotonic()
     while time.monotonic() < deadline:
         stats = Stats()
-        tcp_transfer_fixed(address, port, stats)
+        tcp_transfer(address, port, random.Random(1), stats, size=1024, download=True)
         if stats.counts["complete"]:
             return time.monotonic() - started
         time.sleep(0.05)
     return None
-
-
-def tcp_transfer_fixed(address, port, stats):
-    class Fixed(random.Random):
-        def uniform(self, a, b):
-            return 10
-    tcp_transfer(address, port, Fixed(1), stats)
 
 
 def process_usage(pid):
