@@ -3,7 +3,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time, printed as it ends and as a table at the end (the CI budget is 25 min).
+timings=()
+step_name=""
+step_started=$SECONDS
+end_step() {
+  if [[ -n "$step_name" ]]; then
+    timings+=("$(printf '%5d s  %s' $((SECONDS - step_started)) "$step_name")")
+  fi
+}
+step() {
+  end_step
+  step_name="$*"
+  step_started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
 
 step "setup"
 ./scripts/setup.sh
@@ -71,7 +85,7 @@ python3 tests/netns/egress.py
 step "fuzzing: every decoder that reads untrusted input, 8 s per target from the committed seeds"
 FUZZ_QUICK=1 FUZZ_SECONDS=8 ./scripts/fuzz.sh
 
-step "chaos soak, 60 s: traffic on both transports while hub, edges and target are killed and restarted"
+step "chaos soak, 60 s: traffic on both transports and egress while hub, edges and target are killed and restarted, ports, secrets and firewall snapshots pushed"
 SOAK_SECONDS=60 ./scripts/soak.sh
 
 step "demo (README's first command)"
@@ -80,4 +94,6 @@ step "demo (README's first command)"
 step "benchmark smoke run (every figure produced, nothing lost)"
 BENCH_QUICK=1 ./scripts/bench.sh
 
-step "all suites passed"
+end_step
+printf '\n==> all suites passed in %d s\n' "$SECONDS"
+printf '%s\n' "${timings[@]}"

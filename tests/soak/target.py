@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The soak's target (tests/soak/soak.py starts it, kills it, starts it again).
 
-    target.py PORT
+    target.py PORT [EGRESS_HOST:EGRESS_PORT]
 
 TCP on 127.0.0.1:PORT, after the PROXY header (proxy_target.read_header): 'D' size seed -> `size`
 bytes of the seed's stream (soak.stream computes the same to check them), then FIN; 'U' size seed
 -> reads `size` bytes, answers their SHA-256, then FIN. UDP on the same port echoes each datagram,
 without the PROXY v2 header the hub puts in front of a session's first one. Its sockets are armed
 with SO_LINGER 0 and disarmed before a normal close: a target killed mid-transfer resets its
-connections, as the tunnel's own sockets do. Prints "listening" when ready.
+connections, as the tunnel's own sockets do. With EGRESS_HOST:EGRESS_PORT, the same TCP service
+without a PROXY header there, as the destination an edge dials for egress. Prints "listening"
+when ready.
 """
 import hashlib
 import os
@@ -34,10 +36,11 @@ def blocks(seed, size):
         counter += 1
 
 
-def serve(conn):
+def serve(conn, proxied):
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ON)
     try:
-        read_header(conn)
+        if proxied:
+            read_header(conn)
         kind, size, seed = struct.unpack("!cQ8s", read_exact(conn, 17))
         if kind == b"D":
             for block in blocks(seed, size):
@@ -71,17 +74,29 @@ def udp_echo(port):
         sock.sendto(data, peer)
 
 
+def accept_loop(server, proxied):
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn, proxied), daemon=True).start()
+
+
+def listen(host, port):
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host, port))
+    server.listen(512)
+    return server
+
+
 def main():
     port = int(sys.argv[1])
     threading.Thread(target=udp_echo, args=(port,), daemon=True).start()
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen(512)
+    server = listen("127.0.0.1", port)
+    if len(sys.argv) > 2:
+        host, egress_port = sys.argv[2].rsplit(":", 1)
+        threading.Thread(target=accept_loop, args=(listen(host, int(egress_port)), False), daemon=True).start()
     print("listening", flush=True)
-    while True:
-        conn, _ = server.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    accept_loop(server, True)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,31 @@ def linked_namespaces(prefix, a_addresses, b_addresses):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+@contextlib.contextmanager
+def namespaces_linked_to_host(prefix, links):
+    """One new network namespace (loopback up) per entry of `links` ({key: (host_addresses,
+    namespace_addresses)}, CIDR), each joined to this process's namespace by its own veth pair;
+    yields {key: namespace name} and always deletes them (which deletes the veth pairs)."""
+    tag = os.urandom(2).hex()
+    names = {key: f"{prefix}-{index}-{tag}" for index, key in enumerate(links)}
+    try:
+        for index, (key, (host_addresses, ns_addresses)) in enumerate(links.items()):
+            ns, host_dev, ns_dev = names[key], f"{prefix}{index}h{tag}", f"{prefix}{index}n{tag}"
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            run("ip", "link", "add", host_dev, "type", "veth", "peer", "name", ns_dev, "netns", ns)
+            for address in host_addresses:
+                run("ip", "addr", "add", address, "dev", host_dev)
+            for address in ns_addresses:
+                run("ip", "-n", ns, "addr", "add", address, "dev", ns_dev)
+            run("ip", "link", "set", host_dev, "up")
+            run("ip", "-n", ns, "link", "set", ns_dev, "up")
+        yield names
+    finally:
+        for ns in names.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def hub_and_edges(report, processes, in_hub, in_edge, hub_ip, tunnel_port, edges_file, state_dir, edges, prefix, secret):
     """A hub (in_hub) serving `edges_file` and one edge per transport (in_edge, edge id
     `<prefix>-<transport>`, bound to `edges[transport]`), each checked connected with its ports
