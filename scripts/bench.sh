@@ -9,14 +9,19 @@
 #   rr        64 B request -> 64 B response over 1 and 64 persistent connections: req/s, p50/p99/p999
 #   conn rate 32 workers: connect, one 64 B request, reply, close: conn/s, p99
 #   mice      8 connections doing 64 B request/response, p99 alone and beside one saturating upload
+#   wan       downloads (1 and 8 streams, timed) over an emulated WAN link between two network
+#             namespaces (ri-loadgen delay-line: RTT, 1 Gbit/s cap, random loss), for direct,
+#             tcpTls, quic and rathole-tls; one set of rows per profile in BENCH_WAN_PROFILES
+#             ("RTT_MS:LOSS ...", default "20:0 80:0 20:0.001 80:0.001"; root only)
 # Prints a table and writes target/bench.json; exits non-zero if a figure is missing or a TCP test
 # saw an error. Knobs: BENCH_BYTES (per single stream, default 1 GiB), BENCH_SECONDS (per timed
 # test, default 5), BENCH_IDLE_CONNS (default 10000), BENCH_ONLY (the groups to run, default
-# "idle tcp udp rr connrate mice"), BENCH_RATHOLE=0 (no rathole row), BENCH_METRICS=1 (hub and
+# "idle tcp udp rr connrate mice wan"), BENCH_RATHOLE=0 (no rathole row), BENCH_METRICS=1 (hub and
 # edge serve /metrics, scraped every second during the run), BENCH_BASELINE_BIN=PATH (another
 # remoteingress-bin, e.g. a build of an earlier commit: adds tcpTls-baseline and quic-baseline rows
 # measured in the same run, for before/after comparisons). BENCH_QUICK=1 is a smoke run
-# (64 MiB, 1 s, 1,500 idle connections: past the QUIC stream limit's first step; no rathole).
+# (64 MiB, 1 s, 1,500 idle connections: past the QUIC stream limit's first step; one WAN profile;
+# no rathole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +29,15 @@ QUICK="${BENCH_QUICK:-0}"
 BYTES="${BENCH_BYTES:-1073741824}"
 SECS="${BENCH_SECONDS:-5}"
 IDLE_CONNS="${BENCH_IDLE_CONNS:-10000}"
-if [[ "$QUICK" == 1 ]]; then BYTES=67108864; SECS=1; IDLE_CONNS=1500; fi
-ONLY="${BENCH_ONLY:-idle tcp udp rr connrate mice}"
+WAN_PROFILES="${BENCH_WAN_PROFILES:-20:0 80:0 20:0.001 80:0.001}"
+WAN_RATE_MBIT="${BENCH_WAN_RATE_MBIT:-1000}"
+WAN_SECS="${BENCH_WAN_SECONDS:-8}"
+WAN_WARMUP=2
+if [[ "$QUICK" == 1 ]]; then
+  BYTES=67108864; SECS=1; IDLE_CONNS=1500
+  WAN_PROFILES="${BENCH_WAN_PROFILES:-20:0}"; WAN_SECS=2; WAN_WARMUP=1
+fi
+ONLY="${BENCH_ONLY:-idle tcp udp rr connrate mice wan}"
 # want GROUP: whether BENCH_ONLY selects the test group.
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -55,25 +67,35 @@ declare -A ADDR=([direct]=127.0.0.1 [tcpTls]=127.0.0.2 [quic]=127.0.0.3 [rathole
   [tcpTls-baseline]=127.0.0.5 [quic-baseline]=127.0.0.6)
 declare -A WATCHED=([direct]="") # path -> "name=pid ..." of the processes the path runs through
 
+# Where the processes of a path run. Loopback rows: all here. WAN rows: the hub (and rathole's
+# client) and the target in HUB_NS, the edge (and rathole's server) and the load generator in
+# EDGE_NS, HUB_HOST / EDGE_HOST their addresses on the emulated link; logs under LOGS.
+HUB_NS="" EDGE_NS="" HUB_HOST=127.0.0.1 EDGE_HOST=127.0.0.1 LOGS="$WORK"
+in_hub_ns() { if [[ -n "$HUB_NS" ]]; then echo ip netns exec "$HUB_NS"; fi; }
+in_edge_ns() { if [[ -n "$EDGE_NS" ]]; then echo ip netns exec "$EDGE_NS"; fi; }
+
 # start_tunnel PATH MODE [BINARY]: a hub (own tunnel port) and an edge on ADDR[PATH] using MODE.
 start_tunnel() {
   local path="$1" mode="$2" bin="${3:-$BIN}" id="bench-$1" tunnel_port token hub
+  local -a in_hub in_edge
+  read -r -a in_hub <<< "$(in_hub_ns)"
+  read -r -a in_edge <<< "$(in_edge_ns)"
   tunnel_port="$(free_port)"
   # The load comes from one address: lift the per-address cap (production keeps it).
   printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000}}]\n' \
-    "$id" "$PORT" "$PORT" > "$WORK/$path-edges.json"
+    "$id" "$PORT" "$PORT" > "$LOGS/$path-edges.json"
   local -a hub_metrics=() edge_metrics=()
-  if [[ "${BENCH_METRICS:-0}" == 1 ]]; then
+  if [[ "${BENCH_METRICS:-0}" == 1 && -z "$HUB_NS" ]]; then
     hub_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
     edge_metrics=(--metrics-addr "127.0.0.1:$(free_port)")
   fi
-  REMOTEINGRESS_LOG=warn "$bin" hub --tunnel-port "$tunnel_port" --edges "$WORK/$path-edges.json" \
-    --stream-event-mode off "${hub_metrics[@]}" --json > "$WORK/$path-hub.events" 2> "$WORK/$path-hub.log" & PIDS+=($!)
+  REMOTEINGRESS_LOG=warn "${in_hub[@]}" "$bin" hub --tunnel-port "$tunnel_port" --edges "$LOGS/$path-edges.json" \
+    --stream-event-mode off "${hub_metrics[@]}" --json > "$LOGS/$path-hub.events" 2> "$LOGS/$path-hub.log" & PIDS+=($!)
   hub=$!
-  token="$("$bin" token encode --hub-host 127.0.0.1 --hub-port "$tunnel_port" --edge-id "$id" \
+  token="$("$bin" token encode --hub-host "$HUB_HOST" --hub-port "$tunnel_port" --edge-id "$id" \
     --secret bench-secret)"
-  REMOTEINGRESS_LOG=warn "$bin" edge --token "$token" --bind-address "${ADDR[$path]}" \
-    --transport-mode "$mode" --no-stun "${edge_metrics[@]}" --json > "$WORK/$path-edge.events" 2> "$WORK/$path-edge.log" &
+  REMOTEINGRESS_LOG=warn "${in_edge[@]}" "$bin" edge --token "$token" --bind-address "${ADDR[$path]}" \
+    --transport-mode "$mode" --no-stun "${edge_metrics[@]}" --json > "$LOGS/$path-edge.events" 2> "$LOGS/$path-edge.log" &
   PIDS+=($!)
   if [[ "${BENCH_METRICS:-0}" == 1 ]]; then
     # A scraper, as Prometheus would be: one process reading both endpoints every second.
@@ -88,7 +110,7 @@ while True:
   fi
   WATCHED[$path]="edge=$! hub=$hub"
   # Also tells that the hub listens, so the next free_port cannot pick its port.
-  wait_for "$WORK/$path-edge.events" portsAssigned 20
+  wait_for "$LOGS/$path-edge.events" portsAssigned 20
 }
 
 # find_rathole: sets RATHOLE_BIN to rathole 0.5 (installing it once), or fails setting RATHOLE_WHY.
@@ -126,13 +148,16 @@ rathole_identity() {
 # start_rathole BIN: rathole server (public port on ADDR[rathole-tls]) and client (next to the
 # target, forwarding to 127.0.0.1:PORT) over its TLS transport.
 start_rathole() {
-  local bin="$1" dir="$WORK/rathole" control server
+  local bin="$1" dir="$LOGS/rathole" control server
+  local -a in_hub in_edge
+  read -r -a in_hub <<< "$(in_hub_ns)"
+  read -r -a in_edge <<< "$(in_edge_ns)"
   mkdir -p "$dir"
   rathole_identity "$dir"
   control="$(free_port)"
   cat > "$dir/server.toml" <<EOF
 [server]
-bind_addr = "127.0.0.1:$control"
+bind_addr = "$EDGE_HOST:$control"
 [server.transport]
 type = "tls"
 [server.transport.tls]
@@ -144,7 +169,7 @@ bind_addr = "${ADDR[rathole-tls]}:$PORT"
 EOF
   cat > "$dir/client.toml" <<EOF
 [client]
-remote_addr = "127.0.0.1:$control"
+remote_addr = "$EDGE_HOST:$control"
 [client.transport]
 type = "tls"
 [client.transport.tls]
@@ -154,9 +179,9 @@ hostname = "localhost"
 token = "bench-token"
 local_addr = "127.0.0.1:$PORT"
 EOF
-  "$bin" --server "$dir/server.toml" > "$dir/server.log" 2>&1 & PIDS+=($!)
+  "${in_edge[@]}" "$bin" --server "$dir/server.toml" > "$dir/server.log" 2>&1 & PIDS+=($!)
   server=$!
-  "$bin" --client "$dir/client.toml" > "$dir/client.log" 2>&1 & PIDS+=($!)
+  "${in_hub[@]}" "$bin" --client "$dir/client.toml" > "$dir/client.log" 2>&1 & PIDS+=($!)
   WATCHED[rathole-tls]="server=$server client=$!"
   wait_for "$dir/server.log" "Listening at ${ADDR[rathole-tls]}:$PORT" 20
 }
@@ -185,7 +210,9 @@ RESULTS="$WORK/results.jsonl"
 # measure PATH TEST ARGS...: runs the load generator against PATH, appends its JSON line.
 measure() {
   local path="$1" name="$2" line; shift 2
-  line="$("$LOADGEN" "$@" --addr "${ADDR[$path]}:$PORT")"
+  local -a in_edge
+  read -r -a in_edge <<< "$(in_edge_ns)"
+  line="$("${in_edge[@]}" "$LOADGEN" "$@" --addr "${ADDR[$path]}:$PORT")"
   printf '{"path":"%s","test":"%s","result":%s}\n' "$path" "$name" "$line" >> "$RESULTS"
 }
 
@@ -249,10 +276,74 @@ for path in "${PATHS[@]}"; do
   fi
 done
 
+# wan_profile RTT_MS LOSS: two network namespaces joined by ri-loadgen's delay line; per path a
+# tunnel (or rathole) across it, then timed downloads from the edge's side. Both namespaces allow
+# TCP 32 MiB socket buffers (the default 4 MiB send buffer alone caps one TCP stream at
+# 400 Mbit/s at 80 ms, tunnel or not), as a server tuned for long paths would.
+wan_profile() {
+  local rtt="$1" loss="$2" tag first label path
+  tag="$(printf '%04x' $((RANDOM)))"
+  label="wan ${rtt}ms"
+  if [[ "$loss" != 0 ]]; then label+="+$(awk -v loss="$loss" 'BEGIN { printf "%g", loss * 100 }')%"; fi
+  first=${#PIDS[@]}
+  HUB_NS="ri-wan-h-$tag" EDGE_NS="ri-wan-e-$tag" HUB_HOST=10.96.0.1 EDGE_HOST=10.96.0.2
+  LOGS="$WORK/wan-$rtt-$loss"
+  mkdir -p "$LOGS"
+  for ns in "$HUB_NS" "$EDGE_NS"; do
+    ip netns add "$ns"
+    NETNS+=("$ns")
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_rmem="4096 131072 33554432" \
+      net.ipv4.tcp_wmem="4096 16384 33554432"
+  done
+  "$LOADGEN" delay-line --a-netns "$EDGE_NS" --a-address "$EDGE_HOST" --b-netns "$HUB_NS" \
+    --b-address "$HUB_HOST" --rtt-ms "$rtt" --rate-mbit "$WAN_RATE_MBIT" --loss "$loss" \
+    > "$LOGS/delay-line.log" 2>&1 & PIDS+=($!)
+  wait_for "$LOGS/delay-line.log" ready 10
+  ip netns exec "$HUB_NS" "$LOADGEN" serve --listen "0.0.0.0:$PORT" > "$LOGS/target.log" 2>&1 & PIDS+=($!)
+  wait_for "$LOGS/target.log" listening 10
+  local -a wan_paths=(direct tcpTls quic)
+  start_tunnel tcpTls tcpTls
+  start_tunnel quic quic
+  if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+    start_tunnel tcpTls-baseline tcpTls "$BENCH_BASELINE_BIN"
+    start_tunnel quic-baseline quic "$BENCH_BASELINE_BIN"
+    wan_paths+=(tcpTls-baseline quic-baseline)
+  fi
+  if [[ " ${PATHS[*]} " == *" rathole-tls "* ]]; then
+    start_rathole "$RATHOLE_BIN"
+    wan_paths+=(rathole-tls)
+  fi
+  ADDR[direct]="$HUB_HOST"
+  for path in "${wan_paths[@]}"; do
+    echo "bench: $label, $path" >&2
+    for streams in 1 8; do
+      measure "$path" "$label $streams stream$([[ $streams == 1 ]] || echo s)" tcp --streams "$streams" \
+        --direction down --seconds "$WAN_SECS" --warmup "$WAN_WARMUP"
+    done
+  done
+  ADDR[direct]=127.0.0.1
+  for pid in "${PIDS[@]:first}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:first}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=("${PIDS[@]:0:first}")
+  ip netns del "$HUB_NS"
+  ip netns del "$EDGE_NS"
+  HUB_NS="" EDGE_NS="" HUB_HOST=127.0.0.1 EDGE_HOST=127.0.0.1 LOGS="$WORK"
+}
+
+if want wan; then
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "bench: the WAN rows need root (network namespaces, TUN devices); skipped" >&2
+  else
+    for profile in $WAN_PROFILES; do wan_profile "${profile%%:*}" "${profile#*:}"; done
+  fi
+fi
+
 mkdir -p target
 export RATHOLE_STATUS BENCH_SETTINGS
-BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d,"metrics":%s}' \
+BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d,"wan":{"profiles":"%s","rate_mbit":%s,"seconds":%s,"warmup":%s},"metrics":%s}' \
   "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS" \
+  "$WAN_PROFILES" "$WAN_RATE_MBIT" "$WAN_SECS" "$WAN_WARMUP" \
   "$([[ "${BENCH_METRICS:-0}" == 1 ]] && echo true || echo false)")"
 python3 - "$RESULTS" target/bench.json <<'PY'
 import json, math, os, platform, sys

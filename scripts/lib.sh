@@ -1,11 +1,14 @@
-# Shared helpers of demo.sh and bench.sh: processes stopped by PID on exit, free loopback ports,
-# and waiting for a line in a file with a deadline. Source it; it sets an EXIT trap.
+# Shared helpers of demo.sh and bench.sh: processes stopped by PID on exit (and network
+# namespaces listed in NETNS deleted), free loopback ports, and waiting for a line in a file with a
+# deadline. Source it; it sets an EXIT trap.
 
 WORK="$(mktemp -d /tmp/remoteingress.XXXXXX)"
 PIDS=()
+NETNS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

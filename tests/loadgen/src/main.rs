@@ -12,8 +12,10 @@
 //! Generators: `tcp` (throughput), `udp` (echo rate and latency), `rr` (request/response over
 //! persistent connections), `conn-rate` (one request per connection), `idle` (many idle
 //! connections and the RSS they cost the watched processes) and `mice` (request/response
-//! latency alone and beside one saturating upload).
+//! latency alone and beside one saturating upload). `delay-line` is not a generator: it is the
+//! emulated WAN link (delay, bandwidth cap, loss) between two network namespaces.
 
+mod delay_line;
 mod echo;
 mod idle;
 mod mice;
@@ -64,6 +66,12 @@ enum Command {
         bytes: u64,
         #[arg(long, value_enum, default_value = "up")]
         direction: Direction,
+        /// Download for this many seconds (after `--warmup`) instead of moving `bytes`.
+        #[arg(long, conflicts_with = "bytes")]
+        seconds: Option<f64>,
+        /// With `--seconds`: seconds of transfer before the measurement starts.
+        #[arg(long, default_value_t = 2.0, requires = "seconds")]
+        warmup: f64,
     },
     /// UDP echo rate and latency: `flows` sockets, each keeping `window` datagrams in flight.
     Udp {
@@ -125,6 +133,31 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// An emulated WAN link between two network namespaces (TUN devices `wan0` in each, with the
+    /// given addresses): round-trip delay, bandwidth cap, random loss, a drop-tail buffer.
+    DelayLine {
+        #[arg(long)]
+        a_netns: String,
+        #[arg(long)]
+        a_address: std::net::Ipv4Addr,
+        #[arg(long)]
+        b_netns: String,
+        #[arg(long)]
+        b_address: std::net::Ipv4Addr,
+        #[arg(long)]
+        rtt_ms: f64,
+        /// Bandwidth cap in Mbit/s, each way.
+        #[arg(long)]
+        rate_mbit: Option<f64>,
+        /// Fraction of packets dropped at random, each way (0.001 = 0.1 %).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Router buffer in bytes; default one bandwidth-delay product (at least 64 KiB).
+        #[arg(long)]
+        queue_bytes: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,7 +176,15 @@ async fn main() -> Result<()> {
             streams,
             bytes,
             direction,
-        } => throughput::tcp_throughput(addr, streams, bytes, direction).await,
+            seconds,
+            warmup,
+        } => match (seconds, direction) {
+            (None, _) => throughput::tcp_throughput(addr, streams, bytes, direction).await,
+            (Some(seconds), Direction::Down) => {
+                throughput::timed_download(addr, streams, secs(warmup), secs(seconds)).await
+            }
+            (Some(_), Direction::Up) => anyhow::bail!("--seconds measures downloads only"),
+        },
         Command::Udp {
             addr,
             flows,
@@ -175,6 +216,35 @@ async fn main() -> Result<()> {
             size,
             seconds,
         } => mice::mice(addr, conns, size, secs(seconds)).await,
+        Command::DelayLine {
+            a_netns,
+            a_address,
+            b_netns,
+            b_address,
+            rtt_ms,
+            rate_mbit,
+            loss,
+            queue_bytes,
+            seed,
+        } => {
+            let one_way = Duration::from_secs_f64(rtt_ms / 2000.0);
+            let rate = rate_mbit.map(|mbit| mbit * 1e6 / 8.0);
+            let bdp = rate.map_or(0.0, |rate| rate * rtt_ms / 1000.0) as u64;
+            let link = delay_line::Link {
+                one_way,
+                rate,
+                loss,
+                queue_bytes: queue_bytes.unwrap_or_else(|| bdp.max(64 * 1024)),
+            };
+            let side = |netns, address| delay_line::Side { netns, address };
+            delay_line::delay_line(
+                side(a_netns, a_address),
+                side(b_netns, b_address),
+                link,
+                seed,
+            )
+            .await
+        }
     }
 }
 
