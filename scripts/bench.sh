@@ -21,7 +21,8 @@
 # remoteingress-bin, e.g. a build of an earlier commit: adds tcpTls-baseline and quic-baseline rows
 # measured in the same run, for before/after comparisons). BENCH_QUICK=1 is a smoke run
 # (64 MiB, 1 s, 1,500 idle connections: past the QUIC stream limit's first step; one WAN profile;
-# no rathole).
+# no rathole). REMOTEINGRESS_DEBUG_BUILD=1 runs the debug build (a smoke run's figures are not
+# performance figures anyway; ./scripts/test.sh does this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,11 +52,11 @@ if [[ "$(ulimit -n)" != unlimited ]] && (($(ulimit -n) < IDLE_CONNS + 1024)); th
   exit 1
 fi
 
-cargo build --release --quiet --bin remoteingress-bin --bin ri-loadgen
-BIN="$PWD/target/release/remoteingress-bin"
-LOADGEN="$PWD/target/release/ri-loadgen"
-RATHOLE_ROOT="$PWD/target/rathole"
 source scripts/lib.sh
+cargo_build remoteingress-bin ri-loadgen
+BIN="$BUILD_DIR/remoteingress-bin"
+LOADGEN="$BUILD_DIR/ri-loadgen"
+RATHOLE_ROOT="$PWD/target/rathole"
 
 PORT="$(free_port 127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6)"
 "$LOADGEN" serve --listen "127.0.0.1:$PORT" > "$WORK/tcp-target.log" 2>&1 & PIDS+=($!)
@@ -341,8 +342,8 @@ fi
 
 mkdir -p target
 export RATHOLE_STATUS BENCH_SETTINGS
-BENCH_SETTINGS="$(printf '{"quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d,"wan":{"profiles":"%s","rate_mbit":%s,"seconds":%s,"warmup":%s},"metrics":%s}' \
-  "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS" \
+BENCH_SETTINGS="$(printf '{"build":"%s","quick":%s,"bytes_per_stream":%d,"seconds":%s,"idle_conns":%d,"wan":{"profiles":"%s","rate_mbit":%s,"seconds":%s,"warmup":%s},"metrics":%s}' \
+  "$(basename "$BUILD_DIR")" "$([[ "$QUICK" == 1 ]] && echo true || echo false)" "$BYTES" "$SECS" "$IDLE_CONNS" \
   "$WAN_PROFILES" "$WAN_RATE_MBIT" "$WAN_SECS" "$WAN_WARMUP" \
   "$([[ "${BENCH_METRICS:-0}" == 1 ]] && echo true || echo false)")"
 python3 - "$RESULTS" target/bench.json <<'PY'
@@ -427,7 +428,7 @@ report = {"machine": machine, "settings": json.loads(os.environ["BENCH_SETTINGS"
           "results": rows}
 json.dump(report, open(sys.argv[2], "w"), indent=2)
 print(f"machine: {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}; "
-      f"rathole: {report['rathole']}; JSON: {sys.argv[2]}")
+      f"{report['settings']['build']} build; rathole: {report['rathole']}; JSON: {sys.argv[2]}")
 for problem in problems:
     print(f"bench: FAILED: {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)

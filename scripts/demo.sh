@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 command -v python3 >/dev/null || { echo "demo: python3 is needed for the sample target and client" >&2; exit 1; }
 
-echo "==> building remoteingress-bin (release)"
-cargo build --release --quiet --bin remoteingress-bin
-BIN="$PWD/target/release/remoteingress-bin"
-
 source scripts/lib.sh
+
+echo "==> building remoteingress-bin"
+cargo_build remoteingress-bin
+BIN="$BUILD_DIR/remoteingress-bin"
 
 PORT="$(free_port 127.0.0.2)"
 TUNNEL_PORT="$(free_port)"

@@ -13,6 +13,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# cargo_build BIN...: builds those binaries, optimised, or the debug build with
+# REMOTEINGRESS_DEBUG_BUILD=1 (./scripts/test.sh: it has that build already, and its smoke runs
+# need no optimiser); sets BUILD_DIR to where they are.
+cargo_build() {
+  local -a bins=()
+  local bin
+  for bin in "$@"; do bins+=(--bin "$bin"); done
+  if [[ "${REMOTEINGRESS_DEBUG_BUILD:-0}" == 1 ]]; then
+    BUILD_DIR="$PWD/target/debug"
+    cargo build --quiet "${bins[@]}"
+  else
+    BUILD_DIR="$PWD/target/release"
+    cargo build --release --quiet "${bins[@]}"
+  fi
+}
+
 # A port free for TCP and UDP on 127.0.0.1 and on every address given as an argument.
 free_port() {
   python3 - "$@" <<'PY'

@@ -88,11 +88,12 @@ FUZZ_QUICK=1 FUZZ_SECONDS=8 ./scripts/fuzz.sh
 step "chaos soak, 60 s: traffic on both transports and egress while hub, edges and target are killed and restarted, ports, secrets and firewall snapshots pushed"
 SOAK_SECONDS=60 ./scripts/soak.sh
 
+# Both on the debug build made above: an optimised build would add about 4 minutes.
 step "demo (README's first command)"
-./scripts/demo.sh
+REMOTEINGRESS_DEBUG_BUILD=1 ./scripts/demo.sh
 
-step "benchmark smoke run (every figure produced, nothing lost)"
-BENCH_QUICK=1 ./scripts/bench.sh
+step "benchmark smoke run (every figure produced, nothing lost; debug build)"
+REMOTEINGRESS_DEBUG_BUILD=1 BENCH_QUICK=1 ./scripts/bench.sh
 
 end_step
 printf '\n==> all suites passed in %d s\n' "$SECONDS"
