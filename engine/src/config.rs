@@ -210,7 +210,7 @@ impl Default for PerformanceSettings {
     fn default() -> Self {
         // The defaults are valid by construction (checked by a unit test).
         Self::from_ipc(&ipc::PerformanceConfig::default(), "performance").unwrap_or(Self {
-            stream_window_max: 4 << 20,
+            stream_window_max: 32 << 20,
             stream_window_min: 1 << 20,
             window_budget: 200 << 20,
             sustained_after: Duration::from_secs(10),
@@ -247,10 +247,12 @@ impl PerformanceSettings {
                 format!("must be at most {MAX_STREAM_WINDOW}"),
             ));
         }
-        if p.window_budget_bytes < u64::from(p.stream_window_max_bytes) {
+        // A budget under streamWindowMaxBytes is fine (it caps every window at the budget); one
+        // under the minimum could not give even one stream its minimum window.
+        if p.window_budget_bytes < u64::from(p.stream_window_min_bytes) {
             return Err(ConfigError::new(
                 field("windowBudgetBytes"),
-                "must be at least streamWindowMaxBytes",
+                "must be at least streamWindowMinBytes",
             ));
         }
         for (name, value) in [

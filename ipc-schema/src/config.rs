@@ -125,13 +125,15 @@ fn default_target_host() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IPerformanceConfig")]
 pub struct PerformanceConfig {
-    /// Largest per-stream send window. Default 4 MiB.
+    /// Largest per-stream receive window: TLS tunnel streams start at up to 4 MiB and auto-tune
+    /// toward this when the path's round trip needs more; QUIC streams get it (at most 16 MiB)
+    /// as their window. Default 32 MiB.
     #[serde(default = "default_window_max")]
     pub stream_window_max_bytes: u32,
     /// Smallest per-stream send window (also the window of sustained streams). Default 1 MiB.
     #[serde(default = "default_window_min")]
     pub stream_window_min_bytes: u32,
-    /// Budget shared by all streams' windows. Default 200 MiB.
+    /// Budget shared by all streams' windows (at least `streamWindowMinBytes`). Default 200 MiB.
     #[serde(default = "default_window_budget")]
     pub window_budget_bytes: u64,
     /// Age after which a fast stream counts as sustained. Default 10 s.
@@ -172,7 +174,7 @@ impl Default for PerformanceConfig {
 }
 
 fn default_window_max() -> u32 {
-    4 * 1024 * 1024
+    32 * 1024 * 1024
 }
 fn default_window_min() -> u32 {
     1024 * 1024

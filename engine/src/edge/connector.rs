@@ -179,7 +179,7 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
                 ),
             )
         })?;
-    tune_tunnel_socket(&socket);
+    let rtt = tune_tunnel_socket(&socket);
     let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
     let mut tls = connector
         .connect(crate::tls::server_name(&settings.hub_host), socket)
@@ -193,8 +193,13 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let binding = ChannelBinding::from_tls(tls.get_ref().1)
         .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
-    let (tunnel, incoming) =
-        Tunnel::start_tls(tls, leftover, Side::Edge, &PerformanceSettings::default());
+    let (tunnel, incoming) = Tunnel::start_tls(
+        tls,
+        leftover,
+        Side::Edge,
+        &PerformanceSettings::default(),
+        rtt,
+    );
     Ok((tunnel, incoming, push))
 }
 

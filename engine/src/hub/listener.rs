@@ -211,7 +211,7 @@ impl Failure {
 
 impl Connection {
     async fn run_tls(mut self, socket: TcpStream) {
-        tune_tunnel_socket(&socket);
+        let rtt = tune_tunnel_socket(&socket);
         let handshake = async {
             let mut tls = self
                 .context
@@ -229,8 +229,13 @@ impl Connection {
         let Some((tls, leftover, authenticated)) = self.conclude(result) else {
             return;
         };
-        let (tunnel, incoming) =
-            Tunnel::start_tls(tls, leftover, Side::Hub, &self.context.settings.performance);
+        let (tunnel, incoming) = Tunnel::start_tls(
+            tls,
+            leftover,
+            Side::Hub,
+            &self.context.settings.performance,
+            rtt,
+        );
         self.run_session(authenticated, TunnelTransport::TcpTls, tunnel, incoming)
             .await;
     }

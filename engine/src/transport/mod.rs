@@ -7,6 +7,7 @@ pub mod datagram;
 pub mod frame;
 pub mod handshake;
 pub mod login;
+pub mod path_rtt;
 pub mod quic;
 pub mod tls_mux;
 pub mod tunnel;

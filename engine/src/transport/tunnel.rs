@@ -18,6 +18,7 @@ use super::control::ControlMessage;
 use super::datagram::{UdpMessage, UdpSendError};
 use super::frame::{Frame, CONTROL_STREAM};
 use super::handshake::{encode_config, EdgeConfigPush};
+use super::path_rtt::PathRttProbe;
 use super::quic::{self, QuicHandle, QuicSide, QuicStream};
 use super::tls_mux::{
     Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
@@ -79,13 +80,15 @@ fn window_settings(performance: &PerformanceSettings) -> WindowSettings {
 /// it costs single-stream throughput a little (about 8 % on loopback).
 pub const TLS_SOCKET_NOTSENT_LOWAT: u32 = 256 * 1024;
 
-/// Tunes a TCP socket that carries a TLS tunnel: no Nagle delay, small unsent backlog.
-pub fn tune_tunnel_socket(socket: &tokio::net::TcpStream) {
+/// Tunes a TCP socket that carries a TLS tunnel: no Nagle delay, small unsent backlog. Returns
+/// the probe that will feed the socket's round-trip time to the mux ([`Tunnel::start_tls`]).
+pub fn tune_tunnel_socket(socket: &tokio::net::TcpStream) -> Option<PathRttProbe> {
     let _ = socket.set_nodelay(true);
     let sock = socket2::SockRef::from(socket);
     if let Err(error) = sock.set_tcp_notsent_lowat(TLS_SOCKET_NOTSENT_LOWAT) {
         tracing::debug!(%error, "TCP_NOTSENT_LOWAT not available");
     }
+    PathRttProbe::new(socket)
 }
 
 fn qos_settings(performance: &PerformanceSettings) -> QosSettings {
@@ -98,12 +101,13 @@ fn qos_settings(performance: &PerformanceSettings) -> QosSettings {
 
 impl Tunnel {
     /// Starts a TLS tunnel whose handshake is done; `leftover` holds bytes read after the
-    /// handshake line.
+    /// handshake line; `rtt` (from [`tune_tunnel_socket`]) lets receive windows auto-tune.
     pub fn start_tls<T>(
         io: T,
         leftover: BytesMut,
         side: Side,
         performance: &PerformanceSettings,
+        rtt: Option<PathRttProbe>,
     ) -> (Self, TunnelIncoming)
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
@@ -114,6 +118,9 @@ impl Tunnel {
             qos: qos_settings(performance),
         };
         let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new());
+        if let Some(probe) = rtt {
+            probe.track(handle.clone());
+        }
         let MuxIncoming {
             streams,
             control,

@@ -114,7 +114,7 @@ pub async fn login(
         )
         .await?;
         check_accepted(&reply, &binding, edge_id, secret)?;
-        let (tunnel, incoming) = Tunnel::start_tls(tls, buffer, Side::Edge, &performance);
+        let (tunnel, incoming) = Tunnel::start_tls(tls, buffer, Side::Edge, &performance, None);
         Ok(HandEdge {
             tunnel,
             incoming,

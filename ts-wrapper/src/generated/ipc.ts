@@ -710,7 +710,9 @@ export interface ITlsConfig {
  */
 export interface IPerformanceConfig {
   /**
-   * Largest per-stream send window. Default 4 MiB.
+   * Largest per-stream receive window: TLS tunnel streams start at up to 4 MiB and auto-tune
+   * toward this when the path's round trip needs more; QUIC streams get it (at most 16 MiB)
+   * as their window. Default 32 MiB.
    */
   streamWindowMaxBytes?: number;
   /**
@@ -718,7 +720,7 @@ export interface IPerformanceConfig {
    */
   streamWindowMinBytes?: number;
   /**
-   * Budget shared by all streams' windows. Default 200 MiB.
+   * Budget shared by all streams' windows (at least `streamWindowMinBytes`). Default 200 MiB.
    */
   windowBudgetBytes?: number;
   /**

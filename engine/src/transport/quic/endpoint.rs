@@ -20,6 +20,12 @@ pub enum QuicSetupError {
     Socket(#[from] std::io::Error),
 }
 
+/// Largest QUIC stream receive window. quinn has no per-stream auto-tuning (the TLS mux has,
+/// `tls_mux/window.rs`), so a QUIC stream always has its whole window: 16 MiB carries 1 Gbit/s
+/// up to 130 ms of round trip, and is what one stalled stream (a target that never reads) can
+/// pin; the connection's window (the budget) bounds all streams together.
+pub const QUIC_STREAM_WINDOW: u32 = 16 << 20;
+
 /// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
 /// noticed within the heartbeat timeout, the initial stream limit, and datagram buffers.
 pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
@@ -34,7 +40,9 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     if let Ok(idle) = quinn::IdleTimeout::try_from(performance.heartbeat_timeout) {
         config.max_idle_timeout(Some(idle));
     }
-    config.stream_receive_window(VarInt::from_u32(performance.stream_window_max));
+    config.stream_receive_window(VarInt::from_u32(
+        performance.stream_window_max.min(QUIC_STREAM_WINDOW),
+    ));
     let connection_window = performance.window_budget.min(u64::from(u32::MAX));
     config.receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX));
     config.send_window(connection_window);

@@ -69,7 +69,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
@@ -320,6 +320,9 @@ pub(crate) struct Shared {
     qos: QosSettings,
     table: Mutex<Table>,
     active: AtomicUsize,
+    /// Minimum round-trip time of the tunnel's path in microseconds (0: unknown), for window
+    /// auto-tuning; set from outside ([`MuxHandle::set_path_rtt`]), the mux sees no socket.
+    path_rtt_micros: AtomicU64,
     control_tx: mpsc::UnboundedSender<Outgoing>,
     data_tx: mpsc::UnboundedSender<Outgoing>,
     sustained_tx: mpsc::UnboundedSender<Outgoing>,
@@ -350,6 +353,13 @@ impl Shared {
 
     fn active_streams(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    fn path_rtt(&self) -> Option<Duration> {
+        match self.path_rtt_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -607,6 +617,7 @@ impl Mux {
                 draining: HashMap::new(),
             }),
             active: AtomicUsize::new(0),
+            path_rtt_micros: AtomicU64::new(0),
             control_tx,
             data_tx,
             sustained_tx,
@@ -768,6 +779,13 @@ impl MuxHandle {
     /// Streams currently in the table (opened or accepted, not yet dropped or aborted).
     pub fn active_streams(&self) -> usize {
         self.shared.active_streams()
+    }
+
+    /// The tunnel path's minimum round-trip time, as measured outside the mux (the kernel's
+    /// TCP_INFO of the tunnel socket, see `transport::path_rtt`): receive windows auto-tune to it.
+    pub fn set_path_rtt(&self, rtt: Duration) {
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.shared.path_rtt_micros.store(micros, Ordering::Relaxed);
     }
 
     /// Incoming datagrams dropped because [`MuxIncoming::datagrams`] was full.

@@ -16,7 +16,7 @@ use tokio_util::sync::PollSemaphore;
 
 use super::qos::SustainedDetector;
 use super::scheduler::Queue;
-use super::window::RecvWindow;
+use super::window::{RecvWindow, TargetInputs};
 use super::{lock, now, Shared, MAX_QUEUED_FRAMES_PER_STREAM};
 use crate::transport::frame::{Frame, MAX_DATA_PAYLOAD};
 
@@ -263,11 +263,13 @@ impl AsyncRead for MuxStream {
                 None
             } else {
                 let now = now();
-                let sustained = state.window.is_sustained(now, &this.mux.qos);
-                let target = this
-                    .mux
-                    .window
-                    .target_for(this.mux.active_streams(), sustained);
+                let inputs = TargetInputs {
+                    settings: &this.mux.window,
+                    qos: &this.mux.qos,
+                    active_streams: this.mux.active_streams(),
+                    path_rtt: this.mux.path_rtt(),
+                };
+                let target = state.window.target(inputs, now);
                 state.window.take_grant(target, now)
             }
         };

@@ -331,12 +331,13 @@ async fn window_grows_beyond_the_initial_credit() {
     let data = random(6 * MIB);
     let (mut progress, writer) = spawn_writer(stream, data.clone());
 
-    // The hub reads only 64 KiB: with one stream its target is max = 4 MiB, so the edge may
-    // now have target + consumed bytes in flight, far beyond the initial 1 MiB.
+    // The hub reads only 64 KiB: with one stream its target starts at 4 MiB (no path RTT
+    // here, so no auto-tuning beyond it), so the edge may now have target + consumed bytes in
+    // flight, far beyond the initial 1 MiB.
     let consumed = 64 * 1024;
     let mut head = vec![0u8; consumed];
     within(upstream.read_exact(&mut head)).await.unwrap();
-    let target = WindowSettings::default().max as usize;
+    let target = WindowSettings::default().start_target(1) as usize;
     within(progress.wait_for(|&written| written >= target))
         .await
         .unwrap();
@@ -857,7 +858,7 @@ async fn leftover_bytes_are_decoded_first() {
     assert_eq!(grant.frame_type, FrameType::WindowUpdateBack);
     assert_eq!(
         window_update_value(&grant).unwrap(),
-        WindowSettings::default().max - INITIAL_STREAM_WINDOW + 6
+        WindowSettings::default().start_target(1) - INITIAL_STREAM_WINDOW + 6
     );
     assert_eq!(
         read_frame(&mut raw, &mut buf).await,

@@ -7,13 +7,19 @@
 //! count as granted) and `buffered` the received bytes the application has not read yet. So the
 //! memory a stream can pin is at most `max(INITIAL_STREAM_WINDOW, target)`.
 //!
-//! The target is `clamp(budget / active_streams, min, max)` ([`WindowSettings::target`]),
-//! recomputed at every grant, so a lone stream grows toward `max` and many streams share the
-//! budget. A sustained stream (see `qos.rs`; classified from the bytes received) is
-//! locked to `min` instead ([`WindowSettings::target_for`]), so bulk transfers do not hold the
-//! memory and the tunnel's queues that interactive streams need.
+//! The target starts at `clamp(budget / active_streams, min, START_WINDOW)`
+//! ([`WindowSettings::start_target`]) and a sustained stream (see `qos.rs`; classified from the
+//! bytes received) at `min`, so bulk transfers do not hold the memory and the tunnel's queues
+//! that interactive streams need. **Auto-tuning** then raises a stream's target when the path
+//! needs it: once per path round trip (the tunnel socket's minimum RTT, as the kernel measured
+//! it), if the application read at least half the target in one round trip, the window may be
+//! what limits the stream (a window moves at most itself per round trip), so the target becomes
+//! twice the bytes read per round trip, as TCP's receive-buffer auto-tuning does. It never
+//! exceeds `clamp(budget / active_streams, min, max)` ([`WindowSettings::target`]), so the
+//! budget still bounds the memory of all streams. On loopback the round trip is tens of
+//! microseconds and nothing grows; at 80 ms a 1 Gbit/s stream needs about 20 MiB.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::qos::{QosSettings, SustainedDetector};
 
@@ -28,12 +34,16 @@ pub const MIN_TARGET_WINDOW: u32 = 16 * 1024;
 /// one WINDOW_UPDATE per read, small enough to keep a large window busy.
 pub const GRANT_THRESHOLD: u32 = 256 * 1024;
 
+/// The most a stream's target is before auto-tuning has seen the path need more (what one stream
+/// got before there was auto-tuning): enough for loopback and LAN paths.
+pub(crate) const START_WINDOW: u32 = 4 << 20;
+
 /// Receive window sizing of a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSettings {
     /// Smallest per-stream receive window.
     pub min: u32,
-    /// Largest per-stream receive window.
+    /// Largest per-stream receive window auto-tuning may grow to.
     pub max: u32,
     /// Receive memory the tunnel aims to stay within, shared by all active streams.
     pub budget: u64,
@@ -43,7 +53,7 @@ impl Default for WindowSettings {
     fn default() -> Self {
         Self {
             min: 1 << 20,
-            max: 4 << 20,
+            max: 32 << 20,
             budget: 200 << 20,
         }
     }
@@ -60,19 +70,16 @@ impl WindowSettings {
         share.clamp(lo, hi)
     }
 
-    /// The target of a sustained stream: `min`, bounded like [`Self::target`].
-    pub fn sustained_target(&self) -> u32 {
-        let hi = self.max.max(MIN_TARGET_WINDOW);
-        self.min.clamp(MIN_TARGET_WINDOW, hi)
+    /// Where a stream's target starts: [`Self::target`], at most [`START_WINDOW`].
+    pub fn start_target(&self, active_streams: usize) -> u32 {
+        self.target(active_streams)
+            .min(START_WINDOW.max(self.floor()))
     }
 
-    /// [`Self::sustained_target`] for a sustained stream, else [`Self::target`].
-    pub fn target_for(&self, active_streams: usize, sustained: bool) -> u32 {
-        if sustained {
-            self.sustained_target()
-        } else {
-            self.target(active_streams)
-        }
+    /// `min`, bounded like [`Self::target`]: where a sustained stream's target starts.
+    pub fn floor(&self) -> u32 {
+        let hi = self.max.max(MIN_TARGET_WINDOW);
+        self.min.clamp(MIN_TARGET_WINDOW, hi)
     }
 }
 
@@ -92,6 +99,22 @@ pub(crate) struct RecvWindow {
     buffered: u64,
     /// Classification from the bytes received.
     qos: SustainedDetector,
+    /// The target auto-tuning found the path needs (0: no evidence yet).
+    tuned: u64,
+    /// Bytes the application has read, ever.
+    consumed: u64,
+    /// Start of the current measurement: when, and `consumed` then.
+    epoch: (Instant, u64),
+}
+
+/// What the receiver's target depends on besides the stream itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TargetInputs<'a> {
+    pub(crate) settings: &'a WindowSettings,
+    pub(crate) qos: &'a QosSettings,
+    pub(crate) active_streams: usize,
+    /// Minimum round-trip time of the tunnel's path, if known.
+    pub(crate) path_rtt: Option<Duration>,
 }
 
 impl RecvWindow {
@@ -100,6 +123,9 @@ impl RecvWindow {
             outstanding: u64::from(INITIAL_STREAM_WINDOW),
             buffered: 0,
             qos: SustainedDetector::new(now),
+            tuned: 0,
+            consumed: 0,
+            epoch: (now, 0),
         }
     }
 
@@ -119,15 +145,39 @@ impl RecvWindow {
         Ok(())
     }
 
-    /// Whether the stream is sustained at `now`, judged from the bytes received so far.
-    pub(crate) fn is_sustained(&mut self, now: Instant, settings: &QosSettings) -> bool {
-        self.qos.update(now, settings)
-    }
-
     /// Accounts `len` bytes the application read.
     pub(crate) fn on_consumed(&mut self, len: usize) {
         let n = u64::try_from(len).unwrap_or(u64::MAX);
         self.buffered = self.buffered.saturating_sub(n);
+        self.consumed = self.consumed.saturating_add(n);
+    }
+
+    /// The stream's target at `now` (see the module doc): reclassifies the stream and, once a
+    /// path round trip has passed since the last measurement, auto-tunes.
+    pub(crate) fn target(&mut self, inputs: TargetInputs<'_>, now: Instant) -> u32 {
+        let ceiling = u64::from(inputs.settings.target(inputs.active_streams));
+        let start = if self.qos.update(now, inputs.qos) {
+            inputs.settings.floor()
+        } else {
+            inputs.settings.start_target(inputs.active_streams)
+        };
+        let current = self.tuned.max(u64::from(start)).min(ceiling);
+        if let Some(rtt) = inputs.path_rtt.filter(|rtt| !rtt.is_zero()) {
+            let (since, consumed_then) = self.epoch;
+            let elapsed = now.saturating_duration_since(since);
+            if elapsed >= rtt {
+                // Bytes read per round trip, averaged over the measurement.
+                let read = u128::from(self.consumed - consumed_then);
+                let per_rtt = read.saturating_mul(rtt.as_nanos()) / elapsed.as_nanos().max(1);
+                let per_rtt = u64::try_from(per_rtt).unwrap_or(u64::MAX);
+                if per_rtt.saturating_mul(2) >= current {
+                    self.tuned = self.tuned.max(per_rtt.saturating_mul(2).min(ceiling));
+                }
+                self.epoch = (now, self.consumed);
+            }
+        }
+        let target = self.tuned.max(u64::from(start)).min(ceiling);
+        u32::try_from(target).unwrap_or(u32::MAX)
     }
 
     /// The credit to return now, if it is worth a WINDOW_UPDATE; it counts as granted from here
@@ -168,12 +218,21 @@ mod tests {
         WindowSettings { min, max, budget }
     }
 
+    fn inputs<'a>(s: &'a WindowSettings, qos: &'a QosSettings, rtt_ms: u64) -> TargetInputs<'a> {
+        TargetInputs {
+            settings: s,
+            qos,
+            active_streams: 1,
+            path_rtt: (rtt_ms > 0).then(|| Duration::from_millis(rtt_ms)),
+        }
+    }
+
     #[test]
     fn target_shares_the_budget_within_bounds() {
         let s = WindowSettings::default();
-        assert_eq!(s.target(0), 4 * MIB);
-        assert_eq!(s.target(1), 4 * MIB);
-        assert_eq!(s.target(50), 4 * MIB);
+        assert_eq!(s.target(0), 32 * MIB);
+        assert_eq!(s.target(1), 32 * MIB);
+        assert_eq!(s.target(6), 32 * MIB);
         assert_eq!(s.target(100), 2 * MIB);
         assert_eq!(s.target(200), MIB);
         assert_eq!(s.target(10_000), MIB);
@@ -189,9 +248,9 @@ mod tests {
     }
 
     #[test]
-    fn target_table_for_the_default_budget() {
+    fn start_table_for_the_default_budget() {
         let s = WindowSettings::default();
-        for (streams, target) in [
+        for (streams, start) in [
             (1, 4 * MIB),
             (50, 4 * MIB),
             (51, 4_112_062), // 200 MiB / 51: scaling down starts
@@ -200,44 +259,87 @@ mod tests {
             (201, MIB),
             (1000, MIB),
         ] {
-            assert_eq!(s.target(streams), target, "{streams} streams");
-            assert_eq!(s.target_for(streams, false), target, "{streams} streams");
-            assert_eq!(
-                s.target_for(streams, true),
-                MIB,
-                "{streams} streams, sustained"
-            );
+            assert_eq!(s.start_target(streams), start, "{streams} streams");
         }
-        assert_eq!(s.sustained_target(), MIB);
-        assert_eq!(settings(0, 0, 0).sustained_target(), MIN_TARGET_WINDOW);
-        assert_eq!(settings(8 * MIB, MIB, 0).sustained_target(), MIB);
+        assert_eq!(s.floor(), MIB);
+        assert_eq!(settings(0, 0, 0).floor(), MIN_TARGET_WINDOW);
+        assert_eq!(settings(8 * MIB, MIB, 0).floor(), MIB);
+        // A small ceiling bounds the start too.
+        assert_eq!(
+            settings(MIB, 2 * MIB, 200 * u64::from(MIB)).start_target(1),
+            2 * MIB
+        );
+    }
+
+    /// `rate` bytes per second sent, all read as it arrives, for `seconds`, in 10 ms steps, on a
+    /// path of `rtt_ms`; the peer sends no more than its credit. Returns the targets per step.
+    fn run(rate: u64, seconds: u64, rtt_ms: u64) -> Vec<u32> {
+        let s = WindowSettings::default();
+        let qos = QosSettings::default();
+        let start = Instant::now();
+        let mut w = RecvWindow::new(start);
+        let per_step = rate / 100;
+        let mut targets = Vec::new();
+        for step in 1..=seconds * 100 {
+            let now = start + Duration::from_millis(10 * step);
+            let send = per_step.min(w.outstanding());
+            w.on_data(usize::try_from(send).unwrap(), now).unwrap();
+            w.on_consumed(usize::try_from(send).unwrap());
+            let target = w.target(inputs(&s, &qos, rtt_ms), now);
+            let _ = w.take_grant(target, now);
+            targets.push(target);
+        }
+        targets
     }
 
     #[test]
-    fn a_fast_old_stream_is_locked_to_the_minimum() {
-        let start = Instant::now();
-        let qos = QosSettings::default();
+    fn a_fast_old_stream_on_a_short_path_is_locked_to_the_minimum() {
+        // 30 Mbit/s for 11 s on a 1 ms path: 3.75 kB per round trip, nothing to tune.
+        let targets = run(30_000_000 / 8, 11, 1);
+        let locked_at = targets.iter().position(|&t| t == MIB);
+        assert_eq!(locked_at, Some(1000), "sustained right after 10 s");
+        assert_eq!(targets[..1000].iter().max(), Some(&(4 * MIB)));
+    }
+
+    #[test]
+    fn a_long_fat_path_grows_the_window_to_twice_what_a_round_trip_moves() {
+        // 1 Gbit/s offered on an 80 ms path: 10 MB per round trip once the window allows it.
+        let targets = run(1_000_000_000 / 8, 20, 80);
+        let last = *targets.last().unwrap();
+        assert!(last >= 16 * MIB, "grew to {last}");
+        assert!(last <= 32 * MIB);
+        // And stays there once sustained: the path needs it.
+        assert!(
+            targets[1100..].iter().all(|&t| t == last),
+            "{:?}",
+            &targets[1090..1110]
+        );
+    }
+
+    #[test]
+    fn no_rtt_no_tuning() {
+        let targets = run(1_000_000_000 / 8, 3, 0);
+        assert!(targets.iter().all(|&t| t == 4 * MIB));
+    }
+
+    #[test]
+    fn a_slow_reader_on_a_long_path_does_not_grow_the_window() {
+        // 10 Mbit/s at 80 ms: 100 kB per round trip, far below half the window.
+        let targets = run(10_000_000 / 8, 5, 80);
+        assert!(targets.iter().all(|&t| t == 4 * MIB));
+    }
+
+    #[test]
+    fn many_streams_cap_a_tuned_window_at_their_share() {
         let s = WindowSettings::default();
+        let qos = QosSettings::default();
+        let start = Instant::now();
         let mut w = RecvWindow::new(start);
-        // 30 Mbit/s for 11 s, read as it arrives, in 100 ms steps.
-        let per_step = 30_000_000 / 8 / 10;
-        let mut now = start;
-        let mut locked_at = None;
-        for step in 1..=110u32 {
-            now = start + std::time::Duration::from_millis(100 * u64::from(step));
-            let send = per_step.min(usize::try_from(w.outstanding()).unwrap());
-            w.on_data(send, now).unwrap();
-            w.on_consumed(send);
-            let sustained = w.is_sustained(now, &qos);
-            if sustained && locked_at.is_none() {
-                locked_at = Some(step);
-            }
-            let _ = w.take_grant(s.target_for(1, sustained), now);
-        }
-        assert_eq!(locked_at, Some(101), "sustained right after 10 s");
-        // The peer's credit is now capped by the minimum window, not the 4 MiB of one stream.
-        assert!(w.outstanding() + w.buffered() <= u64::from(MIB));
-        assert!(w.is_sustained(now, &qos));
+        w.tuned = u64::from(30 * MIB);
+        let mut many = inputs(&s, &qos, 80);
+        many.active_streams = 100;
+        assert_eq!(w.target(many, start), 2 * MIB);
+        assert_eq!(w.target(inputs(&s, &qos, 80), start), 30 * MIB);
     }
 
     #[test]
