@@ -76,6 +76,9 @@ python3 tests/netns/lossy_link.py
 step "QUIC through a relay that reorders, drops and duplicates the tunnel's packets (SHA-256 and UDP checked)"
 python3 tests/faults/reordering.py
 
+step "a long fat path (emulated 200 ms, 400 Mbit/s): tcpTls receive windows grow beyond 4 MiB"
+python3 tests/netns/long_fat_path.py
+
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py
 

@@ -7,7 +7,7 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::target::{Behaviour, Target};
 use common::{Pair, EDGE_ADDR};
@@ -79,29 +79,44 @@ async fn mid_transfer(transport: &str) -> (Target, Pair, TcpStream) {
 
 async fn a_hub_killed_mid_transfer_resets_the_client(transport: &str) {
     let (_target, mut pair, mut client) = mid_transfer(transport).await;
+    let killed = Instant::now();
     pair.hub.child.start_kill().unwrap();
     pair.hub.wait_exit().await;
     // QUIC notices a vanished hub at its idle timeout (10 s); TLS at once.
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(20)).await;
     let error = ended.expect_err("a reset, not an end of file");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    eprintln!(
+        "{transport}: hub killed: client reset {:?} later",
+        killed.elapsed()
+    );
 }
 
 async fn an_edge_stopped_mid_transfer_resets_the_client(transport: &str) {
     let (_target, mut pair, mut client) = mid_transfer(transport).await;
+    let stopped = Instant::now();
     pair.edge.ok("stop", None).await;
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
     let error = ended.expect_err("a reset, not an end of file");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    eprintln!(
+        "{transport}: edge stopped: client reset {:?} later",
+        stopped.elapsed()
+    );
 }
 
 async fn an_edge_killed_mid_download_resets_the_client(transport: &str) {
     let (_target, mut pair, mut client) = mid_transfer(transport).await;
+    let killed = Instant::now();
     pair.edge.child.start_kill().unwrap();
     pair.edge.wait_exit().await;
     let (_, ended) = read_until_end(&mut client, Duration::from_secs(10)).await;
     let error = ended.expect_err("a reset, not an end of file");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    eprintln!(
+        "{transport}: edge killed: client reset {:?} later",
+        killed.elapsed()
+    );
 }
 
 async fn a_hub_killed_mid_upload_resets_the_target(transport: &str) {

@@ -126,7 +126,7 @@ fn default_target_host() -> String {
 #[schemars(rename = "IPerformanceConfig")]
 pub struct PerformanceConfig {
     /// Largest per-stream receive window: TLS tunnel streams start at up to 4 MiB and auto-tune
-    /// toward this when the path's round trip needs more; QUIC streams get it (at most 16 MiB)
+    /// toward this when the path's round trip needs more; QUIC streams get it (at most 4 MiB)
     /// as their window. Default 32 MiB.
     #[serde(default = "default_window_max")]
     pub stream_window_max_bytes: u32,

@@ -711,7 +711,7 @@ export interface ITlsConfig {
 export interface IPerformanceConfig {
   /**
    * Largest per-stream receive window: TLS tunnel streams start at up to 4 MiB and auto-tune
-   * toward this when the path's round trip needs more; QUIC streams get it (at most 16 MiB)
+   * toward this when the path's round trip needs more; QUIC streams get it (at most 4 MiB)
    * as their window. Default 32 MiB.
    */
   streamWindowMaxBytes?: number;
