@@ -187,14 +187,21 @@ EOF
   wait_for "$dir/server.log" "Listening at ${ADDR[rathole-tls]}:$PORT" 20
 }
 
-PATHS=(direct tcpTls quic)
-start_tunnel tcpTls tcpTls
-start_tunnel quic quic
-if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
-  start_tunnel tcpTls-baseline tcpTls "$BENCH_BASELINE_BIN"
-  start_tunnel quic-baseline quic "$BENCH_BASELINE_BIN"
-  PATHS+=(tcpTls-baseline quic-baseline)
-fi
+# start_tunnels: a tcpTls and a quic tunnel (and the baseline binary's, with
+# BENCH_BASELINE_BIN); sets TUNNEL_PATHS to their paths.
+start_tunnels() {
+  TUNNEL_PATHS=(tcpTls quic)
+  start_tunnel tcpTls tcpTls
+  start_tunnel quic quic
+  if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
+    start_tunnel tcpTls-baseline tcpTls "$BENCH_BASELINE_BIN"
+    start_tunnel quic-baseline quic "$BENCH_BASELINE_BIN"
+    TUNNEL_PATHS+=(tcpTls-baseline quic-baseline)
+  fi
+}
+
+start_tunnels
+PATHS=(direct "${TUNNEL_PATHS[@]}")
 RATHOLE_STATUS="skipped (BENCH_QUICK=1 or BENCH_RATHOLE=0)"
 if [[ "$QUICK" != 1 && "${BENCH_RATHOLE:-1}" != 0 ]]; then
   if find_rathole; then
@@ -303,14 +310,8 @@ wan_profile() {
   wait_for "$LOGS/delay-line.log" ready 10
   ip netns exec "$HUB_NS" "$LOADGEN" serve --listen "0.0.0.0:$PORT" > "$LOGS/target.log" 2>&1 & PIDS+=($!)
   wait_for "$LOGS/target.log" listening 10
-  local -a wan_paths=(direct tcpTls quic)
-  start_tunnel tcpTls tcpTls
-  start_tunnel quic quic
-  if [[ -n "${BENCH_BASELINE_BIN:-}" ]]; then
-    start_tunnel tcpTls-baseline tcpTls "$BENCH_BASELINE_BIN"
-    start_tunnel quic-baseline quic "$BENCH_BASELINE_BIN"
-    wan_paths+=(tcpTls-baseline quic-baseline)
-  fi
+  start_tunnels
+  local -a wan_paths=(direct "${TUNNEL_PATHS[@]}")
   if [[ " ${PATHS[*]} " == *" rathole-tls "* ]]; then
     start_rathole "$RATHOLE_BIN"
     wan_paths+=(rathole-tls)
