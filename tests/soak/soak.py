@@ -379,9 +379,13 @@ def main():
             workers.append(threading.Thread(target=egress_worker))
             for thread in workers:
                 thread.start()
+            # Every kind of fault once, in a random order, then at random: a short run still
+            # covers each one.
+            kinds = ["hub", "edge-tcpTls", "edge-quic", "target", "ports", "secret", "firewall"]
+            first_round = rng.sample(kinds, len(kinds))
             while time.monotonic() < end - 5:
                 time.sleep(rng.uniform(2, 6))  # the time between faults, not a synchronisation
-                driver.act(rng.choice(["hub", "edge-tcpTls", "edge-quic", "target", "ports", "secret", "firewall"]))
+                driver.act(first_round.pop() if first_round else rng.choice(kinds))
             stop.set()
             for thread in workers:
                 thread.join(timeout=60)
