@@ -146,8 +146,9 @@ rathole_identity() {
     -passout pass:bench -out "$dir/identity.p12"
 }
 
-# start_rathole BIN: rathole server (public port on ADDR[rathole-tls]) and client (next to the
-# target, forwarding to 127.0.0.1:PORT) over its TLS transport.
+# start_rathole BIN: rathole server (public port on ADDR[rathole-tls], TCP and UDP) and client
+# (next to the target, forwarding to 127.0.0.1:PORT) over its TLS transport: every loopback
+# figure gets a rathole row.
 start_rathole() {
   local bin="$1" dir="$LOGS/rathole" control server
   local -a in_hub in_edge
@@ -167,6 +168,10 @@ pkcs12_password = "bench"
 [server.services.bench]
 token = "bench-token"
 bind_addr = "${ADDR[rathole-tls]}:$PORT"
+[server.services.bench-udp]
+type = "udp"
+token = "bench-token"
+bind_addr = "${ADDR[rathole-tls]}:$PORT"
 EOF
   cat > "$dir/client.toml" <<EOF
 [client]
@@ -177,6 +182,10 @@ type = "tls"
 trusted_root = "$dir/ca.pem"
 hostname = "localhost"
 [client.services.bench]
+token = "bench-token"
+local_addr = "127.0.0.1:$PORT"
+[client.services.bench-udp]
+type = "udp"
 token = "bench-token"
 local_addr = "127.0.0.1:$PORT"
 EOF
@@ -257,11 +266,6 @@ throughput() {
 
 for path in "${PATHS[@]}"; do
   echo "bench: $path" >&2
-  if [[ "$path" == rathole-tls ]]; then
-    if want tcp; then throughput "$path"; fi
-    if want rr; then measure "$path" "rr 64B x64 conns" rr --conns 64 --size 64 --seconds "$SECS"; fi
-    continue
-  fi
   # Idle first, while the path's processes have not grown their heaps with other tests.
   if want idle; then
     # shellcheck disable=SC2046
