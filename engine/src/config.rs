@@ -293,6 +293,84 @@ impl PerformanceSettings {
     }
 }
 
+impl PerformanceSettings {
+    /// The settings in the IPC form they were given in (for status and pushes).
+    pub fn to_ipc(&self) -> ipc::PerformanceConfig {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        ipc::PerformanceConfig {
+            stream_window_max_bytes: self.stream_window_max,
+            stream_window_min_bytes: self.stream_window_min,
+            window_budget_bytes: self.window_budget,
+            sustained_after_secs: secs(self.sustained_after),
+            sustained_threshold_mbps: u32::try_from(
+                self.sustained_threshold_bytes_per_sec * 8 / 1_000_000,
+            )
+            .unwrap_or(u32::MAX),
+            sustained_drain_bytes_per_sec: self.sustained_drain_bytes_per_sec,
+            udp_session_idle_secs: secs(self.udp_session_idle),
+            heartbeat_interval_secs: secs(self.heartbeat_interval),
+            heartbeat_timeout_secs: secs(self.heartbeat_timeout),
+        }
+    }
+}
+
+/// The hub's performance settings as pushed to an edge (`EdgeConfigPush::performance`), so
+/// that both directions of a tunnel follow the hub's config: the edge's receive windows are what
+/// limit downloads, and its QUIC transport parameters (windows, keep-alive) are its half of the
+/// connection's. Lenient on the wire like the rest of the push (a missing field takes its
+/// default, an unknown one is ignored), so hub and edge can be upgraded independently. The
+/// heartbeat timeout and UDP idle time travel in push fields of their own (older edges read
+/// those). The edge checks the result with the hub's rules ([`PerformanceSettings::from_ipc`]):
+/// the push comes from another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PerformancePush {
+    pub stream_window_max_bytes: u32,
+    pub stream_window_min_bytes: u32,
+    pub window_budget_bytes: u64,
+    pub sustained_after_secs: u32,
+    pub sustained_threshold_mbps: u32,
+    pub sustained_drain_bytes_per_sec: u64,
+    pub heartbeat_interval_secs: u32,
+}
+
+impl From<&PerformanceSettings> for PerformancePush {
+    fn from(settings: &PerformanceSettings) -> Self {
+        let ipc = settings.to_ipc();
+        Self {
+            stream_window_max_bytes: ipc.stream_window_max_bytes,
+            stream_window_min_bytes: ipc.stream_window_min_bytes,
+            window_budget_bytes: ipc.window_budget_bytes,
+            sustained_after_secs: ipc.sustained_after_secs,
+            sustained_threshold_mbps: ipc.sustained_threshold_mbps,
+            sustained_drain_bytes_per_sec: ipc.sustained_drain_bytes_per_sec,
+            heartbeat_interval_secs: ipc.heartbeat_interval_secs,
+        }
+    }
+}
+
+impl Default for PerformancePush {
+    fn default() -> Self {
+        Self::from(&PerformanceSettings::default())
+    }
+}
+
+impl PerformancePush {
+    /// `config` with these pushed values in place of its own.
+    pub fn apply_to(&self, config: ipc::PerformanceConfig) -> ipc::PerformanceConfig {
+        ipc::PerformanceConfig {
+            stream_window_max_bytes: self.stream_window_max_bytes,
+            stream_window_min_bytes: self.stream_window_min_bytes,
+            window_budget_bytes: self.window_budget_bytes,
+            sustained_after_secs: self.sustained_after_secs,
+            sustained_threshold_mbps: self.sustained_threshold_mbps,
+            sustained_drain_bytes_per_sec: self.sustained_drain_bytes_per_sec,
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
+            ..config
+        }
+    }
+}
+
 /// One validated allowed edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AllowedEdgeSettings {
@@ -778,6 +856,40 @@ mod tests {
             PerformanceSettings::from_ipc(&ipc::PerformanceConfig::default(), "p").unwrap();
         assert_eq!(settings, PerformanceSettings::default());
         assert_eq!(settings.sustained_threshold_bytes_per_sec, 2_500_000);
+    }
+
+    #[test]
+    fn pushed_flow_control_round_trips_and_is_validated_at_the_edge() {
+        let hub = PerformanceSettings::from_ipc(
+            &ipc::PerformanceConfig {
+                stream_window_max_bytes: 256 << 10,
+                stream_window_min_bytes: 64 << 10,
+                window_budget_bytes: 8 << 20,
+                sustained_threshold_mbps: 7,
+                ..Default::default()
+            },
+            "p",
+        )
+        .unwrap();
+        assert_eq!(
+            PerformanceSettings::from_ipc(&hub.to_ipc(), "p").unwrap(),
+            hub
+        );
+        let wire = serde_json::to_string(&PerformancePush::from(&hub)).unwrap();
+        // A newer hub's extra field is ignored; a missing one takes its default.
+        let mut value: serde_json::Value = serde_json::from_str(&wire).unwrap();
+        value["fromTheFuture"] = serde_json::json!(1);
+        value.as_object_mut().unwrap().remove("sustainedAfterSecs");
+        let pushed: PerformancePush = serde_json::from_value(value).unwrap();
+        let defaults = PerformanceSettings::default().to_ipc();
+        let edge = PerformanceSettings::from_ipc(&pushed.apply_to(defaults.clone()), "p").unwrap();
+        assert_eq!(edge, hub);
+        // Nonsense from the other process is refused, not applied.
+        let bad = PerformancePush {
+            stream_window_min_bytes: 1,
+            ..pushed
+        };
+        assert!(PerformanceSettings::from_ipc(&bad.apply_to(defaults), "p").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ over_both_transports!(
     half_closed_client_still_gets_the_whole_response,
     slow_target_pushes_back_and_memory_stays_bounded,
     a_target_that_never_reads_stalls_only_its_own_client,
+    the_hubs_windows_bound_what_the_edge_holds_for_a_client_that_never_reads,
     ports_added_at_runtime_serve_and_removed_ports_refuse_while_open_ones_finish,
     status_and_stream_events_report_the_traffic,
     summary_mode_emits_stream_summaries_instead_of_per_stream_events,
@@ -182,6 +183,94 @@ async fn a_target_that_never_reads_stalls_only_its_own_client(transport: &str) {
     eprintln!(
         "{transport}: writes stalled after {} KiB; edge+hub RSS +{grown_kib} KiB",
         sent / 1024
+    );
+}
+
+/// Bytes queued in the kernel on the IPv4 TCP sockets with `port` at either end (send and
+/// receive queues of established sockets, from /proc/net/tcp): on loopback that is the target's,
+/// the hub's towards it, the edge's public one and the client's.
+fn kernel_queued(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state, queues) = (fields[1], fields[2], fields[3], fields[4]);
+            let ours = local.ends_with(&port) || remote.ends_with(&port);
+            (ours && state != "0A").then(|| {
+                let (tx, rx) = queues.split_once(':').unwrap();
+                usize::from_str_radix(tx, 16).unwrap() + usize::from_str_radix(rx, 16).unwrap()
+            })
+        })
+        .sum()
+}
+
+/// Bytes of a download the hub and the edge hold (in their buffers and the tunnel) for a client
+/// that never reads, for a hub started with `hub_config`: the target writes 64 KiB chunks until
+/// none is taken for a second, and what the kernel queues on the target's, the hub's, the edge's
+/// public and the client's sockets is taken off. The edge's receive window for the stream is
+/// what bounds it (it carries the downloads).
+async fn held_for_a_client_that_never_reads(
+    hub_config: serde_json::Value,
+    transport: &str,
+) -> usize {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut pair = Pair::start(&[port], hub_config, transport).await;
+    pair.wait_listening(port).await;
+    let _client = connect_edge(port).await;
+    let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let chunk = vec![0x3Cu8; 64 * 1024];
+    let mut sent = 0usize;
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_secs(1), accepted.write_all(&chunk)).await
+    {
+        written.expect("the stalled download is not reset");
+        sent += chunk.len();
+        assert!(sent < 1 << 30, "a client that never reads was sent 1 GiB");
+    }
+    sent.saturating_sub(kernel_queued(port))
+}
+
+/// The hub's `performance` settings reach the edge (pushed at connect): its status shows them,
+/// and its download windows follow them: a stalled download is held to about 256 KiB instead of
+/// the default 4 MiB start window (the edge ignored the push before and held 4 MiB).
+async fn the_hubs_windows_bound_what_the_edge_holds_for_a_client_that_never_reads(transport: &str) {
+    let _heavy = common::heavy().await;
+    let small = json!({"performance": {
+        "streamWindowMaxBytes": 262144,
+        "streamWindowMinBytes": 65536,
+        "heartbeatTimeoutSecs": 12
+    }});
+    let with_defaults = held_for_a_client_that_never_reads(json!({}), transport).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut pair = Pair::start(&[port], small.clone(), transport).await;
+    let status = pair.edge.ok("getStatus", None).await;
+    for (field, value) in small["performance"].as_object().unwrap() {
+        assert_eq!(&status["performance"][field], value, "{field}: {status}");
+    }
+    drop(pair);
+    let with_small_windows = held_for_a_client_that_never_reads(small, transport).await;
+    eprintln!(
+        "{transport}: a stalled download held {} KiB with the default windows, {} KiB with \
+         256 KiB windows",
+        with_defaults / 1024,
+        with_small_windows / 1024
+    );
+    assert!(
+        with_defaults > 3 << 20,
+        "{with_defaults} bytes held with the default 4 MiB start window"
+    );
+    assert!(
+        with_small_windows < 1 << 20,
+        "the edge did not follow the hub's 256 KiB windows: {with_small_windows} bytes held"
     );
 }
 

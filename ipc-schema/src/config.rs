@@ -120,7 +120,9 @@ fn default_target_host() -> String {
     "127.0.0.1".to_owned()
 }
 
-/// Flow-control, QoS and timing knobs shared by hub and edge.
+/// Flow-control, QoS and timing knobs of the hub. The hub pushes them to every edge when it
+/// connects, so both directions of each tunnel follow them (an edge's receive windows carry the
+/// downloads); an edge's status shows them as `performance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IPerformanceConfig")]

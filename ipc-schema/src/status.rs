@@ -295,6 +295,9 @@ pub struct EdgeStatus {
     pub udp_datagrams_out: u64,
     /// Resource limits in force and what they refused.
     pub limits: EdgeLimitStatus,
+    /// Flow control in force on the edge's side of the tunnel (its receive windows carry the
+    /// downloads): the hub's `performance` settings once connected, the defaults before.
+    pub performance: crate::PerformanceConfig,
     /// The firewall snapshot in force on this edge.
     pub firewall: EdgeFirewallStatus,
     /// Consecutive failed connection attempts since the last successful one.

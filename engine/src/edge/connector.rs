@@ -193,18 +193,62 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let binding = ChannelBinding::from_tls(tls.get_ref().1)
         .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
-    let (tunnel, incoming) = Tunnel::start_tls(
-        tls,
-        leftover,
-        Side::Edge,
-        &PerformanceSettings::default(),
-        rtt,
-    );
+    let performance = adopt_performance(shared, &push);
+    let (tunnel, incoming) = Tunnel::start_tls(tls, leftover, Side::Edge, &performance, rtt);
     Ok((tunnel, incoming, push))
 }
 
-/// QUIC handshake, control stream, hello, reply.
+/// QUIC with the hub's performance settings: a connection's transport parameters (receive
+/// windows, keep-alive, idle timeout) are fixed in its handshake, so when the hub's settings
+/// (learnt in this connection's reply) give other parameters than the ones it was made with,
+/// the edge reconnects once with them, before it opens its ports. The edge keeps them, so this
+/// happens once per edge process (and hub config), not on every reconnect.
 pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, ConnectError> {
+    let known = shared.state().performance.clone();
+    let (tunnel, incoming, push) = connect_quic_with(shared, &known).await?;
+    let pushed = adopt_performance(shared, &push);
+    let parameters = quic::TransportParameters::from(&pushed);
+    if parameters == quic::TransportParameters::from(&known) {
+        return Ok((tunnel, incoming, push));
+    }
+    tracing::info!(
+        ?parameters,
+        "the hub's performance settings change the QUIC transport parameters: reconnecting once with them"
+    );
+    tunnel.close();
+    let connected = connect_quic_with(shared, &pushed).await?;
+    adopt_performance(shared, &connected.2);
+    Ok(connected)
+}
+
+/// The performance settings for a tunnel whose handshake brought `push`: the hub's over the
+/// edge's defaults (the defaults for a hub that sends none), remembered for the next connection.
+/// Settings the edge cannot use are said and not applied.
+fn adopt_performance(shared: &EdgeShared, push: &EdgeConfigPush) -> PerformanceSettings {
+    let mut config = PerformanceSettings::default().to_ipc();
+    if let Some(pushed) = &push.performance {
+        config = pushed.apply_to(config);
+    }
+    if let Some(secs) = push.heartbeat_timeout_secs {
+        config.heartbeat_timeout_secs = secs;
+    }
+    if let Some(secs) = push.udp_session_idle_secs {
+        config.udp_session_idle_secs = secs;
+    }
+    let settings = PerformanceSettings::from_ipc(&config, "the hub's performance push")
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "the hub pushed performance settings this edge cannot use; using the defaults");
+            PerformanceSettings::default()
+        });
+    shared.state().performance = settings.clone();
+    settings
+}
+
+/// QUIC handshake (with `performance`'s transport parameters), control stream, hello, reply.
+async fn connect_quic_with(
+    shared: &EdgeShared,
+    performance: &PerformanceSettings,
+) -> Result<Connected, ConnectError> {
     let settings = &shared.settings;
     tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over QUIC");
     let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
@@ -230,7 +274,11 @@ pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, Conne
         _ => "remoteingress-hub".to_owned(),
     };
     let connection = endpoint
-        .connect_with(shared.quic.clone(), hub, &server_name)
+        .connect_with(
+            quic::with_performance(&shared.quic, performance),
+            hub,
+            &server_name,
+        )
         .map_err(|e| ConnectError::new(Why::Handshake, format!("cannot start QUIC: {e}")))?
         .await
         .map_err(|e| {

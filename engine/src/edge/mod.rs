@@ -56,6 +56,9 @@ pub(crate) struct EdgeState {
     pub(crate) stun_interval_secs: Option<u32>,
     /// Limits pushed by the hub (the defaults until then).
     pub(crate) limits: EdgeLimitSettings,
+    /// Flow control pushed by the hub (the defaults until then); kept for the next connection,
+    /// since QUIC fixes its windows in the handshake.
+    pub(crate) performance: PerformanceSettings,
     /// The firewall snapshot in force and the outcome of the last one.
     pub(crate) firewall: firewall::FirewallView,
 }
@@ -78,6 +81,8 @@ pub(crate) struct EdgeShared {
     pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// QUIC's client configuration; each connection gets its transport parameters from the
+    /// performance settings the edge knows then (`EdgeState::performance`).
     pub(crate) quic: quinn::ClientConfig,
     /// The egress policy the hub pushed last, and the egress streams open now.
     pub(crate) egress: Arc<crate::egress::edge::EdgeEgress>,
@@ -169,6 +174,7 @@ impl Edge {
             udp_datagrams_in: self.shared.udp_stats.datagrams().0,
             udp_datagrams_out: self.shared.udp_stats.datagrams().1,
             limits: self.limit_status(&state.limits),
+            performance: state.performance.to_ipc(),
             firewall: state.firewall.status.clone(),
             reconnect_attempts: state.reconnect_attempts,
             last_error: state.last_error.clone(),

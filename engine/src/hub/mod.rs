@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use self::auth::LoginThrottle;
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
-use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings};
+use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings, PerformancePush};
 use crate::egress::hub::EgressProxies;
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
@@ -781,6 +781,7 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
         heartbeat_timeout_secs: u32::try_from(settings.performance.heartbeat_timeout.as_secs())
             .ok(),
         udp_session_idle_secs: u32::try_from(settings.performance.udp_session_idle.as_secs()).ok(),
+        performance: Some(PerformancePush::from(&settings.performance)),
         listen_ports: allowed.listen_ports.clone(),
         listen_ports_udp: allowed.listen_ports_udp.clone(),
         stun_interval_secs: allowed.stun_interval_secs,

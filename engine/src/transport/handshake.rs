@@ -161,6 +161,11 @@ pub struct EdgeConfigPush {
     /// hubs (the edge then uses the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::config::EdgeLimitSettings>,
+    /// The hub's performance settings, which the edge's side of the tunnel follows too (its
+    /// receive windows carry the downloads); absent from older hubs (the edge then uses its
+    /// defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<crate::config::PerformancePush>,
     /// What the edge may dial for the hub (validated at the hub, again at the edge); absent:
     /// egress disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -506,6 +511,7 @@ mod tests {
         EdgeConfigPush {
             heartbeat_timeout_secs: None,
             udp_session_idle_secs: None,
+            performance: None,
             listen_ports: vec![80, 443],
             listen_ports_udp: vec![53],
             stun_interval_secs: 300,
@@ -841,6 +847,7 @@ mod tests {
             let reply = accepted(EdgeConfigPush {
                 heartbeat_timeout_secs: None,
             udp_session_idle_secs: None,
+            performance: None,
                 listen_ports,
                 listen_ports_udp,
                 stun_interval_secs,

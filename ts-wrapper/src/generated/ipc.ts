@@ -703,7 +703,9 @@ export interface ITlsConfig {
   keyPem: Secret;
 }
 /**
- * Flow-control, QoS and timing knobs shared by hub and edge.
+ * Flow-control, QoS and timing knobs of the hub. The hub pushes them to every edge when it
+ * connects, so both directions of each tunnel follow them (an edge's receive windows carry the
+ * downloads); an edge's status shows them as `performance`.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "IPerformanceConfig".
@@ -1355,6 +1357,11 @@ export interface IEdgeStatus {
    * Resource limits in force and what they refused.
    */
   limits: IEdgeLimitStatus;
+  /**
+   * Flow control in force on the edge's side of the tunnel (its receive windows carry the
+   * downloads): the hub's `performance` settings once connected, the defaults before.
+   */
+  performance: IPerformanceConfig;
   /**
    * The firewall snapshot in force on this edge.
    */

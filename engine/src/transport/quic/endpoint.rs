@@ -27,26 +27,44 @@ pub enum QuicSetupError {
 /// (one stream: about 420 Mbit/s at 80 ms) until it has per-stream tuning of its own.
 pub const QUIC_STREAM_WINDOW: u32 = 4 << 20;
 
+/// What of the performance settings goes into a QUIC connection's transport parameters, which
+/// are fixed in its handshake (an edge that learns other settings from its hub reconnects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportParameters {
+    stream_window: u32,
+    connection_window: u64,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+}
+
+impl From<&PerformanceSettings> for TransportParameters {
+    fn from(performance: &PerformanceSettings) -> Self {
+        Self {
+            stream_window: performance.stream_window_max.min(QUIC_STREAM_WINDOW),
+            connection_window: performance.window_budget.min(u64::from(u32::MAX)),
+            // Frequent enough that a hub restarted with the same identity answers with a
+            // stateless reset within about a second (see `server_endpoint`); a PING frame a
+            // second is cheap.
+            keep_alive: performance.heartbeat_interval.min(KEEP_ALIVE_INTERVAL),
+            idle_timeout: performance.heartbeat_timeout,
+        }
+    }
+}
+
 /// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
 /// noticed within the heartbeat timeout, the initial stream limit, and datagram buffers.
 pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
+    let parameters = TransportParameters::from(performance);
     let mut config = TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
     config.max_concurrent_uni_streams(VarInt::from_u32(4));
-    // Frequent enough that a hub restarted with the same identity answers with a stateless
-    // reset within about a second (see `server_endpoint`); a PING frame a second is cheap.
-    config.keep_alive_interval(Some(
-        performance.heartbeat_interval.min(KEEP_ALIVE_INTERVAL),
-    ));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(performance.heartbeat_timeout) {
+    config.keep_alive_interval(Some(parameters.keep_alive));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(parameters.idle_timeout) {
         config.max_idle_timeout(Some(idle));
     }
-    config.stream_receive_window(VarInt::from_u32(
-        performance.stream_window_max.min(QUIC_STREAM_WINDOW),
-    ));
-    let connection_window = performance.window_budget.min(u64::from(u32::MAX));
-    config.receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX));
-    config.send_window(connection_window);
+    config.stream_receive_window(VarInt::from_u32(parameters.stream_window));
+    config.receive_window(VarInt::from_u64(parameters.connection_window).unwrap_or(VarInt::MAX));
+    config.send_window(parameters.connection_window);
     // BBR, not quinn's default Cubic: Cubic (no HyStart) overshoots slow start on a long path,
     // loses a large part of its window at once and climbs back slowly; over an emulated 1 Gbit/s
     // 80 ms link one stream got 0.09 Gbit/s with Cubic and 0.70 with BBR (0.01 vs 0.56 with
@@ -57,11 +75,10 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     config
 }
 
-/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available.
 /// Longest interval between QUIC keep-alives.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The hub's QUIC endpoint. `reset_key` keys the stateless resets and the connection ids'
+/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available. `reset_key` keys the stateless resets and the connection ids'
 /// integrity check: derived from the hub's persistent identity, both are the same after a
 /// restart, so the restarted hub recognises an edge's packet for a connection it no longer knows
 /// as one of its own ids and answers with a reset the edge accepts; the edge then reconnects at
@@ -152,6 +169,18 @@ pub fn client_config(
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(transport_config(performance)));
     Ok(client)
+}
+
+/// `config` with the transport parameters of `performance`: a connection's parameters (its
+/// download windows among them) are fixed in its handshake, so each connection is made with the
+/// performance settings the edge knows at that moment.
+pub fn with_performance(
+    config: &quinn::ClientConfig,
+    performance: &PerformanceSettings,
+) -> quinn::ClientConfig {
+    let mut config = config.clone();
+    config.transport_config(Arc::new(transport_config(performance)));
+    config
 }
 
 /// A client endpoint able to reach `hub`.
