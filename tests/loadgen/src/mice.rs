@@ -28,7 +28,9 @@ pub(crate) async fn mice(
     let alone = run_request_response(addr, conns, size, duration).await?;
     let elephant = Elephant::start(addr).await?;
     tokio::time::sleep(RAMP_UP).await;
+    let before = CpuTimes::read()?;
     let loaded = run_request_response(addr, conns, size, duration).await?;
+    let cpu_busy = CpuTimes::read()?.busy_since(&before);
     let elephant_gbps = elephant.stop().await?;
     let p99_ratio = ratio(&loaded["p99_us"], &alone["p99_us"]);
     let errors = count(&alone["errors"]) + count(&loaded["errors"]);
@@ -37,7 +39,8 @@ pub(crate) async fn mice(
         json!({
             "kind": "mice", "conns": conns, "size": size, "errors": errors,
             "p99_us": loaded["p99_us"], "p99_alone_us": alone["p99_us"], "p99_ratio": p99_ratio,
-            "elephant_gbps": elephant_gbps, "alone": alone, "loaded": loaded,
+            "elephant_gbps": elephant_gbps, "cpu_busy": cpu_busy, "alone": alone,
+            "loaded": loaded,
         })
     );
     Ok(())
@@ -97,5 +100,43 @@ impl Elephant {
             self.task.abort();
         }
         Ok(bytes * 8.0 / seconds / 1e9)
+    }
+}
+
+/// The machine's CPU time from /proc/stat (all CPUs, in clock ticks): how busy the machine was
+/// while the mice ran beside the elephant says whether their latency is the tunnel's queues or
+/// waiting for a CPU.
+struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        let total: u64 = ticks.iter().take(8).sum();
+        Ok(Self {
+            busy: total.saturating_sub(idle),
+            total,
+        })
+    }
+
+    /// Share of the CPU time since `before` that was busy.
+    fn busy_since(&self, before: &Self) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(before.busy) as f64 / total as f64
     }
 }
