@@ -213,7 +213,7 @@ impl Default for PerformanceSettings {
             stream_window_max: 32 << 20,
             stream_window_min: 1 << 20,
             window_budget: 200 << 20,
-            sustained_after: Duration::from_secs(10),
+            sustained_after: Duration::from_secs(1),
             sustained_threshold_bytes_per_sec: 2_500_000,
             sustained_drain_bytes_per_sec: 1 << 20,
             udp_session_idle: Duration::from_secs(60),

@@ -138,7 +138,8 @@ pub struct PerformanceConfig {
     /// Budget shared by all streams' windows (at least `streamWindowMinBytes`). Default 200 MiB.
     #[serde(default = "default_window_budget")]
     pub window_budget_bytes: u64,
-    /// Age after which a fast stream counts as sustained. Default 10 s.
+    /// Age after which a fast stream counts as sustained. Default 1 s: a stream that averaged
+    /// more than `sustainedThresholdMbps` for a second is bulk, and yields to interactive ones.
     #[serde(default = "default_sustained_after")]
     pub sustained_after_secs: u32,
     /// Average rate above which an old stream counts as sustained. Default 20 Mbit/s.
@@ -185,7 +186,7 @@ fn default_window_budget() -> u64 {
     200 * 1024 * 1024
 }
 fn default_sustained_after() -> u32 {
-    10
+    1
 }
 fn default_sustained_threshold() -> u32 {
     20

@@ -726,7 +726,8 @@ export interface IPerformanceConfig {
    */
   windowBudgetBytes?: number;
   /**
-   * Age after which a fast stream counts as sustained. Default 10 s.
+   * Age after which a fast stream counts as sustained. Default 1 s: a stream that averaged
+   * more than `sustainedThresholdMbps` for a second is bulk, and yields to interactive ones.
    */
   sustainedAfterSecs?: number;
   /**
