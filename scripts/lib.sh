@@ -6,10 +6,15 @@ WORK="$(mktemp -d /tmp/remoteingress.XXXXXX)"
 PIDS=()
 NETNS=()
 cleanup() {
+  local status=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   for ns in "${NETNS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [[ "$status" == 0 ]]; then
+    rm -rf "$WORK"
+  else
+    echo "the processes' logs are kept in $WORK" >&2
+  fi
 }
 trap cleanup EXIT
 
