@@ -28,6 +28,21 @@ over_both_transports!(
     v2_proxy_protocol_is_written_when_configured
 );
 
+/// Writes 64 KiB chunks to `socket` until none is taken for a second (the pipe to a `peer` that
+/// never reads is full, and the connection is not reset); returns the bytes taken.
+async fn write_until_stalled(socket: &mut TcpStream, peer: &str) -> usize {
+    let chunk = vec![0x5Au8; 64 * 1024];
+    let mut sent = 0usize;
+    while let Ok(written) =
+        tokio::time::timeout(Duration::from_secs(1), socket.write_all(&chunk)).await
+    {
+        written.unwrap_or_else(|e| panic!("the stream to {peer} was reset: {e}"));
+        sent += chunk.len();
+        assert!(sent < 1 << 30, "{peer} was sent 1 GiB");
+    }
+    sent
+}
+
 async fn connect_edge(port: u16) -> TcpStream {
     TcpStream::connect((EDGE_ADDR, port))
         .await
@@ -154,16 +169,7 @@ async fn a_target_that_never_reads_stalls_only_its_own_client(transport: &str) {
     let baseline = rss_kib(hub_pid) + rss_kib(edge_pid);
 
     let mut socket = connect_edge(stuck.port).await;
-    let chunk = vec![0x5Au8; 64 * 1024];
-    let mut sent = 0usize;
-    // Write until no write completes for a second: the pipe is full.
-    while let Ok(written) =
-        tokio::time::timeout(Duration::from_secs(1), socket.write_all(&chunk)).await
-    {
-        written.expect("the stalled stream is not reset");
-        sent += chunk.len();
-        assert!(sent < 1 << 30, "a target that never reads took 1 GiB");
-    }
+    let sent = write_until_stalled(&mut socket, "a target that never reads").await;
     let grown_kib = (rss_kib(hub_pid) + rss_kib(edge_pid)).saturating_sub(baseline);
     // Kernel socket buffers on four sockets (a few MiB each on loopback) plus one stream window.
     assert!(
@@ -225,15 +231,7 @@ async fn held_for_a_client_that_never_reads(
         .await
         .unwrap()
         .unwrap();
-    let chunk = vec![0x3Cu8; 64 * 1024];
-    let mut sent = 0usize;
-    while let Ok(written) =
-        tokio::time::timeout(Duration::from_secs(1), accepted.write_all(&chunk)).await
-    {
-        written.expect("the stalled download is not reset");
-        sent += chunk.len();
-        assert!(sent < 1 << 30, "a client that never reads was sent 1 GiB");
-    }
+    let sent = write_until_stalled(&mut accepted, "a client that never reads").await;
     sent.saturating_sub(kernel_queued(port))
 }
 

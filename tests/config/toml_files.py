@@ -31,8 +31,7 @@ def write(path, text):
 
 def main():
     report = harness.Report()
-    processes = []
-    try:
+    with harness.stopping() as processes:
         with tempfile.TemporaryDirectory(prefix="ri-toml-") as workdir:
             p1, p2, p3, p4 = (harness.free_port("127.0.0.1", also_free_on=["127.0.0.2", "127.0.0.3", "127.0.0.4"])
                               for _ in range(4))
@@ -118,9 +117,6 @@ def main():
             bad = subprocess.run([harness.binary(), "hub", "--config", config], capture_output=True, text=True, timeout=20)
             report.check("an invalid file at start exits 64 with file:line", bad.returncode == 64 and f"{config}:" in bad.stderr,
                          (bad.returncode, bad.stderr[-300:]))
-    finally:
-        for process in reversed(processes):
-            process.stop()
     return report.finish()
 
 

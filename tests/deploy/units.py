@@ -62,8 +62,6 @@ def main():
     if not shutil.which("systemd-analyze"):
         report.check("systemd-analyze is installed (setup.sh installs systemd)", False)
         return report.finish()
-    processes = []
-    ns = f"ridp-{os.urandom(2).hex()}"
     inside = lambda argv: ["ip", "netns", "exec", ns, *argv]  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="ri-deploy-") as workdir:
         verify(report, workdir)
@@ -86,9 +84,7 @@ def main():
                         "targetPorts": [{"port": 443, "targetPort": 18443}],
                         "firewallConfig": {"blockedIps": ["192.0.2.1"]}}], f)
         os.chmod(edges, 0o644)
-        try:
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            subprocess.run(inside(["ip", "link", "set", "lo", "up"]), check=True)
+        with harness.namespaces("ridp", 1) as (ns,), harness.stopping() as processes:
             target = harness.Process(inside([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", "18443"]),
                                      "unit-target")
             processes.append(target)
@@ -124,10 +120,6 @@ def main():
                          out.stdout + out.stderr)
             tables = subprocess.run(inside(["nft", "list", "tables"]), capture_output=True, text=True).stdout
             report.check("the firewall table is in the kernel", "inet remoteingress" in tables, tables)
-        finally:
-            for process in reversed(processes):
-                process.stop()
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     return report.finish()
 
 

@@ -75,11 +75,10 @@ def run_relay(port, hub, stats, ready):
 
 def main():
     report = harness.Report()
-    processes = []
     stats = {"relayed": 0, "reordered": 0, "dropped": 0, "duplicated": 0}
     port = harness.free_port("127.0.0.1", also_free_on=[EDGE_ADDR])
     tunnel_port, relay_port = harness.free_port(), harness.free_port()
-    try:
+    with harness.stopping() as processes:
         with tempfile.TemporaryDirectory(prefix="ri-ro-") as workdir:
             edges_file = os.path.join(workdir, "edges.json")
             with open(edges_file, "w") as f:
@@ -116,9 +115,6 @@ def main():
             report.check("the tunnel survived", not lost, lost)
             print(f"reordering relay: {stats}; 2 MiB echo in {result.get('tcp_seconds')} s; "
                   f"UDP {result.get('udp_replies')}/{lossy_link.UDP_COUNT}")
-    finally:
-        for process in reversed(processes):
-            process.stop()
     return report.finish()
 
 

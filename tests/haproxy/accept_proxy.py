@@ -62,32 +62,30 @@ backend whoami
     edges = os.path.join(workdir, f"edges-{version}.json")
     with open(edges, "w") as f:
         f.write(f'[{{"id":"edge-ha","secret":"ha-secret","listenPorts":[{port}]}}]')
-    processes = []
-    try:
-        haproxy = harness.Process([shutil.which("haproxy"), "-f", config, "-db"], f"haproxy-{version}")
-        processes.append(haproxy)
-        harness.wait_port("127.0.0.1", port)
-        hub = harness.Process([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges,
-                               "--proxy-protocol", version, "--json"], f"hub-{version}")
-        processes.append(hub)
-        token = harness.token("127.0.0.1", tunnel_port, "edge-ha", "ha-secret")
-        edge = harness.Process([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
-                                "--transport-mode", "tcpTls", "--no-stun", "--json"], f"edge-{version}")
-        processes.append(edge)
-        edge.wait_event("tunnelConnected", timeout=20)
-        edge.wait_event("portsAssigned")
-        hub.wait_event("edgeConnected")
-        response = http_get("127.0.0.2", port, CLIENT_SOURCE)
-        report.check(f"{version}: HAProxy answered through the tunnel", response.startswith("HTTP/1.0 200"), response[:200])
-        report.check(f"{version}: backend saw the original client address",
-                     f"x-forwarded-for: {CLIENT_SOURCE}" in response, response)
-        opened = hub.wait_event("streamOpened")
-        report.check(f"{version}: hub reported the client", opened["clientAddr"].startswith(CLIENT_SOURCE + ":"), opened)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        backend.shutdown()
-        backend.server_close()
+    with harness.stopping() as processes:
+        try:
+            haproxy = harness.Process([shutil.which("haproxy"), "-f", config, "-db"], f"haproxy-{version}")
+            processes.append(haproxy)
+            harness.wait_port("127.0.0.1", port)
+            hub = harness.Process([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges,
+                                   "--proxy-protocol", version, "--json"], f"hub-{version}")
+            processes.append(hub)
+            token = harness.token("127.0.0.1", tunnel_port, "edge-ha", "ha-secret")
+            edge = harness.Process([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
+                                    "--transport-mode", "tcpTls", "--no-stun", "--json"], f"edge-{version}")
+            processes.append(edge)
+            edge.wait_event("tunnelConnected", timeout=20)
+            edge.wait_event("portsAssigned")
+            hub.wait_event("edgeConnected")
+            response = http_get("127.0.0.2", port, CLIENT_SOURCE)
+            report.check(f"{version}: HAProxy answered through the tunnel", response.startswith("HTTP/1.0 200"), response[:200])
+            report.check(f"{version}: backend saw the original client address",
+                         f"x-forwarded-for: {CLIENT_SOURCE}" in response, response)
+            opened = hub.wait_event("streamOpened")
+            report.check(f"{version}: hub reported the client", opened["clientAddr"].startswith(CLIENT_SOURCE + ":"), opened)
+        finally:
+            backend.shutdown()
+            backend.server_close()
 
 
 def main():

@@ -56,8 +56,7 @@ def wait_for(what, check, timeout=15):
 
 def main():
     report = harness.Report()
-    processes = []
-    try:
+    with harness.stopping() as processes:
         with tempfile.TemporaryDirectory(prefix="ri-metrics-") as workdir:
             port = harness.free_port("127.0.0.1", also_free_on=["127.0.0.2"])
             dead_port = harness.free_port("127.0.0.1", also_free_on=["127.0.0.2"])  # nothing listens there
@@ -154,9 +153,6 @@ def main():
             hub.wait_event("started")
             wait_for("edge /readyz 200 again", lambda: get(edge_metrics, "/readyz")[0] == 200, timeout=30)
             report.check("edge /readyz: ready again when the hub is back", True)
-    finally:
-        for process in reversed(processes):
-            process.stop()
     return report.finish()
 
 

@@ -75,9 +75,8 @@ def main():
         return 1
     report = harness.Report()
     port, tunnel_port = 18080, 18443
-    processes = []
     with Topology() as topology, tempfile.TemporaryDirectory(prefix="ri-netns-") as workdir:
-        try:
+        with harness.stopping() as processes:
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
                 f.write(f'[{{"id":"edge-ns","secret":"ns-secret","listenPorts":[{port}]}}]')
@@ -102,9 +101,6 @@ def main():
                 report.check(f"{name}: bytes echoed", rest == "hello", repr(rest))
             seen = [target.wait_line(lambda line: line.startswith("client ")) for _ in range(2)]
             report.check("target log has both clients", any("10.201.0.2" in s for s in seen) and any("10.202.0.2" in s for s in seen), seen)
-        finally:
-            for process in reversed(processes):
-                process.stop()
     return report.finish()
 
 

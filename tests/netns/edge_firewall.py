@@ -122,16 +122,12 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    processes = []
     clients = [f"10.99.7.{host}/24" for host in range(2, 7)]
     with harness.linked_namespaces("rifw", [f"{EDGE_IP}/24"], clients) as (ns_edge, ns_clients, _, _):
         edge_ns = lambda argv: ["ip", "netns", "exec", ns_edge, *argv]  # noqa: E731
         client_ns = lambda argv: ["ip", "netns", "exec", ns_clients, *argv]  # noqa: E731
-        try:
+        with harness.stopping() as processes:
             scenario(report, processes, edge_ns, client_ns)
-        finally:
-            for process in reversed(processes):
-                process.stop()
     return report.finish()
 
 

@@ -69,8 +69,8 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    processes = []
-    with harness.linked_namespaces("rieg", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"]) as (hub_ns, edge_ns, _, edge_dev):
+    namespaces = harness.linked_namespaces("rieg", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"])
+    with namespaces as (hub_ns, edge_ns, _, edge_dev), harness.stopping() as processes:
         etc = f"/etc/netns/{edge_ns}"
         try:
             os.makedirs(etc, exist_ok=True)
@@ -78,8 +78,6 @@ def main():
                 hosts.write(f"127.0.0.1 localhost\n{TARGET_IP} mail.lan.test\n127.0.0.1 rebind.lan.test\n")
             scenario(report, processes, hub_ns, edge_ns, edge_dev)
         finally:
-            for process in reversed(processes):
-                process.stop()
             subprocess.run(["rm", "-rf", etc], check=False)
     return report.finish()
 

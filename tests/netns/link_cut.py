@@ -78,15 +78,14 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    processes, clients = [], []
-    with harness.linked_namespaces("rilc", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"]) as (hub_ns, edge_ns, _, edge_dev):
+    clients = []
+    namespaces = harness.linked_namespaces("rilc", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"])
+    with namespaces as (hub_ns, edge_ns, _, edge_dev), harness.stopping() as processes:
         try:
             scenario(report, processes, clients, hub_ns, edge_ns, edge_dev)
         finally:
             for client in clients:
                 client.close()
-            for process in reversed(processes):
-                process.stop()
     return report.finish()
 
 

@@ -37,17 +37,10 @@ def main():
         print("long_fat_path: needs root (network namespaces, TUN devices)")
         return 1
     report = harness.Report()
-    tag = os.urandom(2).hex()
-    hub_ns, edge_ns = f"ri-lfp-h-{tag}", f"ri-lfp-e-{tag}"
-    in_hub = lambda argv: ["ip", "netns", "exec", hub_ns, *argv]  # noqa: E731
-    in_edge = lambda argv: ["ip", "netns", "exec", edge_ns, *argv]  # noqa: E731
-    processes = []
-    try:
-        for ns in (hub_ns, edge_ns):
-            harness.run("ip", "netns", "add", ns)
-            harness.run("ip", "-n", ns, "link", "set", "lo", "up")
-            harness.run(*(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 131072 33554432",
-                           "net.ipv4.tcp_wmem=4096 16384 33554432"]))
+    buffers = ["net.ipv4.tcp_rmem=4096 131072 33554432", "net.ipv4.tcp_wmem=4096 16384 33554432"]
+    with harness.namespaces("ri-lfp", 2, buffers) as (hub_ns, edge_ns), harness.stopping() as processes:
+        in_hub = lambda argv: ["ip", "netns", "exec", hub_ns, *argv]  # noqa: E731
+        in_edge = lambda argv: ["ip", "netns", "exec", edge_ns, *argv]  # noqa: E731
         link = harness.Process([loadgen(), "delay-line", "--a-netns", edge_ns, "--a-address", EDGE_IP, "--b-netns", hub_ns,
                                 "--b-address", HUB_IP, "--rtt-ms", str(RTT_MS), "--rate-mbit", str(RATE_MBIT)], "lfp-link")
         processes.append(link)
@@ -76,11 +69,6 @@ def main():
                      mbit(direct) > 0.6 * RATE_MBIT, direct)
         report.check(f"tcpTls: one stream beyond 1.4 x what a fixed 4 MiB window allows ({FIXED_WINDOW_MBIT:.0f} Mbit/s)",
                      mbit(tunnel) > 1.4 * FIXED_WINDOW_MBIT, tunnel)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        for ns in (hub_ns, edge_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     return report.finish()
 
 

@@ -111,13 +111,9 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    processes = []
     with harness.linked_namespaces("rill", [f"{HUB_IP}/24"], [f"{EDGE_IP}/24"]) as (hub_ns, edge_ns, _, edge_dev):
-        try:
+        with harness.stopping() as processes:
             scenario(report, processes, hub_ns, edge_ns, edge_dev)
-        finally:
-            for process in reversed(processes):
-                process.stop()
     return report.finish()
 
 

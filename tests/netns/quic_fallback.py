@@ -11,7 +11,6 @@ clients connect continuously; in the instant the hub replaces the TLS connection
 login, streams still opened on TLS must be forwarded, not refused. Repeated a few times.
 """
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -109,12 +108,8 @@ def main():
         print("needs root for network namespaces")
         return 1
     report = harness.Report()
-    ns = f"riqf-{secrets.token_hex(2)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    processes = []
-    inside = lambda argv: ["ip", "netns", "exec", ns, *argv]  # noqa: E731
-    try:
-        subprocess.run(inside(["ip", "link", "set", "lo", "up"]), check=True)
+    with harness.namespaces("riqf", 1) as (ns,), harness.stopping() as processes:
+        inside = lambda argv: ["ip", "netns", "exec", ns, *argv]  # noqa: E731
         port, tunnel_port = 18081, 18444
         block_udp(inside, tunnel_port)
         with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
@@ -168,10 +163,6 @@ def main():
                                  capture_output=True, text=True, timeout=20).stdout.strip()
             report.check("new connections work over QUIC", out.startswith("target saw client"), out)
             migrations_lose_nothing(report, inside, edge, port, tunnel_port)
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     return report.finish()
 
 

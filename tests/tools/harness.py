@@ -156,25 +156,48 @@ class Management(Process):
 
 
 @contextlib.contextmanager
+def stopping():
+    """A list for the processes a scenario starts; however the block is left, each is stopped
+    (by PID, the last started first)."""
+    processes = []
+    try:
+        yield processes
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+@contextlib.contextmanager
+def namespaces(prefix, count, sysctls=()):
+    """`count` new network namespaces, loopback up and each `sysctls` entry ("key=value") set in
+    each; yields their names and always deletes them (with everything in them)."""
+    tag = os.urandom(2).hex()
+    names = [f"{prefix}-{index}-{tag}" for index in range(count)]
+    try:
+        for ns in names:
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            if sysctls:
+                run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *sysctls)
+        yield names
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
 def linked_namespaces(prefix, a_addresses, b_addresses):
     """Two new network namespaces (loopback up) joined by a veth pair with the given CIDR
     addresses on each end; yields (ns_a, ns_b, dev_a, dev_b) and always deletes both."""
     tag = os.urandom(2).hex()
-    ns_a, ns_b = f"{prefix}-a-{tag}", f"{prefix}-b-{tag}"
     dev_a, dev_b = f"{prefix}a{tag}", f"{prefix}b{tag}"
-    try:
-        for ns in (ns_a, ns_b):
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
+    with namespaces(prefix, 2) as (ns_a, ns_b):
         run("ip", "link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
         for ns, dev, addresses in ((ns_a, dev_a, a_addresses), (ns_b, dev_b, b_addresses)):
             for address in addresses:
                 run("ip", "-n", ns, "addr", "add", address, "dev", dev)
             run("ip", "-n", ns, "link", "set", dev, "up")
         yield ns_a, ns_b, dev_a, dev_b
-    finally:
-        for ns in (ns_a, ns_b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::stream::{wake_all, MuxStream, StreamEnd};
-use super::{lock, now, MuxCloseReason, ProtocolError, Shared, Side};
+use super::{lock, MuxCloseReason, ProtocolError, Shared, Side};
 use crate::transport::control::ControlMessage;
 use crate::transport::datagram::UdpMessage;
 use crate::transport::frame::{self, window_update_value, Frame, FrameType};
@@ -179,7 +179,7 @@ fn on_data(shared: &Shared, frame: Frame) -> Result<(), ProtocolError> {
         }
         state
             .window
-            .on_data(len, now())
+            .on_data(len)
             .map_err(|e| ProtocolError::CreditExceeded {
                 stream_id: id,
                 len: e.len,

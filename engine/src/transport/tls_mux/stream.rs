@@ -262,15 +262,14 @@ impl AsyncRead for MuxStream {
                 // The peer sends nothing more: no credit to return.
                 None
             } else {
-                let now = now();
                 let inputs = TargetInputs {
                     settings: &this.mux.window,
                     qos: &this.mux.qos,
                     active_streams: this.mux.active_streams(),
                     path_rtt: this.mux.path_rtt(),
                 };
-                let target = state.window.target(inputs, now);
-                state.window.take_grant(target, now)
+                let target = state.window.target(inputs, now());
+                state.window.take_grant(target)
             }
         };
         if let Some(grant) = grant {

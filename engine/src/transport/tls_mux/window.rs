@@ -131,7 +131,7 @@ impl RecvWindow {
 
     /// Accounts `len` received bytes; refuses them if they exceed the peer's credit (a protocol
     /// violation: the tunnel must be closed).
-    pub(crate) fn on_data(&mut self, len: usize, _now: Instant) -> Result<(), CreditExceeded> {
+    pub(crate) fn on_data(&mut self, len: usize) -> Result<(), CreditExceeded> {
         let n = u64::try_from(len).unwrap_or(u64::MAX);
         if n > self.outstanding {
             return Err(CreditExceeded {
@@ -161,7 +161,8 @@ impl RecvWindow {
         } else {
             inputs.settings.start_target(inputs.active_streams)
         };
-        let current = self.tuned.max(u64::from(start)).min(ceiling);
+        let bounded = |tuned: u64| tuned.max(u64::from(start)).min(ceiling);
+        let current = bounded(self.tuned);
         if let Some(rtt) = inputs.path_rtt.filter(|rtt| !rtt.is_zero()) {
             let (since, consumed_then) = self.epoch;
             let elapsed = now.saturating_duration_since(since);
@@ -176,13 +177,12 @@ impl RecvWindow {
                 self.epoch = (now, self.consumed);
             }
         }
-        let target = self.tuned.max(u64::from(start)).min(ceiling);
-        u32::try_from(target).unwrap_or(u32::MAX)
+        u32::try_from(bounded(self.tuned)).unwrap_or(u32::MAX)
     }
 
     /// The credit to return now, if it is worth a WINDOW_UPDATE; it counts as granted from here
     /// on, so the caller must queue it.
-    pub(crate) fn take_grant(&mut self, target: u32, _now: Instant) -> Option<u32> {
+    pub(crate) fn take_grant(&mut self, target: u32) -> Option<u32> {
         let target = u64::from(target);
         let room = target.saturating_sub(self.outstanding + self.buffered);
         let threshold = (target / 2).min(u64::from(GRANT_THRESHOLD)).max(1);
@@ -283,10 +283,10 @@ mod tests {
         for step in 1..=seconds * 100 {
             let now = start + Duration::from_millis(10 * step);
             let send = per_step.min(w.outstanding());
-            w.on_data(usize::try_from(send).unwrap(), now).unwrap();
+            w.on_data(usize::try_from(send).unwrap()).unwrap();
             w.on_consumed(usize::try_from(send).unwrap());
             let target = w.target(inputs(&s, &qos, rtt_ms), now);
-            let _ = w.take_grant(target, now);
+            let _ = w.take_grant(target);
             targets.push(target);
         }
         targets
@@ -349,9 +349,9 @@ mod tests {
         let now = Instant::now();
         let mut w = RecvWindow::new(now);
         assert_eq!(w.outstanding(), u64::from(INITIAL_STREAM_WINDOW));
-        w.on_data(INITIAL_STREAM_WINDOW as usize - 1, now).unwrap();
-        w.on_data(1, now).unwrap();
-        assert_eq!(w.on_data(1, now), Err(CreditExceeded { len: 1, credit: 0 }));
+        w.on_data(INITIAL_STREAM_WINDOW as usize - 1).unwrap();
+        w.on_data(1).unwrap();
+        assert_eq!(w.on_data(1), Err(CreditExceeded { len: 1, credit: 0 }));
         assert_eq!(w.buffered(), u64::from(INITIAL_STREAM_WINDOW));
     }
 
@@ -359,57 +359,54 @@ mod tests {
     fn small_reads_do_not_trigger_updates() {
         let now = Instant::now();
         let mut w = RecvWindow::new(now);
-        w.on_data(100_000, now).unwrap();
+        w.on_data(100_000).unwrap();
         // target == initial: room is only what was consumed.
         w.on_consumed(1000);
-        assert_eq!(w.take_grant(MIB, now), None);
+        assert_eq!(w.take_grant(MIB), None);
         w.on_consumed(99_000);
-        assert_eq!(w.take_grant(MIB, now), None, "100 kB < threshold");
-        w.on_data(200_000, now).unwrap();
+        assert_eq!(w.take_grant(MIB), None, "100 kB < threshold");
+        w.on_data(200_000).unwrap();
         w.on_consumed(200_000);
-        assert_eq!(w.take_grant(MIB, now), Some(300_000));
+        assert_eq!(w.take_grant(MIB), Some(300_000));
         assert_eq!(w.outstanding(), u64::from(MIB));
-        assert_eq!(w.take_grant(MIB, now), None);
+        assert_eq!(w.take_grant(MIB), None);
     }
 
     #[test]
     fn grows_toward_a_larger_target() {
         let now = Instant::now();
         let mut w = RecvWindow::new(now);
-        w.on_data(10, now).unwrap();
+        w.on_data(10).unwrap();
         w.on_consumed(10);
-        assert_eq!(w.take_grant(4 * MIB, now), Some(3 * MIB + 10));
+        assert_eq!(w.take_grant(4 * MIB), Some(3 * MIB + 10));
         assert_eq!(w.outstanding(), u64::from(4 * MIB));
-        w.on_data(4 * MIB as usize, now).unwrap();
-        assert!(w.on_data(1, now).is_err());
+        w.on_data(4 * MIB as usize).unwrap();
+        assert!(w.on_data(1).is_err());
     }
 
     #[test]
     fn shrinks_when_the_target_drops() {
         let now = Instant::now();
         let mut w = RecvWindow::new(now);
-        w.on_data(10, now).unwrap();
+        w.on_data(10).unwrap();
         w.on_consumed(10);
-        assert!(w.take_grant(4 * MIB, now).is_some());
+        assert!(w.take_grant(4 * MIB).is_some());
         // Many streams now: no more credit until the peer's holdings fall below the new target.
-        w.on_data(3 * MIB as usize, now).unwrap();
+        w.on_data(3 * MIB as usize).unwrap();
         w.on_consumed(3 * MIB as usize);
-        assert_eq!(w.take_grant(MIB, now), None);
-        w.on_data(MIB as usize, now).unwrap();
+        assert_eq!(w.take_grant(MIB), None);
+        w.on_data(MIB as usize).unwrap();
         w.on_consumed(MIB as usize);
-        assert_eq!(w.take_grant(MIB, now), Some(MIB));
+        assert_eq!(w.take_grant(MIB), Some(MIB));
     }
 
     #[test]
     fn tiny_targets_still_grant() {
         let now = Instant::now();
         let mut w = RecvWindow::new(now);
-        w.on_data(INITIAL_STREAM_WINDOW as usize, now).unwrap();
+        w.on_data(INITIAL_STREAM_WINDOW as usize).unwrap();
         w.on_consumed(INITIAL_STREAM_WINDOW as usize);
-        assert_eq!(
-            w.take_grant(MIN_TARGET_WINDOW, now),
-            Some(MIN_TARGET_WINDOW)
-        );
+        assert_eq!(w.take_grant(MIN_TARGET_WINDOW), Some(MIN_TARGET_WINDOW));
     }
 
     proptest! {
@@ -426,12 +423,12 @@ mod tests {
             let mut max_target = u64::from(INITIAL_STREAM_WINDOW);
             for (send, read, streams) in steps {
                 let send = u64::from(send).min(w.outstanding);
-                w.on_data(usize::try_from(send).unwrap(), now).unwrap();
+                w.on_data(usize::try_from(send).unwrap()).unwrap();
                 let read = u64::from(read).min(w.buffered());
                 w.on_consumed(usize::try_from(read).unwrap());
                 let target = s.target(streams);
                 max_target = max_target.max(u64::from(target));
-                if let Some(grant) = w.take_grant(target, now) {
+                if let Some(grant) = w.take_grant(target) {
                     prop_assert!(u64::from(grant) >= (u64::from(target) / 2).min(u64::from(GRANT_THRESHOLD)));
                     prop_assert!(w.outstanding + w.buffered <= u64::from(target));
                 }
