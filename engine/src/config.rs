@@ -291,9 +291,7 @@ impl PerformanceSettings {
             heartbeat_timeout: Duration::from_secs(p.heartbeat_timeout_secs.into()),
         })
     }
-}
 
-impl PerformanceSettings {
     /// The settings in the IPC form they were given in (for status and pushes).
     pub fn to_ipc(&self) -> ipc::PerformanceConfig {
         let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);

@@ -56,8 +56,8 @@ pub(crate) struct EdgeState {
     pub(crate) stun_interval_secs: Option<u32>,
     /// Limits pushed by the hub (the defaults until then).
     pub(crate) limits: EdgeLimitSettings,
-    /// Flow control pushed by the hub (the defaults until then); kept for the next connection,
-    /// since QUIC fixes its windows in the handshake.
+    /// Performance settings pushed by the hub, as checked by the edge (the defaults until
+    /// then); kept for the next connection, since QUIC fixes its windows in the handshake.
     pub(crate) performance: PerformanceSettings,
     /// The firewall snapshot in force and the outcome of the last one.
     pub(crate) firewall: firewall::FirewallView,

@@ -77,9 +77,9 @@ impl Ports {
                 shared.spawn(accept::accept_loop(listener, port, shared.clone(), stop));
             },
         );
-        if let Some(secs) = config.udp_session_idle_secs.filter(|&secs| secs > 0) {
-            self.udp.set_idle(Duration::from_secs(secs.into()));
-        }
+        // The hub's idle time, as checked when the tunnel was made (`connector::adopt_performance`).
+        self.udp
+            .set_idle(shared.state().performance.udp_session_idle);
         let limits = config.limits.unwrap_or_default().sanitised();
         self.udp.set_limits(&limits);
         let (udp_ports, udp_failures) = self.udp.apply(&config.listen_ports_udp);

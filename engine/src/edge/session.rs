@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use super::connector::{connect_quic, Connected, CONNECT_DEADLINE};
 use super::ports::Ports;
 use super::EdgeShared;
-use crate::config::PerformanceSettings;
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::{self, EdgeConfigPush, EdgeReport};
@@ -44,10 +43,8 @@ pub(crate) async fn run(
         listen_ports_udp: push.listen_ports_udp.clone(),
     }));
 
-    let timeout = push
-        .heartbeat_timeout_secs
-        .map(|secs| Duration::from_secs(secs.into()))
-        .unwrap_or_else(|| PerformanceSettings::default().heartbeat_timeout);
+    // The hub's timeout, as checked when the tunnel was made (`connector::adopt_performance`).
+    let timeout = shared.state().performance.heartbeat_timeout;
     let mut last_heard = Instant::now();
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     // On the TLS fallback of `quicWithFallback`, keep trying QUIC in the background.

@@ -777,10 +777,10 @@ fn capabilities(transport: TunnelTransport) -> Vec<String> {
 
 /// The configuration pushed to an edge.
 fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfigPush {
+    let performance = settings.performance.to_ipc();
     EdgeConfigPush {
-        heartbeat_timeout_secs: u32::try_from(settings.performance.heartbeat_timeout.as_secs())
-            .ok(),
-        udp_session_idle_secs: u32::try_from(settings.performance.udp_session_idle.as_secs()).ok(),
+        heartbeat_timeout_secs: Some(performance.heartbeat_timeout_secs),
+        udp_session_idle_secs: Some(performance.udp_session_idle_secs),
         performance: Some(PerformancePush::from(&settings.performance)),
         listen_ports: allowed.listen_ports.clone(),
         listen_ports_udp: allowed.listen_ports_udp.clone(),

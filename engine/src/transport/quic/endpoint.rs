@@ -78,12 +78,13 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
 /// Longest interval between QUIC keep-alives.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available. `reset_key` keys the stateless resets and the connection ids'
-/// integrity check: derived from the hub's persistent identity, both are the same after a
-/// restart, so the restarted hub recognises an edge's packet for a connection it no longer knows
-/// as one of its own ids and answers with a reset the edge accepts; the edge then reconnects at
-/// once instead of waiting for its idle timeout. (With per-start keys the new hub dropped those
-/// packets as "invalid CID" and the edge waited 10 s.)
+/// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available. `reset_key` keys
+/// the stateless resets and the connection ids' integrity check: derived from the hub's
+/// persistent identity, both are the same after a restart, so the restarted hub recognises an
+/// edge's packet for a connection it no longer knows as one of its own ids and answers with a
+/// reset the edge accepts; the edge then reconnects at once instead of waiting for its idle
+/// timeout. (With per-start keys the new hub dropped those packets as "invalid CID" and the
+/// edge waited 10 s.)
 pub fn server_endpoint(
     port: u16,
     tls: Arc<rustls::ServerConfig>,
