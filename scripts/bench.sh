@@ -402,7 +402,7 @@ rows = []
 for line in open(sys.argv[1]):
     row = json.loads(line)
     same = next((r for r in rows if (r["path"], r["test"]) == (row["path"], row["test"])), None)
-    if same and row["result"]["kind"] == "tcp":  # repeated cell (lossy WAN): keep every run
+    if same and row["result"]["kind"] == "tcp":  # a repeated WAN cell: keep every run
         same["result"].setdefault("runs", [same["result"]["gbps"]]).append(row["result"]["gbps"])
         same["result"]["gbps"] = sorted(same["result"]["runs"])[len(same["result"]["runs"]) // 2]
     else:
