@@ -70,11 +70,14 @@ pub struct HubStatus {
     /// Number of edges in the allowed list.
     pub allowed_edges: u32,
     pub connected_edges: Vec<ConnectedEdgeStatus>,
-    /// Tunnel connections refused at once because too many handshakes were in progress (per
-    /// source or in total).
+    /// Pending tunnel connections that made way for newer ones because too many handshakes
+    /// were in progress (per source or in total); the least advanced go first.
     pub handshakes_refused: u64,
     /// Sources whose logins are delayed now after repeated failed logins.
     pub slowed_sources: u32,
+    /// Edge ids whose logins are delayed now after repeated failed logins for them (from any
+    /// sources).
+    pub slowed_edge_ids: u32,
     /// The hub's resource limits in force.
     pub limits: HubLimitStatus,
 }

@@ -1,26 +1,37 @@
-//! The login throttle: slows sources whose logins fail, bounds pending handshakes, and never
-//! locks out a good edge (sans-IO: callers pass `now`).
+//! The login throttle: slows sources and edge ids whose logins fail, bounds pending handshakes
+//! without letting them lock anybody out, and never locks out a good edge (sans-IO: callers
+//! pass `now`).
 //!
 //! - Only *completed* logins that failed (wrong proof, unknown edge id) count. A bare TCP
 //!   connect, a port scan or a health checker costs nothing, so a NAT neighbour cannot lock an
 //!   edge out.
 //! - A source is an IPv4 address or an IPv6 /64 (one customer's prefix).
-//! - After [`FREE_FAILURES`] failures a source's logins are answered after a growing delay
-//!   ([`BASE_DELAY`] doubling, at most [`MAX_DELAY`]), so a correct login from a slowed source
-//!   still succeeds within a few seconds while guessing gets slow.
-//! - At most [`MAX_PENDING_PER_SOURCE`] handshakes per source and [`MAX_PENDING_TOTAL`] in all
-//!   may be in progress (slowloris handshakes hold one until the handshake deadline); beyond
-//!   that a connection is refused at once and counted.
-//! - Memory is bounded: at most [`MAX_TRACKED_SOURCES`] records; under a flood of new sources
-//!   the records with the fewest failures go first, so a slowed source is not evicted (and
-//!   thereby pardoned) by an attacker spraying addresses.
+//! - After [`FREE_FAILURES`] failures of a source, or of an edge id (guessing from rotating
+//!   sources), every login from that source or for that id is answered after a growing delay
+//!   ([`BASE_DELAY`] doubling, at most [`MAX_DELAY`]), so a correct login still succeeds within a
+//!   few seconds while guessing gets slow: each delayed guess holds one of the hub-wide pending
+//!   slots for the delay, so the hub answers at most [`MAX_PENDING_TOTAL`] guesses per
+//!   [`MAX_DELAY`] whatever the number of sources. The proof is checked before the delay, and a
+//!   verified login never makes way for another connection while it waits.
+//! - Pending handshakes are bounded per source and in total ([`super::pending`]); at a cap the
+//!   least advanced one makes way for the new connection, which is never refused.
+//! - Memory is bounded: at most [`MAX_TRACKED_SOURCES`] failure records of each kind; under a
+//!   flood of new sources the records with the fewest failures go first, so a slowed source is
+//!   not evicted (and thereby pardoned) by an attacker spraying addresses. Edge ids are kept as
+//!   a keyed 64-bit hash, not as the (up to 4 KiB) id.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Failed logins a source may have before its logins are delayed.
+use super::pending::PendingLogins;
+pub use super::pending::{
+    Admitted, AllVerified, PendingId, Stage, MAX_PENDING_PER_SOURCE, MAX_PENDING_TOTAL,
+};
+
+/// Failed logins a source (or an edge id) may have before its logins are delayed.
 pub const FREE_FAILURES: u32 = 3;
 /// Delay after the first failure past [`FREE_FAILURES`]; doubles with each further failure.
 pub const BASE_DELAY: Duration = Duration::from_millis(250);
@@ -28,11 +39,7 @@ pub const BASE_DELAY: Duration = Duration::from_millis(250);
 pub const MAX_DELAY: Duration = Duration::from_secs(3);
 /// A source's failures are forgotten this long after its last one.
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-/// Handshakes one source may have in progress.
-pub const MAX_PENDING_PER_SOURCE: u32 = 16;
-/// Handshakes all sources together may have in progress.
-pub const MAX_PENDING_TOTAL: usize = 1024;
-/// Sources tracked at most.
+/// Sources (and, separately, edge ids) tracked at most.
 pub const MAX_TRACKED_SOURCES: usize = 10_000;
 
 /// A login source: the IPv4 address, or the /64 of an IPv6 address.
@@ -50,15 +57,6 @@ impl SourceKey {
     }
 }
 
-/// Why a handshake was refused before it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("too many handshakes in progress from this source ({MAX_PENDING_PER_SOURCE})")]
-    SourceBusy,
-    #[error("too many handshakes in progress")]
-    HubBusy,
-}
-
 /// How a handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -66,7 +64,7 @@ pub enum Outcome {
     Succeeded,
     /// A complete login was refused (wrong proof or unknown edge id).
     Failed,
-    /// Anything else: TLS failed, garbage, timeout, peer gone. Not counted.
+    /// Anything else: TLS failed, garbage, timeout, peer gone, evicted. Not counted.
     Abandoned,
 }
 
@@ -74,7 +72,6 @@ pub enum Outcome {
 struct Record {
     failures: u32,
     last_failure: Option<Instant>,
-    pending: u32,
 }
 
 impl Record {
@@ -87,13 +84,78 @@ impl Record {
     }
 }
 
-/// Per-source login state of the hub.
+/// Remembered failures per key (a source, an edge id), at most [`MAX_TRACKED_SOURCES`].
+#[derive(Debug)]
+struct FailureTable<K> {
+    records: HashMap<K, Record>,
+}
+
+impl<K: Hash + Eq + Copy> FailureTable<K> {
+    fn new() -> Self {
+        Self {
+            records: HashMap::new(),
+        }
+    }
+
+    fn failures(&self, key: &K, now: Instant) -> u32 {
+        self.records
+            .get(key)
+            .map_or(0, |record| record.failures_at(now))
+    }
+
+    fn record(&mut self, key: K, outcome: Outcome, now: Instant) {
+        match outcome {
+            Outcome::Succeeded => {
+                self.records.remove(&key);
+            }
+            Outcome::Failed => {
+                if !self.records.contains_key(&key) {
+                    self.make_room(now);
+                }
+                let record = self.records.entry(key).or_default();
+                record.failures = record.failures_at(now).saturating_add(1);
+                record.last_failure = Some(now);
+            }
+            Outcome::Abandoned => {}
+        }
+    }
+
+    fn slowed(&self, now: Instant) -> usize {
+        self.records
+            .values()
+            .filter(|record| record.failures_at(now) > FREE_FAILURES)
+            .count()
+    }
+
+    /// Keeps the table under [`MAX_TRACKED_SOURCES`]: forgets expired records, then the record
+    /// with the fewest failures (the oldest among equals).
+    fn make_room(&mut self, now: Instant) {
+        if self.records.len() < MAX_TRACKED_SOURCES {
+            return;
+        }
+        self.records.retain(|_, record| record.failures_at(now) > 0);
+        if self.records.len() < MAX_TRACKED_SOURCES {
+            return;
+        }
+        let victim = self
+            .records
+            .iter()
+            .min_by_key(|(_, record)| (record.failures_at(now), record.last_failure))
+            .map(|(key, _)| *key);
+        if let Some(victim) = victim {
+            self.records.remove(&victim);
+        }
+    }
+}
+
+/// Per-source and per-edge-id login state of the hub.
 #[derive(Debug)]
 pub struct LoginThrottle {
-    sources: HashMap<SourceKey, Record>,
-    pending_total: usize,
-    max_pending_total: usize,
-    refused: u64,
+    sources: FailureTable<SourceKey>,
+    edge_ids: FailureTable<u64>,
+    /// Keys the edge-id hashes, so that nobody can aim ids at one record.
+    id_hasher: RandomState,
+    pending: PendingLogins,
 }
 
 impl Default for LoginThrottle {
@@ -129,106 +191,70 @@ impl LoginThrottle {
     /// [`MAX_PENDING_TOTAL`]) be in progress: the hub derives it from its open-file limit.
     pub fn new(max_pending_total: usize) -> Self {
         Self {
-            sources: HashMap::new(),
-            pending_total: 0,
-            max_pending_total: max_pending_total.clamp(1, MAX_PENDING_TOTAL),
-            refused: 0,
+            sources: FailureTable::new(),
+            edge_ids: FailureTable::new(),
+            id_hasher: RandomState::new(),
+            pending: PendingLogins::new(max_pending_total),
         }
     }
 
-    /// Starts a handshake from `ip`, or refuses it (counted) when too many are in progress.
-    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<SourceKey, Refusal> {
-        let key = SourceKey::of(ip);
-        let pending = self.sources.get(&key).map_or(0, |record| record.pending);
-        let refusal = if pending >= MAX_PENDING_PER_SOURCE {
-            Some(Refusal::SourceBusy)
-        } else if self.pending_total >= self.max_pending_total {
-            Some(Refusal::HubBusy)
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
-            self.refused = self.refused.saturating_add(1);
-            return Err(refusal);
-        }
-        if !self.sources.contains_key(&key) {
-            self.make_room(now);
-        }
-        self.sources.entry(key).or_default().pending += 1;
-        self.pending_total += 1;
-        Ok(key)
+    /// Starts a handshake from `ip`; at a cap, the least advanced pending one makes way.
+    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<Admitted, AllVerified> {
+        self.pending.admit(SourceKey::of(ip), now)
     }
 
-    /// How long to hold a login from `key` before checking it.
-    pub fn delay(&self, key: SourceKey, now: Instant) -> Duration {
-        self.sources
-            .get(&key)
-            .map_or(Duration::ZERO, |record| delay_for(record.failures_at(now)))
+    /// Records how far a pending handshake has come.
+    pub fn advance(&mut self, id: PendingId, stage: Stage) {
+        self.pending.advance(id, stage);
     }
 
-    /// Ends a handshake started with [`Self::begin`].
-    pub fn finish(&mut self, key: SourceKey, outcome: Outcome, now: Instant) {
-        let Some(record) = self.sources.get_mut(&key) else {
-            return;
-        };
-        if record.pending > 0 {
-            record.pending -= 1;
-            self.pending_total = self.pending_total.saturating_sub(1);
-        }
-        match outcome {
-            Outcome::Succeeded => {
-                record.failures = 0;
-                record.last_failure = None;
-            }
-            Outcome::Failed => {
-                record.failures = record.failures_at(now).saturating_add(1);
-                record.last_failure = Some(now);
-            }
-            Outcome::Abandoned => {}
-        }
-        if record.pending == 0 && record.failures_at(now) == 0 {
-            self.sources.remove(&key);
+    /// How long to hold a login from `source` for `edge_id` before answering it.
+    pub fn delay(&self, source: SourceKey, edge_id: &str, now: Instant) -> Duration {
+        let failures = self
+            .sources
+            .failures(&source, now)
+            .max(self.edge_ids.failures(&self.id_key(edge_id), now));
+        delay_for(failures)
+    }
+
+    /// Ends a handshake started with [`Self::begin`]; `edge_id` once its hello was read.
+    pub fn finish(
+        &mut self,
+        admitted: &Admitted,
+        edge_id: Option<&str>,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        self.pending.release(admitted.id);
+        self.sources.record(admitted.source, outcome, now);
+        if let Some(edge_id) = edge_id {
+            let key = self.id_key(edge_id);
+            self.edge_ids.record(key, outcome, now);
         }
     }
 
-    /// Connections refused because too many handshakes were in progress.
+    /// Connections that made way for newer ones because too many handshakes were in progress.
     pub fn refused(&self) -> u64 {
-        self.refused
+        self.pending.evicted()
     }
 
     /// Sources whose logins are delayed now.
     pub fn slowed_sources(&self, now: Instant) -> usize {
-        self.sources
-            .values()
-            .filter(|record| record.failures_at(now) > FREE_FAILURES)
-            .count()
+        self.sources.slowed(now)
     }
 
-    /// Number of tracked sources.
+    /// Edge ids whose logins are delayed now (guessed at from several sources).
+    pub fn slowed_edge_ids(&self, now: Instant) -> usize {
+        self.edge_ids.slowed(now)
+    }
+
+    /// Number of tracked sources (with remembered failures).
     pub fn tracked(&self) -> usize {
-        self.sources.len()
+        self.sources.records.len()
     }
 
-    /// Keeps the table under [`MAX_TRACKED_SOURCES`]: forgets expired records, then the idle
-    /// record with the fewest failures (the oldest among equals).
-    fn make_room(&mut self, now: Instant) {
-        if self.sources.len() < MAX_TRACKED_SOURCES {
-            return;
-        }
-        self.sources
-            .retain(|_, record| record.pending > 0 || record.failures_at(now) > 0);
-        if self.sources.len() < MAX_TRACKED_SOURCES {
-            return;
-        }
-        let victim = self
-            .sources
-            .iter()
-            .filter(|(_, record)| record.pending == 0)
-            .min_by_key(|(_, record)| (record.failures_at(now), record.last_failure))
-            .map(|(key, _)| *key);
-        if let Some(victim) = victim {
-            self.sources.remove(&victim);
-        }
+    fn id_key(&self, edge_id: &str) -> u64 {
+        self.id_hasher.hash_one(edge_id)
     }
 }
 
@@ -240,9 +266,15 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn attempt(throttle: &mut LoginThrottle, source: IpAddr, id: &str, outcome: Outcome) {
+        let now = Instant::now();
+        let admitted = throttle.begin(source, now).unwrap();
+        throttle.finish(&admitted, Some(id), outcome, now);
+    }
+
     fn fail(throttle: &mut LoginThrottle, source: IpAddr, now: Instant) {
-        let key = throttle.begin(source, now).unwrap();
-        throttle.finish(key, Outcome::Failed, now);
+        let admitted = throttle.begin(source, now).unwrap();
+        throttle.finish(&admitted, Some("edge-1"), Outcome::Failed, now);
     }
 
     #[test]
@@ -264,23 +296,44 @@ mod tests {
         let now = Instant::now();
         let source = ip("192.0.2.1");
         for _ in 0..100 {
-            let key = throttle.begin(source, now).unwrap();
-            throttle.finish(key, Outcome::Abandoned, now);
+            let admitted = throttle.begin(source, now).unwrap();
+            throttle.finish(&admitted, None, Outcome::Abandoned, now);
         }
         assert_eq!(throttle.tracked(), 0, "bare connects leave nothing behind");
         for _ in 0..10 {
             fail(&mut throttle, source, now);
         }
         let key = SourceKey::of(source);
-        assert_eq!(throttle.delay(key, now), MAX_DELAY);
+        assert_eq!(throttle.delay(key, "another-edge", now), MAX_DELAY);
         assert_eq!(throttle.slowed_sources(now), 1);
         assert!(throttle
-            .delay(SourceKey::of(ip("192.0.2.2")), now)
+            .delay(SourceKey::of(ip("192.0.2.2")), "another-edge", now)
             .is_zero());
-        let key = throttle.begin(source, now).unwrap();
-        throttle.finish(key, Outcome::Succeeded, now);
-        assert!(throttle.delay(key, now).is_zero());
+        attempt(&mut throttle, source, "edge-1", Outcome::Succeeded);
+        assert!(throttle.delay(key, "edge-1", now).is_zero());
         assert_eq!(throttle.tracked(), 0);
+    }
+
+    #[test]
+    fn guessing_one_edge_id_from_rotating_sources_is_slowed_too() {
+        let mut throttle = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..10u32 {
+            let source = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            attempt(&mut throttle, source, "edge-1", Outcome::Failed);
+        }
+        let fresh = SourceKey::of(ip("192.0.2.200"));
+        assert_eq!(throttle.slowed_sources(now), 0, "no source failed often");
+        assert_eq!(throttle.slowed_edge_ids(now), 1);
+        assert_eq!(throttle.delay(fresh, "edge-1", now), MAX_DELAY);
+        assert!(throttle.delay(fresh, "edge-2", now).is_zero());
+        attempt(
+            &mut throttle,
+            ip("192.0.2.200"),
+            "edge-1",
+            Outcome::Succeeded,
+        );
+        assert!(throttle.delay(fresh, "edge-1", now).is_zero());
     }
 
     #[test]
@@ -292,9 +345,13 @@ mod tests {
             fail(&mut throttle, source, start);
         }
         let later = start + FAILURE_MEMORY;
-        assert!(throttle.delay(SourceKey::of(source), later).is_zero());
+        assert!(throttle
+            .delay(SourceKey::of(source), "edge-1", later)
+            .is_zero());
         fail(&mut throttle, source, later);
-        assert!(throttle.delay(SourceKey::of(source), later).is_zero());
+        assert!(throttle
+            .delay(SourceKey::of(source), "edge-1", later)
+            .is_zero());
     }
 
     #[test]
@@ -302,13 +359,16 @@ mod tests {
         let mut throttle = LoginThrottle::default();
         let now = Instant::now();
         for host in 1..=10 {
-            fail(&mut throttle, ip(&format!("2001:db8:1:2::{host:x}")), now);
+            let admitted = throttle
+                .begin(ip(&format!("2001:db8:1:2::{host:x}")), now)
+                .unwrap();
+            throttle.finish(&admitted, None, Outcome::Failed, now);
         }
         assert_eq!(throttle.tracked(), 1);
         let same_prefix = SourceKey::of(ip("2001:db8:1:2:ffff::1"));
-        assert_eq!(throttle.delay(same_prefix, now), MAX_DELAY);
+        assert_eq!(throttle.delay(same_prefix, "edge-1", now), MAX_DELAY);
         assert!(throttle
-            .delay(SourceKey::of(ip("2001:db8:1:3::1")), now)
+            .delay(SourceKey::of(ip("2001:db8:1:3::1")), "edge-1", now)
             .is_zero());
         assert_eq!(
             SourceKey::of(ip("::ffff:192.0.2.7")),
@@ -317,26 +377,18 @@ mod tests {
     }
 
     #[test]
-    fn pending_handshakes_are_bounded_per_source_and_in_total() {
+    fn pending_handshakes_make_way_and_are_counted() {
         let mut throttle = LoginThrottle::default();
         let now = Instant::now();
         let source = ip("192.0.2.1");
-        let keys: Vec<SourceKey> = (0..MAX_PENDING_PER_SOURCE)
-            .map(|_| throttle.begin(source, now).unwrap())
-            .collect();
-        assert_eq!(throttle.begin(source, now), Err(Refusal::SourceBusy));
-        assert!(throttle.begin(ip("192.0.2.2"), now).is_ok());
-        throttle.finish(keys[0], Outcome::Abandoned, now);
-        assert!(throttle.begin(source, now).is_ok());
-        assert_eq!(throttle.refused(), 1);
-
-        let mut throttle = LoginThrottle::default();
-        for i in 0..MAX_PENDING_TOTAL as u32 {
-            throttle
-                .begin(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), now)
-                .unwrap();
+        let first = throttle.begin(source, now).unwrap();
+        for _ in 1..MAX_PENDING_PER_SOURCE {
+            throttle.begin(source, now).unwrap();
         }
-        assert_eq!(throttle.begin(ip("192.0.2.9"), now), Err(Refusal::HubBusy));
+        assert_eq!(throttle.refused(), 0);
+        throttle.begin(source, now).unwrap();
+        assert!(first.evicted.is_cancelled());
+        assert_eq!(throttle.refused(), 1);
     }
 
     #[test]
@@ -361,13 +413,21 @@ mod tests {
             fail(&mut throttle, attacker, now);
         }
         for i in 0..(MAX_TRACKED_SOURCES as u32 * 2) {
-            fail(
-                &mut throttle,
-                IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
-                now,
-            );
+            let admitted = throttle
+                .begin(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), now)
+                .unwrap();
+            throttle.finish(&admitted, Some(&format!("id-{i}")), Outcome::Failed, now);
         }
         assert!(throttle.tracked() <= MAX_TRACKED_SOURCES);
-        assert_eq!(throttle.delay(SourceKey::of(attacker), now), MAX_DELAY);
+        assert!(throttle.edge_ids.records.len() <= MAX_TRACKED_SOURCES);
+        assert_eq!(
+            throttle.delay(SourceKey::of(attacker), "unrelated", now),
+            MAX_DELAY
+        );
+        assert_eq!(
+            throttle.delay(SourceKey::of(ip("192.0.2.9")), "edge-1", now),
+            MAX_DELAY,
+            "the much-guessed id stays slowed"
+        );
     }
 }

@@ -13,21 +13,28 @@ use bytes::BytesMut;
 use remoteingress_ipc_schema::{EdgeAuthFailedEvent, Event, TunnelTransport};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::auth::{self, LoginThrottle, Outcome, SourceKey};
+use super::auth::{self, Admitted, LoginThrottle, Outcome, Stage};
 use super::{session, Admission, AuthDecision, Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
 use crate::log_limit::SharedLogLimiter;
 use crate::transport::handshake::{self, HubReply, MAX_HELLO_LEN};
 use crate::transport::login::ChannelBinding;
-use crate::transport::quic::QuicSide;
+use crate::transport::quic::{self, QuicSide};
 use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Time a peer has for the transport handshake plus its hello line (docs/architecture.md, "Login and handshake").
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Time a TCP peer has to send its complete TLS ClientHello. An edge sends it right after its
+/// connect, so this only has to cover a retransmission or two on a slow path; a connection that
+/// has sent nothing costs a socket and a task until then, and is the first to make way when too
+/// many handshakes are in progress ([`super::pending`]).
+pub const CLIENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a refused QUIC peer has to read the refusal before the connection is dropped.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
@@ -75,14 +82,16 @@ pub(crate) struct ListenerContext {
 }
 
 impl ListenerContext {
-    /// Starts a handshake from `remote`, or refuses it (too many pending; a poisoned throttle).
+    /// Starts a handshake from `remote`; `None` when the throttle refuses it (every pending
+    /// handshake is a verified login; a poisoned throttle).
     fn begin(self: &Arc<Self>, remote: SocketAddr) -> Option<PendingLogin> {
         let begun = auth::lock(&self.throttle)
             .map(|mut throttle| throttle.begin(remote.ip(), Instant::now()));
         match begun {
-            Some(Ok(key)) => Some(PendingLogin {
+            Some(Ok(admitted)) => Some(PendingLogin {
                 context: self.clone(),
-                key,
+                admitted,
+                progress: Mutex::default(),
                 outcome: Outcome::Abandoned,
             }),
             Some(Err(refusal)) => {
@@ -98,23 +107,73 @@ impl ListenerContext {
 /// fails or is cancelled anywhere never leaks a pending slot.
 struct PendingLogin {
     context: Arc<ListenerContext>,
-    key: SourceKey,
+    admitted: Admitted,
+    /// Behind a lock because the handshake updates it through a shared reference while its
+    /// deadline and eviction are watched through another.
+    progress: Mutex<Progress>,
     outcome: Outcome,
 }
 
+#[derive(Debug)]
+struct Progress {
+    stage: Stage,
+    /// The edge id its hello claims, once read.
+    edge_id: Option<String>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            stage: Stage::Connected,
+            edge_id: None,
+        }
+    }
+}
+
 impl PendingLogin {
-    /// The delay the throttle asks for before this source's login is checked.
-    fn delay(&self) -> Duration {
+    /// Records that the handshake has come as far as `stage`.
+    fn advance(&self, stage: Stage) {
+        {
+            let mut progress = crate::sync::lock(&self.progress);
+            progress.stage = progress.stage.max(stage);
+        }
+        if let Some(mut throttle) = auth::lock(&self.context.throttle) {
+            throttle.advance(self.admitted.id, stage);
+        }
+    }
+
+    /// Records the edge id the hello claims (its failures are remembered per id too).
+    fn claims(&self, edge_id: &str) {
+        crate::sync::lock(&self.progress).edge_id = Some(edge_id.to_owned());
+    }
+
+    fn stage(&self) -> Stage {
+        crate::sync::lock(&self.progress).stage
+    }
+
+    /// The delay the throttle asks for before this login is answered.
+    fn delay(&self, edge_id: &str) -> Duration {
         auth::lock(&self.context.throttle).map_or(auth::MAX_DELAY, |throttle| {
-            throttle.delay(self.key, Instant::now())
+            throttle.delay(self.admitted.source, edge_id, Instant::now())
         })
+    }
+
+    /// Cancelled when this handshake has to make way for a newer connection.
+    fn evicted(&self) -> CancellationToken {
+        self.admitted.evicted.clone()
     }
 }
 
 impl Drop for PendingLogin {
     fn drop(&mut self) {
+        let edge_id = crate::sync::lock(&self.progress).edge_id.take();
         if let Some(mut throttle) = auth::lock(&self.context.throttle) {
-            throttle.finish(self.key, self.outcome, Instant::now());
+            throttle.finish(
+                &self.admitted,
+                edge_id.as_deref(),
+                self.outcome,
+                Instant::now(),
+            );
         }
     }
 }
@@ -163,11 +222,25 @@ pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::End
             incoming.refuse();
             continue;
         }
+        if !incoming.remote_address_validated() {
+            // A Retry costs the peer one round trip and us no state: only a peer that can
+            // receive at its address comes back with the token, and only then does it count
+            // towards any per-source state (spoofed Initials never do). A Retry is smaller than
+            // the Initial that asked for it, so no amplification either.
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                // It came back with a token that does not validate: forged or expired.
+                incoming.ignore();
+            }
+            continue;
+        }
         let remote = crate::proxy_protocol::canonical(incoming.remote_address());
         let Some(pending) = context.begin(remote) else {
             incoming.refuse();
             continue;
         };
+        pending.advance(Stage::Handshaking);
         let connection = Connection {
             context: context.clone(),
             remote,
@@ -197,6 +270,8 @@ struct Failure {
     reason: String,
     /// A complete login that was refused (counts towards slowing the source down).
     login_refused: bool,
+    /// Not reported (see [`Failure::quiet`]).
+    quiet: bool,
 }
 
 impl Failure {
@@ -205,6 +280,16 @@ impl Failure {
             edge_id: None,
             reason,
             login_refused: false,
+            quiet: false,
+        }
+    }
+
+    /// A connection that never sent a ClientHello: counted, neither logged nor an event (an
+    /// idle flood would otherwise turn into an event flood).
+    fn quiet(reason: String) -> Self {
+        Self {
+            quiet: true,
+            ..Self::before_hello(reason)
         }
     }
 }
@@ -212,17 +297,30 @@ impl Failure {
 impl Connection {
     async fn run_tls(mut self, socket: TcpStream) {
         let rtt = tune_tunnel_socket(&socket);
+        let config = self.context.tls.config().clone();
         let handshake = async {
-            let mut tls = self
-                .context
-                .tls
-                .accept(socket)
+            let start = tokio::time::timeout(
+                CLIENT_HELLO_DEADLINE,
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), socket),
+            )
+            .await
+            .map_err(|_| {
+                Failure::quiet(format!(
+                    "no TLS ClientHello within {CLIENT_HELLO_DEADLINE:?}"
+                ))
+            })?
+            .map_err(|e| Failure::before_hello(format!("TLS handshake failed: {e}")))?;
+            self.advance(Stage::Handshaking);
+            let mut tls = start
+                .into_stream(config)
                 .await
                 .map_err(|e| Failure::before_hello(format!("TLS handshake failed: {e}")))?;
             let binding = ChannelBinding::from_tls(tls.get_ref().1)
                 .map_err(|e| Failure::before_hello(e.to_string()))?;
             let mut buffer = BytesMut::with_capacity(8 * 1024);
-            let authenticated = self.exchange_hello(&mut tls, &mut buffer, binding).await?;
+            let authenticated = self
+                .exchange_hello(&mut tls, &mut buffer, binding, || ())
+                .await?;
             Ok((tls, buffer, authenticated))
         };
         let result = self.within_deadline(handshake).await;
@@ -241,30 +339,46 @@ impl Connection {
     }
 
     async fn run_quic(mut self, incoming: quinn::Incoming) {
+        let performance = self.context.settings.performance.clone();
         let handshake = async {
             let connection = incoming
                 .await
                 .map_err(|e| Failure::before_hello(format!("QUIC handshake failed: {e}")))?;
-            let binding = ChannelBinding::from_quic(&connection)
-                .map_err(|e| Failure::before_hello(e.to_string()))?;
-            let (send, recv) = connection
-                .accept_bi()
-                .await
-                .map_err(|e| Failure::before_hello(format!("no control stream: {e}")))?;
-            let mut control = tokio::io::join(recv, send);
-            let mut buffer = BytesMut::with_capacity(8 * 1024);
-            match self
-                .exchange_hello(&mut control, &mut buffer, binding)
-                .await
-            {
-                Ok(authenticated) => Ok((connection, control, buffer, authenticated)),
-                Err(failure) => {
-                    // Dropping the connection would discard the refusal still in flight: give
-                    // the peer a moment to read it and close.
-                    let _ = tokio::time::timeout(REFUSAL_LINGER, connection.closed()).await;
-                    Err(failure)
+            let login = async {
+                let binding = ChannelBinding::from_quic(&connection)
+                    .map_err(|e| Failure::before_hello(e.to_string()))?;
+                let (send, recv) = connection
+                    .accept_bi()
+                    .await
+                    .map_err(|e| Failure::before_hello(format!("no control stream: {e}")))?;
+                let mut control = tokio::io::join(recv, send);
+                let mut buffer = BytesMut::with_capacity(8 * 1024);
+                let open_up = || quic::open_after_login(&connection, &performance);
+                match self
+                    .exchange_hello(&mut control, &mut buffer, binding, open_up)
+                    .await
+                {
+                    Ok(authenticated) => Ok((control, buffer, authenticated)),
+                    Err(failure) => {
+                        // Dropping the connection would discard the refusal still in flight:
+                        // give the peer a moment to read it and close.
+                        let _ = tokio::time::timeout(REFUSAL_LINGER, connection.closed()).await;
+                        Err(failure)
+                    }
                 }
-            }
+            };
+            // Before its login a peer gets no UDP service: datagrams it sends are read and
+            // dropped, so that they are not buffered (quinn keeps up to the datagram receive
+            // buffer, 8 MiB, per connection until they are read).
+            // The login ends on its own when the connection does: it says why.
+            let (control, buffer, authenticated) = tokio::select! {
+                done = login => done?,
+                never = async {
+                    quic::discard_datagrams(&connection).await;
+                    std::future::pending::<std::convert::Infallible>().await
+                } => match never {},
+            };
+            Ok((connection, control, buffer, authenticated))
         };
         let result = self.within_deadline(handshake).await;
         let Some((connection, control, leftover, authenticated)) = self.conclude(result) else {
@@ -277,15 +391,35 @@ impl Connection {
             .await;
     }
 
+    fn advance(&self, stage: Stage) {
+        if let Some(pending) = self.pending.as_ref() {
+            pending.advance(stage);
+        }
+    }
+
     /// Runs a handshake under [`HANDSHAKE_DEADLINE`]; `None` when the hub starts stopping
-    /// meanwhile.
+    /// meanwhile. A handshake that has to make way for a newer connection ends as a failure.
     async fn within_deadline<T>(
         &self,
         handshake: impl std::future::Future<Output = Result<T, Failure>>,
     ) -> Option<Result<Result<T, Failure>, tokio::time::error::Elapsed>> {
+        let evicted = self
+            .pending
+            .as_ref()
+            .map_or_else(CancellationToken::new, PendingLogin::evicted);
         tokio::select! {
             () = self.context.stop.draining.cancelled() => None,
+            () = evicted.cancelled() => Some(Ok(Err(self.evicted_failure()))),
             result = tokio::time::timeout(HANDSHAKE_DEADLINE, handshake) => Some(result),
+        }
+    }
+
+    /// Why an evicted handshake ended; quiet when the peer had not even sent a ClientHello.
+    fn evicted_failure(&self) -> Failure {
+        let reason = "made way for a newer connection: too many handshakes in progress";
+        match self.pending.as_ref().map(PendingLogin::stage) {
+            Some(Stage::Connected) | None => Failure::quiet(reason.to_owned()),
+            Some(_) => Failure::before_hello(reason.to_owned()),
         }
     }
 
@@ -314,13 +448,18 @@ impl Connection {
         }
     }
 
-    /// Reads the hello line, waits the throttle's delay, asks the actor, and writes the reply
-    /// line (with the hub's proof when the login is accepted).
+    /// Reads the hello line, asks the actor, waits the throttle's delay, and writes the reply
+    /// line (with the hub's proof when the login is accepted). The proof is checked before the
+    /// delay, so that a verified edge never makes way for another connection while it waits,
+    /// and the delay is the same whatever the answer (it depends only on earlier failures).
+    /// `open_up` runs once the login is accepted, before the reply is written (QUIC grants the
+    /// real windows and stream limits there).
     async fn exchange_hello<S>(
         &self,
         io: &mut S,
         buffer: &mut BytesMut,
         binding: ChannelBinding,
+        open_up: impl FnOnce(),
     ) -> Result<Authenticated, Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -335,20 +474,28 @@ impl Connection {
             edge_id: Some(edge_id.clone()),
             reason,
             login_refused: false,
+            quiet: false,
         };
-        let delay = self
-            .pending
-            .as_ref()
-            .map_or(Duration::ZERO, PendingLogin::delay);
-        if !delay.is_zero() {
-            tracing::debug!(remote = %self.remote, ?delay, "slowing a login from a source with failed logins");
-            tokio::time::sleep(delay).await;
-        }
+        let delay = match self.pending.as_ref() {
+            Some(pending) => {
+                pending.claims(&edge_id);
+                pending.delay(&edge_id)
+            }
+            None => Duration::ZERO,
+        };
         let decision = self
             .context
             .hub
             .authenticate(hello, binding, self.remote)
             .await;
+        if matches!(decision, AuthDecision::Accept(_)) {
+            self.advance(Stage::Verified);
+            open_up();
+        }
+        if !delay.is_zero() {
+            tracing::debug!(remote = %self.remote, ?delay, "slowing a login from a source or for an edge id with failed logins");
+            tokio::time::sleep(delay).await;
+        }
         let (reply, outcome) = match decision {
             AuthDecision::Reject { reason } => (
                 HubReply::Rejected {
@@ -453,11 +600,15 @@ impl Connection {
             edge_id,
             reason,
             login_refused,
+            quiet,
         } = failure;
         if let Some(mut pending) = self.pending.take() {
             if login_refused {
                 pending.outcome = Outcome::Failed;
             }
+        }
+        if quiet {
+            return;
         }
         if self.context.failure_warnings.allow() {
             tracing::info!(remote = %self.remote, edge_id = edge_id.as_deref().unwrap_or("-"), %reason, "edge authentication failed");

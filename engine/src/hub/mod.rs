@@ -10,6 +10,7 @@ pub mod auth;
 pub mod forward;
 pub mod grant;
 pub mod listener;
+pub mod pending;
 pub mod session;
 pub mod stream_cap;
 
@@ -675,11 +676,13 @@ impl HubActor {
     }
 
     fn status(&self) -> HubStatus {
-        let (handshakes_refused, slowed_sources) =
-            auth::lock(&self.throttle).map_or((0, 0), |throttle| {
+        let (handshakes_refused, slowed_sources, slowed_edge_ids) = auth::lock(&self.throttle)
+            .map_or((0, 0, 0), |throttle| {
+                let now = Instant::now();
                 (
                     throttle.refused(),
-                    count(throttle.slowed_sources(Instant::now())),
+                    count(throttle.slowed_sources(now)),
+                    count(throttle.slowed_edge_ids(now)),
                 )
             });
         let mut connected_edges: Vec<ConnectedEdgeStatus> = self
@@ -737,6 +740,7 @@ impl HubActor {
             connected_edges,
             handshakes_refused,
             slowed_sources,
+            slowed_edge_ids,
             limits: HubLimitStatus {
                 open_file_limit: crate::fd_limit::current(),
                 max_udp_sessions: wide(self.settings.udp_budget.capacity()),

@@ -133,7 +133,7 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
     counter(
         registry,
         "hub_handshakes_refused",
-        "Tunnel connections reset before their handshake (caps)",
+        "Pending tunnel connections that made way for newer ones (handshake caps)",
         hub.handshakes_refused,
     );
     gauge(
@@ -141,6 +141,12 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "hub_slowed_sources",
         "Sources whose logins are being slowed after failures",
         hub.slowed_sources.into(),
+    );
+    gauge(
+        registry,
+        "hub_slowed_edge_ids",
+        "Edge ids whose logins are being slowed after failures",
+        hub.slowed_edge_ids.into(),
     );
     gauge(
         registry,

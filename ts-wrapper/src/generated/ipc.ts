@@ -1122,14 +1122,19 @@ export interface IHubStatus {
   allowedEdges: number;
   connectedEdges: IConnectedEdgeStatus[];
   /**
-   * Tunnel connections refused at once because too many handshakes were in progress (per
-   * source or in total).
+   * Pending tunnel connections that made way for newer ones because too many handshakes
+   * were in progress (per source or in total); the least advanced go first.
    */
   handshakesRefused: number;
   /**
    * Sources whose logins are delayed now after repeated failed logins.
    */
   slowedSources: number;
+  /**
+   * Edge ids whose logins are delayed now after repeated failed logins for them (from any
+   * sources).
+   */
+  slowedEdgeIds: number;
   /**
    * The hub's resource limits in force.
    */

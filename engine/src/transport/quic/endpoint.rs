@@ -57,7 +57,7 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     let parameters = TransportParameters::from(performance);
     let mut config = TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
-    config.max_concurrent_uni_streams(VarInt::from_u32(4));
+    config.max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS));
     config.keep_alive_interval(Some(parameters.keep_alive));
     if let Ok(idle) = quinn::IdleTimeout::try_from(parameters.idle_timeout) {
         config.max_idle_timeout(Some(idle));
@@ -74,6 +74,50 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     config.datagram_send_buffer_size(8 << 20);
     config
 }
+
+/// Connection-level receive window of a peer that has not logged in: its hello line (at most
+/// 4 KiB) fits, and nothing much more is buffered for it, however many streams it tries (it may
+/// open only the control stream) or whatever stream windows it sees.
+pub const PRE_LOGIN_WINDOW: u32 = 16 * 1024;
+/// Unidirectional streams (the UDP overflow streams) the peer may have open at once.
+const UNI_STREAMS: u32 = 4;
+
+/// The hub's transport parameters for a connection that has not logged in yet: one
+/// bidirectional stream (the control stream), no unidirectional ones, and a
+/// [`PRE_LOGIN_WINDOW`] for the whole connection. [`open_after_login`] grants the rest.
+fn pre_login_transport_config(performance: &PerformanceSettings) -> TransportConfig {
+    let mut config = transport_config(performance);
+    config.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    config.max_concurrent_uni_streams(VarInt::from_u32(0));
+    config.receive_window(VarInt::from_u32(PRE_LOGIN_WINDOW));
+    config
+}
+
+/// Grants a logged-in peer the windows and stream limits of `performance` (quinn sends the new
+/// limits at once).
+pub fn open_after_login(connection: &quinn::Connection, performance: &PerformanceSettings) {
+    let parameters = TransportParameters::from(performance);
+    connection
+        .set_receive_window(VarInt::from_u64(parameters.connection_window).unwrap_or(VarInt::MAX));
+    connection.set_max_concurrent_bi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
+    connection.set_max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS));
+}
+
+/// Reads and drops the datagrams of a peer that has not logged in (it gets no UDP service yet,
+/// and quinn would otherwise keep up to the datagram receive buffer for it); returns when the
+/// connection ends.
+pub async fn discard_datagrams(connection: &quinn::Connection) {
+    while connection.read_datagram().await.is_ok() {}
+}
+
+/// Incoming connection attempts quinn keeps before the hub has handled them (a Retry, or the
+/// start of a handshake); beyond it new attempts are refused. The accept loop handles each at
+/// once, so this is only reached under a flood faster than that loop.
+const MAX_INCOMING: usize = 4096;
+/// Bytes quinn buffers for one such attempt, and for all of them (default 10 MiB / 100 MiB:
+/// 0-RTT data, which the tunnel does not use).
+const INCOMING_BUFFER: u64 = 16 * 1024;
+const INCOMING_BUFFER_TOTAL: u64 = 4 << 20;
 
 /// Longest interval between QUIC keep-alives.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,7 +138,11 @@ pub fn server_endpoint(
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(performance)));
+    server
+        .transport_config(Arc::new(pre_login_transport_config(performance)))
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     let socket = bind_udp(port)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;

@@ -29,8 +29,8 @@ use super::handshake::{read_line, LineError};
 use control_stream::{read_control, write_control};
 use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
 pub use endpoint::{
-    client_config, client_endpoint, server_endpoint, transport_config, with_performance,
-    QuicSetupError, TransportParameters, KEEP_ALIVE_INTERVAL,
+    client_config, client_endpoint, discard_datagrams, open_after_login, server_endpoint,
+    transport_config, with_performance, QuicSetupError, TransportParameters, KEEP_ALIVE_INTERVAL,
 };
 pub use stream::QuicStream;
 
