@@ -280,6 +280,10 @@ def cannot_brick(report, hub, edges, edge_ns, client_ns, connected_at):
     result = hub.call("updateAllowedEdges", edges(BRICK))
     report.check("the all-blocking snapshot is pushed", result.get("result", {}).get("pushed") == 1, result)
     report.check("and applied", poll("BRICK in the kernel", 5, lambda: "rule:drop-out" in (nft_listing(edge_ns) or "")))
+    report.check(f"the hub's endpoint the edge resolved (127.0.0.1:{TUNNEL_PORT}) is exempt both ways",
+                 f"ip saddr 127.0.0.1 meta l4proto @tcp_udp th sport {TUNNEL_PORT}" in (nft_listing(edge_ns) or "")
+                 and f"ip daddr 127.0.0.1 meta l4proto @tcp_udp th dport {TUNNEL_PORT}" in (nft_listing(edge_ns) or ""),
+                 nft_listing(edge_ns))
     # The edge's report (applied, with its digest) travels back over the tunnel through it.
     in_sync = poll("hub sees the BRICK applied", 5, lambda: (edge_status(hub, "edge-fw") or {}).get("firewall", {}).get("inSync"))
     report.check("the edge's report crosses it: the hub sees the edge in sync", in_sync, edge_status(hub, "edge-fw"))
@@ -315,6 +319,9 @@ def stale_table(report, processes, hub, edges, edge_ns, client_ns):
     exempted = poll("the exemption in the stale table", 5, lambda: (nft_listing(edge_ns) or "").count("exempt:own-flows") == 4)
     report.check("a starting edge puts its exemption at the head of a stale table", exempted, nft_listing(edge_ns))
     report.check("and keeps its rules while the hub is unreachable", "10.99.7.3" in (nft_listing(edge_ns) or ""))
+    report.check("the endpoint it resolved the hub to is exempted in it",
+                 poll("the new hub endpoint in the stale table", 5, lambda: f"th sport {TUNNEL_PORT + 1}" in (nft_listing(edge_ns) or "")),
+                 nft_listing(edge_ns))
     blocked = client(client_ns, "connect", "10.99.7.3", EDGE_IP, PORT, 1.5)
     unblocked = client(client_ns, "connect", "10.99.7.2", EDGE_IP, PORT, 1.5)
     report.check("(a blocked source is still dropped; another is refused: nothing listens)",
