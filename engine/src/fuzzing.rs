@@ -159,7 +159,10 @@ pub fn firewall_snapshot(data: &[u8]) {
         return;
     };
     if let Ok(snapshot) = crate::firewall::snapshot::validate(&config, "firewallConfig") {
-        let _ = crate::firewall::ruleset::translate(&snapshot);
+        let _ = crate::firewall::ruleset::translate(
+            &snapshot,
+            &crate::firewall::exemption::Exemption::default(),
+        );
     }
 }
 

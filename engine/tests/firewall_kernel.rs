@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use remoteingress::firewall::exemption::{self, Exemption};
 use remoteingress::firewall::netlink::{Applier, FirewallError};
 use remoteingress::firewall::ruleset::{translate, Ruleset};
 use remoteingress::firewall::snapshot::validate;
@@ -57,8 +58,19 @@ impl Netns {
     }
 }
 
+/// The golden listings' hub: one IPv4 and one IPv6 tunnel endpoint.
+fn hubs() -> Exemption {
+    Exemption::new([
+        "192.0.2.10:8443".parse().unwrap(),
+        "[2001:db8::10]:8443".parse().unwrap(),
+    ])
+}
+
 fn ruleset(json: &str) -> Ruleset {
-    translate(&validate(&serde_json::from_str(json).unwrap(), "fw").unwrap())
+    translate(
+        &validate(&serde_json::from_str(json).unwrap(), "fw").unwrap(),
+        &hubs(),
+    )
 }
 
 fn golden(name: &str, actual: &str) {
@@ -138,6 +150,57 @@ fn stale_table_is_replaced_and_remove_is_idempotent() {
 }
 
 #[test]
+fn a_stale_table_gets_the_exemption_at_the_head_of_its_chains() {
+    in_netns(|ns| {
+        // No table: nothing to exempt, and nothing is created.
+        let mut applier = Applier::open().unwrap();
+        assert!(!applier.exempt_stale(&Exemption::default().rules()).unwrap());
+        let (_, tables) = ns.nft(&["list", "tables"]);
+        assert!(!tables.contains("remoteingress"), "{tables}");
+        // A table left by an edge that was killed (its applier never removed it), written
+        // before exemptions existed: its own rules drop everything.
+        {
+            let mut killed = Applier::open().unwrap();
+            let mut old = ruleset(r#"{"blockedIps":["0.0.0.0/0"]}"#);
+            old.rules.retain(|rule| rule.comment.is_none());
+            killed.apply(&old).unwrap();
+        }
+        let hub = "198.51.100.1:443".parse().unwrap();
+        assert!(applier
+            .exempt_stale(&Exemption::new([hub]).rules())
+            .unwrap());
+        let listing = ns.listing();
+        let chain = |name: &str| {
+            let start = listing.find(&format!("chain {name} {{")).unwrap();
+            listing[start..]
+                .lines()
+                .skip(2)
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        };
+        let input = chain("input");
+        assert!(
+            input[..3].iter().all(|l| l.contains("exempt:")),
+            "{listing}"
+        );
+        assert!(
+            input[3].contains("@blocked_v4"),
+            "the old rules stay: {listing}"
+        );
+        assert!(listing.contains("0.0.0.0/0"), "{listing}");
+        assert!(chain("output")[..3].iter().all(|l| l.contains("exempt:")));
+        // The first apply replaces the stale table with exactly the new ruleset.
+        applier.apply(&ruleset("{}")).unwrap();
+        golden("empty", &ns.listing());
+        assert_eq!(
+            ns.listing().matches(exemption::OWN_FLOWS_COMMENT).count(),
+            2,
+            "no leftover copies"
+        );
+    });
+}
+
+#[test]
 fn a_refused_batch_keeps_the_previous_rules() {
     in_netns(|ns| {
         let mut applier = Applier::open().unwrap();
@@ -211,7 +274,7 @@ fn blocklist_figures() {
                         .collect(),
                     ..Default::default()
                 };
-                let rules = translate(&snapshot);
+                let rules = translate(&snapshot, &hubs());
                 applier.apply(&rules).unwrap();
                 let elapsed = started.elapsed();
                 let (peak, rss) = memory_kib();

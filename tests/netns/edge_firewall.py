@@ -17,7 +17,13 @@ namespace back, and clients check what the kernel does with their packets:
 - while snapshots alternate, a blocked source streaming UDP never gets a datagram through and a
   concurrent `nft list` never finds the table missing;
 - an edge without CAP_NET_ADMIN (setpriv) tunnels and reports the firewall unavailable;
-- SIGTERM removes the table.
+- a push cannot brick its edge: a snapshot that blocks every address (the hub's included) and
+  drops all input and output is applied, yet the tunnel stays up, carries the edge's report
+  back, and a corrected push arrives and is applied;
+- SIGTERM removes the table;
+- a table left by a SIGKILLed edge: an edge that starts while the hub is unreachable keeps it
+  in force (with its exemption inserted at the head) and SIGTERM removes it; an edge that
+  starts against a hub with no snapshot for it removes it on the hub's first configuration.
 """
 import json
 import os
@@ -115,6 +121,15 @@ SNAPSHOT_A = {
     ],
 }
 SNAPSHOT_B = dict(SNAPSHOT_A, blockedIps=SNAPSHOT_A["blockedIps"] + ["10.99.7.5"])
+# Everything an operator could get wrong at once: every address blocked (the hub, on
+# 127.0.0.1, included) and all input and output dropped.
+BRICK = {
+    "blockedIps": ["0.0.0.0/0", "::/0"],
+    "rules": [
+        {"id": "drop-in", "direction": "input", "action": "drop"},
+        {"id": "drop-out", "direction": "output", "action": "drop"},
+    ],
+}
 
 
 def main():
@@ -187,9 +202,7 @@ def scenario(report, processes, edge_ns, client_ns):
     report.check("nothing was accepted", hub.call("getStatus")["result"]["allowedEdges"] == 0)
     report.check("edges without a firewall accepted", hub.call("updateAllowedEdges", edges(None)).get("success"))
 
-    token = harness.token("127.0.0.1", TUNNEL_PORT, "edge-fw", "fw-secret")
-    edge = harness.Process(edge_ns([harness.binary(), "edge", "--token", token, "--bind-address", EDGE_IP, "--transport-mode", "tcpTls", "--no-stun", "--json"]), "fw-edge")
-    processes.append(edge)
+    edge = start_edge(processes, edge_ns, "fw-edge")
     edge.wait_event("tunnelConnected", timeout=20)
     edge.wait_event("portsAssigned")
     report.check("no table while no snapshot is configured", nft_listing(edge_ns) is None)
@@ -246,10 +259,84 @@ def scenario(report, processes, edge_ns, client_ns):
 
     atomicity(report, processes, hub, edges, edge_ns, client_ns)
     no_capability(report, processes, hub, edge_ns, client_ns)
+    cannot_brick(report, hub, edges, edge_ns, client_ns, connected_at)
 
     os.kill(edge.proc.pid, signal.SIGTERM)
     edge.proc.wait(timeout=10)
     report.check("SIGTERM removes the table", poll("table removed", 5, lambda: nft_listing(edge_ns) is None))
+    stale_table(report, processes, hub, edges, edge_ns, client_ns)
+
+
+def start_edge(processes, edge_ns, name, tunnel_port=TUNNEL_PORT):
+    """The edge `edge-fw` (over TLS, to the hub on 127.0.0.1:tunnel_port), started and tracked."""
+    token = harness.token("127.0.0.1", tunnel_port, "edge-fw", "fw-secret")
+    edge = harness.Process(edge_ns([harness.binary(), "edge", "--token", token, "--bind-address", EDGE_IP, "--transport-mode", "tcpTls", "--no-stun", "--json"]), name)
+    processes.append(edge)
+    return edge
+
+
+def cannot_brick(report, hub, edges, edge_ns, client_ns, connected_at):
+    """A snapshot that would cut everything, hub included: the tunnel stays and carries the fix."""
+    result = hub.call("updateAllowedEdges", edges(BRICK))
+    report.check("the all-blocking snapshot is pushed", result.get("result", {}).get("pushed") == 1, result)
+    report.check("and applied", poll("BRICK in the kernel", 5, lambda: "rule:drop-out" in (nft_listing(edge_ns) or "")))
+    report.check(f"the hub's endpoint the edge resolved (127.0.0.1:{TUNNEL_PORT}) is exempt both ways",
+                 f"ip saddr 127.0.0.1 meta l4proto @tcp_udp th sport {TUNNEL_PORT}" in (nft_listing(edge_ns) or "")
+                 and f"ip daddr 127.0.0.1 meta l4proto @tcp_udp th dport {TUNNEL_PORT}" in (nft_listing(edge_ns) or ""),
+                 nft_listing(edge_ns))
+    # The edge's report (applied, with its digest) travels back over the tunnel through it.
+    in_sync = poll("hub sees the BRICK applied", 5, lambda: (edge_status(hub, "edge-fw") or {}).get("firewall", {}).get("inSync"))
+    report.check("the edge's report crosses it: the hub sees the edge in sync", in_sync, edge_status(hub, "edge-fw"))
+    dropped = client(client_ns, "connect", "10.99.7.2", EDGE_IP, PORT, 1.5)
+    report.check("clients are dropped while it is in force", not dropped.get("ok") and not dropped.get("refused"), dropped)
+    hub_packets = sum(int(line.split("counter packets ")[1].split()[0])
+                      for line in (nft_listing(edge_ns) or "").splitlines() if "exempt:hub" in line)
+    report.check(f"the hub's exemption is what lets the tunnel through ({hub_packets} packets)", hub_packets > 0, hub_packets)
+    result = hub.call("updateAllowedEdges", edges(SNAPSHOT_A))
+    report.check("the correction is pushed", result.get("result", {}).get("pushed") == 1, result)
+    fixed = poll("the correction in the kernel", 3, lambda: (lambda text: "10.99.7.3" in text and "0.0.0.0/0" not in text)(nft_listing(edge_ns) or ""))
+    report.check("the correction arrives and is applied within 3 s", fixed, nft_listing(edge_ns))
+    through = client(client_ns, "connect", "10.99.7.2", EDGE_IP, PORT, 3)
+    report.check("clients pass through the tunnel again", through.get("ok"), through)
+    status = edge_status(hub, "edge-fw")
+    report.check("the tunnel was never re-established", status and status["connectedAtMs"] == connected_at, status)
+
+
+def stale_table(report, processes, hub, edges, edge_ns, client_ns):
+    """Tables left by a SIGKILLed edge, found by the next edge that starts."""
+    def kill_with_table(name):
+        edge = start_edge(processes, edge_ns, name)
+        edge.wait_event("firewallConfigUpdated", timeout=20)
+        os.kill(edge.proc.pid, signal.SIGKILL)
+        edge.proc.wait(timeout=10)
+        return "10.99.7.3" in (nft_listing(edge_ns) or "")
+
+    report.check("SIGKILL leaves the table in force", kill_with_table("fw-edge-killed-1"))
+    # The hub is unreachable (nothing listens on the port): the stale rules stay in force, with
+    # the new edge's exemption put at the head of its chains; SIGTERM removes them.
+    lone = start_edge(processes, edge_ns, "fw-edge-no-hub", tunnel_port=TUNNEL_PORT + 1)
+    lone.wait_event("tunnelConnectFailed", timeout=20)
+    exempted = poll("the exemption in the stale table", 5, lambda: (nft_listing(edge_ns) or "").count("exempt:own-flows") == 4)
+    report.check("a starting edge puts its exemption at the head of a stale table", exempted, nft_listing(edge_ns))
+    report.check("and keeps its rules while the hub is unreachable", "10.99.7.3" in (nft_listing(edge_ns) or ""))
+    report.check("the endpoint it resolved the hub to is exempted in it",
+                 poll("the new hub endpoint in the stale table", 5, lambda: f"th sport {TUNNEL_PORT + 1}" in (nft_listing(edge_ns) or "")),
+                 nft_listing(edge_ns))
+    blocked = client(client_ns, "connect", "10.99.7.3", EDGE_IP, PORT, 1.5)
+    unblocked = client(client_ns, "connect", "10.99.7.2", EDGE_IP, PORT, 1.5)
+    report.check("(a blocked source is still dropped; another is refused: nothing listens)",
+                 not blocked.get("ok") and not blocked.get("refused") and unblocked.get("refused"), (blocked, unblocked))
+    os.kill(lone.proc.pid, signal.SIGTERM)
+    lone.proc.wait(timeout=15)
+    report.check("SIGTERM removes a stale table too", poll("stale table removed", 5, lambda: nft_listing(edge_ns) is None))
+
+    # The hub has no snapshot for the edge any more: its first configuration removes the table.
+    report.check("SIGKILL leaves the table in force (again)", kill_with_table("fw-edge-killed-2"))
+    report.check("the hub drops the edge's snapshot", hub.call("updateAllowedEdges", edges(None)).get("success"))
+    restarted = start_edge(processes, edge_ns, "fw-edge-restarted")
+    restarted.wait_event("tunnelConnected", timeout=20)
+    report.check("a hub without a snapshot for the edge removes the stale table", poll("stale table removed", 5, lambda: nft_listing(edge_ns) is None), nft_listing(edge_ns))
+    restarted.stop()
 
 
 def poll_line(process, timeout=10):

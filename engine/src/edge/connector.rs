@@ -168,17 +168,16 @@ pub(crate) type Connected = (Tunnel, TunnelIncoming, EdgeConfigPush);
 async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let settings = &shared.settings;
     tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over TLS");
-    let socket = TcpStream::connect((settings.hub_host.as_str(), settings.hub_port))
-        .await
-        .map_err(|e| {
-            ConnectError::new(
-                Why::Unreachable,
-                format!(
-                    "cannot reach the hub at {}:{}: {e}",
-                    settings.hub_host, settings.hub_port
-                ),
-            )
-        })?;
+    let (_, hubs) = resolve_hub(shared).await?;
+    let socket = TcpStream::connect(hubs.as_slice()).await.map_err(|e| {
+        ConnectError::new(
+            Why::Unreachable,
+            format!(
+                "cannot reach the hub at {}:{}: {e}",
+                settings.hub_host, settings.hub_port
+            ),
+        )
+    })?;
     let rtt = tune_tunnel_socket(&socket);
     let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
     let mut tls = connector
@@ -244,14 +243,14 @@ fn adopt_performance(shared: &EdgeShared, push: &EdgeConfigPush) -> PerformanceS
     settings
 }
 
-/// QUIC handshake (with `performance`'s transport parameters), control stream, hello, reply.
-async fn connect_quic_with(
+/// The hub's addresses (the first, and all), which the firewall is told before the edge dials:
+/// no firewall push may cut the edge off from its hub (`firewall::exemption`). A dial blocked
+/// until the exemption is in the kernel is retried by the transport (a TCP SYN after 1 s).
+async fn resolve_hub(
     shared: &EdgeShared,
-    performance: &PerformanceSettings,
-) -> Result<Connected, ConnectError> {
+) -> Result<(std::net::SocketAddr, Vec<std::net::SocketAddr>), ConnectError> {
     let settings = &shared.settings;
-    tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over QUIC");
-    let hub = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
+    let hubs: Vec<_> = tokio::net::lookup_host((settings.hub_host.as_str(), settings.hub_port))
         .await
         .map_err(|e| {
             ConnectError::new(
@@ -259,13 +258,27 @@ async fn connect_quic_with(
                 format!("cannot resolve {}: {e}", settings.hub_host),
             )
         })?
-        .next()
-        .ok_or_else(|| {
-            ConnectError::new(
-                Why::Unreachable,
-                format!("{} has no address", settings.hub_host),
-            )
-        })?;
+        .collect();
+    let Some(&first) = hubs.first() else {
+        return Err(ConnectError::new(
+            Why::Unreachable,
+            format!("{} has no address", settings.hub_host),
+        ));
+    };
+    shared
+        .hubs
+        .send_if_modified(|exemption| exemption.remember(hubs.iter().copied()));
+    Ok((first, hubs))
+}
+
+/// QUIC handshake (with `performance`'s transport parameters), control stream, hello, reply.
+async fn connect_quic_with(
+    shared: &EdgeShared,
+    performance: &PerformanceSettings,
+) -> Result<Connected, ConnectError> {
+    let settings = &shared.settings;
+    tracing::info!(hub = %settings.hub_host, port = settings.hub_port, "connecting to the hub over QUIC");
+    let (hub, _) = resolve_hub(shared).await?;
     let endpoint = quic::client_endpoint(hub)
         .map_err(|e| ConnectError::new(Why::Unreachable, e.to_string()))?;
     let server_name = match crate::tls::server_name(&settings.hub_host) {

@@ -77,6 +77,8 @@ pub(crate) struct EdgeShared {
     pub(crate) tunnel: watch::Sender<Option<Tunnel>>,
     /// The firewall snapshot the hub pushed last, for the firewall task.
     pub(crate) firewall: watch::Sender<firewall::Desired>,
+    /// The hub's tunnel endpoints this edge resolved, which the firewall always lets through.
+    pub(crate) hubs: watch::Sender<crate::firewall::exemption::Exemption>,
     /// Draining (listeners closed), then shut down (connections reset).
     pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
@@ -121,6 +123,7 @@ impl Edge {
             crate::transport::quic::client_config(tls.clone(), &PerformanceSettings::default())?;
         let (tunnel, _) = watch::channel(None);
         let (firewall, desired_firewall) = watch::channel(None);
+        let (hubs, hub_endpoints) = watch::channel(Default::default());
         let settings_edge_id = settings.edge_id.clone();
         let shared = Arc::new(EdgeShared {
             settings,
@@ -134,6 +137,7 @@ impl Edge {
             ))),
             tunnel,
             firewall,
+            hubs,
             stop: StopTokens::new(),
             tasks: TaskTracker::new(),
             tls,
@@ -143,7 +147,11 @@ impl Edge {
         });
         shared.spawn(connector::run(shared.clone()));
         shared.spawn(public_ip::run(shared.clone()));
-        shared.spawn(firewall::run(shared.clone(), desired_firewall));
+        shared.spawn(firewall::run(
+            shared.clone(),
+            desired_firewall,
+            hub_endpoints,
+        ));
         Ok(Self { shared })
     }
 

@@ -12,7 +12,7 @@ use netlink_packet_netfilter::nftables::{
 };
 use remoteingress_ipc_schema::FirewallProtocol;
 
-use super::ruleset::{Expr, Family, Limit, TCP_UDP};
+use super::ruleset::{CtDirection, Expr, Family, Limit, TCP_UDP};
 use ipnet::IpNet;
 
 // Payload bases.
@@ -32,8 +32,14 @@ const NF_ACCEPT: u32 = 1;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
 const NFT_CT_STATE: u32 = 0;
+const NFT_CT_DIRECTION: u32 = 1;
 /// `ct state new`: bit `NF_CT_STATE_BIT(IP_CT_NEW)`, compared in host byte order.
 const CT_STATE_NEW_BIT: u32 = 1 << 3;
+/// `ct state established,related`: `NF_CT_STATE_BIT(IP_CT_ESTABLISHED)` and `(IP_CT_RELATED)`.
+const CT_STATE_ESTABLISHED_RELATED_BITS: u32 = (1 << 1) | (1 << 2);
+/// `ct direction` values (`IP_CT_DIR_ORIGINAL`, `IP_CT_DIR_REPLY`), one byte.
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+const IP_CT_DIR_REPLY: u8 = 1;
 // limit expression (nft_limit.c).
 const NFTA_LIMIT_RATE: u16 = 1;
 const NFTA_LIMIT_UNIT: u16 = 2;
@@ -81,28 +87,12 @@ fn encode_one(expr: &Expr) -> Vec<Element> {
             payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
             cmp_eq(port.to_be_bytes().to_vec()),
         ],
-        Expr::Saddr(net) => {
-            let (offset, len, network, mask) = match net {
-                IpNet::V4(n) => (
-                    12,
-                    4,
-                    n.network().octets().to_vec(),
-                    n.netmask().octets().to_vec(),
-                ),
-                IpNet::V6(n) => (
-                    8,
-                    16,
-                    n.network().octets().to_vec(),
-                    n.netmask().octets().to_vec(),
-                ),
-            };
-            let mut out = vec![payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len)];
-            if net.prefix_len() < net.max_prefix_len() {
-                out.push(bitwise(mask, vec![0; network.len()]));
-            }
-            out.push(cmp_eq(network));
-            out
-        }
+        Expr::Sport(port) => vec![
+            payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2),
+            cmp_eq(port.to_be_bytes().to_vec()),
+        ],
+        Expr::Saddr(net) => address_match(net, Address::Source),
+        Expr::Daddr(net) => address_match(net, Address::Destination),
         Expr::SaddrIn(family, set) => {
             let mut out = encode_one(&Expr::Nfproto(*family));
             out.push(match family {
@@ -112,17 +102,14 @@ fn encode_one(expr: &Expr) -> Vec<Element> {
             out.push(lookup(set));
             out
         }
-        Expr::CtStateNew => vec![
-            other(
-                "ct",
-                vec![u32_nla(NFTA_CT_DREG, 1), u32_nla(NFTA_CT_KEY, NFT_CT_STATE)],
-            ),
-            bitwise(CT_STATE_NEW_BIT.to_ne_bytes().to_vec(), vec![0; 4]),
-            element(Expressions::Cmp(vec![
-                Cmp::SourceRegister(Register::Reg1),
-                Cmp::Op(Operator::NotEqual),
-                Cmp::Data(DataAttribute::Value(vec![0; 4])),
-            ])),
+        Expr::CtStateNew => ct_state_any_of(CT_STATE_NEW_BIT),
+        Expr::CtStateEstablishedRelated => ct_state_any_of(CT_STATE_ESTABLISHED_RELATED_BITS),
+        Expr::CtDirection(direction) => vec![
+            ct_load(NFT_CT_DIRECTION),
+            cmp_eq(vec![match direction {
+                CtDirection::Original => IP_CT_DIR_ORIGINAL,
+                CtDirection::Reply => IP_CT_DIR_REPLY,
+            }]),
         ],
         Expr::LimitOver(limit) => vec![other("limit", limit_attributes(limit))],
         Expr::MeterOver(family, set, limit) => {
@@ -148,6 +135,63 @@ fn encode_one(expr: &Expr) -> Vec<Element> {
             ],
         )],
     }
+}
+
+/// Which address of the network header a match reads.
+#[derive(Clone, Copy)]
+enum Address {
+    Source,
+    Destination,
+}
+
+/// `ip saddr|daddr` / `ip6 saddr|daddr` equal to (or, with a prefix, within) `net`.
+fn address_match(net: &IpNet, which: Address) -> Vec<Element> {
+    let (offset, len, network, mask) = match net {
+        IpNet::V4(n) => (
+            12,
+            4,
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+        IpNet::V6(n) => (
+            8,
+            16,
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+    };
+    // The destination follows the source in both headers.
+    let offset = match which {
+        Address::Source => offset,
+        Address::Destination => offset + len,
+    };
+    let mut out = vec![payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len)];
+    if net.prefix_len() < net.max_prefix_len() {
+        out.push(bitwise(mask, vec![0; network.len()]));
+    }
+    out.push(cmp_eq(network));
+    out
+}
+
+/// `ct <key>` into register 1.
+fn ct_load(key: u32) -> Element {
+    other(
+        "ct",
+        vec![u32_nla(NFTA_CT_DREG, 1), u32_nla(NFTA_CT_KEY, key)],
+    )
+}
+
+/// `ct state` with any of `bits` (host byte order, as the kernel stores the state).
+fn ct_state_any_of(bits: u32) -> Vec<Element> {
+    vec![
+        ct_load(NFT_CT_STATE),
+        bitwise(bits.to_ne_bytes().to_vec(), vec![0; 4]),
+        element(Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::NotEqual),
+            Cmp::Data(DataAttribute::Value(vec![0; 4])),
+        ])),
+    ]
 }
 
 fn ip_proto(protocol: FirewallProtocol) -> u8 {
@@ -328,6 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn ct_direction_and_established_bytes() {
+        let mut ct = tlv(NFTA_CT_DREG, &1u32.to_be_bytes());
+        ct.extend(tlv(NFTA_CT_KEY, &1u32.to_be_bytes()));
+        let reply = bytes(&encode(&[Expr::CtDirection(CtDirection::Reply)]));
+        let expected_ct = expression("ct", &ct);
+        assert_eq!(&reply[..expected_ct.len()], &expected_ct[..]);
+        // One byte compared: IP_CT_DIR_REPLY.
+        assert!(reply.windows(8).any(|w| w == tlv(1, &[1]).as_slice()));
+        let original = bytes(&encode(&[Expr::CtDirection(CtDirection::Original)]));
+        assert!(original.windows(8).any(|w| w == tlv(1, &[0]).as_slice()));
+        // established (0x02) | related (0x04) in host order.
+        let established = bytes(&encode(&[Expr::CtStateEstablishedRelated]));
+        assert!(established
+            .windows(8)
+            .any(|w| w == tlv(1, &6u32.to_ne_bytes()).as_slice()));
+    }
+
+    #[test]
     fn limit_bytes() {
         let limit = Limit {
             rate: 100,
@@ -402,5 +464,38 @@ mod tests {
         assert!(encoded
             .windows(8)
             .any(|w| w == tlv(1, &[10, 1, 0, 0]).as_slice()));
+    }
+
+    #[test]
+    fn source_port_and_destination_address_offsets() {
+        let payload_offset = |expr: Expr| {
+            let encoded = bytes(&encode(&[expr]));
+            // NFTA_PAYLOAD_OFFSET is attribute 3.
+            (0..64u32)
+                .find(|o| {
+                    encoded
+                        .windows(8)
+                        .any(|w| w == tlv(3, &o.to_be_bytes()).as_slice())
+                })
+                .unwrap()
+        };
+        assert_eq!(payload_offset(Expr::Sport(1)), 0);
+        assert_eq!(payload_offset(Expr::Dport(1)), 2);
+        assert_eq!(
+            payload_offset(Expr::Saddr("192.0.2.1/32".parse().unwrap())),
+            12
+        );
+        assert_eq!(
+            payload_offset(Expr::Daddr("192.0.2.1/32".parse().unwrap())),
+            16
+        );
+        assert_eq!(
+            payload_offset(Expr::Saddr("2001:db8::1/128".parse().unwrap())),
+            8
+        );
+        assert_eq!(
+            payload_offset(Expr::Daddr("2001:db8::1/128".parse().unwrap())),
+            24
+        );
     }
 }

@@ -2,11 +2,13 @@
 //! over netlink (docs/decisions.md, "Firewall").
 //!
 //! [`snapshot`] validates a snapshot (on the hub before pushing, and again on the edge),
-//! [`ruleset`] translates it into nftables objects (pure), [`expr`] encodes the expressions the
+//! [`ruleset`] translates it into nftables objects (pure) behind the edge's [`exemption`] (what
+//! no snapshot can block: the edge's hub and the flows it opened), [`expr`] encodes the expressions the
 //! netlink crate does not know, and [`netlink`] sends the whole ruleset as one atomic batch.
 //! The edge's integration (when to apply, events, status, reports to the hub) lives in
 //! `edge::firewall`.
 
+pub mod exemption;
 pub mod expr;
 pub mod netlink;
 pub mod ruleset;

@@ -29,7 +29,8 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::expr;
 use super::ruleset::{
-    Chain, Family, Ruleset, BLOCKED_V4, BLOCKED_V6, METER_SIZE, METER_TIMEOUT_MS, TABLE, TCP_UDP,
+    Chain, Family, RuleDef, Ruleset, BLOCKED_V4, BLOCKED_V6, METER_SIZE, METER_TIMEOUT_MS, TABLE,
+    TCP_UDP,
 };
 
 /// nfnetlink subsystem id of nf_tables (the batch messages' resource id).
@@ -76,6 +77,18 @@ impl std::fmt::Debug for Applier {
     }
 }
 
+/// A failed batch: the error to report, and the kernel's errno when it refused a message.
+struct BatchFailure {
+    error: FirewallError,
+    errno: Option<i32>,
+}
+
+impl From<FirewallError> for BatchFailure {
+    fn from(error: FirewallError) -> Self {
+        Self { error, errno: None }
+    }
+}
+
 /// One message of a batch and what to call it in an error.
 struct Part {
     message: NetlinkMessage<NetfilterMessage>,
@@ -102,7 +115,7 @@ impl Applier {
     /// Replaces our table's contents with `ruleset`, atomically.
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<(), FirewallError> {
         let parts = build_apply(ruleset, &self.meters, self.fresh);
-        match self.transact(parts) {
+        match self.transact(parts).map_err(|failure| failure.error) {
             Ok(()) => {
                 self.fresh = false;
                 self.meters = ruleset.meters.iter().map(|m| m.name.clone()).collect();
@@ -120,13 +133,35 @@ impl Applier {
     /// Deletes our table (idempotent).
     pub fn remove(&mut self) -> Result<(), FirewallError> {
         let parts = vec![new_table(), delete_table()];
-        self.transact(parts)?;
+        self.transact(parts).map_err(|failure| failure.error)?;
         self.fresh = true;
         self.meters.clear();
         Ok(())
     }
 
-    fn transact(&mut self, parts: Vec<Part>) -> Result<(), FirewallError> {
+    /// Puts `rules` at the head of their chains in a table this applier did not make (one left
+    /// by a killed edge), in one batch, leaving the rest of it as it is. `Ok(false)` when there
+    /// is no such table (or it lacks our chains). The next [`Applier::apply`] still replaces the
+    /// whole table.
+    pub fn exempt_stale(&mut self, rules: &[RuleDef]) -> Result<bool, FirewallError> {
+        // Without NLM_F_APPEND the kernel inserts a rule at the head of its chain; without
+        // NLM_F_CREATE on a table, a missing table fails the batch with ENOENT.
+        let parts = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| new_rule(rule, index, NLM_F_CREATE))
+            .collect();
+        match self.transact(parts) {
+            Ok(()) => Ok(true),
+            Err(BatchFailure {
+                errno: Some(libc::ENOENT),
+                ..
+            }) => Ok(false),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    fn transact(&mut self, parts: Vec<Part>) -> Result<(), BatchFailure> {
         let first = self.next_seq;
         let (bytes, names) = encode_batch(parts, first);
         self.next_seq = first.wrapping_add(u32::try_from(names.len()).unwrap_or(0) + 2);
@@ -142,7 +177,7 @@ impl Applier {
     }
 
     /// Reads ACKs until every object message is acknowledged, or returns the first error.
-    fn await_answers(&self, first: u32, names: &[String]) -> Result<(), FirewallError> {
+    fn await_answers(&self, first: u32, names: &[String]) -> Result<(), BatchFailure> {
         let begin_seq = first;
         let mut pending: std::collections::HashSet<u32> = (1..=names.len())
             .map(|i| first.wrapping_add(u32::try_from(i).unwrap_or(0)))
@@ -153,7 +188,8 @@ impl Applier {
             if Instant::now() > deadline {
                 return Err(FirewallError::Rejected(format!(
                     "no answer from nf_tables within {ANSWER_DEADLINE:?}"
-                )));
+                ))
+                .into());
             }
             buf.clear();
             match self.socket.recv(&mut buf, 0) {
@@ -168,7 +204,9 @@ impl Applier {
                 {
                     continue
                 }
-                Err(e) => return Err(FirewallError::Rejected(format!("netlink receive: {e}"))),
+                Err(e) => {
+                    return Err(FirewallError::Rejected(format!("netlink receive: {e}")).into())
+                }
             }
             for (seq, code) in answers(&buf) {
                 if code != 0 {
@@ -176,17 +214,21 @@ impl Applier {
                     if seq == begin_seq {
                         return Err(FirewallError::Unavailable(describe_begin_error(
                             -code, &error,
-                        )));
+                        ))
+                        .into());
                     }
                     let what = seq
                         .checked_sub(first)
                         .and_then(|i| names.get(usize::try_from(i).ok()?.checked_sub(1)?))
                         .map_or("a message of the batch", String::as_str);
                     self.drain();
-                    return Err(FirewallError::Rejected(format!(
-                        "kernel rejected {what} (errno {}: {error})",
-                        -code
-                    )));
+                    return Err(BatchFailure {
+                        error: FirewallError::Rejected(format!(
+                            "kernel rejected {what} (errno {}: {error})",
+                            -code
+                        )),
+                        errno: Some(-code),
+                    });
                 }
                 pending.remove(&seq);
             }
@@ -416,25 +458,30 @@ fn build_apply(ruleset: &Ruleset, previous_meters: &[String], fresh: bool) -> Ve
         ));
     }
     for (index, rule) in ruleset.rules.iter().enumerate() {
-        let mut attributes = vec![
-            RuleAttribute::Table(TABLE.to_owned()),
-            RuleAttribute::Chain(rule.chain.name().to_owned()),
-            RuleAttribute::Expressions(expr::encode(&rule.exprs)),
-        ];
-        if let Some(comment) = &rule.comment {
-            attributes.push(RuleAttribute::UserData(expr::comment_udata(comment)));
-        }
-        parts.push(part(
-            NfTablesMessage::NewRule(RuleMessage { attributes }),
-            NLM_F_CREATE | NLM_F_APPEND,
-            format!(
-                "NEWRULE #{index} in {} ({})",
-                rule.chain.name(),
-                rule.comment.as_deref().unwrap_or("blocklist")
-            ),
-        ));
+        parts.push(new_rule(rule, index, NLM_F_CREATE | NLM_F_APPEND));
     }
     parts
+}
+
+/// A NEWRULE: appended to its chain with `NLM_F_APPEND`, else inserted at its head.
+fn new_rule(rule: &RuleDef, index: usize, flags: u16) -> Part {
+    let mut attributes = vec![
+        RuleAttribute::Table(TABLE.to_owned()),
+        RuleAttribute::Chain(rule.chain.name().to_owned()),
+        RuleAttribute::Expressions(expr::encode(&rule.exprs)),
+    ];
+    if let Some(comment) = &rule.comment {
+        attributes.push(RuleAttribute::UserData(expr::comment_udata(comment)));
+    }
+    part(
+        NfTablesMessage::NewRule(RuleMessage { attributes }),
+        flags,
+        format!(
+            "NEWRULE #{index} in {} ({})",
+            rule.chain.name(),
+            rule.comment.as_deref().unwrap_or("blocklist")
+        ),
+    )
 }
 
 fn new_chain(chain: Chain) -> Part {
@@ -580,11 +627,14 @@ fn setsockopt<T>(socket: &Socket, option: libc::c_int, value: &T) -> io::Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ruleset::translate, snapshot::validate};
+    use super::super::{exemption::Exemption, ruleset::translate, snapshot::validate};
     use super::*;
 
     fn ruleset(json: &str) -> Ruleset {
-        translate(&validate(&serde_json::from_str(json).unwrap(), "fw").unwrap())
+        translate(
+            &validate(&serde_json::from_str(json).unwrap(), "fw").unwrap(),
+            &Exemption::default(),
+        )
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! sets exist, which elements they hold, and which rules (as expression lists) go into which
 //! chain, in order. No I/O: [`super::netlink`] turns this into messages.
 //!
-//! Order inside `input` (docs/decisions.md, "Firewall"): custom rules first, in snapshot order (so an
-//! `accept` exempts a source from everything after it), then the blocklist, then the rate
-//! limits. `forward` gets its custom rules and the blocklist; `output` its custom rules.
+//! Order inside `input` (docs/decisions.md, "Firewall"): the edge's own exemption first
+//! ([`super::exemption`]: no snapshot can cut the edge off from its hub), then custom rules in
+//! snapshot order (so an `accept` exempts a source from everything after it), then the
+//! blocklist, then the rate limits. `forward` gets its custom rules and the blocklist; `output`
+//! the exemption and its custom rules.
 
 use ipnet::IpNet;
 use remoteingress_ipc_schema::{FirewallAction, FirewallDirection, FirewallProtocol};
 
+use super::exemption::Exemption;
 use super::snapshot::{RateLimit, Rule, Snapshot};
 
 /// Name of our table (family `inet`).
@@ -53,6 +56,14 @@ pub enum Family {
     V6,
 }
 
+/// A packet's direction relative to its conntrack entry: `Original` is the way the flow's first
+/// packet went, `Reply` the answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtDirection {
+    Original,
+    Reply,
+}
+
 /// One expression of a rule, at the level nft prints them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
@@ -64,12 +75,20 @@ pub enum Expr {
     L4protoTcpOrUdp,
     /// `th dport == port`.
     Dport(u16),
+    /// `th sport == port`.
+    Sport(u16),
     /// `ip saddr` / `ip6 saddr` equal to (or, with a prefix, within) the network.
     Saddr(IpNet),
+    /// `ip daddr` / `ip6 daddr`, likewise.
+    Daddr(IpNet),
     /// `ip saddr @set` / `ip6 saddr @set`.
     SaddrIn(Family, &'static str),
     /// `ct state new`.
     CtStateNew,
+    /// `ct state established,related`.
+    CtStateEstablishedRelated,
+    /// `ct direction original|reply`.
+    CtDirection(CtDirection),
     /// `limit rate over rate/unit burst b packets`.
     LimitOver(Limit),
     /// `update @set { ip(6) saddr limit rate over ... }`: a limit per source address.
@@ -132,9 +151,9 @@ impl Ruleset {
     }
 }
 
-/// Translates a validated snapshot.
-pub fn translate(snapshot: &Snapshot) -> Ruleset {
-    let mut rules = Vec::new();
+/// Translates a validated snapshot, behind the edge's `exemption`.
+pub fn translate(snapshot: &Snapshot, exemption: &Exemption) -> Ruleset {
+    let mut rules = exemption.rules();
     for chain in Chain::ALL {
         for rule in snapshot.rules.iter().filter(|r| chain_of(r) == chain) {
             rules.push(custom_rule(chain, rule));
@@ -275,15 +294,69 @@ mod tests {
     use super::*;
 
     fn ruleset(json: &str) -> Ruleset {
-        translate(&validate(&serde_json::from_str(json).unwrap(), "fw").unwrap())
+        translate(
+            &validate(&serde_json::from_str(json).unwrap(), "fw").unwrap(),
+            &Exemption::default(),
+        )
+    }
+
+    /// The snapshot's own rules in `chain`, after the exemption.
+    fn snapshot_rules(set: &Ruleset, chain: Chain) -> Vec<&RuleDef> {
+        set.rules
+            .iter()
+            .filter(|r| r.chain == chain)
+            .filter(|r| !r.comment.as_deref().unwrap_or("").starts_with("exempt:"))
+            .collect()
     }
 
     #[test]
     fn empty_snapshot_still_has_the_blocklist_rules() {
         let set = ruleset("{}");
-        assert_eq!(set.rule_count(), 4);
+        // Two blocklist rules each in input and forward, and the exemption's two.
+        assert_eq!(set.rule_count(), 6);
         assert_eq!(set.set_count(), 3);
-        assert!(set.rules.iter().all(|r| r.chain != Chain::Output));
+        assert!(snapshot_rules(&set, Chain::Output).is_empty());
+    }
+
+    #[test]
+    fn the_exemption_comes_first_in_input_and_output() {
+        let hub: std::net::SocketAddr = "192.0.2.10:8443".parse().unwrap();
+        let exemption = Exemption::new([hub]);
+        // A snapshot that would drop everything, both ways: the blocklist covers every
+        // address, and custom rules drop all input and output.
+        let snapshot = validate(
+            &serde_json::from_str(
+                r#"{"blockedIps":["0.0.0.0/0","::/0"],
+                    "rules":[{"id":"in","direction":"input","action":"drop"},
+                             {"id":"out","direction":"output","action":"drop"}]}"#,
+            )
+            .unwrap(),
+            "fw",
+        )
+        .unwrap();
+        let set = translate(&snapshot, &exemption);
+        assert_eq!(set.blocked_v4, vec![(0, u32::MAX)]);
+        for chain in [Chain::Input, Chain::Output] {
+            let in_chain: Vec<_> = set.rules.iter().filter(|r| r.chain == chain).collect();
+            let exempt = exemption.rules();
+            let expected: Vec<_> = exempt.iter().filter(|r| r.chain == chain).collect();
+            assert_eq!(expected.len(), 3, "own flows and the hub both ways");
+            assert_eq!(&in_chain[..expected.len()], &expected[..], "{chain:?}");
+            assert_eq!(
+                in_chain[expected.len()].comment.as_deref(),
+                Some(if chain == Chain::Input {
+                    "rule:in"
+                } else {
+                    "rule:out"
+                })
+            );
+        }
+        // Forward carries no exemption: nothing of the edge's own passes there.
+        assert!(set
+            .rules
+            .iter()
+            .filter(|r| r.chain == Chain::Forward)
+            .all(|r| r.comment.is_none()));
     }
 
     #[test]
@@ -295,11 +368,7 @@ mod tests {
                 "rules":[{"id":"mon","direction":"input","action":"accept","sourceIP":"10.0.0.0/24","destPort":9090,"protocol":"tcp","comment":"Prometheus"},
                          {"id":"out","direction":"output","action":"reject","destPort":25}]}"#,
         );
-        let input: Vec<_> = set
-            .rules
-            .iter()
-            .filter(|r| r.chain == Chain::Input)
-            .collect();
+        let input = snapshot_rules(&set, Chain::Input);
         assert_eq!(input[0].comment.as_deref(), Some("rule:mon Prometheus"));
         assert_eq!(
             input[0].exprs,
@@ -353,11 +422,7 @@ mod tests {
         );
         assert_eq!(input.len(), 6);
         assert_eq!(set.meters.len(), 2);
-        let output: Vec<_> = set
-            .rules
-            .iter()
-            .filter(|r| r.chain == Chain::Output)
-            .collect();
+        let output = snapshot_rules(&set, Chain::Output);
         assert_eq!(
             output[0].exprs,
             vec![
@@ -367,13 +432,7 @@ mod tests {
                 Expr::RejectIcmpxPortUnreachable
             ]
         );
-        assert_eq!(
-            set.rules
-                .iter()
-                .filter(|r| r.chain == Chain::Forward)
-                .count(),
-            2
-        );
+        assert_eq!(snapshot_rules(&set, Chain::Forward).len(), 2);
     }
 
     #[test]
@@ -382,8 +441,9 @@ mod tests {
         let set = ruleset(&format!(
             r#"{{"rules":[{{"id":"r","direction":"input","action":"reject","protocol":"tcp","comment":"{long}"}}]}}"#
         ));
-        assert_eq!(set.rules[0].exprs.last(), Some(&Expr::RejectTcpReset));
-        let comment = set.rules[0].comment.as_ref().unwrap();
+        let rule = snapshot_rules(&set, Chain::Input)[0];
+        assert_eq!(rule.exprs.last(), Some(&Expr::RejectTcpReset));
+        let comment = rule.comment.as_ref().unwrap();
         assert!(comment.len() <= MAX_COMMENT && comment.starts_with("rule:r é"));
     }
 }
