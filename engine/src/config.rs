@@ -65,6 +65,8 @@ pub struct HubSettings {
     /// What all forwarded traffic shares (TCP streams and, inside it, `udp_budget`), from the
     /// open-file limit: TCP may use whatever UDP does not.
     pub(crate) forwarding_budget: DescriptorBudget,
+    /// Who holds how much of both budgets, so that edges share them fairly.
+    pub(crate) holders: std::sync::Arc<crate::hub::fair_share::Holders>,
     /// Handshakes that may be in progress at once, from the open-file limit.
     pub(crate) max_pending_logins: usize,
     /// How long open streams may finish when the hub stops.
@@ -129,6 +131,7 @@ impl HubSettings {
             max_udp_sessions: config.max_udp_sessions,
             udp_budget: DescriptorBudget::within(&forwarding_budget, budget),
             forwarding_budget,
+            holders: std::sync::Arc::default(),
             max_pending_logins: usize::try_from(crate::fd_limit::hub_pending_logins(fd_limit))
                 .unwrap_or(usize::MAX),
             shutdown_grace: shutdown_grace(

@@ -94,6 +94,15 @@ pub(crate) struct DescriptorBudget {
     within: Option<Arc<Semaphore>>,
 }
 
+/// Which budget had no share left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The budget asked.
+    Own,
+    /// The budget it sits in.
+    Outer,
+}
+
 /// A share of a [`DescriptorBudget`] (and of the budget it sits in).
 #[derive(Debug)]
 pub(crate) struct BudgetPermit {
@@ -132,6 +141,56 @@ impl DescriptorBudget {
             _own: own,
             _within: within,
         })
+    }
+
+    /// One share: a free one, or one given back for this caller. When a budget is full,
+    /// `reclaim` is asked to have one given back (false: give up) and the caller waits for it,
+    /// at most until `patience` has passed in all. Waiters are served first come, first served,
+    /// before anyone who only tries (tokio's semaphore is fair), so a share given back while
+    /// this caller waits goes to it.
+    pub(crate) async fn take_fairly(
+        &self,
+        patience: std::time::Duration,
+        mut reclaim: impl FnMut(Full) -> bool,
+    ) -> Option<BudgetPermit> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut own = None;
+        let mut within = None;
+        // Each round either completes the permit or waits for a share given back.
+        for _ in 0..4 {
+            if own.is_none() {
+                own = self.permits.clone().try_acquire_owned().ok();
+            }
+            if let (Some(_), Some(outer), None) = (&own, &self.within, &within) {
+                within = outer.clone().try_acquire_owned().ok();
+            }
+            let full = match (&own, &self.within, &within) {
+                (None, _, _) => Full::Own,
+                (Some(_), Some(_), None) => Full::Outer,
+                (Some(_), _, _) => {
+                    return own.map(|own| BudgetPermit {
+                        _own: own,
+                        _within: within,
+                    })
+                }
+            };
+            if !reclaim(full) {
+                return None;
+            }
+            let semaphore = match (full, &self.within) {
+                (Full::Outer, Some(outer)) => outer.clone(),
+                _ => self.permits.clone(),
+            };
+            let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned())
+                .await
+                .ok()?
+                .ok()?;
+            match full {
+                Full::Own => own = Some(permit),
+                Full::Outer => within = Some(permit),
+            }
+        }
+        None
     }
 
     pub(crate) fn capacity(&self) -> usize {

@@ -99,6 +99,9 @@ pub struct HubLimitStatus {
     pub max_forwarded: u64,
     /// TCP streams forwarded now, across all edges.
     pub streams: u64,
+    /// Streams reset and UDP sessions closed of edges over their fair share of a full budget,
+    /// to give the share to an edge within its own.
+    pub shares_reclaimed: u64,
 }
 
 /// UDP limits of one connected edge, as the hub enforces them.

@@ -97,6 +97,9 @@ impl AcceptFailures {
 }
 
 /// Resets the client: SO_LINGER 0 turns the close into an RST, so it fails fast.
+/// How long a client waits for its tunnel stream before it is refused.
+const STREAM_OPEN_DEADLINE: Duration = Duration::from_secs(10);
+
 fn refuse(socket: TcpStream, client: SocketAddr, port: u16, why: &str) {
     tracing::debug!(%client, port, why, "connection refused");
     crate::relay::reset(&socket);
@@ -122,12 +125,16 @@ async fn serve_client(
         return refuse(socket, client, local.port(), "tunnel down");
     };
     let line = v1::encode(&ProxyHeader::new(client, local));
-    let stream = match tunnel.open_stream(Bytes::from(line)).await {
-        Ok(stream) => stream,
-        Err(error) => {
+    // A QUIC open waits while the hub's stream limit is reached: bounded, so that a client is
+    // refused rather than left waiting.
+    let opened = tokio::time::timeout(STREAM_OPEN_DEADLINE, tunnel.open_stream(Bytes::from(line)));
+    let stream = match opened.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
             tracing::debug!(%client, %error, "cannot open a tunnel stream");
             return refuse(socket, client, local.port(), "no tunnel stream");
         }
+        Err(_) => return refuse(socket, client, local.port(), "no tunnel stream in time"),
     };
     let mut guard = OpenStreamGuard::new(&shared.stats);
     let counters = Arc::new(RelayCounters::default());

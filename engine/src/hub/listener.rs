@@ -319,7 +319,7 @@ impl Connection {
                 .map_err(|e| Failure::before_hello(e.to_string()))?;
             let mut buffer = BytesMut::with_capacity(8 * 1024);
             let authenticated = self
-                .exchange_hello(&mut tls, &mut buffer, binding, || ())
+                .exchange_hello(&mut tls, &mut buffer, binding, |_| ())
                 .await?;
             Ok((tls, buffer, authenticated))
         };
@@ -353,7 +353,9 @@ impl Connection {
                     .map_err(|e| Failure::before_hello(format!("no control stream: {e}")))?;
                 let mut control = tokio::io::join(recv, send);
                 let mut buffer = BytesMut::with_capacity(8 * 1024);
-                let open_up = || quic::open_after_login(&connection, &performance);
+                let open_up = |admission: &Admission| {
+                    quic::open_after_login(&connection, &performance, admission.stream_cap.max());
+                };
                 match self
                     .exchange_hello(&mut control, &mut buffer, binding, open_up)
                     .await
@@ -459,7 +461,7 @@ impl Connection {
         io: &mut S,
         buffer: &mut BytesMut,
         binding: ChannelBinding,
-        open_up: impl FnOnce(),
+        open_up: impl FnOnce(&Admission),
     ) -> Result<Authenticated, Failure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -488,9 +490,9 @@ impl Connection {
             .hub
             .authenticate(hello, binding, self.remote)
             .await;
-        if matches!(decision, AuthDecision::Accept(_)) {
+        if let AuthDecision::Accept(admission) = &decision {
             self.advance(Stage::Verified);
-            open_up();
+            open_up(admission);
         }
         if !delay.is_zero() {
             tracing::debug!(remote = %self.remote, ?delay, "slowing a login from a source or for an edge id with failed logins");

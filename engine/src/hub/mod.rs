@@ -7,6 +7,7 @@
 //! [`forward`] (one task per stream: PROXY header, dial target, relay).
 
 pub mod auth;
+pub(crate) mod fair_share;
 pub mod forward;
 pub mod grant;
 pub mod listener;
@@ -747,6 +748,7 @@ impl HubActor {
                 udp_sessions: wide(self.settings.udp_budget.in_use()),
                 max_forwarded: wide(self.settings.forwarding_budget.capacity()),
                 streams: wide(self.settings.forwarded_streams()),
+                shares_reclaimed: self.settings.holders.reclaimed(),
             },
         }
     }

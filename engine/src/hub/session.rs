@@ -85,14 +85,17 @@ pub(crate) async fn run(session: HubSession) -> String {
         grant,
         warnings: warnings.clone(),
     });
+    // This session's holdings of the hub-wide budgets, shared fairly with the other edges.
+    let holding = settings.holders.register();
     let mut udp = HubUdp::new(
         context.clone(),
         settings.performance.udp_session_idle,
         tunnel.clone(),
         udp_stats,
-        settings.udp_budget.clone(),
+        holding.clone(),
     );
     let performance = &settings.performance;
+    tunnel.cap_streams(stream_cap.max());
     let mut heartbeat = tokio::time::interval(performance.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut summary = tokio::time::interval(Duration::from_secs(1));
@@ -124,20 +127,27 @@ pub(crate) async fn run(session: HubSession) -> String {
                 udp.close_all();
             }
             reason = tunnel.closed() => break reason,
+            () = holding.shed_requested() => udp.give_back(holding.take_udp_to_shed()),
             accepted = incoming.streams.next() => match accepted {
                 Some((stream, _)) if hub_draining => stream.abort(),
                 // Also while this session drains: the edge may not have seen its new connection yet.
                 Some((stream, open)) => {
-                    let Some(permit) = stream_cap.admit(&settings.forwarding_budget) else {
-                        crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge or the hub is at its stream cap");
-                        stream.abort();
-                        continue;
-                    };
                     let context = context.clone();
-                    let stop = streams_cancel.clone();
+                    // Ends with the session, or alone to give its share to another edge.
+                    let stop = streams_cancel.child_token();
+                    let (stream_cap, holding, warnings) =
+                        (stream_cap.clone(), holding.clone(), warnings.clone());
                     tasks.spawn(async move {
-                        let _permit = permit;
-                        forward::forward(stream, open, context, stop).await;
+                        let settings = &context.settings;
+                        let permit = stream_cap
+                            .admit(&settings.forwarding_budget, &settings.holders, &holding, stop.clone())
+                            .await;
+                        let Some(_permit) = permit else {
+                            crate::limited_warn!(warnings, edge_id = %context.edge_id, max = stream_cap.max(), "stream refused: the edge is at its stream cap, or the hub at its budget and the edge at its fair share");
+                            stream.abort();
+                            return;
+                        };
+                        forward::forward(stream, open, context.clone(), stop).await;
                     });
                 }
                 None => break tunnel.closed().await,
@@ -179,6 +189,8 @@ pub(crate) async fn run(session: HubSession) -> String {
                         performance.heartbeat_timeout
                     );
                 }
+                // The edge's maxStreams may have changed meanwhile.
+                tunnel.cap_streams(stream_cap.max());
                 ping_seq += 1;
                 ping_sent_at = Instant::now();
                 if let Err(error) = tunnel.send_control(ControlMessage::ping(ping_seq)) {

@@ -2,11 +2,15 @@
 //! target connection (a descriptor) on the hub, so a compromised edge opening streams without
 //! end could starve the hub of descriptors; the edge's own caps do not count, the hub's do.
 //! A stream needs a share of its edge's cap (`limits.maxStreams`) and of the hub-wide budget
-//! (derived from the open-file limit); otherwise it is refused and counted.
+//! (derived from the open-file limit), which edges share fairly ([`super::fair_share`]);
+//! otherwise it is refused and counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use super::fair_share::{Budget, HeldStream, Holders, Holding, RECLAIM_PATIENCE};
 use crate::fd_limit::{BudgetPermit, DescriptorBudget};
 
 /// One edge's stream cap and counters (the actor changes `max` when the edge's limits change).
@@ -23,6 +27,7 @@ pub(crate) struct StreamCap {
 pub(crate) struct StreamPermit {
     cap: Arc<StreamCap>,
     _budget: BudgetPermit,
+    _held: HeldStream,
 }
 
 impl Drop for StreamPermit {
@@ -50,8 +55,16 @@ impl StreamCap {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// A permit for one more stream, or `None` (counted) when the edge or the hub is full.
-    pub(crate) fn admit(self: &Arc<Self>, budget: &DescriptorBudget) -> Option<StreamPermit> {
+    /// A permit for one more stream that `reset` ends, or `None` (counted) when the edge is at
+    /// its cap, or the hub's budget is full and no other edge over its fair share gives one back
+    /// within [`RECLAIM_PATIENCE`].
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        budget: &DescriptorBudget,
+        holders: &Holders,
+        holding: &Arc<Holding>,
+        reset: CancellationToken,
+    ) -> Option<StreamPermit> {
         let max = self.max();
         let under_cap = self
             .active
@@ -63,10 +76,16 @@ impl StreamCap {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        match budget.try_take() {
+        let permit = budget
+            .take_fairly(RECLAIM_PATIENCE, |_| {
+                holders.reclaim(holding, Budget::Forwarded, budget.capacity())
+            })
+            .await;
+        match permit {
             Some(permit) => Some(StreamPermit {
                 cap: self.clone(),
                 _budget: permit,
+                _held: holding.hold_stream(reset),
             }),
             None => {
                 self.active.fetch_sub(1, Ordering::AcqRel);
@@ -81,26 +100,73 @@ impl StreamCap {
 mod tests {
     use super::*;
 
-    #[test]
-    fn streams_are_capped_per_edge_and_by_the_hub_budget() {
+    #[tokio::test]
+    async fn streams_are_capped_per_edge_and_by_the_hub_budget() {
         let budget = DescriptorBudget::new(3);
+        let holders = Holders::default();
+        let (mine, theirs) = (holders.register(), holders.register());
         let edge = Arc::new(StreamCap::new(2));
         let other = Arc::new(StreamCap::new(10));
-        let first = edge.admit(&budget).unwrap();
-        let _second = edge.admit(&budget).unwrap();
-        assert!(edge.admit(&budget).is_none(), "edge cap");
-        let _third = other.admit(&budget).unwrap();
-        assert!(other.admit(&budget).is_none(), "hub budget");
+        let admit = |cap: &Arc<StreamCap>, holding: &Arc<Holding>| {
+            let (cap, holding) = (cap.clone(), holding.clone());
+            let (budget, holders) = (&budget, &holders);
+            async move {
+                cap.admit(budget, holders, &holding, CancellationToken::new())
+                    .await
+            }
+        };
+        let first = admit(&edge, &mine).await.unwrap();
+        let _second = admit(&edge, &mine).await.unwrap();
+        assert!(admit(&edge, &mine).await.is_none(), "edge cap");
+        let _third = admit(&other, &theirs).await.unwrap();
+        assert!(
+            admit(&other, &theirs).await.is_none(),
+            "hub budget, and nobody over a share of 1 to give one back"
+        );
         assert_eq!((edge.refused(), other.refused()), (1, 1));
         drop(first);
         assert!(
-            edge.admit(&budget).is_some(),
+            admit(&edge, &mine).await.is_some(),
             "a finished stream frees its share"
         );
         edge.set_max(1);
         assert!(
-            edge.admit(&budget).is_none(),
+            admit(&edge, &mine).await.is_none(),
             "a lowered cap holds new streams back"
         );
+    }
+
+    #[tokio::test]
+    async fn an_edge_within_its_share_gets_one_back_from_an_edge_over_it() {
+        let budget = DescriptorBudget::new(4);
+        let holders = Holders::default();
+        let (hog, modest) = (holders.register(), holders.register());
+        let hog_cap = Arc::new(StreamCap::new(100));
+        let modest_cap = Arc::new(StreamCap::new(100));
+        let mut hog_streams = Vec::new();
+        for _ in 0..4 {
+            let reset = CancellationToken::new();
+            let permit = hog_cap
+                .admit(&budget, &holders, &hog, reset.clone())
+                .await
+                .unwrap();
+            hog_streams.push((permit, reset));
+        }
+        // The hog's newest stream is reset; its task ends and drops the permit.
+        let (newest, reset) = hog_streams.pop().unwrap();
+        let ended = tokio::spawn(async move {
+            reset.cancelled().await;
+            drop(newest);
+        });
+        let permit = modest_cap
+            .admit(&budget, &holders, &modest, CancellationToken::new())
+            .await;
+        assert!(permit.is_some());
+        ended.await.unwrap();
+        // The hog, over its share of 2, gets nothing while the budget is full.
+        assert!(hog_cap
+            .admit(&budget, &holders, &hog, CancellationToken::new())
+            .await
+            .is_none());
     }
 }

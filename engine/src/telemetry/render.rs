@@ -160,6 +160,12 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "Most streams and UDP sessions forwarded at once (from the open-file limit)",
         hub.limits.max_forwarded,
     );
+    counter(
+        registry,
+        "hub_shares_reclaimed",
+        "Streams reset and UDP sessions closed of edges over their fair share, for an edge within its own",
+        hub.limits.shares_reclaimed,
+    );
     gauge(
         registry,
         "hub_udp_sessions",

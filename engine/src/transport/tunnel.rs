@@ -226,6 +226,15 @@ impl Tunnel {
         }
     }
 
+    /// Holds the streams the peer may have open at once, those still sending their first line
+    /// included, to `max` (the hub: the edge's `maxStreams`). The TLS mux admits each stream at
+    /// its OPEN and has no such phase: nothing to do there.
+    pub fn cap_streams(&self, max: u64) {
+        if let Self::Quic(quic) = self {
+            quic.cap_streams(max);
+        }
+    }
+
     /// Closes the tunnel; every stream fails.
     pub fn close(&self) {
         match self {

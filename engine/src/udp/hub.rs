@@ -8,8 +8,9 @@
 //! Sessions are cheap and bounded, whatever the edge sends (it may be compromised): a session
 //! holds its socket and a small task but no receive buffer (replies land in a per-thread
 //! scratch buffer); an edge keeps at most its `maxUdpSessions` (least recently used closed
-//! first), and all edges together at most the hub's [`DescriptorBudget`], which leaves half of the
-//! descriptors to TCP streams and edge logins.
+//! first), and all edges together at most the hub's UDP budget, which leaves half of the
+//! descriptors to TCP streams and edge logins, and which edges share fairly
+//! ([`crate::hub::fair_share`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +25,8 @@ use tokio::task::AbortHandle;
 
 use super::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
-use crate::fd_limit::{BudgetPermit, DescriptorBudget};
+use crate::fd_limit::{BudgetPermit, Full};
+use crate::hub::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
@@ -52,6 +54,7 @@ struct Session {
     last_reply_ms: Arc<AtomicU64>,
     /// This session's share of the hub-wide budget.
     _permit: BudgetPermit,
+    _held: HeldSession,
 }
 
 impl Drop for Session {
@@ -69,7 +72,8 @@ pub(crate) struct HubUdp {
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
-    budget: DescriptorBudget,
+    /// This edge session's holdings of the hub-wide budgets.
+    holding: Arc<Holding>,
     epoch: Instant,
 }
 
@@ -79,7 +83,7 @@ impl HubUdp {
         idle: Duration,
         tunnel: Tunnel,
         stats: Arc<UdpStats>,
-        budget: DescriptorBudget,
+        holding: Arc<Holding>,
     ) -> Self {
         let limits = edge_cap(&stats);
         Self {
@@ -88,7 +92,7 @@ impl HubUdp {
             context,
             tunnel,
             stats,
-            budget,
+            holding,
             epoch: Instant::now(),
         }
     }
@@ -127,7 +131,7 @@ impl HubUdp {
         // A replaced session gives its budget back before the new one takes its own.
         drop(self.table.remove(session));
         self.apply_edge_cap();
-        let Some(permit) = self.take_budget() else {
+        let Some(permit) = self.take_budget().await else {
             tracing::debug!(
                 session,
                 "UDP session refused: the hub's session cap is reached"
@@ -161,6 +165,7 @@ impl HubUdp {
             reader,
             last_reply_ms,
             _permit: permit,
+            _held: self.holding.hold_session(),
         };
         let (_, evicted) = self.table.insert(session, session, Instant::now(), value);
         self.close_evicted(evicted);
@@ -176,11 +181,25 @@ impl HubUdp {
         }
     }
 
-    /// A share of the hub-wide budget: a free one, or the one of this edge's least recently
-    /// used session, closed for it. An edge under pressure thus recycles its own sessions and
-    /// never takes other edges' away.
-    fn take_budget(&mut self) -> Option<BudgetPermit> {
-        if let Some(permit) = self.budget.try_take() {
+    /// A share of the hub-wide budget: a free one; or, when the budget is full and this edge
+    /// within its fair share, one another edge over its share gives back; or the one of this
+    /// edge's least recently used session, closed for it. An edge under pressure thus recycles
+    /// its own sessions and takes other edges' only while they hold more than their share.
+    async fn take_budget(&mut self) -> Option<BudgetPermit> {
+        let context = self.context.clone();
+        let settings = &context.settings;
+        let reclaim = |full| {
+            let (budget, capacity) = match full {
+                Full::Own => (Budget::Udp, settings.udp_budget.capacity()),
+                Full::Outer => (Budget::Forwarded, settings.forwarding_budget.capacity()),
+            };
+            settings.holders.reclaim(&self.holding, budget, capacity)
+        };
+        if let Some(permit) = settings
+            .udp_budget
+            .take_fairly(RECLAIM_PATIENCE, reclaim)
+            .await
+        {
             return Some(permit);
         }
         let (id, value) = self.table.pop_lru()?;
@@ -189,7 +208,24 @@ impl HubUdp {
             value,
             reason: Eviction::Capacity,
         }]);
-        self.budget.try_take()
+        settings.udp_budget.try_take()
+    }
+
+    /// Closes up to `count` least recently used sessions: their shares go to edges within their
+    /// fair share that wait for one.
+    pub(crate) fn give_back(&mut self, count: usize) {
+        let mut evicted = Vec::new();
+        for _ in 0..count {
+            let Some((id, value)) = self.table.pop_lru() else {
+                break;
+            };
+            evicted.push(Evicted {
+                id,
+                value,
+                reason: Eviction::Capacity,
+            });
+        }
+        self.close_evicted(evicted);
     }
 
     /// Closes sessions the table displaced, on both sides.

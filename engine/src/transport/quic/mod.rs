@@ -14,7 +14,7 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,13 +34,20 @@ pub use endpoint::{
 };
 pub use stream::QuicStream;
 
-/// Streams (tunneled TCP connections) the peer may have open at once, at first. quinn-proto
+/// Streams (tunneled TCP connections) the peer may have open at once, at first (at most its
+/// ceiling, [`QuicHandle::cap_streams`]). quinn-proto
 /// sets up bookkeeping for every stream the peer may open as soon as the limit allows it
 /// (a limit of 100,000 cost 19 MiB per process before a single stream existed, measured RSS),
 /// so the limit starts here and grows with use ([`StreamLimit`]).
 const INITIAL_CONCURRENT_STREAMS: u32 = 1_024;
-/// The most streams the peer may have open at once (the limit grows up to here).
+/// The most streams the peer may have open at once (the limit grows up to here, or up to the
+/// ceiling the hub sets from the edge's `maxStreams`).
 const MAX_CONCURRENT_STREAMS: u32 = 1 << 20;
+/// Streams the peer may open beyond its cap (`maxStreams`, [`QuicHandle::cap_streams`]): the hub
+/// refuses a stream over the cap with a reset, and a refused stream still counts towards quinn's
+/// limit until both sides have finished it; without headroom the edge's next open would wait
+/// for that instead of being refused at once.
+pub const STREAM_LIMIT_HEADROOM: u32 = 32;
 /// Deadline for a new stream's first line (PROXY v1 or egress request).
 const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
 /// Incoming streams queued for the session before new ones are refused.
@@ -73,6 +80,8 @@ pub struct QuicHandle {
     connection: Connection,
     control: mpsc::UnboundedSender<ControlMessage>,
     live_streams: Arc<AtomicUsize>,
+    /// Most streams the peer may have open at once, first-line phase included.
+    stream_ceiling: Arc<AtomicU32>,
     overflow: mpsc::Sender<(u32, Bytes)>,
     /// Sessions that recently sent a datagram on the overflow stream, until when their later
     /// datagrams follow it there (keeps per-session order; see [`OVERFLOW_PIN`]).
@@ -103,6 +112,7 @@ pub fn start(
     let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
     let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
     let live_streams = Arc::new(AtomicUsize::new(0));
+    let stream_ceiling = Arc::new(AtomicU32::new(MAX_CONCURRENT_STREAMS));
     let (datagram_tx, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
     let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
     tokio::spawn(write_control(connection.clone(), control_send, control_rx));
@@ -123,6 +133,7 @@ pub fn start(
         connection.clone(),
         stream_tx,
         live_streams.clone(),
+        stream_ceiling.clone(),
         first_line_cap,
     ));
     (
@@ -130,6 +141,7 @@ pub fn start(
             connection,
             control: control_tx,
             live_streams,
+            stream_ceiling,
             overflow,
             pinned: Arc::default(),
         },
@@ -241,6 +253,16 @@ impl QuicHandle {
         self.live_streams.load(Ordering::Relaxed)
     }
 
+    /// See [`super::tunnel::Tunnel::cap_streams`]; the control stream and
+    /// [`STREAM_LIMIT_HEADROOM`] count too. quinn cannot take back a limit it has granted, so a
+    /// lower ceiling holds the limit where it is.
+    pub fn cap_streams(&self, max: u64) {
+        let max = u32::try_from(max.saturating_add(1 + u64::from(STREAM_LIMIT_HEADROOM)))
+            .unwrap_or(u32::MAX)
+            .clamp(1, MAX_CONCURRENT_STREAMS);
+        self.stream_ceiling.store(max, Ordering::Relaxed);
+    }
+
     pub fn close(&self) {
         self.connection
             .close(VarInt::from_u32(CLOSE_NORMAL), b"closed");
@@ -274,24 +296,24 @@ fn describe_close(error: quinn::ConnectionError) -> String {
     }
 }
 
-/// The peer's concurrent stream limit: raised by a quarter whenever the open streams reach
-/// 80 % of it, up to [`MAX_CONCURRENT_STREAMS`], so its memory is spent only when streams need
-/// it (the limit stays within 1.25-1.6 × the streams open at the peak). Never lowered
-/// (quinn-proto keeps what it has set up anyway).
+/// The peer's concurrent stream limit: raised by a quarter whenever the open streams (those
+/// still sending their first line included) reach 80 % of it, up to the ceiling, so its memory
+/// is spent only when streams need it (the limit stays within 1.25-1.6 × the streams open at
+/// the peak). Never lowered (quinn-proto keeps what it has set up anyway). quinn refuses a
+/// stream over the limit, so the peer never has more than the ceiling open, however slowly it
+/// sends first lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StreamLimit(u32);
 
 impl StreamLimit {
-    /// The new limit when `open` streams are open, if it should grow.
-    fn grow(&mut self, open: usize) -> Option<u32> {
+    /// The new limit when `open` streams are open, if it should grow (never past `ceiling`).
+    fn grow(&mut self, open: usize, ceiling: u32) -> Option<u32> {
         let open = u64::try_from(open).unwrap_or(u64::MAX);
-        if self.0 >= MAX_CONCURRENT_STREAMS || open.saturating_mul(5) < u64::from(self.0) * 4 {
+        let ceiling = ceiling.min(MAX_CONCURRENT_STREAMS);
+        if self.0 >= ceiling || open.saturating_mul(5) < u64::from(self.0) * 4 {
             return None;
         }
-        self.0 = self
-            .0
-            .saturating_add(self.0 / 4)
-            .min(MAX_CONCURRENT_STREAMS);
+        self.0 = self.0.saturating_add(self.0 / 4).min(ceiling);
         Some(self.0)
     }
 }
@@ -316,9 +338,11 @@ async fn accept_streams(
     connection: Connection,
     queue: mpsc::Sender<(QuicStream, Bytes)>,
     live_streams: Arc<AtomicUsize>,
+    ceiling: Arc<AtomicU32>,
     first_line_cap: usize,
 ) {
-    let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS);
+    // What the peer was granted at login (`open_after_login`) or in its handshake.
+    let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS.min(ceiling.load(Ordering::Relaxed)));
     // Accepted streams still waiting for their first line (not yet counted in `live_streams`).
     let pending = Arc::new(AtomicUsize::new(0));
     loop {
@@ -329,7 +353,7 @@ async fn accept_streams(
         // Checked at every accept, with the streams waiting for their first line counted, so
         // that the limit is raised before the peer can reach it.
         let open = live_streams.load(Ordering::Relaxed) + pending.load(Ordering::Relaxed);
-        if let Some(raised) = limit.grow(open) {
+        if let Some(raised) = limit.grow(open, ceiling.load(Ordering::Relaxed)) {
             tracing::debug!(limit = raised, "raising the QUIC stream limit");
             connection.set_max_concurrent_bi_streams(VarInt::from_u32(raised));
         }
@@ -375,21 +399,35 @@ mod tests {
 
     #[test]
     fn stream_limit_grows_by_a_quarter_at_80_percent_up_to_the_maximum() {
+        let max = MAX_CONCURRENT_STREAMS;
         let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS);
-        assert_eq!(limit.grow(0), None);
-        assert_eq!(limit.grow(818), None);
-        assert_eq!(limit.grow(820), Some(1_280));
-        assert_eq!(limit.grow(820), None, "not again for the same load");
-        assert_eq!(limit.grow(1_024), Some(1_600));
+        assert_eq!(limit.grow(0, max), None);
+        assert_eq!(limit.grow(818, max), None);
+        assert_eq!(limit.grow(820, max), Some(1_280));
+        assert_eq!(limit.grow(820, max), None, "not again for the same load");
+        assert_eq!(limit.grow(1_024, max), Some(1_600));
         // 10,000 open streams end with a limit between 1.25 and 1.6 times that.
-        while limit.grow(10_000).is_some() {}
+        while limit.grow(10_000, max).is_some() {}
         assert!((12_500..=16_000).contains(&limit.0), "{}", limit.0);
         let mut grown = 0;
-        while limit.grow(usize::MAX).is_some() {
+        while limit.grow(usize::MAX, max).is_some() {
             grown += 1;
             assert!(grown < 100);
         }
         assert_eq!(limit.0, MAX_CONCURRENT_STREAMS);
-        assert_eq!(limit.grow(usize::MAX), None);
+        assert_eq!(limit.grow(usize::MAX, max), None);
+    }
+
+    #[test]
+    fn stream_limit_never_grows_past_the_ceiling() {
+        let mut limit = StreamLimit(10);
+        assert_eq!(limit.grow(10, 10), None);
+        assert_eq!(limit.grow(usize::MAX, 12), Some(12));
+        assert_eq!(limit.grow(usize::MAX, 12), None);
+        assert_eq!(
+            limit.grow(usize::MAX, 0),
+            None,
+            "a lower ceiling never lowers it"
+        );
     }
 }
