@@ -6,7 +6,7 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::{QuicSide, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR};
+use super::{ControlSender, QuicSide, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR};
 use crate::transport::control::{self, ControlMessage};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::frame::FrameType;
@@ -14,7 +14,7 @@ use crate::transport::frame::FrameType;
 pub(super) async fn write_control(
     connection: Connection,
     mut send: SendStream,
-    mut queue: mpsc::UnboundedReceiver<ControlMessage>,
+    mut queue: mpsc::Receiver<ControlMessage>,
 ) {
     let mut buffer = BytesMut::new();
     while let Some(message) = queue.recv().await {
@@ -41,7 +41,7 @@ pub(super) async fn read_control(
     mut recv: RecvStream,
     mut buffer: BytesMut,
     side: QuicSide,
-    replies: mpsc::UnboundedSender<ControlMessage>,
+    replies: ControlSender,
     deliver: mpsc::Sender<ControlMessage>,
     datagrams: mpsc::Sender<UdpMessage>,
 ) {
@@ -62,7 +62,11 @@ pub(super) async fn read_control(
                 }
                 Ok(Some(message)) => {
                     if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
-                        let _ = replies.send(ControlMessage::pong_for(&message));
+                        // A hub flooding PINGs it does not read the answers to fills the
+                        // queue: the tunnel closes.
+                        if replies.send(ControlMessage::pong_for(&message)).is_err() {
+                            return;
+                        }
                     }
                     // A slow consumer must not stall the control stream; liveness is what
                     // matters and the newest CONFIG is resent by the hub on each change.

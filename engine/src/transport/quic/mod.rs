@@ -47,6 +47,14 @@ const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
 const INCOMING_STREAM_QUEUE: usize = 1024;
 /// Control messages queued for the session.
 const CONTROL_QUEUE: usize = 64;
+/// Control messages (PING, PONG, CONFIG, UDP_CLOSE) that may wait for the control stream.
+/// More means the peer does not read its control stream (QUIC flow control holds our writes):
+/// the tunnel is closed ([`QuicHandle::send_control`]) instead of queueing without bound or
+/// losing a control message. An honest peer never has more than a few waiting; 4,096 small
+/// messages are well under 1 MiB (a CONFIG is a few KiB, and one per operator update).
+pub const CONTROL_SEND_QUEUE: usize = 4_096;
+/// Why a peer that does not read its control stream was dropped (the tunnel's end reason).
+pub const NOT_READING: &str = "the peer does not read its control stream (control queue full)";
 /// Incoming UDP messages queued for the session; beyond it datagrams are dropped (UDP).
 const DATAGRAM_QUEUE: usize = 4096;
 /// Oversized datagrams queued for the overflow stream; beyond it they are dropped and counted.
@@ -71,8 +79,11 @@ pub enum QuicSide {
 #[derive(Clone, Debug)]
 pub struct QuicHandle {
     connection: Connection,
-    control: mpsc::UnboundedSender<ControlMessage>,
+    control: mpsc::Sender<ControlMessage>,
     live_streams: Arc<AtomicUsize>,
+    /// Why we closed the connection, when it was for a reason worth reporting (quinn reports
+    /// only `LocallyClosed`).
+    local_reason: Arc<std::sync::OnceLock<String>>,
     overflow: mpsc::Sender<(u32, Bytes)>,
     /// Sessions that recently sent a datagram on the overflow stream, until when their later
     /// datagrams follow it there (keeps per-session order; see [`OVERFLOW_PIN`]).
@@ -97,9 +108,10 @@ pub fn start(
     side: QuicSide,
     first_line_cap: usize,
 ) -> (QuicHandle, QuicIncoming) {
-    // Unbounded by construction: control messages are a PING per heartbeat interval, the PONG
-    // answering it, and CONFIG pushes per operator update; none is produced per byte of data.
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that stops reading would otherwise grow it by one UDP_CLOSE per refused
+    // UDP open it sends (1 GiB in 40 s, measured); full closes the tunnel (`send_control`).
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_SEND_QUEUE);
+    let local_reason = Arc::new(std::sync::OnceLock::new());
     let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
     let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
     let live_streams = Arc::new(AtomicUsize::new(0));
@@ -111,7 +123,11 @@ pub fn start(
         control_recv,
         leftover,
         side,
-        control_tx.clone(),
+        ControlSender {
+            queue: control_tx.clone(),
+            connection: connection.clone(),
+            local_reason: local_reason.clone(),
+        },
         incoming_control_tx,
         datagram_tx.clone(),
     ));
@@ -130,6 +146,7 @@ pub fn start(
             connection,
             control: control_tx,
             live_streams,
+            local_reason,
             overflow,
             pinned: Arc::default(),
         },
@@ -159,9 +176,19 @@ impl QuicHandle {
         ))
     }
 
-    /// Queues a control message.
+    /// Queues a control message without waiting. A full queue means the peer does not read
+    /// its control stream: the tunnel is closed (reason [`NOT_READING`]) rather than the
+    /// message lost, and the message comes back as the error, as it does once closed.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), ControlMessage> {
-        self.control.send(message).map_err(|e| e.0)
+        self.control_sender().send(message)
+    }
+
+    fn control_sender(&self) -> ControlSender {
+        ControlSender {
+            queue: self.control.clone(),
+            connection: self.connection.clone(),
+            local_reason: self.local_reason.clone(),
+        }
     }
 
     /// Queues a UDP message without waiting: small datagrams as QUIC datagrams, larger ones on
@@ -197,7 +224,10 @@ impl QuicHandle {
                     frame_type: FrameType::UdpClose,
                     payload: Bytes::copy_from_slice(&session.to_be_bytes()),
                 };
-                return self.control.send(message).map_err(|_| UdpSendError::Closed);
+                return self
+                    .control_sender()
+                    .send(message)
+                    .map_err(|_| UdpSendError::Closed);
             }
         };
         // quinn silently drops the oldest queued datagram when its buffer is full; check first
@@ -252,11 +282,47 @@ impl QuicHandle {
 
     /// Resolves when the connection has ended, with the reason.
     pub async fn closed(&self) -> String {
-        describe_close(self.connection.closed().await)
+        let error = self.connection.closed().await;
+        match self.local_reason.get() {
+            Some(reason) => reason.clone(),
+            None => describe_close(error),
+        }
     }
 
     pub fn remote_address(&self) -> SocketAddr {
         self.connection.remote_address()
+    }
+}
+
+/// The sending end of the control stream's queue, which closes the tunnel when it is full.
+#[derive(Clone, Debug)]
+pub(crate) struct ControlSender {
+    queue: mpsc::Sender<ControlMessage>,
+    connection: Connection,
+    local_reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl ControlSender {
+    /// Queues `message`; a full queue closes the tunnel with [`NOT_READING`] (logged once).
+    pub(crate) fn send(&self, message: ControlMessage) -> Result<(), ControlMessage> {
+        match self.queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(message)) => Err(message),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                if self.local_reason.set(NOT_READING.to_owned()).is_ok() {
+                    tracing::warn!(
+                        peer = %self.connection.remote_address(),
+                        queued = CONTROL_SEND_QUEUE,
+                        "{NOT_READING}; closing the tunnel"
+                    );
+                }
+                self.connection.close(
+                    VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
+                    b"control stream not read",
+                );
+                Err(message)
+            }
+        }
     }
 }
 

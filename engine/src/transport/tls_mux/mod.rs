@@ -13,10 +13,14 @@
 //! # Queues and their bounds
 //!
 //! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): always first.
-//!   Unbounded, bounded by construction: one OPEN per stream; a stream's queued window updates
-//!   never grant more than its target window in total and each is at least
-//!   `min(target/2, 256 KiB)`, so there are at most a handful per stream; CONFIG/PING are sent
-//!   by the session at its own slow pace; automatic PONGs are capped ([`MAX_PENDING_PONGS`]).
+//!   Bounded at [`CONTROL_QUEUE_FRAMES`]; when it is full the peer does not read (the writer is
+//!   stuck on a full socket) and the tunnel is closed with [`MuxCloseReason::PeerNotReading`]
+//!   rather than a control frame lost. An honest peer never gets near it: one OPEN per stream;
+//!   a stream's queued window updates never grant more than its target window in total and each
+//!   is at least `min(target/2, 256 KiB)`, so a handful per stream at most; CONFIG/PING come at
+//!   the session's slow pace; automatic PONGs are capped ([`MAX_PENDING_PONGS`]). But a peer
+//!   that does not read and still sends DATA up to the grants it can predict makes the hub
+//!   queue one WINDOW_UPDATE per grant for ever: that is what the bound stops.
 //! - **Data queue** (DATA(_BACK), CLOSE(_BACK) of normal streams, UDP frames, reader-generated
 //!   CLOSEs). DATA frames each need one of [`DATA_QUEUE_FRAMES`] slots (a semaphore:
 //!   `poll_write` waits for a slot); UDP frames take their size from a byte budget of
@@ -110,6 +114,11 @@ pub const UDP_QUEUE_BYTES: usize = 4 << 20;
 
 /// Budget a UDP frame takes at least (header and bookkeeping of tiny datagrams).
 const UDP_FRAME_MIN_COST: usize = 64;
+
+/// Frames that may wait in the control queue; one more closes the tunnel
+/// ([`MuxCloseReason::PeerNotReading`]). About 100 bytes each queued, so under 7 MiB; room for
+/// four window updates each of 16,384 streams whose peer is slow, not absent.
+pub const CONTROL_QUEUE_FRAMES: usize = 65_536;
 
 /// Capacity of [`MuxIncoming::streams`]; further streams are refused while it is full.
 pub const INCOMING_STREAMS: usize = 512;
@@ -258,6 +267,8 @@ pub enum MuxCloseReason {
     Closed,
     #[error("the tunnel was cancelled")]
     Cancelled,
+    #[error("the peer does not read: {CONTROL_QUEUE_FRAMES} control frames wait for it")]
+    PeerNotReading,
 }
 
 impl MuxCloseReason {
@@ -323,7 +334,7 @@ pub(crate) struct Shared {
     /// Minimum round-trip time of the tunnel's path in microseconds (0: unknown), for window
     /// auto-tuning; set from outside ([`MuxHandle::set_path_rtt`]), the mux sees no socket.
     path_rtt_micros: AtomicU64,
-    control_tx: mpsc::UnboundedSender<Outgoing>,
+    control_tx: mpsc::Sender<Outgoing>,
     data_tx: mpsc::UnboundedSender<Outgoing>,
     sustained_tx: mpsc::UnboundedSender<Outgoing>,
     data_slots: Arc<Semaphore>,
@@ -480,9 +491,21 @@ impl Shared {
         }
     }
 
+    /// Queues a control-queue frame; a full queue closes the tunnel (see the module doc).
+    fn queue_control(&self, item: Outgoing) -> Result<(), MuxError> {
+        match self.control_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(MuxError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shutdown(MuxCloseReason::PeerNotReading);
+                Err(MuxError::Closed)
+            }
+        }
+    }
+
     fn queue_window_update(&self, id: u32, credit: u32) {
         let frame = Frame::window_update(id, self.sends_back(), credit);
-        if self.control_tx.send(Outgoing::Frame(frame)).is_ok() {
+        if self.queue_control(Outgoing::Frame(frame)).is_ok() {
             self.window_updates_sent.fetch_add(1, Ordering::Relaxed);
             self.credit_granted
                 .fetch_add(u64::from(credit), Ordering::Relaxed);
@@ -495,7 +518,7 @@ impl Shared {
             tracing::debug!("too many PONGs waiting for the writer; PING not answered");
             return;
         }
-        if self.control_tx.send(Outgoing::Pong(pong)).is_err() {
+        if self.queue_control(Outgoing::Pong(pong)).is_err() {
             self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -559,6 +582,9 @@ impl Shared {
             MuxCloseReason::Protocol(error) => {
                 tracing::warn!(side = %self.side, %error, "tunnel protocol error; closing the tunnel");
             }
+            MuxCloseReason::PeerNotReading => {
+                tracing::warn!(side = %self.side, %reason, "closing the tunnel");
+            }
             reason => tracing::debug!(side = %self.side, %reason, "tunnel closed"),
         }
         let streams = {
@@ -599,7 +625,7 @@ impl Mux {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (read_half, write_half) = tokio::io::split(io);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
         let (data_tx, data_rx) = mpsc::unbounded_channel();
         let (sustained_tx, sustained_rx) = mpsc::unbounded_channel();
         let (streams_tx, streams_rx) = mpsc::channel(INCOMING_STREAMS);
@@ -703,7 +729,7 @@ impl MuxHandle {
         };
         // OPEN is queued before the stream exists for the caller, so it precedes its DATA.
         let open = Frame::open(stream.id, open_payload);
-        if shared.control_tx.send(Outgoing::Frame(open)).is_err() {
+        if shared.queue_control(Outgoing::Frame(open)).is_err() {
             shared.remove_stream(&stream);
             return Err(MuxError::Closed);
         }
@@ -734,10 +760,7 @@ impl MuxHandle {
         if self.is_closed() {
             return Err(MuxError::Closed);
         }
-        self.shared
-            .control_tx
-            .send(Outgoing::Frame(frame))
-            .map_err(|_| MuxError::Closed)
+        self.shared.queue_control(Outgoing::Frame(frame))
     }
 
     /// Queues a UDP frame (UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE, as this side sends

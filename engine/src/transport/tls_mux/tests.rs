@@ -1248,3 +1248,29 @@ async fn young_elephant_does_not_delay_a_mouse() {
     );
     assert!(!edge.is_closed());
 }
+
+/// A peer that does not read: the control queue fills up to its bound and the next control
+/// frame closes the tunnel, with the reason, instead of being queued or lost.
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_dropped_when_the_control_queue_is_full() {
+    let (hub, _incoming, _raw) = raw_peer(Side::Hub);
+    let mut queued = 0;
+    for ping in 0..2 * CONTROL_QUEUE_FRAMES {
+        match hub.send_control(Frame::ping(u64::try_from(ping).unwrap())) {
+            Ok(()) => queued += 1,
+            Err(error) => {
+                assert_eq!(error, MuxError::Closed);
+                break;
+            }
+        }
+        // Let the writer fill the duplex (64 KiB) and block on it, as on a full socket.
+        if ping % 4096 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        (CONTROL_QUEUE_FRAMES..CONTROL_QUEUE_FRAMES + 8192).contains(&queued),
+        "{queued}"
+    );
+    assert_eq!(within(hub.closed()).await, MuxCloseReason::PeerNotReading);
+}

@@ -168,7 +168,7 @@ fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) -> usize {
 
 /// The receiving ends of the writer's queues.
 pub(crate) struct Queues {
-    pub(crate) control: mpsc::UnboundedReceiver<Outgoing>,
+    pub(crate) control: mpsc::Receiver<Outgoing>,
     pub(crate) data: mpsc::UnboundedReceiver<Outgoing>,
     pub(crate) sustained: mpsc::UnboundedReceiver<Outgoing>,
 }
