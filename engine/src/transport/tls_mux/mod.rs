@@ -58,6 +58,7 @@
 //! [`MuxStream`] sends CLOSE (unless already sent) and forgets it; DATA arriving later for an
 //! unknown stream is dropped and answered with one CLOSE, which aborts the peer's end.
 
+mod budget;
 mod qos;
 mod reader;
 mod scheduler;
@@ -293,6 +294,10 @@ pub struct MuxStats {
     pub streams_refused: u64,
     /// Times a stream's outgoing DATA moved to the sustained queue.
     pub streams_sustained: u64,
+    /// Hub: streams reset because the tunnel held more than its window budget (`budget.rs`).
+    pub budget_resets: u64,
+    /// Received bytes of all streams not yet read by the application.
+    pub held_bytes: u64,
 }
 
 /// A queued outgoing frame.
@@ -351,6 +356,9 @@ pub(crate) struct Shared {
     udp_dropped: AtomicU64,
     streams_refused: AtomicU64,
     streams_sustained: AtomicU64,
+    budget_resets: AtomicU64,
+    /// Received bytes of all streams not yet read by the application (see `budget.rs`).
+    held: Arc<AtomicU64>,
     /// Rate limit of the warnings the peer can provoke (a flood of control frames).
     warnings: crate::log_limit::SharedLogLimiter,
 }
@@ -382,7 +390,12 @@ impl Shared {
     }
 
     fn new_stream(&self, table: &mut Table, id: u32) -> Arc<StreamShared> {
-        let stream = Arc::new(StreamShared::new(id, INITIAL_STREAM_WINDOW, now()));
+        let stream = Arc::new(StreamShared::new(
+            id,
+            INITIAL_STREAM_WINDOW,
+            now(),
+            self.held.clone(),
+        ));
         table.streams.insert(id, stream.clone());
         table.answered.remove(&id);
         self.active.store(table.streams.len(), Ordering::Relaxed);
@@ -659,6 +672,8 @@ impl Mux {
             udp_dropped: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
             streams_sustained: AtomicU64::new(0),
+            budget_resets: AtomicU64::new(0),
+            held: Arc::default(),
             warnings: Default::default(),
         });
         let incoming = reader::Incoming {
@@ -825,6 +840,8 @@ impl MuxHandle {
             udp_dropped: s.udp_dropped.load(Ordering::Relaxed),
             streams_refused: s.streams_refused.load(Ordering::Relaxed),
             streams_sustained: s.streams_sustained.load(Ordering::Relaxed),
+            budget_resets: s.budget_resets.load(Ordering::Relaxed),
+            held_bytes: s.held.load(Ordering::Relaxed),
         }
     }
 
