@@ -48,7 +48,9 @@
 //! grants with WINDOW_UPDATE(_BACK) as its application reads (see `window`). A receiver that
 //! gets more than it granted closes the tunnel (protocol error). A stream that has been fast for
 //! long ([`QosSettings`], `qos.rs`) is *sustained*: its receiver locks its window to the minimum
-//! and its sender moves its DATA to the sustained queue.
+//! and its sender moves its DATA to the sustained queue. On the hub the window budget is also a
+//! hard cap on the bytes all streams hold, enforced by resetting streams over their share
+//! (`budget.rs`): the initial windows alone would let an edge exceed it.
 //!
 //! # Stream lifecycle
 //!
