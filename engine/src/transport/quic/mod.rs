@@ -26,7 +26,7 @@ use super::control::ControlMessage;
 use super::datagram::{self, UdpMessage, UdpSendError};
 use super::frame::FrameType;
 use super::handshake::{read_line, LineError};
-use control_stream::{read_control, write_control};
+use control_stream::{read_control, write_control, ControlSender};
 use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
 pub use endpoint::{
     client_config, client_endpoint, discard_datagrams, open_after_login, server_endpoint,
@@ -79,11 +79,8 @@ pub enum QuicSide {
 #[derive(Clone, Debug)]
 pub struct QuicHandle {
     connection: Connection,
-    control: mpsc::Sender<ControlMessage>,
+    control: ControlSender,
     live_streams: Arc<AtomicUsize>,
-    /// Why we closed the connection, when it was for a reason worth reporting (quinn reports
-    /// only `LocallyClosed`).
-    local_reason: Arc<std::sync::OnceLock<String>>,
     overflow: mpsc::Sender<(u32, Bytes)>,
     /// Sessions that recently sent a datagram on the overflow stream, until when their later
     /// datagrams follow it there (keeps per-session order; see [`OVERFLOW_PIN`]).
@@ -111,7 +108,7 @@ pub fn start(
     // Bounded: a peer that stops reading would otherwise grow it by one UDP_CLOSE per refused
     // UDP open it sends (1 GiB in 40 s, measured); full closes the tunnel (`send_control`).
     let (control_tx, control_rx) = mpsc::channel(CONTROL_SEND_QUEUE);
-    let local_reason = Arc::new(std::sync::OnceLock::new());
+    let control_tx = ControlSender::new(control_tx, connection.clone());
     let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
     let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
     let live_streams = Arc::new(AtomicUsize::new(0));
@@ -123,11 +120,7 @@ pub fn start(
         control_recv,
         leftover,
         side,
-        ControlSender {
-            queue: control_tx.clone(),
-            connection: connection.clone(),
-            local_reason: local_reason.clone(),
-        },
+        control_tx.clone(),
         incoming_control_tx,
         datagram_tx.clone(),
     ));
@@ -146,7 +139,6 @@ pub fn start(
             connection,
             control: control_tx,
             live_streams,
-            local_reason,
             overflow,
             pinned: Arc::default(),
         },
@@ -180,15 +172,7 @@ impl QuicHandle {
     /// its control stream: the tunnel is closed (reason [`NOT_READING`]) rather than the
     /// message lost, and the message comes back as the error, as it does once closed.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), ControlMessage> {
-        self.control_sender().send(message)
-    }
-
-    fn control_sender(&self) -> ControlSender {
-        ControlSender {
-            queue: self.control.clone(),
-            connection: self.connection.clone(),
-            local_reason: self.local_reason.clone(),
-        }
+        self.control.send(message)
     }
 
     /// Queues a UDP message without waiting: small datagrams as QUIC datagrams, larger ones on
@@ -224,10 +208,7 @@ impl QuicHandle {
                     frame_type: FrameType::UdpClose,
                     payload: Bytes::copy_from_slice(&session.to_be_bytes()),
                 };
-                return self
-                    .control_sender()
-                    .send(message)
-                    .map_err(|_| UdpSendError::Closed);
+                return self.control.send(message).map_err(|_| UdpSendError::Closed);
             }
         };
         // quinn silently drops the oldest queued datagram when its buffer is full; check first
@@ -283,46 +264,14 @@ impl QuicHandle {
     /// Resolves when the connection has ended, with the reason.
     pub async fn closed(&self) -> String {
         let error = self.connection.closed().await;
-        match self.local_reason.get() {
-            Some(reason) => reason.clone(),
+        match self.control.local_reason() {
+            Some(reason) => reason,
             None => describe_close(error),
         }
     }
 
     pub fn remote_address(&self) -> SocketAddr {
         self.connection.remote_address()
-    }
-}
-
-/// The sending end of the control stream's queue, which closes the tunnel when it is full.
-#[derive(Clone, Debug)]
-pub(crate) struct ControlSender {
-    queue: mpsc::Sender<ControlMessage>,
-    connection: Connection,
-    local_reason: Arc<std::sync::OnceLock<String>>,
-}
-
-impl ControlSender {
-    /// Queues `message`; a full queue closes the tunnel with [`NOT_READING`] (logged once).
-    pub(crate) fn send(&self, message: ControlMessage) -> Result<(), ControlMessage> {
-        match self.queue.try_send(message) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(message)) => Err(message),
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                if self.local_reason.set(NOT_READING.to_owned()).is_ok() {
-                    tracing::warn!(
-                        peer = %self.connection.remote_address(),
-                        queued = CONTROL_SEND_QUEUE,
-                        "{NOT_READING}; closing the tunnel"
-                    );
-                }
-                self.connection.close(
-                    VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
-                    b"control stream not read",
-                );
-                Err(message)
-            }
-        }
     }
 }
 
