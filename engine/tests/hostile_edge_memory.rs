@@ -234,3 +234,70 @@ async fn a_tls_edge_gets_no_more_than_the_window_budget_buffered() {
     drop(streams);
     drop(real);
 }
+
+/// A TLS edge that never reads opens streams to a port it was not given, as fast as it can, and
+/// forges PONGs so that the heartbeat keeps it: the hub aborts each stream with a CLOSE_BACK that
+/// waits in its writer's queue. Before, that queue grew for as long as the edge kept going;
+/// now a full queue drops the edge at once, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_edge_that_does_not_read_is_dropped() {
+    use remoteingress::transport::frame::{encode, Frame};
+    let _heavy = common::heavy().await;
+    let mut hub = Managed::spawn().await;
+    let (tunnel_port, _) = start_hub(&mut hub, json!({})).await;
+    let allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
+    hub.ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+        .await;
+    let mut tls = hand_edge::tls_login_raw(tunnel_port, EDGE_ID, EDGE_SECRET).await;
+    hub.event("edgeConnected").await;
+
+    let (peak, stop) = watch_rss(hub.pid());
+    let before = rss_kib(hub.pid());
+    let client: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+    let line = v1::encode(&ProxyHeader::new(client, ([127, 0, 0, 2], 9).into()));
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut opened = 0u32;
+        let mut batch = bytes::BytesMut::new();
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            batch.clear();
+            for _ in 0..256 {
+                opened += 1;
+                encode(&Frame::open(opened, line.clone()), &mut batch).unwrap();
+            }
+            // The hub takes any PONG as a sign of life: no need to read its PINGs.
+            encode(&Frame::pong_for(&Frame::ping(0)), &mut batch).unwrap();
+            if tls.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+        opened
+    });
+    let disconnected = hub.wait_for(
+        |line| line["event"] == "edgeDisconnected",
+        Duration::from_secs(40),
+    );
+    let event = tokio::time::timeout(Duration::from_secs(30), disconnected).await;
+    let dropped_after = started.elapsed();
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(before);
+    let Ok(event) = event else {
+        panic!(
+            "not dropped within 30 s; hub RSS {} MiB before, +{} MiB at the peak",
+            before / MIB,
+            growth / MIB
+        );
+    };
+    let opened = flood.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    eprintln!(
+        "dropped after {dropped_after:?} and {opened} OPENs; hub RSS {} MiB before, +{} MiB at \
+         the peak; {event}",
+        before / MIB,
+        growth / MIB
+    );
+    let reason = event["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not read"), "{event}");
+    assert!(dropped_after < Duration::from_secs(20), "{dropped_after:?}");
+    assert!(growth < 96 * MIB, "hub RSS grew by {} MiB", growth / MIB);
+}

@@ -184,6 +184,20 @@ pub async fn quic_login_raw(
     (endpoint, connection, send, recv)
 }
 
+/// A TLS login as `edge_id` that stops there: the TLS stream, no tunnel tasks, so the test
+/// writes raw frames and reads nothing (a peer that stops reading).
+pub async fn tls_login_raw(port: u16, edge_id: &str, secret: &str) -> TlsStream<TcpStream> {
+    let mut tls = tls_connect(port).await;
+    let binding = ChannelBinding::from_tls(tls.get_ref().1).unwrap();
+    let mut buffer = BytesMut::new();
+    let line = hello_line(&binding, edge_id, secret);
+    let reply = exchange(&mut tls, &line, &mut buffer)
+        .await
+        .expect("a reply");
+    check_accepted(&reply, &binding, edge_id, secret).expect("login accepted");
+    tls
+}
+
 /// The reply accepts the login and carries a valid hub proof.
 fn check_accepted(
     reply: &str,

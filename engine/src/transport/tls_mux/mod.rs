@@ -27,7 +27,10 @@
 //!   [`UDP_QUEUE_BYTES`] (datagrams fail with [`MuxError::Full`]). CLOSE frames take no slot so
 //!   that shutting down or dropping a stream never waits and never loses its CLOSE: they are at
 //!   most one per stream from the application, plus replies from the reader (refusals, answers
-//!   to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`].
+//!   to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`]. Streams come and go, so
+//!   CLOSEs of streams already gone could pile up behind a peer that does not read (it opens
+//!   streams the hub refuses, and forges PONGs to stay alive): at [`MAX_PENDING_CLOSES`] the
+//!   tunnel is closed with [`MuxCloseReason::PeerNotReading`], as for the control queue.
 //! - **Sustained queue** (DATA(_BACK), CLOSE(_BACK) of sustained streams, see `qos.rs`): served
 //!   when nothing else waits, and at [`QosSettings::sustained_drain_bytes_per_sec`] at least.
 //!   Its DATA frames need one of [`SUSTAINED_QUEUE_FRAMES`] slots of their own, so elephants
@@ -122,6 +125,11 @@ const UDP_FRAME_MIN_COST: usize = 64;
 /// ([`MuxCloseReason::PeerNotReading`]). About 100 bytes each queued, so under 7 MiB; room for
 /// four window updates each of 16,384 streams whose peer is slow, not absent.
 pub const CONTROL_QUEUE_FRAMES: usize = 65_536;
+
+/// Stream CLOSE(_BACK) frames (FIN or abort) that may wait in the writer's queues; one more
+/// closes the tunnel ([`MuxCloseReason::PeerNotReading`]). Each holds its stream's state until
+/// written (about 0.5 KiB), so under 32 MiB; a reading peer drains them at socket speed.
+pub const MAX_PENDING_CLOSES: usize = 65_536;
 
 /// Capacity of [`MuxIncoming::streams`]; further streams are refused while it is full.
 pub const INCOMING_STREAMS: usize = 512;
@@ -270,7 +278,7 @@ pub enum MuxCloseReason {
     Closed,
     #[error("the tunnel was cancelled")]
     Cancelled,
-    #[error("the peer does not read: {CONTROL_QUEUE_FRAMES} control frames wait for it")]
+    #[error("the peer does not read: the queue of frames for it is full")]
     PeerNotReading,
 }
 
@@ -353,6 +361,8 @@ pub(crate) struct Shared {
     reason: watch::Sender<Option<MuxCloseReason>>,
     pending_pongs: AtomicUsize,
     pending_answers: AtomicUsize,
+    /// Stream CLOSEs in the writer's queues (see [`MAX_PENDING_CLOSES`]).
+    pending_closes: AtomicUsize,
     window_updates_sent: AtomicU64,
     credit_granted: AtomicU64,
     udp_dropped: AtomicU64,
@@ -462,6 +472,13 @@ impl Shared {
             Queue::Sustained => &self.sustained_tx,
             Queue::Control | Queue::Data => &self.data_tx,
         };
+        // A CLOSE takes no slot: counted against MAX_PENDING_CLOSES instead (see the module doc).
+        let close = slot.is_none();
+        if close && self.pending_closes.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_CLOSES {
+            self.pending_closes.fetch_sub(1, Ordering::Relaxed);
+            self.shutdown(MuxCloseReason::PeerNotReading);
+            return Err(MuxError::Closed);
+        }
         // Counted before it can be taken, so the writer's decrement never comes first.
         stream.queued.fetch_add(1, Ordering::SeqCst);
         if tx
@@ -469,6 +486,9 @@ impl Shared {
             .is_err()
         {
             stream.queued.fetch_sub(1, Ordering::SeqCst);
+            if close {
+                self.pending_closes.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(MuxError::Closed);
         }
         Ok(())
@@ -669,6 +689,7 @@ impl Mux {
             reason: watch::Sender::new(None),
             pending_pongs: AtomicUsize::new(0),
             pending_answers: AtomicUsize::new(0),
+            pending_closes: AtomicUsize::new(0),
             window_updates_sent: AtomicU64::new(0),
             credit_granted: AtomicU64::new(0),
             udp_dropped: AtomicU64::new(0),
