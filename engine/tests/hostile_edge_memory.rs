@@ -1,7 +1,8 @@
 //! What a compromised edge can make the hub hold in memory, measured on the real binary
-//! (#23 item 4): a TLS edge pushing data on 1,000 streams to a target that never reads gets no
-//! more than the window budget buffered, and a QUIC edge that stops reading its control stream
-//! while provoking replies on it is dropped, with a reason, instead of growing the hub's queue.
+//! (#23 item 4): a TLS edge pushing data on hundreds of streams to a target that never reads
+//! gets no more than the window budget buffered; an edge that stops reading while provoking
+//! frames for itself (QUIC: UDP_CLOSEs on the control stream; TLS: aborts of refused streams)
+//! is dropped, with a reason, instead of growing the hub's queues.
 
 #[macro_use]
 mod common;
