@@ -40,10 +40,16 @@ pub async fn tls_connect(port: u16) -> TlsStream<TcpStream> {
 
 /// A QUIC connection to the hub's tunnel port, without a pin.
 pub async fn quic_connect(port: u16) -> (quinn::Endpoint, quinn::Connection) {
+    quic_connect_with(port, &PerformanceSettings::default()).await
+}
+
+/// [`quic_connect`] with the windows of `performance` (a hostile edge picks its own).
+pub async fn quic_connect_with(
+    port: u16,
+    performance: &PerformanceSettings,
+) -> (quinn::Endpoint, quinn::Connection) {
     let tls = remoteingress::tls::edge_client_config(None, None).unwrap();
-    let config =
-        remoteingress::transport::quic::client_config(tls, &PerformanceSettings::default())
-            .unwrap();
+    let config = remoteingress::transport::quic::client_config(tls, performance).unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let connection = endpoint
         .connect_with(config, ([127, 0, 0, 1], port).into(), "localhost")
@@ -141,6 +147,55 @@ pub async fn login(
             _endpoint: Some(endpoint),
         })
     }
+}
+
+/// A QUIC login as `edge_id` that stops there: the connection and the control stream, no
+/// tunnel tasks, so the test decides what is read (nothing, to play a peer that stops reading).
+/// Its stream windows are 64 KiB, so the hub's writes to it block early.
+pub async fn quic_login_raw(
+    port: u16,
+    edge_id: &str,
+    secret: &str,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let performance = PerformanceSettings {
+        stream_window_max: 64 * 1024,
+        stream_window_min: 64 * 1024,
+        ..PerformanceSettings::default()
+    };
+    let (endpoint, connection) = quic_connect_with(port, &performance).await;
+    let binding = ChannelBinding::from_quic(&connection).unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let mut control = tokio::io::join(recv, send);
+    let mut buffer = BytesMut::new();
+    let reply = exchange(
+        &mut control,
+        &hello_line(&binding, edge_id, secret),
+        &mut buffer,
+    )
+    .await
+    .expect("a reply");
+    check_accepted(&reply, &binding, edge_id, secret).expect("login accepted");
+    let (recv, send) = control.into_inner();
+    (endpoint, connection, send, recv)
+}
+
+/// A TLS login as `edge_id` that stops there: the TLS stream, no tunnel tasks, so the test
+/// writes raw frames and reads nothing (a peer that stops reading).
+pub async fn tls_login_raw(port: u16, edge_id: &str, secret: &str) -> TlsStream<TcpStream> {
+    let mut tls = tls_connect(port).await;
+    let binding = ChannelBinding::from_tls(tls.get_ref().1).unwrap();
+    let mut buffer = BytesMut::new();
+    let line = hello_line(&binding, edge_id, secret);
+    let reply = exchange(&mut tls, &line, &mut buffer)
+        .await
+        .expect("a reply");
+    check_accepted(&reply, &binding, edge_id, secret).expect("login accepted");
+    tls
 }
 
 /// The reply accepts the login and carries a valid hub proof.

@@ -51,6 +51,22 @@ impl Target {
         Self::on(listener, behaviour)
     }
 
+    /// Like [`Target::start`], with the listening socket's receive buffer at `bytes`: accepted
+    /// sockets inherit it and the kernel no longer grows it, so a target that does not read
+    /// holds little in the kernel and what its client sends stays with the client.
+    pub async fn start_with_recv_buffer(behaviour: Behaviour, bytes: u32) -> Self {
+        let listener = loop {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(bytes).unwrap();
+            socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+            let port = socket.local_addr().unwrap().port();
+            if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+                break socket.listen(1024).unwrap();
+            }
+        };
+        Self::on(listener, behaviour)
+    }
+
     pub async fn start_on(port: u16, behaviour: Behaviour) -> Self {
         Self::on(
             TcpListener::bind(("127.0.0.1", port)).await.unwrap(),

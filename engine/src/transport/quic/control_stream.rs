@@ -6,15 +6,65 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::{QuicSide, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR};
+use std::sync::{Arc, OnceLock};
+
+use super::{QuicSide, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CONTROL_SEND_QUEUE, NOT_READING};
 use crate::transport::control::{self, ControlMessage};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::frame::FrameType;
 
+/// The sending end of the control stream's queue (bounded, [`CONTROL_SEND_QUEUE`]): a full
+/// queue means the peer does not read its control stream, and closes the tunnel.
+#[derive(Clone, Debug)]
+pub(super) struct ControlSender {
+    queue: mpsc::Sender<ControlMessage>,
+    connection: Connection,
+    /// Why we closed the connection, if it was for that (quinn reports only `LocallyClosed`).
+    local_reason: Arc<OnceLock<String>>,
+}
+
+impl ControlSender {
+    pub(super) fn new(queue: mpsc::Sender<ControlMessage>, connection: Connection) -> Self {
+        Self {
+            queue,
+            connection,
+            local_reason: Arc::default(),
+        }
+    }
+
+    /// Queues `message` without waiting; a full queue closes the tunnel with [`NOT_READING`]
+    /// (logged once) and, like a closed one, hands the message back.
+    pub(super) fn send(&self, message: ControlMessage) -> Result<(), ControlMessage> {
+        match self.queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(message)) => Err(message),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                if self.local_reason.set(NOT_READING.to_owned()).is_ok() {
+                    tracing::warn!(
+                        peer = %self.connection.remote_address(),
+                        queued = CONTROL_SEND_QUEUE,
+                        "{NOT_READING}; closing the tunnel"
+                    );
+                }
+                self.connection.close(
+                    VarInt::from_u32(CLOSE_PROTOCOL_ERROR),
+                    b"control stream not read",
+                );
+                Err(message)
+            }
+        }
+    }
+
+    /// Why we closed the tunnel, if we closed it because the peer did not read.
+    pub(super) fn local_reason(&self) -> Option<String> {
+        self.local_reason.get().cloned()
+    }
+}
+
 pub(super) async fn write_control(
     connection: Connection,
     mut send: SendStream,
-    mut queue: mpsc::UnboundedReceiver<ControlMessage>,
+    mut queue: mpsc::Receiver<ControlMessage>,
 ) {
     let mut buffer = BytesMut::new();
     while let Some(message) = queue.recv().await {
@@ -41,7 +91,7 @@ pub(super) async fn read_control(
     mut recv: RecvStream,
     mut buffer: BytesMut,
     side: QuicSide,
-    replies: mpsc::UnboundedSender<ControlMessage>,
+    replies: ControlSender,
     deliver: mpsc::Sender<ControlMessage>,
     datagrams: mpsc::Sender<UdpMessage>,
 ) {
@@ -62,7 +112,11 @@ pub(super) async fn read_control(
                 }
                 Ok(Some(message)) => {
                     if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
-                        let _ = replies.send(ControlMessage::pong_for(&message));
+                        // A hub flooding PINGs it does not read the answers to fills the
+                        // queue: the tunnel closes.
+                        if replies.send(ControlMessage::pong_for(&message)).is_err() {
+                            return;
+                        }
                     }
                     // A slow consumer must not stall the control stream; liveness is what
                     // matters and the newest CONFIG is resent by the hub on each change.

@@ -26,7 +26,7 @@ use super::control::ControlMessage;
 use super::datagram::{self, UdpMessage, UdpSendError};
 use super::frame::FrameType;
 use super::handshake::{read_line, LineError};
-use control_stream::{read_control, write_control};
+use control_stream::{read_control, write_control, ControlSender};
 use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
 pub use endpoint::{
     client_config, client_endpoint, discard_datagrams, open_after_login, server_endpoint,
@@ -54,6 +54,14 @@ const FIRST_LINE_DEADLINE: Duration = Duration::from_secs(10);
 const INCOMING_STREAM_QUEUE: usize = 1024;
 /// Control messages queued for the session.
 const CONTROL_QUEUE: usize = 64;
+/// Control messages (PING, PONG, CONFIG, UDP_CLOSE) that may wait for the control stream.
+/// More means the peer does not read its control stream (QUIC flow control holds our writes):
+/// the tunnel is closed ([`QuicHandle::send_control`]) instead of queueing without bound or
+/// losing a control message. An honest peer never has more than a few waiting; 4,096 small
+/// messages are well under 1 MiB (a CONFIG is a few KiB, and one per operator update).
+pub const CONTROL_SEND_QUEUE: usize = 4_096;
+/// Why a peer that does not read its control stream was dropped (the tunnel's end reason).
+pub const NOT_READING: &str = "the peer does not read its control stream (control queue full)";
 /// Incoming UDP messages queued for the session; beyond it datagrams are dropped (UDP).
 const DATAGRAM_QUEUE: usize = 4096;
 /// Oversized datagrams queued for the overflow stream; beyond it they are dropped and counted.
@@ -78,7 +86,7 @@ pub enum QuicSide {
 #[derive(Clone, Debug)]
 pub struct QuicHandle {
     connection: Connection,
-    control: mpsc::UnboundedSender<ControlMessage>,
+    control: ControlSender,
     live_streams: Arc<AtomicUsize>,
     /// Most streams the peer may have open at once, first-line phase included.
     stream_ceiling: Arc<AtomicU32>,
@@ -106,9 +114,10 @@ pub fn start(
     side: QuicSide,
     first_line_cap: usize,
 ) -> (QuicHandle, QuicIncoming) {
-    // Unbounded by construction: control messages are a PING per heartbeat interval, the PONG
-    // answering it, and CONFIG pushes per operator update; none is produced per byte of data.
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that stops reading would otherwise grow it by one UDP_CLOSE per refused
+    // UDP open it sends (1 GiB in 40 s, measured); full closes the tunnel (`send_control`).
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_SEND_QUEUE);
+    let control_tx = ControlSender::new(control_tx, connection.clone());
     let (incoming_control_tx, incoming_control) = mpsc::channel(CONTROL_QUEUE);
     let (stream_tx, streams) = mpsc::channel(INCOMING_STREAM_QUEUE);
     let live_streams = Arc::new(AtomicUsize::new(0));
@@ -171,9 +180,11 @@ impl QuicHandle {
         ))
     }
 
-    /// Queues a control message.
+    /// Queues a control message without waiting. A full queue means the peer does not read
+    /// its control stream: the tunnel is closed (reason [`NOT_READING`]) rather than the
+    /// message lost, and the message comes back as the error, as it does once closed.
     pub fn send_control(&self, message: ControlMessage) -> Result<(), ControlMessage> {
-        self.control.send(message).map_err(|e| e.0)
+        self.control.send(message)
     }
 
     /// Queues a UDP message without waiting: small datagrams as QUIC datagrams, larger ones on
@@ -274,7 +285,11 @@ impl QuicHandle {
 
     /// Resolves when the connection has ended, with the reason.
     pub async fn closed(&self) -> String {
-        describe_close(self.connection.closed().await)
+        let error = self.connection.closed().await;
+        match self.control.local_reason() {
+            Some(reason) => reason,
+            None => describe_close(error),
+        }
     }
 
     pub fn remote_address(&self) -> SocketAddr {

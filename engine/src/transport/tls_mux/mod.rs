@@ -13,17 +13,24 @@
 //! # Queues and their bounds
 //!
 //! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): always first.
-//!   Unbounded, bounded by construction: one OPEN per stream; a stream's queued window updates
-//!   never grant more than its target window in total and each is at least
-//!   `min(target/2, 256 KiB)`, so there are at most a handful per stream; CONFIG/PING are sent
-//!   by the session at its own slow pace; automatic PONGs are capped ([`MAX_PENDING_PONGS`]).
+//!   Bounded at [`CONTROL_QUEUE_FRAMES`]; when it is full the peer does not read (the writer is
+//!   stuck on a full socket) and the tunnel is closed with [`MuxCloseReason::PeerNotReading`]
+//!   rather than a control frame lost. An honest peer never gets near it: one OPEN per stream;
+//!   a stream's queued window updates never grant more than its target window in total and each
+//!   is at least `min(target/2, 256 KiB)`, so a handful per stream at most; CONFIG/PING come at
+//!   the session's slow pace; automatic PONGs are capped ([`MAX_PENDING_PONGS`]). But a peer
+//!   that does not read and still sends DATA up to the grants it can predict makes the hub
+//!   queue one WINDOW_UPDATE per grant for ever: that is what the bound stops.
 //! - **Data queue** (DATA(_BACK), CLOSE(_BACK) of normal streams, UDP frames, reader-generated
 //!   CLOSEs). DATA frames each need one of [`DATA_QUEUE_FRAMES`] slots (a semaphore:
 //!   `poll_write` waits for a slot); UDP frames take their size from a byte budget of
 //!   [`UDP_QUEUE_BYTES`] (datagrams fail with [`MuxError::Full`]). CLOSE frames take no slot so
 //!   that shutting down or dropping a stream never waits and never loses its CLOSE: they are at
 //!   most one per stream from the application, plus replies from the reader (refusals, answers
-//!   to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`].
+//!   to data for unknown streams) capped at [`MAX_PENDING_ANSWERS`]. Streams come and go, so
+//!   CLOSEs of streams already gone could pile up behind a peer that does not read (it opens
+//!   streams the hub refuses, and forges PONGs to stay alive): at [`MAX_PENDING_CLOSES`] the
+//!   tunnel is closed with [`MuxCloseReason::PeerNotReading`], as for the control queue.
 //! - **Sustained queue** (DATA(_BACK), CLOSE(_BACK) of sustained streams, see `qos.rs`): served
 //!   when nothing else waits, and at [`QosSettings::sustained_drain_bytes_per_sec`] at least.
 //!   Its DATA frames need one of [`SUSTAINED_QUEUE_FRAMES`] slots of their own, so elephants
@@ -44,7 +51,9 @@
 //! grants with WINDOW_UPDATE(_BACK) as its application reads (see `window`). A receiver that
 //! gets more than it granted closes the tunnel (protocol error). A stream that has been fast for
 //! long ([`QosSettings`], `qos.rs`) is *sustained*: its receiver locks its window to the minimum
-//! and its sender moves its DATA to the sustained queue.
+//! and its sender moves its DATA to the sustained queue. On the hub the window budget is also a
+//! hard cap on the bytes all streams hold, enforced by resetting streams over their share
+//! (`budget.rs`): the initial windows alone would let an edge exceed it.
 //!
 //! # Stream lifecycle
 //!
@@ -54,6 +63,7 @@
 //! [`MuxStream`] sends CLOSE (unless already sent) and forgets it; DATA arriving later for an
 //! unknown stream is dropped and answered with one CLOSE, which aborts the peer's end.
 
+mod budget;
 mod qos;
 mod reader;
 mod scheduler;
@@ -110,6 +120,16 @@ pub const UDP_QUEUE_BYTES: usize = 4 << 20;
 
 /// Budget a UDP frame takes at least (header and bookkeeping of tiny datagrams).
 const UDP_FRAME_MIN_COST: usize = 64;
+
+/// Frames that may wait in the control queue; one more closes the tunnel
+/// ([`MuxCloseReason::PeerNotReading`]). About 100 bytes each queued, so under 7 MiB; room for
+/// four window updates each of 16,384 streams whose peer is slow, not absent.
+pub const CONTROL_QUEUE_FRAMES: usize = 65_536;
+
+/// Stream CLOSE(_BACK) frames (FIN or abort) that may wait in the writer's queues; one more
+/// closes the tunnel ([`MuxCloseReason::PeerNotReading`]). Each holds its stream's state until
+/// written (about 0.5 KiB), so under 32 MiB; a reading peer drains them at socket speed.
+pub const MAX_PENDING_CLOSES: usize = 65_536;
 
 /// Capacity of [`MuxIncoming::streams`]; further streams are refused while it is full.
 pub const INCOMING_STREAMS: usize = 512;
@@ -258,6 +278,8 @@ pub enum MuxCloseReason {
     Closed,
     #[error("the tunnel was cancelled")]
     Cancelled,
+    #[error("the peer does not read: the queue of frames for it is full")]
+    PeerNotReading,
 }
 
 impl MuxCloseReason {
@@ -282,6 +304,10 @@ pub struct MuxStats {
     pub streams_refused: u64,
     /// Times a stream's outgoing DATA moved to the sustained queue.
     pub streams_sustained: u64,
+    /// Hub: streams reset because the tunnel held more than its window budget (`budget.rs`).
+    pub budget_resets: u64,
+    /// Received bytes of all streams not yet read by the application.
+    pub held_bytes: u64,
 }
 
 /// A queued outgoing frame.
@@ -323,7 +349,7 @@ pub(crate) struct Shared {
     /// Minimum round-trip time of the tunnel's path in microseconds (0: unknown), for window
     /// auto-tuning; set from outside ([`MuxHandle::set_path_rtt`]), the mux sees no socket.
     path_rtt_micros: AtomicU64,
-    control_tx: mpsc::UnboundedSender<Outgoing>,
+    control_tx: mpsc::Sender<Outgoing>,
     data_tx: mpsc::UnboundedSender<Outgoing>,
     sustained_tx: mpsc::UnboundedSender<Outgoing>,
     data_slots: Arc<Semaphore>,
@@ -335,11 +361,16 @@ pub(crate) struct Shared {
     reason: watch::Sender<Option<MuxCloseReason>>,
     pending_pongs: AtomicUsize,
     pending_answers: AtomicUsize,
+    /// Stream CLOSEs in the writer's queues (see [`MAX_PENDING_CLOSES`]).
+    pending_closes: AtomicUsize,
     window_updates_sent: AtomicU64,
     credit_granted: AtomicU64,
     udp_dropped: AtomicU64,
     streams_refused: AtomicU64,
     streams_sustained: AtomicU64,
+    budget_resets: AtomicU64,
+    /// Received bytes of all streams not yet read by the application (see `budget.rs`).
+    held: Arc<AtomicU64>,
     /// Rate limit of the warnings the peer can provoke (a flood of control frames).
     warnings: crate::log_limit::SharedLogLimiter,
 }
@@ -371,7 +402,12 @@ impl Shared {
     }
 
     fn new_stream(&self, table: &mut Table, id: u32) -> Arc<StreamShared> {
-        let stream = Arc::new(StreamShared::new(id, INITIAL_STREAM_WINDOW, now()));
+        let stream = Arc::new(StreamShared::new(
+            id,
+            INITIAL_STREAM_WINDOW,
+            now(),
+            self.held.clone(),
+        ));
         table.streams.insert(id, stream.clone());
         table.answered.remove(&id);
         self.active.store(table.streams.len(), Ordering::Relaxed);
@@ -436,6 +472,13 @@ impl Shared {
             Queue::Sustained => &self.sustained_tx,
             Queue::Control | Queue::Data => &self.data_tx,
         };
+        // A CLOSE takes no slot: counted against MAX_PENDING_CLOSES instead (see the module doc).
+        let close = slot.is_none();
+        if close && self.pending_closes.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_CLOSES {
+            self.pending_closes.fetch_sub(1, Ordering::Relaxed);
+            self.shutdown(MuxCloseReason::PeerNotReading);
+            return Err(MuxError::Closed);
+        }
         // Counted before it can be taken, so the writer's decrement never comes first.
         stream.queued.fetch_add(1, Ordering::SeqCst);
         if tx
@@ -443,6 +486,9 @@ impl Shared {
             .is_err()
         {
             stream.queued.fetch_sub(1, Ordering::SeqCst);
+            if close {
+                self.pending_closes.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(MuxError::Closed);
         }
         Ok(())
@@ -480,9 +526,21 @@ impl Shared {
         }
     }
 
+    /// Queues a control-queue frame; a full queue closes the tunnel (see the module doc).
+    fn queue_control(&self, item: Outgoing) -> Result<(), MuxError> {
+        match self.control_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(MuxError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shutdown(MuxCloseReason::PeerNotReading);
+                Err(MuxError::Closed)
+            }
+        }
+    }
+
     fn queue_window_update(&self, id: u32, credit: u32) {
         let frame = Frame::window_update(id, self.sends_back(), credit);
-        if self.control_tx.send(Outgoing::Frame(frame)).is_ok() {
+        if self.queue_control(Outgoing::Frame(frame)).is_ok() {
             self.window_updates_sent.fetch_add(1, Ordering::Relaxed);
             self.credit_granted
                 .fetch_add(u64::from(credit), Ordering::Relaxed);
@@ -495,7 +553,7 @@ impl Shared {
             tracing::debug!("too many PONGs waiting for the writer; PING not answered");
             return;
         }
-        if self.control_tx.send(Outgoing::Pong(pong)).is_err() {
+        if self.queue_control(Outgoing::Pong(pong)).is_err() {
             self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -559,6 +617,9 @@ impl Shared {
             MuxCloseReason::Protocol(error) => {
                 tracing::warn!(side = %self.side, %error, "tunnel protocol error; closing the tunnel");
             }
+            MuxCloseReason::PeerNotReading => {
+                tracing::warn!(side = %self.side, %reason, "closing the tunnel");
+            }
             reason => tracing::debug!(side = %self.side, %reason, "tunnel closed"),
         }
         let streams = {
@@ -599,7 +660,7 @@ impl Mux {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (read_half, write_half) = tokio::io::split(io);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
         let (data_tx, data_rx) = mpsc::unbounded_channel();
         let (sustained_tx, sustained_rx) = mpsc::unbounded_channel();
         let (streams_tx, streams_rx) = mpsc::channel(INCOMING_STREAMS);
@@ -628,11 +689,14 @@ impl Mux {
             reason: watch::Sender::new(None),
             pending_pongs: AtomicUsize::new(0),
             pending_answers: AtomicUsize::new(0),
+            pending_closes: AtomicUsize::new(0),
             window_updates_sent: AtomicU64::new(0),
             credit_granted: AtomicU64::new(0),
             udp_dropped: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
             streams_sustained: AtomicU64::new(0),
+            budget_resets: AtomicU64::new(0),
+            held: Arc::default(),
             warnings: Default::default(),
         });
         let incoming = reader::Incoming {
@@ -703,7 +767,7 @@ impl MuxHandle {
         };
         // OPEN is queued before the stream exists for the caller, so it precedes its DATA.
         let open = Frame::open(stream.id, open_payload);
-        if shared.control_tx.send(Outgoing::Frame(open)).is_err() {
+        if shared.queue_control(Outgoing::Frame(open)).is_err() {
             shared.remove_stream(&stream);
             return Err(MuxError::Closed);
         }
@@ -734,10 +798,7 @@ impl MuxHandle {
         if self.is_closed() {
             return Err(MuxError::Closed);
         }
-        self.shared
-            .control_tx
-            .send(Outgoing::Frame(frame))
-            .map_err(|_| MuxError::Closed)
+        self.shared.queue_control(Outgoing::Frame(frame))
     }
 
     /// Queues a UDP frame (UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE, as this side sends
@@ -802,6 +863,8 @@ impl MuxHandle {
             udp_dropped: s.udp_dropped.load(Ordering::Relaxed),
             streams_refused: s.streams_refused.load(Ordering::Relaxed),
             streams_sustained: s.streams_sustained.load(Ordering::Relaxed),
+            budget_resets: s.budget_resets.load(Ordering::Relaxed),
+            held_bytes: s.held.load(Ordering::Relaxed),
         }
     }
 

@@ -169,7 +169,7 @@ fn on_data(shared: &Shared, frame: Frame) -> Result<(), ProtocolError> {
         return Ok(());
     };
     let len = frame.payload.len();
-    let waker = {
+    let (waker, held) = {
         let mut state = lock(&stream.state);
         if state.end.is_some() {
             return Ok(());
@@ -188,10 +188,16 @@ fn on_data(shared: &Shared, frame: Frame) -> Result<(), ProtocolError> {
         if len == 0 {
             return Ok(());
         }
-        state.recv.push_back(detach(frame.payload));
-        state.read_waker.take()
+        let payload = if shared.under_pressure() {
+            Bytes::copy_from_slice(&frame.payload)
+        } else {
+            detach(frame.payload)
+        };
+        let held = state.hold(payload);
+        (state.read_waker.take(), held)
     };
     wake_all([waker]);
+    shared.check_budget(held);
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -84,6 +84,8 @@ pub(crate) struct StreamState {
     pub(crate) end: Option<StreamEnd>,
     pub(crate) read_waker: Option<Waker>,
     pub(crate) write_waker: Option<Waker>,
+    /// Bytes in `recv` of all the tunnel's streams (`Shared::held`), kept in step with `recv`.
+    held: Arc<AtomicU64>,
 }
 
 impl StreamState {
@@ -93,8 +95,22 @@ impl StreamState {
         if self.end.is_none() {
             self.end = Some(end);
         }
-        self.recv = VecDeque::new();
+        self.drop_recv();
         [self.read_waker.take(), self.write_waker.take()]
+    }
+
+    /// Buffers received DATA for the application; returns the tunnel's held bytes after it.
+    pub(crate) fn hold(&mut self, payload: Bytes) -> u64 {
+        let n = payload.len() as u64;
+        self.recv.push_back(payload);
+        self.held.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Throws away the received data nobody will read.
+    pub(crate) fn drop_recv(&mut self) {
+        self.recv = VecDeque::new();
+        self.held
+            .fetch_sub(self.window.discard(), Ordering::Relaxed);
     }
 }
 
@@ -113,7 +129,7 @@ pub(crate) struct StreamShared {
 }
 
 impl StreamShared {
-    pub(crate) fn new(id: u32, initial_credit: u32, now: Instant) -> Self {
+    pub(crate) fn new(id: u32, initial_credit: u32, now: Instant, held: Arc<AtomicU64>) -> Self {
         Self {
             id,
             state: Mutex::new(StreamState {
@@ -127,6 +143,7 @@ impl StreamShared {
                 end: None,
                 read_waker: None,
                 write_waker: None,
+                held,
             }),
             queued: AtomicU32::new(0),
             writer_waiting: AtomicBool::new(false),
@@ -258,6 +275,7 @@ impl AsyncRead for MuxStream {
                 read += n;
             }
             state.window.on_consumed(read);
+            state.held.fetch_sub(read as u64, Ordering::Relaxed);
             if state.peer_fin {
                 // The peer sends nothing more: no credit to return.
                 None
@@ -457,7 +475,7 @@ impl Drop for MuxStream {
             let mut state = lock(&self.inner.state);
             let send_close = !state.local_fin && state.end.is_none();
             state.local_fin = true;
-            state.recv = VecDeque::new();
+            state.drop_recv();
             state.read_waker = None;
             state.write_waker = None;
             (send_close, state.queue)

@@ -1248,3 +1248,109 @@ async fn young_elephant_does_not_delay_a_mouse() {
     );
     assert!(!edge.is_closed());
 }
+
+/// A peer that does not read: the control queue fills up to its bound and the next control
+/// frame closes the tunnel, with the reason, instead of being queued or lost.
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_dropped_when_the_control_queue_is_full() {
+    let (hub, _incoming, _raw) = raw_peer(Side::Hub);
+    let mut queued = 0;
+    for ping in 0..2 * CONTROL_QUEUE_FRAMES {
+        match hub.send_control(Frame::ping(u64::try_from(ping).unwrap())) {
+            Ok(()) => queued += 1,
+            Err(error) => {
+                assert_eq!(error, MuxError::Closed);
+                break;
+            }
+        }
+        // Let the writer fill the duplex (64 KiB) and block on it, as on a full socket.
+        if ping % 4096 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        (CONTROL_QUEUE_FRAMES..CONTROL_QUEUE_FRAMES + 8192).contains(&queued),
+        "{queued}"
+    );
+    assert_eq!(within(hub.closed()).await, MuxCloseReason::PeerNotReading);
+}
+
+/// A hostile edge sends each of its streams' whole initial window to a hub application that
+/// does not read: the hub holds no more than its budget (plus one frame), resets the streams
+/// over their share with an abort, and keeps the tunnel and the stream within its share.
+#[tokio::test]
+async fn the_hub_holds_no_more_than_its_budget_whatever_the_stream_count() {
+    const BUDGET: usize = 4 * MIB;
+    let (a, mut raw) = tokio::io::duplex(64 * 1024);
+    let config = MuxConfig {
+        window: WindowSettings {
+            budget: BUDGET as u64,
+            ..WindowSettings::default()
+        },
+        ..MuxConfig::new(Side::Hub)
+    };
+    let (hub, mut hub_in) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    // Stream 1 sends a little (within any share); streams 2..=16 their whole initial window.
+    let chunk = Bytes::from(vec![7u8; MAX_DATA_PAYLOAD]);
+    let mut frames = vec![Frame::open(1, Bytes::from_static(PROXY_LINE))];
+    frames.push(Frame::data(1, false, Bytes::from_static(b"small")));
+    for id in 2..=16 {
+        frames.push(Frame::open(id, Bytes::from_static(PROXY_LINE)));
+    }
+    let mut accepted = Vec::new();
+    let writer = tokio::spawn(async move {
+        raw.write_all(&encoded(&frames)).await.unwrap();
+        for _ in 0..INITIAL / MAX_DATA_PAYLOAD {
+            for id in 2..=16 {
+                let data = Frame::data(id, false, chunk.clone());
+                raw.write_all(&encoded(&[data])).await.unwrap();
+            }
+        }
+        raw
+    });
+    for _ in 0..16 {
+        accepted.push(within(hub_in.streams.recv()).await.unwrap().0);
+    }
+    let mut raw = within(writer).await.unwrap();
+    // Everything sent was dispatched once the reader is idle again; the stats settle.
+    let stats = within(async {
+        loop {
+            let stats = hub.stats();
+            if stats.budget_resets > 0 && stats.held_bytes <= BUDGET as u64 {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(stats.held_bytes <= BUDGET as u64, "{stats:?}");
+    assert!(
+        stats.budget_resets >= (15 * INITIAL - BUDGET) as u64 / INITIAL as u64,
+        "{stats:?}"
+    );
+    assert!(!hub.is_closed());
+    // The peer hears an abort for each reset stream.
+    let mut buf = BytesMut::new();
+    let mut aborts = 0;
+    while aborts < stats.budget_resets {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        if frame.frame_type == FrameType::CloseBack && frame.is_abort() {
+            aborts += 1;
+        }
+    }
+    // The stream within its share still reads its data; reset ones fail.
+    let mut small = [0u8; 5];
+    within(accepted[0].read_exact(&mut small)).await.unwrap();
+    assert_eq!(&small, b"small");
+    let mut failed = 0;
+    for stream in &mut accepted[1..] {
+        let mut byte = [0u8; 1];
+        if within(stream.read(&mut byte)).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, stats.budget_resets);
+    // Dropping the streams throws away what they still hold: the count goes back to zero.
+    drop(accepted);
+    assert_eq!(hub.stats().held_bytes, 0);
+}

@@ -195,9 +195,13 @@ impl RecvWindow {
     }
 
     /// Bytes received and not yet read.
-    #[cfg(test)]
     pub(crate) fn buffered(&self) -> u64 {
         self.buffered
+    }
+
+    /// The buffered bytes were thrown away (the stream ended): forgets them, returns how many.
+    pub(crate) fn discard(&mut self) -> u64 {
+        std::mem::take(&mut self.buffered)
     }
 
     /// Credit the peer still holds.

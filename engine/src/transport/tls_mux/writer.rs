@@ -145,7 +145,10 @@ fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) -> usize {
         Outgoing::Frame(frame) => frame,
         // The slot is freed as soon as the frame is in the batch (which is bounded itself).
         Outgoing::Data(frame, _slot) => frame,
-        Outgoing::Stream(frame, _slot, stream) => {
+        Outgoing::Stream(frame, slot, stream) => {
+            if slot.is_none() {
+                shared.pending_closes.fetch_sub(1, Ordering::Relaxed);
+            }
             shared.frame_taken(&stream);
             frame
         }
@@ -168,7 +171,7 @@ fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) -> usize {
 
 /// The receiving ends of the writer's queues.
 pub(crate) struct Queues {
-    pub(crate) control: mpsc::UnboundedReceiver<Outgoing>,
+    pub(crate) control: mpsc::Receiver<Outgoing>,
     pub(crate) data: mpsc::UnboundedReceiver<Outgoing>,
     pub(crate) sustained: mpsc::UnboundedReceiver<Outgoing>,
 }
