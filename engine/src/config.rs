@@ -396,7 +396,12 @@ pub struct EdgeLimitSettings {
     pub max_udp_sessions_per_source: u32,
     pub udp_new_sessions_per_sec: u32,
     pub udp_new_sessions_burst: u32,
+    pub ipv6_source_prefix: u8,
 }
+
+/// Shortest IPv6 prefix one may configure as one client (`ipv6SourcePrefix`): shorter ones
+/// would put unrelated customers under one cap.
+const MIN_IPV6_SOURCE_PREFIX: u8 = 32;
 
 /// Most TCP connections per source, new UDP sessions per second and burst one may configure.
 const MAX_LIMIT_VALUE: u32 = 1 << 24;
@@ -416,6 +421,7 @@ impl From<&ipc::EdgeLimits> for EdgeLimitSettings {
             max_udp_sessions_per_source: limits.max_udp_sessions_per_source,
             udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec,
             udp_new_sessions_burst: limits.udp_new_sessions_burst,
+            ipv6_source_prefix: limits.ipv6_source_prefix,
         }
     }
 }
@@ -455,6 +461,12 @@ impl EdgeLimitSettings {
         ] {
             check_range(value, 1, max, &field(name))?;
         }
+        check_range(
+            settings.ipv6_source_prefix.into(),
+            MIN_IPV6_SOURCE_PREFIX.into(),
+            128,
+            &field("ipv6SourcePrefix"),
+        )?;
         Ok(settings)
     }
 
@@ -471,6 +483,7 @@ impl EdgeLimitSettings {
                 .clamp(1, max_udp_sessions),
             udp_new_sessions_per_sec: self.udp_new_sessions_per_sec.clamp(1, MAX_LIMIT_VALUE),
             udp_new_sessions_burst: self.udp_new_sessions_burst.clamp(1, MAX_LIMIT_VALUE),
+            ipv6_source_prefix: self.ipv6_source_prefix.clamp(MIN_IPV6_SOURCE_PREFIX, 128),
         }
     }
 }
@@ -825,6 +838,20 @@ mod tests {
                 },
                 "edges[0].limits.udpNewSessionsBurst",
             ),
+            (
+                ipc::EdgeLimits {
+                    ipv6_source_prefix: 31,
+                    ..base.clone()
+                },
+                "edges[0].limits.ipv6SourcePrefix",
+            ),
+            (
+                ipc::EdgeLimits {
+                    ipv6_source_prefix: 129,
+                    ..base.clone()
+                },
+                "edges[0].limits.ipv6SourcePrefix",
+            ),
         ];
         for (limits, path) in cases {
             let mut bad = edge("a");
@@ -839,6 +866,7 @@ mod tests {
         let pushed: EdgeLimitSettings =
             serde_json::from_str(r#"{"maxUdpSessions":0,"maxUdpSessionsPerSource":9,"future":1}"#)
                 .unwrap();
+        assert_eq!(pushed.ipv6_source_prefix, 64);
         let safe = pushed.sanitised();
         assert_eq!(safe.max_udp_sessions, 1);
         assert_eq!(safe.max_udp_sessions_per_source, 1);
@@ -846,6 +874,8 @@ mod tests {
             safe.max_connections_per_source,
             EdgeLimitSettings::default().max_connections_per_source
         );
+        let wide: EdgeLimitSettings = serde_json::from_str(r#"{"ipv6SourcePrefix":8}"#).unwrap();
+        assert_eq!(wide.sanitised().ipv6_source_prefix, 32);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod proxy_protocol;
 pub(crate) mod relay;
 pub(crate) mod service;
 pub(crate) mod shutdown;
+pub mod source_key;
 pub mod state_dir;
 pub mod stun;
 mod sync;

@@ -124,8 +124,10 @@ pub struct EdgeLimitStatus {
     pub open_file_limit: u64,
     /// Open public TCP connections the edge takes in all, derived from the open-file limit.
     pub max_connections: u64,
-    /// Open public TCP connections one client address may hold.
+    /// Open public TCP connections one client (IPv4 address or IPv6 prefix) may hold.
     pub max_connections_per_source: u64,
+    /// The IPv6 prefix length that counts as one client for the per-client caps.
+    pub ipv6_source_prefix: u8,
     pub max_udp_sessions: u64,
     pub max_udp_sessions_per_source: u64,
     pub udp_new_sessions_per_sec: u64,

@@ -16,7 +16,7 @@
 //!   thereby pardoned) by an attacker spraying addresses.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,19 +36,7 @@ pub const MAX_PENDING_TOTAL: usize = 1024;
 pub const MAX_TRACKED_SOURCES: usize = 10_000;
 
 /// A login source: the IPv4 address, or the /64 of an IPv6 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceKey(IpAddr);
-
-impl SourceKey {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => Self(IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            ))),
-            v4 => Self(v4),
-        }
-    }
-}
+pub use crate::source_key::SourceKey;
 
 /// Why a handshake was refused before it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

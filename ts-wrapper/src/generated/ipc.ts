@@ -952,7 +952,8 @@ export interface IEgressPolicy {
  */
 export interface IEdgeLimits {
   /**
-   * Open TCP connections one client address may hold; more are reset. Default 1024, and
+   * Open TCP connections one client (an IPv4 address or an IPv6 prefix, see
+   * `ipv6SourcePrefix`) may hold; more are reset. Default 1024, and
    * never more than half of the edge's connection capacity (derived from its open-file limit).
    */
   maxConnectionsPerSource?: number;
@@ -968,8 +969,8 @@ export interface IEdgeLimits {
    */
   maxUdpSessions?: number;
   /**
-   * UDP sessions one client address may hold; beyond it that address's least recently used
-   * session is closed. Default 4096.
+   * UDP sessions one client (an IPv4 address or an IPv6 prefix) may hold; beyond it that
+   * client's least recently used session is closed. Default 4096.
    */
   maxUdpSessionsPerSource?: number;
   /**
@@ -981,6 +982,13 @@ export interface IEdgeLimits {
    * New UDP sessions that may open at once above the sustained rate. Default 10000.
    */
   udpNewSessionsBurst?: number;
+  /**
+   * The IPv6 prefix length that counts as one client for the per-client caps
+   * (`maxConnectionsPerSource`, `maxUdpSessionsPerSource`): one customer usually holds a
+   * whole /64 and can use any of its addresses. 32 to 128 (128: each address alone).
+   * Default 64.
+   */
+  ipv6SourcePrefix?: number;
 }
 /**
  * One public port forwarded to another port on the target.
@@ -1396,9 +1404,13 @@ export interface IEdgeLimitStatus {
    */
   maxConnections: number;
   /**
-   * Open public TCP connections one client address may hold.
+   * Open public TCP connections one client (IPv4 address or IPv6 prefix) may hold.
    */
   maxConnectionsPerSource: number;
+  /**
+   * The IPv6 prefix length that counts as one client for the per-client caps.
+   */
+  ipv6SourcePrefix: number;
   maxUdpSessions: number;
   maxUdpSessionsPerSource: number;
   udpNewSessionsPerSec: number;
