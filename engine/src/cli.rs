@@ -86,6 +86,9 @@ pub enum Command {
     /// Encode or decode a connection token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make edge secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print the JSON Schema of the IPC protocol.
     Schema,
 }
@@ -221,6 +224,12 @@ pub struct EdgeArgs {
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Print a new random edge secret (32 bytes from the OS's random source, base64url).
+    New,
 }
 
 #[derive(Debug, Subcommand)]

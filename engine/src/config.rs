@@ -784,7 +784,7 @@ mod tests {
     fn edge(id: &str) -> ipc::AllowedEdge {
         ipc::AllowedEdge {
             id: id.into(),
-            secret: "secret".into(),
+            secret: "secret-0123456789".into(),
             listen_ports: vec![443, 80],
             listen_ports_udp: vec![],
             stun_interval_secs: None,
@@ -971,6 +971,12 @@ mod tests {
         assert_eq!(err.path, "edges[1].secret");
         assert!(!err.to_string().contains("has space"));
 
+        let mut weak = edge("c");
+        weak.secret = "fifteen-bytes..".into();
+        let err = validate_allowed_edges(vec![weak], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[0].secret");
+        assert!(err.to_string().contains("secret new"), "{err}");
+
         let mut bad = edge("d");
         bad.listen_ports = vec![80, 80];
         let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
@@ -1019,7 +1025,7 @@ mod tests {
         ipc::EdgeConfig {
             hub_host: Some("hub.example.com".into()),
             edge_id: Some("edge-1".into()),
-            secret: Some("secret".into()),
+            secret: Some("secret-0123456789".into()),
             ..Default::default()
         }
     }
@@ -1035,7 +1041,7 @@ mod tests {
             hub_host: "127.0.0.1".into(),
             hub_port: 9443,
             edge_id: "edge-2".into(),
-            secret: "s".into(),
+            secret: "0123456789abcdef".into(),
             hub_cert_sha256: Some("ab".repeat(32)),
         }
         .encode()

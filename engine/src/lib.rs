@@ -39,7 +39,7 @@ pub mod firewall;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hub;
-pub(crate) mod ident;
+pub mod ident;
 pub mod ipc;
 pub(crate) mod log_limit;
 pub(crate) mod metrics;

@@ -129,7 +129,7 @@ def main():
 
             # A refused login is counted by kind, never labelled by address.
             intruder = harness.Process([harness.binary(), "edge", "--hub-host", "127.0.0.1", "--hub-port", str(tunnel_port),
-                                        "--edge-id", "m-edge", "--secret", "wrong-secret", "--transport-mode", "tcpTls",
+                                        "--edge-id", "m-edge", "--secret", "wrong-secret-0123456789", "--transport-mode", "tcpTls",
                                         "--no-stun", "--json"], "m-intruder")
             processes.append(intruder)
             intruder.wait_event("tunnelConnectFailed", timeout=20)

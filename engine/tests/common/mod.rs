@@ -338,7 +338,7 @@ pub struct Pair {
 }
 
 pub const EDGE_ID: &str = "edge-test";
-pub const EDGE_SECRET: &str = "test-secret-123";
+pub const EDGE_SECRET: &str = "test-secret-0123456789";
 pub const EDGE_ADDR: &str = "127.0.0.2";
 
 impl Pair {
