@@ -167,6 +167,32 @@ fn help_explains_the_environment_variables() {
     }
 }
 
+/// `--help` names the variables but never prints a secret-bearing variable's value (clap shows
+/// `[env: NAME=value]` unless `hide_env_values`).
+#[test]
+fn help_never_prints_secret_values_from_the_environment() {
+    let marker = "MARKER-7f3a9c";
+    let edges = format!(r#"[{{"id":"a","secret":"{marker}-edges-json"}}]"#);
+    let hub = bin()
+        .args(["hub", "--help"])
+        .env("REMOTEINGRESS_ALLOWED_EDGES_JSON", &edges)
+        .output()
+        .unwrap();
+    assert!(hub.status.success());
+    assert!(stdout(&hub).contains("REMOTEINGRESS_ALLOWED_EDGES_JSON"));
+    let edge = bin()
+        .args(["edge", "--help"])
+        .env("REMOTEINGRESS_SECRET", format!("{marker}-secret"))
+        .env("REMOTEINGRESS_TOKEN", format!("{marker}-token"))
+        .output()
+        .unwrap();
+    assert!(edge.status.success());
+    for output in [&hub, &edge] {
+        let text = stdout(output) + &stderr(output);
+        assert!(!text.contains(marker), "help printed a secret: {text}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_64() {
     let output = bin().env("REMOTEINGRESS_MODE", "proxy").output().unwrap();
