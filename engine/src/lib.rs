@@ -42,6 +42,7 @@ pub mod hub;
 pub mod ident;
 pub mod ipc;
 pub(crate) mod log_limit;
+pub mod log_text;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;

@@ -78,7 +78,10 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     match format {
-        LogFormat::Text => logs.init(),
+        // Peer-chosen strings must not forge lines or reach the terminal raw.
+        LogFormat::Text => logs
+            .fmt_fields(remoteingress::log_text::EscapingFields)
+            .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }

@@ -54,7 +54,12 @@ pub struct Managed {
     next_id: u64,
     /// Bytes the binary wrote to stderr, when spawned with [`Managed::spawn_capturing_stderr`].
     pub stderr_bytes: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The first [`STDERR_KEPT`] bytes of that stderr, to search.
+    stderr_text: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
 }
+
+/// Bytes of a captured stderr kept for [`Managed::stderr_text`].
+const STDERR_KEPT: usize = 1 << 20;
 
 impl Managed {
     /// Spawns the binary and waits for its `ready` event.
@@ -69,6 +74,17 @@ impl Managed {
     /// Spawns the binary counting (not showing) what it writes to stderr.
     pub async fn spawn_capturing_stderr() -> Self {
         Self::spawn_configured(&[], None, true).await
+    }
+
+    /// Like [`Managed::spawn_capturing_stderr`], with extra environment variables.
+    pub async fn spawn_capturing_stderr_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(env, None, true).await
+    }
+
+    /// What the binary wrote to stderr so far (its first MiB), when spawned capturing it.
+    pub fn stderr_text(&self) -> Vec<u8> {
+        let text = self.stderr_text.as_ref().expect("spawned capturing stderr");
+        text.lock().unwrap().clone()
     }
 
     /// Spawns the binary with its open-file limit (RLIMIT_NOFILE) set to `nofile`, soft and
@@ -109,6 +125,8 @@ impl Managed {
         let mut child = command.spawn().expect("spawn remoteingress-bin");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
+        let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr_text.clone();
         let stderr_bytes = child.stderr.take().map(|mut stderr| {
             let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let count = counter.clone();
@@ -120,6 +138,9 @@ impl Managed {
                         break;
                     }
                     count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    let mut kept = kept.lock().unwrap();
+                    let room = STDERR_KEPT.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(&buf[..room]);
                 }
             });
             counter
@@ -141,6 +162,7 @@ impl Managed {
             lines,
             pending: VecDeque::new(),
             next_id: 0,
+            stderr_text: stderr_bytes.as_ref().map(|_| stderr_text),
             stderr_bytes,
         };
         let ready = managed.next_line().await.expect("ready line");
