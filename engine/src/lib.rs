@@ -46,6 +46,7 @@ pub mod log_text;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;
+pub mod reported;
 pub(crate) mod service;
 pub(crate) mod shutdown;
 pub mod source_key;
