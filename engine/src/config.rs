@@ -382,6 +382,8 @@ pub struct AllowedEdgeSettings {
     pub limits: EdgeLimitSettings,
     /// Public port -> target port, where they differ (`targetPorts`).
     pub target_ports: std::collections::BTreeMap<u16, u16>,
+    /// `privateClients`: loopback and own-address client sources are believed.
+    pub private_clients: bool,
 }
 
 /// Validated caps on one edge's public clients ([`ipc::EdgeLimits`]), in the form the hub also
@@ -546,6 +548,7 @@ pub fn validate_allowed_edges(
                 firewall_config: edge.firewall_config,
                 egress: edge.egress,
                 target_ports,
+                private_clients: edge.private_clients.unwrap_or(false),
             })
         })
         .collect()
@@ -790,6 +793,7 @@ mod tests {
             stun_interval_secs: None,
             firewall_config: None,
             egress: None,
+            private_clients: None,
             limits: None,
             target_ports: None,
         }

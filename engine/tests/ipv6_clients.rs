@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::process::Command;
 
 use common::target::{Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
@@ -24,46 +23,6 @@ const SAME_64: [&str; 3] = ["2001:db8:a::1", "2001:db8:a::2", "2001:db8:a:0:ffff
 const OTHER_64: &str = "2001:db8:b::1";
 /// Where the edge listens.
 const EDGE_V6: Ipv6Addr = Ipv6Addr::LOCALHOST;
-
-/// Runs `body` on a current-thread runtime in a new network namespace with `lo` up and the
-/// test's addresses on it; `None` when not root.
-fn in_netns(body: impl std::future::Future<Output = ()> + Send + 'static) -> Option<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root for a network namespace");
-        return None;
-    }
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare only affects the calling thread (and what it spawns from now on).
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        ip(&["link", "set", "lo", "up"]);
-        for address in SAME_64.iter().chain([&OTHER_64]) {
-            ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{address}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ]);
-        }
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(body);
-    });
-    thread.join().expect("test thread panicked");
-    Some(())
-}
-
-/// Runs `ip args` in the calling thread's namespace (a child inherits it).
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("run ip");
-    assert!(status.success(), "ip {args:?}: {status}");
-}
 
 fn addr(text: &str) -> IpAddr {
     text.parse().expect("an address")
@@ -178,5 +137,10 @@ async fn one_64_is_one_client() {
 
 #[test]
 fn ipv6_clients_are_capped_per_64_and_the_prefix_is_configurable() {
-    in_netns(one_64_is_one_client());
+    let adds: Vec<String> = SAME_64
+        .iter()
+        .chain([&OTHER_64])
+        .map(|address| format!("-6 addr add {address}/128 dev lo nodad"))
+        .collect();
+    common::netns::run(&adds, one_64_is_one_client());
 }

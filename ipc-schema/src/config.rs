@@ -228,6 +228,11 @@ pub struct AllowedEdge {
     /// Outbound (egress) policy for the edge; disabled when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressPolicy>,
+    /// The edge serves local clients: believe PROXY source addresses that are loopback or the
+    /// edge's own address. Default false, except for an edge whose tunnel comes from loopback
+    /// (on the hub's host). Unspecified, multicast and broadcast sources are always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_clients: Option<bool>,
     /// Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
     /// defaults apply when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

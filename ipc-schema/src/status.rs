@@ -178,6 +178,10 @@ pub struct ConnectedEdgeStatus {
     pub target_connect_errors: u64,
     /// Streams and UDP sessions refused because their port is not assigned to this edge.
     pub refused_ports: u64,
+    /// Streams and UDP sessions refused because the edge claimed a client address no public
+    /// client can have (loopback, unspecified, multicast, its own; see `privateClients`).
+    #[serde(default)]
+    pub refused_sources: u64,
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,

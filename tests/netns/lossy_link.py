@@ -123,7 +123,8 @@ def scenario(report, processes, hub_ns, edge_ns, edge_dev):
     with tempfile.TemporaryDirectory(prefix="ri-ll-") as workdir:
         edges_file = os.path.join(workdir, "edges.json")
         with open(edges_file, "w") as f:
-            json.dump([{"id": f"ll-{t}", "secret": "ll-secret-1-0123456789", "listenPorts": [PORT], "listenPortsUdp": [PORT]}
+            json.dump([{"id": f"ll-{t}", "secret": "ll-secret-1-0123456789", "listenPorts": [PORT], "listenPortsUdp": [PORT],
+                        "privateClients": True}
                        for t in EDGES], f)
         target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]),
                                  "ll-target")

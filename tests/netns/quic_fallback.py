@@ -115,7 +115,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
-                f.write(f'[{{"id":"edge-qf","secret":"qf-secret-0123456789","listenPorts":[{port}]}}]')
+                f.write(f'[{{"id":"edge-qf","secret":"qf-secret-0123456789","listenPorts":[{port}],"privateClients":true}}]')
             target = harness.Process(inside([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)]), "qf-target")
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))

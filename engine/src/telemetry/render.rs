@@ -224,6 +224,11 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         |e| e.refused_ports,
     );
     per_edge.counter(
+        "hub_edge_refused_sources",
+        "Streams and UDP sessions refused: a client address no public client can have",
+        |e| e.refused_sources,
+    );
+    per_edge.counter(
         "hub_edge_streams_refused",
         "Streams refused: the edge's stream cap or the hub's budget",
         |e| e.limits.streams_refused,

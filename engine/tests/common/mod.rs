@@ -22,6 +22,7 @@ macro_rules! over_both_transports {
 }
 
 pub mod hand_edge;
+pub mod netns;
 pub mod target;
 pub mod udp_target;
 

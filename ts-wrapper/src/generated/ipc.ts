@@ -901,6 +901,12 @@ export interface TAllowedEdge {
    */
   egress?: IEgressPolicy | null;
   /**
+   * The edge serves local clients: believe PROXY source addresses that are loopback or the
+   * edge's own address. Default false, except for an edge whose tunnel comes from loopback
+   * (on the hub's host). Unspecified, multicast and broadcast sources are always refused.
+   */
+  privateClients?: boolean | null;
+  /**
    * Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
    * defaults apply when omitted.
    */
@@ -1193,6 +1199,11 @@ export interface IConnectedEdgeStatus {
    * Streams and UDP sessions refused because their port is not assigned to this edge.
    */
   refusedPorts: number;
+  /**
+   * Streams and UDP sessions refused because the edge claimed a client address no public
+   * client can have (loopback, unspecified, multicast, its own; see `privateClients`).
+   */
+  refusedSources?: number;
   /**
    * Features this tunnel supports (e.g. `egress` on QUIC).
    */
