@@ -36,6 +36,11 @@ pub(crate) fn render(status: &StatusResult, counters: &EventCounters) -> String 
         "1 while a role runs",
         u64::from(running),
     );
+    registry.register(
+        "http_connections_shed",
+        "Connections to this metrics/health listener closed to bound them, by reason",
+        counters.http_connections_shed.clone(),
+    );
     match status {
         StatusResult::Hub(hub) => hub_metrics(&mut registry, hub, counters),
         StatusResult::Edge(edge) => edge_metrics(&mut registry, edge, counters),
