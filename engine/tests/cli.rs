@@ -284,7 +284,7 @@ fn short_secrets_are_refused_and_secret_new_makes_strong_ones() {
         ]),
         "edge --secret",
     );
-    refused(
+    let encode = |secret: &str| {
         run(&[
             "token",
             "encode",
@@ -293,10 +293,10 @@ fn short_secrets_are_refused_and_secret_new_makes_strong_ones() {
             "--edge-id",
             "e",
             "--secret",
-            weak,
-        ]),
-        "token encode",
-    );
+            secret,
+        ])
+    };
+    refused(encode(weak), "token encode");
     let dir = std::env::temp_dir().join(format!("ri-cli-weak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let edges = dir.join("edges.json");
@@ -312,16 +312,7 @@ fn short_secrets_are_refused_and_secret_new_makes_strong_ones() {
         "hub --edges",
     );
     // The made secret itself is accepted.
-    let output = run(&[
-        "token",
-        "encode",
-        "--hub-host",
-        "h",
-        "--edge-id",
-        "e",
-        "--secret",
-        &made[0],
-    ]);
+    let output = encode(&made[0]);
     assert!(output.status.success(), "{}", stderr(&output));
     std::fs::remove_dir_all(dir).ok();
 }

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use common::target::{Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
-use common::{Pair, EDGE_ID, EDGE_SECRET};
+use common::Pair;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
@@ -61,13 +61,7 @@ async fn scenario() {
     )
     .await;
     pair.wait_listening(tcp_target.port).await;
-    common::status_until(
-        &mut pair.edge,
-        "UDP port listening",
-        common::DEADLINE,
-        |s| s["listenPortsUdp"] == json!([udp_target.port]),
-    )
-    .await;
+    pair.wait_listening_udp(udp_target.port).await;
 
     assert!(
         tcp_served(PUBLIC, tcp_target.port).await,
@@ -100,13 +94,9 @@ async fn scenario() {
     assert_eq!(tcp_target.headers().len(), 1, "{:?}", tcp_target.headers());
 
     // privateClients: the edge serves local clients, loopback is believed.
-    let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET, "privateClients": true});
-    for (key, value) in fields.as_object().expect("fields") {
-        allowed[key] = value.clone();
-    }
-    pair.hub
-        .ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
-        .await;
+    let mut private = fields.clone();
+    private["privateClients"] = json!(true);
+    pair.update_test_edge(&private).await;
     assert!(
         tcp_served(Ipv4Addr::LOCALHOST, tcp_target.port).await,
         "a loopback client of a privateClients edge was refused"

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use common::target::{Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
-use common::{Pair, EDGE_ID, EDGE_SECRET};
+use common::Pair;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
@@ -78,13 +78,7 @@ async fn one_64_is_one_client() {
     )
     .await;
     pair.wait_listening(tcp_target.port).await;
-    common::status_until(
-        &mut pair.edge,
-        "UDP port listening",
-        common::DEADLINE,
-        |s| s["listenPortsUdp"] == json!([udp_target.port]),
-    )
-    .await;
+    pair.wait_listening_udp(udp_target.port).await;
 
     // Two addresses of one /64 fill its two connections; a third address of it is refused,
     // another /64 is served.
@@ -118,14 +112,9 @@ async fn one_64_is_one_client() {
     .await;
 
     // The prefix is the hub's to set: with /128 each address is a client of its own.
-    let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
-    for (key, value) in fields.as_object().expect("fields") {
-        allowed[key] = value.clone();
-    }
-    allowed["limits"]["ipv6SourcePrefix"] = json!(128);
-    pair.hub
-        .ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
-        .await;
+    let mut exact = fields.clone();
+    exact["limits"]["ipv6SourcePrefix"] = json!(128);
+    pair.update_test_edge(&exact).await;
     common::status_until(&mut pair.edge, "prefix pushed", common::DEADLINE, |s| {
         s["limits"]["ipv6SourcePrefix"] == 128
     })

@@ -430,6 +430,26 @@ impl Pair {
         }
     }
 
+    /// Waits until the edge reports UDP `port` as listening.
+    pub async fn wait_listening_udp(&mut self, port: u16) {
+        status_until(&mut self.edge, "UDP port listening", DEADLINE, |s| {
+            s["listenPortsUdp"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p == port))
+        })
+        .await;
+    }
+
+    /// Replaces the hub's allowed edges with [`EDGE_ID`] and `edge_fields` (as
+    /// [`Pair::start_with`] gives them).
+    pub async fn update_test_edge(&mut self, edge_fields: &Value) {
+        let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
+        merge(&mut allowed, edge_fields);
+        self.hub
+            .ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+            .await;
+    }
+
     /// Waits until the edge reports `port` as listening.
     pub async fn wait_listening(&mut self, port: u16) {
         let edge = &mut self.edge;
