@@ -28,7 +28,7 @@ def seeds():
     yield "proxy_headers", "v1_tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 51000 443\r\nGET /"
     yield "proxy_headers", "v2_udp4", V2_SIG + b"\x21\x12\x00\x0c" + bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 53, 0xFF, 0xFF])
     yield "proxy_headers", "v2_tcp6", V2_SIG + b"\x21\x21\x00\x24" + bytes(range(32)) + b"\x01\xbb\x20\xfb"
-    token = {"h": "hub.example.com", "p": 8443, "e": "edge-1", "s": "secret", "f": "0f" * 32}
+    token = {"h": "hub.example.com", "p": 8443, "e": "edge-1", "s": "correct-horse-battery", "f": "0f" * 32}
     yield "token", "with_pin", base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).rstrip(b"=")
     del token["f"]
     yield "token", "plain", base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).rstrip(b"=")

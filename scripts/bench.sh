@@ -94,8 +94,9 @@ start_tunnel() {
   read -r -a in_hub <<< "$(in_hub_ns)"
   read -r -a in_edge <<< "$(in_edge_ns)"
   tunnel_port="$(free_port)"
-  # The load comes from one address: lift the per-address cap (production keeps it).
-  printf '[{"id":"%s","secret":"bench-secret","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000}}]\n' \
+  # The load comes from one loopback address: lift the per-address cap (production keeps it)
+  # and believe loopback clients (privateClients) when the edge reaches the hub over a link.
+  printf '[{"id":"%s","secret":"bench-secret-0123456789","listenPorts":[%s],"listenPortsUdp":[%s],"limits":{"maxConnectionsPerSource":1000000},"privateClients":true}]\n' \
     "$id" "$PORT" "$PORT" > "$LOGS/$path-edges.json"
   local -a hub_metrics=() edge_metrics=()
   if [[ "${BENCH_METRICS:-0}" == 1 && -z "$HUB_NS" ]]; then
@@ -106,7 +107,7 @@ start_tunnel() {
     --stream-event-mode off "${hub_metrics[@]}" --json > "$LOGS/$path-hub.events" 2> "$LOGS/$path-hub.log" & PIDS+=($!)
   hub=$!
   token="$("$bin" token encode --hub-host "$HUB_HOST" --hub-port "$tunnel_port" --edge-id "$id" \
-    --secret bench-secret)"
+    --secret bench-secret-0123456789)"
   REMOTEINGRESS_LOG=warn "${in_edge[@]}" "$bin" edge --token "$token" --bind-address "${ADDR[$path]}" \
     --transport-mode "$mode" --no-stun "${edge_metrics[@]}" --json > "$LOGS/$path-edge.events" 2> "$LOGS/$path-edge.log" &
   PIDS+=($!)

@@ -86,6 +86,9 @@ pub enum Command {
     /// Encode or decode a connection token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make edge secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print the JSON Schema of the IPC protocol.
     Schema,
 }
@@ -131,8 +134,9 @@ pub struct HubArgs {
     /// JSON file with the allowed edges (an array of TAllowedEdge); re-read on SIGHUP.
     #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
     pub edges: Option<PathBuf>,
-    /// Allowed edges as inline JSON (an array of TAllowedEdge), when no file is given.
-    #[arg(long, env = ev::ALLOWED_EDGES_JSON, value_name = "JSON", conflicts_with = "edges")]
+    /// Allowed edges as inline JSON (an array of TAllowedEdge), when no file is given. It holds
+    /// the secrets: prefer --edges FILE (a flag's value is visible to every local user in `ps`).
+    #[arg(long, env = ev::ALLOWED_EDGES_JSON, value_name = "JSON", conflicts_with = "edges", hide_env_values = true)]
     pub allowed_edges_json: Option<String>,
     /// PEM certificate chain to serve (a self-signed one is generated when omitted).
     #[arg(long, env = ev::TLS_CERT, value_name = "PEM", requires = "tls_key")]
@@ -172,6 +176,7 @@ pub struct EdgeArgs {
     #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     /// Connection token from the hub operator (replaces --hub-host/--hub-port/--edge-id/--secret).
+    /// A flag's value is visible to every local user in `ps`: prefer --token-file.
     #[arg(long, env = ev::TOKEN, conflicts_with_all = ["hub_host", "edge_id", "secret", "secret_file", "token_file"], hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the connection token (so it need not sit in argv or the environment).
@@ -186,7 +191,8 @@ pub struct EdgeArgs {
     /// This edge's id (needed unless a token gives it).
     #[arg(long, env = ev::EDGE_ID)]
     pub edge_id: Option<String>,
-    /// This edge's secret (needed unless a token gives it).
+    /// This edge's secret (needed unless a token gives it). A flag's value is visible to every
+    /// local user in `ps`: prefer --secret-file.
     #[arg(long, env = ev::SECRET, hide_env_values = true, conflicts_with = "secret_file")]
     pub secret: Option<String>,
     /// File holding this edge's secret.
@@ -221,6 +227,12 @@ pub struct EdgeArgs {
     /// Print events as JSON lines on stdout instead of log lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Print a new random edge secret (32 bytes from the OS's random source, base64url).
+    New,
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +318,30 @@ pub fn default_worker_threads(cores: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Variables whose values are secrets (files and paths are not).
+    const SECRET_BEARING: [&str; 3] = [ev::TOKEN, ev::SECRET, ev::ALLOWED_EDGES_JSON];
+
+    #[test]
+    fn every_secret_bearing_variable_is_hidden_in_help() {
+        use clap::CommandFactory;
+        let mut seen = Vec::new();
+        let mut commands = vec![Cli::command()];
+        while let Some(command) = commands.pop() {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    if SECRET_BEARING.contains(&env) {
+                        assert!(arg.is_hide_env_values_set(), "{env} shows its value");
+                        seen.push(env.to_owned());
+                    }
+                }
+            }
+            commands.extend(command.get_subcommands().cloned());
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), SECRET_BEARING.len(), "{seen:?}");
+    }
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()

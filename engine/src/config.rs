@@ -385,6 +385,8 @@ pub struct AllowedEdgeSettings {
     pub limits: EdgeLimitSettings,
     /// Public port -> target port, where they differ (`targetPorts`).
     pub target_ports: std::collections::BTreeMap<u16, u16>,
+    /// `privateClients`: loopback and own-address client sources are believed.
+    pub private_clients: bool,
 }
 
 /// Validated caps on one edge's public clients ([`ipc::EdgeLimits`]), in the form the hub also
@@ -399,7 +401,12 @@ pub struct EdgeLimitSettings {
     pub max_udp_sessions_per_source: u32,
     pub udp_new_sessions_per_sec: u32,
     pub udp_new_sessions_burst: u32,
+    pub ipv6_source_prefix: u8,
 }
+
+/// Shortest IPv6 prefix one may configure as one client (`ipv6SourcePrefix`): shorter ones
+/// would put unrelated customers under one cap.
+const MIN_IPV6_SOURCE_PREFIX: u8 = 32;
 
 /// Most TCP connections per source, new UDP sessions per second and burst one may configure.
 const MAX_LIMIT_VALUE: u32 = 1 << 24;
@@ -419,6 +426,7 @@ impl From<&ipc::EdgeLimits> for EdgeLimitSettings {
             max_udp_sessions_per_source: limits.max_udp_sessions_per_source,
             udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec,
             udp_new_sessions_burst: limits.udp_new_sessions_burst,
+            ipv6_source_prefix: limits.ipv6_source_prefix,
         }
     }
 }
@@ -458,6 +466,12 @@ impl EdgeLimitSettings {
         ] {
             check_range(value, 1, max, &field(name))?;
         }
+        check_range(
+            settings.ipv6_source_prefix.into(),
+            MIN_IPV6_SOURCE_PREFIX.into(),
+            128,
+            &field("ipv6SourcePrefix"),
+        )?;
         Ok(settings)
     }
 
@@ -474,6 +488,7 @@ impl EdgeLimitSettings {
                 .clamp(1, max_udp_sessions),
             udp_new_sessions_per_sec: self.udp_new_sessions_per_sec.clamp(1, MAX_LIMIT_VALUE),
             udp_new_sessions_burst: self.udp_new_sessions_burst.clamp(1, MAX_LIMIT_VALUE),
+            ipv6_source_prefix: self.ipv6_source_prefix.clamp(MIN_IPV6_SOURCE_PREFIX, 128),
         }
     }
 }
@@ -536,6 +551,7 @@ pub fn validate_allowed_edges(
                 firewall_config: edge.firewall_config,
                 egress: edge.egress,
                 target_ports,
+                private_clients: edge.private_clients.unwrap_or(false),
             })
         })
         .collect()
@@ -774,12 +790,13 @@ mod tests {
     fn edge(id: &str) -> ipc::AllowedEdge {
         ipc::AllowedEdge {
             id: id.into(),
-            secret: "secret".into(),
+            secret: "secret-0123456789".into(),
             listen_ports: vec![443, 80],
             listen_ports_udp: vec![],
             stun_interval_secs: None,
             firewall_config: None,
             egress: None,
+            private_clients: None,
             limits: None,
             target_ports: None,
         }
@@ -828,6 +845,20 @@ mod tests {
                 },
                 "edges[0].limits.udpNewSessionsBurst",
             ),
+            (
+                ipc::EdgeLimits {
+                    ipv6_source_prefix: 31,
+                    ..base.clone()
+                },
+                "edges[0].limits.ipv6SourcePrefix",
+            ),
+            (
+                ipc::EdgeLimits {
+                    ipv6_source_prefix: 129,
+                    ..base.clone()
+                },
+                "edges[0].limits.ipv6SourcePrefix",
+            ),
         ];
         for (limits, path) in cases {
             let mut bad = edge("a");
@@ -842,6 +873,7 @@ mod tests {
         let pushed: EdgeLimitSettings =
             serde_json::from_str(r#"{"maxUdpSessions":0,"maxUdpSessionsPerSource":9,"future":1}"#)
                 .unwrap();
+        assert_eq!(pushed.ipv6_source_prefix, 64);
         let safe = pushed.sanitised();
         assert_eq!(safe.max_udp_sessions, 1);
         assert_eq!(safe.max_udp_sessions_per_source, 1);
@@ -849,6 +881,8 @@ mod tests {
             safe.max_connections_per_source,
             EdgeLimitSettings::default().max_connections_per_source
         );
+        let wide: EdgeLimitSettings = serde_json::from_str(r#"{"ipv6SourcePrefix":8}"#).unwrap();
+        assert_eq!(wide.sanitised().ipv6_source_prefix, 32);
     }
 
     #[test]
@@ -944,6 +978,12 @@ mod tests {
         assert_eq!(err.path, "edges[1].secret");
         assert!(!err.to_string().contains("has space"));
 
+        let mut weak = edge("c");
+        weak.secret = "fifteen-bytes..".into();
+        let err = validate_allowed_edges(vec![weak], "edges").unwrap_err();
+        assert_eq!(err.path, "edges[0].secret");
+        assert!(err.to_string().contains("secret new"), "{err}");
+
         let mut bad = edge("d");
         bad.listen_ports = vec![80, 80];
         let err = validate_allowed_edges(vec![bad], "edges").unwrap_err();
@@ -992,7 +1032,7 @@ mod tests {
         ipc::EdgeConfig {
             hub_host: Some("hub.example.com".into()),
             edge_id: Some("edge-1".into()),
-            secret: Some("secret".into()),
+            secret: Some("secret-0123456789".into()),
             ..Default::default()
         }
     }
@@ -1008,7 +1048,7 @@ mod tests {
             hub_host: "127.0.0.1".into(),
             hub_port: 9443,
             edge_id: "edge-2".into(),
-            secret: "s".into(),
+            secret: "0123456789abcdef".into(),
             hub_cert_sha256: Some("ab".repeat(32)),
         }
         .encode()

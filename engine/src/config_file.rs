@@ -58,7 +58,7 @@ metricsAddr = "127.0.0.1:9101"
 
 [[edges]]
 id = "edge-1"
-secret = "s3cret"
+secret = "s3cret-0123456789"
 listenPorts = [80, 443]
 targetPorts = [{ port = 443, targetPort = 8443 }]
 "#,

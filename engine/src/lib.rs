@@ -39,14 +39,17 @@ pub mod firewall;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hub;
-pub(crate) mod ident;
+pub mod ident;
 pub mod ipc;
 pub(crate) mod log_limit;
+pub mod log_text;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;
+pub mod reported;
 pub(crate) mod service;
 pub(crate) mod shutdown;
+pub mod source_key;
 pub mod state_dir;
 pub mod stun;
 mod sync;

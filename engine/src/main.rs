@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use remoteingress::cli::{self, env_vars, Cli, Command, LogFormat, TokenCommand};
+use remoteingress::cli::{self, env_vars, Cli, Command, LogFormat, SecretCommand, TokenCommand};
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, fd_limit, ipc};
 
@@ -37,6 +37,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(command)) => token(command),
+        Some(Command::Secret(SecretCommand::New)) => match remoteingress::ident::new_secret() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                eprintln!("remoteingress-bin: the OS's random source failed");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Hub(args)) => {
             fd_limit::raise_to_hard();
             run(cli.worker_threads, cli.log_format, daemon::run_hub(args))
@@ -51,7 +61,7 @@ fn main() -> ExitCode {
         }
         None => {
             eprintln!(
-                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, schema), \
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema), \
                  --management, or set {}=hub|edge. See --help.",
                 env_vars::MODE
             );
@@ -68,7 +78,10 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     match format {
-        LogFormat::Text => logs.init(),
+        // Peer-chosen strings must not forge lines or reach the terminal raw.
+        LogFormat::Text => logs
+            .fmt_fields(remoteingress::log_text::EscapingFields)
+            .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }

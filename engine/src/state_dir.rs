@@ -7,9 +7,16 @@
 //! into place, which fails if another process got there first (both then use the winner's). A
 //! file that exists but does not parse is an error, never silently replaced: replacing it would
 //! change the fingerprint under the edges' feet.
+//!
+//! The directory must be the hub's own: owned by its effective user and not writable by group
+//! or others. Otherwise another local user could plant an identity whose key they hold (and read
+//! every tunnel) or swap the file between restarts; such a directory is refused with what to fix,
+//! before anything is read from or written to it. The CLI's default never falls back to a shared
+//! directory such as `/tmp` itself: without `$XDG_STATE_HOME` and `$HOME` it uses
+//! `$TMPDIR/remoteingress-<uid>`, which the same check guards.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::tls::{HubIdentity, TlsError};
@@ -44,6 +51,16 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the state directory {path} {problem}: the hub's identity must be in a directory only \
+         its user can write (chown it to uid {euid} and chmod 700, or give another state \
+         directory)"
+    )]
+    NotPrivate {
+        path: PathBuf,
+        problem: String,
+        euid: u32,
+    },
     #[error("no hub identity in {0} yet: start the hub once with this state directory")]
     Missing(PathBuf),
     #[error("{0}")]
@@ -60,9 +77,48 @@ pub fn default_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|value| !value.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("remoteingress")
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")));
+    match base {
+        Some(base) => base.join("remoteingress"),
+        // A per-user name in the shared temporary directory; `check_private` refuses it if
+        // someone else made it first.
+        None => std::env::temp_dir().join(format!("remoteingress-{}", effective_uid())),
+    }
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Refuses a directory that another user owns or that group or others may write.
+fn check_private(dir: &Path) -> Result<(), StateError> {
+    let metadata = std::fs::metadata(dir).map_err(|source| StateError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let euid = effective_uid();
+    let mode = metadata.permissions().mode();
+    let problem = if !metadata.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if metadata.uid() != euid {
+        Some(format!("is owned by uid {}", metadata.uid()))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:o})",
+            mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StateError::NotPrivate {
+            path: dir.to_owned(),
+            problem,
+            euid,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The identity in `dir`, generated and stored on first use.
@@ -78,6 +134,7 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
             path: dir.to_owned(),
             source,
         })?;
+    check_private(dir)?;
     let (cert_pem, key_pem) = HubIdentity::generate_pem()?;
     let path = dir.join(IDENTITY_FILE);
     let temporary = dir.join(format!(
@@ -106,8 +163,12 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
     Ok(identity)
 }
 
-/// The identity in `dir`, or `None` when there is none yet.
+/// The identity in `dir`, or `None` when there is none yet (`dir` itself may be missing).
 pub fn load(dir: &Path) -> Result<Option<HubIdentity>, StateError> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    check_private(dir)?;
     let path = dir.join(IDENTITY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -174,6 +235,46 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_directory_others_own_or_may_write_is_refused_before_use() {
+        use std::os::unix::fs::chown;
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let set_mode =
+            |mode| std::fs::set_permissions(&dir, PermissionsExt::from_mode(mode)).unwrap();
+        set_mode(0o777);
+        let error = load_or_create(&dir).unwrap_err();
+        assert!(matches!(error, StateError::NotPrivate { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("writable by group or others (mode 777)"),
+            "{error}"
+        );
+        assert!(!dir.join(IDENTITY_FILE).exists(), "nothing written");
+        set_mode(0o775);
+        assert!(load(&dir).is_err(), "group-writable is refused as well");
+        // Owned by someone else: refused even with a private mode, and its identity not read.
+        set_mode(0o700);
+        if effective_uid() == 0 {
+            let nobody = 65_534;
+            chown(&dir, Some(nobody), Some(nobody)).unwrap();
+            let error = load(&dir).unwrap_err();
+            assert!(error.to_string().contains("owned by uid 65534"), "{error}");
+            set_mode(0o777);
+            assert!(load_or_create(&dir).is_err());
+            chown(&dir, Some(0), Some(0)).unwrap();
+        } else {
+            eprintln!("the ownership case needs root");
+        }
+        set_mode(0o755);
+        assert!(
+            load_or_create(&dir).is_ok(),
+            "owned by us, not writable by others"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

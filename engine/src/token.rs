@@ -168,7 +168,9 @@ mod tests {
     use proptest::prelude::*;
 
     const KNOWN_TOKEN: &str =
-        "eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6ODQ0MywiZSI6ImVkZ2UtMSIsInMiOiJzZWNyZXQifQ";
+        "eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6ODQ0MywiZSI6ImVkZ2UtMSIsInMiOiJjb3JyZWN0LWhvcnNlLWJhdHRlcnkifQ";
+    /// A secret of the shortest accepted length.
+    const S16: &str = "0123456789abcdef";
     const FINGERPRINT: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn token(host: &str, port: u16, id: &str, secret: &str, f: Option<&str>) -> ConnectionToken {
@@ -182,7 +184,13 @@ mod tests {
     }
 
     fn known() -> ConnectionToken {
-        token("hub.example.com", 8443, "edge-1", "secret", None)
+        token(
+            "hub.example.com",
+            8443,
+            "edge-1",
+            "correct-horse-battery",
+            None,
+        )
     }
 
     /// Encodes raw JSON text as a token, bypassing validation.
@@ -203,15 +211,15 @@ mod tests {
         assert_eq!(known().encode().unwrap(), KNOWN_TOKEN);
         assert_eq!(ConnectionToken::decode(KNOWN_TOKEN).unwrap(), known());
         assert_eq!(KNOWN_TOKEN.parse::<ConnectionToken>().unwrap(), known());
-        // JSON.stringify({h: "hub.example.com", p: 443, e: "kante-ü", s: 'p"w\\d€😀',
+        // JSON.stringify({h: "hub.example.com", p: 443, e: "kante-ü", s: 'p"w\\d€😀-secret',
         // f: "ab".repeat(32)}): escapes and non-ASCII agree.
-        let expected = "eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6NDQzLCJlIjoia2FudGUtw7wiLCJzIjoicFwid1xcZOKCrPCfmIAiLCJmIjoiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYiJ9";
+        let expected = "eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6NDQzLCJlIjoia2FudGUtw7wiLCJzIjoicFwid1xcZOKCrPCfmIAtc2VjcmV0IiwiZiI6ImFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWIifQ";
         let fingerprint = "ab".repeat(32);
         let value = token(
             "hub.example.com",
             443,
             "kante-ü",
-            "p\"w\\d€😀",
+            "p\"w\\d€😀-secret",
             Some(&fingerprint),
         );
         assert_eq!(value.encode().unwrap(), expected);
@@ -221,10 +229,10 @@ mod tests {
     #[test]
     fn fingerprint_is_written_and_read_lower_case() {
         let upper = FINGERPRINT.to_ascii_uppercase();
-        let encoded = token("h", 1, "e", "s", Some(&upper)).encode().unwrap();
-        let lower = token("h", 1, "e", "s", Some(FINGERPRINT));
+        let encoded = token("h", 1, "e", S16, Some(&upper)).encode().unwrap();
+        let lower = token("h", 1, "e", S16, Some(FINGERPRINT));
         assert_eq!(encoded, lower.encode().unwrap());
-        let json = format!(r#"{{"h":"h","p":1,"e":"e","s":"s","f":"{upper}"}}"#);
+        let json = format!(r#"{{"h":"h","p":1,"e":"e","s":"{S16}","f":"{upper}"}}"#);
         assert_eq!(decode_json(&json).unwrap(), lower);
     }
 
@@ -232,11 +240,13 @@ mod tests {
     fn accepts_surrounding_whitespace_canonical_padding_any_key_order_and_null_f() {
         let decode = |text: &str| ConnectionToken::decode(text).unwrap();
         assert_eq!(decode(&format!(" \n\t{KNOWN_TOKEN}\r\n")), known());
-        // The JSON is 58 bytes, so canonical padding is two '='.
+        // The JSON is 73 bytes, so canonical padding is two '='.
         assert_eq!(decode(&format!("{KNOWN_TOKEN}==")), known());
-        let reordered = r#" { "s" : "secret", "e":"edge-1", "p":8443, "h":"hub.example.com" } "#;
+        let reordered =
+            r#" { "s" : "correct-horse-battery", "e":"edge-1", "p":8443, "h":"hub.example.com" } "#;
         assert_eq!(decode_json(reordered).unwrap(), known());
-        let null_f = r#"{"h":"hub.example.com","p":8443,"e":"edge-1","s":"secret","f":null}"#;
+        let null_f =
+            r#"{"h":"hub.example.com","p":8443,"e":"edge-1","s":"correct-horse-battery","f":null}"#;
         assert_eq!(decode_json(null_f).unwrap(), known());
     }
 
@@ -276,28 +286,46 @@ mod tests {
             ("[1,2]", "expected"),
             (r#"{"h":"h","p":1,"e":"e"}"#, "missing field `s`"),
             (
-                r#"{"h":"h","p":1,"e":"e","s":"s","x":0}"#,
+                r#"{"h":"h","p":1,"e":"e","s":"0123456789abcdef","x":0}"#,
                 "unknown field `x`",
             ),
             (
                 r#"{"h":"h","p":1,"e":"e","s":"a","s":"b"}"#,
                 "duplicate field `s`",
             ),
-            (r#"{"h":"h","p":"8443","e":"e","s":"s"}"#, "invalid type"),
-            (r#"{"h":"h","p":70000,"e":"e","s":"s"}"#, "u16"),
-            (r#"{"h":"h","p":0,"e":"e","s":"s"}"#, "hub port"),
             (
-                r#"{"h":"","p":1,"e":"e","s":"s"}"#,
+                r#"{"h":"h","p":"8443","e":"e","s":"0123456789abcdef"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"h":"h","p":70000,"e":"e","s":"0123456789abcdef"}"#,
+                "u16",
+            ),
+            (
+                r#"{"h":"h","p":0,"e":"e","s":"0123456789abcdef"}"#,
+                "hub port",
+            ),
+            (
+                r#"{"h":"","p":1,"e":"e","s":"0123456789abcdef"}"#,
                 "hub host) must not be empty",
             ),
-            (r#"{"h":"a b","p":1,"e":"e","s":"s"}"#, "whitespace"),
-            (r#"{"h":"bücher.de","p":1,"e":"e","s":"s"}"#, "punycode"),
             (
-                &format!(r#"{{"h":"{}","p":1,"e":"e","s":"s"}}"#, "h".repeat(254)),
+                r#"{"h":"a b","p":1,"e":"e","s":"0123456789abcdef"}"#,
+                "whitespace",
+            ),
+            (
+                r#"{"h":"bücher.de","p":1,"e":"e","s":"0123456789abcdef"}"#,
+                "punycode",
+            ),
+            (
+                &format!(
+                    r#"{{"h":"{}","p":1,"e":"e","s":"0123456789abcdef"}}"#,
+                    "h".repeat(254)
+                ),
                 "253",
             ),
             (
-                r#"{"h":"h","p":1,"e":"","s":"s"}"#,
+                r#"{"h":"h","p":1,"e":"","s":"0123456789abcdef"}"#,
                 "edge id must not be empty",
             ),
             (
@@ -305,11 +333,15 @@ mod tests {
                 "secret must not contain",
             ),
             (
-                r#"{"h":"h","p":1,"e":"e","s":"s","f":"zz"}"#,
+                r#"{"h":"h","p":1,"e":"e","s":"fifteen-bytes.."}"#,
+                "shorter than 16 bytes",
+            ),
+            (
+                r#"{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"zz"}"#,
                 "64 hex digits",
             ),
             (
-                &format!(r#"{{"h":"h","p":1,"e":"e","s":"s","f":"{f}0"}}"#),
+                &format!(r#"{{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"{f}0"}}"#),
                 "64 hex",
             ),
         ] {
@@ -342,8 +374,9 @@ mod tests {
         let host = "[a-zA-Z0-9.:\\[\\]_-]{1,253}";
         // Any characters but whitespace and controls, including quotes, backslashes, non-ASCII.
         let ident = "[^\\s\\p{Cc}]{1,64}";
+        let secret = "[^\\s\\p{Cc}]{16,64}";
         let fingerprint = proptest::option::of("[0-9a-f]{64}");
-        (host, 1..=u16::MAX, ident, ident, fingerprint)
+        (host, 1..=u16::MAX, ident, secret, fingerprint)
             .prop_map(|(h, p, e, s, f)| token(&h, p, &e, &s, f.as_deref()))
     }
 

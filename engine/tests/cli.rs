@@ -54,7 +54,7 @@ fn token_encode_then_decode_round_trips() {
         "--edge-id",
         "edge-fra-01",
         "--secret",
-        "s3cret",
+        "s3cret-0123456789",
         "--cert-sha256",
         &fingerprint,
     ]);
@@ -69,7 +69,7 @@ fn token_encode_then_decode_round_trips() {
         decoded,
         serde_json::json!({
             "hubHost": "hub.example.com", "hubPort": 9443, "edgeId": "edge-fra-01",
-            "secret": "s3cret", "hubCertSha256": "ab".repeat(32)
+            "secret": "s3cret-0123456789", "hubCertSha256": "ab".repeat(32)
         })
     );
 }
@@ -86,7 +86,7 @@ fn token_known_vector_matches_the_documented_format() {
         "--edge-id",
         "edge-1",
         "--secret",
-        "secret",
+        "correct-horse-battery",
     ]);
     assert!(output.status.success());
     use base64::Engine;
@@ -95,7 +95,7 @@ fn token_known_vector_matches_the_documented_format() {
         .unwrap();
     assert_eq!(
         String::from_utf8(json).unwrap(),
-        r#"{"h":"hub.example.com","p":8443,"e":"edge-1","s":"secret"}"#
+        r#"{"h":"hub.example.com","p":8443,"e":"edge-1","s":"correct-horse-battery"}"#
     );
 }
 
@@ -111,6 +111,10 @@ fn malformed_tokens_are_refused_with_a_clear_message_and_exit_64() {
         (b64(r#"{"h":"hub","p":70000,"e":"edge","s":"x"}"#), "port"),
         (b64(r#"{"h":"hub","p":8443,"e":"","s":"x"}"#), "edge id"),
         (b64(r#"{"h":"hub","p":8443,"e":"edge","s":""}"#), "secret"),
+        (
+            b64(r#"{"h":"hub","p":8443,"e":"edge","s":"fifteen-bytes.."}"#),
+            "secret new",
+        ),
     ];
     for (token, expected) in cases {
         let output = run(&["token", "decode", &token]);
@@ -163,6 +167,32 @@ fn help_explains_the_environment_variables() {
     }
 }
 
+/// `--help` names the variables but never prints a secret-bearing variable's value (clap shows
+/// `[env: NAME=value]` unless `hide_env_values`).
+#[test]
+fn help_never_prints_secret_values_from_the_environment() {
+    let marker = "MARKER-7f3a9c";
+    let edges = format!(r#"[{{"id":"a","secret":"{marker}-edges-json"}}]"#);
+    let hub = bin()
+        .args(["hub", "--help"])
+        .env("REMOTEINGRESS_ALLOWED_EDGES_JSON", &edges)
+        .output()
+        .unwrap();
+    assert!(hub.status.success());
+    assert!(stdout(&hub).contains("REMOTEINGRESS_ALLOWED_EDGES_JSON"));
+    let edge = bin()
+        .args(["edge", "--help"])
+        .env("REMOTEINGRESS_SECRET", format!("{marker}-secret"))
+        .env("REMOTEINGRESS_TOKEN", format!("{marker}-token"))
+        .output()
+        .unwrap();
+    assert!(edge.status.success());
+    for output in [&hub, &edge] {
+        let text = stdout(output) + &stderr(output);
+        assert!(!text.contains(marker), "help printed a secret: {text}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_64() {
     let output = bin().env("REMOTEINGRESS_MODE", "proxy").output().unwrap();
@@ -199,6 +229,91 @@ fn usage_errors_exit_64() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(stderr(&output).contains("edgeId"), "{}", stderr(&output));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Secrets under 16 bytes are refused wherever they enter (edge flags, hub edges file, token),
+/// each time saying how to make one; `secret new` makes one.
+#[test]
+fn short_secrets_are_refused_and_secret_new_makes_strong_ones() {
+    let made: Vec<String> = (0..2)
+        .map(|_| {
+            let output = run(&["secret", "new"]);
+            assert!(output.status.success(), "{}", stderr(&output));
+            stdout(&output).trim().to_owned()
+        })
+        .collect();
+    for secret in &made {
+        assert_eq!(secret.len(), 43, "{secret}");
+        assert!(
+            secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{secret}"
+        );
+    }
+    assert_ne!(made[0], made[1]);
+
+    let weak = "fifteen-bytes..";
+    let refused = |output: Output, what: &str| {
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{what}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("shorter than 16 bytes") && message.contains("secret new"),
+            "{what}: {message}"
+        );
+        assert!(
+            !message.contains(weak),
+            "{what} quoted the secret: {message}"
+        );
+    };
+    refused(
+        run(&[
+            "edge",
+            "--hub-host",
+            "h",
+            "--edge-id",
+            "e",
+            "--secret",
+            weak,
+        ]),
+        "edge --secret",
+    );
+    let encode = |secret: &str| {
+        run(&[
+            "token",
+            "encode",
+            "--hub-host",
+            "h",
+            "--edge-id",
+            "e",
+            "--secret",
+            secret,
+        ])
+    };
+    refused(encode(weak), "token encode");
+    let dir = std::env::temp_dir().join(format!("ri-cli-weak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edges = dir.join("edges.json");
+    std::fs::write(&edges, format!(r#"[{{"id":"a","secret":"{weak}"}}]"#)).unwrap();
+    refused(
+        run(&[
+            "hub",
+            "--tunnel-port",
+            "0",
+            "--edges",
+            edges.to_str().unwrap(),
+        ]),
+        "hub --edges",
+    );
+    // The made secret itself is accepted.
+    let output = encode(&made[0]);
+    assert!(output.status.success(), "{}", stderr(&output));
     std::fs::remove_dir_all(dir).ok();
 }
 

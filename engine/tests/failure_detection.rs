@@ -117,7 +117,7 @@ async fn edge_as(id: &str, port: u16, fingerprint: Option<&str>, transport: &str
     let mut edge = Managed::spawn().await;
     let mut params = edge_start(port, fingerprint);
     params["config"]["edgeId"] = json!(id);
-    params["config"]["secret"] = json!(format!("{id}-secret"));
+    params["config"]["secret"] = json!(format!("{id}-secret-0123456789"));
     params["config"]["transportMode"] = json!(transport);
     edge.ok("start", Some(params)).await;
     edge.event("tunnelConnected").await;
@@ -132,7 +132,7 @@ async fn a_hub_restarted_with_another_list_lets_kept_edges_back_and_keeps_remove
     let list = |ids: &[&str]| {
         let edges: Vec<Value> = ids
             .iter()
-            .map(|id| json!({"id": id, "secret": format!("{id}-secret")}))
+            .map(|id| json!({"id": id, "secret": format!("{id}-secret-0123456789")}))
             .collect();
         json!({ "edges": edges })
     };

@@ -119,7 +119,8 @@ fn hub_json_announces_its_port_and_fingerprint_and_token_issue_uses_them() {
     let edges = dir.join("edges.json");
     std::fs::write(
         &edges,
-        json!([{"id": "edge-a", "secret": "secret-a", "listenPorts": [443]}]).to_string(),
+        json!([{"id": "edge-a", "secret": "secret-a-0123456789", "listenPorts": [443]}])
+            .to_string(),
     )
     .unwrap();
     let state = dir.join("state");
@@ -159,7 +160,7 @@ fn hub_json_announces_its_port_and_fingerprint_and_token_issue_uses_them() {
         .unwrap();
     let decoded: Value = serde_json::from_slice(&decoded.stdout).unwrap();
     assert_eq!(decoded["hubCertSha256"], fingerprint.as_str());
-    assert_eq!(decoded["secret"], "secret-a");
+    assert_eq!(decoded["secret"], "secret-a-0123456789");
     assert_eq!(decoded["hubPort"], port);
 
     let unknown = issue("edge-b");

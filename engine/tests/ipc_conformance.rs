@@ -13,7 +13,7 @@ fn hub_start() -> Value {
 
 fn edge_start() -> Value {
     json!({"role": "edge", "config": {
-        "hubHost": "127.0.0.1", "hubPort": 1, "edgeId": "edge-1", "secret": "s3cret",
+        "hubHost": "127.0.0.1", "hubPort": 1, "edgeId": "edge-1", "secret": "s3cret-0123456789",
         "transportMode": "tcpTls", "stunServers": []
     }})
 }
@@ -64,8 +64,8 @@ async fn hub_lifecycle_start_status_stop() {
         .ok(
             "updateAllowedEdges",
             Some(json!({"edges": [
-                {"id": "edge-a", "secret": "a", "listenPorts": [8080]},
-                {"id": "edge-b", "secret": "b"}
+                {"id": "edge-a", "secret": "secret-a-0123456789", "listenPorts": [8080]},
+                {"id": "edge-b", "secret": "secret-b-0123456789"}
             ]})),
         )
         .await;
@@ -246,7 +246,7 @@ async fn method_errors_have_codes_and_field_paths() {
     let message = bin
         .err(
             "start",
-            Some(json!({"role": "edge", "config": {"hubHost": "h", "edgeId": "has space", "secret": "s"}})),
+            Some(json!({"role": "edge", "config": {"hubHost": "h", "edgeId": "has space", "secret": "0123456789abcdef"}})),
             "invalid_config",
         )
         .await;
@@ -267,7 +267,7 @@ async fn method_errors_have_codes_and_field_paths() {
     let message = bin
         .err(
             "updateAllowedEdges",
-            Some(json!({"edges": [{"id": "a", "secret": "s", "listenPorts": [70000]}]})),
+            Some(json!({"edges": [{"id": "a", "secret": "0123456789abcdef", "listenPorts": [70000]}]})),
             "invalid_params",
         )
         .await;
@@ -278,7 +278,7 @@ async fn method_errors_have_codes_and_field_paths() {
     let message = bin
         .err(
             "updateAllowedEdges",
-            Some(json!({"edges": [{"id": "a", "secret": "s"}, {"id": "a", "secret": "t"}]})),
+            Some(json!({"edges": [{"id": "a", "secret": "0123456789abcdef"}, {"id": "a", "secret": "fedcba9876543210"}]})),
             "invalid_config",
         )
         .await;

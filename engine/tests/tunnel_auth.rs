@@ -87,7 +87,7 @@ async fn bad_peers_are_refused_and_the_good_edge_keeps_working() {
     // Not TLS at all.
     let mut plain = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     plain
-        .write_all(b"EDGE edge-test test-secret-123\n")
+        .write_all(b"EDGE edge-test test-secret-0123456789\n")
         .await
         .unwrap();
     let mut sink = Vec::new();
@@ -204,7 +204,7 @@ async fn every_failed_attempt_is_an_event_with_its_reason_and_the_next_retry() {
     let port = start_hub_allowing_test_edge(&mut hub).await;
     let mut edge = Managed::spawn().await;
     let mut params = edge_start(port, None);
-    params["config"]["secret"] = json!("not-the-secret");
+    params["config"]["secret"] = json!("not-the-secret-0123456789");
     edge.ok("start", Some(params)).await;
     for attempt in 1..=2 {
         let event = edge.event("tunnelConnectFailed").await;

@@ -228,6 +228,11 @@ pub struct AllowedEdge {
     /// Outbound (egress) policy for the edge; disabled when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressPolicy>,
+    /// The edge serves local clients: believe PROXY source addresses that are loopback or the
+    /// edge's own address. Default false, except for an edge whose tunnel comes from loopback
+    /// (on the hub's host). Unspecified, multicast and broadcast sources are always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_clients: Option<bool>,
     /// Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
     /// defaults apply when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +260,8 @@ pub struct PortMapping {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IEdgeLimits")]
 pub struct EdgeLimits {
-    /// Open TCP connections one client address may hold; more are reset. Default 1024, and
+    /// Open TCP connections one client (an IPv4 address or an IPv6 prefix, see
+    /// `ipv6SourcePrefix`) may hold; more are reset. Default 1024, and
     /// never more than half of the edge's connection capacity (derived from its open-file limit).
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: u32,
@@ -268,8 +274,8 @@ pub struct EdgeLimits {
     /// recently used session is closed. Default 65536.
     #[serde(default = "default_max_udp_sessions")]
     pub max_udp_sessions: u32,
-    /// UDP sessions one client address may hold; beyond it that address's least recently used
-    /// session is closed. Default 4096.
+    /// UDP sessions one client (an IPv4 address or an IPv6 prefix) may hold; beyond it that
+    /// client's least recently used session is closed. Default 4096.
     #[serde(default = "default_max_udp_sessions_per_source")]
     pub max_udp_sessions_per_source: u32,
     /// New UDP sessions the edge opens per second (sustained); datagrams that would open more
@@ -279,6 +285,12 @@ pub struct EdgeLimits {
     /// New UDP sessions that may open at once above the sustained rate. Default 10000.
     #[serde(default = "default_udp_new_sessions_burst")]
     pub udp_new_sessions_burst: u32,
+    /// The IPv6 prefix length that counts as one client for the per-client caps
+    /// (`maxConnectionsPerSource`, `maxUdpSessionsPerSource`): one customer usually holds a
+    /// whole /64 and can use any of its addresses. 32 to 128 (128: each address alone).
+    /// Default 64.
+    #[serde(default = "default_ipv6_source_prefix")]
+    pub ipv6_source_prefix: u8,
 }
 
 impl Default for EdgeLimits {
@@ -290,6 +302,7 @@ impl Default for EdgeLimits {
             max_udp_sessions_per_source: default_max_udp_sessions_per_source(),
             udp_new_sessions_per_sec: default_udp_new_sessions_per_sec(),
             udp_new_sessions_burst: default_udp_new_sessions_burst(),
+            ipv6_source_prefix: default_ipv6_source_prefix(),
         }
     }
 }
@@ -311,6 +324,9 @@ fn default_udp_new_sessions_per_sec() -> u32 {
 }
 fn default_udp_new_sessions_burst() -> u32 {
     10_000
+}
+fn default_ipv6_source_prefix() -> u8 {
+    64
 }
 
 /// How the edge reaches the hub.

@@ -130,8 +130,10 @@ pub struct EdgeLimitStatus {
     pub open_file_limit: u64,
     /// Open public TCP connections the edge takes in all, derived from the open-file limit.
     pub max_connections: u64,
-    /// Open public TCP connections one client address may hold.
+    /// Open public TCP connections one client (IPv4 address or IPv6 prefix) may hold.
     pub max_connections_per_source: u64,
+    /// The IPv6 prefix length that counts as one client for the per-client caps.
+    pub ipv6_source_prefix: u8,
     pub max_udp_sessions: u64,
     pub max_udp_sessions_per_source: u64,
     pub udp_new_sessions_per_sec: u64,
@@ -182,6 +184,10 @@ pub struct ConnectedEdgeStatus {
     pub target_connect_errors: u64,
     /// Streams and UDP sessions refused because their port is not assigned to this edge.
     pub refused_ports: u64,
+    /// Streams and UDP sessions refused because the edge claimed a client address no public
+    /// client can have (loopback, unspecified, multicast, its own; see `privateClients`).
+    #[serde(default)]
+    pub refused_sources: u64,
     /// Features this tunnel supports (e.g. `egress` on QUIC).
     pub capabilities: Vec<String>,
     pub egress_enabled: bool,

@@ -20,7 +20,7 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
 def hub_toml(tunnel_port, state, edges):
     lines = ["[hub]", f"tunnelPort = {tunnel_port}", f'stateDir = "{state}"', ""]
     for edge_id, ports in edges:
-        lines += ["[[edges]]", f'id = "{edge_id}"', f'secret = "{edge_id}-secret"', f"listenPorts = {list(ports)}", ""]
+        lines += ["[[edges]]", f'id = "{edge_id}"', f'secret = "{edge_id}-secret-0123456789"', f"listenPorts = {list(ports)}", ""]
     return "\n".join(lines)
 
 
@@ -50,7 +50,7 @@ def main():
             edges = {}
 
             def start_edge(edge_id, address):
-                token = harness.token("127.0.0.1", tunnel_port, edge_id, f"{edge_id}-secret")
+                token = harness.token("127.0.0.1", tunnel_port, edge_id, f"{edge_id}-secret-0123456789")
                 token_file = os.path.join(workdir, f"{edge_id}.token")
                 write(token_file, token + "\n")
                 edge_config = os.path.join(workdir, f"{edge_id}.toml")
@@ -97,7 +97,7 @@ def main():
             report.check("the added port serves", line.startswith(b"target saw client"), line)
 
             # A file with an error: refused with file, line and field; nothing changes.
-            write(config, hub_toml(tunnel_port, workdir, [("keep", [p1])]) + "\n[[edges]]\nid = \"bad\"\nsecret = \"x\"\nlistenPorts = [70000]\n")
+            write(config, hub_toml(tunnel_port, workdir, [("keep", [p1])]) + "\n[[edges]]\nid = \"bad\"\nsecret = \"x-0123456789abcdef\"\nlistenPorts = [70000]\n")
             os.kill(hub.proc.pid, signal.SIGHUP)
             log = ""
             deadline = time.monotonic() + 10

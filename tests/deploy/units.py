@@ -80,7 +80,7 @@ def main():
         os.chmod(workdir, 0o755)
         edges = os.path.join(workdir, "edges.json")
         with open(edges, "w") as f:
-            json.dump([{"id": "unit-edge", "secret": "unit-secret-1", "listenPorts": [443],
+            json.dump([{"id": "unit-edge", "secret": "unit-secret-1-0123456789", "listenPorts": [443],
                         "targetPorts": [{"port": 443, "targetPort": 18443}],
                         "firewallConfig": {"blockedIps": ["192.0.2.1"]}}], f)
         os.chmod(edges, 0o644)
@@ -97,7 +97,7 @@ def main():
             identity = os.stat(os.path.join(state, "hub-identity.pem"))
             report.check("the hub keeps its identity as the unprivileged user, 0600",
                          identity.st_uid == user.pw_uid and identity.st_mode & 0o777 == 0o600, oct(identity.st_mode))
-            token = harness.token("127.0.0.1", 18447, "unit-edge", "unit-secret-1")
+            token = harness.token("127.0.0.1", 18447, "unit-edge", "unit-secret-1-0123456789")
             edge = harness.Process(inside(as_unit([harness.binary(), "edge", "--token", token, "--hub-cert-sha256", fingerprint,
                                                    "--bind-address", "127.0.0.2", "--no-stun", "--json"], edge_caps, nofile)),
                                    "unit-edge")

@@ -82,7 +82,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="ri-ro-") as workdir:
             edges_file = os.path.join(workdir, "edges.json")
             with open(edges_file, "w") as f:
-                json.dump([{"id": "ro", "secret": "ro-secret-1", "listenPorts": [port], "listenPortsUdp": [port]}], f)
+                json.dump([{"id": "ro", "secret": "ro-secret-1-0123456789", "listenPorts": [port], "listenPortsUdp": [port]}], f)
             target = harness.Process([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)], "ro-target")
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))
@@ -97,7 +97,7 @@ def main():
             threading.Thread(target=run_relay, args=(relay_port, ("127.0.0.1", tunnel_port), stats, ready), daemon=True).start()
             ready.wait(10)
             edge = harness.Process([harness.binary(), "edge", "--hub-host", "127.0.0.1", "--hub-port", str(relay_port),
-                                    "--edge-id", "ro", "--secret", "ro-secret-1", "--transport-mode", "quic",
+                                    "--edge-id", "ro", "--secret", "ro-secret-1-0123456789", "--transport-mode", "quic",
                                     "--bind-address", EDGE_ADDR, "--no-stun", "--json"], "ro-edge")
             processes.append(edge)
             connected = edge.wait_event("tunnelConnected", timeout=30)

@@ -61,7 +61,7 @@ backend whoami
     tunnel_port = harness.free_port()
     edges = os.path.join(workdir, f"edges-{version}.json")
     with open(edges, "w") as f:
-        f.write(f'[{{"id":"edge-ha","secret":"ha-secret","listenPorts":[{port}]}}]')
+        f.write(f'[{{"id":"edge-ha","secret":"ha-secret-0123456789","listenPorts":[{port}]}}]')
     with harness.stopping() as processes:
         try:
             haproxy = harness.Process([shutil.which("haproxy"), "-f", config, "-db"], f"haproxy-{version}")
@@ -70,7 +70,7 @@ backend whoami
             hub = harness.Process([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges,
                                    "--proxy-protocol", version, "--json"], f"hub-{version}")
             processes.append(hub)
-            token = harness.token("127.0.0.1", tunnel_port, "edge-ha", "ha-secret")
+            token = harness.token("127.0.0.1", tunnel_port, "edge-ha", "ha-secret-0123456789")
             edge = harness.Process([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
                                     "--transport-mode", "tcpTls", "--no-stun", "--json"], f"edge-{version}")
             processes.append(edge)

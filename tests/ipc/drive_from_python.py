@@ -82,7 +82,7 @@ def main(path):
         unknown = binary.call("frobnicate")
         check("unknown method", unknown["success"] is False and unknown["code"] == "unknown_method", unknown)
 
-        update = binary.call("updateAllowedEdges", {"edges": [{"id": "py-edge", "secret": "py-secret", "listenPorts": [8080]}]})
+        update = binary.call("updateAllowedEdges", {"edges": [{"id": "py-edge", "secret": "py-secret-0123456789", "listenPorts": [8080]}]})
         check("updateAllowedEdges", update["success"] and update["result"]["edges"] == 1, update)
 
         stopped = binary.call("stop")

@@ -104,6 +104,8 @@ def main():
                          hub_in[("remoteingress_hub_edge_bytes_out_total", edge_label)] == received,
                          hub_in.get(("remoteingress_hub_edge_bytes_out_total", edge_label)))
             report.check("hub: one stream", hub_in[("remoteingress_hub_edge_streams_total", edge_label)] == 1)
+            report.check("hub: refused client sources counted (none: the edge is on the hub's host)",
+                         hub_in.get(("remoteingress_hub_edge_refused_sources_total", edge_label)) == 0)
             report.check("hub: one edge on tcpTls", hub_in[("remoteingress_hub_connected_edges", (("transport", "tcpTls"),))] == 1)
             edge_samples = wait_for("edge byte counters", lambda: (
                 (lambda m: m if m.get(("remoteingress_edge_bytes_in_total", ())) == len(payload) else None)(scrape(edge_metrics))))
@@ -129,7 +131,7 @@ def main():
 
             # A refused login is counted by kind, never labelled by address.
             intruder = harness.Process([harness.binary(), "edge", "--hub-host", "127.0.0.1", "--hub-port", str(tunnel_port),
-                                        "--edge-id", "m-edge", "--secret", "wrong-secret", "--transport-mode", "tcpTls",
+                                        "--edge-id", "m-edge", "--secret", "wrong-secret-0123456789", "--transport-mode", "tcpTls",
                                         "--no-stun", "--json"], "m-intruder")
             processes.append(intruder)
             intruder.wait_event("tunnelConnectFailed", timeout=20)

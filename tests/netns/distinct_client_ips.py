@@ -79,7 +79,7 @@ def main():
         with harness.stopping() as processes:
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
-                f.write(f'[{{"id":"edge-ns","secret":"ns-secret","listenPorts":[{port}]}}]')
+                f.write(f'[{{"id":"edge-ns","secret":"ns-secret-0123456789","listenPorts":[{port}]}}]')
             target = harness.Process(topology.exec("hub", [sys.executable, os.path.join(TOOLS, "proxy_target.py"),
                                                            "--port", str(port)]), "netns-target")
             processes.append(target)
@@ -87,7 +87,7 @@ def main():
             hub = harness.Process(topology.exec("hub", [harness.binary(), "hub", "--tunnel-port", str(tunnel_port),
                                                         "--edges", edges, "--json"]), "netns-hub")
             processes.append(hub)
-            token = harness.token("10.203.0.2", tunnel_port, "edge-ns", "ns-secret")
+            token = harness.token("10.203.0.2", tunnel_port, "edge-ns", "ns-secret-0123456789")
             edge = harness.Process(topology.exec("edge", [harness.binary(), "edge", "--token", token,
                                                           "--transport-mode", "tcpTls", "--no-stun", "--json"]), "netns-edge")
             processes.append(edge)

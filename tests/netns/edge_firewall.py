@@ -188,10 +188,10 @@ def scenario(report, processes, edge_ns, client_ns):
     report.check("hub starts", started.get("success"), started)
 
     def edges(firewall):
-        fw = {"id": "edge-fw", "secret": "fw-secret", "listenPorts": [PORT, REJECT_PORT]}
+        fw = {"id": "edge-fw", "secret": "fw-secret-0123456789", "listenPorts": [PORT, REJECT_PORT]}
         if firewall is not None:
             fw["firewallConfig"] = firewall
-        nocap = {"id": "edge-nocap", "secret": "nocap-secret", "listenPorts": [NOCAP_PORT], "firewallConfig": SNAPSHOT_A}
+        nocap = {"id": "edge-nocap", "secret": "nocap-secret-0123456789", "listenPorts": [NOCAP_PORT], "firewallConfig": SNAPSHOT_A}
         return {"edges": [fw, nocap]}
 
     bad = hub.call("updateAllowedEdges", edges({"blockedIps": ["1.2.3.4", "10.0.0.0/8", "nope"], "rateLimits": [{"id": "x", "port": 80, "rate": "fast"}]}))
@@ -269,7 +269,7 @@ def scenario(report, processes, edge_ns, client_ns):
 
 def start_edge(processes, edge_ns, name, tunnel_port=TUNNEL_PORT):
     """The edge `edge-fw` (over TLS, to the hub on 127.0.0.1:tunnel_port), started and tracked."""
-    token = harness.token("127.0.0.1", tunnel_port, "edge-fw", "fw-secret")
+    token = harness.token("127.0.0.1", tunnel_port, "edge-fw", "fw-secret-0123456789")
     edge = harness.Process(edge_ns([harness.binary(), "edge", "--token", token, "--bind-address", EDGE_IP, "--transport-mode", "tcpTls", "--no-stun", "--json"]), name)
     processes.append(edge)
     return edge
@@ -388,7 +388,7 @@ def atomicity(report, processes, hub, edges, edge_ns, client_ns):
 
 
 def no_capability(report, processes, hub, edge_ns, client_ns):
-    token = harness.token("127.0.0.1", TUNNEL_PORT, "edge-nocap", "nocap-secret")
+    token = harness.token("127.0.0.1", TUNNEL_PORT, "edge-nocap", "nocap-secret-0123456789")
     argv = ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
             harness.binary(), "edge", "--token", token, "--bind-address", EDGE_IP, "--transport-mode", "tcpTls", "--no-stun", "--json"]
     edge = harness.Process(edge_ns(argv), "fw-nocap")

@@ -22,7 +22,7 @@ import harness  # noqa: E402
 
 HUB_IP, EDGE_IP, TARGET_IP, NOBODY_IP = "10.88.0.1", "10.88.0.2", "10.89.0.5", "10.89.0.99"
 SMTP_PORT, OTHER_PORT, TUNNEL_PORT = 2525, 2526, 18446
-SECRET = "egress-secret-1"
+SECRET = "egress-secret-1-0123456789"
 
 # Server-first target: a banner, then "250 <line>" for each line.
 TARGET = r"""

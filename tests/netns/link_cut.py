@@ -95,12 +95,13 @@ def scenario(report, processes, clients, hub_ns, edge_ns, edge_dev):
     with tempfile.TemporaryDirectory(prefix="ri-lc-") as workdir:
         edges_file = os.path.join(workdir, "edges.json")
         with open(edges_file, "w") as f:
-            json.dump([{"id": f"lc-{t}", "secret": "lc-secret-1", "listenPorts": [PORT]} for t in EDGES], f)
+            json.dump([{"id": f"lc-{t}", "secret": "lc-secret-1-0123456789", "listenPorts": [PORT],
+                        "privateClients": True} for t in EDGES], f)
         target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]), "lc-target")
         processes.append(target)
         target.wait_line(lambda line: line.startswith("listening"))
         hub, edges = harness.hub_and_edges(report, processes, in_hub, in_edge, HUB_IP, TUNNEL_PORT, edges_file, workdir,
-                                           EDGES, "lc", "lc-secret-1")
+                                           EDGES, "lc", "lc-secret-1-0123456789")
 
         def held_clients():
             held = {}

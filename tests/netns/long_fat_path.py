@@ -51,9 +51,10 @@ def main():
         with tempfile.TemporaryDirectory(prefix="ri-lfp-") as workdir:
             edges_file = os.path.join(workdir, "edges.json")
             with open(edges_file, "w") as f:
-                json.dump([{"id": "lfp-tcpTls", "secret": "lfp-secret", "listenPorts": [PORT]}], f)
+                json.dump([{"id": "lfp-tcpTls", "secret": "lfp-secret-0123456789", "listenPorts": [PORT],
+                           "privateClients": True}], f)
             harness.hub_and_edges(report, processes, in_hub, in_edge, HUB_IP, TUNNEL_PORT, edges_file,
-                                  os.path.join(workdir, "hub"), {"tcpTls": "127.0.0.2"}, "lfp", "lfp-secret")
+                                  os.path.join(workdir, "hub"), {"tcpTls": "127.0.0.2"}, "lfp", "lfp-secret-0123456789")
 
             def download(address):
                 out = subprocess.run(in_edge([loadgen(), "tcp", "--addr", f"{address}:{PORT}", "--direction", "down",

@@ -123,7 +123,8 @@ def scenario(report, processes, hub_ns, edge_ns, edge_dev):
     with tempfile.TemporaryDirectory(prefix="ri-ll-") as workdir:
         edges_file = os.path.join(workdir, "edges.json")
         with open(edges_file, "w") as f:
-            json.dump([{"id": f"ll-{t}", "secret": "ll-secret-1", "listenPorts": [PORT], "listenPortsUdp": [PORT]}
+            json.dump([{"id": f"ll-{t}", "secret": "ll-secret-1-0123456789", "listenPorts": [PORT], "listenPortsUdp": [PORT],
+                        "privateClients": True}
                        for t in EDGES], f)
         target = harness.Process(in_hub([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(PORT)]),
                                  "ll-target")
@@ -133,7 +134,7 @@ def scenario(report, processes, hub_ns, edge_ns, edge_dev):
         processes.append(udp_target)
         udp_target.wait_line(lambda line: line.startswith("listening"))
         _, edges = harness.hub_and_edges(report, processes, in_hub, in_edge, HUB_IP, TUNNEL_PORT, edges_file, workdir,
-                                         EDGES, "ll", "ll-secret-1")
+                                         EDGES, "ll", "ll-secret-1-0123456789")
 
         rules = ("table inet ri_loss {\n"
                  f"  chain input {{ type filter hook input priority -10; iifname \"{edge_dev}\" numgen random mod 100 < {LOSS_PERCENT} counter drop; }}\n"

@@ -115,7 +115,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="ri-qf-") as workdir:
             edges = os.path.join(workdir, "edges.json")
             with open(edges, "w") as f:
-                f.write(f'[{{"id":"edge-qf","secret":"qf-secret","listenPorts":[{port}]}}]')
+                f.write(f'[{{"id":"edge-qf","secret":"qf-secret-0123456789","listenPorts":[{port}],"privateClients":true}}]')
             target = harness.Process(inside([sys.executable, os.path.join(TOOLS, "proxy_target.py"), "--port", str(port)]), "qf-target")
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))
@@ -123,7 +123,7 @@ def main():
                                           # A blocked QUIC tunnel is noticed in 3 s (each round blocks it).
                                           "--performance-json", '{"heartbeatIntervalSecs":1,"heartbeatTimeoutSecs":3}']), "qf-hub")
             processes.append(hub)
-            token = harness.token("127.0.0.1", tunnel_port, "edge-qf", "qf-secret")
+            token = harness.token("127.0.0.1", tunnel_port, "edge-qf", "qf-secret-0123456789")
             started = time.monotonic()
             edge = harness.Process(inside([harness.binary(), "edge", "--token", token, "--bind-address", "127.0.0.2",
                                            "--transport-mode", "quicWithFallback", "--no-stun", "--json"]), "qf-edge")

@@ -143,7 +143,7 @@ class Fleet:
         self.egress_port = harness.free_port()
         self.procs = {}
         self.metrics = {}
-        self.secrets = {t: "soak-secret-0" for t in EDGES}
+        self.secrets = {t: "soak-secret-0123456789-0" for t in EDGES}
         self.blocked = {t: False for t in EDGES}
         self.extra = False
         self.hub_lock = threading.Lock()
@@ -285,7 +285,7 @@ class Driver:
             # Rotation: the hub gets the new secret first (its tunnel to that edge ends,
             # the old secret no longer logs in), then the edge restarts with it.
             transport = rng.choice(list(EDGES))
-            fleet.secrets[transport] = f"soak-secret-{self.faults['secret']}"
+            fleet.secrets[transport] = f"soak-secret-0123456789-{self.faults['secret']}"
             fleet.push()
             action = f"edge-{transport}"
         fleet.kill(action)

@@ -37,6 +37,8 @@ export class ConnectionTokenError extends Error {
 const MAX_TOKEN_LEN = 8 * 1024;
 const MAX_HUB_HOST_LEN = 253;
 const MAX_IDENT_LEN = 1024;
+/** Shortest accepted secret, in bytes (engine/src/ident.rs MIN_SECRET_LEN). */
+const MIN_SECRET_LEN = 16;
 const WHITESPACE_OR_CONTROL = /[\p{White_Space}\p{Cc}]/u;
 const FIELDS = { h: 'hub host', p: 'hub port', e: 'edge id', s: 'secret', f: 'hub certificate fingerprint' };
 
@@ -72,6 +74,9 @@ function validate(input: Record<string, unknown>): IConnectionTokenData {
     if (value.length === 0) throw fieldError(key, 'must not be empty');
     if (Buffer.byteLength(value) > MAX_IDENT_LEN) throw fieldError(key, `is longer than ${MAX_IDENT_LEN} bytes`);
     if (WHITESPACE_OR_CONTROL.test(value)) throw fieldError(key, 'must not contain whitespace or control characters');
+    if (key === 's' && Buffer.byteLength(value) < MIN_SECRET_LEN) {
+      throw fieldError(key, `is shorter than ${MIN_SECRET_LEN} bytes: generate one with \`remoteingress-bin secret new\``);
+    }
     return value;
   }) as [string, string];
   const data: IConnectionTokenData = { hubHost, hubPort, edgeId, secret };

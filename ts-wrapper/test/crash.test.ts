@@ -18,8 +18,8 @@ import {
 import { alive, assertGone, binaryPath, killQuietly, nextEvent } from './helpers.js';
 
 const EDGES: TAllowedEdge[] = [
-  { id: 'edge-a', secret: 'secret-a', listenPorts: [8080] },
-  { id: 'edge-b', secret: 'secret-b', listenPorts: [8443] },
+  { id: 'edge-a', secret: 'secret-a-0123456789', listenPorts: [8080] },
+  { id: 'edge-b', secret: 'secret-b-0123456789', listenPorts: [8443] },
 ];
 
 const FAST_RESTART = { initialDelayMs: 50, maxDelayMs: 400, jitter: 0 };
@@ -84,7 +84,7 @@ describe('crash recovery', () => {
     const secondPid = hub.pid as number;
     const recoveredAgain = nextEvent<ICrashRecoveredEvent>(hub, 'crashRecovered', 20_000);
     process.kill(secondPid, 'SIGKILL');
-    const three = [...EDGES, { id: 'edge-c', secret: 'secret-c' }];
+    const three = [...EDGES, { id: 'edge-c', secret: 'secret-c-0123456789' }];
     const update = await hub.updateAllowedEdges(three);
     assert.equal(update.edges, 3);
     await recoveredAgain;

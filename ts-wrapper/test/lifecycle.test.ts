@@ -29,10 +29,10 @@ import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const EDGES: TAllowedEdge[] = [
-  { id: 'edge-a', secret: 'secret-a', listenPorts: [8080, 8443], listenPortsUdp: [5353] },
+  { id: 'edge-a', secret: 'secret-a-0123456789', listenPorts: [8080, 8443], listenPortsUdp: [5353] },
   {
     id: 'edge-b',
-    secret: 'secret-b',
+    secret: 'secret-b-0123456789',
     firewallConfig: { blockedIps: ['198.51.100.0/24'], rateLimits: [{ id: 'r', port: 80, rate: '10/second' }] },
     egress: { enabled: true, allowedPorts: [25] },
   },
@@ -178,7 +178,7 @@ describe('RemoteIngressEdge lifecycle', () => {
   });
 
   test('start (token or explicit), getStatus, stop', { timeout: 30_000 }, async () => {
-    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-token', secret: 's3cret' });
+    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-token', secret: 's3cret-0123456789' });
     const started = await edge.start({ token, transportMode: 'tcpTls', stunServers: [] });
     assert.equal(started.role, 'edge');
     assert.equal(started.edgeId, 'edge-token');
@@ -194,7 +194,7 @@ describe('RemoteIngressEdge lifecycle', () => {
       hubHost: '127.0.0.1',
       hubPort: 1,
       edgeId: 'edge-explicit',
-      secret: 's3cret',
+      secret: 's3cret-0123456789',
       transportMode: 'tcpTls',
       stunServers: [],
     });
@@ -238,7 +238,7 @@ describe('remoteingress CLI', () => {
     for (const [args, field] of [
       [['hub', '--tunnel-port', '70000', '--allowed-edges-json', '[]'], /tunnelPort/],
       [['hub', '--proxy-protocol', 'v3', '--allowed-edges-json', '[]'], /proxyProtocol/],
-      [['edge', '--hub-host', 'h', '--edge-id', 'e', '--secret', 's', '--transport-mode', 'carrier-pigeon'], /transportMode/],
+      [['edge', '--hub-host', 'h', '--edge-id', 'e', '--secret', 's-0123456789abcdef', '--transport-mode', 'carrier-pigeon'], /transportMode/],
     ] as const) {
       err.length = 0;
       const code = await runCli([...args], { env: {}, stdout: output([]), stderr: output(err), handleSignals: false });
@@ -249,18 +249,18 @@ describe('remoteingress CLI', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-config-'));
     try {
       const hubFile = path.join(dir, 'hub.toml');
-      writeFileSync(hubFile, '[hub]\ntunnelPort = 9443\ntargetHost = "10.0.0.5"\n\n[[edges]]\nid = "e1"\nsecret = "s1"\nlistenPorts = [80]\n');
+      writeFileSync(hubFile, '[hub]\ntunnelPort = 9443\ntargetHost = "10.0.0.5"\n\n[[edges]]\nid = "e1"\nsecret = "s1-0123456789abcdef"\nlistenPorts = [80]\n');
       const hub = parseHubArgs(['--config', hubFile, '--tunnel-port', '9444'], {});
       assert.ok(hub !== 'help');
       assert.deepEqual(hub.config, { tunnelPort: 9444, targetHost: '10.0.0.5' });
-      assert.deepEqual(hub.edges, [{ id: 'e1', secret: 's1', listenPorts: [80] }]);
+      assert.deepEqual(hub.edges, [{ id: 'e1', secret: 's1-0123456789abcdef', listenPorts: [80] }]);
       const tokenFile = path.join(dir, 'token');
       writeFileSync(tokenFile, 'T0KEN\n');
       const edgeFile = path.join(dir, 'edge.toml');
-      writeFileSync(edgeFile, '[edge]\nhubHost = "h"\nedgeId = "e"\nsecret = "s"\ntransportMode = "tcpTls"\n');
+      writeFileSync(edgeFile, '[edge]\nhubHost = "h"\nedgeId = "e"\nsecret = "s-0123456789abcdef"\ntransportMode = "tcpTls"\n');
       const fromFile = parseEdgeArgs(['--config', edgeFile], {});
       assert.ok(fromFile !== 'help');
-      assert.deepEqual(fromFile.config, { hubHost: 'h', edgeId: 'e', secret: 's', transportMode: 'tcpTls' });
+      assert.deepEqual(fromFile.config, { hubHost: 'h', edgeId: 'e', secret: 's-0123456789abcdef', transportMode: 'tcpTls' });
       const withToken = parseEdgeArgs(['--config', edgeFile, '--token-file', tokenFile], {});
       assert.ok(withToken !== 'help');
       assert.deepEqual(withToken.config, { token: 'T0KEN', transportMode: 'tcpTls' });
@@ -278,8 +278,8 @@ describe('remoteingress CLI', () => {
     assert.equal(await runCli(['schema'], { env: {}, stdout: output(schema) }), 0);
     assert.ok('$schema' in JSON.parse(schema.join('')) || 'definitions' in JSON.parse(schema.join('')), 'the JSON Schema');
     const out: string[] = [];
-    assert.equal(await runCli(['token', 'decode', encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's' })], { stdout: output(out) }), 0);
-    assert.deepEqual(JSON.parse(out.join('')), { hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's', hubCertSha256: null });
+    assert.equal(await runCli(['token', 'decode', encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's-0123456789abcdef' })], { stdout: output(out) }), 0);
+    assert.deepEqual(JSON.parse(out.join('')), { hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's-0123456789abcdef', hubCertSha256: null });
   });
 
   test('REMOTEINGRESS_MODE=edge with a token runs in-process and stops on abort', { timeout: 30_000 }, async () => {
@@ -292,7 +292,7 @@ describe('remoteingress CLI', () => {
         return true;
       },
     } as unknown as NodeJS.WritableStream;
-    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-env', secret: 's3cret' });
+    const token = encodeConnectionToken({ hubHost: '127.0.0.1', hubPort: 1, edgeId: 'edge-env', secret: 's3cret-0123456789' });
     const code = await runCli(['--json'], {
       env: { REMOTEINGRESS_MODE: 'edge', REMOTEINGRESS_TOKEN: token, REMOTEINGRESS_TRANSPORT_MODE: 'tcpTls' },
       stdout,

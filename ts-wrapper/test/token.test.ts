@@ -13,14 +13,17 @@ import {
 import { binaryPath, run } from './helpers.js';
 
 const FINGERPRINT = '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
-// The Rust unit tests' known token for {hub.example.com, 8443, edge-1, secret}.
-const KNOWN_TOKEN = 'eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6ODQ0MywiZSI6ImVkZ2UtMSIsInMiOiJzZWNyZXQifQ';
+// The Rust unit tests' known token for {hub.example.com, 8443, edge-1, correct-horse-battery}.
+const KNOWN_TOKEN = 'eyJoIjoiaHViLmV4YW1wbGUuY29tIiwicCI6ODQ0MywiZSI6ImVkZ2UtMSIsInMiOiJjb3JyZWN0LWhvcnNlLWJhdHRlcnkifQ';
+
+// A secret of the shortest accepted length (16 bytes).
+const S16 = '0123456789abcdef';
 
 const b64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64url');
 
 const SAMPLES: IConnectionTokenData[] = [
-  { hubHost: 'hub.example.com', hubPort: 8443, edgeId: 'edge-1', secret: 'secret' },
-  { hubHost: '127.0.0.1', hubPort: 1, edgeId: 'e', secret: 's', hubCertSha256: FINGERPRINT },
+  { hubHost: 'hub.example.com', hubPort: 8443, edgeId: 'edge-1', secret: 'correct-horse-battery' },
+  { hubHost: '127.0.0.1', hubPort: 1, edgeId: 'e', secret: S16, hubCertSha256: FINGERPRINT },
   { hubHost: '[::1]', hubPort: 65535, edgeId: 'kante-ü-東京', secret: 'q"uo\\te/+=_.~😀', hubCertSha256: FINGERPRINT.toUpperCase() },
   { hubHost: 'xn--bcher-kva.example', hubPort: 443, edgeId: 'x'.repeat(1024), secret: 'soft\u00adhyphen\u200b-zwsp' },
 ];
@@ -32,7 +35,7 @@ describe('connection tokens (TypeScript)', () => {
     const withPin = encodeConnectionToken(SAMPLES[1]!);
     assert.equal(
       Buffer.from(withPin, 'base64url').toString('utf8'),
-      `{"h":"127.0.0.1","p":1,"e":"e","s":"s","f":"${FINGERPRINT}"}`,
+      `{"h":"127.0.0.1","p":1,"e":"e","s":"${S16}","f":"${FINGERPRINT}"}`,
     );
     assert.match(withPin, /^[A-Za-z0-9_-]+$/, 'base64url without padding');
   });
@@ -49,12 +52,12 @@ describe('connection tokens (TypeScript)', () => {
   test('decoding is lenient only where meaning cannot change', { timeout: 5_000 }, () => {
     assert.deepEqual(decodeConnectionToken(`  ${KNOWN_TOKEN}\n`), SAMPLES[0]);
     assert.deepEqual(decodeConnectionToken(`${KNOWN_TOKEN}==`), SAMPLES[0], "canonical padding");
-    assert.deepEqual(decodeConnectionToken(b64('{"s":"secret","e":"edge-1","p":8443,"h":"hub.example.com"}')), SAMPLES[0]);
-    assert.deepEqual(decodeConnectionToken(b64(' { "h" : "h" , "p" : 1 , "e":"e","s":"s" } ')), {
+    assert.deepEqual(decodeConnectionToken(b64('{"s":"correct-horse-battery","e":"edge-1","p":8443,"h":"hub.example.com"}')), SAMPLES[0]);
+    assert.deepEqual(decodeConnectionToken(b64(' { "h" : "h" , "p" : 1 , "e":"e","s":"0123456789abcdef" } ')), {
       hubHost: 'h',
       hubPort: 1,
       edgeId: 'e',
-      secret: 's',
+      secret: S16,
     });
   });
 
@@ -70,16 +73,17 @@ describe('connection tokens (TypeScript)', () => {
     ['not JSON', b64('{"h":"x","s":"hunter2'), /not UTF-8 JSON/],
     ['not an object', b64('[1,{"h":2}]'), /not a JSON object$/],
     ['missing field', b64('{"h":"h","p":1,"e":"e"}'), /^token field "s" \(secret\) is missing$/],
-    ['unknown field', b64('{"h":"h","p":1,"e":"e","s":"s","x":0}'), /^token has an unknown field "x"$/],
-    ['wrong type', b64('{"h":"h","p":"8443","e":"e","s":"s"}'), /^token field "p" \(hub port\) must be an integer 1\.\.65535$/],
-    ['port 0', b64('{"h":"h","p":0,"e":"e","s":"s"}'), /must be an integer 1\.\.65535$/],
-    ['port too big', b64('{"h":"h","p":65536,"e":"e","s":"s"}'), /must be an integer 1\.\.65535$/],
-    ['fractional port', b64('{"h":"h","p":8443.5,"e":"e","s":"s"}'), /must be an integer 1\.\.65535$/],
-    ['empty host', b64('{"h":"","p":1,"e":"e","s":"s"}'), /^token field "h" \(hub host\) must not be empty$/],
-    ['non-ASCII host', b64('{"h":"bücher.example","p":1,"e":"e","s":"s"}'), /must be ASCII \(write an international name in punycode/],
-    ['edge id with space', b64('{"h":"h","p":1,"e":"a b","s":"s"}'), /^token field "e" \(edge id\) must not contain whitespace or control characters$/],
-    ['fingerprint with colons', b64(`{"h":"h","p":1,"e":"e","s":"s","f":"01:23"}`), /must be 64 hex digits, no ':'$/],
-    ['short fingerprint', b64(`{"h":"h","p":1,"e":"e","s":"s","f":"${FINGERPRINT.slice(1)}"}`), /must be 64 hex digits/],
+    ['unknown field', b64('{"h":"h","p":1,"e":"e","s":"0123456789abcdef","x":0}'), /^token has an unknown field "x"$/],
+    ['wrong type', b64('{"h":"h","p":"8443","e":"e","s":"0123456789abcdef"}'), /^token field "p" \(hub port\) must be an integer 1\.\.65535$/],
+    ['port 0', b64('{"h":"h","p":0,"e":"e","s":"0123456789abcdef"}'), /must be an integer 1\.\.65535$/],
+    ['port too big', b64('{"h":"h","p":65536,"e":"e","s":"0123456789abcdef"}'), /must be an integer 1\.\.65535$/],
+    ['fractional port', b64('{"h":"h","p":8443.5,"e":"e","s":"0123456789abcdef"}'), /must be an integer 1\.\.65535$/],
+    ['empty host', b64('{"h":"","p":1,"e":"e","s":"0123456789abcdef"}'), /^token field "h" \(hub host\) must not be empty$/],
+    ['non-ASCII host', b64('{"h":"bücher.example","p":1,"e":"e","s":"0123456789abcdef"}'), /must be ASCII \(write an international name in punycode/],
+    ['short secret', b64('{"h":"h","p":1,"e":"e","s":"fifteen-bytes.."}'), /^token field "s" \(secret\) is shorter than 16 bytes: generate one with `remoteingress-bin secret new`/],
+    ['edge id with space', b64('{"h":"h","p":1,"e":"a b","s":"0123456789abcdef"}'), /^token field "e" \(edge id\) must not contain whitespace or control characters$/],
+    ['fingerprint with colons', b64(`{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"01:23"}`), /must be 64 hex digits, no ':'$/],
+    ['short fingerprint', b64(`{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"${FINGERPRINT.slice(1)}"}`), /must be 64 hex digits/],
   ];
 
   for (const [name, token, message] of malformed) {
@@ -123,6 +127,7 @@ describe('connection tokens (TypeScript)', () => {
       [{ hubHost: 'a b' }, /must not contain whitespace/],
       [{ edgeId: '' }, /\(edge id\) must not be empty/],
       [{ secret: 'x'.repeat(1025) }, /\(secret\) is longer than 1024 bytes/],
+      [{ secret: 'x'.repeat(15) }, /\(secret\) is shorter than 16 bytes/],
       [{ hubCertSha256: 'abc' }, /64 hex digits/],
       [{ edgeId: 'lone\ud800' }, /lone surrogate/],
     ];
@@ -184,8 +189,8 @@ describe('connection tokens agree with remoteingress-bin', () => {
         '{',
         '{"h":1 "p"}',
         '{"h":"\\ud800"}',
-        '{"h":"h","p":1e400,"e":"e","s":"s"}',
-        '{"h":"h","p":1,"e":"e","s":"s"} x',
+        '{"h":"h","p":1e400,"e":"e","s":"0123456789abcdef"}',
+        '{"h":"h","p":1,"e":"e","s":"0123456789abcdef"} x',
         '"just a string"',
         'null',
         '[1,2]',
@@ -205,7 +210,7 @@ describe('connection tokens agree with remoteingress-bin', () => {
 
   test('two spellings no encoder writes: TypeScript accepts them, Rust refuses', { timeout: 30_000 }, async () => {
     // JSON.parse keeps the last of duplicate keys and reads 8443.0 as 8443; serde refuses both.
-    for (const json of ['{"h":"h","p":1,"e":"e","s":"a","s":"b"}', '{"h":"h","p":8443.0,"e":"e","s":"s"}']) {
+    for (const json of ['{"h":"h","p":1,"e":"e","s":"a-0123456789abcdef","s":"b-0123456789abcdef"}', '{"h":"h","p":8443.0,"e":"e","s":"0123456789abcdef"}']) {
       assert.ok(decodeConnectionToken(b64(json)), json);
       assert.notEqual((await rustDecode(b64(json))).code, 0, json);
     }
@@ -221,18 +226,18 @@ function malformedTokens(): string[] {
     `${KNOWN_TOKEN}===`,
     `${KNOWN_TOKEN.slice(0, 8)}=${KNOWN_TOKEN.slice(8)}`,
     Buffer.from([0x7b, 0x22, 0x68, 0xff]).toString('base64url'),
-    b64('{"h":"h","p":1,"e":"e","s":"s","x":0}'),
+    b64('{"h":"h","p":1,"e":"e","s":"0123456789abcdef","x":0}'),
     b64(`{"${'k'.repeat(100)}":1}`),
-    b64('{"h":"h","p":"8443","e":"e","s":"s"}'),
-    b64('{"h":"h","p":true,"e":"e","s":"s"}'),
-    b64('{"h":{},"p":1,"e":"e","s":"s"}'),
-    b64('{"h":"h","p":8443.5,"e":"e","s":"s"}'),
-    b64('{"h":"h","p":0,"e":"e","s":"s"}'),
-    b64('{"h":"hub\u00a0x","p":1,"e":"e","s":"s"}'),
-    b64(`{"h":"${'h'.repeat(254)}","p":1,"e":"e","s":"s"}`),
+    b64('{"h":"h","p":"8443","e":"e","s":"0123456789abcdef"}'),
+    b64('{"h":"h","p":true,"e":"e","s":"0123456789abcdef"}'),
+    b64('{"h":{},"p":1,"e":"e","s":"0123456789abcdef"}'),
+    b64('{"h":"h","p":8443.5,"e":"e","s":"0123456789abcdef"}'),
+    b64('{"h":"h","p":0,"e":"e","s":"0123456789abcdef"}'),
+    b64('{"h":"hub\u00a0x","p":1,"e":"e","s":"0123456789abcdef"}'),
+    b64(`{"h":"${'h'.repeat(254)}","p":1,"e":"e","s":"0123456789abcdef"}`),
     b64(`{"h":"h","p":1,"e":"e","s":"${'x'.repeat(1025)}"}`),
-    b64('{"h":"h","p":1,"e":"e","s":"s","f":"é"}'),
-    b64(`{"h":"h","p":1,"e":"e","s":"s","f":"${FINGERPRINT.slice(0, 62)}\u0301a"}`),
-    b64(`{"h":"h","p":1,"e":"e","s":"s","f":"${FINGERPRINT}0"}`),
+    b64('{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"é"}'),
+    b64(`{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"${FINGERPRINT.slice(0, 62)}\u0301a"}`),
+    b64(`{"h":"h","p":1,"e":"e","s":"0123456789abcdef","f":"${FINGERPRINT}0"}`),
   ];
 }

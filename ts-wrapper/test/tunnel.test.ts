@@ -84,7 +84,7 @@ for (const transport of TRANSPORTS) {
       const first = await targetOnSharedFreePort(EDGE_ADDRESS);
       targets.push(first);
       const edgeId = `edge-ts-${transport}`;
-      const secret = 'tunnel-secret-1';
+      const secret = 'tunnel-secret-1-0123456789';
 
       // Short heartbeats: QUIC learns of a vanished (kill -9) hub through its idle timeout.
       const started = await hub.start({
@@ -168,13 +168,13 @@ describe('[real tunnel] stop() waits for the grace period', () => {
     const target = await targetOnSharedFreePort(EDGE_ADDRESS);
     targets.push(target);
     const { tunnelPort } = await hub.start({ tunnelPort: 0, targetHost: '127.0.0.1' });
-    await hub.updateAllowedEdges([{ id: 'edge-grace', secret: 'grace-secret-1', listenPorts: [target.port] }]);
+    await hub.updateAllowedEdges([{ id: 'edge-grace', secret: 'grace-secret-1-0123456789', listenPorts: [target.port] }]);
     const assigned = eventMatching<PortsEvent>(edge, 'portsAssigned', (e) => e.listenPorts.includes(target.port), 30_000);
     await edge.start({
       hubHost: '127.0.0.1',
       hubPort: tunnelPort,
       edgeId: 'edge-grace',
-      secret: 'grace-secret-1',
+      secret: 'grace-secret-1-0123456789',
       bindAddress: EDGE_ADDRESS,
       transportMode: 'tcpTls',
       stunServers: [],

@@ -49,12 +49,12 @@ export function referenceShapes(): unknown[] {
     rules: [{ id: 'ssh', direction: 'input', action: 'accept', sourceIP: '10.0.0.0/24', destPort: 22, protocol: 'tcp' } satisfies IFirewallRule],
   };
   const egress: IEgressPolicy = { enabled: true, allowedPorts: [25], allowedHostPatterns: ['*.example.net'], maxConcurrentStreams: 50 };
-  const edge: TAllowedEdge = { id: 'edge-nyc-01', secret: 's', listenPorts: [80, 443], listenPortsUdp: [53], stunIntervalSecs: 300, firewallConfig: firewall, egress };
+  const edge: TAllowedEdge = { id: 'edge-nyc-01', secret: 's-0123456789abcdef', listenPorts: [80, 443], listenPortsUdp: [53], stunIntervalSecs: 300, firewallConfig: firewall, egress };
   const mode: TStreamEventMode = 'summary';
   const performance: IPerformanceConfig = { heartbeatIntervalSecs: 15 };
   const hub: IHubConfig = { tunnelPort: 8443, targetHost: '127.0.0.1', streamEventMode: mode, performance, tls: { certPem: 'c', keyPem: 'k' } };
   const transport: TTransportMode = 'quicWithFallback';
-  const edgeConfig: IEdgeConfig = { hubHost: 'hub.example.com', hubPort: 8443, edgeId: 'e', secret: 's', transportMode: transport };
+  const edgeConfig: IEdgeConfig = { hubHost: 'hub.example.com', hubPort: 8443, edgeId: 'e', secret: 's-0123456789abcdef', transportMode: transport };
   const family: TAddressFamilyPreference = 'preferIpv4';
   const request: IEgressTcpProxyRequest = { edgeId: 'e', logicalHost: 'mx.example.net', port: 25, serverFirst: true, connectTimeoutMs: 10_000, addressFamily: family };
   type Shapes = [IHubStatus['connectedEdges'], IConnectedEdgeStatus['egressEnabled'], IEdgeStatus['publicIp'], IEgressTcpProxyInfo['listenPort']];

@@ -134,6 +134,7 @@ impl Edge {
             connections: Arc::new(limits::ConnectionLimiter::new(limits::ConnectionCaps::new(
                 crate::fd_limit::edge_connections(crate::fd_limit::current(), 0),
                 EdgeLimitSettings::default().max_connections_per_source,
+                EdgeLimitSettings::default().ipv6_source_prefix,
             ))),
             tunnel,
             firewall,
@@ -199,6 +200,7 @@ impl Edge {
             open_file_limit: crate::fd_limit::current(),
             max_connections: caps.max_total,
             max_connections_per_source: caps.max_per_source,
+            ipv6_source_prefix: caps.ipv6_prefix,
             max_udp_sessions: limits.max_udp_sessions.into(),
             max_udp_sessions_per_source: limits.max_udp_sessions_per_source.into(),
             udp_new_sessions_per_sec: limits.udp_new_sessions_per_sec.into(),

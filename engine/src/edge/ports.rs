@@ -91,6 +91,7 @@ impl Ports {
         self.shared.connections.set_caps(ConnectionCaps::new(
             capacity,
             limits.max_connections_per_source,
+            limits.ipv6_source_prefix,
         ));
         self.retry = match (failures.is_empty(), self.retry) {
             (true, _) => None,

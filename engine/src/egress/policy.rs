@@ -8,7 +8,8 @@
 //! (RFC 1918, ULA) only with `allowPrivateRanges` -> the address family preference orders what
 //! is left. A literal IP (in any spelling `inet_aton` accepts: `127.1`, `0x7f.1`, `2130706433`)
 //! takes the same address checks. IPv6 addresses that carry an IPv4 address (IPv4-mapped and
-//! -compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) are judged by it.
+//! -compatible, SIIT `::ffff:0:0/96`, NAT64 `64:ff9b::/96` and local-use `64:ff9b:1::/48`, 6to4
+//! `2002::/16`, Teredo `2001::/32`, ISATAP interface ids) are judged by it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -358,29 +359,60 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
     }
 }
 
-/// The IPv4 addresses an IPv6 address carries: IPv4-mapped (`::ffff:0:0/96`) and -compatible
-/// (`::/96`), NAT64 (`64:ff9b::/96`, also the local-use `64:ff9b:1::/48`), 6to4 (`2002::/16`),
-/// Teredo (`2001::/32`: server and client).
+/// The IPv4 addresses an IPv6 address carries: IPv4-mapped (`::ffff:0:0/96`), IPv4-translated
+/// (SIIT, RFC 2765: `::ffff:0:a.b.c.d`) and -compatible (`::/96`), NAT64 (`64:ff9b::/96`), 6to4
+/// (`2002::/16`), Teredo (`2001::/32`: server and client), an ISATAP interface id
+/// (`…:0:5efe:a.b.c.d` or `…:200:5efe:a.b.c.d` in the low 64 bits, RFC 5214, under any
+/// prefix), and local-use NAT64 (`64:ff9b:1::/48`, RFC 8215).
+///
+/// The local-use prefix is an operator's choice of length within the /48, and RFC 6052 places
+/// the IPv4 address differently for each (/48: octets 6-7 and 9-10, /56: 7 and 9-11, /64: 9-12,
+/// /96: octets 12-15; octet 8 is always skipped). Each layout whose reserved bits are zero (octet
+/// 8 and the suffix after the IPv4 address, as RFC 6052 requires) is read, and the strictest
+/// decides: an address that reads as loopback in any plausible layout is refused. (Reading every
+/// layout regardless would make each `/96` address `0.0.0.0` under the `/48` layout.)
 pub(crate) fn embedded_ipv4(ip: IpAddr) -> Vec<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else {
         return Vec::new();
     };
     let bits = u128::from(v6);
     let low32 = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+    let octets = v6.octets();
+    let from = |at: [usize; 4]| Ipv4Addr::from(at.map(|i| octets[i]));
     let segments = v6.segments();
-    match segments {
+    let mut found = match segments {
         [0, 0, 0, 0, 0, 0xffff, _, _] => vec![low32],
+        [0, 0, 0, 0, 0xffff, 0, _, _] => vec![low32],
         // IPv4-compatible; `::` and `::1` are judged as themselves.
         [0, 0, 0, 0, 0, 0, _, _] if bits > 1 => vec![low32],
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![low32],
-        [0x64, 0xff9b, 1, ..] => vec![low32],
+        [0x64, 0xff9b, 1, ..] => {
+            let layouts = [
+                ([6, 7, 9, 10], 11),
+                ([7, 9, 10, 11], 12),
+                ([9, 10, 11, 12], 13),
+            ];
+            let plausible =
+                |suffix: usize| octets[8] == 0 && octets[suffix..].iter().all(|&o| o == 0);
+            layouts
+                .into_iter()
+                .filter(|&(_, suffix)| plausible(suffix))
+                .map(|(at, _)| from(at))
+                .chain([low32])
+                .collect()
+        }
         [0x2002, ..] => vec![Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32)],
         [0x2001, 0, ..] => vec![
             Ipv4Addr::from(((bits >> 64) & 0xffff_ffff) as u32),
             Ipv4Addr::from(!((bits & 0xffff_ffff) as u32)),
         ],
         _ => Vec::new(),
+    };
+    if matches!(segments, [_, _, _, _, 0 | 0x200, 0x5efe, _, _]) {
+        found.push(low32);
     }
+    found.dedup();
+    found
 }
 
 /// A literal IP address: IPv6 (optionally in brackets), or IPv4 in any spelling `inet_aton`

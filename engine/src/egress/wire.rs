@@ -91,6 +91,18 @@ impl Answer {
         }
     }
 
+    /// The answer as the hub may show it: `ip` an IP address (canonical), `rule` and `error`
+    /// capped (the edge's word, see [`crate::reported`]).
+    fn checked(mut self) -> Result<Self, crate::reported::NotAnIp> {
+        use crate::reported::{capped, ip};
+        if let Some(text) = &self.ip {
+            self.ip = Some(ip("ip", text)?);
+        }
+        self.rule = self.rule.map(capped);
+        self.error = self.error.map(capped);
+        Ok(self)
+    }
+
     /// The answer line, with its newline.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
@@ -108,7 +120,9 @@ pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
     loop {
         if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
             let line = buffer.split_to(end + 1);
-            let answer = serde_json::from_slice(&line[..end])
+            let answer = serde_json::from_slice::<Answer>(&line[..end])
+                .map_err(|e| format!("bad egress answer from the edge: {e}"))?
+                .checked()
                 .map_err(|e| format!("bad egress answer from the edge: {e}"))?;
             return Ok((answer, buffer.freeze()));
         }
@@ -144,6 +158,18 @@ mod tests {
         assert!(read_answer(&mut &b""[..]).await.is_err());
         assert!(read_answer(&mut &vec![b'x'; 10_000][..]).await.is_err());
         assert!(read_answer(&mut &b"not json\n"[..]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_ip_must_be_an_address_and_texts_are_capped() {
+        let bogus = br#"{"outcome":"connected","ip":"not-an-ip"}"#.to_vec();
+        let error = read_answer(&mut &[bogus, b"\n".to_vec()].concat()[..])
+            .await
+            .unwrap_err();
+        assert!(error.ends_with("ip is not an IP address"), "{error}");
+        let long = Answer::failed(EgressOutcome::Failed, None, "e".repeat(3000)).encode();
+        let (answer, _) = read_answer(&mut &long[..]).await.unwrap();
+        assert!(answer.error.unwrap().len() <= crate::reported::MAX_TEXT_LEN);
     }
 
     #[test]

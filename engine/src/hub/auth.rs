@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,19 +43,7 @@ pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 pub const MAX_TRACKED_SOURCES: usize = 10_000;
 
 /// A login source: the IPv4 address, or the /64 of an IPv6 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceKey(IpAddr);
-
-impl SourceKey {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => Self(IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            ))),
-            v4 => Self(v4),
-        }
-    }
-}
+pub use crate::source_key::SourceKey;
 
 /// How a handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

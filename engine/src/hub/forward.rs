@@ -62,6 +62,9 @@ pub(crate) async fn forward(
             return stream.abort();
         }
     };
+    if !context.grant.source_allowed(edge_id, &header) {
+        return stream.abort();
+    }
     let Some(port) =
         context
             .grant

@@ -13,7 +13,9 @@ use std::sync::RwLock;
 
 use remoteingress_ipc_schema::PortProtocol;
 
+use super::client_source::ClientSources;
 use crate::log_limit::SharedLogLimiter;
+use crate::proxy_protocol::ProxyHeader;
 
 #[derive(Debug, Default)]
 struct Assigned {
@@ -23,12 +25,14 @@ struct Assigned {
     targets: BTreeMap<u16, u16>,
 }
 
-/// The ports one connected edge may be forwarded to.
+/// The ports one connected edge may be forwarded to, and which client addresses it is believed
+/// about ([`ClientSources`]).
 #[derive(Debug, Default)]
 pub(crate) struct PortGrant {
     assigned: RwLock<Assigned>,
     refused: AtomicU64,
     warnings: SharedLogLimiter,
+    sources: ClientSources,
 }
 
 impl PortGrant {
@@ -77,6 +81,27 @@ impl PortGrant {
             );
         }
         target
+    }
+
+    /// Whether `header`'s client address is one this edge may claim; a refusal is counted and
+    /// warned about (rate-limited).
+    pub(crate) fn source_allowed(&self, edge_id: &str, header: &ProxyHeader) -> bool {
+        match self.sources.check(header) {
+            Ok(()) => true,
+            Err((why, total)) => {
+                crate::limited_warn!(
+                    self.warnings,
+                    %edge_id, client = %header.source, why = why.as_str(), refused_total = total,
+                    "edge claimed a client address no public client can have; refused"
+                );
+                false
+            }
+        }
+    }
+
+    /// The client-address policy of this edge.
+    pub(crate) fn sources(&self) -> &ClientSources {
+        &self.sources
     }
 
     /// Streams and UDP sessions refused so far.

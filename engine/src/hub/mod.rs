@@ -7,6 +7,7 @@
 //! [`forward`] (one task per stream: PROXY header, dial target, relay).
 
 pub mod auth;
+pub(crate) mod client_source;
 pub(crate) mod fair_share;
 pub mod forward;
 pub mod grant;
@@ -497,6 +498,10 @@ impl HubActor {
                     &allowed.target_ports,
                 );
                 previous.stream_cap.set_max(allowed.limits.max_streams);
+                previous
+                    .grant
+                    .sources()
+                    .set_local_clients(local_clients(allowed, remote));
                 (
                     previous.grant.clone(),
                     previous.stream_cap.clone(),
@@ -504,11 +509,17 @@ impl HubActor {
                 )
             }
             None => (
-                Arc::new(PortGrant::new(
-                    &allowed.listen_ports,
-                    &allowed.listen_ports_udp,
-                    &allowed.target_ports,
-                )),
+                Arc::new({
+                    let grant = PortGrant::new(
+                        &allowed.listen_ports,
+                        &allowed.listen_ports_udp,
+                        &allowed.target_ports,
+                    );
+                    grant
+                        .sources()
+                        .set_local_clients(local_clients(allowed, remote));
+                    grant
+                }),
                 Arc::new(StreamCap::new(allowed.limits.max_streams)),
                 CancellationToken::new(),
             ),
@@ -639,6 +650,9 @@ impl HubActor {
                     );
                     set_udp_cap(&edge.udp_stats, allowed);
                     edge.stream_cap.set_max(allowed.limits.max_streams);
+                    edge.grant
+                        .sources()
+                        .set_local_clients(local_clients(allowed, edge.remote));
                     let push = push_for(allowed, &self.settings);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
@@ -714,6 +728,7 @@ impl HubActor {
                     udp_datagrams_out: edge.udp_stats.datagrams().1,
                     target_connect_errors: stats.target_connect_errors,
                     refused_ports: edge.grant.refused(),
+                    refused_sources: edge.grant.sources().refused(),
                     capabilities: capabilities(*transport),
                     egress_enabled,
                     egress_streams: self.egress.open_streams(edge_id),
@@ -770,6 +785,12 @@ fn firewall_status(edge: &ConnectedEdge) -> ConnectedEdgeFirewallStatus {
             && matches!(report.state, FirewallState::Applied | FirewallState::None),
         error: report.error.clone(),
     }
+}
+
+/// Whether an edge's loopback and own-address clients are believed: `privateClients`, or its
+/// tunnel comes from loopback (see [`client_source`]).
+fn local_clients(allowed: &AllowedEdgeSettings, remote: SocketAddr) -> bool {
+    allowed.private_clients || remote.ip().to_canonical().is_loopback()
 }
 
 /// Features a tunnel offers: egress needs hub-opened streams, which only QUIC has.

@@ -160,7 +160,11 @@ pub(crate) async fn run(session: HubSession) -> String {
                     }
                 }
                 Some(message) if message.frame_type == FrameType::Config => {
-                    match serde_json::from_slice::<EdgeReport>(&message.payload) {
+                    // The edge's word: checked and bounded before the hub keeps or shows it.
+                    let report = serde_json::from_slice::<EdgeReport>(&message.payload)
+                        .map_err(|e| e.to_string())
+                        .and_then(|report| report.checked().map_err(|e| e.to_string()));
+                    match report {
                         Ok(report) => {
                             hub.send(Command::EdgeReported {
                                 edge_id: edge_id.clone(),

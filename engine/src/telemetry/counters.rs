@@ -52,6 +52,9 @@ pub struct EventCounters {
     pub firewall_unavailable: Counter,
     /// Edge: ports that failed to bind (each attempt).
     pub port_bind_failures: Counter,
+    /// Both: connections to the metrics/health listener closed to bound them, by reason
+    /// (`displaced_idle`, `refused_busy`, `request_timeout`).
+    pub http_connections_shed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for EventCounters {
@@ -65,6 +68,7 @@ impl Default for EventCounters {
             firewall_applies: Counter::default(),
             firewall_unavailable: Counter::default(),
             port_bind_failures: Counter::default(),
+            http_connections_shed: Family::default(),
         }
     }
 }

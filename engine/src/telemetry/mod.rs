@@ -6,3 +6,4 @@
 pub(crate) mod counters;
 pub(crate) mod render;
 pub(crate) mod server;
+pub(crate) mod slots;

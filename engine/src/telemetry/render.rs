@@ -36,6 +36,11 @@ pub(crate) fn render(status: &StatusResult, counters: &EventCounters) -> String 
         "1 while a role runs",
         u64::from(running),
     );
+    registry.register(
+        "http_connections_shed",
+        "Connections to this metrics/health listener closed to bound them, by reason",
+        counters.http_connections_shed.clone(),
+    );
     match status {
         StatusResult::Hub(hub) => hub_metrics(&mut registry, hub, counters),
         StatusResult::Edge(edge) => edge_metrics(&mut registry, edge, counters),
@@ -234,6 +239,11 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "hub_edge_refused_ports",
         "Streams and UDP sessions refused: port not assigned",
         |e| e.refused_ports,
+    );
+    per_edge.counter(
+        "hub_edge_refused_sources",
+        "Streams and UDP sessions refused: a client address no public client can have",
+        |e| e.refused_sources,
     );
     per_edge.counter(
         "hub_edge_streams_refused",

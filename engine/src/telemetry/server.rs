@@ -1,7 +1,10 @@
 //! `metricsAddr`: `GET /metrics` (Prometheus text), `/healthz` (200 while the process serves) and
 //! `/readyz` (200 when the role can do its job: a hub that runs; an edge whose tunnel is up and
 //! whose assigned ports are all bound; 503 with the reason otherwise). For operators and their
-//! scrapers, so small bounds: 64 connections at once, 30 s each.
+//! scrapers, so small bounds that idle connections cannot exhaust: 64 connections at once
+//! ([`super::slots`]: a new one displaces the oldest that has not sent a request), the request
+//! head within 2 s, one request per connection, 10 s in all. Every connection closed to keep
+//! these bounds is counted (`remoteingress_http_connections_shed_total{reason}`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +20,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use remoteingress_ipc_schema::StatusResult;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventSink;
@@ -27,7 +29,10 @@ pub(crate) type StatusSource =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = StatusResult> + Send>> + Send + Sync>;
 
 const MAX_CONNECTIONS: usize = 64;
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// A connection must have sent its request head within this.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest life of a connection (a scraper that reads its response slowly).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Binds the endpoints' address (a start error when it is taken).
@@ -42,7 +47,7 @@ pub(crate) async fn serve(
     events: EventSink,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = super::slots::Slots::new(MAX_CONNECTIONS);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -52,24 +57,56 @@ pub(crate) async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // dropped: too many scrapers at once
+        let slot = match slots.admit() {
+            Some((slot, super::slots::Admission::Free)) => slot,
+            Some((slot, super::slots::Admission::Displaced)) => {
+                shed(&events, "displaced_idle");
+                slot
+            }
+            None => {
+                shed(&events, "refused_busy");
+                continue; // dropped: every slot is serving a request
+            }
         };
         let (source, events, stop) = (source.clone(), events.clone(), stop.clone());
+        let shed_events = events.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let displaced = slot.displaced();
+            let slot = Arc::new(slot);
+            let busy = slot.clone();
             let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+                busy.busy();
                 let (source, events) = (source.clone(), events.clone());
                 async move { Ok::<_, Infallible>(respond(request.uri().path(), &source, &events).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_DEADLINE)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), handler);
             tokio::select! {
                 () = stop.cancelled() => {}
-                _ = tokio::time::timeout(CONNECTION_DEADLINE, connection) => {}
+                () = displaced.cancelled() => {}
+                served = tokio::time::timeout(CONNECTION_DEADLINE, connection) => {
+                    if matches!(served, Ok(Err(ref error)) if error.is_timeout()) {
+                        shed(&shed_events, "request_timeout");
+                    }
+                }
             }
+            drop(slot);
         });
     }
+}
+
+/// Counts a connection closed to keep the listener's bounds.
+fn shed(events: &EventSink, reason: &str) {
+    events
+        .counters()
+        .http_connections_shed
+        .get_or_create(&super::counters::ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
 }
 
 async fn respond(path: &str, source: &StatusSource, events: &EventSink) -> Response<Full<Bytes>> {

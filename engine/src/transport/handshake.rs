@@ -187,6 +187,46 @@ pub struct EdgeReport {
     pub port_bind_failures: Option<Vec<remoteingress_ipc_schema::PortBindFailure>>,
 }
 
+/// Most port bind failures the hub keeps from one report (an edge has at most one per assigned
+/// port and protocol; a list past this is not from a sane edge).
+pub const MAX_REPORTED_BIND_FAILURES: usize = 1024;
+
+/// Why a report was refused as a whole. Never quotes the edge's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    PublicIp(#[from] crate::reported::NotAnIp),
+    #[error("firewall.digest is not 64 hex digits")]
+    Digest,
+}
+
+impl EdgeReport {
+    /// The report as the hub may keep and show it: `publicIp` an IP address (canonical),
+    /// `firewall.digest` 64 hex digits, error texts capped at [`crate::reported::MAX_TEXT_LEN`]
+    /// bytes, at most [`MAX_REPORTED_BIND_FAILURES`] bind failures.
+    pub fn checked(mut self) -> Result<Self, ReportError> {
+        use crate::reported::{capped, ip};
+        if let Some(public_ip) = &self.public_ip {
+            self.public_ip = Some(ip("publicIp", public_ip)?);
+        }
+        if let Some(firewall) = &mut self.firewall {
+            if firewall.digest.len() != 64
+                || !firewall.digest.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(ReportError::Digest);
+            }
+            firewall.error = firewall.error.take().map(capped);
+        }
+        if let Some(failures) = &mut self.port_bind_failures {
+            failures.truncate(MAX_REPORTED_BIND_FAILURES);
+            for failure in failures {
+                failure.error = capped(std::mem::take(&mut failure.error));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// The firewall part of an [`EdgeReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@
 //!
 //! Sessions are bounded by the limits the hub pushes (`IEdgeLimits`): new sessions are paced by
 //! a token bucket (a datagram that would open one too many is dropped and counted), a source
-//! address at its cap recycles its own least recently used session, and a full table its least
+//! (IPv4 address or IPv6 prefix of `ipv6SourcePrefix` bits) at its cap recycles its own least recently used session, and a full table its least
 //! recently used one; each closed session is closed on the hub too.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+
+use crate::source_key::SourceKey;
 
 use bytes::Bytes;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -71,6 +73,8 @@ type Table = SessionTable<(SocketAddr, u16), Session>;
 struct State {
     table: Table,
     new_sessions: TokenBucket,
+    /// IPv6 clients sharing this prefix are one source for `maxUdpSessionsPerSource`.
+    ipv6_prefix: u8,
 }
 
 impl State {
@@ -82,6 +86,7 @@ impl State {
                 limits.udp_new_sessions_burst,
                 Instant::now(),
             ),
+            ipv6_prefix: limits.ipv6_source_prefix,
         }
     }
 }
@@ -172,6 +177,7 @@ impl EdgeUdp {
                 limits.udp_new_sessions_burst,
                 Instant::now(),
             );
+            state.ipv6_prefix = limits.ipv6_source_prefix;
             let evicted = state.table.set_limits(table_limits(limits));
             self.stats.set_sessions(state.table.len());
             evicted
@@ -396,7 +402,9 @@ fn from_client(
             stats.drop_one();
             return;
         } else {
-            let (session, evicted) = state.table.open(key, Some(client.ip()), now, |_| Session {
+            // Per-source caps count an IPv6 client's whole prefix as one source.
+            let source = SourceKey::with_ipv6_prefix(client.ip(), state.ipv6_prefix).addr();
+            let (session, evicted) = state.table.open(key, Some(source), now, |_| Session {
                 socket: socket.clone(),
                 client: raw_client,
                 local_ip: dst_ip,

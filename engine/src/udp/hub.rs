@@ -30,7 +30,7 @@ use crate::hub::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
-use crate::proxy_protocol::{v2, ProxyTransport};
+use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
 use crate::transport::tunnel::Tunnel;
 
@@ -110,7 +110,7 @@ impl HubUdp {
     }
 
     async fn open(&mut self, session: u32, header: Bytes) {
-        let Some(port) = destination_port(&header) else {
+        let Some(addresses) = datagram_addresses(&header) else {
             limited_warn!(
                 self.context.warnings,
                 edge_id = %self.context.edge_id,
@@ -120,11 +120,16 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         };
-        let Some(port) =
-            self.context
-                .grant
-                .target_port(&self.context.edge_id, PortProtocol::Udp, port)
-        else {
+        let grant = &self.context.grant;
+        if !grant.source_allowed(&self.context.edge_id, &addresses) {
+            let _ = self.tunnel.send_udp(UdpMessage::Close { session });
+            return;
+        }
+        let Some(port) = grant.target_port(
+            &self.context.edge_id,
+            PortProtocol::Udp,
+            addresses.destination.port(),
+        ) else {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         };
@@ -302,11 +307,11 @@ fn edge_cap(stats: &UdpStats) -> TableLimits {
     }
 }
 
-/// The target port of a session: the destination port of its PROXY v2 DGRAM header, which must
+/// The addresses of a session: its PROXY v2 DGRAM header, which must
 /// be the whole `UDP_OPEN` payload. `None` for anything else.
-fn destination_port(header: &[u8]) -> Option<u16> {
+fn datagram_addresses(header: &[u8]) -> Option<ProxyHeader> {
     match v2::parse(header)? {
-        (addresses, ProxyTransport::Datagram) => Some(addresses.destination.port()),
+        (addresses, ProxyTransport::Datagram) => Some(addresses),
         (_, ProxyTransport::Stream) => None,
     }
 }

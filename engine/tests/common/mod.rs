@@ -22,6 +22,7 @@ macro_rules! over_both_transports {
 }
 
 pub mod hand_edge;
+pub mod netns;
 pub mod target;
 pub mod udp_target;
 
@@ -54,7 +55,12 @@ pub struct Managed {
     next_id: u64,
     /// Bytes the binary wrote to stderr, when spawned with [`Managed::spawn_capturing_stderr`].
     pub stderr_bytes: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The first [`STDERR_KEPT`] bytes of that stderr, to search.
+    stderr_text: Option<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>,
 }
+
+/// Bytes of a captured stderr kept for [`Managed::stderr_text`].
+const STDERR_KEPT: usize = 1 << 20;
 
 impl Managed {
     /// Spawns the binary and waits for its `ready` event.
@@ -69,6 +75,17 @@ impl Managed {
     /// Spawns the binary counting (not showing) what it writes to stderr.
     pub async fn spawn_capturing_stderr() -> Self {
         Self::spawn_configured(&[], None, true).await
+    }
+
+    /// Like [`Managed::spawn_capturing_stderr`], with extra environment variables.
+    pub async fn spawn_capturing_stderr_with_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn_configured(env, None, true).await
+    }
+
+    /// What the binary wrote to stderr so far (its first MiB), when spawned capturing it.
+    pub fn stderr_text(&self) -> Vec<u8> {
+        let text = self.stderr_text.as_ref().expect("spawned capturing stderr");
+        text.lock().unwrap().clone()
     }
 
     /// Spawns the binary with its open-file limit (RLIMIT_NOFILE) set to `nofile`, soft and
@@ -109,6 +126,8 @@ impl Managed {
         let mut child = command.spawn().expect("spawn remoteingress-bin");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
+        let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr_text.clone();
         let stderr_bytes = child.stderr.take().map(|mut stderr| {
             let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let count = counter.clone();
@@ -120,6 +139,9 @@ impl Managed {
                         break;
                     }
                     count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    let mut kept = kept.lock().unwrap();
+                    let room = STDERR_KEPT.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(&buf[..room]);
                 }
             });
             counter
@@ -141,6 +163,7 @@ impl Managed {
             lines,
             pending: VecDeque::new(),
             next_id: 0,
+            stderr_text: stderr_bytes.as_ref().map(|_| stderr_text),
             stderr_bytes,
         };
         let ready = managed.next_line().await.expect("ready line");
@@ -338,7 +361,7 @@ pub struct Pair {
 }
 
 pub const EDGE_ID: &str = "edge-test";
-pub const EDGE_SECRET: &str = "test-secret-123";
+pub const EDGE_SECRET: &str = "test-secret-0123456789";
 pub const EDGE_ADDR: &str = "127.0.0.2";
 
 impl Pair {
@@ -405,6 +428,26 @@ impl Pair {
             tunnel_port,
             fingerprint,
         }
+    }
+
+    /// Waits until the edge reports UDP `port` as listening.
+    pub async fn wait_listening_udp(&mut self, port: u16) {
+        status_until(&mut self.edge, "UDP port listening", DEADLINE, |s| {
+            s["listenPortsUdp"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p == port))
+        })
+        .await;
+    }
+
+    /// Replaces the hub's allowed edges with [`EDGE_ID`] and `edge_fields` (as
+    /// [`Pair::start_with`] gives them).
+    pub async fn update_test_edge(&mut self, edge_fields: &Value) {
+        let mut allowed = json!({"id": EDGE_ID, "secret": EDGE_SECRET});
+        merge(&mut allowed, edge_fields);
+        self.hub
+            .ok("updateAllowedEdges", Some(json!({"edges": [allowed]})))
+            .await;
     }
 
     /// Waits until the edge reports `port` as listening.

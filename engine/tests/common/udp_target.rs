@@ -71,18 +71,33 @@ impl UdpEchoTarget {
     }
 }
 
-/// Parses a PROXY v2 DGRAM/IPv4 header at the start; returns the addresses and the rest.
+/// Parses a PROXY v2 DGRAM header (IPv4 or IPv6) at the start; returns the addresses and the
+/// rest.
 fn strip_v2(datagram: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
     const SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
     if datagram.len() < 16 || &datagram[..12] != SIGNATURE {
         return None;
     }
     assert_eq!(datagram[12], 0x21, "version 2, PROXY command");
-    assert_eq!(datagram[13], 0x12, "UDP over IPv4 (DGRAM)");
     let len = u16::from_be_bytes([datagram[14], datagram[15]]) as usize;
     let body = &datagram[16..16 + len];
-    let ip = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-    let client = SocketAddr::from((ip(&body[0..4]), u16::from_be_bytes([body[8], body[9]])));
-    let edge = SocketAddr::from((ip(&body[4..8]), u16::from_be_bytes([body[10], body[11]])));
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    let (client, edge) = match datagram[13] {
+        0x12 => {
+            let ip = |b: &[u8]| std::net::IpAddr::from(<[u8; 4]>::try_from(b).unwrap());
+            (
+                SocketAddr::new(ip(&body[0..4]), port(8)),
+                SocketAddr::new(ip(&body[4..8]), port(10)),
+            )
+        }
+        0x22 => {
+            let ip = |b: &[u8]| std::net::IpAddr::from(<[u8; 16]>::try_from(b).unwrap());
+            (
+                SocketAddr::new(ip(&body[0..16]), port(32)),
+                SocketAddr::new(ip(&body[16..32]), port(34)),
+            )
+        }
+        other => panic!("not UDP over IPv4 or IPv6 (DGRAM): {other:#x}"),
+    };
     Some((client, edge, &datagram[16 + len..]))
 }

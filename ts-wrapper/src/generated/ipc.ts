@@ -901,6 +901,12 @@ export interface TAllowedEdge {
    */
   egress?: IEgressPolicy | null;
   /**
+   * The edge serves local clients: believe PROXY source addresses that are loopback or the
+   * edge's own address. Default false, except for an edge whose tunnel comes from loopback
+   * (on the hub's host). Unspecified, multicast and broadcast sources are always refused.
+   */
+  privateClients?: boolean | null;
+  /**
    * Caps on what public clients may hold on the edge (and, for UDP, on the hub); the
    * defaults apply when omitted.
    */
@@ -952,7 +958,8 @@ export interface IEgressPolicy {
  */
 export interface IEdgeLimits {
   /**
-   * Open TCP connections one client address may hold; more are reset. Default 1024, and
+   * Open TCP connections one client (an IPv4 address or an IPv6 prefix, see
+   * `ipv6SourcePrefix`) may hold; more are reset. Default 1024, and
    * never more than half of the edge's connection capacity (derived from its open-file limit).
    */
   maxConnectionsPerSource?: number;
@@ -968,8 +975,8 @@ export interface IEdgeLimits {
    */
   maxUdpSessions?: number;
   /**
-   * UDP sessions one client address may hold; beyond it that address's least recently used
-   * session is closed. Default 4096.
+   * UDP sessions one client (an IPv4 address or an IPv6 prefix) may hold; beyond it that
+   * client's least recently used session is closed. Default 4096.
    */
   maxUdpSessionsPerSource?: number;
   /**
@@ -981,6 +988,13 @@ export interface IEdgeLimits {
    * New UDP sessions that may open at once above the sustained rate. Default 10000.
    */
   udpNewSessionsBurst?: number;
+  /**
+   * The IPv6 prefix length that counts as one client for the per-client caps
+   * (`maxConnectionsPerSource`, `maxUdpSessionsPerSource`): one customer usually holds a
+   * whole /64 and can use any of its addresses. 32 to 128 (128: each address alone).
+   * Default 64.
+   */
+  ipv6SourcePrefix?: number;
 }
 /**
  * One public port forwarded to another port on the target.
@@ -1191,6 +1205,11 @@ export interface IConnectedEdgeStatus {
    */
   refusedPorts: number;
   /**
+   * Streams and UDP sessions refused because the edge claimed a client address no public
+   * client can have (loopback, unspecified, multicast, its own; see `privateClients`).
+   */
+  refusedSources?: number;
+  /**
    * Features this tunnel supports (e.g. `egress` on QUIC).
    */
   capabilities: string[];
@@ -1298,6 +1317,11 @@ export interface IHubLimitStatus {
    * TCP streams forwarded now, across all edges.
    */
   streams: number;
+  /**
+   * Streams reset and UDP sessions closed of edges over their fair share of a full budget,
+   * to give the share to an edge within its own.
+   */
+  sharesReclaimed: number;
 }
 /**
  * Edge status.
@@ -1401,9 +1425,13 @@ export interface IEdgeLimitStatus {
    */
   maxConnections: number;
   /**
-   * Open public TCP connections one client address may hold.
+   * Open public TCP connections one client (IPv4 address or IPv6 prefix) may hold.
    */
   maxConnectionsPerSource: number;
+  /**
+   * The IPv6 prefix length that counts as one client for the per-client caps.
+   */
+  ipv6SourcePrefix: number;
   maxUdpSessions: number;
   maxUdpSessionsPerSource: number;
   udpNewSessionsPerSec: number;

@@ -90,6 +90,26 @@ fn a_table_of_destinations() {
         ("::ffff:7f00:1", 25, "loopback"),
         ("64:ff9b::7f00:1", 25, "loopback"),
         ("64:ff9b:1::7f00:1", 25, "loopback"),
+        // Local-use NAT64 (RFC 8215) in each RFC 6052 layout: /48, /56, /64.
+        ("64:ff9b:1:7f00:0:100::", 25, "loopback"),
+        ("64:ff9b:1:7f:0:1::", 25, "loopback"),
+        ("64:ff9b:1:0:7f:0:100:0", 25, "loopback"),
+        (
+            "64:ff9b:1:a9fe:a9:fe00::",
+            25,
+            "link-local (cloud metadata)",
+        ),
+        // SIIT IPv4-translated (RFC 2765).
+        ("::ffff:0:127.0.0.1", 25, "loopback"),
+        ("::ffff:0:a9fe:a9fe", 25, "link-local (cloud metadata)"),
+        // ISATAP interface ids under any prefix (RFC 5214).
+        ("2a01:4f8::5efe:7f00:1", 25, "loopback"),
+        (
+            "2a00:1450:4001::200:5efe:169.254.169.254",
+            25,
+            "link-local (cloud metadata)",
+        ),
+        ("fe80::5efe:7f00:1", 25, "link-local"),
         ("2002:7f00:1::", 25, "loopback"),
         ("2001:0:7f00:1::", 25, "loopback"),
         ("2001:0:5db8:1:0:f227:80ff:fffe", 25, "loopback"),
@@ -301,5 +321,28 @@ fn embedded_addresses_are_found() {
             Ipv4Addr::new(192, 0, 2, 45)
         ]
     );
+    assert_eq!(
+        inner("::ffff:0:192.0.2.7"),
+        vec![Ipv4Addr::new(192, 0, 2, 7)]
+    );
+    assert_eq!(
+        inner("2001:4860:1:2:200:5efe:c000:207"),
+        vec![Ipv4Addr::new(192, 0, 2, 7)]
+    );
+    // 192.0.2.33 in the local-use /48, /56, /64 and /96 layouts: each is found.
+    for ip in [
+        "64:ff9b:1:c000:2:2100::",
+        "64:ff9b:1:c0:0:221::",
+        "64:ff9b:1:0:c0:2:2100:0",
+        "64:ff9b:1::c000:221",
+    ] {
+        assert!(
+            inner(ip).contains(&Ipv4Addr::new(192, 0, 2, 33)),
+            "{ip}: {:?}",
+            inner(ip)
+        );
+    }
+    // A /96 address is not read in the shorter layouts (its suffix is not zero there).
+    assert_eq!(inner("64:ff9b:1::808:808"), vec![Ipv4Addr::new(8, 8, 8, 8)]);
     assert!(inner("::").is_empty() && inner("::1").is_empty() && inner("8.8.8.8").is_empty());
 }
