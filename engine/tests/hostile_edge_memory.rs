@@ -110,7 +110,7 @@ async fn real_edge(tunnel_port: u16, fingerprint: &str, port: u16) -> Managed {
     let mut edge = Managed::spawn().await;
     let mut params = edge_start(tunnel_port, Some(fingerprint));
     params["config"]["edgeId"] = json!("edge-two");
-    params["config"]["secret"] = json!("edge-two-secret");
+    params["config"]["secret"] = json!("edge-two-secret-0123456789");
     params["config"]["transportMode"] = json!("tcpTls");
     edge.ok("start", Some(params)).await;
     edge.event("tunnelConnected").await;
@@ -148,7 +148,7 @@ async fn a_tls_edge_gets_no_more_than_the_window_budget_buffered() {
     let edges = json!([
         {"id": EDGE_ID, "secret": EDGE_SECRET, "listenPorts": [hung.port],
          "limits": {"maxStreams": 4096}},
-        {"id": "edge-two", "secret": "edge-two-secret", "listenPorts": [echo.port]},
+        {"id": "edge-two", "secret": "edge-two-secret-0123456789", "listenPorts": [echo.port]},
     ]);
     hub.ok("updateAllowedEdges", Some(json!({"edges": edges})))
         .await;
@@ -202,6 +202,13 @@ async fn a_tls_edge_gets_no_more_than_the_window_budget_buffered() {
     assert_eq!(
         status["connectedEdges"].as_array().map(Vec::len),
         Some(1),
+        "{status}"
+    );
+    // The resets are counted, and what the hub holds stays within the budget.
+    let limits = &status["connectedEdges"][0]["limits"];
+    assert!(limits["windowBudgetResets"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        limits["heldBytes"].as_u64().unwrap() <= (BUDGET_MIB << 20) + 65_536,
         "{status}"
     );
 

@@ -119,6 +119,12 @@ pub struct ConnectedEdgeLimitStatus {
     pub max_streams: u64,
     /// Streams refused because this edge or the whole hub was at its stream cap.
     pub streams_refused: u64,
+    /// TLS tunnel: streams reset because the hub held more of this edge's unread data than its
+    /// window budget (the streams over their share of it); always 0 over QUIC, whose
+    /// connection window is the budget.
+    pub window_budget_resets: u64,
+    /// TLS tunnel: bytes received from this edge that its targets have not read yet.
+    pub held_bytes: u64,
 }
 
 /// The edge's resource limits in force and what they refused.

@@ -704,7 +704,8 @@ impl HubActor {
             .connected
             .iter()
             .filter_map(|(edge_id, edge)| {
-                let (_, transport) = edge.tunnel.as_ref()?;
+                let (tunnel, transport) = edge.tunnel.as_ref()?;
+                let window = tunnel.mux_stats().unwrap_or_default();
                 let stats = edge.stats.snapshot();
                 let egress_enabled = self
                     .allowed
@@ -733,6 +734,8 @@ impl HubActor {
                     egress_enabled,
                     egress_streams: self.egress.open_streams(edge_id),
                     limits: ConnectedEdgeLimitStatus {
+                        window_budget_resets: window.budget_resets,
+                        held_bytes: window.held_bytes,
                         max_udp_sessions: UdpStats::get(&edge.udp_stats.max_sessions),
                         udp_evicted: UdpStats::get(&edge.udp_stats.evicted_capacity),
                         udp_refused: UdpStats::get(&edge.udp_stats.refused),

@@ -253,6 +253,16 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
     per_edge.counter("hub_edge_udp_refused", "UDP sessions refused: caps", |e| {
         e.limits.udp_refused
     });
+    per_edge.counter(
+        "hub_edge_window_budget_resets",
+        "Streams reset: the hub held more of the edge's unread data than its window budget",
+        |e| e.limits.window_budget_resets,
+    );
+    per_edge.gauge(
+        "hub_edge_held_bytes",
+        "Bytes received from the edge that its targets have not read yet (TLS)",
+        |e| e.limits.held_bytes,
+    );
     per_edge.gauge("hub_edge_egress_streams", "Egress streams open now", |e| {
         e.egress_streams
     });

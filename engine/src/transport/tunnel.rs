@@ -218,6 +218,14 @@ impl Tunnel {
         }
     }
 
+    /// The TLS mux's counters (`None` over QUIC).
+    pub fn mux_stats(&self) -> Option<super::tls_mux::MuxStats> {
+        match self {
+            Self::Tls(mux) => Some(mux.stats()),
+            Self::Quic(_) => None,
+        }
+    }
+
     /// Streams currently open on this tunnel.
     pub fn active_streams(&self) -> usize {
         match self {
