@@ -1258,6 +1258,16 @@ export interface IConnectedEdgeLimitStatus {
    * Streams refused because this edge or the whole hub was at its stream cap.
    */
   streamsRefused: number;
+  /**
+   * TLS tunnel: streams reset because the hub held more of this edge's unread data than its
+   * window budget (the streams over their share of it); always 0 over QUIC, whose
+   * connection window is the budget.
+   */
+  windowBudgetResets: number;
+  /**
+   * TLS tunnel: bytes received from this edge that its targets have not read yet.
+   */
+  heldBytes: number;
 }
 /**
  * A connected edge's firewall as the hub knows it from the edge's reports.
