@@ -206,7 +206,10 @@ async fn a_tls_edge_gets_no_more_than_the_window_budget_buffered() {
     );
     // The resets are counted, and what the hub holds stays within the budget.
     let limits = &status["connectedEdges"][0]["limits"];
-    assert!(limits["windowBudgetResets"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        limits["windowBudgetResets"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert!(
         limits["heldBytes"].as_u64().unwrap() <= (BUDGET_MIB << 20) + 65_536,
         "{status}"

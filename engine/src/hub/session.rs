@@ -197,8 +197,9 @@ pub(crate) async fn run(session: HubSession) -> String {
                 tunnel.cap_streams(stream_cap.max());
                 ping_seq += 1;
                 ping_sent_at = Instant::now();
-                if let Err(error) = tunnel.send_control(ControlMessage::ping(ping_seq)) {
-                    break format!("cannot send PING: {error}");
+                if tunnel.send_control(ControlMessage::ping(ping_seq)).is_err() {
+                    // Closed, by the peer or because it does not read: the tunnel says why.
+                    break tunnel.closed().await;
                 }
             }
             _ = summary.tick() => {

@@ -55,6 +55,18 @@ impl ControlSender {
         }
     }
 
+    /// Queues a message whose loss is harmless (UDP_CLOSE: the peer's idle timer ends the
+    /// session anyway) without waiting; `Ok(false)` when the queue is full and it was dropped.
+    /// A burst of them (thousands of sessions expiring at once) must not end the tunnel; a peer
+    /// that does not read still is ended by the next PING, which must be delivered.
+    pub(super) fn send_or_drop(&self, message: ControlMessage) -> Result<bool, ControlMessage> {
+        match self.queue.try_send(message) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(message)) => Err(message),
+        }
+    }
+
     /// Why we closed the tunnel, if we closed it because the peer did not read.
     pub(super) fn local_reason(&self) -> Option<String> {
         self.local_reason.get().cloned()

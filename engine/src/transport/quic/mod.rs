@@ -220,7 +220,11 @@ impl QuicHandle {
                     frame_type: FrameType::UdpClose,
                     payload: Bytes::copy_from_slice(&session.to_be_bytes()),
                 };
-                return self.control.send(message).map_err(|_| UdpSendError::Closed);
+                return match self.control.send_or_drop(message) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(UdpSendError::Full),
+                    Err(_) => Err(UdpSendError::Closed),
+                };
             }
         };
         // quinn silently drops the oldest queued datagram when its buffer is full; check first
