@@ -193,7 +193,14 @@ pub struct EdgeArgs {
     pub edge_id: Option<String>,
     /// This edge's secret (needed unless a token gives it). A flag's value is visible to every
     /// local user in `ps`: prefer --secret-file.
-    #[arg(long, env = ev::SECRET, hide_env_values = true, conflicts_with = "secret_file")]
+    // A generated secret may start with `-`: it is the value, not a flag.
+    #[arg(
+        long,
+        env = ev::SECRET,
+        hide_env_values = true,
+        conflicts_with = "secret_file",
+        allow_hyphen_values = true
+    )]
     pub secret: Option<String>,
     /// File holding this edge's secret.
     #[arg(long, env = ev::SECRET_FILE, value_name = "FILE")]
@@ -248,8 +255,8 @@ pub enum TokenCommand {
         /// Edge id.
         #[arg(long)]
         edge_id: String,
-        /// Edge secret.
-        #[arg(long)]
+        /// Edge secret (a generated one may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         secret: String,
         /// SHA-256 fingerprint of the hub certificate (from the hub's status), to pin it.
         #[arg(long, alias = "cert-sha256")]
