@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::forward::{self, ForwardContext};
 use super::grant::PortGrant;
-use super::stream_cap::StreamCap;
+use super::stream_cap::{Admission, StreamCap};
 use super::{Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
@@ -132,23 +132,37 @@ pub(crate) async fn run(session: HubSession) -> String {
                 Some((stream, _)) if hub_draining => stream.abort(),
                 // Also while this session drains: the edge may not have seen its new connection yet.
                 Some((stream, open)) => {
-                    let context = context.clone();
                     // Ends with the session, or alone to give its share to another edge.
                     let stop = streams_cancel.child_token();
-                    let (stream_cap, holding, warnings) =
-                        (stream_cap.clone(), holding.clone(), warnings.clone());
-                    tasks.spawn(async move {
-                        let settings = &context.settings;
-                        let permit = stream_cap
-                            .admit(&settings.forwarding_budget, &settings.holders, &holding, stop.clone())
-                            .await;
-                        let Some(_permit) = permit else {
-                            crate::limited_warn!(warnings, edge_id = %context.edge_id, max = stream_cap.max(), "stream refused: the edge is at its stream cap, or the hub at its budget and the edge at its fair share");
+                    let context = context.clone();
+                    match stream_cap.try_admit(&settings.forwarding_budget, &holding, &stop) {
+                        Admission::Now(permit) => {
+                            tasks.spawn(async move {
+                                let _permit = permit;
+                                forward::forward(stream, open, context, stop).await;
+                            });
+                        }
+                        Admission::Refused => {
+                            crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge is at its stream cap");
                             stream.abort();
-                            return;
-                        };
-                        forward::forward(stream, open, context.clone(), stop).await;
-                    });
+                        }
+                        Admission::BudgetFull => {
+                            let (stream_cap, holding, warnings) =
+                                (stream_cap.clone(), holding.clone(), warnings.clone());
+                            tasks.spawn(async move {
+                                let settings = &context.settings;
+                                let permit = stream_cap
+                                    .admit(&settings.forwarding_budget, &settings.holders, &holding, stop.clone())
+                                    .await;
+                                let Some(_permit) = permit else {
+                                    crate::limited_warn!(warnings, edge_id = %context.edge_id, "stream refused: the hub is at its budget and the edge at its fair share");
+                                    stream.abort();
+                                    return;
+                                };
+                                forward::forward(stream, open, context.clone(), stop).await;
+                            });
+                        }
+                    }
                 }
                 None => break tunnel.closed().await,
             },

@@ -55,6 +55,27 @@ impl StreamCap {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// A permit for one more stream that `reset` ends, at once when the edge is under its cap
+    /// and the hub's budget has room (no task or wait needed for the common case).
+    pub(crate) fn try_admit(
+        self: &Arc<Self>,
+        budget: &DescriptorBudget,
+        holding: &Arc<Holding>,
+        reset: &CancellationToken,
+    ) -> Admission {
+        if !self.take_slot() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Admission::Refused;
+        }
+        match budget.try_take() {
+            Some(permit) => Admission::Now(self.permit(permit, holding, reset.clone())),
+            None => {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                Admission::BudgetFull
+            }
+        }
+    }
+
     /// A permit for one more stream that `reset` ends, or `None` (counted) when the edge is at
     /// its cap, or the hub's budget is full and no other edge over its fair share gives one back
     /// within [`RECLAIM_PATIENCE`].
@@ -65,14 +86,7 @@ impl StreamCap {
         holding: &Arc<Holding>,
         reset: CancellationToken,
     ) -> Option<StreamPermit> {
-        let max = self.max();
-        let under_cap = self
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |active| {
-                (active < max).then_some(active + 1)
-            })
-            .is_ok();
-        if !under_cap {
+        if !self.take_slot() {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -82,11 +96,7 @@ impl StreamCap {
             })
             .await;
         match permit {
-            Some(permit) => Some(StreamPermit {
-                cap: self.clone(),
-                _budget: permit,
-                _held: holding.hold_stream(reset),
-            }),
+            Some(permit) => Some(self.permit(permit, holding, reset)),
             None => {
                 self.active.fetch_sub(1, Ordering::AcqRel);
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -94,6 +104,39 @@ impl StreamCap {
             }
         }
     }
+
+    /// One more active stream, if under the cap.
+    fn take_slot(&self) -> bool {
+        let max = self.max();
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |active| {
+                (active < max).then_some(active + 1)
+            })
+            .is_ok()
+    }
+
+    fn permit(
+        self: &Arc<Self>,
+        budget: BudgetPermit,
+        holding: &Arc<Holding>,
+        reset: CancellationToken,
+    ) -> StreamPermit {
+        StreamPermit {
+            cap: self.clone(),
+            _budget: budget,
+            _held: holding.hold_stream(reset),
+        }
+    }
+}
+
+/// What [`StreamCap::try_admit`] decided.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Now(StreamPermit),
+    /// The edge is at its cap (counted).
+    Refused,
+    /// The hub's budget is full: [`StreamCap::admit`] may get a share back from another edge.
+    BudgetFull,
 }
 
 #[cfg(test)]

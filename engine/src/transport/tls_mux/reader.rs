@@ -51,6 +51,11 @@ where
 {
     let reason = 'tunnel: loop {
         loop {
+            // Each frame is a unit of this task's budget: a peer that never stops sending
+            // (thousands of frames in each read) must not keep the thread from the tasks this
+            // one feeds, above all the session that takes its streams and control messages. With
+            // a budget per read only, a flood of OPENs left the session about 1 % of one thread.
+            tokio::task::consume_budget().await;
             match frame::decode(&mut buf) {
                 Ok(Some(frame)) => {
                     if let Err(error) = dispatch(&shared, &incoming, frame) {
