@@ -51,6 +51,7 @@ pub(crate) mod service;
 pub(crate) mod shutdown;
 pub mod source_key;
 pub mod state_dir;
+pub(crate) mod status_fields;
 pub mod stun;
 mod sync;
 pub(crate) mod telemetry;

@@ -31,7 +31,7 @@ use crate::firewall::exemption::{self, Exemption};
 use crate::firewall::netlink::{Applier, FirewallError};
 use crate::firewall::snapshot::{self, Snapshot};
 use crate::firewall::{digest, ruleset};
-use crate::hub::{count, unix_ms};
+use crate::status_fields::{count, unix_ms};
 use crate::transport::handshake::FirewallReport;
 
 /// What the hub asked for last: `None` until the first configuration arrives.

@@ -19,7 +19,7 @@ pub mod stream_cap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use remoteingress_ipc_schema::{
     ConnectedEdgeFirewallStatus, ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent,
@@ -39,6 +39,7 @@ use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::service::ServiceError;
 use crate::shutdown::StopTokens;
+use crate::status_fields::{count, unix_ms, wide};
 use crate::tls::{HubIdentity, TlsError};
 use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
 use crate::transport::login::{self, ChannelBinding, LoginProof};
@@ -837,21 +838,4 @@ fn set_udp_cap(udp_stats: &UdpStats, allowed: &AllowedEdgeSettings) {
         u64::from(allowed.limits.max_udp_sessions),
         std::sync::atomic::Ordering::Relaxed,
     );
-}
-
-fn wide(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-/// `n` as a u32 count, saturating.
-pub(crate) fn count(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
