@@ -114,20 +114,11 @@ struct PendingLogin {
     outcome: Outcome,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Progress {
     stage: Stage,
     /// The edge id its hello claims, once read.
     edge_id: Option<String>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            stage: Stage::Connected,
-            edge_id: None,
-        }
-    }
 }
 
 impl PendingLogin {

@@ -29,9 +29,10 @@ pub const MAX_PENDING_PER_SOURCE: u32 = 16;
 pub const MAX_PENDING_TOTAL: usize = 1024;
 
 /// How far a pending connection has come; the lower, the sooner it makes way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     /// Connected; no complete TLS ClientHello yet.
+    #[default]
     Connected,
     /// Its transport handshake started (a ClientHello, a validated QUIC Initial) and the login
     /// is not decided yet.

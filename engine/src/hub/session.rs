@@ -135,34 +135,32 @@ pub(crate) async fn run(session: HubSession) -> String {
                     // Ends with the session, or alone to give its share to another edge.
                     let stop = streams_cancel.child_token();
                     let context = context.clone();
-                    match stream_cap.try_admit(&settings.forwarding_budget, &holding, &stop) {
-                        Admission::Now(permit) => {
-                            tasks.spawn(async move {
-                                let _permit = permit;
-                                forward::forward(stream, open, context, stop).await;
-                            });
-                        }
-                        Admission::Refused => {
-                            crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge is at its stream cap");
-                            stream.abort();
-                        }
-                        Admission::BudgetFull => {
-                            let (stream_cap, holding, warnings) =
-                                (stream_cap.clone(), holding.clone(), warnings.clone());
-                            tasks.spawn(async move {
-                                let settings = &context.settings;
-                                let permit = stream_cap
-                                    .admit(&settings.forwarding_budget, &settings.holders, &holding, stop.clone())
-                                    .await;
-                                let Some(_permit) = permit else {
-                                    crate::limited_warn!(warnings, edge_id = %context.edge_id, "stream refused: the hub is at its budget and the edge at its fair share");
-                                    stream.abort();
-                                    return;
-                                };
-                                forward::forward(stream, open, context.clone(), stop).await;
-                            });
-                        }
+                    let admission = stream_cap.try_admit(&settings.forwarding_budget, &holding, &stop);
+                    if let Admission::Refused = admission {
+                        crate::limited_warn!(warnings, %edge_id, max = stream_cap.max(), "stream refused: the edge is at its stream cap");
+                        stream.abort();
+                        continue;
                     }
+                    let (stream_cap, holding, warnings) =
+                        (stream_cap.clone(), holding.clone(), warnings.clone());
+                    tasks.spawn(async move {
+                        let permit = match admission {
+                            Admission::Now(permit) => Some(permit),
+                            // The budget is full: wait for a share from an edge over its own.
+                            _ => {
+                                let settings = &context.settings;
+                                stream_cap
+                                    .admit(&settings.forwarding_budget, &settings.holders, &holding, stop.clone())
+                                    .await
+                            }
+                        };
+                        let Some(_permit) = permit else {
+                            crate::limited_warn!(warnings, edge_id = %context.edge_id, "stream refused: the hub is at its budget and the edge at its fair share");
+                            stream.abort();
+                            return;
+                        };
+                        forward::forward(stream, open, context.clone(), stop).await;
+                    });
                 }
                 None => break tunnel.closed().await,
             },

@@ -207,29 +207,21 @@ impl HubUdp {
         {
             return Some(permit);
         }
-        let (id, value) = self.table.pop_lru()?;
-        self.close_evicted(vec![Evicted {
-            id,
-            value,
-            reason: Eviction::Capacity,
-        }]);
+        self.give_back(1);
         settings.udp_budget.try_take()
     }
 
     /// Closes up to `count` least recently used sessions: their shares go to edges within their
     /// fair share that wait for one.
     pub(crate) fn give_back(&mut self, count: usize) {
-        let mut evicted = Vec::new();
-        for _ in 0..count {
-            let Some((id, value)) = self.table.pop_lru() else {
-                break;
-            };
-            evicted.push(Evicted {
+        let evicted = std::iter::from_fn(|| self.table.pop_lru())
+            .take(count)
+            .map(|(id, value)| Evicted {
                 id,
                 value,
                 reason: Eviction::Capacity,
-            });
-        }
+            })
+            .collect();
         self.close_evicted(evicted);
     }
 

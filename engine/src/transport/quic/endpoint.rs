@@ -8,7 +8,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{TransportConfig, VarInt};
 
-use super::{INITIAL_CONCURRENT_STREAMS, STREAM_LIMIT_HEADROOM};
+use super::{stream_ceiling, INITIAL_CONCURRENT_STREAMS};
 use crate::config::PerformanceSettings;
 
 /// Why QUIC could not be set up.
@@ -94,7 +94,7 @@ fn pre_login_transport_config(performance: &PerformanceSettings) -> TransportCon
 }
 
 /// Grants a logged-in peer the windows of `performance` and up to `max_streams` streams at once
-/// besides its control stream and [`STREAM_LIMIT_HEADROOM`] (quinn sends the new limits at
+/// besides its control stream and [`super::STREAM_LIMIT_HEADROOM`] (quinn sends the new limits at
 /// once).
 pub fn open_after_login(
     connection: &quinn::Connection,
@@ -104,9 +104,7 @@ pub fn open_after_login(
     let parameters = TransportParameters::from(performance);
     connection
         .set_receive_window(VarInt::from_u64(parameters.connection_window).unwrap_or(VarInt::MAX));
-    let streams = u32::try_from(max_streams.saturating_add(1 + u64::from(STREAM_LIMIT_HEADROOM)))
-        .unwrap_or(u32::MAX)
-        .clamp(1, INITIAL_CONCURRENT_STREAMS);
+    let streams = stream_ceiling(max_streams).min(INITIAL_CONCURRENT_STREAMS);
     connection.set_max_concurrent_bi_streams(VarInt::from_u32(streams));
     connection.set_max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS));
 }

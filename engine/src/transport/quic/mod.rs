@@ -272,10 +272,8 @@ impl QuicHandle {
     /// [`STREAM_LIMIT_HEADROOM`] count too. quinn cannot take back a limit it has granted, so a
     /// lower ceiling holds the limit where it is.
     pub fn cap_streams(&self, max: u64) {
-        let max = u32::try_from(max.saturating_add(1 + u64::from(STREAM_LIMIT_HEADROOM)))
-            .unwrap_or(u32::MAX)
-            .clamp(1, MAX_CONCURRENT_STREAMS);
-        self.stream_ceiling.store(max, Ordering::Relaxed);
+        self.stream_ceiling
+            .store(stream_ceiling(max), Ordering::Relaxed);
     }
 
     pub fn close(&self) {
@@ -313,6 +311,14 @@ fn describe_close(error: quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => "QUIC idle timeout (peer unreachable)".to_owned(),
         other => format!("QUIC connection lost: {other}"),
     }
+}
+
+/// The most bidirectional streams a peer with a cap of `max_streams` may have open: its streams,
+/// the control stream and [`STREAM_LIMIT_HEADROOM`], at most [`MAX_CONCURRENT_STREAMS`].
+fn stream_ceiling(max_streams: u64) -> u32 {
+    u32::try_from(max_streams.saturating_add(1 + u64::from(STREAM_LIMIT_HEADROOM)))
+        .unwrap_or(u32::MAX)
+        .min(MAX_CONCURRENT_STREAMS)
 }
 
 /// The peer's concurrent stream limit: raised by a quarter whenever the open streams (those
