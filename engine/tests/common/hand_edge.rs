@@ -128,18 +128,7 @@ pub async fn login(
         })
     } else {
         let (endpoint, connection) = quic_connect(port).await;
-        let binding = ChannelBinding::from_quic(&connection).unwrap();
-        let (send, recv) = connection.open_bi().await.unwrap();
-        let mut control = tokio::io::join(recv, send);
-        let mut buffer = BytesMut::new();
-        let reply = exchange(
-            &mut control,
-            &hello_line(&binding, edge_id, secret),
-            &mut buffer,
-        )
-        .await?;
-        check_accepted(&reply, &binding, edge_id, secret)?;
-        let (recv, send) = control.into_inner();
+        let (send, recv, buffer) = quic_hello(&connection, edge_id, secret).await?;
         let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, buffer, QuicSide::Edge);
         Ok(HandEdge {
             tunnel,
@@ -168,7 +157,20 @@ pub async fn quic_login_raw(
         ..PerformanceSettings::default()
     };
     let (endpoint, connection) = quic_connect_with(port, &performance).await;
-    let binding = ChannelBinding::from_quic(&connection).unwrap();
+    let (send, recv, _) = quic_hello(&connection, edge_id, secret)
+        .await
+        .expect("login accepted");
+    (endpoint, connection, send, recv)
+}
+
+/// The login on a QUIC connection's control stream: the stream's two halves and the bytes read
+/// past the reply; `Err` holds the hub's reply (or why there was none) when it was refused.
+async fn quic_hello(
+    connection: &quinn::Connection,
+    edge_id: &str,
+    secret: &str,
+) -> Result<(quinn::SendStream, quinn::RecvStream, BytesMut), String> {
+    let binding = ChannelBinding::from_quic(connection).unwrap();
     let (send, recv) = connection.open_bi().await.unwrap();
     let mut control = tokio::io::join(recv, send);
     let mut buffer = BytesMut::new();
@@ -177,11 +179,10 @@ pub async fn quic_login_raw(
         &hello_line(&binding, edge_id, secret),
         &mut buffer,
     )
-    .await
-    .expect("a reply");
-    check_accepted(&reply, &binding, edge_id, secret).expect("login accepted");
+    .await?;
+    check_accepted(&reply, &binding, edge_id, secret)?;
     let (recv, send) = control.into_inner();
-    (endpoint, connection, send, recv)
+    Ok((send, recv, buffer))
 }
 
 /// A TLS login as `edge_id` that stops there: the TLS stream, no tunnel tasks, so the test
