@@ -118,7 +118,8 @@ pub enum TransportModeArg {
     QuicWithFallback,
 }
 
-#[derive(Debug, Args)]
+/// `Default` so that `token issue` can read the hub's files the way the hub does.
+#[derive(Debug, Default, Args)]
 pub struct HubArgs {
     /// TOML file with the hub's settings (`[hub]`, the IPC config's keys) and its allowed edges
     /// (`[[edges]]`); flags and variables override it. Re-read on SIGHUP.
@@ -262,24 +263,31 @@ pub enum TokenCommand {
         #[arg(long, alias = "cert-sha256")]
         hub_cert_sha256: Option<String>,
     },
-    /// Print the token of an allowed edge, from the hub's side: its secret from the edges file,
-    /// the fingerprint from the hub's state directory.
+    /// Print the token of an allowed edge, from the hub's side. It reads the hub's own settings
+    /// (--config / REMOTEINGRESS_CONFIG, --edges / REMOTEINGRESS_EDGES_FILE, the state directory
+    /// and the tunnel port) the way `hub` does: the secret comes from the edges, the fingerprint
+    /// from the hub's identity in the state directory.
     Issue {
+        /// The hub's TOML file: its `[[edges]]`, `stateDir` and `tunnelPort` are used.
+        #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
+        /// The hub's edges file (an array of TAllowedEdge); wins over the `[[edges]]` of --config.
+        #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
+        edges: Option<PathBuf>,
         /// The hub's state directory (as given to `hub --state-dir`; same default).
         #[arg(long, env = ev::STATE_DIR, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// The hub's edges file (an array of TAllowedEdge).
-        #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
-        edges: PathBuf,
         /// The edge to issue a token for.
         #[arg(long)]
         edge_id: String,
         /// Hub host name or address, as the edge will reach it.
         #[arg(long)]
         hub_host: String,
-        /// Hub tunnel port.
-        #[arg(long, default_value_t = 8443)]
-        hub_port: u16,
+        /// The port the edge connects to. Default: the hub's tunnel port
+        /// (REMOTEINGRESS_TUNNEL_PORT, else `tunnelPort` of --config, else 8443); set it when a
+        /// NAT or port forward puts the hub behind another port.
+        #[arg(long, env = ev::TUNNEL_PORT)]
+        hub_port: Option<u16>,
     },
     /// Decode a token and print its fields as JSON (the secret included).
     Decode {

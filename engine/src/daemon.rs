@@ -127,29 +127,38 @@ fn parse_edges(text: &str, origin: &str) -> Result<Vec<AllowedEdge>, DaemonError
         .map_err(|e| DaemonError::usage(format!("{origin}: {}: {}", e.path(), e.inner())))
 }
 
-/// The token of `edge_id` as the hub would hand it out: the secret from the edges file and the
-/// fingerprint of the identity in `state_dir` (which must exist: the hub made it).
+/// The token of `edge_id` as the hub would hand it out: the hub's settings and edges read as
+/// `hub` reads them (`hub`: --config, --edges, --state-dir, --tunnel-port), the secret from the
+/// edges and the fingerprint of the hub's certificate: --tls-cert's, else the identity in the
+/// state directory (which must exist: the hub made it). The token's port is the hub's tunnel port.
 pub fn issue_token(
-    state_dir: &Path,
-    edges: &Path,
+    hub: &HubArgs,
     edge_id: &str,
     hub_host: String,
-    hub_port: u16,
 ) -> Result<ConnectionToken, DaemonError> {
-    let edge = edges_file(edges)?
+    let (config, edges) = hub_setup(hub)?;
+    let origin = match (&hub.edges, &hub.config) {
+        (Some(path), _) | (None, Some(path)) => path.display().to_string(),
+        (None, None) => "the hub's configuration (give --config or --edges)".to_owned(),
+    };
+    let edge = edges
         .into_iter()
         .find(|edge| edge.id == edge_id)
-        .ok_or_else(|| {
-            DaemonError::usage(format!("{} has no edge {edge_id:?}", edges.display()))
-        })?;
-    let identity = crate::state_dir::load(state_dir)
-        .and_then(|found| {
-            found.ok_or_else(|| crate::state_dir::StateError::Missing(state_dir.to_owned()))
-        })
-        .map_err(|e| DaemonError::usage(e.to_string()))?;
+        .ok_or_else(|| DaemonError::usage(format!("{origin} has no edge {edge_id:?}")))?;
+    // The identity the hub serves: its --tls-cert if it has one, else the one it keeps.
+    let identity = match &config.tls {
+        Some(tls) => crate::tls::HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())
+            .map_err(|e| DaemonError::usage(e.to_string()))?,
+        None => {
+            let state_dir = std::path::PathBuf::from(config.state_dir.unwrap_or_default());
+            crate::state_dir::load(&state_dir)
+                .and_then(|found| found.ok_or(crate::state_dir::StateError::Missing(state_dir)))
+                .map_err(|e| DaemonError::usage(e.to_string()))?
+        }
+    };
     Ok(ConnectionToken {
         hub_host,
-        hub_port,
+        hub_port: config.tunnel_port,
         edge_id: edge.id,
         secret: edge.secret,
         hub_cert_sha256: Some(identity.fingerprint),

@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use remoteingress::cli::{self, env_vars, Cli, Command, LogFormat, SecretCommand, TokenCommand};
+use remoteingress::cli::{
+    self, env_vars, Cli, Command, HubArgs, LogFormat, SecretCommand, TokenCommand,
+};
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, fd_limit, ipc};
 
@@ -168,14 +170,21 @@ fn token(command: TokenCommand) -> ExitCode {
             hub_cert_sha256,
         }),
         TokenCommand::Issue {
-            state_dir,
+            config,
             edges,
+            state_dir,
             edge_id,
             hub_host,
             hub_port,
         } => {
-            let state_dir = state_dir.unwrap_or_else(remoteingress::state_dir::default_dir);
-            match daemon::issue_token(&state_dir, &edges, &edge_id, hub_host, hub_port) {
+            let hub = HubArgs {
+                config,
+                edges,
+                state_dir,
+                tunnel_port: hub_port,
+                ..HubArgs::default()
+            };
+            match daemon::issue_token(&hub, &edge_id, hub_host) {
                 Ok(token) => print_token(token),
                 Err(error) => {
                     eprintln!("remoteingress-bin: cannot issue a token: {error}");

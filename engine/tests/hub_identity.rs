@@ -179,6 +179,80 @@ fn hub_json_announces_its_port_and_fingerprint_and_token_issue_uses_them() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn token_issue_reads_the_hubs_toml_file_like_the_hub() {
+    let dir = temp_dir("issue-toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let config = dir.join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hub]\ntunnelPort = 9555\nstateDir = {:?}\n\n[[edges]]\nid = \"edge-t\"\n\
+             secret = \"secret-t-0123456789\"\nlistenPorts = [443]\n",
+            state.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    // The hub makes its identity in the file's stateDir (the flag moves it off port 9555).
+    let (mut child, started) =
+        cli_hub(&["--config", &config.to_string_lossy(), "--tunnel-port", "0"]);
+    let fingerprint = started["data"]["certSha256"].as_str().unwrap().to_owned();
+    // SAFETY: kill(2) on the PID of our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+
+    let issue = |args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(common::binary())
+            .args([
+                "token",
+                "issue",
+                "--edge-id",
+                "edge-t",
+                "--hub-host",
+                "hub.example.com",
+            ])
+            .args(args)
+            .env_remove("REMOTEINGRESS_TUNNEL_PORT")
+            .env_remove("REMOTEINGRESS_STATE_DIR")
+            .env_remove("REMOTEINGRESS_EDGES_FILE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let token = String::from_utf8(output.stdout).unwrap();
+        let decoded = Command::new(common::binary())
+            .args(["token", "decode", token.trim()])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&decoded.stdout).unwrap()
+    };
+    let path = config.to_string_lossy().into_owned();
+    for decoded in [
+        issue(&["--config", &path], &[]),
+        issue(&[], &[("REMOTEINGRESS_CONFIG", &path)]),
+    ] {
+        assert_eq!(decoded["hubPort"], 9555, "the file's tunnelPort, not 8443");
+        assert_eq!(decoded["secret"], "secret-t-0123456789");
+        assert_eq!(
+            decoded["hubCertSha256"],
+            fingerprint.as_str(),
+            "the file's stateDir"
+        );
+    }
+    let forwarded = issue(
+        &["--config", &path],
+        &[("REMOTEINGRESS_TUNNEL_PORT", "7443")],
+    );
+    assert_eq!(
+        forwarded["hubPort"], 7443,
+        "the variable wins, as for the hub"
+    );
+    let explicit = issue(&["--config", &path, "--hub-port", "443"], &[]);
+    assert_eq!(explicit["hubPort"], 443);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A CA and a hub certificate it signed for `name`, as PEM (ca, cert, key).
 fn ca_and_hub_cert(name: &str) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
