@@ -21,7 +21,24 @@ pub(crate) struct ConfigFile {
 pub(crate) fn load(path: &Path) -> Result<ConfigFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    let file = parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+    if file.holds_secrets() {
+        crate::secret_files::warn_if_exposed(path);
+    }
+    Ok(file)
+}
+
+impl ConfigFile {
+    /// Whether the file holds a secret: edges (their secrets), the hub's TLS key, or the edge's
+    /// token or secret.
+    fn holds_secrets(&self) -> bool {
+        let hub_key = self.hub.as_ref().is_some_and(|hub| hub.tls.is_some());
+        let edge_secret = self
+            .edge
+            .as_ref()
+            .is_some_and(|edge| edge.token.is_some() || edge.secret.is_some());
+        hub_key || edge_secret || self.edges.as_ref().is_some_and(|edges| !edges.is_empty())
+    }
 }
 
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.

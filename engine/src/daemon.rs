@@ -52,7 +52,7 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(TlsConfig {
             cert_pem: read_text(cert)?,
-            key_pem: Secret::new(read_text(key)?),
+            key_pem: Secret::new(read_secret_text(key)?),
         });
     }
     if let Some(json) = &args.performance_json {
@@ -118,7 +118,7 @@ fn hub_setup(args: &HubArgs) -> Result<(HubConfig, Vec<AllowedEdge>), DaemonErro
 }
 
 fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
-    parse_edges(&read_text(path)?, &path.display().to_string())
+    parse_edges(&read_secret_text(path)?, &path.display().to_string())
 }
 
 fn parse_edges(text: &str, origin: &str) -> Result<Vec<AllowedEdge>, DaemonError> {
@@ -237,8 +237,18 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
 }
 
 /// A secret or token kept in a file: its content without the trailing newline.
+/// A file holding one secret (a token, an edge secret), without its line end.
 fn read_secret(path: &Path) -> Result<String, DaemonError> {
-    Ok(read_text(path)?.trim_end_matches(['\n', '\r']).to_owned())
+    Ok(read_secret_text(path)?
+        .trim_end_matches(['\n', '\r'])
+        .to_owned())
+}
+
+/// A file holding secrets; warns when every local user can read it.
+fn read_secret_text(path: &Path) -> Result<String, DaemonError> {
+    let text = read_text(path)?;
+    crate::secret_files::warn_if_exposed(path);
+    Ok(text)
 }
 
 fn read_text(path: &Path) -> Result<String, DaemonError> {

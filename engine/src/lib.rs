@@ -47,6 +47,7 @@ pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;
 pub mod reported;
+mod secret_files;
 pub(crate) mod service;
 pub(crate) mod shutdown;
 pub mod source_key;
