@@ -272,11 +272,12 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         service.stop().await;
         return Err(DaemonError::usage(error.message));
     }
-    wait_for_termination(|| {
+    wait_for_termination(serving, || {
         let service = service.clone();
         // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
         // streams); other settings of the file take effect at the next start. A file that does
         // not check out changes nothing.
+        crate::systemd::reloading();
         let reload = match config_file(args.config.as_deref())
             .and_then(|file| allowed_edges(&args, file.edges))
         {
@@ -298,6 +299,7 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
                     Err(error) => tracing::error!(%error, "SIGHUP: edges not reloaded"),
                 }
             }
+            crate::systemd::ready("serving");
         }
     })
     .await;
@@ -317,7 +319,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
     announce(&service, args.json).await;
-    wait_for_termination(|| async {}).await;
+    wait_for_termination(serving, || async {}).await;
     stop(&service).await;
     drop(service);
     let _ = printer.await;
@@ -326,6 +328,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
 
 /// Stops the service gracefully; a second SIGTERM/SIGINT meanwhile cuts the grace short.
 pub async fn stop(service: &Service) {
+    crate::systemd::stopping();
     let stopping = service.stop();
     tokio::pin!(stopping);
     tokio::select! {
@@ -374,8 +377,9 @@ async fn print_events(mut rx: tokio::sync::mpsc::Receiver<Event>, json: bool) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; calls `on_hangup` for each SIGHUP.
-async fn wait_for_termination<F, Fut>(mut on_hangup: F)
+/// Waits for SIGTERM or SIGINT; calls `on_hangup` for each SIGHUP. `on_listening` runs once the
+/// handlers are installed (a SIGHUP before that would end the process).
+async fn wait_for_termination<F, Fut>(on_listening: impl FnOnce(), mut on_hangup: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -386,9 +390,11 @@ where
         signal(SignalKind::hangup()),
     ) else {
         tracing::warn!("cannot install signal handlers; stopping on Ctrl-C only");
+        on_listening();
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
+    on_listening();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -401,5 +407,10 @@ where
 
 /// Resolves on SIGTERM or SIGINT (management mode's shutdown trigger).
 pub async fn termination_signal() {
-    wait_for_termination(|| async {}).await;
+    wait_for_termination(|| {}, || async {}).await;
+}
+
+/// The role serves: tell systemd (`Type=notify`).
+fn serving() {
+    crate::systemd::ready("serving");
 }

@@ -55,6 +55,7 @@ pub mod state_dir;
 pub(crate) mod status_fields;
 pub mod stun;
 mod sync;
+mod systemd;
 pub(crate) mod telemetry;
 pub mod tls;
 pub mod token;
