@@ -23,7 +23,7 @@ pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-fn send(states: &[NotifyState]) {
+fn send(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "cannot notify systemd (NOTIFY_SOCKET)");
     }
