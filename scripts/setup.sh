@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: python3 (second-language IPC driver), iproute2 (network
 # namespaces), nftables (edge firewall; `nft` reads the kernel back in tests, never used at run
 # time), util-linux (setpriv and nsenter for the firewall tests), haproxy (real PROXY-protocol
-# consumer), procps (RSS), systemd (systemd-analyze verify of the units in deploy/).
+# consumer), procps (RSS), systemd (systemd-analyze verify and systemd-sysusers for the documented
+# install, tests/deploy/install.py).
 APT_PACKAGES=(python3 iproute2 nftables util-linux haproxy procps ca-certificates systemd)
 
 missing=()

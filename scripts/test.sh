@@ -55,8 +55,8 @@ python3 tests/metrics/scrape.py
 step "TOML config files: start from files, SIGHUP reloads under a live transfer, invalid files refused"
 python3 tests/config/toml_files.py
 
-step "systemd units: systemd-analyze verify, and the binary run as they run it (user, capabilities, limits)"
-python3 tests/deploy/units.py
+step "the install of docs/operations.md run literally as root (overlays, systemd-sysusers, systemd-analyze verify, units run as systemd runs them, Type=notify, reload)"
+python3 tests/deploy/install.py
 
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py

@@ -151,8 +151,7 @@ pub fn issue_token(
             .map_err(|e| DaemonError::usage(e.to_string()))?,
         None => {
             let state_dir = std::path::PathBuf::from(config.state_dir.unwrap_or_default());
-            crate::state_dir::load(&state_dir)
-                .and_then(|found| found.ok_or(crate::state_dir::StateError::Missing(state_dir)))
+            crate::state_dir::load_to_read(&state_dir)
                 .map_err(|e| DaemonError::usage(e.to_string()))?
         }
     };

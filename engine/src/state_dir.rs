@@ -92,7 +92,17 @@ fn effective_uid() -> u32 {
 }
 
 /// Refuses a directory that another user owns or that group or others may write.
-fn check_private(dir: &Path) -> Result<(), StateError> {
+/// Who may own the state directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// This process's user: the hub serves with what it finds there.
+    Me,
+    /// Any user: `token issue` only reads the fingerprint, and root runs it on the directory
+    /// of the service user the hub runs as.
+    Anyone,
+}
+
+fn check_private(dir: &Path, owner: Owner) -> Result<(), StateError> {
     let metadata = std::fs::metadata(dir).map_err(|source| StateError::Read {
         path: dir.to_owned(),
         source,
@@ -101,7 +111,7 @@ fn check_private(dir: &Path) -> Result<(), StateError> {
     let mode = metadata.permissions().mode();
     let problem = if !metadata.is_dir() {
         Some("is not a directory".to_owned())
-    } else if metadata.uid() != euid {
+    } else if owner == Owner::Me && metadata.uid() != euid {
         Some(format!("is owned by uid {}", metadata.uid()))
     } else if mode & 0o022 != 0 {
         Some(format!(
@@ -134,7 +144,7 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
             path: dir.to_owned(),
             source,
         })?;
-    check_private(dir)?;
+    check_private(dir, Owner::Me)?;
     let (cert_pem, key_pem) = HubIdentity::generate_pem()?;
     let path = dir.join(IDENTITY_FILE);
     let temporary = dir.join(format!(
@@ -165,10 +175,20 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
 
 /// The identity in `dir`, or `None` when there is none yet (`dir` itself may be missing).
 pub fn load(dir: &Path) -> Result<Option<HubIdentity>, StateError> {
+    load_owned_by(dir, Owner::Me)
+}
+
+/// The identity in `dir` to read its fingerprint (`token issue`), whoever owns `dir`; it must
+/// exist and still not be writable by group or others.
+pub fn load_to_read(dir: &Path) -> Result<HubIdentity, StateError> {
+    load_owned_by(dir, Owner::Anyone)?.ok_or_else(|| StateError::Missing(dir.to_owned()))
+}
+
+fn load_owned_by(dir: &Path, owner: Owner) -> Result<Option<HubIdentity>, StateError> {
     if !dir.exists() {
         return Ok(None);
     }
-    check_private(dir)?;
+    check_private(dir, owner)?;
     let path = dir.join(IDENTITY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
