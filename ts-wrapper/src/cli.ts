@@ -6,7 +6,8 @@
 // subcommand is given. SIGINT/SIGTERM stop the role cleanly; a hub re-reads `--edges FILE` on
 // SIGHUP.
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { parseArgs, promisify } from 'node:util';
 
@@ -72,6 +73,9 @@ const USAGE = `Usage:
   remoteingress token encode --hub-host H [--hub-port 8443] --edge-id ID --secret S
                      [--hub-cert-sha256 HEX]
   remoteingress token decode TOKEN
+  remoteingress token issue (--edges FILE.json | --config FILE.toml) --edge-id ID --hub-host H
+                     [--hub-port P] [--state-dir DIR]
+  remoteingress secret new
   remoteingress schema | --version
 
 Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role. Every hub/edge flag can also be
@@ -86,6 +90,27 @@ class UsageError extends Error {}
 const PACKAGE_VERSION = (
   JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 ).version;
+
+/**
+ * Runs the binary's own subcommand (`token issue`, `secret new`): it reads the hub's files and
+ * state directory itself, so they are not reimplemented here. Its stdout and stderr are passed
+ * on; resolves with its exit status.
+ */
+async function passToBinary(
+  args: string[],
+  options: IRunCliOptions,
+  env: NodeJS.ProcessEnv,
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<number> {
+  const binary = await findBinary(options.wrapper?.binaryPath);
+  if (binary === null) throw new Error(`${BINARY_NAME} not found`);
+  const child = spawn(binary, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (chunk: Buffer) => out.write(chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => err.write(chunk.toString()));
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  return code ?? (signal === null ? 1 : 128);
+}
 
 /** What the binary prints for `args` (`schema`, `--version`). */
 async function fromBinary(args: string[], options: IRunCliOptions): Promise<string> {
@@ -438,7 +463,7 @@ function runToken(args: string[], out: NodeJS.WritableStream): number {
     out.write(`${token}\n`);
     return 0;
   }
-  throw new UsageError('token needs "encode" or "decode"');
+  throw new UsageError('token needs "encode", "decode" or "issue"');
 }
 
 /**
@@ -479,15 +504,18 @@ export async function runCli(argv: string[] = process.argv.slice(2), options: IR
         return await runRole('edge', plan, plan.json, options, out, err);
       }
       case 'token':
+        if (args[0] === 'issue') return await passToBinary(['token', ...args], options, env, out, err);
         return runToken(args, out);
+      case 'secret':
+        return await passToBinary(['secret', ...args], options, env, out, err);
       case 'schema':
         out.write(await fromBinary(['schema'], options));
         return 0;
       case undefined:
-        throw new UsageError(`nothing to do: give a subcommand (hub, edge, token, schema) or set ${ENV.MODE}=hub|edge`);
+        throw new UsageError(`nothing to do: give a subcommand (hub, edge, token, secret, schema) or set ${ENV.MODE}=hub|edge`);
       default:
         throw new UsageError(
-          `unknown ${env[ENV.MODE] !== undefined && argv[0] !== command ? `${ENV.MODE} ` : 'subcommand '}${JSON.stringify(command)}; expected hub, edge or token`,
+          `unknown ${env[ENV.MODE] !== undefined && argv[0] !== command ? `${ENV.MODE} ` : 'subcommand '}${JSON.stringify(command)}; expected hub, edge, token, secret or schema`,
         );
     }
     out.write(`${USAGE}\n`);

@@ -16,6 +16,7 @@ import {
   RemoteIngressEdge,
   RemoteIngressError,
   RemoteIngressHub,
+  decodeConnectionToken,
   encodeConnectionToken,
   findBinary,
   runCli,
@@ -204,9 +205,10 @@ describe('RemoteIngressEdge lifecycle', () => {
 });
 
 describe('remoteingress CLI', () => {
+  const output = (chunks: string[]) =>
+    ({ write: (chunk: string) => chunks.push(String(chunk)) }) as unknown as NodeJS.WritableStream;
+
   test('usage errors exit 64 with a clear message', { timeout: 10_000 }, async () => {
-    const output = (chunks: string[]) =>
-      ({ write: (chunk: string) => chunks.push(String(chunk)) }) as unknown as NodeJS.WritableStream;
     const err: string[] = [];
     assert.equal(await runCli([], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
     assert.match(err.join(''), /REMOTEINGRESS_MODE/);
@@ -280,6 +282,40 @@ describe('remoteingress CLI', () => {
     const out: string[] = [];
     assert.equal(await runCli(['token', 'decode', encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's-0123456789abcdef' })], { stdout: output(out) }), 0);
     assert.deepEqual(JSON.parse(out.join('')), { hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's-0123456789abcdef', hubCertSha256: null });
+  });
+
+  test('secret new and token issue come from the binary, reading the hub\'s TOML file', { timeout: 30_000 }, async () => {
+    const secretOut: string[] = [];
+    assert.equal(await runCli(['secret', 'new'], { env: {}, stdout: output(secretOut), stderr: output([]) }), 0);
+    const secret = secretOut.join('').trim();
+    assert.match(secret, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url');
+    const dir = mkdtempSync(path.join(tmpdir(), 'ri-cli-issue-'));
+    try {
+      const state = path.join(dir, 'state');
+      const config = path.join(dir, 'hub.toml');
+      writeFileSync(config, `[hub]\ntunnelPort = 9666\nstateDir = ${JSON.stringify(state)}\n\n[[edges]]\nid = "edge-cli"\nsecret = "${secret}"\n`, { mode: 0o640 });
+      // The hub makes its identity in the state directory; token issue pins it.
+      const hub = spawn(await binaryPath(), ['hub', '--config', config, '--tunnel-port', '0', '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const [line] = (await once(createInterface({ input: hub.stdout }), 'line')) as [string];
+      const fingerprint = (JSON.parse(line) as { data: { certSha256: string } }).data.certSha256;
+      hub.kill('SIGTERM');
+      await once(hub, 'exit');
+      const tokenOut: string[] = [];
+      const code = await runCli(['token', 'issue', '--edge-id', 'edge-cli', '--hub-host', 'hub.example.com'], {
+        env: { REMOTEINGRESS_CONFIG: config },
+        stdout: output(tokenOut),
+        stderr: output([]),
+      });
+      assert.equal(code, 0);
+      assert.deepEqual(decodeConnectionToken(tokenOut.join('').trim()), {
+        hubHost: 'hub.example.com', hubPort: 9666, edgeId: 'edge-cli', secret, hubCertSha256: fingerprint,
+      });
+      const err: string[] = [];
+      assert.equal(await runCli(['token', 'issue', '--edge-id', 'nobody', '--hub-host', 'h', '--config', config], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
+      assert.match(err.join(''), /no edge "nobody"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('REMOTEINGRESS_MODE=edge with a token runs in-process and stops on abort', { timeout: 30_000 }, async () => {
