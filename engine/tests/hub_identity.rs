@@ -153,12 +153,7 @@ fn hub_json_announces_its_port_and_fingerprint_and_token_issue_uses_them() {
     };
     let output = issue("edge-a");
     assert!(output.status.success(), "{output:?}");
-    let token = String::from_utf8(output.stdout).unwrap();
-    let decoded = Command::new(common::binary())
-        .args(["token", "decode", token.trim()])
-        .output()
-        .unwrap();
-    let decoded: Value = serde_json::from_slice(&decoded.stdout).unwrap();
+    let decoded = common::decode_token(&String::from_utf8(output.stdout).unwrap());
     assert_eq!(decoded["hubCertSha256"], fingerprint.as_str());
     assert_eq!(decoded["secret"], "secret-a-0123456789");
     assert_eq!(decoded["hubPort"], port);
@@ -181,8 +176,7 @@ fn hub_json_announces_its_port_and_fingerprint_and_token_issue_uses_them() {
 
 #[test]
 fn token_issue_reads_the_hubs_toml_file_like_the_hub() {
-    let dir = temp_dir("issue-toml");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("issue-toml");
     let state = dir.join("state");
     let config = dir.join("hub.toml");
     std::fs::write(
@@ -220,12 +214,7 @@ fn token_issue_reads_the_hubs_toml_file_like_the_hub() {
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
-        let token = String::from_utf8(output.stdout).unwrap();
-        let decoded = Command::new(common::binary())
-            .args(["token", "decode", token.trim()])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&decoded.stdout).unwrap()
+        common::decode_token(&String::from_utf8(output.stdout).unwrap())
     };
     let path = config.to_string_lossy().into_owned();
     for decoded in [

@@ -2,27 +2,19 @@
 //! binary warns, naming the file and its mode, when every local user can read one, and says
 //! nothing at the documented mode (0640).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 const WARNING: &str = "every local user can read it";
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ri-{name}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Runs the binary with `args` until its first event line (`--json`), stops it with SIGTERM
 /// and returns what it wrote to stderr.
 fn stderr_until_started(args: &[&str]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"));
+    let mut command = Command::new(common::binary());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("REMOTEINGRESS_") {
             command.env_remove(key);
@@ -60,7 +52,7 @@ fn chmod(path: &Path, mode: u32) {
 
 #[test]
 fn the_hub_warns_about_an_edges_file_or_config_file_everyone_can_read() {
-    let dir = temp_dir("secret-files-hub");
+    let dir = common::temp_dir("secret-files-hub");
     let state = dir.join("state");
     let edges = dir.join("edges.json");
     std::fs::write(
@@ -104,8 +96,8 @@ fn the_hub_warns_about_an_edges_file_or_config_file_everyone_can_read() {
 
 #[test]
 fn the_edge_warns_about_a_token_file_everyone_can_read() {
-    let dir = temp_dir("secret-files-edge");
-    let token = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"))
+    let dir = common::temp_dir("secret-files-edge");
+    let token = Command::new(common::binary())
         .args([
             "token",
             "encode",

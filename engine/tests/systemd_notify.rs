@@ -2,20 +2,12 @@
 //! the role serves (after the hub's `started` line), RELOADING=1 then READY=1 around a SIGHUP,
 //! and STOPPING=1 on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ri-{name}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The next notification, within 10 s.
 fn next(socket: &UnixDatagram) -> String {
@@ -33,7 +25,7 @@ fn signal(child: &std::process::Child, signal: i32) {
 
 #[test]
 fn the_hub_and_the_edge_tell_systemd_when_they_serve_reload_and_stop() {
-    let dir = temp_dir("notify");
+    let dir = common::temp_dir("notify");
     let path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
@@ -52,22 +44,10 @@ fn the_hub_and_the_edge_tell_systemd_when_they_serve_reload_and_stop() {
         &state.to_string_lossy(),
     ]
     .map(str::to_owned);
-    let token = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"))
-        .args([
-            "token",
-            "encode",
-            "--hub-host",
-            "127.0.0.1",
-            "--hub-port",
-            "9",
-        ])
-        .args(["--edge-id", "edge-a", "--secret", "secret-a-0123456789"])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let token = common::encode_token(9, "edge-a", "secret-a-0123456789");
     let edge_args = ["edge", "--no-stun", "--token", &token].map(str::to_owned);
     for (role, args) in [("hub", &hub_args[..]), ("edge", &edge_args[..])] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"))
+        let mut child = Command::new(common::binary())
             .args(args)
             .arg("--json")
             .env("NOTIFY_SOCKET", &path)

@@ -559,3 +559,36 @@ pub fn edge_start(tunnel_port: u16, fingerprint: Option<&str>) -> Value {
     }
     json!({"role": "edge", "config": config})
 }
+
+/// A new, empty directory for one test, under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ri-{name}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A token from the real binary's `token encode` (hub 127.0.0.1:`hub_port`, no pin).
+pub fn encode_token(hub_port: u16, edge_id: &str, secret: &str) -> String {
+    let output = std::process::Command::new(binary())
+        .args(["token", "encode", "--hub-host", "127.0.0.1"])
+        .args(["--hub-port", &hub_port.to_string()])
+        .args(["--edge-id", edge_id, "--secret", secret])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The fields of a token, from the real binary's `token decode`.
+pub fn decode_token(token: &str) -> Value {
+    let output = std::process::Command::new(binary())
+        .args(["token", "decode", token.trim()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
