@@ -50,7 +50,8 @@ pub(crate) struct EgressProxies {
 
 use crate::sync::lock;
 
-/// What a proxy needs from the hub.
+/// What a proxy (or a persistent listener) needs from the hub.
+#[derive(Clone)]
 pub(crate) struct ProxyContext {
     pub(crate) proxies: Arc<EgressProxies>,
     pub(crate) events: EventSink,
@@ -157,16 +158,17 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// The proxy's one connection: (wait for the client's first byte unless the server speaks
-/// first), ask the edge, report, relay.
-async fn serve(
+/// One local connection (of a one-shot proxy or a persistent listener): wait for the client's
+/// first byte unless the server speaks first, ask the edge, report, relay. True when the edge
+/// connected; `cancel` aborts the connection.
+pub(crate) async fn serve(
     context: &ProxyContext,
     mut client: TcpStream,
     tunnel: Tunnel,
     request: &EgressTcpProxyRequest,
     proxy_id: &str,
     cancel: &CancellationToken,
-) {
+) -> bool {
     let _ = client.set_nodelay(true);
     if !request.server_first {
         let mut first = [0u8; 1];
@@ -175,7 +177,7 @@ async fn serve(
             peeked = tokio::time::timeout(idle_timeout(request), client.peek(&mut first)) => matches!(peeked, Ok(Ok(n)) if n > 0),
         };
         if !ready {
-            return;
+            return false;
         }
     }
     let _open = OpenGuard::new(&context.proxies, &request.edge_id);
@@ -210,17 +212,17 @@ async fn serve(
                 &Answer::failed(EgressOutcome::Failed, None, error),
             );
             crate::relay::reset(&client);
-            return;
+            return false;
         }
     };
     report(context, request, proxy_id, &answer);
     if answer.outcome != EgressOutcome::Connected {
         crate::relay::reset(&client);
-        return;
+        return false;
     }
     if !rest.is_empty() && client.write_all(&rest).await.is_err() {
         stream.abort();
-        return;
+        return true;
     }
     let counters = Arc::new(RelayCounters::default());
     if let Err(error) =
@@ -228,6 +230,7 @@ async fn serve(
     {
         tracing::debug!(%proxy_id, %error, "egress connection aborted");
     }
+    true
 }
 
 fn report(
