@@ -124,7 +124,16 @@ pub(crate) async fn start(
         };
         drop(listener);
         if let Some((client, _)) = accepted {
-            serve(&context, client, tunnel, &request, &proxy_id, &cancel).await;
+            serve(
+                &context,
+                client,
+                tunnel,
+                &request,
+                &proxy_id,
+                &cancel,
+                |_| {},
+            )
+            .await;
         }
         lock(&context.proxies.proxies).remove(&proxy_id);
     });
@@ -159,8 +168,9 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// One local connection (of a one-shot proxy or a persistent listener): wait for the client's
-/// first byte unless the server speaks first, ask the edge, report, relay. True when the edge
-/// connected; `cancel` aborts the connection.
+/// first byte unless the server speaks first, ask the edge, report, relay. `answered` learns
+/// before the relay whether the edge connected (false too when the client sent nothing in
+/// time); `cancel` aborts the connection.
 pub(crate) async fn serve(
     context: &ProxyContext,
     mut client: TcpStream,
@@ -168,7 +178,8 @@ pub(crate) async fn serve(
     request: &EgressTcpProxyRequest,
     proxy_id: &str,
     cancel: &CancellationToken,
-) -> bool {
+    answered: impl FnOnce(bool),
+) {
     let _ = client.set_nodelay(true);
     if !request.server_first {
         let mut first = [0u8; 1];
@@ -177,7 +188,8 @@ pub(crate) async fn serve(
             peeked = tokio::time::timeout(idle_timeout(request), client.peek(&mut first)) => matches!(peeked, Ok(Ok(n)) if n > 0),
         };
         if !ready {
-            return false;
+            answered(false);
+            return;
         }
     }
     let _open = OpenGuard::new(&context.proxies, &request.edge_id);
@@ -211,18 +223,20 @@ pub(crate) async fn serve(
                 proxy_id,
                 &Answer::failed(EgressOutcome::Failed, None, error),
             );
+            answered(false);
             crate::relay::reset(&client);
-            return false;
+            return;
         }
     };
     report(context, request, proxy_id, &answer);
+    answered(answer.outcome == EgressOutcome::Connected);
     if answer.outcome != EgressOutcome::Connected {
         crate::relay::reset(&client);
-        return false;
+        return;
     }
     if !rest.is_empty() && client.write_all(&rest).await.is_err() {
         stream.abort();
-        return true;
+        return;
     }
     let counters = Arc::new(RelayCounters::default());
     if let Err(error) =
@@ -230,7 +244,6 @@ pub(crate) async fn serve(
     {
         tracing::debug!(%proxy_id, %error, "egress connection aborted");
     }
-    true
 }
 
 fn report(

@@ -435,20 +435,23 @@ async fn connect(accepting: &Accepting, warnings: &Mutex<LogLimiter>, client: Tc
         }
     };
     let cancel = accepting.context.shutdown.child_token();
-    let connected = serve(
+    let counters = &accepting.counters;
+    serve(
         &accepting.context,
         client,
         tunnel,
         &accepting.request,
         &accepting.listener_id,
         &cancel,
+        |connected| {
+            bump(if connected {
+                &counters.connected
+            } else {
+                &counters.failed
+            })
+        },
     )
     .await;
-    bump(if connected {
-        &accepting.counters.connected
-    } else {
-        &accepting.counters.failed
-    });
 }
 
 /// Closes a connection that cannot go out (a reset: the client sees a failure, not a server
