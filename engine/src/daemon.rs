@@ -118,16 +118,19 @@ fn hub_setup(
     Ok((
         hub_config(args, file.hub)?,
         allowed_edges(args, file.edges)?,
-        egress_listeners(file.egress)?,
+        egress_listeners(args, file.egress)?,
     ))
 }
 
-/// The `[[egress]]` entries of `--config`, checked.
+/// The `[[egress]]` entries of `--config`, checked; an error names the file and the entry.
 fn egress_listeners(
+    args: &HubArgs,
     entries: Option<Vec<EgressListenerConfig>>,
 ) -> Result<Vec<ListenerSpec>, DaemonError> {
-    crate::egress::listeners::validate_file_entries(entries.unwrap_or_default())
-        .map_err(|e| DaemonError::usage(e.to_string()))
+    crate::egress::listeners::validate_file_entries(entries.unwrap_or_default()).map_err(|e| {
+        let file = args.config.as_deref().unwrap_or(Path::new("--config"));
+        DaemonError::usage(format!("{}: {e}", file.display()))
+    })
 }
 
 /// What the hub reloads on SIGHUP: its edges and its egress listeners.
@@ -135,7 +138,7 @@ fn hub_reload(args: &HubArgs) -> Result<(Vec<AllowedEdge>, Vec<ListenerSpec>), D
     let file = config_file(args.config.as_deref())?;
     Ok((
         allowed_edges(args, file.edges)?,
-        egress_listeners(file.egress)?,
+        egress_listeners(args, file.egress)?,
     ))
 }
 

@@ -441,6 +441,30 @@ def from_config_file(report, processes, in_hub, in_edge, client, workdir):
     last = reply(held[0])
     report.check("a connection of a removed listener stays open and finishes", last.get("reply") == "250 EHLO held.test", last)
 
+    # A file that does not check out changes nothing; a changed entry replaces its listener.
+    with open(path, "w") as f:
+        f.write(hub_toml(tunnel_port, os.path.join(workdir, "cfg-hub"), metrics_port,
+                         [(added, "eg-cfg", TARGET_IP, []), ("not-an-address", "eg-cfg", TARGET_IP, [])]))
+    os.kill(hub.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration not reloaded" not in hub.log_tail(50) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kept = client(added_port)
+    report.check("SIGHUP with a bad [[egress]] entry: refused, naming it; the listeners stay",
+                 "egress[1].listenAddr" in hub.log_tail(50) and banner(kept), (kept, hub.log_tail(5)))
+    with open(path, "w") as f:
+        f.write(hub_toml(tunnel_port, os.path.join(workdir, "cfg-hub"), metrics_port,
+                         [(added, "eg-cfg", "mail.lan.test", [])]))
+    since = time.monotonic()
+    os.kill(hub.proc.pid, signal.SIGHUP)
+    named = lambda d: d.get("logicalHost") == "mail.lan.test"  # noqa: E731
+    deadline = time.monotonic() + 10
+    while not hub.event_times("egressConnection", since, named) and time.monotonic() < deadline:
+        changed = client(added_port)
+        time.sleep(0.05)
+    report.check("SIGHUP: a changed entry on the same address is replaced", bool(hub.event_times("egressConnection", since, named))
+                 and banner(changed), changed)
+
     # A second hub whose [[egress]] address is taken (by the first hub's new listener).
     other = os.path.join(workdir, "taken.toml")
     with open(other, "w") as f:

@@ -462,3 +462,73 @@ fn refuse(accepting: &Accepting, warnings: &Mutex<LogLimiter>, client: &TcpStrea
         tracing::warn!(listener_id = %accepting.listener_id, edge_id = %accepting.request.edge_id, %reason, "egress connection refused");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(listen_addr: &str) -> EgressListenerConfig {
+        EgressListenerConfig {
+            listen_addr: listen_addr.to_owned(),
+            edge_id: "edge-1".to_owned(),
+            logical_host: "smtp.example.net".to_owned(),
+            port: 25,
+            server_first: true,
+            connect_timeout_ms: 10_000,
+            address_family: None,
+            idle_timeout_ms: None,
+            max_connections: None,
+        }
+    }
+
+    fn refused(config: EgressListenerConfig, any_port: bool) -> String {
+        ListenerSpec::from_ipc(config, "egress[0]", any_port)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_listener_is_checked_field_by_field() {
+        let spec = ListenerSpec::from_ipc(entry("127.0.0.1:2525"), "egress[0]", false).unwrap();
+        assert_eq!(spec.addr, "127.0.0.1:2525".parse().unwrap());
+        assert_eq!(spec.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let request = spec.request();
+        assert_eq!(
+            (request.edge_id.as_str(), request.port, request.server_first),
+            ("edge-1", 25, true)
+        );
+        assert!(refused(entry("localhost:2525"), false).starts_with("egress[0].listenAddr:"));
+        assert!(refused(entry("127.0.0.1:0"), false).contains("stable port"));
+        assert!(ListenerSpec::from_ipc(entry("[::1]:0"), "params", true).is_ok());
+        let mut no_edge = entry("127.0.0.1:2525");
+        no_edge.edge_id = " ".to_owned();
+        assert!(refused(no_edge, false).starts_with("egress[0].edgeId:"));
+        let mut bad_host = entry("127.0.0.1:2525");
+        bad_host.logical_host = "a b".to_owned();
+        assert!(refused(bad_host, false).starts_with("egress[0].logicalHost:"));
+        let mut no_port = entry("127.0.0.1:2525");
+        no_port.port = 0;
+        assert!(refused(no_port, false).starts_with("egress[0].port:"));
+        for cap in [0, MAX_CONNECTIONS + 1] {
+            let mut capped = entry("127.0.0.1:2525");
+            capped.max_connections = Some(cap);
+            assert!(refused(capped, false).starts_with("egress[0].maxConnections:"));
+        }
+    }
+
+    #[test]
+    fn a_file_names_each_address_once() {
+        let error = validate_file_entries(vec![
+            entry("127.0.0.1:2525"),
+            entry("127.0.0.1:2526"),
+            entry("127.0.0.1:2525"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("egress[2].listenAddr:") && error.contains("egress[0]"),
+            "{error}"
+        );
+        assert_eq!(validate_file_entries(Vec::new()).unwrap().len(), 0);
+    }
+}
