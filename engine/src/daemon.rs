@@ -128,7 +128,10 @@ fn egress_listeners(
     entries: Option<Vec<EgressListenerConfig>>,
 ) -> Result<Vec<ListenerSpec>, DaemonError> {
     crate::egress::listeners::validate_file_entries(entries.unwrap_or_default()).map_err(|e| {
-        let file = args.config.as_deref().unwrap_or(Path::new("--config"));
+        let file = args
+            .config
+            .as_deref()
+            .unwrap_or_else(|| Path::new("--config"));
         DaemonError::usage(format!("{}: {e}", file.display()))
     })
 }
