@@ -579,6 +579,8 @@ pub struct EgressTcpProxyInfo {
 /// A persistent egress listener (`[[egress]]` in hub.toml, or `startEgressTcpListener`): every
 /// connection accepted on `listenAddr` goes out through `edgeId` to `logicalHost:port`, under
 /// that edge's egress policy, so a program (an MTA) can be pointed at a stable local port.
+// The connection fields repeat IEgressTcpProxyRequest's on purpose: serde cannot flatten one
+// struct into another that denies unknown fields, and a typo in hub.toml must be an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IEgressListenerConfig")]
