@@ -439,6 +439,9 @@ export interface StreamSummaryEvent {
  * via the `definition` "EgressConnectionEvent".
  */
 export interface EgressConnectionEvent {
+  /**
+   * The one-shot proxy's `proxyId`, or the persistent listener's `listenerId`.
+   */
   proxyId: string;
   edgeId: string;
   logicalHost: string;
