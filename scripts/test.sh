@@ -82,7 +82,7 @@ python3 tests/netns/long_fat_path.py
 step "edge firewall in the kernel: two namespaces, real tunnel, nft read back"
 python3 tests/netns/edge_firewall.py
 
-step "egress through a QUIC edge under its policy (namespaces, SMTP-like target, TypeScript round trip)"
+step "egress through a QUIC edge under its policy (namespaces, SMTP-like target, one-shot proxies, [[egress]] listeners from hub.toml with SIGHUP, startEgressTcpListener, TypeScript round trip)"
 python3 tests/netns/egress.py
 
 step "fuzzing: every decoder that reads untrusted input, 8 s per target from the committed seeds"

@@ -121,8 +121,9 @@ pub enum TransportModeArg {
 /// `Default` so that `token issue` can read the hub's files the way the hub does.
 #[derive(Debug, Default, Args)]
 pub struct HubArgs {
-    /// TOML file with the hub's settings (`[hub]`, the IPC config's keys) and its allowed edges
-    /// (`[[edges]]`); flags and variables override it. Re-read on SIGHUP.
+    /// TOML file with the hub's settings (`[hub]`, the IPC config's keys), its allowed edges
+    /// (`[[edges]]`) and its egress listeners (`[[egress]]`); flags and variables override it.
+    /// Re-read on SIGHUP.
     #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     /// Tunnel port edges connect to (TCP for TLS, UDP for QUIC). Default 8443.

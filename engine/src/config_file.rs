@@ -1,11 +1,12 @@
 //! `--config FILE`: the hub's and the edge's settings in TOML, with the same keys as the IPC
 //! configuration, so one reference serves both: `[hub]` holds IHubConfig, `[[edges]]` the allowed
-//! edges (TAllowedEdge), `[edge]` IEdgeConfig. Flags and variables override the file. Errors name
-//! the file, the line and the field.
+//! edges (TAllowedEdge), `[[egress]]` the hub's persistent egress listeners
+//! (IEgressListenerConfig), `[edge]` IEdgeConfig. Flags and variables override the file. Errors
+//! name the file, the line and the field.
 
 use std::path::Path;
 
-use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, HubConfig};
+use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, EgressListenerConfig, HubConfig};
 use serde::Deserialize;
 
 /// A configuration file.
@@ -14,6 +15,7 @@ use serde::Deserialize;
 pub(crate) struct ConfigFile {
     pub hub: Option<HubConfig>,
     pub edges: Option<Vec<AllowedEdge>>,
+    pub egress: Option<Vec<EgressListenerConfig>>,
     pub edge: Option<EdgeConfig>,
 }
 
@@ -85,6 +87,30 @@ targetPorts = [{ port = 443, targetPort = 8443 }]
         let edges = file.edges.unwrap();
         assert_eq!(edges[0].listen_ports, vec![80, 443]);
         assert!(file.edge.is_none());
+    }
+
+    #[test]
+    fn egress_listeners() {
+        let file = parse(
+            r#"
+[[egress]]
+listenAddr = "127.0.0.1:2525"
+edgeId = "edge-1"
+logicalHost = "smtp.example.net"
+port = 25
+serverFirst = true
+"#,
+        )
+        .unwrap();
+        let egress = file.egress.unwrap();
+        assert_eq!(egress[0].listen_addr, "127.0.0.1:2525");
+        assert!(egress[0].server_first);
+        let error = parse("[[egress]]\nlistenAddr = \"127.0.0.1:1\"\nedgeId = \"e\"\nlogicalHost = \"h\"\nport = 25\nmaxConection = 1\n")
+            .unwrap_err();
+        assert!(
+            error.contains("egress[0]") && error.contains("unknown field"),
+            "{error}"
+        );
     }
 
     #[test]

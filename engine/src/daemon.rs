@@ -1,17 +1,18 @@
 //! Running a role from the command line (`remoteingress-bin hub|edge`): build the same IPC
 //! configuration the management protocol takes, start it through [`Service`], print events, and
-//! stop on SIGTERM/SIGINT. The hub re-reads its edges file on SIGHUP.
+//! stop on SIGTERM/SIGINT. The hub re-reads its edges and its `[[egress]]` listeners on SIGHUP.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use remoteingress_ipc_schema::{
-    AllowedEdge, EdgeConfig, Event, HubConfig, PerformanceConfig, ProxyProtocolVersion, Secret,
-    StartParams, StreamEventMode, TlsConfig, TransportMode,
+    AllowedEdge, EdgeConfig, EgressListenerConfig, Event, HubConfig, PerformanceConfig,
+    ProxyProtocolVersion, Secret, StartParams, StreamEventMode, TlsConfig, TransportMode,
 };
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
 use crate::config_file::ConfigFile;
+use crate::egress::listeners::ListenerSpec;
 use crate::events::EventSink;
 use crate::service::Service;
 use crate::token::ConnectionToken;
@@ -108,13 +109,56 @@ pub fn allowed_edges(
     }
 }
 
-/// What the hub reads from the command line and `--config`: its configuration and its edges.
-fn hub_setup(args: &HubArgs) -> Result<(HubConfig, Vec<AllowedEdge>), DaemonError> {
+/// What the hub reads from the command line and `--config`: its configuration, its edges and
+/// its egress listeners.
+fn hub_setup(
+    args: &HubArgs,
+) -> Result<(HubConfig, Vec<AllowedEdge>, Vec<ListenerSpec>), DaemonError> {
     let file = config_file(args.config.as_deref())?;
     Ok((
         hub_config(args, file.hub)?,
         allowed_edges(args, file.edges)?,
+        egress_listeners(args, file.egress)?,
     ))
+}
+
+/// The `[[egress]]` entries of `--config`, checked; an error names the file and the entry.
+fn egress_listeners(
+    args: &HubArgs,
+    entries: Option<Vec<EgressListenerConfig>>,
+) -> Result<Vec<ListenerSpec>, DaemonError> {
+    crate::egress::listeners::validate_file_entries(entries.unwrap_or_default()).map_err(|e| {
+        let file = args
+            .config
+            .as_deref()
+            .unwrap_or_else(|| Path::new("--config"));
+        DaemonError::usage(format!("{}: {e}", file.display()))
+    })
+}
+
+/// What the hub reloads on SIGHUP: its edges and its egress listeners.
+fn hub_reload(args: &HubArgs) -> Result<(Vec<AllowedEdge>, Vec<ListenerSpec>), DaemonError> {
+    let file = config_file(args.config.as_deref())?;
+    Ok((
+        allowed_edges(args, file.edges)?,
+        egress_listeners(args, file.egress)?,
+    ))
+}
+
+/// Opens and closes the hub's egress listeners to match the file; the errors, if any.
+async fn apply_egress_listeners(service: &Service, specs: Vec<ListenerSpec>) -> Vec<String> {
+    let hub = match service.hub().await {
+        Ok(hub) => hub,
+        Err(error) => return vec![error.message],
+    };
+    let reconciled = hub.reconcile_egress_listeners(specs).await;
+    for address in &reconciled.closed {
+        tracing::info!(listen_addr = %address, "egress listener removed; its open connections finish");
+    }
+    for address in &reconciled.opened {
+        tracing::info!(listen_addr = %address, "egress listener added");
+    }
+    reconciled.errors
 }
 
 fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
@@ -136,7 +180,7 @@ pub fn issue_token(
     edge_id: &str,
     hub_host: String,
 ) -> Result<ConnectionToken, DaemonError> {
-    let (config, edges) = hub_setup(hub)?;
+    let (config, edges, _) = hub_setup(hub)?;
     let origin = match (&hub.edges, &hub.config) {
         (Some(path), _) | (None, Some(path)) => path.display().to_string(),
         (None, None) => "the hub's configuration (give --config or --edges)".to_owned(),
@@ -257,7 +301,7 @@ fn read_text(path: &Path) -> Result<String, DaemonError> {
 
 /// Runs the hub until a termination signal.
 pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
-    let (config, edges) = hub_setup(&args)?;
+    let (config, edges, egress) = hub_setup(&args)?;
     let (events, rx) = EventSink::channel();
     let printer = tokio::spawn(print_events(rx, args.json));
     let service = Arc::new(Service::new(events));
@@ -271,23 +315,28 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
         service.stop().await;
         return Err(DaemonError::usage(error.message));
     }
+    // An egress listener that cannot bind is a configuration the hub cannot serve: it stops.
+    let errors = apply_egress_listeners(&service, egress).await;
+    if !errors.is_empty() {
+        service.stop().await;
+        return Err(DaemonError::usage(errors.join("; ")));
+    }
     wait_for_termination(serving, || {
         let service = service.clone();
         // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
-        // streams); other settings of the file take effect at the next start. A file that does
+        // streams), the egress listeners opened and closed to match the file (open connections
+        // finish); other settings of the file take effect at the next start. A file that does
         // not check out changes nothing.
         crate::systemd::reloading();
-        let reload = match config_file(args.config.as_deref())
-            .and_then(|file| allowed_edges(&args, file.edges))
-        {
-            Ok(edges) => Some(edges),
+        let reload = match hub_reload(&args) {
+            Ok(reload) => Some(reload),
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: configuration not reloaded; the previous one stays");
                 None
             }
         };
         async move {
-            if let Some(edges) = reload {
+            if let Some((edges, egress)) = reload {
                 match service.update_allowed_edges(edges).await {
                     Ok(result) => tracing::info!(
                         edges = result.edges,
@@ -296,6 +345,9 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
                         "SIGHUP: allowed edges reloaded"
                     ),
                     Err(error) => tracing::error!(%error, "SIGHUP: edges not reloaded"),
+                }
+                for error in apply_egress_listeners(&service, egress).await {
+                    tracing::error!(%error, "SIGHUP: egress listener not opened");
                 }
             }
             crate::systemd::ready("serving");

@@ -575,3 +575,61 @@ pub struct EgressTcpProxyInfo {
     /// Requested port.
     pub port: u16,
 }
+
+/// A persistent egress listener (`[[egress]]` in hub.toml, or `startEgressTcpListener`): every
+/// connection accepted on `listenAddr` goes out through `edgeId` to `logicalHost:port`, under
+/// that edge's egress policy, so a program (an MTA) can be pointed at a stable local port.
+// The connection fields repeat IEgressTcpProxyRequest's on purpose: serde cannot flatten one
+// struct into another that denies unknown fields, and a typo in hub.toml must be an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressListenerConfig")]
+pub struct EgressListenerConfig {
+    /// `IP:port` the hub listens on, e.g. `127.0.0.1:2525` (port 0 only over IPC: any free
+    /// port, reported in the result). Any other address than loopback lets every host that
+    /// reaches it send through the edge.
+    pub listen_addr: String,
+    /// Edge that dials out; it must be connected over QUIC when a connection arrives.
+    pub edge_id: String,
+    /// Host name (or literal IP) the edge resolves and dials.
+    pub logical_host: String,
+    /// Destination port.
+    pub port: u16,
+    /// The remote speaks first (SMTP): ask the edge as soon as a connection is accepted.
+    /// Otherwise the edge is asked at the client's first byte. Default false.
+    #[serde(default)]
+    pub server_first: bool,
+    /// Dial deadline on the edge. Default 10000 ms.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Address family preference. Default `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_family: Option<AddressFamily>,
+    /// Unless `serverFirst`: how long an accepted connection may wait for its first byte.
+    /// Default 60000 ms, at most one hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections of this listener open at once (1..=4096); more are closed at once and
+    /// counted as `refusedFull`. Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// `startEgressTcpListener` result: where the listener listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressListenerInfo")]
+pub struct EgressListenerInfo {
+    /// Id to pass to `stopEgressTcpListener`.
+    pub listener_id: String,
+    /// The address bound (with the port chosen when 0 was asked).
+    pub listen_addr: String,
+    /// Port bound.
+    pub listen_port: u16,
+    /// Edge that dials out.
+    pub edge_id: String,
+    /// Requested host.
+    pub logical_host: String,
+    /// Requested port.
+    pub port: u16,
+}

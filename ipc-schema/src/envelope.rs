@@ -84,6 +84,10 @@ pub enum ErrorCode {
     EdgeNotConnected,
     /// The named egress proxy does not exist.
     UnknownProxy,
+    /// The named egress listener does not exist.
+    UnknownListener,
+    /// A listener could not bind its address (the message names it).
+    BindFailed,
     /// Refused by policy.
     Denied,
     /// Egress needs a QUIC tunnel; the edge is connected over TLS (egress fails closed: the hub
@@ -108,6 +112,8 @@ impl ErrorCode {
             Self::StartFailed => "start_failed",
             Self::EdgeNotConnected => "edge_not_connected",
             Self::UnknownProxy => "unknown_proxy",
+            Self::UnknownListener => "unknown_listener",
+            Self::BindFailed => "bind_failed",
             Self::Denied => "denied",
             Self::EgressNeedsQuic => "egress_needs_quic",
             Self::NotImplemented => "not_implemented",

@@ -134,6 +134,7 @@ pub enum EgressOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressConnectionEvent {
+    /// The one-shot proxy's `proxyId`, or the persistent listener's `listenerId`.
     pub proxy_id: String,
     pub edge_id: String,
     pub logical_host: String,

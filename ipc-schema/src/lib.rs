@@ -89,6 +89,9 @@ pub fn schema() -> serde_json::Value {
     generator.subschema_for::<EgressTcpProxyRequest>();
     generator.subschema_for::<EgressTcpProxyInfo>();
     generator.subschema_for::<StopEgressTcpProxyParams>();
+    generator.subschema_for::<EgressListenerConfig>();
+    generator.subschema_for::<EgressListenerInfo>();
+    generator.subschema_for::<StopEgressTcpListenerParams>();
     generator.subschema_for::<StatusResult>();
     // Configuration types used on their own (CLI edges file, tokens).
     generator.subschema_for::<HubConfig>();

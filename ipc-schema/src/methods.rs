@@ -14,6 +14,8 @@ pub mod method_names {
     pub const UPDATE_ALLOWED_EDGES: &str = "updateAllowedEdges";
     pub const START_EGRESS_TCP_PROXY: &str = "startEgressTcpProxy";
     pub const STOP_EGRESS_TCP_PROXY: &str = "stopEgressTcpProxy";
+    pub const START_EGRESS_TCP_LISTENER: &str = "startEgressTcpListener";
+    pub const STOP_EGRESS_TCP_LISTENER: &str = "stopEgressTcpListener";
 }
 
 /// `start` parameters: the role and its configuration.
@@ -83,4 +85,11 @@ pub struct UpdateAllowedEdgesResult {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StopEgressTcpProxyParams {
     pub proxy_id: String,
+}
+
+/// `stopEgressTcpListener` parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopEgressTcpListenerParams {
+    pub listener_id: String,
 }

@@ -80,6 +80,48 @@ pub struct HubStatus {
     pub slowed_edge_ids: u32,
     /// The hub's resource limits in force.
     pub limits: HubLimitStatus,
+    /// Persistent egress listeners (`[[egress]]`, `startEgressTcpListener`), by listen address.
+    #[serde(default)]
+    pub egress_listeners: Vec<EgressListenerStatus>,
+}
+
+/// Where a persistent egress listener comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EgressListenerSource {
+    /// An `[[egress]]` entry of the hub's `--config` file (opened and closed by SIGHUP).
+    Config,
+    /// `startEgressTcpListener` (closed by `stopEgressTcpListener`).
+    Ipc,
+}
+
+/// One persistent egress listener and what became of its connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IEgressListenerStatus")]
+pub struct EgressListenerStatus {
+    pub listener_id: String,
+    pub source: EgressListenerSource,
+    /// The address bound.
+    pub listen_addr: String,
+    pub edge_id: String,
+    pub logical_host: String,
+    pub port: u16,
+    /// Connections open at once, at most.
+    pub max_connections: u32,
+    /// Connections open now.
+    pub open_connections: u64,
+    /// Connections accepted since the listener opened (refused ones included).
+    pub accepted: u64,
+    /// Connections the edge connected to the destination.
+    pub connected: u64,
+    /// Connections the edge did not connect (denied by its policy, timeout, failure) or that
+    /// ended before the edge was asked (no first byte within `idleTimeoutMs`).
+    pub failed: u64,
+    /// Connections closed at once because the edge was not connected over QUIC.
+    pub refused_edge_not_connected: u64,
+    /// Connections closed at once because `maxConnections` were open.
+    pub refused_full: u64,
 }
 
 /// The hub's resource limits in force.

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { RemoteIngressBase } from './base.js';
 import { RemoteIngressError } from './errors.js';
 import type {
+  IEgressListenerConfig,
+  IEgressListenerInfo,
   IEgressTcpProxyInfo,
   IEgressTcpProxyRequest,
   IHubConfig,
@@ -84,6 +86,21 @@ export class RemoteIngressHub extends RemoteIngressBase<THubEvents> {
   /** Removes an egress proxy that was not used. */
   async stopEgressTcpProxy(proxyId: string): Promise<void> {
     await this.supervisor.call('stopEgressTcpProxy', { proxyId }, { retryOnCrash: false });
+  }
+
+  /**
+   * Opens a persistent egress listener on `config.listenAddr` (e.g. `127.0.0.1:2525`, or port 0
+   * for any free port): every connection it accepts dials out through `config.edgeId` under that
+   * edge's policy, and is closed at once while the edge is not connected over QUIC. Not retried
+   * after a crash, and not reopened by the restarted binary: call it again on `crashRecovered`.
+   */
+  async startEgressTcpListener(config: IEgressListenerConfig): Promise<IEgressListenerInfo> {
+    return this.supervisor.call('startEgressTcpListener', config, { retryOnCrash: false });
+  }
+
+  /** Closes a persistent egress listener; its open connections finish. */
+  async stopEgressTcpListener(listenerId: string): Promise<void> {
+    await this.supervisor.call('stopEgressTcpListener', { listenerId }, { retryOnCrash: false });
   }
 
   protected replaySteps(): IReplayStep[] {

@@ -4,6 +4,8 @@
 import type {
   EmptyResult,
   Event,
+  IEgressListenerConfig,
+  IEgressListenerInfo,
   IEgressTcpProxyInfo,
   IEgressTcpProxyRequest,
   NoParams,
@@ -11,6 +13,7 @@ import type {
   PingResult,
   StartParams,
   StatusResult,
+  StopEgressTcpListenerParams,
   StopEgressTcpProxyParams,
   UpdateAllowedEdgesParams,
   UpdateAllowedEdgesResult,
@@ -25,6 +28,8 @@ export type TRemoteIngressCommands = {
   updateAllowedEdges: { params: UpdateAllowedEdgesParams; result: UpdateAllowedEdgesResult };
   startEgressTcpProxy: { params: IEgressTcpProxyRequest; result: IEgressTcpProxyInfo };
   stopEgressTcpProxy: { params: StopEgressTcpProxyParams; result: EmptyResult };
+  startEgressTcpListener: { params: IEgressListenerConfig; result: IEgressListenerInfo };
+  stopEgressTcpListener: { params: StopEgressTcpListenerParams; result: EmptyResult };
 };
 
 /** Event name -> payload, for every event the binary emits. */

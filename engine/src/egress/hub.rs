@@ -50,7 +50,8 @@ pub(crate) struct EgressProxies {
 
 use crate::sync::lock;
 
-/// What a proxy needs from the hub.
+/// What a proxy (or a persistent listener) needs from the hub.
+#[derive(Clone)]
 pub(crate) struct ProxyContext {
     pub(crate) proxies: Arc<EgressProxies>,
     pub(crate) events: EventSink,
@@ -123,7 +124,16 @@ pub(crate) async fn start(
         };
         drop(listener);
         if let Some((client, _)) = accepted {
-            serve(&context, client, tunnel, &request, &proxy_id, &cancel).await;
+            serve(
+                &context,
+                client,
+                tunnel,
+                &request,
+                &proxy_id,
+                &cancel,
+                |_| {},
+            )
+            .await;
         }
         lock(&context.proxies.proxies).remove(&proxy_id);
     });
@@ -157,15 +167,18 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// The proxy's one connection: (wait for the client's first byte unless the server speaks
-/// first), ask the edge, report, relay.
-async fn serve(
+/// One local connection (of a one-shot proxy or a persistent listener): wait for the client's
+/// first byte unless the server speaks first, ask the edge, report, relay. `answered` learns
+/// before the relay whether the edge connected (false too when the client sent nothing in
+/// time); `cancel` aborts the connection.
+pub(crate) async fn serve(
     context: &ProxyContext,
     mut client: TcpStream,
     tunnel: Tunnel,
     request: &EgressTcpProxyRequest,
     proxy_id: &str,
     cancel: &CancellationToken,
+    answered: impl FnOnce(bool),
 ) {
     let _ = client.set_nodelay(true);
     if !request.server_first {
@@ -175,6 +188,7 @@ async fn serve(
             peeked = tokio::time::timeout(idle_timeout(request), client.peek(&mut first)) => matches!(peeked, Ok(Ok(n)) if n > 0),
         };
         if !ready {
+            answered(false);
             return;
         }
     }
@@ -209,11 +223,13 @@ async fn serve(
                 proxy_id,
                 &Answer::failed(EgressOutcome::Failed, None, error),
             );
+            answered(false);
             crate::relay::reset(&client);
             return;
         }
     };
     report(context, request, proxy_id, &answer);
+    answered(answer.outcome == EgressOutcome::Connected);
     if answer.outcome != EgressOutcome::Connected {
         crate::relay::reset(&client);
         return;

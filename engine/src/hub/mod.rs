@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use remoteingress_ipc_schema::{
     ConnectedEdgeFirewallStatus, ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent,
-    EdgeDisconnectedEvent, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event,
-    FirewallState, HubLimitStatus, HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
+    EdgeDisconnectedEvent, EgressListenerConfig, EgressListenerInfo, EgressListenerSource,
+    EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event, FirewallState, HubLimitStatus,
+    HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,8 @@ use self::auth::LoginThrottle;
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings, PerformancePush};
-use crate::egress::hub::EgressProxies;
+use crate::egress::hub::{EgressProxies, ProxyContext};
+use crate::egress::listeners::{self, EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::service::ServiceError;
@@ -134,6 +136,7 @@ pub struct Hub {
     tasks: TaskTracker,
     settings: Arc<HubSettings>,
     egress: Arc<EgressProxies>,
+    egress_listeners: Arc<EgressListeners>,
     events: EventSink,
 }
 
@@ -173,6 +176,8 @@ struct HubActor {
     throttle: Arc<Mutex<LoginThrottle>>,
     /// Egress proxies, for the open egress streams in status.
     egress: Arc<EgressProxies>,
+    /// Persistent egress listeners, for status.
+    egress_listeners: Arc<EgressListeners>,
 }
 
 impl std::fmt::Debug for Command {
@@ -221,12 +226,14 @@ impl Hub {
         let stop = StopTokens::new();
         let tasks = TaskTracker::new();
         let egress = Arc::new(EgressProxies::default());
+        let egress_listeners = Arc::new(EgressListeners::default());
         let hub = Self {
             commands,
             stop: stop.clone(),
             tasks: tasks.clone(),
             settings: settings.clone(),
             egress: egress.clone(),
+            egress_listeners: egress_listeners.clone(),
             events: events.clone(),
         };
         let actor = HubActor {
@@ -240,6 +247,7 @@ impl Hub {
             decoy_key: rand::random(),
             throttle: throttle.clone(),
             egress,
+            egress_listeners,
         };
         tasks.spawn(actor.run(rx, stop.shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
@@ -315,10 +323,82 @@ impl Hub {
         &self,
         request: EgressTcpProxyRequest,
     ) -> Result<EgressTcpProxyInfo, ServiceError> {
+        let tunnel = self.egress_tunnel(request.edge_id.clone()).await?;
+        crate::egress::hub::start(self.egress_context(), tunnel, request).await
+    }
+
+    /// `stopEgressTcpProxy`.
+    pub fn stop_egress_proxy(&self, proxy_id: &str) -> Result<(), ServiceError> {
+        self.egress.stop(proxy_id)
+    }
+
+    /// `startEgressTcpListener`: a persistent listener (the edge need not be connected yet:
+    /// each connection is refused at once while it is not).
+    pub async fn start_egress_listener(
+        &self,
+        config: EgressListenerConfig,
+    ) -> Result<EgressListenerInfo, ServiceError> {
+        let spec = ListenerSpec::from_ipc(config, "params", true)
+            .map_err(|e| ServiceError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        let (context, lookup) = (self.egress_context(), self.tunnel_lookup());
+        self.egress_listeners
+            .start(
+                &self.listener_start(&context, &lookup),
+                spec,
+                EgressListenerSource::Ipc,
+            )
+            .await
+    }
+
+    /// `stopEgressTcpListener`: closes the listener; its open connections finish.
+    pub async fn stop_egress_listener(&self, listener_id: &str) -> Result<(), ServiceError> {
+        self.egress_listeners.stop(listener_id).await
+    }
+
+    /// The `[[egress]]` entries of the config file, at start and at each SIGHUP: opens what is
+    /// new or changed, closes what is gone or changed.
+    pub(crate) async fn reconcile_egress_listeners(&self, specs: Vec<ListenerSpec>) -> Reconciled {
+        let (context, lookup) = (self.egress_context(), self.tunnel_lookup());
+        self.egress_listeners
+            .reconcile(&self.listener_start(&context, &lookup), specs)
+            .await
+    }
+
+    fn listener_start<'a>(
+        &'a self,
+        context: &'a ProxyContext,
+        lookup: &'a TunnelLookup,
+    ) -> listeners::Start<'a> {
+        listeners::Start {
+            context,
+            lookup,
+            draining: &self.stop.draining,
+        }
+    }
+
+    fn egress_context(&self) -> ProxyContext {
+        ProxyContext {
+            proxies: self.egress.clone(),
+            events: self.events.clone(),
+            tasks: self.tasks.clone(),
+            shutdown: self.stop.shutdown.clone(),
+        }
+    }
+
+    fn tunnel_lookup(&self) -> TunnelLookup {
+        let hub = self.clone();
+        Arc::new(move |edge_id| {
+            let hub = hub.clone();
+            Box::pin(async move { hub.egress_tunnel(edge_id).await })
+        })
+    }
+
+    /// The QUIC tunnel of a connected edge, for egress; over TLS egress fails closed.
+    async fn egress_tunnel(&self, edge_id: String) -> Result<Tunnel, ServiceError> {
         let (reply, rx) = oneshot::channel();
         let asked = self
             .send(Command::EdgeTunnel {
-                edge_id: request.edge_id.clone(),
+                edge_id: edge_id.clone(),
                 reply,
             })
             .await;
@@ -326,30 +406,14 @@ impl Hub {
         match tunnel {
             None => Err(ServiceError::new(
                 ErrorCode::EdgeNotConnected,
-                format!("edge {:?} is not connected", request.edge_id),
+                format!("edge {edge_id:?} is not connected"),
             )),
             Some((_, TunnelTransport::TcpTls)) => Err(ServiceError::new(
                 ErrorCode::EgressNeedsQuic,
-                format!(
-                    "edge {:?} is connected over TLS; egress needs its QUIC tunnel",
-                    request.edge_id
-                ),
+                format!("edge {edge_id:?} is connected over TLS; egress needs its QUIC tunnel"),
             )),
-            Some((tunnel, TunnelTransport::Quic)) => {
-                let context = crate::egress::hub::ProxyContext {
-                    proxies: self.egress.clone(),
-                    events: self.events.clone(),
-                    tasks: self.tasks.clone(),
-                    shutdown: self.stop.shutdown.clone(),
-                };
-                crate::egress::hub::start(context, tunnel, request).await
-            }
+            Some((tunnel, TunnelTransport::Quic)) => Ok(tunnel),
         }
-    }
-
-    /// `stopEgressTcpProxy`.
-    pub fn stop_egress_proxy(&self, proxy_id: &str) -> Result<(), ServiceError> {
-        self.egress.stop(proxy_id)
     }
 
     pub(crate) async fn send(&self, command: Command) -> bool {
@@ -769,6 +833,7 @@ impl HubActor {
                 streams: wide(self.settings.forwarded_streams()),
                 shares_reclaimed: self.settings.holders.reclaimed(),
             },
+            egress_listeners: self.egress_listeners.status(),
         }
     }
 }

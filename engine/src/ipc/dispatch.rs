@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use remoteingress_ipc_schema::{
     method_names as m, EmptyResult, ErrorCode, ErrorResponse, IpcErrorEvent, NoParams, OkResponse,
-    PingParams, PingResult, RequestId, Response, StartParams, StopEgressTcpProxyParams,
-    UpdateAllowedEdgesParams,
+    PingParams, PingResult, RequestId, Response, StartParams, StopEgressTcpListenerParams,
+    StopEgressTcpProxyParams, UpdateAllowedEdgesParams,
 };
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
@@ -166,6 +166,20 @@ async fn call(
         m::STOP_EGRESS_TCP_PROXY => {
             let params: StopEgressTcpProxyParams = decode_params(params, true)?;
             service.hub().await?.stop_egress_proxy(&params.proxy_id)?;
+            to_value(EmptyResult {})
+        }
+        m::START_EGRESS_TCP_LISTENER => {
+            let config: remoteingress_ipc_schema::EgressListenerConfig =
+                decode_params(params, true)?;
+            to_value(service.hub().await?.start_egress_listener(config).await?)
+        }
+        m::STOP_EGRESS_TCP_LISTENER => {
+            let params: StopEgressTcpListenerParams = decode_params(params, true)?;
+            service
+                .hub()
+                .await?
+                .stop_egress_listener(&params.listener_id)
+                .await?;
             to_value(EmptyResult {})
         }
         other => Err(ServiceError::new(

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use remoteingress_ipc_schema::{EdgeStatus, HubStatus, StatusResult};
+use remoteingress_ipc_schema::{EdgeStatus, EgressListenerStatus, HubStatus, StatusResult};
 
 use super::counters::EventCounters;
 
@@ -270,6 +270,58 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "hub_edge_connected_since_seconds",
         "Unix time the tunnel came up",
         |e| e.connected_at_ms / 1000,
+    );
+    egress_listener_metrics(registry, &hub.egress_listeners);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listen_addr: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerResultLabels {
+    listen_addr: String,
+    result: String,
+}
+
+/// Per egress listener (labelled by its address: the configured listeners, bounded): open
+/// connections, and what became of the accepted ones, every result from 0.
+fn egress_listener_metrics(registry: &mut Registry, listeners: &[EgressListenerStatus]) {
+    let open = Family::<ListenerLabels, Gauge>::default();
+    let results = Family::<ListenerResultLabels, Counter>::default();
+    for listener in listeners {
+        let listen_addr = listener.listen_addr.clone();
+        open.get_or_create(&ListenerLabels {
+            listen_addr: listen_addr.clone(),
+        })
+        .set(i64::try_from(listener.open_connections).unwrap_or(i64::MAX));
+        for (result, value) in [
+            ("connected", listener.connected),
+            ("failed", listener.failed),
+            (
+                "refused_edge_not_connected",
+                listener.refused_edge_not_connected,
+            ),
+            ("refused_full", listener.refused_full),
+        ] {
+            results
+                .get_or_create(&ListenerResultLabels {
+                    listen_addr: listen_addr.clone(),
+                    result: result.to_owned(),
+                })
+                .inc_by(value);
+        }
+    }
+    registry.register(
+        "hub_egress_listener_open_connections",
+        "Connections open now on a persistent egress listener",
+        open,
+    );
+    registry.register(
+        "hub_egress_listener_connections",
+        "Connections accepted by a persistent egress listener, by result",
+        results,
     );
 }
 

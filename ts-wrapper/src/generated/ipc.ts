@@ -35,6 +35,8 @@ export type ErrorCode =
   | "start_failed"
   | "edge_not_connected"
   | "unknown_proxy"
+  | "unknown_listener"
+  | "bind_failed"
   | "denied"
   | "egress_needs_quic"
   | "not_implemented"
@@ -249,6 +251,13 @@ export type HubRole = "hub";
  */
 export type FirewallState = "none" | "applied" | "unavailable" | "failed";
 /**
+ * Where a persistent egress listener comes from.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "EgressListenerSource".
+ */
+export type EgressListenerSource = "config" | "ipc";
+/**
  * Marker for the edge role in status objects.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -430,6 +439,9 @@ export interface StreamSummaryEvent {
  * via the `definition` "EgressConnectionEvent".
  */
 export interface EgressConnectionEvent {
+  /**
+   * The one-shot proxy's `proxyId`, or the persistent listener's `listenerId`.
+   */
   proxyId: string;
   edgeId: string;
   logicalHost: string;
@@ -1112,6 +1124,98 @@ export interface StopEgressTcpProxyParams {
   proxyId: string;
 }
 /**
+ * A persistent egress listener (`[[egress]]` in hub.toml, or `startEgressTcpListener`): every
+ * connection accepted on `listenAddr` goes out through `edgeId` to `logicalHost:port`, under
+ * that edge's egress policy, so a program (an MTA) can be pointed at a stable local port.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressListenerConfig".
+ */
+export interface IEgressListenerConfig {
+  /**
+   * `IP:port` the hub listens on, e.g. `127.0.0.1:2525` (port 0 only over IPC: any free
+   * port, reported in the result). Any other address than loopback lets every host that
+   * reaches it send through the edge.
+   */
+  listenAddr: string;
+  /**
+   * Edge that dials out; it must be connected over QUIC when a connection arrives.
+   */
+  edgeId: string;
+  /**
+   * Host name (or literal IP) the edge resolves and dials.
+   */
+  logicalHost: string;
+  /**
+   * Destination port.
+   */
+  port: number;
+  /**
+   * The remote speaks first (SMTP): ask the edge as soon as a connection is accepted.
+   * Otherwise the edge is asked at the client's first byte. Default false.
+   */
+  serverFirst?: boolean;
+  /**
+   * Dial deadline on the edge. Default 10000 ms.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Address family preference. Default `any`.
+   */
+  addressFamily?: TAddressFamilyPreference | null;
+  /**
+   * Unless `serverFirst`: how long an accepted connection may wait for its first byte.
+   * Default 60000 ms, at most one hour.
+   */
+  idleTimeoutMs?: number | null;
+  /**
+   * Connections of this listener open at once (1..=4096); more are closed at once and
+   * counted as `refusedFull`. Default 64.
+   */
+  maxConnections?: number | null;
+}
+/**
+ * `startEgressTcpListener` result: where the listener listens.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressListenerInfo".
+ */
+export interface IEgressListenerInfo {
+  /**
+   * Id to pass to `stopEgressTcpListener`.
+   */
+  listenerId: string;
+  /**
+   * The address bound (with the port chosen when 0 was asked).
+   */
+  listenAddr: string;
+  /**
+   * Port bound.
+   */
+  listenPort: number;
+  /**
+   * Edge that dials out.
+   */
+  edgeId: string;
+  /**
+   * Requested host.
+   */
+  logicalHost: string;
+  /**
+   * Requested port.
+   */
+  port: number;
+}
+/**
+ * `stopEgressTcpListener` parameters.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "StopEgressTcpListenerParams".
+ */
+export interface StopEgressTcpListenerParams {
+  listenerId: string;
+}
+/**
  * Hub status.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
@@ -1153,6 +1257,10 @@ export interface IHubStatus {
    * The hub's resource limits in force.
    */
   limits: IHubLimitStatus;
+  /**
+   * Persistent egress listeners (`[[egress]]`, `startEgressTcpListener`), by listen address.
+   */
+  egressListeners?: IEgressListenerStatus[];
 }
 /**
  * One connected edge as the hub sees it.
@@ -1332,6 +1440,52 @@ export interface IHubLimitStatus {
    * to give the share to an edge within its own.
    */
   sharesReclaimed: number;
+}
+/**
+ * One persistent egress listener and what became of its connections.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IEgressListenerStatus".
+ */
+export interface IEgressListenerStatus {
+  listenerId: string;
+  source: EgressListenerSource;
+  /**
+   * The address bound.
+   */
+  listenAddr: string;
+  edgeId: string;
+  logicalHost: string;
+  port: number;
+  /**
+   * Connections open at once, at most.
+   */
+  maxConnections: number;
+  /**
+   * Connections open now.
+   */
+  openConnections: number;
+  /**
+   * Connections accepted since the listener opened (refused ones included).
+   */
+  accepted: number;
+  /**
+   * Connections the edge connected to the destination.
+   */
+  connected: number;
+  /**
+   * Connections the edge did not connect (denied by its policy, timeout, failure) or that
+   * ended before the edge was asked (no first byte within `idleTimeoutMs`).
+   */
+  failed: number;
+  /**
+   * Connections closed at once because the edge was not connected over QUIC.
+   */
+  refusedEdgeNotConnected: number;
+  /**
+   * Connections closed at once because `maxConnections` were open.
+   */
+  refusedFull: number;
 }
 /**
  * Edge status.
