@@ -66,7 +66,7 @@ pub struct HubSettings {
     /// open-file limit: TCP may use whatever UDP does not.
     pub(crate) forwarding_budget: DescriptorBudget,
     /// Who holds how much of both budgets, so that edges share them fairly.
-    pub(crate) holders: std::sync::Arc<crate::hub::fair_share::Holders>,
+    pub(crate) holders: std::sync::Arc<crate::fair_share::Holders>,
     /// Handshakes that may be in progress at once, from the open-file limit.
     pub(crate) max_pending_logins: usize,
     /// How long open streams may finish when the hub stops.

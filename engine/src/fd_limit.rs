@@ -56,6 +56,10 @@ pub fn current() -> u64 {
         .map_or(1024, |(soft, _)| soft)
 }
 
+/// Most handshakes the hub lets be in progress at once, whatever the open-file limit: each is
+/// a socket and a TLS or QUIC state that no secret has been shown for yet.
+pub const MAX_PENDING_LOGINS: usize = 1024;
+
 /// UDP sessions the hub may hold at `limit`: half of what the reserve leaves, so that TCP
 /// streams (one target connection each) and edge logins always have the other half.
 pub fn hub_udp_sessions(limit: u64) -> u64 {
@@ -63,9 +67,9 @@ pub fn hub_udp_sessions(limit: u64) -> u64 {
 }
 
 /// Handshakes the hub lets be in progress at `limit` (each holds a socket until its deadline):
-/// an eighth of what the reserve leaves, at most [`crate::hub::auth::MAX_PENDING_TOTAL`].
+/// an eighth of what the reserve leaves, at most [`MAX_PENDING_LOGINS`].
 pub fn hub_pending_logins(limit: u64) -> u64 {
-    (limit.saturating_sub(RESERVE) / 8).min(crate::hub::auth::MAX_PENDING_TOTAL as u64)
+    (limit.saturating_sub(RESERVE) / 8).min(MAX_PENDING_LOGINS as u64)
 }
 
 /// Descriptors the hub's forwarded traffic may hold at `limit`, TCP streams (one target

@@ -34,6 +34,7 @@ pub mod daemon;
 pub(crate) mod edge;
 pub(crate) mod egress;
 pub(crate) mod events;
+mod fair_share;
 pub mod fd_limit;
 pub mod firewall;
 #[cfg(feature = "fuzzing")]

@@ -8,7 +8,6 @@
 
 pub mod auth;
 pub(crate) mod client_source;
-pub(crate) mod fair_share;
 pub mod forward;
 pub mod grant;
 pub mod listener;

@@ -25,8 +25,8 @@ use super::auth::SourceKey;
 
 /// Handshakes one source may have in progress before its own least advanced one makes way.
 pub const MAX_PENDING_PER_SOURCE: u32 = 16;
-/// Handshakes all sources together may have in progress.
-pub const MAX_PENDING_TOTAL: usize = 1024;
+/// Handshakes all sources together may have in progress (the open-file limit may set fewer).
+pub const MAX_PENDING_TOTAL: usize = crate::fd_limit::MAX_PENDING_LOGINS;
 
 /// How far a pending connection has come; the lower, the sooner it makes way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

@@ -2,7 +2,7 @@
 //! target connection (a descriptor) on the hub, so a compromised edge opening streams without
 //! end could starve the hub of descriptors; the edge's own caps do not count, the hub's do.
 //! A stream needs a share of its edge's cap (`limits.maxStreams`) and of the hub-wide budget
-//! (derived from the open-file limit), which edges share fairly ([`super::fair_share`]);
+//! (derived from the open-file limit), which edges share fairly ([`crate::fair_share`]);
 //! otherwise it is refused and counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::fair_share::{Budget, HeldStream, Holders, Holding, RECLAIM_PATIENCE};
+use crate::fair_share::{Budget, HeldStream, Holders, Holding, RECLAIM_PATIENCE};
 use crate::fd_limit::{BudgetPermit, DescriptorBudget};
 
 /// One edge's stream cap and counters (the actor changes `max` when the edge's limits change).

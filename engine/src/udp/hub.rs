@@ -10,7 +10,7 @@
 //! scratch buffer); an edge keeps at most its `maxUdpSessions` (least recently used closed
 //! first), and all edges together at most the hub's UDP budget, which leaves half of the
 //! descriptors to TCP streams and edge logins, and which edges share fairly
-//! ([`crate::hub::fair_share`]).
+//! ([`crate::fair_share`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use super::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
 use crate::fd_limit::{BudgetPermit, Full};
-use crate::hub::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
+use crate::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
