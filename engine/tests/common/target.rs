@@ -41,14 +41,7 @@ impl Drop for Target {
 impl Target {
     /// Binds 127.0.0.1 on a port that is also free on 127.0.0.2 (where the edge will listen).
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = loop {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-                break listener;
-            }
-        };
-        Self::on(listener, behaviour)
+        Self::on(listener_free_on_edge().await, behaviour)
     }
 
     /// Like [`Target::start`], with the listening socket's receive buffer at `bytes`: accepted
@@ -98,6 +91,17 @@ impl Target {
 
     pub fn headers(&self) -> Vec<String> {
         self.headers.lock().unwrap().clone()
+    }
+}
+
+/// A listener on 127.0.0.1 whose port is also free on 127.0.0.2 (where the edge will listen).
+async fn listener_free_on_edge() -> TcpListener {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return listener;
+        }
     }
 }
 
@@ -190,13 +194,7 @@ impl Drop for RawTarget {
 impl RawTarget {
     /// Binds 127.0.0.1 on a port that is also free on 127.0.0.2 (where the edge will listen).
     pub async fn start() -> Self {
-        let listener = loop {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-                break listener;
-            }
-        };
+        let listener = listener_free_on_edge().await;
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let recorded = received.clone();
