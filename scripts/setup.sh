@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # namespaces), nftables (edge firewall; `nft` reads the kernel back in tests, never used at run
 # time), util-linux (setpriv and nsenter for the firewall tests), haproxy (real PROXY-protocol
 # consumer), procps (RSS), systemd (systemd-analyze verify and systemd-sysusers for the documented
-# install, tests/deploy/install.py).
-APT_PACKAGES=(python3 iproute2 nftables util-linux haproxy procps ca-certificates systemd)
+# install, tests/deploy/install.py), openssh-server and openssh-client (a real target that does
+# not speak PROXY, and ssh-keyscan).
+APT_PACKAGES=(python3 iproute2 nftables util-linux haproxy procps ca-certificates systemd
+  openssh-server openssh-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -61,6 +61,9 @@ python3 tests/deploy/install.py
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 
+step "a real sshd behind the hub: proxyProtocol none per port, the port left at v1 refused by sshd"
+python3 tests/plain_targets/sshd.py
+
 step "distinct client addresses through network namespaces"
 python3 tests/netns/distinct_client_ips.py
 

@@ -102,11 +102,15 @@ pub enum StreamEventModeArg {
     Off,
 }
 
-/// PROXY protocol version the hub writes.
+/// PROXY header the hub writes in front of forwarded traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProxyProtocolArg {
+    /// Text line (TCP; UDP targets get v2, with a warning).
     V1,
+    /// Binary header (TCP and UDP).
     V2,
+    /// No header, for targets that do not speak PROXY.
+    None,
 }
 
 /// Edge transport mode.
@@ -153,7 +157,9 @@ pub struct HubArgs {
     /// Stream events: perStream (default), summary (one per edge per second) or off.
     #[arg(long, env = ev::STREAM_EVENT_MODE, value_enum)]
     pub stream_event_mode: Option<StreamEventModeArg>,
-    /// PROXY protocol version written to the target for TCP (default v1).
+    /// PROXY header written to the targets, unless an edge or a port (proxyProtocol in the
+    /// edges) says otherwise. Default: v1 for TCP, v2 for UDP (v1 has no UDP form); none for
+    /// targets that do not speak PROXY.
     #[arg(long, env = ev::PROXY_PROTOCOL, value_enum)]
     pub proxy_protocol: Option<ProxyProtocolArg>,
     /// Flow-control and timing settings as JSON (IPerformanceConfig).

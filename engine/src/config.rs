@@ -4,7 +4,7 @@
 //! durations instead of seconds, parsed addresses, decoded tokens, checked ranges. Every check
 //! names the JSON path of the offending field, so an operator can fix the right line.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::fd_limit::DescriptorBudget;
 use crate::ident::{validate_edge_id, validate_secret};
+use crate::proxy_protocol::choice::EdgeProxyProtocol;
 use crate::token::ConnectionToken;
 
 /// Default STUN server for public IP discovery.
@@ -54,7 +55,9 @@ pub struct HubSettings {
     /// Where the generated identity is kept (see [`crate::state_dir`]).
     pub state_dir: Option<std::path::PathBuf>,
     pub stream_event_mode: StreamEventMode,
-    pub proxy_protocol: ProxyProtocolVersion,
+    /// The hub's `proxyProtocol`, when given: edges and ports may override it, and what it
+    /// means per transport is [`crate::proxy_protocol::choice`]'s.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub udp_proxy_header: UdpProxyHeaderMode,
     pub performance: PerformanceSettings,
     /// The configured `maxUdpSessions` (across all edges).
@@ -384,7 +387,9 @@ pub struct AllowedEdgeSettings {
     pub egress: Option<ipc::EgressPolicy>,
     pub limits: EdgeLimitSettings,
     /// Public port -> target port, where they differ (`targetPorts`).
-    pub target_ports: std::collections::BTreeMap<u16, u16>,
+    pub target_ports: BTreeMap<u16, u16>,
+    /// The edge's and its ports' PROXY header choices (`proxyProtocol`).
+    pub proxy_protocol: EdgeProxyProtocol,
     /// `privateClients`: loopback and own-address client sources are believed.
     pub private_clients: bool,
 }
@@ -532,7 +537,7 @@ pub fn validate_allowed_edges(
             if let Some(firewall) = &edge.firewall_config {
                 crate::firewall::snapshot::validate(firewall, &format!("{at}.firewallConfig"))?;
             }
-            let target_ports = validate_port_mappings(
+            let (target_ports, port_proxy_protocol) = validate_port_mappings(
                 edge.target_ports.as_deref().unwrap_or_default(),
                 &listen_ports,
                 &listen_ports_udp,
@@ -551,20 +556,30 @@ pub fn validate_allowed_edges(
                 firewall_config: edge.firewall_config,
                 egress: edge.egress,
                 target_ports,
+                proxy_protocol: EdgeProxyProtocol {
+                    edge: edge.proxy_protocol,
+                    ports: port_proxy_protocol,
+                },
                 private_clients: edge.private_clients.unwrap_or(false),
             })
         })
         .collect()
 }
 
-/// `targetPorts`: each public port once, one of the edge's ports, and a target port 1..=65535.
+/// Public port -> target port, and public port -> PROXY header choice.
+type PortMappings = (BTreeMap<u16, u16>, BTreeMap<u16, ProxyProtocolVersion>);
+
+/// `targetPorts`: each public port once, one of the edge's ports, with a target port 1..=65535
+/// or a PROXY choice (or both); v1 only on a port that TCP uses (v1 has no UDP form).
 fn validate_port_mappings(
     mappings: &[ipc::PortMapping],
     tcp: &[u16],
     udp: &[u16],
     path: &str,
-) -> Result<std::collections::BTreeMap<u16, u16>, ConfigError> {
-    let mut targets = std::collections::BTreeMap::new();
+) -> Result<PortMappings, ConfigError> {
+    let mut targets = BTreeMap::new();
+    let mut headers = BTreeMap::new();
+    let mut seen = HashSet::new();
     for (index, mapping) in mappings.iter().enumerate() {
         let at = format!("{path}[{index}]");
         if !tcp.contains(&mapping.port) && !udp.contains(&mapping.port) {
@@ -576,20 +591,45 @@ fn validate_port_mappings(
                 ),
             ));
         }
-        if mapping.target_port == 0 {
-            return Err(ConfigError::new(
-                format!("{at}.targetPort"),
-                "must be 1..65535",
-            ));
-        }
-        if targets.insert(mapping.port, mapping.target_port).is_some() {
+        if !seen.insert(mapping.port) {
             return Err(ConfigError::new(
                 format!("{at}.port"),
                 format!("port {} is mapped more than once", mapping.port),
             ));
         }
+        match (mapping.target_port, mapping.proxy_protocol) {
+            (Some(0), _) => {
+                return Err(ConfigError::new(
+                    format!("{at}.targetPort"),
+                    "must be 1..65535",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    at,
+                    "gives neither targetPort nor proxyProtocol",
+                ))
+            }
+            _ => {}
+        }
+        if mapping.proxy_protocol == Some(ProxyProtocolVersion::V1) && !tcp.contains(&mapping.port)
+        {
+            return Err(ConfigError::new(
+                format!("{at}.proxyProtocol"),
+                format!(
+                    "port {} is UDP only, and PROXY v1 has no UDP form: use v2 or none",
+                    mapping.port
+                ),
+            ));
+        }
+        if let Some(target_port) = mapping.target_port {
+            targets.insert(mapping.port, target_port);
+        }
+        if let Some(choice) = mapping.proxy_protocol {
+            headers.insert(mapping.port, choice);
+        }
     }
-    Ok(targets)
+    Ok((targets, headers))
 }
 
 /// Ports must be 1..=65535 and listed once each; the result is sorted.
@@ -799,6 +839,7 @@ mod tests {
             private_clients: None,
             limits: None,
             target_ports: None,
+            proxy_protocol: None,
         }
     }
 
@@ -1009,7 +1050,11 @@ mod tests {
             edge.target_ports = Some(
                 pairs
                     .iter()
-                    .map(|&(port, target_port)| ipc::PortMapping { port, target_port })
+                    .map(|&(port, target_port)| ipc::PortMapping {
+                        port,
+                        target_port: Some(target_port),
+                        proxy_protocol: None,
+                    })
                     .collect(),
             );
             validate_allowed_edges(vec![edge], "edges")
@@ -1026,6 +1071,47 @@ mod tests {
         ] {
             assert_eq!(map(pairs).unwrap_err().path, path);
         }
+    }
+
+    #[test]
+    fn proxy_protocol_overrides_are_checked_with_paths() {
+        let with = |mappings: serde_json::Value| {
+            let edge: ipc::AllowedEdge = serde_json::from_value(serde_json::json!({
+                "id": "p", "secret": "secret-0123456789", "listenPorts": [22, 53],
+                "listenPortsUdp": [53, 51820], "proxyProtocol": "none", "targetPorts": mappings,
+            }))
+            .unwrap();
+            validate_allowed_edges(vec![edge], "edges")
+        };
+        let ok = with(serde_json::json!([{"port": 22, "proxyProtocol": "v2"},
+            {"port": 53, "proxyProtocol": "v1", "targetPort": 5353}]))
+        .unwrap();
+        let choice = &ok[0].proxy_protocol;
+        assert_eq!(choice.edge, Some(ProxyProtocolVersion::None));
+        assert_eq!(choice.ports.get(&22), Some(&ProxyProtocolVersion::V2));
+        assert_eq!(ok[0].target_ports.get(&53), Some(&5353));
+        assert_eq!(
+            ok[0].target_ports.get(&22),
+            None,
+            "no targetPort: same port"
+        );
+        for (mappings, path) in [
+            (
+                serde_json::json!([{"port": 51820, "proxyProtocol": "v1"}]),
+                "edges[0].targetPorts[0].proxyProtocol",
+            ),
+            (serde_json::json!([{"port": 22}]), "edges[0].targetPorts[0]"),
+            (
+                serde_json::json!([{"port": 22, "proxyProtocol": "none"},
+                    {"port": 22, "targetPort": 2222}]),
+                "edges[0].targetPorts[1].port",
+            ),
+        ] {
+            let err = with(mappings).unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+        }
+        let err = with(serde_json::json!([{"port": 51820, "proxyProtocol": "v1"}])).unwrap_err();
+        assert!(err.message.contains("no UDP form"), "{err}");
     }
 
     fn explicit_edge() -> ipc::EdgeConfig {

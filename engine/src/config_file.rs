@@ -114,6 +114,54 @@ serverFirst = true
     }
 
     #[test]
+    fn proxy_protocol_for_the_hub_an_edge_and_a_port() {
+        use remoteingress_ipc_schema::ProxyProtocolVersion;
+        let file = parse(
+            r#"
+[hub]
+proxyProtocol = "none"
+udpProxyHeader = "every"
+
+[[edges]]
+id = "edge-1"
+secret = "s3cret-0123456789"
+listenPorts = [22, 443]
+listenPortsUdp = [53]
+proxyProtocol = "v2"
+targetPorts = [{ port = 443, proxyProtocol = "v1" }, { port = 53, proxyProtocol = "none" }]
+"#,
+        )
+        .unwrap();
+        let hub = file.hub.unwrap();
+        assert_eq!(hub.proxy_protocol, Some(ProxyProtocolVersion::None));
+        assert_eq!(
+            hub.udp_proxy_header,
+            remoteingress_ipc_schema::UdpProxyHeaderMode::Every
+        );
+        let edges = file.edges.unwrap();
+        assert_eq!(edges[0].proxy_protocol, Some(ProxyProtocolVersion::V2));
+        let ports = edges[0].target_ports.as_deref().unwrap();
+        assert_eq!(ports[0].target_port, None);
+        assert_eq!(ports[0].proxy_protocol, Some(ProxyProtocolVersion::V1));
+        assert_eq!(ports[1].proxy_protocol, Some(ProxyProtocolVersion::None));
+
+        let error =
+            parse("[[edges]]\nid = \"a\"\nsecret = \"b\"\nproxyProtocol = \"v3\"\n").unwrap_err();
+        assert!(error.starts_with("4: edges[0].proxyProtocol:"), "{error}");
+        let error = parse(
+            "[[edges]]\nid = \"a\"\nsecret = \"b\"\n\
+             targetPorts = [{ port = 22, proxyProtocol = \"off\" }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.starts_with("4: edges[0].targetPorts[0].proxyProtocol:"),
+            "{error}"
+        );
+        let error = parse("[hub]\nproxyProtocol = \"v3\"\n").unwrap_err();
+        assert!(error.starts_with("2: hub.proxyProtocol:"), "{error}");
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_field() {
         let error = parse("[hub]\ntunnelPort = 8443\n\n[[edges]]\nid = \"a\"\nsecret = \"b\"\nlistenPorts = [70000]\n")
             .unwrap_err();

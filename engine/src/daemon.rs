@@ -83,10 +83,11 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
         };
     }
     if let Some(version) = args.proxy_protocol {
-        config.proxy_protocol = match version {
+        config.proxy_protocol = Some(match version {
             ProxyProtocolArg::V1 => ProxyProtocolVersion::V1,
             ProxyProtocolArg::V2 => ProxyProtocolVersion::V2,
-        };
+            ProxyProtocolArg::None => ProxyProtocolVersion::None,
+        });
     }
     if let Some(secs) = args.shutdown_grace_secs {
         config.shutdown_grace_secs = Some(secs);

@@ -5,14 +5,10 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
-
 use common::target::{expected_header, Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
-use common::{Pair, EDGE_ADDR, EDGE_ID, EDGE_SECRET};
+use common::{tcp_round_trip, udp_round_trip, Pair, EDGE_ADDR, EDGE_ID, EDGE_SECRET};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 
 over_both_transports!(a_mapped_port_reaches_its_target_port_with_the_public_port_in_the_header,);
 
@@ -25,19 +21,6 @@ fn free_public_port(not: u16) -> u16 {
             return port;
         }
     }
-}
-
-async fn echo(port: u16, payload: &[u8]) -> (Vec<u8>, std::net::SocketAddr) {
-    let mut client = TcpStream::connect((EDGE_ADDR, port)).await.unwrap();
-    let local = client.local_addr().unwrap();
-    client.write_all(payload).await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    // A refused stream ends with a reset: then `back` stays empty.
-    let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut back))
-        .await
-        .expect("an echo or a refusal in time");
-    (back, local)
 }
 
 async fn a_mapped_port_reaches_its_target_port_with_the_public_port_in_the_header(transport: &str) {
@@ -55,7 +38,7 @@ async fn a_mapped_port_reaches_its_target_port_with_the_public_port_in_the_heade
     .await;
     pair.wait_listening(public).await;
 
-    let (back, client) = echo(public, b"mapped").await;
+    let (back, client) = tcp_round_trip(public, b"mapped").await;
     assert_eq!(back, b"mapped");
     assert_eq!(
         target.headers(),
@@ -63,25 +46,7 @@ async fn a_mapped_port_reaches_its_target_port_with_the_public_port_in_the_heade
         "the header names the public port"
     );
 
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let answer = common::eventually(
-        "a UDP echo through the mapped port",
-        Duration::from_secs(10),
-        || async {
-            let mut buf = [0u8; 64];
-            socket
-                .send_to(b"ping", (EDGE_ADDR, public_udp))
-                .await
-                .ok()?;
-            let (len, _) =
-                tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf))
-                    .await
-                    .ok()?
-                    .ok()?;
-            Some(buf[..len].to_vec())
-        },
-    )
-    .await;
+    let answer = udp_round_trip(public_udp, b"ping").await;
     assert_eq!(answer, b"ping");
     let seen = udp_target.headers();
     assert_eq!(
@@ -95,7 +60,7 @@ async fn a_mapped_port_reaches_its_target_port_with_the_public_port_in_the_heade
     pair.hub
         .ok("updateAllowedEdges", Some(json!({"edges": [unmapped]})))
         .await;
-    let (back, _) = echo(public, b"nobody").await;
+    let (back, _) = tcp_round_trip(public, b"nobody").await;
     assert!(
         back.is_empty(),
         "nothing listens on the public port's number at the target"

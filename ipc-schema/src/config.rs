@@ -23,18 +23,24 @@ pub enum StreamEventMode {
     Off,
 }
 
-/// PROXY protocol version the hub writes in front of each forwarded TCP stream.
+/// The PROXY header the hub writes in front of what it forwards to a target: set for the hub
+/// (`proxyProtocol`), overridden per allowed edge and per port (`targetPorts`), the most specific
+/// winning. v1 has no UDP form: a UDP target gets PROXY v2 unless the choice is `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ProxyProtocolVersion {
-    /// Text header, forwarded verbatim as the edge built it.
+    /// Text header, forwarded verbatim as the edge built it (TCP; UDP targets get v2).
     #[default]
     V1,
-    /// Binary v2 STREAM header, converted by the hub.
+    /// Binary v2 header: STREAM for TCP, DGRAM for UDP (see `udpProxyHeader`).
     V2,
+    /// No header: the target gets exactly what the client sent (for targets that do not speak
+    /// PROXY, such as sshd, DNS, WireGuard or game servers).
+    None,
 }
 
-/// Which datagrams of a UDP session carry the PROXY v2 DGRAM header.
+/// Which datagrams of a UDP session carry the PROXY v2 DGRAM header (when the port has one at
+/// all, see `proxyProtocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum UdpProxyHeaderMode {
@@ -79,10 +85,13 @@ pub struct HubConfig {
     /// Stream telemetry mode. Default `perStream`.
     #[serde(default)]
     pub stream_event_mode: StreamEventMode,
-    /// PROXY protocol version for TCP. Default `v1`.
-    #[serde(default)]
-    pub proxy_protocol: ProxyProtocolVersion,
-    /// Which UDP datagrams carry the PROXY v2 header. Default `first`.
+    /// PROXY header in front of forwarded traffic, unless an allowed edge or a port says
+    /// otherwise: `v1`, `v2` or `none`. When omitted, TCP targets get `v1` and UDP targets `v2`;
+    /// a UDP port left at an explicit `v1` gets `v2` too (v1 has no UDP form), and the hub warns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// Which UDP datagrams carry the PROXY v2 header: `first` of each session (default) or
+    /// `every` one. Ports whose `proxyProtocol` is `none` get no header at all.
     #[serde(default)]
     pub udp_proxy_header: UdpProxyHeaderMode,
     /// Flow-control, QoS and timing knobs.
@@ -237,21 +246,32 @@ pub struct AllowedEdge {
     /// defaults apply when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<EdgeLimits>,
-    /// Public ports whose traffic goes to a different port on the target (TCP and UDP alike);
-    /// the others go to the same number. The PROXY header still names the public port.
+    /// Public ports whose traffic goes to a different port on the target (TCP and UDP alike),
+    /// or gets another PROXY header; the others go to the same number with the edge's header.
+    /// The PROXY header still names the public port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ports: Option<Vec<PortMapping>>,
+    /// PROXY header for this edge's ports (`v1`, `v2` or `none`), in place of the hub's
+    /// `proxyProtocol`; a port's own `targetPorts` entry overrides it in turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
-/// One public port forwarded to another port on the target.
+/// How one public port is forwarded: to another port on the target, with another PROXY header,
+/// or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IPortMapping")]
 pub struct PortMapping {
     /// The public port (one of `listenPorts` / `listenPortsUdp`).
     pub port: u16,
-    /// The port the hub dials on its target host.
-    pub target_port: u16,
+    /// The port the hub dials on its target host. Default: the public port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u16>,
+    /// PROXY header for this port (`v1`, `v2` or `none`), in place of the edge's and the hub's.
+    /// `v1` on a port that is only in `listenPortsUdp` is an error (v1 has no UDP form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 /// Caps on public clients of one edge. The edge enforces all of them; the hub enforces

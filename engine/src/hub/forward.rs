@@ -1,5 +1,6 @@
 //! One tunneled stream on the hub: validate the edge's PROXY v1 line, dial the target at the
-//! edge's public port, write the PROXY header (v1 verbatim or v2), then relay bytes both ways.
+//! edge's public port, write the PROXY header (v1 verbatim, v2, or none where the hub, the edge
+//! or the port says `none`), then relay bytes both ways.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::events::EventSink;
 use crate::limited_warn;
 use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{OpenStreamGuard, StreamStats};
-use crate::proxy_protocol::{v1, v2, ProxyTransport};
+use crate::proxy_protocol::{choice, v1, v2, ProxyTransport};
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::transport::tunnel::TunnelStream;
 
@@ -65,13 +66,14 @@ pub(crate) async fn forward(
     if !context.grant.source_allowed(edge_id, &header) {
         return stream.abort();
     }
-    let Some(port) =
-        context
-            .grant
-            .target_port(edge_id, PortProtocol::Tcp, header.destination.port())
+    let Some(route) = context
+        .grant
+        .route(edge_id, PortProtocol::Tcp, header.destination.port())
     else {
         return stream.abort();
     };
+    let port = route.target_port;
+    let version = choice::tcp_header(route.proxy_protocol.or(context.settings.proxy_protocol));
     let per_stream = context.settings.stream_event_mode == StreamEventMode::PerStream;
     let mut guard = OpenStreamGuard::new(&context.stats);
     if per_stream {
@@ -91,13 +93,14 @@ pub(crate) async fn forward(
     match connected {
         Ok(Ok(mut target_stream)) => {
             let _ = target_stream.set_nodelay(true);
-            let written = match context.settings.proxy_protocol {
+            let written = match version {
                 ProxyProtocolVersion::V1 => target_stream.write_all(&open).await,
                 ProxyProtocolVersion::V2 => {
                     target_stream
                         .write_all(&v2::encode(&header, ProxyTransport::Stream))
                         .await
                 }
+                ProxyProtocolVersion::None => Ok(()),
             };
             match written {
                 Ok(()) => {

@@ -24,7 +24,7 @@ use remoteingress_ipc_schema::{
     ConnectedEdgeFirewallStatus, ConnectedEdgeLimitStatus, ConnectedEdgeStatus, EdgeConnectedEvent,
     EdgeDisconnectedEvent, EgressListenerConfig, EgressListenerInfo, EgressListenerSource,
     EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event, FirewallState, HubLimitStatus,
-    HubRole, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
+    HubRole, HubStatus, ProxyProtocolVersion, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -556,11 +556,7 @@ impl HubActor {
         // a later port change, removal or secret change applies to both at once.
         let (grant, stream_cap, cancel) = match &previous {
             Some(previous) => {
-                previous.grant.set(
-                    &allowed.listen_ports,
-                    &allowed.listen_ports_udp,
-                    &allowed.target_ports,
-                );
+                previous.grant.set_allowed(allowed);
                 previous.stream_cap.set_max(allowed.limits.max_streams);
                 previous
                     .grant
@@ -574,11 +570,8 @@ impl HubActor {
             }
             None => (
                 Arc::new({
-                    let grant = PortGrant::new(
-                        &allowed.listen_ports,
-                        &allowed.listen_ports_udp,
-                        &allowed.target_ports,
-                    );
+                    let grant = PortGrant::default();
+                    grant.set_allowed(allowed);
                     grant
                         .sources()
                         .set_local_clients(local_clients(allowed, remote));
@@ -707,11 +700,7 @@ impl HubActor {
                 }
                 Some(allowed) => {
                     // Before any push: a removed port is refused from now on.
-                    edge.grant.set(
-                        &allowed.listen_ports,
-                        &allowed.listen_ports_udp,
-                        &allowed.target_ports,
-                    );
+                    edge.grant.set_allowed(allowed);
                     set_udp_cap(&edge.udp_stats, allowed);
                     edge.stream_cap.set_max(allowed.limits.max_streams);
                     edge.grant
@@ -746,6 +735,7 @@ impl HubActor {
                 }
             }
         }
+        warn_v1_on_udp(new.values(), self.settings.proxy_protocol);
         self.allowed = new;
         UpdateAllowedEdgesResult {
             edges: count(self.allowed.len()),
@@ -871,6 +861,27 @@ fn capabilities(transport: TunnelTransport) -> Vec<String> {
 }
 
 /// The configuration pushed to an edge.
+/// Says, for every edge whose UDP ports were explicitly given PROXY v1, that they get v2:
+/// v1 has no UDP form, and sending v2 without saying so surprised operators (issue #28).
+fn warn_v1_on_udp<'a>(
+    edges: impl Iterator<Item = &'a AllowedEdgeSettings>,
+    hub: Option<ProxyProtocolVersion>,
+) {
+    for edge in edges {
+        let ports = edge
+            .proxy_protocol
+            .udp_ports_asking_for_v1(&edge.listen_ports_udp, hub);
+        if !ports.is_empty() {
+            tracing::warn!(
+                edge_id = %edge.id,
+                udp_ports = ?ports,
+                "proxyProtocol v1 has no UDP form: these UDP ports get PROXY v2 headers; set \
+                 proxyProtocol per port (targetPorts) to v2 to say so, or to none for bare datagrams"
+            );
+        }
+    }
+}
+
 fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfigPush {
     let performance = settings.performance.to_ipc();
     EdgeConfigPush {

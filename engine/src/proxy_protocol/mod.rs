@@ -13,6 +13,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+pub mod choice;
 pub mod v1;
 pub mod v2;
 

@@ -1,6 +1,7 @@
 //! The hub's UDP sessions of one connected edge: one connected UDP socket per session towards
 //! `targetHost:<public port>`, the PROXY v2 DGRAM header in front of the first datagram (or of
-//! every one), replies back through the tunnel, idle expiry on both sides.
+//! every one; or of none where the port's PROXY choice is `none`), replies back through the
+//! tunnel, idle expiry on both sides.
 //!
 //! The table belongs to the edge's session task; each session's reply reader is its own task
 //! and reports activity through an atomic timestamp, so the table stays single-owner.
@@ -25,12 +26,12 @@ use tokio::task::AbortHandle;
 
 use super::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
-use crate::fd_limit::{BudgetPermit, Full};
 use crate::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
+use crate::fd_limit::{BudgetPermit, Full};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
 use crate::metrics::UdpStats;
-use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
+use crate::proxy_protocol::{choice, v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
 use crate::transport::tunnel::Tunnel;
 
@@ -47,7 +48,8 @@ thread_local! {
 #[derive(Debug)]
 struct Session {
     socket: Arc<UdpSocket>,
-    header: Bytes,
+    /// The PROXY v2 DGRAM header for the target; `None` when the port sends bare datagrams.
+    header: Option<Bytes>,
     header_sent: bool,
     reader: AbortHandle,
     /// Milliseconds since `HubUdp::epoch` of the last reply from the target.
@@ -125,7 +127,7 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         }
-        let Some(port) = grant.target_port(
+        let Some(route) = grant.route(
             &self.context.edge_id,
             PortProtocol::Udp,
             addresses.destination.port(),
@@ -133,6 +135,13 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         };
+        let port = route.target_port;
+        let header = choice::udp_has_header(
+            route
+                .proxy_protocol
+                .or(self.context.settings.proxy_protocol),
+        )
+        .then_some(header);
         // A replaced session gives its budget back before the new one takes its own.
         drop(self.table.remove(session));
         self.apply_edge_cap();
@@ -242,14 +251,18 @@ impl HubUdp {
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
             return;
         };
-        let with_header = mode == UdpProxyHeaderMode::Every || !entry.header_sent;
-        let sent = if with_header {
-            let mut datagram = BytesMut::with_capacity(entry.header.len() + payload.len());
-            datagram.extend_from_slice(&entry.header);
-            datagram.extend_from_slice(payload);
-            entry.socket.try_send(&datagram)
-        } else {
-            entry.socket.try_send(payload)
+        let header = entry
+            .header
+            .as_ref()
+            .filter(|_| mode == UdpProxyHeaderMode::Every || !entry.header_sent);
+        let sent = match header {
+            Some(header) => {
+                let mut datagram = BytesMut::with_capacity(header.len() + payload.len());
+                datagram.extend_from_slice(header);
+                datagram.extend_from_slice(payload);
+                entry.socket.try_send(&datagram)
+            }
+            None => entry.socket.try_send(payload),
         };
         match sent {
             Ok(_) => {

@@ -311,6 +311,42 @@ pub async fn eventually<T>(
     }
 }
 
+/// Sends `payload` to the edge's TCP `port` (on [`EDGE_ADDR`]), ends the request and reads the
+/// answer to its end; returns it (empty when the stream was refused with a reset) and the
+/// client's address.
+pub async fn tcp_round_trip(port: u16, payload: &[u8]) -> (Vec<u8>, std::net::SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    let mut client = tokio::net::TcpStream::connect((EDGE_ADDR, port))
+        .await
+        .expect("connect to the edge");
+    let local = client.local_addr().expect("local address");
+    client.write_all(payload).await.expect("send");
+    client.shutdown().await.expect("end the request");
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, client.read_to_end(&mut back))
+        .await
+        .expect("an answer or a refusal in time");
+    (back, local)
+}
+
+/// Sends `payload` from a new client socket (so a new UDP session) to the edge's UDP `port`
+/// (on [`EDGE_ADDR`]) until an answer comes back; returns it.
+pub async fn udp_round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    eventually("a UDP answer through the tunnel", DEADLINE, || async {
+        let mut buf = [0u8; 2048];
+        socket.send_to(payload, (EDGE_ADDR, port)).await.ok()?;
+        let (len, _) = tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buf[..len].to_vec())
+    })
+    .await
+}
+
 /// Starts a role with `params`, retrying while it fails (a restarted hub waits for its old
 /// tunnel port to be free); the `start` result.
 pub async fn start_retrying(managed: &mut Managed, params: Value) -> Value {

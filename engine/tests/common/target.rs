@@ -41,14 +41,7 @@ impl Drop for Target {
 impl Target {
     /// Binds 127.0.0.1 on a port that is also free on 127.0.0.2 (where the edge will listen).
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = loop {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
-                break listener;
-            }
-        };
-        Self::on(listener, behaviour)
+        Self::on(listener_free_on_edge().await, behaviour)
     }
 
     /// Like [`Target::start`], with the listening socket's receive buffer at `bytes`: accepted
@@ -98,6 +91,17 @@ impl Target {
 
     pub fn headers(&self) -> Vec<String> {
         self.headers.lock().unwrap().clone()
+    }
+}
+
+/// A listener on 127.0.0.1 whose port is also free on 127.0.0.2 (where the edge will listen).
+async fn listener_free_on_edge() -> TcpListener {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return listener;
+        }
     }
 }
 
@@ -171,4 +175,51 @@ pub fn expected_header(client: SocketAddr, port: u16) -> String {
         client.port(),
         port
     )
+}
+
+/// A target that does not speak PROXY (sshd, a game server): it records, per connection,
+/// every byte it received up to the client's EOF, echoes them back and closes.
+pub struct RawTarget {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawTarget {
+    /// Binds 127.0.0.1 on a port that is also free on 127.0.0.2 (where the edge will listen).
+    pub async fn start() -> Self {
+        let listener = listener_free_on_edge().await;
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let recorded = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut bytes = Vec::new();
+                    if socket.read_to_end(&mut bytes).await.is_ok() {
+                        recorded.lock().unwrap().push(bytes.clone());
+                        let _ = socket.write_all(&bytes).await;
+                        let _ = socket.shutdown().await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            received,
+            task,
+        }
+    }
+
+    /// What each finished connection carried, in the order they finished.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
 }

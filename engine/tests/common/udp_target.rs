@@ -19,6 +19,8 @@ pub struct SeenHeader {
 pub struct UdpEchoTarget {
     pub port: u16,
     pub headers: Arc<Mutex<Vec<SeenHeader>>>,
+    /// Every datagram as it arrived, header and all.
+    datagrams: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,6 +44,8 @@ impl UdpEchoTarget {
         let port = socket.local_addr().unwrap().port();
         let headers = Arc::new(Mutex::new(Vec::new()));
         let seen = headers.clone();
+        let datagrams = Arc::new(Mutex::new(Vec::new()));
+        let arrived = datagrams.clone();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 70_000];
             loop {
@@ -49,6 +53,7 @@ impl UdpEchoTarget {
                     break;
                 };
                 let datagram = &buf[..len];
+                arrived.lock().unwrap().push(datagram.to_vec());
                 let payload = match strip_v2(datagram) {
                     Some((client, edge, rest)) => {
                         seen.lock().unwrap().push(SeenHeader { client, edge, from });
@@ -62,12 +67,18 @@ impl UdpEchoTarget {
         Self {
             port,
             headers,
+            datagrams,
             task,
         }
     }
 
     pub fn headers(&self) -> Vec<SeenHeader> {
         self.headers.lock().unwrap().clone()
+    }
+
+    /// Every datagram received so far, exactly as it arrived (header and all).
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.datagrams.lock().unwrap().clone()
     }
 }
 

@@ -202,14 +202,17 @@ export type Secret = string;
  */
 export type TStreamEventMode = "perStream" | "summary" | "off";
 /**
- * PROXY protocol version the hub writes in front of each forwarded TCP stream.
+ * The PROXY header the hub writes in front of what it forwards to a target: set for the hub
+ * (`proxyProtocol`), overridden per allowed edge and per port (`targetPorts`), the most specific
+ * winning. v1 has no UDP form: a UDP target gets PROXY v2 unless the choice is `none`.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "ProxyProtocolVersion".
  */
-export type ProxyProtocolVersion = "v1" | "v2";
+export type ProxyProtocolVersion = "v1" | "v2" | "none";
 /**
- * Which datagrams of a UDP session carry the PROXY v2 DGRAM header.
+ * Which datagrams of a UDP session carry the PROXY v2 DGRAM header (when the port has one at
+ * all, see `proxyProtocol`).
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "UdpProxyHeaderMode".
@@ -670,11 +673,14 @@ export interface IHubConfig {
    */
   streamEventMode?: TStreamEventMode;
   /**
-   * PROXY protocol version for TCP. Default `v1`.
+   * PROXY header in front of forwarded traffic, unless an allowed edge or a port says
+   * otherwise: `v1`, `v2` or `none`. When omitted, TCP targets get `v1` and UDP targets `v2`;
+   * a UDP port left at an explicit `v1` gets `v2` too (v1 has no UDP form), and the hub warns.
    */
-  proxyProtocol?: ProxyProtocolVersion;
+  proxyProtocol?: ProxyProtocolVersion | null;
   /**
-   * Which UDP datagrams carry the PROXY v2 header. Default `first`.
+   * Which UDP datagrams carry the PROXY v2 header: `first` of each session (default) or
+   * `every` one. Ports whose `proxyProtocol` is `none` get no header at all.
    */
   udpProxyHeader?: UdpProxyHeaderMode;
   /**
@@ -924,10 +930,16 @@ export interface TAllowedEdge {
    */
   limits?: IEdgeLimits | null;
   /**
-   * Public ports whose traffic goes to a different port on the target (TCP and UDP alike);
-   * the others go to the same number. The PROXY header still names the public port.
+   * Public ports whose traffic goes to a different port on the target (TCP and UDP alike),
+   * or gets another PROXY header; the others go to the same number with the edge's header.
+   * The PROXY header still names the public port.
    */
   targetPorts?: IPortMapping[] | null;
+  /**
+   * PROXY header for this edge's ports (`v1`, `v2` or `none`), in place of the hub's
+   * `proxyProtocol`; a port's own `targetPorts` entry overrides it in turn.
+   */
+  proxyProtocol?: ProxyProtocolVersion | null;
 }
 /**
  * Outbound (egress) policy of one edge.
@@ -1009,7 +1021,8 @@ export interface IEdgeLimits {
   ipv6SourcePrefix?: number;
 }
 /**
- * One public port forwarded to another port on the target.
+ * How one public port is forwarded: to another port on the target, with another PROXY header,
+ * or both.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "IPortMapping".
@@ -1020,9 +1033,14 @@ export interface IPortMapping {
    */
   port: number;
   /**
-   * The port the hub dials on its target host.
+   * The port the hub dials on its target host. Default: the public port.
    */
-  targetPort: number;
+  targetPort?: number | null;
+  /**
+   * PROXY header for this port (`v1`, `v2` or `none`), in place of the edge's and the hub's.
+   * `v1` on a port that is only in `listenPortsUdp` is an error (v1 has no UDP form).
+   */
+  proxyProtocol?: ProxyProtocolVersion | null;
 }
 /**
  * `updateAllowedEdges` result.
