@@ -25,6 +25,9 @@ step "setup"
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "layering: no import between the roles, none from shared code into a role"
+python3 tests/tools/layers.py
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -12,7 +12,7 @@ use remoteingress_ipc_schema::{
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
 use crate::config_file::ConfigFile;
-use crate::egress::listeners::ListenerSpec;
+use crate::hub::egress_listeners::ListenerSpec;
 use crate::events::EventSink;
 use crate::service::Service;
 use crate::token::ConnectionToken;
@@ -128,7 +128,7 @@ fn egress_listeners(
     args: &HubArgs,
     entries: Option<Vec<EgressListenerConfig>>,
 ) -> Result<Vec<ListenerSpec>, DaemonError> {
-    crate::egress::listeners::validate_file_entries(entries.unwrap_or_default()).map_err(|e| {
+    crate::hub::egress_listeners::validate_file_entries(entries.unwrap_or_default()).map_err(|e| {
         let file = args
             .config
             .as_deref()

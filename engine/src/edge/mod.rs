@@ -8,11 +8,13 @@
 
 pub(crate) mod accept;
 pub(crate) mod connector;
+pub(crate) mod egress;
 pub(crate) mod firewall;
 pub(crate) mod limits;
 pub(crate) mod ports;
 pub(crate) mod public_ip;
 pub(crate) mod session;
+pub(crate) mod udp;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -87,7 +89,7 @@ pub(crate) struct EdgeShared {
     /// performance settings the edge knows then (`EdgeState::performance`).
     pub(crate) quic: quinn::ClientConfig,
     /// The egress policy the hub pushed last, and the egress streams open now.
-    pub(crate) egress: Arc<crate::egress::edge::EdgeEgress>,
+    pub(crate) egress: Arc<egress::EdgeEgress>,
     /// `edge{edge_id=..}`: every log line of the edge's tasks carries its id.
     pub(crate) span: tracing::Span,
 }

@@ -19,7 +19,7 @@ use crate::config::PerformanceSettings;
 use crate::events::EventSink;
 use crate::fd_limit;
 use crate::transport::handshake::EdgeConfigPush;
-use crate::udp::edge::EdgeUdp;
+use crate::edge::udp::EdgeUdp;
 
 /// Backlog of each public listener.
 const LISTEN_BACKLOG: i32 = 4096;

@@ -71,7 +71,7 @@ pub(crate) async fn run(
                 // closed, whatever the hub sends.
                 Some((stream, _)) if tunnel.transport() != TunnelTransport::Quic => stream.abort(),
                 Some((stream, open)) => {
-                    shared.spawn(crate::egress::edge::serve(
+                    shared.spawn(crate::edge::egress::serve(
                         shared.egress.clone(),
                         stream,
                         open,

@@ -8,12 +8,15 @@
 
 pub mod auth;
 pub(crate) mod client_source;
+pub(crate) mod egress;
+pub(crate) mod egress_listeners;
 pub mod forward;
 pub mod grant;
 pub mod listener;
 pub mod pending;
 pub mod session;
 pub mod stream_cap;
+pub(crate) mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,8 +37,8 @@ use self::auth::LoginThrottle;
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings, PerformancePush};
-use crate::egress::hub::{EgressProxies, ProxyContext};
-use crate::egress::listeners::{self, EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
+use self::egress::{EgressProxies, ProxyContext};
+use self::egress_listeners::{EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::service::ServiceError;
@@ -323,7 +326,7 @@ impl Hub {
         request: EgressTcpProxyRequest,
     ) -> Result<EgressTcpProxyInfo, ServiceError> {
         let tunnel = self.egress_tunnel(request.edge_id.clone()).await?;
-        crate::egress::hub::start(self.egress_context(), tunnel, request).await
+        egress::start(self.egress_context(), tunnel, request).await
     }
 
     /// `stopEgressTcpProxy`.
@@ -367,8 +370,8 @@ impl Hub {
         &'a self,
         context: &'a ProxyContext,
         lookup: &'a TunnelLookup,
-    ) -> listeners::Start<'a> {
-        listeners::Start {
+    ) -> egress_listeners::Start<'a> {
+        egress_listeners::Start {
             context,
             lookup,
             draining: &self.stop.draining,

@@ -22,7 +22,7 @@ use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::EdgeReport;
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
-use crate::udp::hub::HubUdp;
+use crate::hub::udp::HubUdp;
 
 /// Longest time a replaced session keeps its open streams.
 const MAX_DRAIN: Duration = Duration::from_secs(600);

@@ -1,7 +1,6 @@
-//! UDP forwarding: sessions per (client address, public port), tunneled as datagrams.
-//! [`session`] is the sans-IO table both roles use; [`rate`] paces new sessions on the edge.
+//! UDP forwarding: sessions per (client address, public port), tunneled as datagrams. This
+//! folder holds the sans-IO parts both roles use: [`session`], the session table, and [`rate`],
+//! which paces new sessions on the edge. The roles' I/O is `edge::udp` and `hub::udp`.
 
-pub(crate) mod edge;
-pub(crate) mod hub;
 pub(crate) mod rate;
 pub(crate) mod session;

@@ -24,7 +24,7 @@ use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use super::session::{Evicted, Eviction, SessionTable, TableLimits};
+use crate::udp::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
 use crate::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::fd_limit::{BudgetPermit, Full};

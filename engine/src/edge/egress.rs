@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::policy::{self, Destination, EgressPolicy};
-use super::wire::{Answer, Request};
+use crate::egress::policy::{self, Destination, EgressPolicy};
+use crate::egress::wire::{Answer, Request};
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::transport::tunnel::TunnelStream;
 

@@ -1,6 +1,6 @@
 //! Persistent egress listeners: `[[egress]]` entries of hub.toml and `startEgressTcpListener`.
 //! Each one keeps a local TCP listener open; every connection it accepts becomes one egress
-//! stream through its edge (served like a one-shot proxy's connection, [`super::hub::serve`]),
+//! stream through its edge (served like a one-shot proxy's connection, [`super::egress::serve`]),
 //! so a program such as an MTA can be pointed at a stable local port.
 //!
 //! A connection that cannot go out is closed at once (reset), never held: when the edge is not
@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{serve, ProxyContext};
+use super::egress::{serve, ProxyContext};
 use crate::config::ConfigError;
 use crate::log_limit::LogLimiter;
 use crate::service::ServiceError;

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::rate::TokenBucket;
-use super::session::{Evicted, SessionTable, TableLimits};
+use crate::udp::rate::TokenBucket;
+use crate::udp::session::{Evicted, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
 use crate::edge::ports::reconcile;
 use crate::events::EventSink;

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::wire::{self, Answer, Request};
+use crate::egress::wire::{self, Answer, Request};
 use crate::events::EventSink;
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::service::ServiceError;
