@@ -29,7 +29,7 @@ use crate::fd_limit::{BudgetPermit, Full};
 use crate::hub::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
-use crate::metrics::UdpStats;
+use crate::metrics::{UdpSessionCount, UdpStats};
 use crate::proxy_protocol::{v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
 use crate::transport::tunnel::Tunnel;
@@ -72,6 +72,8 @@ pub(crate) struct HubUdp {
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
+    /// This table's part of `stats.sessions`.
+    sessions: UdpSessionCount,
     /// This edge session's holdings of the hub-wide budgets.
     holding: Arc<Holding>,
     epoch: Instant,
@@ -91,6 +93,7 @@ impl HubUdp {
             mode: context.settings.udp_proxy_header,
             context,
             tunnel,
+            sessions: UdpSessionCount::new(stats.clone()),
             stats,
             holding,
             epoch: Instant::now(),
@@ -104,7 +107,7 @@ impl HubUdp {
             UdpMessage::Data { session, payload } => self.data(session, &payload),
             UdpMessage::Close { session } => {
                 drop(self.table.remove(session));
-                self.stats.set_sessions(self.table.len());
+                self.sessions.set(self.table.len());
             }
         }
     }
@@ -174,7 +177,7 @@ impl HubUdp {
         };
         let (_, evicted) = self.table.insert(session, session, Instant::now(), value);
         self.close_evicted(evicted);
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
 
     /// Applies the cap the hub keeps for this edge when it changed (allowed edges updated).
@@ -232,7 +235,7 @@ impl HubUdp {
             self.stats.evicted(reason);
             let _ = self.tunnel.send_udp(UdpMessage::Close { session: id });
         }
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
     fn data(&mut self, session: u32, payload: &[u8]) {
         let mode = self.mode;
@@ -276,13 +279,13 @@ impl HubUdp {
             drop(closed);
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
         }
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
 
     /// Ends every session (the tunnel is gone).
     pub(crate) fn close_all(&mut self) {
         drop(self.table.drain());
-        self.stats.set_sessions(0);
+        self.sessions.set(0);
     }
 }
 
