@@ -52,6 +52,7 @@ pub(crate) mod service;
 pub(crate) mod shutdown;
 pub mod source_key;
 pub mod state_dir;
+pub mod status_command;
 pub(crate) mod status_fields;
 pub mod stun;
 mod sync;

@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use remoteingress::cli::{self, env_vars, Cli, Command, LogFormat, SecretCommand, TokenCommand};
+use remoteingress::cli::{
+    self, env_vars, Cli, Command, LogFormat, SecretCommand, StatusArgs, TokenCommand,
+};
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, fd_limit, ipc};
 
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token(command)) => token(command),
+        Some(Command::Status(args)) => status(args),
         Some(Command::Secret(SecretCommand::New)) => match remoteingress::ident::new_secret() {
             Ok(secret) => {
                 println!("{secret}");
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
         }
         None => {
             eprintln!(
-                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema), \
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema, status), \
                  --management, or set {}=hub|edge. See --help.",
                 env_vars::MODE
             );
@@ -147,6 +150,42 @@ fn management(worker_threads: Option<u16>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("remoteingress-bin: management session failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `status`: the status of a running hub or edge, from its metrics listener.
+fn status(args: StatusArgs) -> ExitCode {
+    let Some(addr) = args.metrics_addr else {
+        eprintln!(
+            "remoteingress-bin: status needs the hub's or edge's metrics listener: give \
+             --metrics-addr ADDR:PORT or set {}",
+            env_vars::METRICS_ADDR
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("remoteingress-bin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(remoteingress::status_command::fetch(&addr)) {
+        Ok((_, json)) if args.json => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, _)) => {
+            print!("{}", remoteingress::status_command::summary(&status));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("remoteingress-bin: {error}");
             ExitCode::FAILURE
         }
     }
