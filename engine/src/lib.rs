@@ -44,6 +44,7 @@ pub mod ident;
 pub mod ipc;
 pub(crate) mod log_limit;
 pub mod log_text;
+pub mod logging;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;
@@ -61,6 +62,7 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 pub(crate) mod udp;
+pub(crate) mod wire_name;
 
 // What an embedder needs: run a role through a `Service` (or drive it over `ipc::serve`), with
 // the settings `config` validates and the tokens `token` reads. Modules kept `pub` beyond these

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    remoteingress::logging::init(cli.log_format);
     match cli.command {
         Some(Command::Schema) => {
             print!("{}", remoteingress_ipc_schema::schema_text());
@@ -70,22 +70,6 @@ fn main() -> ExitCode {
             );
             ExitCode::from(EXIT_USAGE)
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match format {
-        // Peer-chosen strings must not forge lines or reach the terminal raw.
-        LogFormat::Text => logs
-            .fmt_fields(remoteingress::log_text::EscapingFields)
-            .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 

@@ -13,7 +13,7 @@ use remoteingress_ipc_schema::{
 };
 
 use crate::status_fields::unix_ms;
-use crate::telemetry::counters::wire_name;
+use crate::wire_name::wire_name;
 
 /// The whole exchange must end within this.
 const DEADLINE: Duration = Duration::from_secs(5);

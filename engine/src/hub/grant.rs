@@ -16,6 +16,7 @@ use remoteingress_ipc_schema::PortProtocol;
 use super::client_source::ClientSources;
 use crate::log_limit::SharedLogLimiter;
 use crate::proxy_protocol::ProxyHeader;
+use crate::wire_name::Wire;
 
 #[derive(Debug, Default)]
 struct Assigned {
@@ -76,7 +77,7 @@ impl PortGrant {
             let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             crate::limited_warn!(
                 self.warnings,
-                %edge_id, ?protocol, port, refused_total = total,
+                %edge_id, protocol = %Wire(&protocol), port, refused_total = total,
                 "edge asked for a port it is not assigned; refused"
             );
         }

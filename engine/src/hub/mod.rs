@@ -47,6 +47,7 @@ use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, Firewal
 use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
+use crate::wire_name::Wire;
 
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -595,7 +596,7 @@ impl HubActor {
         if let Some(record) = self.records.get_mut(&edge_id) {
             record.tunnel_up();
         }
-        tracing::info!(%edge_id, %remote, ?transport, "edge connected");
+        tracing::info!(%edge_id, %remote, transport = %Wire(&transport), "edge connected");
         self.events.emit(Event::EdgeConnected(EdgeConnectedEvent {
             edge_id,
             transport,

@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use remoteingress_ipc_schema::{ConnectFailureReason, EgressOutcome, Event};
 
+use crate::wire_name::wire_name;
+
 /// A label set with one `reason` (or `outcome`, `kind`) value from a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -135,14 +137,6 @@ impl Default for EventCounters {
         );
         counters
     }
-}
-
-/// The wire name of a serializable enum value (`unauthorized`, `connected`, `tcpTls`, ...).
-pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned())
 }
 
 impl EventCounters {

@@ -145,7 +145,7 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
     for edge in &hub.connected_edges {
         by_transport
             .get_or_create(&TransportLabel {
-                transport: super::counters::wire_name(&edge.transport),
+                transport: crate::wire_name::wire_name(&edge.transport),
             })
             .inc();
     }
