@@ -49,7 +49,7 @@ python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 step "secrets never appear in any output (logs at debug, text and JSON, events, status, errors)"
 python3 tests/ipc/secrets_never_shown.py
 
-step "metrics and health endpoints, read with the Prometheus client's parser"
+step "metrics, /status and health endpoints (Prometheus text and OpenMetrics parsers), the status subcommand"
 python3 tests/metrics/scrape.py
 
 step "TOML config files: start from files, SIGHUP reloads under a live transfer, invalid files refused"
