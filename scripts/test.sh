@@ -52,6 +52,9 @@ python3 tests/ipc/secrets_never_shown.py
 step "metrics, /status and health endpoints (Prometheus text and OpenMetrics parsers), the status subcommand"
 python3 tests/metrics/scrape.py
 
+step "JSON log lines are structured (event fields, nested status, wire enum names, default filter)"
+python3 tests/logs/json_lines.py
+
 step "TOML config files: start from files, SIGHUP reloads under a live transfer, invalid files refused"
 python3 tests/config/toml_files.py
 

@@ -25,6 +25,8 @@ class Process:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.setdefault("REMOTEINGRESS_LOG", "info")
+        # A value of None unsets the variable (REMOTEINGRESS_LOG: None runs the default filter).
+        full_env = {key: value for key, value in full_env.items() if value is not None}
         self.name = name
         self.stderr_path = f"/tmp/ri-test-{name}-{os.getpid()}.log"
         self.stderr = open(self.stderr_path, "w")
