@@ -50,12 +50,12 @@ def main():
                              if isinstance(line, dict) and line.get("event") == name), None)
             connected = None
             try:
-                connected = harness_wait(lambda: hub_event("edgeConnected"))
+                connected = harness.wait_for("edgeConnected", lambda: hub_event("edgeConnected"), timeout=20)
             except TimeoutError:
                 pass
             edge.stop_keeping_log()
             try:
-                harness_wait(lambda: hub_event("edgeDisconnected"))
+                harness.wait_for("edgeDisconnected", lambda: hub_event("edgeDisconnected"), timeout=20)
             except TimeoutError:
                 pass
             hub.stop_keeping_log()
@@ -94,19 +94,6 @@ def main():
                  and line.get("level") not in ("WARN", "ERROR")]
     report.check("default filter: nothing from rustls or quinn below WARN", not libraries, libraries[:3])
     return report.finish()
-
-
-def harness_wait(check, timeout=20):
-    """check()'s first true value, polling within timeout (TimeoutError otherwise)."""
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

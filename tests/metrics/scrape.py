@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
@@ -133,15 +132,7 @@ def wait_or_last(check, last, timeout=15):
         return last()
 
 
-def wait_for(what, check, timeout=15):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
+wait_for = harness.wait_for
 
 
 def main():

@@ -279,6 +279,18 @@ def wait_port(host, port, timeout=10.0):
     raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
 
 
+def wait_for(what, check, timeout=15):
+    """check()'s first true value, polled every 0.1 s; TimeoutError(what) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
 def run(*argv, check=True):
     return subprocess.run(argv, check=check, capture_output=True, text=True)
 
