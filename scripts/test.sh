@@ -52,8 +52,11 @@ python3 tests/ipc/drive_from_python.py target/debug/remoteingress-bin
 step "secrets never appear in any output (logs at debug, text and JSON, events, status, errors)"
 python3 tests/ipc/secrets_never_shown.py
 
-step "metrics and health endpoints, read with the Prometheus client's parser"
+step "metrics, /status and health endpoints (Prometheus text and OpenMetrics parsers), the status subcommand"
 python3 tests/metrics/scrape.py
+
+step "JSON log lines are structured (event fields, nested status, wire enum names, default filter)"
+python3 tests/logs/json_lines.py
 
 step "TOML config files: start from files, SIGHUP reloads under a live transfer, invalid files refused"
 python3 tests/config/toml_files.py

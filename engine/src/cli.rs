@@ -1,4 +1,5 @@
-//! Command-line interface: `hub`, `edge`, `token`, `schema`, and `--management`.
+//! Command-line interface: `hub`, `edge`, `token`, `secret`, `schema`, `status`, and
+//! `--management`.
 //!
 //! Every flag of `hub` and `edge` can also come from a `REMOTEINGRESS_*` environment variable
 //! (clap's `env`), and `REMOTEINGRESS_MODE=hub|edge` selects the role when no subcommand is given,
@@ -91,6 +92,19 @@ pub enum Command {
     Secret(SecretCommand),
     /// Print the JSON Schema of the IPC protocol.
     Schema,
+    /// Print the status of a running hub or edge (connected edges, transports, tunnels, last
+    /// errors, unbound ports), read from `GET /status` on its metrics listener.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The metrics listener of the hub or edge to ask (its --metrics-addr / metricsAddr).
+    #[arg(long, env = ev::METRICS_ADDR, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Print the status as JSON (what IPC getStatus returns) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Stream telemetry mode of the hub.

@@ -12,8 +12,8 @@ use remoteingress_ipc_schema::{
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
 use crate::config_file::ConfigFile;
-use crate::hub::egress_listeners::ListenerSpec;
 use crate::events::EventSink;
+use crate::hub::egress_listeners::ListenerSpec;
 use crate::service::Service;
 use crate::token::ConnectionToken;
 
@@ -400,7 +400,7 @@ async fn announce(service: &Service, json: bool) {
     let status = service.status().await;
     match serde_json::to_string(&status) {
         Ok(text) => {
-            tracing::info!(status = %text, "started");
+            tracing::info!(json.status = %text, "started");
             if json {
                 println!(
                     "{}",
@@ -412,21 +412,41 @@ async fn announce(service: &Service, json: bool) {
     }
 }
 
-/// Prints events: JSON lines on stdout with `--json`, otherwise log lines on stderr.
+/// Prints events: JSON lines on stdout with `--json`, otherwise log lines on stderr whose
+/// fields are the event's name (`event`) and its data (see [`crate::logging`]).
 async fn print_events(mut rx: tokio::sync::mpsc::Receiver<Event>, json: bool) {
     use tokio::io::AsyncWriteExt;
     let mut stdout = tokio::io::stdout();
     while let Some(event) = rx.recv().await {
-        let Ok(line) = serde_json::to_string(&event) else {
-            continue;
-        };
         if json {
+            let Ok(line) = serde_json::to_string(&event) else {
+                continue;
+            };
             let _ = stdout.write_all(format!("{line}\n").as_bytes()).await;
             let _ = stdout.flush().await;
         } else {
-            tracing::info!(target: "remoteingress::event", "{line}");
+            let (name, data) = event_fields(&event);
+            tracing::info!(target: "remoteingress::event", event = %name, json.fields = %data);
         }
     }
+}
+
+/// An event's name and its data as a JSON object's text (`{}` when it has none; a value that is
+/// not an object is `{"data": VALUE}`).
+fn event_fields(event: &Event) -> (String, String) {
+    let Ok(serde_json::Value::Object(mut tagged)) = serde_json::to_value(event) else {
+        return ("unknown".to_owned(), "{}".to_owned());
+    };
+    let name = match tagged.remove("event") {
+        Some(serde_json::Value::String(name)) => name,
+        _ => "unknown".to_owned(),
+    };
+    let data = match tagged.remove("data") {
+        Some(serde_json::Value::Object(data)) => serde_json::Value::Object(data),
+        None => serde_json::Value::Object(serde_json::Map::new()),
+        Some(other) => serde_json::json!({ "data": other }),
+    };
+    (name, data.to_string())
 }
 
 /// Waits for SIGTERM or SIGINT; calls `on_hangup` for each SIGHUP. `on_listening` runs once the

@@ -27,6 +27,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub(crate) mod backoff;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub(crate) mod config_file;
@@ -44,6 +45,7 @@ pub mod ident;
 pub mod ipc;
 pub(crate) mod log_limit;
 pub mod log_text;
+pub mod logging;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub(crate) mod relay;
@@ -53,6 +55,7 @@ pub(crate) mod service;
 pub(crate) mod shutdown;
 pub mod source_key;
 pub mod state_dir;
+pub mod status_command;
 pub(crate) mod status_fields;
 pub mod stun;
 mod sync;
@@ -62,6 +65,7 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 pub(crate) mod udp;
+pub(crate) mod wire_name;
 
 // What an embedder needs: run a role through a `Service` (or drive it over `ipc::serve`), with
 // the settings `config` validates and the tokens `token` reads. Modules kept `pub` beyond these

@@ -48,8 +48,13 @@ impl Visit for Visitor<'_> {
             " "
         };
         self.result = self.writer.write_str(separator).and_then(|()| {
-            if field.name() != "message" {
-                write!(self.writer, "{}=", field.name())?;
+            // `json.NAME` fields (see `crate::logging`) print as `NAME=`, `json.fields` bare.
+            let name = field.name();
+            if name != "message" && name != crate::logging::JSON_FIELDS {
+                let name = name
+                    .strip_prefix(crate::logging::JSON_PREFIX)
+                    .unwrap_or(name);
+                write!(self.writer, "{name}=")?;
             }
             write!(Escaping(&mut self.writer), "{value:?}")
         });

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use remoteingress::cli::{
-    self, env_vars, Cli, Command, HubArgs, LogFormat, SecretCommand, TokenCommand,
+    self, env_vars, Cli, Command, HubArgs, LogFormat, SecretCommand, StatusArgs, TokenCommand,
 };
 use remoteingress::token::ConnectionToken;
 use remoteingress::{daemon, fd_limit, ipc};
@@ -32,13 +32,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    remoteingress::logging::init(cli.log_format);
     match cli.command {
         Some(Command::Schema) => {
             print!("{}", remoteingress_ipc_schema::schema_text());
             ExitCode::SUCCESS
         }
         Some(Command::Token(command)) => token(command),
+        Some(Command::Status(args)) => status(args),
         Some(Command::Secret(SecretCommand::New)) => match remoteingress::ident::new_secret() {
             Ok(secret) => {
                 println!("{secret}");
@@ -63,28 +64,12 @@ fn main() -> ExitCode {
         }
         None => {
             eprintln!(
-                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema), \
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema, status), \
                  --management, or set {}=hub|edge. See --help.",
                 env_vars::MODE
             );
             ExitCode::from(EXIT_USAGE)
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match format {
-        // Peer-chosen strings must not forge lines or reach the terminal raw.
-        LogFormat::Text => logs
-            .fmt_fields(remoteingress::log_text::EscapingFields)
-            .init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 
@@ -149,6 +134,42 @@ fn management(worker_threads: Option<u16>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("remoteingress-bin: management session failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `status`: the status of a running hub or edge, from its metrics listener.
+fn status(args: StatusArgs) -> ExitCode {
+    let Some(addr) = args.metrics_addr else {
+        eprintln!(
+            "remoteingress-bin: status needs the hub's or edge's metrics listener: give \
+             --metrics-addr ADDR:PORT or set {}",
+            env_vars::METRICS_ADDR
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("remoteingress-bin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(remoteingress::status_command::fetch(&addr)) {
+        Ok((_, json)) if args.json => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, _)) => {
+            print!("{}", remoteingress::status_command::summary(&status));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("remoteingress-bin: {error}");
             ExitCode::FAILURE
         }
     }

@@ -125,6 +125,43 @@ impl UdpStats {
     }
 }
 
+/// The UDP sessions one table holds, counted into [`UdpStats::sessions`] by difference: the hub
+/// shares an edge's `UdpStats` between the edge's tunnels (a replaced tunnel drains while the
+/// new one serves), so a table adds its own change rather than storing its size, and takes its
+/// sessions back out when it goes.
+#[derive(Debug)]
+pub(crate) struct UdpSessionCount {
+    stats: std::sync::Arc<UdpStats>,
+    counted: u64,
+}
+
+impl UdpSessionCount {
+    pub(crate) fn new(stats: std::sync::Arc<UdpStats>) -> Self {
+        Self { stats, counted: 0 }
+    }
+
+    /// The table holds `sessions` now.
+    pub(crate) fn set(&mut self, sessions: usize) {
+        let sessions = u64::try_from(sessions).unwrap_or(u64::MAX);
+        if sessions >= self.counted {
+            self.stats
+                .sessions
+                .fetch_add(sessions - self.counted, Ordering::Relaxed);
+        } else {
+            self.stats
+                .sessions
+                .fetch_sub(self.counted - sessions, Ordering::Relaxed);
+        }
+        self.counted = sessions;
+    }
+}
+
+impl Drop for UdpSessionCount {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
 /// Decrements `active` (and records the bytes) when dropped, so a stream task that fails or is
 /// cancelled anywhere still leaves the counters right.
 #[derive(Debug)]
@@ -154,6 +191,19 @@ impl Drop for OpenStreamGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_counts_of_two_tables_add_up() {
+        let stats = std::sync::Arc::new(UdpStats::default());
+        let mut draining = UdpSessionCount::new(stats.clone());
+        let mut serving = UdpSessionCount::new(stats.clone());
+        draining.set(3);
+        serving.set(2);
+        assert_eq!(stats.sessions(), 5);
+        draining.set(1);
+        drop(draining);
+        assert_eq!(stats.sessions(), 2);
+    }
 
     #[test]
     fn guard_keeps_counters_consistent() {

@@ -335,7 +335,12 @@ fn the_readme_names_every_flag_and_variable_of_the_help() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let documented = flags_and_variables(&readme);
-    for args in [&["--help"][..], &["hub", "--help"], &["edge", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["hub", "--help"],
+        &["edge", "--help"],
+        &["status", "--help"],
+    ] {
         let help = stdout(&run(args));
         let missing: Vec<_> = flags_and_variables(&help)
             .into_iter()

@@ -70,6 +70,9 @@ pub struct HubStatus {
     /// Number of edges in the allowed list.
     pub allowed_edges: u32,
     pub connected_edges: Vec<ConnectedEdgeStatus>,
+    /// Every allowed edge, connected or not: what became of its tunnels.
+    #[serde(default)]
+    pub edges: Vec<AllowedEdgeState>,
     /// Pending tunnel connections that made way for newer ones because too many handshakes
     /// were in progress (per source or in total); the least advanced go first.
     pub handshakes_refused: u64,
@@ -198,7 +201,9 @@ pub struct EdgeLimitStatus {
     pub udp_rate_limited: u64,
 }
 
-/// One connected edge as the hub sees it.
+/// One connected edge as the hub sees it. Its counters (streams, bytes, datagrams, refusals)
+/// count since the edge was allowed, across its reconnects; `limits.windowBudgetResets` and
+/// `limits.heldBytes` are of the current tunnel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "IConnectedEdgeStatus")]
@@ -249,6 +254,28 @@ pub struct ConnectedEdgeStatus {
     /// Assigned ports the edge reported it could not bind (it keeps retrying them).
     #[serde(default)]
     pub port_bind_failures: Vec<PortBindFailure>,
+}
+
+/// One allowed edge as the hub knows it, connected or not. Kept from the moment the edge is
+/// allowed until it is removed from the list, across its reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "IAllowedEdgeState")]
+pub struct AllowedEdgeState {
+    pub edge_id: String,
+    /// True while a tunnel of this edge is up.
+    pub connected: bool,
+    /// Transport of its tunnel while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TunnelTransport>,
+    /// Tunnels this edge has established since it was allowed (each reconnect adds one).
+    pub tunnels: u64,
+    /// Why its last tunnel ended or its last login was refused, if either happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Unix time in milliseconds of `lastError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at_ms: Option<u64>,
 }
 
 /// Where an edge's firewall stands.

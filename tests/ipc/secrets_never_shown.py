@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Secrets never appear in any output: a hub (management mode) and edges (CLI, one with text
 and one with JSON logs) at debug level on loopback, with a real connection through the tunnel, a
-refused login, an invalid config, status calls and stops; then every stdout line, log line,
-event, status and error of every process is searched for the secrets and the token."""
+refused login, an invalid config, status calls (IPC, the hub's and the edge's /status, the
+`status` subcommand) and stops; then every stdout line, log line, event, status and error of
+every process is searched for the secrets and the token."""
 import os
 import secrets
 import socket
 import sys
 import tempfile
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import harness  # noqa: E402
@@ -21,6 +23,7 @@ def main():
     wrong = f"wr0ng-{secrets.token_hex(8)}"
     debug = {"REMOTEINGRESS_LOG": "debug"}
     processes = []
+    fetched = {}
     try:
         with tempfile.TemporaryDirectory(prefix="ri-secrets-") as workdir:
             port = harness.free_port("127.0.0.1", also_free_on=["127.0.0.2"])
@@ -31,7 +34,9 @@ def main():
             hub = harness.Management([harness.binary(), "--management"], "sec-hub", env=debug)
             processes.append(hub)
             hub.wait_line(lambda line: '"ready"' in line)
-            started = hub.call("start", {"role": "hub", "config": {"tunnelPort": 0, "stateDir": workdir}})
+            hub_metrics, edge_metrics = harness.free_port(), harness.free_port()
+            started = hub.call("start", {"role": "hub", "config": {"tunnelPort": 0, "stateDir": workdir,
+                                                                   "metricsAddr": f"127.0.0.1:{hub_metrics}"}})
             tunnel_port = started["result"]["tunnelPort"]
             fingerprint = started["result"]["certSha256"]
             edges = [{"id": "sec-edge", "secret": secret, "listenPorts": [port]}]
@@ -43,7 +48,8 @@ def main():
                                 str(tunnel_port), "--edge-id", "sec-edge", f"--secret={secret}",
                                 "--hub-cert-sha256", fingerprint).stdout.strip()
             edge = harness.Process([harness.binary(), "--log-format", "json", "edge", "--token", token, "--bind-address",
-                                    "127.0.0.2", "--no-stun", "--json"], "sec-edge", env=debug)
+                                    "127.0.0.2", "--no-stun", "--json", "--metrics-addr", f"127.0.0.1:{edge_metrics}"],
+                                   "sec-edge", env=debug)
             processes.append(edge)
             edge.wait_event("tunnelConnected", timeout=20)
             edge.wait_event("portsAssigned", timeout=10)
@@ -60,6 +66,14 @@ def main():
             report.check("the wrong secret is refused", failed.get("reason") == "unauthorized", failed)
             status = hub.call("getStatus")
             report.check("status while connected", status.get("success"), status)
+            for name, metrics_port in (("hub", hub_metrics), ("edge", edge_metrics)):
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/status", timeout=5) as response:
+                    fetched[f"{name} /status"] = response.read().decode()
+                for flags in ((), ("--json",)):
+                    done = harness.run(harness.binary(), "status", "--metrics-addr", f"127.0.0.1:{metrics_port}", *flags,
+                                       check=False)
+                    fetched[f"{name} status {' '.join(flags)}"] = done.stdout + done.stderr
+            report.check("the hub's /status lists the edge", "sec-edge" in fetched["hub /status"], fetched["hub /status"])
             edge_status = harness.Management([harness.binary(), "--management"], "sec-ipc-edge", env=debug)
             processes.append(edge_status)
             edge_status.wait_line(lambda line: '"ready"' in line)
@@ -78,6 +92,7 @@ def main():
         outputs[f"{process.name} stdout"] = "\n".join(lines)
         outputs[f"{process.name} log"] = process.log_text()
         process.discard_log()
+    outputs.update(fetched)
     total = sum(len(text) for text in outputs.values())
     report.check(f"outputs collected ({total} bytes)", total > 10_000, total)
     for name, text in outputs.items():

@@ -25,6 +25,8 @@ class Process:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.setdefault("REMOTEINGRESS_LOG", "info")
+        # A value of None unsets the variable (REMOTEINGRESS_LOG: None runs the default filter).
+        full_env = {key: value for key, value in full_env.items() if value is not None}
         self.name = name
         self.stderr_path = f"/tmp/ri-test-{name}-{os.getpid()}.log"
         self.stderr = open(self.stderr_path, "w")
@@ -275,6 +277,18 @@ def wait_port(host, port, timeout=10.0):
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
+
+
+def wait_for(what, check, timeout=15):
+    """check()'s first true value, polled every 0.1 s; TimeoutError(what) after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
 
 
 def run(*argv, check=True):

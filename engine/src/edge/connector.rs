@@ -24,6 +24,7 @@ use crate::transport::login::{self, ChannelBinding};
 use crate::transport::quic::{self, QuicSide};
 use crate::transport::tls_mux::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
+use crate::wire_name::Wire;
 
 /// Deadline for one connection attempt (transport handshake + hello + reply).
 pub(crate) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
@@ -108,7 +109,7 @@ fn report_failure(shared: &EdgeShared, error: ConnectError, delay: Duration) {
         state.last_error_reason = Some(error.reason);
         state.reconnect_attempts
     };
-    tracing::warn!(%error, reason = ?error.reason, attempt, retry_in = ?delay, "cannot connect to the hub");
+    tracing::warn!(%error, reason = %Wire(&error.reason), attempt, retry_in = ?delay, "cannot connect to the hub");
     shared
         .events
         .emit(Event::TunnelConnectFailed(TunnelConnectFailedEvent {

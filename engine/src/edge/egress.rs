@@ -16,6 +16,7 @@ use crate::egress::policy::{self, Destination, EgressPolicy};
 use crate::egress::wire::{Answer, Request};
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::transport::tunnel::TunnelStream;
+use crate::wire_name::Wire;
 
 /// The policy the hub pushed last and the egress streams open now.
 #[derive(Debug, Default)]
@@ -90,7 +91,7 @@ pub(crate) async fn serve(
             }
         }
         Err(answer) => {
-            tracing::info!(outcome = ?answer.outcome, rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress request not connected");
+            tracing::info!(outcome = %Wire(&answer.outcome), rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress request not connected");
             let _ = stream.write_all(&answer.encode()).await;
             let _ = stream.shutdown().await;
         }

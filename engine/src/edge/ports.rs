@@ -16,10 +16,11 @@ use super::accept;
 use super::limits::ConnectionCaps;
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
+use crate::edge::udp::EdgeUdp;
 use crate::events::EventSink;
 use crate::fd_limit;
 use crate::transport::handshake::EdgeConfigPush;
-use crate::edge::udp::EdgeUdp;
+use crate::wire_name::Wire;
 
 /// Backlog of each public listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -160,7 +161,7 @@ pub(crate) fn reconcile<L>(
         .collect();
     for port in removed {
         if let Some(token) = open.remove(&port) {
-            tracing::info!(port, ?protocol, "public port removed");
+            tracing::info!(port, protocol = %Wire(&protocol), "public port removed");
             token.cancel();
         }
     }
@@ -173,12 +174,12 @@ pub(crate) fn reconcile<L>(
             Ok(listener) => {
                 let token = parent.child_token();
                 open.insert(port, token.clone());
-                tracing::info!(port, ?protocol, "public port listening");
+                tracing::info!(port, protocol = %Wire(&protocol), "public port listening");
                 start(port, listener, token);
             }
             Err(error) => {
                 let error = describe_bind_error(port, &error);
-                tracing::warn!(port, ?protocol, %error, "cannot bind public port");
+                tracing::warn!(port, protocol = %Wire(&protocol), %error, "cannot bind public port");
                 events.emit(Event::PortBindFailed(PortBindFailedEvent {
                     port,
                     protocol,

@@ -17,6 +17,7 @@ use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::{self, EdgeConfigPush, EdgeReport};
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
+use crate::wire_name::Wire;
 
 /// How often the heartbeat watchdog looks.
 const WATCHDOG_TICK: Duration = Duration::from_secs(1);
@@ -141,7 +142,7 @@ fn publish(shared: &EdgeShared, tunnel: &Tunnel) {
 /// Says the tunnel is up, once its ports listen (so a client reacting to the event connects).
 fn announce(shared: &EdgeShared, tunnel: &Tunnel) {
     let transport = tunnel.transport();
-    tracing::info!(?transport, "tunnel to the hub connected");
+    tracing::info!(transport = %Wire(&transport), "tunnel to the hub connected");
     shared
         .events
         .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));

@@ -30,8 +30,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::udp::rate::TokenBucket;
-use crate::udp::session::{Evicted, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
 use crate::edge::ports::reconcile;
 use crate::events::EventSink;
@@ -39,6 +37,8 @@ use crate::metrics::UdpStats;
 use crate::proxy_protocol::{self, v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::tunnel::Tunnel;
+use crate::udp::rate::TokenBucket;
+use crate::udp::session::{Evicted, SessionTable, TableLimits};
 
 /// Receive buffer: one maximal datagram, or several coalesced by GRO.
 const RECV_BUFFER: usize = 128 * 1024;

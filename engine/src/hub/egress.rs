@@ -23,6 +23,7 @@ use crate::events::EventSink;
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
 use crate::service::ServiceError;
 use crate::transport::tunnel::Tunnel;
+use crate::wire_name::Wire;
 
 /// Default of `idleTimeoutMs`: how long a proxy waits for its one local connection (and that
 /// connection for its first byte, unless `serverFirst`) before it is removed.
@@ -253,7 +254,7 @@ fn report(
     answer: &Answer,
 ) {
     tracing::info!(%proxy_id, edge_id = %request.edge_id, host = %request.logical_host, port = request.port,
-        outcome = ?answer.outcome, ip = answer.ip.as_deref().unwrap_or("-"), rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress connection");
+        outcome = %Wire(&answer.outcome), ip = answer.ip.as_deref().unwrap_or("-"), rule = answer.rule.as_deref().unwrap_or("-"), error = answer.error.as_deref().unwrap_or("-"), "egress connection");
     context
         .events
         .emit(Event::EgressConnection(EgressConnectionEvent {

@@ -19,6 +19,7 @@ use crate::config::AllowedEdgeSettings;
 use crate::log_limit::SharedLogLimiter;
 use crate::proxy_protocol::choice::EdgeProxyProtocol;
 use crate::proxy_protocol::ProxyHeader;
+use crate::wire_name::Wire;
 
 #[derive(Debug, Default)]
 struct Assigned {
@@ -111,7 +112,7 @@ impl PortGrant {
             let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             crate::limited_warn!(
                 self.warnings,
-                %edge_id, ?protocol, port, refused_total = total,
+                %edge_id, protocol = %Wire(&protocol), port, refused_total = total,
                 "edge asked for a port it is not assigned; refused"
             );
         }

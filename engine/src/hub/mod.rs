@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub(crate) mod client_source;
+mod edge_record;
 pub(crate) mod egress;
 pub(crate) mod egress_listeners;
 pub mod forward;
@@ -34,11 +35,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::auth::LoginThrottle;
+use self::edge_record::EdgeRecords;
+use self::egress::{EgressProxies, ProxyContext};
+use self::egress_listeners::{EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use self::grant::PortGrant;
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings, PerformancePush};
-use self::egress::{EgressProxies, ProxyContext};
-use self::egress_listeners::{EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use crate::events::EventSink;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::service::ServiceError;
@@ -49,6 +51,7 @@ use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, Firewal
 use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
+use crate::wire_name::Wire;
 
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,8 @@ struct HubActor {
     tunnel_port: u16,
     fingerprint: String,
     allowed: HashMap<String, AllowedEdgeSettings>,
+    /// What outlives each allowed edge's tunnels (counters, grant, last error).
+    records: EdgeRecords,
     connected: HashMap<String, ConnectedEdge>,
     next_session_id: u64,
     events: EventSink,
@@ -243,6 +248,7 @@ impl Hub {
             tunnel_port,
             fingerprint: identity.fingerprint.clone(),
             allowed: HashMap::new(),
+            records: EdgeRecords::default(),
             connected: HashMap::new(),
             next_session_id: 1,
             events: events.clone(),
@@ -545,45 +551,42 @@ impl HubActor {
                 }
             }
             Some(_) if !valid => {
-                return AuthDecision::Reject {
-                    reason: "wrong secret (login proof does not match)".to_owned(),
+                let reason = "wrong secret (login proof does not match)";
+                if let Some(record) = self.records.get_mut(&hello.edge_id) {
+                    record.failed(format!("login refused: {reason}"));
                 }
+                return AuthDecision::Reject {
+                    reason: reason.to_owned(),
+                };
             }
             Some(allowed) => allowed,
+        };
+        let Some(record) = self.records.get(&hello.edge_id) else {
+            // Records follow the allowed list in the same actor step: not reached.
+            return AuthDecision::Reject {
+                reason: "edge not registered".to_owned(),
+            };
         };
         let push = push_for(allowed, &self.settings);
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
         let previous = self.connected.remove(&hello.edge_id);
-        // A replaced connection still forwards until the edge has moved to the new one (see
-        // `session::DRAIN_QUIET`), so both share the edge's grant, stream cap and cancel token:
-        // a later port change, removal or secret change applies to both at once.
-        let (grant, stream_cap, cancel) = match &previous {
-            Some(previous) => {
-                previous.grant.set_allowed(allowed);
-                previous.stream_cap.set_max(allowed.limits.max_streams);
-                previous
-                    .grant
-                    .sources()
-                    .set_local_clients(local_clients(allowed, remote));
-                (
-                    previous.grant.clone(),
-                    previous.stream_cap.clone(),
-                    previous.cancel.clone(),
-                )
-            }
-            None => (
-                Arc::new({
-                    let grant = PortGrant::default();
-                    grant.set_allowed(allowed);
-                    grant
-                        .sources()
-                        .set_local_clients(local_clients(allowed, remote));
-                    grant
-                }),
-                Arc::new(StreamCap::new(allowed.limits.max_streams)),
-                CancellationToken::new(),
-            ),
-        };
+        // The edge's tunnels share its grant, stream cap and counters (its record), so a later
+        // port change applies to all at once and a reconnect keeps the counts. A replaced
+        // connection still forwards until the edge has moved to the new one (see
+        // `session::DRAIN_QUIET`) and shares the cancel token too: a removal or secret change
+        // ends both.
+        let (grant, stream_cap, stats, udp_stats) = (
+            record.grant.clone(),
+            record.stream_cap.clone(),
+            record.stats.clone(),
+            record.udp_stats.clone(),
+        );
+        grant
+            .sources()
+            .set_local_clients(local_clients(allowed, remote));
+        let cancel = previous
+            .as_ref()
+            .map_or_else(CancellationToken::new, |previous| previous.cancel.clone());
         if let Some(previous) = previous {
             previous.drain.cancel();
             if previous.tunnel.is_some() {
@@ -597,9 +600,6 @@ impl HubActor {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let drain = CancellationToken::new();
-        let stats = Arc::new(StreamStats::default());
-        let udp_stats = Arc::new(UdpStats::default());
-        set_udp_cap(&udp_stats, allowed);
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -659,7 +659,10 @@ impl HubActor {
         }
         let remote = edge.remote;
         edge.tunnel = Some((tunnel, transport));
-        tracing::info!(%edge_id, %remote, ?transport, "edge connected");
+        if let Some(record) = self.records.get_mut(&edge_id) {
+            record.tunnel_up();
+        }
+        tracing::info!(%edge_id, %remote, transport = %Wire(&transport), "edge connected");
         self.events.emit(Event::EdgeConnected(EdgeConnectedEvent {
             edge_id,
             transport,
@@ -677,6 +680,9 @@ impl HubActor {
         let was_ready = edge.tunnel.is_some();
         self.connected.remove(edge_id);
         tracing::info!(%edge_id, %reason, "edge disconnected");
+        if let Some(record) = self.records.get_mut(edge_id) {
+            record.failed(format!("tunnel ended: {reason}"));
+        }
         if was_ready {
             self.events
                 .emit(Event::EdgeDisconnected(EdgeDisconnectedEvent {
@@ -694,6 +700,15 @@ impl HubActor {
         let mut pushed = 0u32;
         let mut disconnected = 0u32;
         let mut to_disconnect = Vec::new();
+        // Before any push: a removed port is refused from now on.
+        self.records.sync(&new);
+        let counters = self.events.counters();
+        for edge_id in self.allowed.keys().filter(|id| !new.contains_key(*id)) {
+            counters.edge_removed(edge_id);
+        }
+        for edge_id in new.keys().filter(|id| !self.allowed.contains_key(*id)) {
+            counters.edge_allowed(edge_id);
+        }
         for (edge_id, edge) in &mut self.connected {
             let old_secret = self.allowed.get(edge_id).map(|a| a.secret.clone());
             match new.get(edge_id) {
@@ -702,10 +717,6 @@ impl HubActor {
                     to_disconnect.push((edge_id.clone(), "edge secret changed"));
                 }
                 Some(allowed) => {
-                    // Before any push: a removed port is refused from now on.
-                    edge.grant.set_allowed(allowed);
-                    set_udp_cap(&edge.udp_stats, allowed);
-                    edge.stream_cap.set_max(allowed.limits.max_streams);
                     edge.grant
                         .sources()
                         .set_local_clients(local_clients(allowed, edge.remote));
@@ -805,6 +816,19 @@ impl HubActor {
             })
             .collect();
         connected_edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        let mut edges: Vec<_> = self
+            .records
+            .iter()
+            .map(|(edge_id, record)| {
+                let transport = self
+                    .connected
+                    .get(edge_id)
+                    .and_then(|edge| edge.tunnel.as_ref())
+                    .map(|(_, transport)| *transport);
+                record.state(edge_id, transport)
+            })
+            .collect();
+        edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
         HubStatus {
             role: HubRole::Hub,
             running: true,
@@ -814,6 +838,7 @@ impl HubActor {
             stream_event_mode: self.settings.stream_event_mode,
             allowed_edges: count(self.allowed.len()),
             connected_edges,
+            edges,
             handshakes_refused,
             slowed_sources,
             slowed_edge_ids,
@@ -907,13 +932,4 @@ fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfig
             ..allowed.limits
         }),
     }
-}
-
-/// Sets the UDP cap the hub keeps for an edge (its `maxUdpSessions`); the edge's session task
-/// applies it at its next session open.
-fn set_udp_cap(udp_stats: &UdpStats, allowed: &AllowedEdgeSettings) {
-    udp_stats.max_sessions.store(
-        u64::from(allowed.limits.max_udp_sessions),
-        std::sync::atomic::Ordering::Relaxed,
-    );
 }

@@ -15,6 +15,7 @@ use super::stream_cap::{Admission, StreamCap};
 use super::{Command, Hub};
 use crate::config::HubSettings;
 use crate::events::EventSink;
+use crate::hub::udp::HubUdp;
 use crate::log_limit::SharedLogLimiter;
 use crate::metrics::{StreamStats, UdpStats};
 use crate::shutdown::StopTokens;
@@ -22,7 +23,6 @@ use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::EdgeReport;
 use crate::transport::tunnel::{Tunnel, TunnelIncoming};
-use crate::hub::udp::HubUdp;
 
 /// Longest time a replaced session keeps its open streams.
 const MAX_DRAIN: Duration = Duration::from_secs(600);

@@ -24,16 +24,16 @@ use remoteingress_ipc_schema::{PortProtocol, UdpProxyHeaderMode};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
-use crate::udp::session::{Evicted, Eviction, SessionTable, TableLimits};
 use crate::config::EdgeLimitSettings;
 use crate::fair_share::{Budget, HeldSession, Holding, RECLAIM_PATIENCE};
 use crate::fd_limit::{BudgetPermit, Full};
 use crate::hub::forward::ForwardContext;
 use crate::limited_warn;
-use crate::metrics::UdpStats;
+use crate::metrics::{UdpSessionCount, UdpStats};
 use crate::proxy_protocol::{choice, v2, ProxyHeader, ProxyTransport};
 use crate::transport::datagram::{UdpMessage, MAX_UDP_PAYLOAD};
 use crate::transport::tunnel::Tunnel;
+use crate::udp::session::{Evicted, Eviction, SessionTable, TableLimits};
 
 /// Kernel buffers of the per-session sockets.
 const SOCKET_BUFFER: usize = 1 << 20;
@@ -74,6 +74,8 @@ pub(crate) struct HubUdp {
     mode: UdpProxyHeaderMode,
     tunnel: Tunnel,
     stats: Arc<UdpStats>,
+    /// This table's part of `stats.sessions`.
+    sessions: UdpSessionCount,
     /// This edge session's holdings of the hub-wide budgets.
     holding: Arc<Holding>,
     epoch: Instant,
@@ -93,6 +95,7 @@ impl HubUdp {
             mode: context.settings.udp_proxy_header,
             context,
             tunnel,
+            sessions: UdpSessionCount::new(stats.clone()),
             stats,
             holding,
             epoch: Instant::now(),
@@ -106,7 +109,7 @@ impl HubUdp {
             UdpMessage::Data { session, payload } => self.data(session, &payload),
             UdpMessage::Close { session } => {
                 drop(self.table.remove(session));
-                self.stats.set_sessions(self.table.len());
+                self.sessions.set(self.table.len());
             }
         }
     }
@@ -183,7 +186,7 @@ impl HubUdp {
         };
         let (_, evicted) = self.table.insert(session, session, Instant::now(), value);
         self.close_evicted(evicted);
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
 
     /// Applies the cap the hub keeps for this edge when it changed (allowed edges updated).
@@ -241,7 +244,7 @@ impl HubUdp {
             self.stats.evicted(reason);
             let _ = self.tunnel.send_udp(UdpMessage::Close { session: id });
         }
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
     fn data(&mut self, session: u32, payload: &[u8]) {
         let mode = self.mode;
@@ -289,13 +292,13 @@ impl HubUdp {
             drop(closed);
             let _ = self.tunnel.send_udp(UdpMessage::Close { session });
         }
-        self.stats.set_sessions(self.table.len());
+        self.sessions.set(self.table.len());
     }
 
     /// Ends every session (the tunnel is gone).
     pub(crate) fn close_all(&mut self) {
         drop(self.table.drain());
-        self.stats.set_sessions(0);
+        self.sessions.set(0);
     }
 }
 

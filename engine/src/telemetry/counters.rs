@@ -8,7 +8,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use remoteingress_ipc_schema::Event;
+use remoteingress_ipc_schema::{ConnectFailureReason, EgressOutcome, Event};
+
+use crate::wire_name::wire_name;
 
 /// A label set with one `reason` (or `outcome`, `kind`) value from a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,9 +59,60 @@ pub struct EventCounters {
     pub http_connections_shed: Family<ReasonLabel, Counter>,
 }
 
+/// Kinds of `login_failures`.
+const LOGIN_FAILURE_KINDS: [&str; 2] = ["refused", "handshake"];
+
+/// Reasons of `http_connections_shed`.
+pub(crate) const SHED_REASONS: [&str; 3] = ["displaced_idle", "refused_busy", "request_timeout"];
+
+/// Every reason of `connect_failures`.
+fn connect_failure_reasons() -> [ConnectFailureReason; 6] {
+    use ConnectFailureReason as R;
+    let all = [
+        R::Unreachable,
+        R::Handshake,
+        R::Unauthorized,
+        R::HubNotVerified,
+        R::Timeout,
+        R::Protocol,
+    ];
+    // A new reason is a compile error here, so it cannot be left out of the list above.
+    for reason in all {
+        match reason {
+            R::Unreachable
+            | R::Handshake
+            | R::Unauthorized
+            | R::HubNotVerified
+            | R::Timeout
+            | R::Protocol => {}
+        }
+    }
+    all
+}
+
+/// Every outcome of `egress` (a new one is a compile error here, as above).
+fn egress_outcomes() -> [EgressOutcome; 4] {
+    use EgressOutcome as O;
+    let all = [O::Connected, O::Denied, O::Failed, O::Timeout];
+    for outcome in all {
+        match outcome {
+            O::Connected | O::Denied | O::Failed | O::Timeout => {}
+        }
+    }
+    all
+}
+
+/// Creates the series of `reasons` at 0, so a failure that never happened reads 0 rather than
+/// being absent (an alert on `increase(...) > 0` then sees its first failure).
+fn at_zero(family: &Family<ReasonLabel, Counter>, reasons: impl IntoIterator<Item = String>) {
+    for reason in reasons {
+        drop(family.get_or_create(&ReasonLabel { reason }));
+    }
+}
+
 impl Default for EventCounters {
     fn default() -> Self {
-        Self {
+        let counters = Self {
             heartbeat_rtt: Family::new_with_constructor(rtt_histogram),
             login_failures: Family::default(),
             egress: Family::default(),
@@ -69,16 +122,21 @@ impl Default for EventCounters {
             firewall_unavailable: Counter::default(),
             port_bind_failures: Counter::default(),
             http_connections_shed: Family::default(),
-        }
+        };
+        at_zero(
+            &counters.login_failures,
+            LOGIN_FAILURE_KINDS.map(str::to_owned),
+        );
+        at_zero(
+            &counters.connect_failures,
+            connect_failure_reasons().map(|reason| wire_name(&reason)),
+        );
+        at_zero(
+            &counters.http_connections_shed,
+            SHED_REASONS.map(str::to_owned),
+        );
+        counters
     }
-}
-
-/// The wire name of a serializable enum value (`unauthorized`, `connected`, `tcpTls`, ...).
-pub(crate) fn wire_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned())
 }
 
 impl EventCounters {
@@ -89,6 +147,30 @@ impl EventCounters {
                 edge_id: edge_id.to_owned(),
             })
             .observe(rtt.as_secs_f64());
+    }
+
+    /// An edge was allowed: its egress series start at 0.
+    pub(crate) fn edge_allowed(&self, edge_id: &str) {
+        for outcome in egress_outcomes() {
+            drop(self.egress.get_or_create(&EgressLabels {
+                edge_id: edge_id.to_owned(),
+                outcome: wire_name(&outcome),
+            }));
+        }
+    }
+
+    /// An edge was removed from the allowed list: its series go (the label stays bounded by
+    /// the allowed edges).
+    pub(crate) fn edge_removed(&self, edge_id: &str) {
+        for outcome in egress_outcomes() {
+            self.egress.remove(&EgressLabels {
+                edge_id: edge_id.to_owned(),
+                outcome: wire_name(&outcome),
+            });
+        }
+        self.heartbeat_rtt.remove(&EdgeLabel {
+            edge_id: edge_id.to_owned(),
+        });
     }
 
     /// Counts `event`.

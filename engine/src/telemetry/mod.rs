@@ -7,3 +7,4 @@ pub(crate) mod counters;
 pub(crate) mod render;
 pub(crate) mod server;
 pub(crate) mod slots;
+pub(crate) mod text_format;

@@ -17,6 +17,12 @@ struct EdgeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabel {
     transport: String,
 }
@@ -29,6 +35,18 @@ struct ReasonLabel {
 /// The metrics text for `/metrics`.
 pub(crate) fn render(status: &StatusResult, counters: &EventCounters) -> String {
     let mut registry = Registry::with_prefix("remoteingress");
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: crate::build_info::VERSION.to_owned(),
+            commit: crate::build_info::COMMIT.to_owned(),
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "Always 1; the labels say which build runs",
+        build,
+    );
     let running = !matches!(status, StatusResult::Idle(_));
     gauge(
         &mut registry,
@@ -65,7 +83,8 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, metric);
 }
 
-/// One value per connected edge, as a gauge or a counter family.
+/// One value per connected edge, as a gauge or a counter family. The hub keeps an edge's
+/// counters across its reconnects, so a counter never goes down while the edge stays allowed.
 struct PerEdge<'a> {
     registry: &'a mut Registry,
     edges: &'a [remoteingress_ipc_schema::ConnectedEdgeStatus],
@@ -126,7 +145,7 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
     for edge in &hub.connected_edges {
         by_transport
             .get_or_create(&TransportLabel {
-                transport: super::counters::wire_name(&edge.transport),
+                transport: crate::wire_name::wire_name(&edge.transport),
             })
             .inc();
     }
@@ -192,26 +211,49 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         "Time from the hub's PING to the edge's PONG",
         counters.heartbeat_rtt.clone(),
     );
+    // Every allowed edge, connected or not, so an alert on `== 0` fires for an edge that
+    // never came up.
+    let connected = Family::<EdgeLabel, Gauge>::default();
+    let tunnels = Family::<EdgeLabel, Counter>::default();
+    for edge in &hub.edges {
+        let label = EdgeLabel {
+            edge_id: edge.edge_id.clone(),
+        };
+        connected
+            .get_or_create(&label)
+            .set(i64::from(edge.connected));
+        tunnels.get_or_create(&label).inc_by(edge.tunnels);
+    }
+    registry.register(
+        "hub_edge_connected",
+        "1 while a tunnel of this allowed edge is up, else 0",
+        connected,
+    );
+    registry.register(
+        "hub_edge_tunnels",
+        "Tunnels this allowed edge has established (each reconnect adds one)",
+        tunnels,
+    );
     let mut per_edge = PerEdge {
         registry,
         edges: &hub.connected_edges,
     };
-    per_edge.gauge(
-        "hub_edge_streams_active",
-        "Streams open now (this tunnel)",
-        |e| e.active_streams,
-    );
-    per_edge.counter("hub_edge_streams", "Streams opened on this tunnel", |e| {
-        e.streams_opened_total
+    per_edge.gauge("hub_edge_streams_active", "Streams open now", |e| {
+        e.active_streams
     });
     per_edge.counter(
+        "hub_edge_streams",
+        "Streams opened (across the edge's reconnects)",
+        |e| e.streams_opened_total,
+    );
+    per_edge.counter(
         "hub_edge_bytes_in",
-        "Bytes from clients towards the target (finished streams, this tunnel)",
+        "Bytes from clients towards the target (finished streams)",
         |e| e.bytes_in,
     );
     per_edge.counter(
         "hub_edge_bytes_out",
-        "Bytes from the target towards clients (finished streams, this tunnel)",
+        "Bytes from the target towards clients (finished streams)",
         |e| e.bytes_out,
     );
     per_edge.gauge("hub_edge_udp_sessions", "UDP sessions open now", |e| {

@@ -1,6 +1,9 @@
-//! `metricsAddr`: `GET /metrics` (Prometheus text), `/healthz` (200 while the process serves) and
-//! `/readyz` (200 when the role can do its job: a hub that runs; an edge whose tunnel is up and
-//! whose assigned ports are all bound; 503 with the reason otherwise). For operators and their
+//! `metricsAddr`: `GET /metrics` (OpenMetrics when asked for, else the Prometheus text format:
+//! [`super::text_format`]), `/status` (the JSON `getStatus` returns: one source of truth, and it
+//! holds no secret), `/healthz` (200 while the process serves), `/readyz` (200 when the role can
+//! do its job: a hub that runs; an edge whose tunnel is up and whose assigned ports are all
+//! bound; 503 with the reason otherwise) and a short index at `/`. Only GET and HEAD are
+//! answered (405 otherwise): nothing here changes state. For operators and their
 //! scrapers, so small bounds that idle connections cannot exhaust: 64 connections at once
 //! ([`super::slots`]: a new one displaces the oldest that has not sent a request), the request
 //! head within 2 s, one request per connection, 10 s in all. Every connection closed to keep
@@ -16,12 +19,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use remoteingress_ipc_schema::StatusResult;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::text_format;
 use crate::events::EventSink;
 
 /// Where the endpoints read the role's state.
@@ -33,7 +38,12 @@ const MAX_CONNECTIONS: usize = 64;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest life of a connection (a scraper that reads its response slowly).
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// What `/` lists.
+const INDEX: &str = "remoteingress\n\
+    /metrics  Prometheus metrics (OpenMetrics when the Accept header asks for it)\n\
+    /status   the role's status as JSON (what IPC getStatus returns)\n\
+    /healthz  200 while the process serves\n\
+    /readyz   200 when the role can do its job, else 503 and why\n";
 
 /// Binds the endpoints' address (a start error when it is taken).
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -77,7 +87,7 @@ pub(crate) async fn serve(
             let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
                 busy.busy();
                 let (source, events) = (source.clone(), events.clone());
-                async move { Ok::<_, Infallible>(respond(request.uri().path(), &source, &events).await) }
+                async move { Ok::<_, Infallible>(respond(&request, &source, &events).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -109,16 +119,47 @@ fn shed(events: &EventSink, reason: &str) {
         .inc();
 }
 
-async fn respond(path: &str, source: &StatusSource, events: &EventSink) -> Response<Full<Bytes>> {
-    match path {
+async fn respond(
+    request: &Request<Incoming>,
+    source: &StatusSource,
+    events: &EventSink,
+) -> Response<Full<Bytes>> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD are answered here\n".to_owned(),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match request.uri().path() {
         "/metrics" => {
-            let status = source().await;
-            reply(
-                StatusCode::OK,
-                OPENMETRICS,
-                super::render::render(&status, events.counters()),
-            )
+            let accept = request
+                .headers()
+                .get(ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let openmetrics = super::render::render(&source().await, events.counters());
+            if text_format::wants_openmetrics(accept) {
+                reply(StatusCode::OK, text_format::OPENMETRICS, openmetrics)
+            } else {
+                reply(
+                    StatusCode::OK,
+                    text_format::PROMETHEUS_TEXT,
+                    text_format::to_prometheus_text(&openmetrics),
+                )
+            }
         }
+        "/status" => match serde_json::to_string_pretty(&source().await) {
+            Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),
+            Err(error) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot encode the status: {error}\n"),
+            ),
+        },
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match readiness(&source().await) {
             Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".to_owned()),
@@ -128,10 +169,15 @@ async fn respond(path: &str, source: &StatusSource, events: &EventSink) -> Respo
                 format!("not ready: {why}\n"),
             ),
         },
+        "/" => reply(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            INDEX.to_owned(),
+        ),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics, /healthz or /readyz\n".to_owned(),
+            "not found; see / for what is served here\n".to_owned(),
         ),
     }
 }
@@ -160,10 +206,8 @@ pub(crate) fn readiness(status: &StatusResult) -> Result<(), String> {
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
     }
     response
 }

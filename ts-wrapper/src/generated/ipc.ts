@@ -1258,6 +1258,10 @@ export interface IHubStatus {
   allowedEdges: number;
   connectedEdges: IConnectedEdgeStatus[];
   /**
+   * Every allowed edge, connected or not: what became of its tunnels.
+   */
+  edges?: IAllowedEdgeState[];
+  /**
    * Pending tunnel connections that made way for newer ones because too many handshakes
    * were in progress (per source or in total); the least advanced go first.
    */
@@ -1281,7 +1285,9 @@ export interface IHubStatus {
   egressListeners?: IEgressListenerStatus[];
 }
 /**
- * One connected edge as the hub sees it.
+ * One connected edge as the hub sees it. Its counters (streams, bytes, datagrams, refusals)
+ * count since the edge was allowed, across its reconnects; `limits.windowBudgetResets` and
+ * `limits.heldBytes` are of the current tunnel.
  *
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
  * via the `definition` "IConnectedEdgeStatus".
@@ -1423,6 +1429,36 @@ export interface PortBindFailure {
   port: number;
   protocol: PortProtocol;
   error: string;
+}
+/**
+ * One allowed edge as the hub knows it, connected or not. Kept from the moment the edge is
+ * allowed until it is removed from the list, across its reconnects.
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "IAllowedEdgeState".
+ */
+export interface IAllowedEdgeState {
+  edgeId: string;
+  /**
+   * True while a tunnel of this edge is up.
+   */
+  connected: boolean;
+  /**
+   * Transport of its tunnel while connected.
+   */
+  transport?: TunnelTransport | null;
+  /**
+   * Tunnels this edge has established since it was allowed (each reconnect adds one).
+   */
+  tunnels: number;
+  /**
+   * Why its last tunnel ended or its last login was refused, if either happened.
+   */
+  lastError?: string | null;
+  /**
+   * Unix time in milliseconds of `lastError`.
+   */
+  lastErrorAtMs?: number | null;
 }
 /**
  * The hub's resource limits in force.
