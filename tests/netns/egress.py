@@ -81,11 +81,13 @@ except OSError as e:
 """
 
 # Prints {"name|label=value,...": value} of every sample of http://127.0.0.1:PORT/metrics, read
-# with the Prometheus client library's OpenMetrics parser.
+# with the Prometheus client library's OpenMetrics parser (asked for, as Prometheus asks).
 SCRAPE = r"""
 import json, sys, urllib.request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+request = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/metrics",
+                                 headers={"Accept": "application/openmetrics-text;version=1.0.0"})
+text = urllib.request.urlopen(request, timeout=5).read().decode()
 samples = {}
 for family in text_string_to_metric_families(text):
     for sample in family.samples:
