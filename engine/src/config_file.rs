@@ -3,7 +3,7 @@
 //! edges (TAllowedEdge), `[edge]` IEdgeConfig. Flags and variables override the file. Errors name
 //! the file, the line and the field.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, HubConfig};
 use serde::Deserialize;
@@ -17,11 +17,118 @@ pub(crate) struct ConfigFile {
     pub edge: Option<EdgeConfig>,
 }
 
+impl ConfigFile {
+    /// Whether the file holds a hub's part (`[hub]` or `[[edges]]`).
+    pub(crate) fn has_hub(&self) -> bool {
+        self.hub.is_some() || self.edges.is_some()
+    }
+}
+
+/// A configuration file as read: its tables, and its path and text, so that errors found after
+/// parsing (a port listed twice, a short secret) can name the file and the line too.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub file: ConfigFile,
+    pub path: PathBuf,
+    text: String,
+}
+
+impl Loaded {
+    /// `FILE:LINE: ` for the field at `field` (a path like `edges[1].listenPorts[0]`, as
+    /// configuration errors name it), or `FILE: ` when the file does not hold it.
+    pub(crate) fn place(&self, field: &str) -> String {
+        match line_of(&self.text, field) {
+            Some(line) => format!("{}:{line}: ", self.path.display()),
+            None => format!("{}: ", self.path.display()),
+        }
+    }
+
+    /// The hub's part; an error when the file has none (an edge's file given to a hub must not
+    /// start a hub with defaults).
+    pub(crate) fn hub_part(&self) -> Result<(), String> {
+        if self.file.has_hub() {
+            Ok(())
+        } else if self.file.edge.is_some() {
+            Err(format!(
+                "{}: is an edge's configuration ([edge]); a hub reads [hub] and [[edges]] \
+                 (run `remoteingress-bin edge --config {0}`, or give the hub its own file)",
+                self.path.display()
+            ))
+        } else {
+            Err(format!(
+                "{}: has neither [hub] nor [[edges]]: nothing for a hub",
+                self.path.display()
+            ))
+        }
+    }
+
+    /// The edge's part; an error when the file has none (see [`Loaded::hub_part`]).
+    pub(crate) fn edge_part(&self) -> Result<(), String> {
+        if self.file.edge.is_some() {
+            Ok(())
+        } else if self.file.has_hub() {
+            Err(format!(
+                "{}: is a hub's configuration ([hub], [[edges]]); an edge reads [edge] \
+                 (run `remoteingress-bin hub --config {0}`, or give the edge its own file)",
+                self.path.display()
+            ))
+        } else {
+            Err(format!(
+                "{}: has no [edge] table: nothing for an edge",
+                self.path.display()
+            ))
+        }
+    }
+}
+
 /// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
-pub(crate) fn load(path: &Path) -> Result<ConfigFile, String> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    let file = parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+    Ok(Loaded {
+        file,
+        path: path.to_owned(),
+        text,
+    })
+}
+
+/// The line in `text` of the value at `field` (`name[index].name...`), or of the nearest
+/// enclosing value the text holds.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(text).ok()?;
+    let mut span = None;
+    let mut table = Some(document.get_ref());
+    for segment in field.split('.') {
+        let (name, indices) = segment.split_once('[').unwrap_or((segment, ""));
+        let Some(found) = table.and_then(|table| {
+            table
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == name)
+                .map(|(_, value)| value)
+        }) else {
+            break;
+        };
+        span = Some(found.span());
+        let mut value = Some(found.get_ref());
+        for index in indices.split('[').filter(|part| !part.is_empty()) {
+            let index: usize = index.trim_end_matches(']').parse().ok()?;
+            let Some(DeValue::Array(array)) = value else {
+                break;
+            };
+            let Some(item) = array.get(index) else {
+                break;
+            };
+            span = Some(item.span());
+            value = Some(item.get_ref());
+        }
+        table = match value {
+            Some(DeValue::Table(inner)) => Some(inner),
+            _ => None,
+        };
+    }
+    span.map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.
@@ -68,6 +175,17 @@ targetPorts = [{ port = 443, targetPort = 8443 }]
         let edges = file.edges.unwrap();
         assert_eq!(edges[0].listen_ports, vec![80, 443]);
         assert!(file.edge.is_none());
+    }
+
+    #[test]
+    fn fields_found_after_parsing_are_placed_on_their_line() {
+        let text = "[hub]\ntunnelPort = 1\n\n[[edges]]\nid = \"a\"\n\n[[edges]]\nid = \"b\"\nlistenPorts = [80,\n  80]\n";
+        assert_eq!(line_of(text, "edges[1].listenPorts"), Some(9));
+        assert_eq!(line_of(text, "edges[1].listenPorts[1]"), Some(10));
+        assert_eq!(line_of(text, "edges[0].id"), Some(5));
+        assert_eq!(line_of(text, "hub.tunnelPort"), Some(2));
+        assert_eq!(line_of(text, "edges[1].secret"), Some(7));
+        assert_eq!(line_of(text, "nothing"), None);
     }
 
     #[test]

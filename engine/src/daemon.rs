@@ -2,7 +2,7 @@
 //! configuration the management protocol takes, start it through [`Service`], print events, and
 //! stop on SIGTERM/SIGINT. The hub re-reads its edges file on SIGHUP.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use remoteingress_ipc_schema::{
@@ -11,7 +11,8 @@ use remoteingress_ipc_schema::{
 };
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
-use crate::config_file::ConfigFile;
+use crate::config::validate_allowed_edges;
+use crate::config_file::Loaded;
 use crate::events::EventSink;
 use crate::service::Service;
 use crate::token::ConnectionToken;
@@ -25,7 +26,7 @@ pub struct DaemonError {
 }
 
 impl DaemonError {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             usage: true,
             message: message.into(),
@@ -34,11 +35,9 @@ impl DaemonError {
 }
 
 /// The `--config` file, if one is given (read again at every call: SIGHUP).
-fn config_file(path: Option<&Path>) -> Result<ConfigFile, DaemonError> {
-    path.map_or_else(
-        || Ok(ConfigFile::default()),
-        |path| crate::config_file::load(path).map_err(DaemonError::usage),
-    )
+pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonError> {
+    path.map(|path| crate::config_file::load(path).map_err(DaemonError::usage))
+        .transpose()
 }
 
 /// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
@@ -63,6 +62,9 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
     }
     if let Some(port) = args.tunnel_port {
         config.tunnel_port = port;
+    }
+    if let Some(address) = &args.tunnel_bind {
+        config.tunnel_bind_address = Some(address.clone());
     }
     if let Some(host) = &args.target_host {
         config.target_host = host.clone();
@@ -96,25 +98,89 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
     Ok(config)
 }
 
-/// The allowed edges: `--edges FILE`, else the inline JSON, else the `[[edges]]` of `--config`.
-pub fn allowed_edges(
-    args: &HubArgs,
-    from_config: Option<Vec<AllowedEdge>>,
-) -> Result<Vec<AllowedEdge>, DaemonError> {
-    match (&args.edges, &args.allowed_edges_json) {
-        (Some(path), _) => edges_file(path),
-        (None, Some(json)) => parse_edges(json, "allowed edges JSON"),
-        (None, None) => Ok(from_config.unwrap_or_default()),
-    }
+/// Where the hub's allowed edges came from, to name it in an error about them.
+#[derive(Debug)]
+enum EdgesOrigin {
+    /// The `[[edges]]` of `--config` (errors name the file and the line).
+    Toml(Loaded),
+    /// `--edges FILE.json`.
+    Json(PathBuf),
+    /// `--allowed-edges-json`.
+    Inline,
+    /// None given.
+    Nowhere,
 }
 
 /// What the hub reads from the command line and `--config`: its configuration and its edges.
-fn hub_setup(args: &HubArgs) -> Result<(HubConfig, Vec<AllowedEdge>), DaemonError> {
-    let file = config_file(args.config.as_deref())?;
-    Ok((
-        hub_config(args, file.hub)?,
-        allowed_edges(args, file.edges)?,
-    ))
+#[derive(Debug)]
+pub(crate) struct HubSetup {
+    pub(crate) config: HubConfig,
+    pub(crate) edges: Vec<AllowedEdge>,
+    origin: EdgesOrigin,
+}
+
+impl HubSetup {
+    /// Reads `--config` (which must hold a hub's part), the edges (`--edges FILE`, else the
+    /// inline JSON, else the `[[edges]]` of `--config`), and applies the flags and variables.
+    pub(crate) fn read(args: &HubArgs) -> Result<Self, DaemonError> {
+        let mut loaded = config_file(args.config.as_deref())?;
+        let (hub, file_edges) = match loaded.as_mut() {
+            Some(loaded) => {
+                loaded.hub_part().map_err(DaemonError::usage)?;
+                (loaded.file.hub.take(), loaded.file.edges.take())
+            }
+            None => (None, None),
+        };
+        let config = hub_config(args, hub)?;
+        let (edges, origin) = match (&args.edges, &args.allowed_edges_json) {
+            (Some(path), _) => (edges_file(path)?, EdgesOrigin::Json(path.clone())),
+            (None, Some(json)) => (
+                parse_edges(json, "allowed edges JSON")?,
+                EdgesOrigin::Inline,
+            ),
+            (None, None) => (
+                file_edges.unwrap_or_default(),
+                loaded.map_or(EdgesOrigin::Nowhere, EdgesOrigin::Toml),
+            ),
+        };
+        Ok(Self {
+            config,
+            edges,
+            origin,
+        })
+    }
+
+    /// Checks the edges as the hub will (ports, secrets, firewall rules...), before anything
+    /// listens; an error names the file, and the line where the file is TOML.
+    pub(crate) fn check_edges(&self) -> Result<(), DaemonError> {
+        let Err(error) = validate_allowed_edges(self.edges.clone(), "edges") else {
+            return Ok(());
+        };
+        let place = match &self.origin {
+            EdgesOrigin::Toml(loaded) => loaded.place(&error.path),
+            EdgesOrigin::Json(path) => format!("{}: ", path.display()),
+            EdgesOrigin::Inline => "allowed edges JSON: ".to_owned(),
+            EdgesOrigin::Nowhere => String::new(),
+        };
+        Err(DaemonError::usage(format!("{place}{error}")))
+    }
+}
+
+/// The `[hub]` settings whose values differ between `running` and `reread` (top-level keys of
+/// IHubConfig), for the SIGHUP message: they take effect only at a restart.
+fn changed_settings(running: &HubConfig, reread: &HubConfig) -> Vec<String> {
+    let as_object = |config: &HubConfig| match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (as_object(running), as_object(reread));
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| before.get(*key) != after.get(*key))
+        .cloned()
+        .collect()
 }
 
 fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
@@ -159,9 +225,13 @@ pub fn issue_token(
 /// The edge's configuration: the `[edge]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top; `--token-file` / `--secret-file` are read here.
 pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
-    let mut config = config_file(args.config.as_deref())?
-        .edge
-        .unwrap_or_default();
+    let mut config = match config_file(args.config.as_deref())? {
+        Some(loaded) => {
+            loaded.edge_part().map_err(DaemonError::usage)?;
+            loaded.file.edge.unwrap_or_default()
+        }
+        None => EdgeConfig::default(),
+    };
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(path)) => Some(read_secret(path)?),
@@ -239,45 +309,60 @@ fn read_text(path: &Path) -> Result<String, DaemonError> {
 
 /// Runs the hub until a termination signal.
 pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
-    let (config, edges) = hub_setup(&args)?;
+    let setup = HubSetup::read(&args)?;
+    // Before anything listens: a mistake in the edges stops the start, not the first edge.
+    setup.check_edges()?;
     let (events, rx) = EventSink::channel();
-    let printer = tokio::spawn(print_events(rx, args.json));
+    // Events wait until the started line is out, so it comes before every edge event.
+    let (announced, gate) = tokio::sync::oneshot::channel();
+    let printer = tokio::spawn(print_events(rx, args.json, gate));
     let service = Arc::new(Service::new(events));
     service
-        .start(StartParams::Hub(config))
+        .start(StartParams::Hub(setup.config.clone()))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
-    // Before any edge is allowed, so the started line comes before every edge event.
-    announce(&service, args.json).await;
-    if let Err(error) = service.update_allowed_edges(edges).await {
+    if let Err(error) = service.update_allowed_edges(setup.edges).await {
         service.stop().await;
         return Err(DaemonError::usage(error.message));
     }
+    // After the edges, so that the started status counts them (`allowedEdges`).
+    announce(&service, args.json).await;
+    let _ = announced.send(());
+    let running = setup.config;
     wait_for_termination(|| {
         let service = service.clone();
         // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
-        // streams); other settings of the file take effect at the next start. A file that does
-        // not check out changes nothing.
-        let reload = match config_file(args.config.as_deref())
-            .and_then(|file| allowed_edges(&args, file.edges))
-        {
-            Ok(edges) => Some(edges),
+        // streams); changed [hub] settings are named: they take effect at the next start. A
+        // file that does not check out changes nothing.
+        let reload = match HubSetup::read(&args).and_then(|setup| {
+            setup.check_edges()?;
+            Ok(setup)
+        }) {
+            Ok(setup) => Some((setup.edges, changed_settings(&running, &setup.config))),
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: configuration not reloaded; the previous one stays");
                 None
             }
         };
         async move {
-            if let Some(edges) = reload {
-                match service.update_allowed_edges(edges).await {
-                    Ok(result) => tracing::info!(
-                        edges = result.edges,
-                        pushed = result.pushed,
-                        disconnected = result.disconnected,
-                        "SIGHUP: allowed edges reloaded"
-                    ),
-                    Err(error) => tracing::error!(%error, "SIGHUP: edges not reloaded"),
-                }
+            let Some((edges, changed)) = reload else {
+                return;
+            };
+            match service.update_allowed_edges(edges).await {
+                Ok(result) => tracing::info!(
+                    edges = result.edges,
+                    pushed = result.pushed,
+                    disconnected = result.disconnected,
+                    "SIGHUP: allowed edges reloaded"
+                ),
+                Err(error) => tracing::error!(%error, "SIGHUP: edges not reloaded"),
+            }
+            if !changed.is_empty() {
+                tracing::warn!(
+                    settings = %changed.join(", "),
+                    "SIGHUP: [hub] settings changed that need a restart to take effect \
+                     (systemctl restart remoteingress-hub); until then the hub keeps the old values"
+                );
             }
         }
     })
@@ -290,15 +375,26 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
 
 /// Runs the edge until a termination signal.
 pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
+    let config = edge_config(&args)?;
     let (events, rx) = EventSink::channel();
-    let printer = tokio::spawn(print_events(rx, args.json));
+    let (announced, gate) = tokio::sync::oneshot::channel();
+    let printer = tokio::spawn(print_events(rx, args.json, gate));
     let service = Arc::new(Service::new(events));
     service
-        .start(StartParams::Edge(edge_config(&args)?))
+        .start(StartParams::Edge(config))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
     announce(&service, args.json).await;
-    wait_for_termination(|| async {}).await;
+    let _ = announced.send(());
+    wait_for_termination(|| {
+        // Said, so that an operator who reloads an edge does not believe a changed file applied.
+        tracing::info!(
+            "SIGHUP: an edge has nothing to reload (its ports and policies come from the hub); \
+             restart it to apply a changed configuration or token"
+        );
+        async {}
+    })
+    .await;
     stop(&service).await;
     drop(service);
     let _ = printer.await;
@@ -338,9 +434,15 @@ async fn announce(service: &Service, json: bool) {
     }
 }
 
-/// Prints events: JSON lines on stdout with `--json`, otherwise log lines on stderr.
-async fn print_events(mut rx: tokio::sync::mpsc::Receiver<Event>, json: bool) {
+/// Prints events: JSON lines on stdout with `--json`, otherwise log lines on stderr; none
+/// before `gate` opens (the started line is out) or is dropped (the start failed).
+async fn print_events(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    json: bool,
+    gate: tokio::sync::oneshot::Receiver<()>,
+) {
     use tokio::io::AsyncWriteExt;
+    let _ = gate.await;
     let mut stdout = tokio::io::stdout();
     while let Some(event) = rx.recv().await {
         let Ok(line) = serde_json::to_string(&event) else {

@@ -27,6 +27,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub(crate) mod backoff;
+pub mod build_info;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub(crate) mod config_file;
