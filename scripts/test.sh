@@ -58,6 +58,9 @@ python3 tests/config/toml_files.py
 step "systemd units: systemd-analyze verify, and the binary run as they run it (user, capabilities, limits)"
 python3 tests/deploy/units.py
 
+step "systemctl reload as the hub unit runs it: check first, a refused file fails the reload"
+python3 tests/deploy/reload.py
+
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 
