@@ -102,7 +102,7 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
 #[derive(Debug)]
 enum EdgesOrigin {
     /// The `[[edges]]` of `--config` (errors name the file and the line).
-    Toml(Loaded),
+    Toml(Box<Loaded>),
     /// `--edges FILE.json`.
     Json(PathBuf),
     /// `--allowed-edges-json`.
@@ -140,7 +140,9 @@ impl HubSetup {
             ),
             (None, None) => (
                 file_edges.unwrap_or_default(),
-                loaded.map_or(EdgesOrigin::Nowhere, EdgesOrigin::Toml),
+                loaded.map_or(EdgesOrigin::Nowhere, |loaded| {
+                    EdgesOrigin::Toml(Box::new(loaded))
+                }),
             ),
         };
         Ok(Self {
