@@ -159,6 +159,44 @@ fn hub_toml(hub: &str, ids: &[&str]) -> String {
     text
 }
 
+/// A hub from `config` with its state in `dir`, on an OS-chosen tunnel port unless `extra`
+/// names one.
+fn start_hub(dir: &Scratch, config: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["hub", "--config", config, "--state-dir", dir.path()];
+    if !extra.contains(&"--tunnel-port") {
+        args.extend(["--tunnel-port", "0"]);
+    }
+    args.extend(extra);
+    Daemon::spawn(&args)
+}
+
+/// An edge `edge_id` with `secret` of the hub at `host:port` over `transport`, without STUN.
+fn start_edge(
+    host: &str,
+    port: &str,
+    edge_id: &str,
+    secret: &str,
+    transport: &str,
+    extra: &[&str],
+) -> Daemon {
+    let mut args = vec![
+        "edge",
+        "--hub-host",
+        host,
+        "--hub-port",
+        port,
+        "--edge-id",
+        edge_id,
+        "--secret",
+        secret,
+        "--no-stun",
+        "--transport-mode",
+        transport,
+    ];
+    args.extend(extra);
+    Daemon::spawn(&args)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -171,15 +209,7 @@ fn free_port() -> u16 {
 async fn the_started_status_counts_the_edges_loaded() {
     let dir = Scratch::new("started");
     let config = dir.write("hub.toml", &hub_toml("", &["a", "b", "c"]));
-    let hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--state-dir",
-        dir.path(),
-    ]);
+    let hub = start_hub(&dir, &config, &[]);
     let started = hub.event("started", |_| true).await;
     assert_eq!(started["allowedEdges"], 3, "{started}");
     let first = hub.events.lock().unwrap()[0].clone();
@@ -193,15 +223,7 @@ async fn the_started_status_counts_the_edges_loaded() {
 async fn sighup_names_the_hub_settings_that_need_a_restart() {
     let dir = Scratch::new("sighup");
     let config = dir.write("hub.toml", &hub_toml("targetHost = \"127.0.0.1\"", &["a"]));
-    let hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--state-dir",
-        dir.path(),
-    ]);
+    let hub = start_hub(&dir, &config, &[]);
     hub.event("started", |_| true).await;
     dir.write(
         "hub.toml",
@@ -234,20 +256,7 @@ async fn sighup_names_the_hub_settings_that_need_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_says_it_has_nothing_to_reload() {
     let closed = free_port().to_string();
-    let edge = Daemon::spawn(&[
-        "edge",
-        "--hub-host",
-        "127.0.0.1",
-        "--hub-port",
-        &closed,
-        "--edge-id",
-        "e",
-        "--secret",
-        SECRET,
-        "--no-stun",
-        "--transport-mode",
-        "tcpTls",
-    ]);
+    let edge = start_edge("127.0.0.1", &closed, "e", SECRET, "tcpTls", &[]);
     edge.event("started", |_| true).await;
     common::signal(edge.pid(), "HUP");
     edge.log_line(&["SIGHUP", "nothing to reload"]).await;
@@ -260,31 +269,17 @@ async fn an_edge_says_it_has_nothing_to_reload() {
 async fn a_refused_login_says_what_to_do_and_counts_once() {
     let dir = Scratch::new("refused");
     let config = dir.write("hub.toml", &hub_toml("", &["a"]));
-    let hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--state-dir",
-        dir.path(),
-    ]);
+    let hub = start_hub(&dir, &config, &[]);
     let started = hub.event("started", |_| true).await;
     let port = started["tunnelPort"].to_string();
-    let mut edge = Daemon::spawn(&[
-        "edge",
-        "--hub-host",
+    let mut edge = start_edge(
         "127.0.0.1",
-        "--hub-port",
         &port,
-        "--edge-id",
         "a",
-        "--secret",
         "wrong-secret-0123456789",
-        "--no-stun",
-        "--transport-mode",
         "quicWithFallback",
-    ]);
+        &[],
+    );
     let failed = edge.event("tunnelConnectFailed", |_| true).await;
     assert_eq!(failed["reason"], "unauthorized", "{failed}");
     let message = failed["message"].as_str().unwrap();
@@ -319,17 +314,7 @@ async fn a_refused_login_says_what_to_do_and_counts_once() {
 async fn the_tunnel_port_binds_where_it_is_told() {
     let dir = Scratch::new("bind");
     let config = dir.write("hub.toml", &hub_toml("", &["a"]));
-    let hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--tunnel-bind",
-        "127.0.0.3",
-        "--state-dir",
-        dir.path(),
-    ]);
+    let hub = start_hub(&dir, &config, &["--tunnel-bind", "127.0.0.3"]);
     let started = hub.event("started", |_| true).await;
     let port = started["tunnelPort"].as_u64().unwrap() as u16;
     tokio::net::TcpStream::connect(("127.0.0.3", port))
@@ -338,20 +323,7 @@ async fn the_tunnel_port_binds_where_it_is_told() {
     let elsewhere = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(elsewhere.is_err(), "the tunnel port answered on 127.0.0.1");
     // An edge reaches it there, over QUIC (the UDP socket is bound there too).
-    let edge = Daemon::spawn(&[
-        "edge",
-        "--hub-host",
-        "127.0.0.3",
-        "--hub-port",
-        &port.to_string(),
-        "--edge-id",
-        "a",
-        "--secret",
-        SECRET,
-        "--no-stun",
-        "--transport-mode",
-        "quic",
-    ]);
+    let edge = start_edge("127.0.0.3", &port.to_string(), "a", SECRET, "quic", &[]);
     edge.event("tunnelConnected", |_| true).await;
 }
 
@@ -363,15 +335,7 @@ async fn address_in_use_names_the_address() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = dir.write("hub.toml", &hub_toml("", &["a"]));
-    let mut hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        &port.to_string(),
-        "--state-dir",
-        dir.path(),
-    ]);
+    let mut hub = start_hub(&dir, &config, &["--tunnel-port", &port.to_string()]);
     assert_eq!(hub.exit_code().await, Some(64), "{}", hub.log_text());
     let said = hub.log_text();
     assert!(
@@ -381,17 +345,7 @@ async fn address_in_use_names_the_address() {
 
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics_addr = metrics.local_addr().unwrap().to_string();
-    let mut hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--metrics-addr",
-        &metrics_addr,
-        "--state-dir",
-        dir.path(),
-    ]);
+    let mut hub = start_hub(&dir, &config, &["--metrics-addr", &metrics_addr]);
     assert_eq!(hub.exit_code().await, Some(64), "{}", hub.log_text());
     assert!(hub.log_text().contains(&metrics_addr), "{}", hub.log_text());
 
@@ -402,32 +356,16 @@ async fn address_in_use_names_the_address() {
         "ports.toml",
         &format!("[hub]\n\n[[edges]]\nid = \"a\"\nsecret = \"{SECRET}\"\nlistenPorts = [{public_port}]\n"),
     );
-    let hub = Daemon::spawn(&[
-        "hub",
-        "--config",
-        &config,
-        "--tunnel-port",
-        "0",
-        "--state-dir",
-        dir.path(),
-    ]);
+    let hub = start_hub(&dir, &config, &[]);
     let started = hub.event("started", |_| true).await;
-    let edge = Daemon::spawn(&[
-        "edge",
-        "--hub-host",
+    let edge = start_edge(
         "127.0.0.1",
-        "--hub-port",
         &started["tunnelPort"].to_string(),
-        "--edge-id",
         "a",
-        "--secret",
         SECRET,
-        "--no-stun",
-        "--transport-mode",
         "tcpTls",
-        "--bind-address",
-        "127.0.0.4",
-    ]);
+        &["--bind-address", "127.0.0.4"],
+    );
     let failed = edge.event("portBindFailed", |_| true).await;
     let error = failed["error"].as_str().unwrap();
     assert!(
