@@ -305,7 +305,9 @@ mod tests {
         handshake(&identity, Some(pin)).await.unwrap();
         handshake(&identity, None).await.unwrap();
         let error = handshake(&identity, Some([7; 32])).await.unwrap_err();
-        assert!(error.contains("does not match the pinned"), "{error}");
+        assert!(error.contains(FINGERPRINT_MISMATCH), "{error}");
+        assert!(error.contains(&identity.fingerprint), "{error}");
+        assert!(error.contains(&"07".repeat(32)), "{error}");
     }
 
     #[test]
