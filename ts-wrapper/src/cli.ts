@@ -33,6 +33,7 @@ export const ENV = {
   SECRET: 'REMOTEINGRESS_SECRET',
   TARGET_HOST: 'REMOTEINGRESS_TARGET_HOST',
   TUNNEL_PORT: 'REMOTEINGRESS_TUNNEL_PORT',
+  TUNNEL_BIND: 'REMOTEINGRESS_TUNNEL_BIND',
   ALLOWED_EDGES_JSON: 'REMOTEINGRESS_ALLOWED_EDGES_JSON',
   EDGES_FILE: 'REMOTEINGRESS_EDGES_FILE',
   PERFORMANCE_JSON: 'REMOTEINGRESS_PERFORMANCE_JSON',
@@ -56,7 +57,8 @@ export const ENV = {
 } as const;
 
 const USAGE = `Usage:
-  remoteingress hub  [--config FILE.toml] [--tunnel-port 8443] [--target-host 127.0.0.1]
+  remoteingress hub  [--config FILE.toml] [--tunnel-port 8443] [--tunnel-bind ADDRESS]
+                     [--target-host 127.0.0.1]
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off] [--proxy-protocol v1|v2]
@@ -112,6 +114,7 @@ const HUB_OPTIONS = {
   config: { type: 'string' },
   'log-format': { type: 'string' },
   'tunnel-port': { type: 'string' },
+  'tunnel-bind': { type: 'string' },
   'target-host': { type: 'string' },
   edges: { type: 'string' },
   'allowed-edges-json': { type: 'string' },
@@ -285,6 +288,8 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   const config: IHubConfig = { ...file.hub };
   const tunnelPort = whole(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port');
   if (tunnelPort !== undefined) config.tunnelPort = tunnelPort;
+  const tunnelBind = pick(values['tunnel-bind'], env, ENV.TUNNEL_BIND);
+  if (tunnelBind !== undefined) config.tunnelBindAddress = tunnelBind;
   const targetHost = pick(values['target-host'], env, ENV.TARGET_HOST);
   if (targetHost !== undefined) config.targetHost = targetHost;
   // Enum values go to the binary as given: it refuses others, naming the field.
