@@ -37,7 +37,7 @@ impl Loaded {
     /// `FILE:LINE: ` for the field at `field` (a path like `edges[1].listenPorts[0]`, as
     /// configuration errors name it), or `FILE: ` when the file does not hold it.
     pub(crate) fn place(&self, field: &str) -> String {
-        match line_of(&self.text, field) {
+        match crate::field_place::toml_line(&self.text, field) {
             Some(line) => format!("{}:{line}: ", self.path.display()),
             None => format!("{}: ", self.path.display()),
         }
@@ -93,44 +93,6 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
     })
 }
 
-/// The line in `text` of the value at `field` (`name[index].name...`), or of the nearest
-/// enclosing value the text holds.
-fn line_of(text: &str, field: &str) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    let document = DeTable::parse(text).ok()?;
-    let mut span = None;
-    let mut table = Some(document.get_ref());
-    for segment in field.split('.') {
-        let (name, indices) = segment.split_once('[').unwrap_or((segment, ""));
-        let Some(found) = table.and_then(|table| {
-            table
-                .iter()
-                .find(|(key, _)| key.get_ref().as_ref() == name)
-                .map(|(_, value)| value)
-        }) else {
-            break;
-        };
-        span = Some(found.span());
-        let mut value = Some(found.get_ref());
-        for index in indices.split('[').filter(|part| !part.is_empty()) {
-            let index: usize = index.trim_end_matches(']').parse().ok()?;
-            let Some(DeValue::Array(array)) = value else {
-                break;
-            };
-            let Some(item) = array.get(index) else {
-                break;
-            };
-            span = Some(item.span());
-            value = Some(item.get_ref());
-        }
-        table = match value {
-            Some(DeValue::Table(inner)) => Some(inner),
-            _ => None,
-        };
-    }
-    span.map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-}
-
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.
 pub(crate) fn parse(text: &str) -> Result<ConfigFile, String> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, &e, ""))?;
@@ -175,17 +137,6 @@ targetPorts = [{ port = 443, targetPort = 8443 }]
         let edges = file.edges.unwrap();
         assert_eq!(edges[0].listen_ports, vec![80, 443]);
         assert!(file.edge.is_none());
-    }
-
-    #[test]
-    fn fields_found_after_parsing_are_placed_on_their_line() {
-        let text = "[hub]\ntunnelPort = 1\n\n[[edges]]\nid = \"a\"\n\n[[edges]]\nid = \"b\"\nlistenPorts = [80,\n  80]\n";
-        assert_eq!(line_of(text, "edges[1].listenPorts"), Some(9));
-        assert_eq!(line_of(text, "edges[1].listenPorts[1]"), Some(10));
-        assert_eq!(line_of(text, "edges[0].id"), Some(5));
-        assert_eq!(line_of(text, "hub.tunnelPort"), Some(2));
-        assert_eq!(line_of(text, "edges[1].secret"), Some(7));
-        assert_eq!(line_of(text, "nothing"), None);
     }
 
     #[test]

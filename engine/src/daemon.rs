@@ -103,8 +103,8 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
 enum EdgesOrigin {
     /// The `[[edges]]` of `--config` (errors name the file and the line).
     Toml(Box<Loaded>),
-    /// `--edges FILE.json`.
-    Json(PathBuf),
+    /// `--edges FILE.json` (errors name the file and the line).
+    Json { path: PathBuf, text: String },
     /// `--allowed-edges-json`.
     Inline,
     /// None given.
@@ -133,7 +133,17 @@ impl HubSetup {
         };
         let config = hub_config(args, hub)?;
         let (edges, origin) = match (&args.edges, &args.allowed_edges_json) {
-            (Some(path), _) => (edges_file(path)?, EdgesOrigin::Json(path.clone())),
+            (Some(path), _) => {
+                let text = read_text(path)?;
+                let edges = parse_edges(&text, &path.display().to_string())?;
+                (
+                    edges,
+                    EdgesOrigin::Json {
+                        path: path.clone(),
+                        text,
+                    },
+                )
+            }
             (None, Some(json)) => (
                 parse_edges(json, "allowed edges JSON")?,
                 EdgesOrigin::Inline,
@@ -160,7 +170,14 @@ impl HubSetup {
         };
         let place = match &self.origin {
             EdgesOrigin::Toml(loaded) => loaded.place(&error.path),
-            EdgesOrigin::Json(path) => format!("{}: ", path.display()),
+            EdgesOrigin::Json { path, text } => {
+                // The file is the array itself: `edges[1].secret` is at `[1].secret` in it.
+                let field = error.path.strip_prefix("edges").unwrap_or(&error.path);
+                match crate::field_place::json_line(text, field) {
+                    Some(line) => format!("{}:{line}: ", path.display()),
+                    None => format!("{}: ", path.display()),
+                }
+            }
             EdgesOrigin::Inline => "allowed edges JSON: ".to_owned(),
             EdgesOrigin::Nowhere => String::new(),
         };

@@ -37,6 +37,7 @@ pub(crate) mod edge;
 pub(crate) mod egress;
 pub(crate) mod events;
 pub mod fd_limit;
+pub(crate) mod field_place;
 pub mod firewall;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

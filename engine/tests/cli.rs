@@ -568,7 +568,10 @@ fn check_validates_without_starting() {
     );
 
     // An edges file, named by the variable the hub's unit sets, as ExecReload runs it.
-    let edges = write("edges.json", r#"[{"id":"a","secret":"short"}]"#);
+    let edges = write(
+        "edges.json",
+        "[\n  {\"id\":\"a\",\"secret\":\"s3cret-0123456789abc\"},\n  {\"id\":\"b\",\n   \"secret\":\"short\"}\n]\n",
+    );
     let output = bin()
         .arg("check")
         .env("REMOTEINGRESS_EDGES_FILE", &edges)
@@ -576,7 +579,7 @@ fn check_validates_without_starting() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(
-        stderr(&output).contains(&format!("{edges}: edges[0].secret")),
+        stderr(&output).contains(&format!("{edges}:4: edges[1].secret")),
         "{}",
         stderr(&output)
     );

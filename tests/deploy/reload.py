@@ -88,7 +88,7 @@ def main():
         ok, output = reload(commands, env, hub.proc.pid)
         report.check("systemctl reload fails for an edges file the hub would refuse", not ok, output)
         report.check("and says what is wrong, with the file and the field",
-                     f"{edges_path}: edges[1].secret" in output and "secret new" in output, output)
+                     f"{edges_path}:1: edges[1].secret" in output and "secret new" in output, output)
         report.check("the hub was not signalled", "SIGHUP" not in hub.log_text(), hub.log_text()[-500:])
 
         # A good file: the reload succeeds and the hub applies it.
