@@ -567,7 +567,14 @@ async function runRole(
       const hubPlan = plan as IHubPlan;
       const status = await hub.start(hubPlan.config);
       if (hubPlan.edges !== undefined) await hub.updateAllowedEdges(hubPlan.edges);
-      print('started', { role, pid: hub.pid, tunnelPort: status.tunnelPort, certSha256: status.certSha256 });
+      print('started', {
+        role,
+        pid: hub.pid,
+        tunnelPort: status.tunnelPort,
+        certSha256: status.certSha256,
+        // The edges it loaded, as the binary's started status counts them.
+        allowedEdges: hubPlan.edges?.length ?? 0,
+      });
       // SIGHUP re-reads the edges: from the edges file, else from the config file.
       const reloadFrom = hubPlan.edgesFile ?? hubPlan.configFile;
       if (handleSignals && reloadFrom !== undefined) {

@@ -330,9 +330,10 @@ describe('remoteingress CLI', () => {
       const exited = once(child, 'exit');
       const lines = createInterface({ input: child.stdout });
       for await (const line of lines) {
-        const message = JSON.parse(line) as { event: string; data: { pid: number; role: string } };
+        const message = JSON.parse(line) as { event: string; data: { pid: number; role: string; allowedEdges: number } };
         if (message.event === 'started') {
           assert.equal(message.data.role, 'hub');
+          assert.equal(message.data.allowedEdges, EDGES.length, 'started counts the edges it loaded');
           binaryPid = message.data.pid;
           break;
         }
