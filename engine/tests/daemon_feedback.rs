@@ -290,7 +290,7 @@ async fn a_refused_login_says_what_to_do_and_counts_once() {
         ),
         "{message}"
     );
-    assert!(!message.contains("TLS"), "retried over TLS: {message}");
+    assert!(!message.contains("QUIC: "), "retried over TLS: {message}");
     edge.child.start_kill().ok();
     edge.child.wait().await.ok();
     hub.log_line(&["WARN", "login refused", "edge_id=\"a\"", "wrong secret"])

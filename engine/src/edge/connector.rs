@@ -365,8 +365,15 @@ where
             Why::Unauthorized,
             format!(
                 "the hub refused edge {}: wrong secret or unknown id; check the token, \
-                 re-issue it after a secret rotation (`remoteingress-bin token issue` on the hub)",
-                settings.edge_id
+                 re-issue it after a secret rotation (`remoteingress-bin token issue` on the \
+                 hub){}",
+                settings.edge_id,
+                if settings.verifies_hub() {
+                    ""
+                } else {
+                    ". This edge does not verify the hub, so a TLS-terminating relay between \
+                     them is refused the same way: pin the hub (hubCertSha256)"
+                }
             ),
         )),
         HubReply::Accepted { config, hub_proof } => {
