@@ -163,7 +163,7 @@ impl HubSetup {
     }
 
     /// Checks the edges as the hub will (ports, secrets, firewall rules...), before anything
-    /// listens; an error names the file, and the line where the file is TOML.
+    /// listens; an error names the file and the line (the inline JSON: no file).
     pub(crate) fn check_edges(&self) -> Result<(), DaemonError> {
         let Err(error) = validate_allowed_edges(self.edges.clone(), "edges") else {
             return Ok(());
