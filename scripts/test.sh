@@ -64,6 +64,9 @@ python3 tests/config/toml_files.py
 step "the install of docs/operations.md run literally as root (overlays, systemd-sysusers, systemd-analyze verify, units run as systemd runs them, Type=notify, reload)"
 python3 tests/deploy/install.py
 
+step "systemctl reload as the hub unit runs it: check first, a refused file fails the reload"
+python3 tests/deploy/reload.py
+
 step "HAProxy as the PROXY-protocol consumer (v1 and v2)"
 python3 tests/haproxy/accept_proxy.py
 

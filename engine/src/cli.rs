@@ -1,5 +1,5 @@
-//! Command-line interface: `hub`, `edge`, `token`, `secret`, `schema`, `status`, and
-//! `--management`.
+//! Command-line interface: `hub`, `edge`, `check`, `token`, `secret`, `schema`, `status`,
+//! `completions`, and `--management`.
 //!
 //! Every flag of `hub` and `edge` can also come from a `REMOTEINGRESS_*` environment variable
 //! (clap's `env`), and `REMOTEINGRESS_MODE=hub|edge` selects the role when no subcommand is given,
@@ -20,6 +20,7 @@ pub mod env_vars {
     pub const SECRET: &str = "REMOTEINGRESS_SECRET";
     pub const TARGET_HOST: &str = "REMOTEINGRESS_TARGET_HOST";
     pub const TUNNEL_PORT: &str = "REMOTEINGRESS_TUNNEL_PORT";
+    pub const TUNNEL_BIND: &str = "REMOTEINGRESS_TUNNEL_BIND";
     pub const ALLOWED_EDGES_JSON: &str = "REMOTEINGRESS_ALLOWED_EDGES_JSON";
     pub const EDGES_FILE: &str = "REMOTEINGRESS_EDGES_FILE";
     pub const PERFORMANCE_JSON: &str = "REMOTEINGRESS_PERFORMANCE_JSON";
@@ -48,11 +49,7 @@ use env_vars as ev;
 /// remoteingress: public TCP/UDP enters at an edge and reaches a private hub through one tunnel,
 /// with the client address preserved by PROXY protocol.
 #[derive(Debug, Parser)]
-#[command(name = "remoteingress-bin", version, about, long_about = None)]
-#[command(
-    after_help = "Logs go to stderr; the level comes from REMOTEINGRESS_LOG (default info).\n\
-Without a subcommand, REMOTEINGRESS_MODE=hub|edge picks the role."
-)]
+#[command(name = "remoteingress-bin", version = VERSION_LINE, about, long_about = None)]
 pub struct Cli {
     /// Speak the JSON-lines management protocol on stdin/stdout (used by the TypeScript
     /// wrapper and any program that drives the binary).
@@ -90,11 +87,21 @@ pub enum Command {
     /// Make edge secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Check a configuration without starting anything: a hub's or an edge's TOML file, or a
+    /// hub's edges file, read as `hub` / `edge` would read them (with the same variables).
+    /// Exits 0 when valid, 64 with the error the daemon would give.
+    Check(CheckArgs),
     /// Print the JSON Schema of the IPC protocol.
     Schema,
     /// Print the status of a running hub or edge (connected edges, transports, tunnels, last
     /// errors, unbound ports), read from `GET /status` on its metrics listener.
     Status(StatusArgs),
+    /// Print a shell completion script (e.g. `completions bash > /etc/bash_completion.d/remoteingress-bin`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +112,25 @@ pub struct StatusArgs {
     /// Print the status as JSON (what IPC getStatus returns) instead of a summary.
     #[arg(long)]
     pub json: bool,
+}
+/// `--version`: the crate version and the commit it was built from (`build_info`).
+const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("REMOTEINGRESS_COMMIT"),
+    ")"
+);
+
+/// `check`: the files a hub or an edge would read. Without flags, the variables the daemon
+/// reads name them, so `ExecReload=remoteingress-bin check` checks what the hub will re-read.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// TOML file to check: `[hub]` / `[[edges]]` for a hub, `[edge]` for an edge.
+    #[arg(long, env = ev::CONFIG, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// A hub's edges file (an array of TAllowedEdge) to check.
+    #[arg(long, env = ev::EDGES_FILE, value_name = "FILE.json")]
+    pub edges: Option<PathBuf>,
 }
 
 /// Stream telemetry mode of the hub.
@@ -147,6 +173,9 @@ pub struct HubArgs {
     /// Tunnel port edges connect to (TCP for TLS, UDP for QUIC). Default 8443.
     #[arg(long, env = ev::TUNNEL_PORT)]
     pub tunnel_port: Option<u16>,
+    /// Local address the tunnel port binds to (default: all addresses, IPv6 and IPv4).
+    #[arg(long, env = ev::TUNNEL_BIND, value_name = "ADDRESS")]
+    pub tunnel_bind: Option<String>,
     /// Host the hub forwards to (default 127.0.0.1); the target port is the edge's public port
     /// unless the edge's targetPorts maps it.
     #[arg(long, env = ev::TARGET_HOST)]
@@ -321,7 +350,7 @@ impl Cli {
     /// Parses the command line; without a subcommand, `REMOTEINGRESS_MODE` picks `hub` or
     /// `edge` (the value is read through `mode`, so tests need not touch the environment).
     pub fn parse_with_mode(args: Vec<OsString>, mode: Option<String>) -> Result<Self, clap::Error> {
-        let cli = Self::try_parse_from(&args)?;
+        let cli = Self::parse_args(&args)?;
         if cli.command.is_some() || cli.management {
             return Ok(cli);
         }
@@ -329,7 +358,7 @@ impl Cli {
             Some(role @ ("hub" | "edge")) => {
                 let mut with_role = args;
                 with_role.insert(1.min(with_role.len()), role.into());
-                Self::try_parse_from(with_role)
+                Self::parse_args(&with_role)
             }
             Some(other) => Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidValue,
@@ -338,6 +367,63 @@ impl Cli {
             None => Ok(cli),
         }
     }
+}
+
+impl Cli {
+    /// The command line's definition, with the environment variables listed in `--help`.
+    pub fn definition() -> clap::Command {
+        use clap::CommandFactory;
+        let command = Self::command();
+        let listing = environment_help(&command);
+        command.after_help(listing)
+    }
+
+    fn parse_args(args: &[OsString]) -> Result<Self, clap::Error> {
+        use clap::FromArgMatches;
+        let mut command = Self::definition();
+        let matches = command.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// The `--help` text that lists every environment variable with the flags it stands for, made
+/// from the definition so that it cannot miss one.
+fn environment_help(root: &clap::Command) -> String {
+    use std::collections::BTreeMap;
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    flags.insert(
+        ev::LOG.to_owned(),
+        vec!["log filter, e.g. debug or remoteingress=debug,info (default info)".to_owned()],
+    );
+    flags.insert(
+        ev::MODE.to_owned(),
+        vec!["hub or edge: the role to run when no subcommand is given".to_owned()],
+    );
+    let mut pending = vec![(String::new(), root.clone())];
+    while let Some((path, command)) = pending.pop() {
+        for arg in command.get_arguments() {
+            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let flag = format!("{path}--{long}");
+            let entry = flags.entry(env.to_string_lossy().into_owned()).or_default();
+            if !entry.contains(&flag) {
+                entry.push(flag);
+            }
+        }
+        for sub in command.get_subcommands() {
+            pending.push((format!("{path}{} ", sub.get_name()), sub.clone()));
+        }
+    }
+    let width = flags.keys().map(String::len).max().unwrap_or(0);
+    let mut text = String::from(
+        "Logs go to stderr. Environment variables (each stands for the flags named beside it; \
+         a flag wins over its variable):\n",
+    );
+    for (name, uses) in flags {
+        text.push_str(&format!("  {name:width$}  {}\n", uses.join(", ")));
+    }
+    text
 }
 
 /// The runtime's worker threads when `--worker-threads` is not given: half the CPU cores, at
@@ -385,8 +471,7 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        Cli::definition().debug_assert();
     }
 
     #[test]

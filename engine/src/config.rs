@@ -50,6 +50,8 @@ impl ConfigError {
 pub struct HubSettings {
     /// 0 asks the OS for a free port (tests); status reports the bound one.
     pub tunnel_port: u16,
+    /// The address the tunnel port binds to; all addresses when `None`.
+    pub tunnel_bind: Option<IpAddr>,
     pub target_host: String,
     pub tls: Option<ipc::TlsConfig>,
     /// Where the generated identity is kept (see [`crate::state_dir`]).
@@ -122,8 +124,21 @@ impl HubSettings {
         let budget =
             u64::from(config.max_udp_sessions).min(crate::fd_limit::hub_udp_sessions(fd_limit));
         let forwarding_budget = DescriptorBudget::new(crate::fd_limit::hub_forwarding(fd_limit));
+        let tunnel_bind = config
+            .tunnel_bind_address
+            .as_deref()
+            .map(|text| {
+                text.parse::<IpAddr>().map_err(|_| {
+                    ConfigError::new(
+                        format!("{path}.tunnelBindAddress"),
+                        format!("{text:?} is not an IP address (like 192.0.2.10 or ::1)"),
+                    )
+                })
+            })
+            .transpose()?;
         Ok(Self {
             tunnel_port: config.tunnel_port,
+            tunnel_bind,
             target_host: config.target_host,
             tls: config.tls,
             state_dir,

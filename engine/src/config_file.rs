@@ -4,7 +4,7 @@
 //! (IEgressListenerConfig), `[edge]` IEdgeConfig. Flags and variables override the file. Errors
 //! name the file, the line and the field.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, EgressListenerConfig, HubConfig};
 use serde::Deserialize;
@@ -19,18 +19,12 @@ pub(crate) struct ConfigFile {
     pub edge: Option<EdgeConfig>,
 }
 
-/// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
-pub(crate) fn load(path: &Path) -> Result<ConfigFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file = parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
-    if file.holds_secrets() {
-        crate::secret_files::warn_if_exposed(path);
-    }
-    Ok(file)
-}
-
 impl ConfigFile {
+    /// Whether the file holds a hub's part (`[hub]` or `[[edges]]`).
+    pub(crate) fn has_hub(&self) -> bool {
+        self.hub.is_some() || self.edges.is_some()
+    }
+
     /// Whether the file holds a secret: edges (their secrets), the hub's TLS key, or the edge's
     /// token or secret.
     fn holds_secrets(&self) -> bool {
@@ -41,6 +35,78 @@ impl ConfigFile {
             .is_some_and(|edge| edge.token.is_some() || edge.secret.is_some());
         hub_key || edge_secret || self.edges.as_ref().is_some_and(|edges| !edges.is_empty())
     }
+}
+
+/// A configuration file as read: its tables, and its path and text, so that errors found after
+/// parsing (a port listed twice, a short secret) can name the file and the line too.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub file: ConfigFile,
+    pub path: PathBuf,
+    text: String,
+}
+
+impl Loaded {
+    /// `FILE:LINE: ` for the field at `field` (a path like `edges[1].listenPorts[0]`, as
+    /// configuration errors name it), or `FILE: ` when the file does not hold it.
+    pub(crate) fn place(&self, field: &str) -> String {
+        match crate::field_place::toml_line(&self.text, field) {
+            Some(line) => format!("{}:{line}: ", self.path.display()),
+            None => format!("{}: ", self.path.display()),
+        }
+    }
+
+    /// The hub's part; an error when the file has none (an edge's file given to a hub must not
+    /// start a hub with defaults).
+    pub(crate) fn hub_part(&self) -> Result<(), String> {
+        if self.file.has_hub() {
+            Ok(())
+        } else if self.file.edge.is_some() {
+            Err(format!(
+                "{}: is an edge's configuration ([edge]); a hub reads [hub] and [[edges]] \
+                 (run `remoteingress-bin edge --config {0}`, or give the hub its own file)",
+                self.path.display()
+            ))
+        } else {
+            Err(format!(
+                "{}: has neither [hub] nor [[edges]]: nothing for a hub",
+                self.path.display()
+            ))
+        }
+    }
+
+    /// The edge's part; an error when the file has none (see [`Loaded::hub_part`]).
+    pub(crate) fn edge_part(&self) -> Result<(), String> {
+        if self.file.edge.is_some() {
+            Ok(())
+        } else if self.file.has_hub() {
+            Err(format!(
+                "{}: is a hub's configuration ([hub], [[edges]]); an edge reads [edge] \
+                 (run `remoteingress-bin hub --config {0}`, or give the edge its own file)",
+                self.path.display()
+            ))
+        } else {
+            Err(format!(
+                "{}: has no [edge] table: nothing for an edge",
+                self.path.display()
+            ))
+        }
+    }
+}
+
+/// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
+pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+    if file.holds_secrets() {
+        crate::secret_files::warn_if_exposed(path);
+    }
+    Ok(Loaded {
+        file,
+        path: path.to_owned(),
+        text,
+    })
 }
 
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.

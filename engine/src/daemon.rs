@@ -2,7 +2,7 @@
 //! configuration the management protocol takes, start it through [`Service`], print events, and
 //! stop on SIGTERM/SIGINT. The hub re-reads its edges and its `[[egress]]` listeners on SIGHUP.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use remoteingress_ipc_schema::{
@@ -11,7 +11,8 @@ use remoteingress_ipc_schema::{
 };
 
 use crate::cli::{EdgeArgs, HubArgs, ProxyProtocolArg, StreamEventModeArg, TransportModeArg};
-use crate::config_file::ConfigFile;
+use crate::config::validate_allowed_edges;
+use crate::config_file::Loaded;
 use crate::events::EventSink;
 use crate::hub::egress_listeners::ListenerSpec;
 use crate::service::Service;
@@ -26,7 +27,7 @@ pub struct DaemonError {
 }
 
 impl DaemonError {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self {
             usage: true,
             message: message.into(),
@@ -35,11 +36,9 @@ impl DaemonError {
 }
 
 /// The `--config` file, if one is given (read again at every call: SIGHUP).
-fn config_file(path: Option<&Path>) -> Result<ConfigFile, DaemonError> {
-    path.map_or_else(
-        || Ok(ConfigFile::default()),
-        |path| crate::config_file::load(path).map_err(DaemonError::usage),
-    )
+pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonError> {
+    path.map(|path| crate::config_file::load(path).map_err(DaemonError::usage))
+        .transpose()
 }
 
 /// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
@@ -64,6 +63,9 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
     }
     if let Some(port) = args.tunnel_port {
         config.tunnel_port = port;
+    }
+    if let Some(address) = &args.tunnel_bind {
+        config.tunnel_bind_address = Some(address.clone());
     }
     if let Some(host) = &args.target_host {
         config.target_host = host.clone();
@@ -98,29 +100,116 @@ pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, 
     Ok(config)
 }
 
-/// The allowed edges: `--edges FILE`, else the inline JSON, else the `[[edges]]` of `--config`.
-pub fn allowed_edges(
-    args: &HubArgs,
-    from_config: Option<Vec<AllowedEdge>>,
-) -> Result<Vec<AllowedEdge>, DaemonError> {
-    match (&args.edges, &args.allowed_edges_json) {
-        (Some(path), _) => edges_file(path),
-        (None, Some(json)) => parse_edges(json, "allowed edges JSON"),
-        (None, None) => Ok(from_config.unwrap_or_default()),
-    }
+/// Where the hub's allowed edges came from, to name it in an error about them.
+#[derive(Debug)]
+enum EdgesOrigin {
+    /// The `[[edges]]` of `--config` (errors name the file and the line).
+    Toml(Box<Loaded>),
+    /// `--edges FILE.json` (errors name the file and the line).
+    Json { path: PathBuf, text: String },
+    /// `--allowed-edges-json`.
+    Inline,
+    /// None given.
+    Nowhere,
 }
 
 /// What the hub reads from the command line and `--config`: its configuration, its edges and
 /// its egress listeners.
-fn hub_setup(
-    args: &HubArgs,
-) -> Result<(HubConfig, Vec<AllowedEdge>, Vec<ListenerSpec>), DaemonError> {
-    let file = config_file(args.config.as_deref())?;
-    Ok((
-        hub_config(args, file.hub)?,
-        allowed_edges(args, file.edges)?,
-        egress_listeners(args, file.egress)?,
-    ))
+#[derive(Debug)]
+pub(crate) struct HubSetup {
+    pub(crate) config: HubConfig,
+    pub(crate) edges: Vec<AllowedEdge>,
+    pub(crate) egress: Vec<ListenerSpec>,
+    origin: EdgesOrigin,
+}
+
+impl HubSetup {
+    /// Reads `--config` (which must hold a hub's part), the edges (`--edges FILE`, else the
+    /// inline JSON, else the `[[edges]]` of `--config`), and applies the flags and variables.
+    pub(crate) fn read(args: &HubArgs) -> Result<Self, DaemonError> {
+        let mut loaded = config_file(args.config.as_deref())?;
+        let (hub, file_edges, file_egress) = match loaded.as_mut() {
+            Some(loaded) => {
+                loaded.hub_part().map_err(DaemonError::usage)?;
+                (
+                    loaded.file.hub.take(),
+                    loaded.file.edges.take(),
+                    loaded.file.egress.take(),
+                )
+            }
+            None => (None, None, None),
+        };
+        let config = hub_config(args, hub)?;
+        let egress = egress_listeners(args, file_egress)?;
+        let (edges, origin) = match (&args.edges, &args.allowed_edges_json) {
+            (Some(path), _) => {
+                let text = read_secret_text(path)?;
+                let edges = parse_edges(&text, &path.display().to_string())?;
+                (
+                    edges,
+                    EdgesOrigin::Json {
+                        path: path.clone(),
+                        text,
+                    },
+                )
+            }
+            (None, Some(json)) => (
+                parse_edges(json, "allowed edges JSON")?,
+                EdgesOrigin::Inline,
+            ),
+            (None, None) => (
+                file_edges.unwrap_or_default(),
+                loaded.map_or(EdgesOrigin::Nowhere, |loaded| {
+                    EdgesOrigin::Toml(Box::new(loaded))
+                }),
+            ),
+        };
+        Ok(Self {
+            config,
+            edges,
+            egress,
+            origin,
+        })
+    }
+
+    /// Checks the edges as the hub will (ports, secrets, firewall rules...), before anything
+    /// listens; an error names the file and the line (the inline JSON: no file).
+    pub(crate) fn check_edges(&self) -> Result<(), DaemonError> {
+        let Err(error) = validate_allowed_edges(self.edges.clone(), "edges") else {
+            return Ok(());
+        };
+        let place = match &self.origin {
+            EdgesOrigin::Toml(loaded) => loaded.place(&error.path),
+            EdgesOrigin::Json { path, text } => {
+                // The file is the array itself: `edges[1].secret` is at `[1].secret` in it.
+                let field = error.path.strip_prefix("edges").unwrap_or(&error.path);
+                match crate::field_place::json_line(text, field) {
+                    Some(line) => format!("{}:{line}: ", path.display()),
+                    None => format!("{}: ", path.display()),
+                }
+            }
+            EdgesOrigin::Inline => "allowed edges JSON: ".to_owned(),
+            EdgesOrigin::Nowhere => String::new(),
+        };
+        Err(DaemonError::usage(format!("{place}{error}")))
+    }
+}
+
+/// The `[hub]` settings whose values differ between `running` and `reread` (top-level keys of
+/// IHubConfig), for the SIGHUP message: they take effect only at a restart.
+fn changed_settings(running: &HubConfig, reread: &HubConfig) -> Vec<String> {
+    let as_object = |config: &HubConfig| match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (as_object(running), as_object(reread));
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|key| before.get(*key) != after.get(*key))
+        .cloned()
+        .collect()
 }
 
 /// The `[[egress]]` entries of `--config`, checked; an error names the file and the entry.
@@ -135,15 +224,6 @@ fn egress_listeners(
             .unwrap_or_else(|| Path::new("--config"));
         DaemonError::usage(format!("{}: {e}", file.display()))
     })
-}
-
-/// What the hub reloads on SIGHUP: its edges and its egress listeners.
-fn hub_reload(args: &HubArgs) -> Result<(Vec<AllowedEdge>, Vec<ListenerSpec>), DaemonError> {
-    let file = config_file(args.config.as_deref())?;
-    Ok((
-        allowed_edges(args, file.edges)?,
-        egress_listeners(args, file.egress)?,
-    ))
 }
 
 /// Opens and closes the hub's egress listeners to match the file; the errors, if any.
@@ -162,10 +242,6 @@ async fn apply_egress_listeners(service: &Service, specs: Vec<ListenerSpec>) -> 
     reconciled.errors
 }
 
-fn edges_file(path: &Path) -> Result<Vec<AllowedEdge>, DaemonError> {
-    parse_edges(&read_secret_text(path)?, &path.display().to_string())
-}
-
 fn parse_edges(text: &str, origin: &str) -> Result<Vec<AllowedEdge>, DaemonError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer)
@@ -181,7 +257,7 @@ pub fn issue_token(
     edge_id: &str,
     hub_host: String,
 ) -> Result<ConnectionToken, DaemonError> {
-    let (config, edges, _) = hub_setup(hub)?;
+    let HubSetup { config, edges, .. } = HubSetup::read(hub)?;
     let origin = match (&hub.edges, &hub.config) {
         (Some(path), _) | (None, Some(path)) => path.display().to_string(),
         (None, None) => "the hub's configuration (give --config or --edges)".to_owned(),
@@ -195,7 +271,7 @@ pub fn issue_token(
         Some(tls) => crate::tls::HubIdentity::from_pem(&tls.cert_pem, tls.key_pem.expose())
             .map_err(|e| DaemonError::usage(e.to_string()))?,
         None => {
-            let state_dir = std::path::PathBuf::from(config.state_dir.unwrap_or_default());
+            let state_dir = PathBuf::from(config.state_dir.unwrap_or_default());
             crate::state_dir::load_to_read(&state_dir)
                 .map_err(|e| DaemonError::usage(e.to_string()))?
         }
@@ -212,9 +288,13 @@ pub fn issue_token(
 /// The edge's configuration: the `[edge]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top; `--token-file` / `--secret-file` are read here.
 pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
-    let mut config = config_file(args.config.as_deref())?
-        .edge
-        .unwrap_or_default();
+    let mut config = match config_file(args.config.as_deref())? {
+        Some(loaded) => {
+            loaded.edge_part().map_err(DaemonError::usage)?;
+            loaded.file.edge.unwrap_or_default()
+        }
+        None => EdgeConfig::default(),
+    };
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(path)) => Some(read_secret(path)?),
@@ -302,42 +382,54 @@ fn read_text(path: &Path) -> Result<String, DaemonError> {
 
 /// Runs the hub until a termination signal.
 pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
-    let (config, edges, egress) = hub_setup(&args)?;
+    let setup = HubSetup::read(&args)?;
+    // Before anything listens: a mistake in the edges stops the start, not the first edge.
+    setup.check_edges()?;
     let (events, rx) = EventSink::channel();
-    let printer = tokio::spawn(print_events(rx, args.json));
+    // Events wait until the started line is out, so it comes before every edge event.
+    let (announced, gate) = tokio::sync::oneshot::channel();
+    let printer = tokio::spawn(print_events(rx, args.json, gate));
     let service = Arc::new(Service::new(events));
     service
-        .start(StartParams::Hub(config))
+        .start(StartParams::Hub(setup.config.clone()))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
-    // Before any edge is allowed, so the started line comes before every edge event.
-    announce(&service, args.json).await;
-    if let Err(error) = service.update_allowed_edges(edges).await {
+    if let Err(error) = service.update_allowed_edges(setup.edges).await {
         service.stop().await;
         return Err(DaemonError::usage(error.message));
     }
     // An egress listener that cannot bind is a configuration the hub cannot serve: it stops.
-    let errors = apply_egress_listeners(&service, egress).await;
+    let errors = apply_egress_listeners(&service, setup.egress).await;
     if !errors.is_empty() {
         service.stop().await;
         return Err(DaemonError::usage(errors.join("; ")));
     }
+    // After the edges, so that the started status counts them (`allowedEdges`).
+    announce(&service, args.json).await;
+    let _ = announced.send(());
+    let running = setup.config;
     wait_for_termination(serving, || {
         let service = service.clone();
         // The edges are applied like updateAllowedEdges (unchanged edges keep their tunnels and
         // streams), the egress listeners opened and closed to match the file (open connections
-        // finish); other settings of the file take effect at the next start. A file that does
-        // not check out changes nothing.
+        // finish); changed [hub] settings are named: they take effect at the next start. A file
+        // that does not check out changes nothing.
         crate::systemd::reloading();
-        let reload = match hub_reload(&args) {
-            Ok(reload) => Some(reload),
+        let reload = match HubSetup::read(&args).and_then(|setup| {
+            setup.check_edges()?;
+            Ok(setup)
+        }) {
+            Ok(setup) => {
+                let changed = changed_settings(&running, &setup.config);
+                Some((setup.edges, setup.egress, changed))
+            }
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: configuration not reloaded; the previous one stays");
                 None
             }
         };
         async move {
-            if let Some((edges, egress)) = reload {
+            if let Some((edges, egress, changed)) = reload {
                 match service.update_allowed_edges(edges).await {
                     Ok(result) => tracing::info!(
                         edges = result.edges,
@@ -349,6 +441,13 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
                 }
                 for error in apply_egress_listeners(&service, egress).await {
                     tracing::error!(%error, "SIGHUP: egress listener not opened");
+                }
+                if !changed.is_empty() {
+                    tracing::warn!(
+                        settings = %changed.join(", "),
+                        "SIGHUP: [hub] settings changed that need a restart to take effect \
+                         (systemctl restart remoteingress-hub); until then the hub keeps the old values"
+                    );
                 }
             }
             crate::systemd::ready("serving");
@@ -363,15 +462,26 @@ pub async fn run_hub(args: HubArgs) -> Result<(), DaemonError> {
 
 /// Runs the edge until a termination signal.
 pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
+    let config = edge_config(&args)?;
     let (events, rx) = EventSink::channel();
-    let printer = tokio::spawn(print_events(rx, args.json));
+    let (announced, gate) = tokio::sync::oneshot::channel();
+    let printer = tokio::spawn(print_events(rx, args.json, gate));
     let service = Arc::new(Service::new(events));
     service
-        .start(StartParams::Edge(edge_config(&args)?))
+        .start(StartParams::Edge(config))
         .await
         .map_err(|e| DaemonError::usage(e.message))?;
     announce(&service, args.json).await;
-    wait_for_termination(serving, || async {}).await;
+    let _ = announced.send(());
+    wait_for_termination(serving, || {
+        // Said, so that an operator who reloads an edge does not believe a changed file applied.
+        tracing::info!(
+            "SIGHUP: an edge has nothing to reload (its ports and policies come from the hub); \
+             restart it to apply a changed configuration or token"
+        );
+        async {}
+    })
+    .await;
     stop(&service).await;
     drop(service);
     let _ = printer.await;
@@ -413,9 +523,15 @@ async fn announce(service: &Service, json: bool) {
 }
 
 /// Prints events: JSON lines on stdout with `--json`, otherwise log lines on stderr whose
-/// fields are the event's name (`event`) and its data (see [`crate::logging`]).
-async fn print_events(mut rx: tokio::sync::mpsc::Receiver<Event>, json: bool) {
+/// fields are the event's name (`event`) and its data (see [`crate::logging`]); none before
+/// `gate` opens (the started line is out) or is dropped (the start failed).
+async fn print_events(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    json: bool,
+    gate: tokio::sync::oneshot::Receiver<()>,
+) {
     use tokio::io::AsyncWriteExt;
+    let _ = gate.await;
     let mut stdout = tokio::io::stdout();
     while let Some(event) = rx.recv().await {
         if json {

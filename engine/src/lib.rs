@@ -28,6 +28,7 @@
 
 pub(crate) mod backoff;
 pub mod build_info;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub(crate) mod config_file;
@@ -37,6 +38,7 @@ pub(crate) mod egress;
 pub(crate) mod events;
 mod fair_share;
 pub mod fd_limit;
+pub(crate) mod field_place;
 pub mod firewall;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

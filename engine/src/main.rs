@@ -40,6 +40,27 @@ fn main() -> ExitCode {
         }
         Some(Command::Token(command)) => token(command),
         Some(Command::Status(args)) => status(args),
+        Some(Command::Check(args)) => match remoteingress::check::check(&args) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("remoteingress-bin: {error}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "remoteingress-bin", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
         Some(Command::Secret(SecretCommand::New)) => match remoteingress::ident::new_secret() {
             Ok(secret) => {
                 println!("{secret}");
@@ -64,7 +85,8 @@ fn main() -> ExitCode {
         }
         None => {
             eprintln!(
-                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, token, secret, schema, status), \
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, check, token, secret, \
+                 schema, status, completions), \
                  --management, or set {}=hub|edge. See --help.",
                 env_vars::MODE
             );

@@ -178,6 +178,21 @@ pub fn edge_client_config(
     Ok(Arc::new(config))
 }
 
+/// Begins the message of a refused hub certificate whose fingerprint is not the pinned one,
+/// which passes through rustls and quinn as text: the edge recognises it by this.
+pub(crate) const FINGERPRINT_MISMATCH: &str = "hub certificate fingerprint mismatch";
+
+/// What a fingerprint mismatch says: both fingerprints, the likely cause and the fix.
+fn fingerprint_mismatch(actual: &str, pinned: &str) -> String {
+    format!(
+        "{FINGERPRINT_MISMATCH}: the hub presents {actual}, this edge pins {pinned}. Either the \
+         hub's identity changed (its state directory was lost or moved: restore \
+         hub-identity.pem there, or give this edge a new token from `remoteingress-bin token \
+         issue`, or pin the new fingerprint with --hub-cert-sha256 once you have checked it on \
+         the hub), or this is not your hub"
+    )
+}
+
 /// The server name an edge presents. Hub certificates are checked by fingerprint, not by name,
 /// so a host that is not a valid TLS name (rare) falls back to a fixed address; SNI is then
 /// simply not meaningful.
@@ -215,10 +230,9 @@ impl ServerCertVerifier for PinnedHubVerifier {
         if subtle::ConstantTimeEq::ct_eq(&actual[..], &pin[..]).into() {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!(
-                "hub certificate fingerprint {} does not match the pinned {}",
-                hex(&actual),
-                hex(&pin)
+            Err(rustls::Error::General(fingerprint_mismatch(
+                &hex(&actual),
+                &hex(&pin),
             )))
         }
     }
@@ -291,7 +305,9 @@ mod tests {
         handshake(&identity, Some(pin)).await.unwrap();
         handshake(&identity, None).await.unwrap();
         let error = handshake(&identity, Some([7; 32])).await.unwrap_err();
-        assert!(error.contains("does not match the pinned"), "{error}");
+        assert!(error.contains(FINGERPRINT_MISMATCH), "{error}");
+        assert!(error.contains(&identity.fingerprint), "{error}");
+        assert!(error.contains(&"07".repeat(32)), "{error}");
     }
 
     #[test]

@@ -2,8 +2,12 @@
 
 use std::process::{Command, Output};
 
+/// The binary under test; `REMOTEINGRESS_TEST_BINARY` runs these tests against another build
+/// (to show that a test fails without its change).
 fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_remoteingress-bin"));
+    let binary = std::env::var("REMOTEINGRESS_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_remoteingress-bin").to_owned());
+    let mut command = Command::new(binary);
     // Tests must not pick up an operator's environment.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("REMOTEINGRESS_") {
@@ -15,6 +19,27 @@ fn bin() -> Command {
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run binary")
+}
+
+/// Runs the binary for at most 20 s (a command that should fail at once may instead start a
+/// daemon, e.g. an older build): killed by its PID at the deadline.
+fn run_bounded(args: &[&str]) -> Output {
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run binary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn stdout(output: &Output) -> String {
@@ -330,18 +355,37 @@ fn flags_and_variables(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The subcommands `help` lists under "Commands:" (without `help` itself).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// README.md names every flag and variable of every `--help`, the subcommands' included (they
+/// are found in the help, so a new subcommand is covered without touching this test).
 #[test]
 fn the_readme_names_every_flag_and_variable_of_the_help() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let documented = flags_and_variables(&readme);
-    for args in [
-        &["--help"][..],
-        &["hub", "--help"],
-        &["edge", "--help"],
-        &["status", "--help"],
-    ] {
-        let help = stdout(&run(args));
+    let mut commands: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = Vec::new();
+    while let Some(path) = commands.pop() {
+        let mut args = path.clone();
+        args.push("--help".to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let help = stdout(&run(&args));
+        for sub in subcommands(&help) {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            commands.push(deeper);
+        }
         let missing: Vec<_> = flags_and_variables(&help)
             .into_iter()
             .filter(|name| name != "--help" && !documented.contains(name))
@@ -351,5 +395,251 @@ fn the_readme_names_every_flag_and_variable_of_the_help() {
             "README.md does not name {missing:?} from `{}`",
             args.join(" ")
         );
+        if let Some(name) = path.first() {
+            assert!(
+                readme.contains(&format!("remoteingress-bin {name}"))
+                    || readme.contains(&format!("`{name}`")),
+                "README.md does not mention the subcommand {name}"
+            );
+        }
+        seen.push(path.join(" "));
     }
+    for expected in [
+        "hub",
+        "edge",
+        "check",
+        "completions",
+        "status",
+        "token issue",
+        "secret new",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} not reached: {seen:?}"
+        );
+    }
+}
+
+/// A scratch directory for one test, removed by the caller.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ri-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const HUB_TOML: &str = "[hub]\ntunnelPort = 9443\n\n[[edges]]\nid = \"a\"\nsecret = \"s3cret-0123456789abc\"\nlistenPorts = [80]\n";
+const EDGE_TOML: &str =
+    "[edge]\nhubHost = \"hub.example.com\"\nedgeId = \"e\"\nsecret = \"s3cret-0123456789abc\"\n";
+
+#[test]
+fn version_names_the_commit() {
+    let output = run(&["--version"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let commit = text
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no commit in {text:?}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = run(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let script = stdout(&output);
+        for word in ["remoteingress-bin", "check", "tunnel-bind", "token"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let output = run(&["completions", "tcsh"]);
+    assert_eq!(output.status.code(), Some(64));
+}
+
+/// Every variable the binary reads (the constants of `cli::env_vars`) is listed in `--help`.
+#[test]
+fn help_lists_every_environment_variable() {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli.rs"))
+        .expect("cli.rs");
+    let module = source
+        .split("pub mod env_vars {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("cli::env_vars");
+    let declared: Vec<&str> = module
+        .split('"')
+        .filter(|word| {
+            word.starts_with("REMOTEINGRESS_")
+                && word[14..]
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+        })
+        .collect();
+    assert!(declared.len() > 25, "{declared:?}");
+    let help = stdout(&run(&["--help"]));
+    let missing: Vec<_> = declared
+        .iter()
+        .filter(|name| !help.contains(&format!("  {name} ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "--help does not list {missing:?}:\n{help}"
+    );
+}
+
+/// `check` validates hub files, edge files and edges files without starting anything: exit 0
+/// when valid, 64 with the message (file, line, field) the daemon would give.
+#[test]
+fn check_validates_without_starting() {
+    let dir = scratch("check");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let hub = write("hub.toml", HUB_TOML);
+    let output = run(&["check", "--config", &hub]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("1 allowed edges"),
+        "{}",
+        stdout(&output)
+    );
+
+    let edge = write("edge.toml", EDGE_TOML);
+    let output = run(&["check", "--config", &edge]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("edge e of hub hub.example.com:8443"));
+
+    // A semantic mistake in the edges: the file, the line and the field.
+    let bad = write(
+        "bad.toml",
+        &format!("{HUB_TOML}\n[[edges]]\nid = \"b\"\nsecret = \"s3cret-0123456789abc\"\nlistenPorts = [81,\n  81]\n"),
+    );
+    let output = run(&["check", "--config", &bad]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains(&format!(
+            "{bad}:12: edges[1].listenPorts: port 81 is listed more than once"
+        )),
+        "{}",
+        stderr(&output)
+    );
+    // The hub says the same, before it listens.
+    let output = run_bounded(&["hub", "--config", &bad, "--tunnel-port", "0"]);
+    assert_eq!(output.status.code(), Some(64));
+    let said = stderr(&output);
+    assert!(
+        said.contains(&format!("{bad}:12: edges[1].listenPorts")),
+        "{said}"
+    );
+    assert!(
+        !said.contains("hub listening"),
+        "the hub listened first: {said}"
+    );
+
+    // The [hub] settings and the edge's are checked as the daemons check them.
+    let output = run(&[
+        "check",
+        "--config",
+        &write("port.toml", "[hub]\nmetricsAddr = \"nope\"\n"),
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains("config.metricsAddr"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&[
+        "check",
+        "--config",
+        &write("e2.toml", "[edge]\nhubHost = \"h\"\n"),
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains("config.edgeId"),
+        "{}",
+        stderr(&output)
+    );
+
+    // An edges file, named by the variable the hub's unit sets, as ExecReload runs it.
+    let edges = write(
+        "edges.json",
+        "[\n  {\"id\":\"a\",\"secret\":\"s3cret-0123456789abc\"},\n  {\"id\":\"b\",\n   \"secret\":\"short\"}\n]\n",
+    );
+    let output = bin()
+        .arg("check")
+        .env("REMOTEINGRESS_EDGES_FILE", &edges)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains(&format!("{edges}:4: edges[1].secret")),
+        "{}",
+        stderr(&output)
+    );
+    let edges = write(
+        "good.json",
+        r#"[{"id":"a","secret":"s3cret-0123456789abc"}]"#,
+    );
+    let output = bin()
+        .arg("check")
+        .env("REMOTEINGRESS_EDGES_FILE", &edges)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = bin()
+        .arg("check")
+        .env("REMOTEINGRESS_CONFIG", &hub)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // Nothing to check, or a file for no role.
+    assert_eq!(run(&["check"]).status.code(), Some(64));
+    let output = run(&["check", "--config", &write("empty.toml", "")]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains("nothing to check"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A hub given an edge's file (or an edge a hub's) refuses it instead of running on defaults.
+#[test]
+fn a_file_for_the_other_role_is_refused() {
+    let dir = scratch("roles");
+    let hub = dir.join("hub.toml");
+    let edge = dir.join("edge.toml");
+    std::fs::write(&hub, HUB_TOML).unwrap();
+    std::fs::write(&edge, EDGE_TOML).unwrap();
+    let output = run_bounded(&[
+        "hub",
+        "--config",
+        edge.to_str().unwrap(),
+        "--tunnel-port",
+        "0",
+    ]);
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is an edge's configuration"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run_bounded(&["edge", "--config", hub.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is a hub's configuration"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(dir).ok();
 }

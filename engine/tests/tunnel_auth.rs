@@ -1,6 +1,7 @@
 //! Tunnel admission and recovery through the real binaries: bad credentials, garbage, silent
 //! peers, non-TLS clients, certificate pinning, and reconnect after the hub is killed.
 
+#[macro_use]
 mod common;
 
 use common::hand_edge::{self, quic_raw, tls_raw};
@@ -122,20 +123,32 @@ async fn a_peer_that_never_sends_its_hello_is_dropped_at_the_deadline() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why() {
+/// A pinned fingerprint that is not the hub's: the edge refuses the hub as not verified and
+/// says both fingerprints and what to do, over either transport.
+async fn an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why(transport: &str) {
     let mut hub = Managed::spawn().await;
-    let port = start_hub_allowing_test_edge(&mut hub).await;
+    let (port, actual) = start_hub(&mut hub, json!({})).await;
+    hub.ok(
+        "updateAllowedEdges",
+        Some(json!({"edges": [{"id": EDGE_ID, "secret": EDGE_SECRET}]})),
+    )
+    .await;
     let mut edge = Managed::spawn().await;
-    edge.ok("start", Some(edge_start(port, Some(&"00".repeat(32)))))
-        .await;
+    let pinned = "00".repeat(32);
+    let mut start = edge_start(port, Some(&pinned));
+    start["config"]["transportMode"] = json!(transport);
+    edge.ok("start", Some(start)).await;
     let status = common::wait_edge_error(&mut edge).await;
-    assert_eq!(status["lastErrorReason"], "handshake", "{status}");
+    assert_eq!(status["lastErrorReason"], "hubNotVerified", "{status}");
     let error = status["lastError"].as_str().unwrap();
-    assert!(error.contains("does not match the pinned"), "{error}");
+    for needle in [actual.as_str(), &pinned, "token issue", "hub-identity.pem"] {
+        assert!(error.contains(needle), "{needle} not in: {error}");
+    }
     let hub_status = hub.ok("getStatus", None).await;
     assert_eq!(hub_status["connectedEdges"], json!([]));
 }
+
+over_both_transports!(an_edge_with_the_wrong_pin_refuses_the_hub_and_says_why);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_reconnects_over_tls_after_the_hub_is_killed() {

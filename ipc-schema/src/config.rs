@@ -70,6 +70,10 @@ pub struct HubConfig {
     /// Port for edge tunnels: TCP (TLS) and UDP (QUIC) on the same number. Default 8443.
     #[serde(default = "default_hub_port")]
     pub tunnel_port: u16,
+    /// Local IP address the tunnel port binds to (TCP and UDP), e.g. the address of the one
+    /// interface edges reach; all addresses (IPv6 dual-stack, else IPv4) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_bind_address: Option<String>,
     /// Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
     #[serde(default = "default_target_host")]
     pub target_host: String,

@@ -34,6 +34,7 @@ export const ENV = {
   SECRET: 'REMOTEINGRESS_SECRET',
   TARGET_HOST: 'REMOTEINGRESS_TARGET_HOST',
   TUNNEL_PORT: 'REMOTEINGRESS_TUNNEL_PORT',
+  TUNNEL_BIND: 'REMOTEINGRESS_TUNNEL_BIND',
   ALLOWED_EDGES_JSON: 'REMOTEINGRESS_ALLOWED_EDGES_JSON',
   EDGES_FILE: 'REMOTEINGRESS_EDGES_FILE',
   PERFORMANCE_JSON: 'REMOTEINGRESS_PERFORMANCE_JSON',
@@ -57,7 +58,8 @@ export const ENV = {
 } as const;
 
 const USAGE = `Usage:
-  remoteingress hub  [--config FILE.toml] [--tunnel-port 8443] [--target-host 127.0.0.1]
+  remoteingress hub  [--config FILE.toml] [--tunnel-port 8443] [--tunnel-bind ADDRESS]
+                     [--target-host 127.0.0.1]
                      [--edges FILE.json | --allowed-edges-json JSON] [--tls-cert PEM --tls-key PEM]
                      [--state-dir DIR]
                      [--stream-event-mode perStream|summary|off]
@@ -138,6 +140,7 @@ const HUB_OPTIONS = {
   config: { type: 'string' },
   'log-format': { type: 'string' },
   'tunnel-port': { type: 'string' },
+  'tunnel-bind': { type: 'string' },
   'target-host': { type: 'string' },
   edges: { type: 'string' },
   'allowed-edges-json': { type: 'string' },
@@ -311,6 +314,8 @@ export function parseHubArgs(args: string[], env: NodeJS.ProcessEnv): IHubPlan |
   const config: IHubConfig = { ...file.hub };
   const tunnelPort = whole(pick(values['tunnel-port'], env, ENV.TUNNEL_PORT), '--tunnel-port');
   if (tunnelPort !== undefined) config.tunnelPort = tunnelPort;
+  const tunnelBind = pick(values['tunnel-bind'], env, ENV.TUNNEL_BIND);
+  if (tunnelBind !== undefined) config.tunnelBindAddress = tunnelBind;
   const targetHost = pick(values['target-host'], env, ENV.TARGET_HOST);
   if (targetHost !== undefined) config.targetHost = targetHost;
   // Enum values go to the binary as given: it refuses others, naming the field.
@@ -591,7 +596,14 @@ async function runRole(
       const hubPlan = plan as IHubPlan;
       const status = await hub.start(hubPlan.config);
       if (hubPlan.edges !== undefined) await hub.updateAllowedEdges(hubPlan.edges);
-      print('started', { role, pid: hub.pid, tunnelPort: status.tunnelPort, certSha256: status.certSha256 });
+      print('started', {
+        role,
+        pid: hub.pid,
+        tunnelPort: status.tunnelPort,
+        certSha256: status.certSha256,
+        // The edges it loaded, as the binary's started status counts them.
+        allowedEdges: hubPlan.edges?.length ?? 0,
+      });
       // SIGHUP re-reads the edges: from the edges file, else from the config file.
       const reloadFrom = hubPlan.edgesFile ?? hubPlan.configFile;
       if (handleSignals && reloadFrom !== undefined) {

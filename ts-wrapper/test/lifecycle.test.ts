@@ -256,6 +256,13 @@ describe('remoteingress CLI', () => {
       assert.ok(hub !== 'help');
       assert.deepEqual(hub.config, { tunnelPort: 9444, targetHost: '10.0.0.5' });
       assert.deepEqual(hub.edges, [{ id: 'e1', secret: 's1-0123456789abcdef', listenPorts: [80] }]);
+      // The tunnel port's bind address, as the binary's --tunnel-bind / REMOTEINGRESS_TUNNEL_BIND.
+      const bound = parseHubArgs(['--config', hubFile, '--tunnel-bind', '192.0.2.7'], {});
+      assert.ok(bound !== 'help');
+      assert.equal(bound.config.tunnelBindAddress, '192.0.2.7');
+      const fromEnv = parseHubArgs(['--config', hubFile], { REMOTEINGRESS_TUNNEL_BIND: '::1' });
+      assert.ok(fromEnv !== 'help');
+      assert.equal(fromEnv.config.tunnelBindAddress, '::1');
       const tokenFile = path.join(dir, 'token');
       writeFileSync(tokenFile, 'T0KEN\n');
       const edgeFile = path.join(dir, 'edge.toml');
@@ -359,9 +366,10 @@ describe('remoteingress CLI', () => {
       const exited = once(child, 'exit');
       const lines = createInterface({ input: child.stdout });
       for await (const line of lines) {
-        const message = JSON.parse(line) as { event: string; data: { pid: number; role: string } };
+        const message = JSON.parse(line) as { event: string; data: { pid: number; role: string; allowedEdges: number } };
         if (message.event === 'started') {
           assert.equal(message.data.role, 'hub');
+          assert.equal(message.data.allowedEdges, EDGES.length, 'started counts the edges it loaded');
           binaryPid = message.data.pid;
           break;
         }

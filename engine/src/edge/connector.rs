@@ -128,6 +128,9 @@ async fn connect(shared: &EdgeShared) -> Result<Connected, ConnectError> {
         TransportMode::QuicWithFallback => {
             match within(QUIC_FALLBACK_AFTER, connect_quic(shared)).await {
                 Ok(connected) => Ok(connected),
+                // The hub refused the login: TLS would only be refused again, and count a
+                // second failure against this edge and its address in the hub's throttle.
+                Err(refused) if refused.reason == Why::Unauthorized => Err(refused),
                 Err(quic_error) => {
                     tracing::info!(error = %quic_error, "QUIC failed; falling back to TLS");
                     within(CONNECT_DEADLINE, connect_tls(shared))
@@ -184,12 +187,7 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
     let mut tls = connector
         .connect(crate::tls::server_name(&settings.hub_host), socket)
         .await
-        .map_err(|e| {
-            ConnectError::new(
-                Why::Handshake,
-                format!("TLS handshake with the hub failed: {e}"),
-            )
-        })?;
+        .map_err(|e| handshake_failed("TLS", &e))?;
     let binding = ChannelBinding::from_tls(tls.get_ref().1)
         .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
@@ -295,12 +293,7 @@ async fn connect_quic_with(
         )
         .map_err(|e| ConnectError::new(Why::Handshake, format!("cannot start QUIC: {e}")))?
         .await
-        .map_err(|e| {
-            ConnectError::new(
-                Why::Handshake,
-                format!("QUIC handshake with the hub failed: {e}"),
-            )
-        })?;
+        .map_err(|e| handshake_failed("QUIC", &e))?;
     let (send, recv) = connection.open_bi().await.map_err(|e| {
         ConnectError::new(
             Why::Protocol,
@@ -314,6 +307,20 @@ async fn connect_quic_with(
     let (recv, send) = control.into_inner();
     let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, QuicSide::Edge);
     Ok((tunnel, incoming, push))
+}
+
+/// A failed TLS or QUIC handshake: a pinned fingerprint that does not match is the hub not
+/// being verified (its message says both fingerprints and what to do), anything else a
+/// handshake failure.
+fn handshake_failed(transport: &str, error: &dyn std::fmt::Display) -> ConnectError {
+    let text = error.to_string();
+    match text.find(crate::tls::FINGERPRINT_MISMATCH) {
+        Some(at) => ConnectError::new(Why::HubNotVerified, text[at..].to_owned()),
+        None => ConnectError::new(
+            Why::Handshake,
+            format!("{transport} handshake with the hub failed: {text}"),
+        ),
+    }
 }
 
 /// Sends the hello line with the edge's proof and reads the hub's reply; accepts it only with
@@ -353,9 +360,22 @@ where
         e => protocol(format!("bad reply from the hub: {e}")),
     })?;
     match reply {
-        HubReply::Rejected { error } => Err(ConnectError::new(
+        // The hub says no more than "unauthorized" (an unknown id and a wrong secret look the
+        // same to a guesser); these are the two causes, and what fixes them.
+        HubReply::Rejected { .. } => Err(ConnectError::new(
             Why::Unauthorized,
-            format!("the hub refused this edge: {error}"),
+            format!(
+                "the hub refused edge {}: wrong secret or unknown id; check the token, \
+                 re-issue it after a secret rotation (`remoteingress-bin token issue` on the \
+                 hub){}",
+                settings.edge_id,
+                if settings.verifies_hub() {
+                    ""
+                } else {
+                    ". This edge does not verify the hub, so a TLS-terminating relay between \
+                     them is refused the same way: pin the hub (hubCertSha256)"
+                }
+            ),
         )),
         HubReply::Accepted { config, hub_proof } => {
             if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {

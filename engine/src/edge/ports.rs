@@ -73,7 +73,10 @@ impl Ports {
             PortProtocol::Tcp,
             &shared.events,
             &shared.stop.draining,
-            |port| bind_tcp(shared.settings.bind_address, port),
+            |port| {
+                let address = shared.settings.bind_address;
+                bind_tcp(address, port).map_err(|e| naming_address(address, port, "TCP", e))
+            },
             |port, listener, stop| {
                 shared.spawn(accept::accept_loop(listener, port, shared.clone(), stop));
             },
@@ -194,6 +197,24 @@ pub(crate) fn reconcile<L>(
         }
     }
     failures
+}
+
+/// `error` of a bind of `port` on `address` (every address when `None`), saying which address
+/// it was: "Address already in use" alone does not say which listener of which process.
+pub(crate) fn naming_address(
+    address: Option<IpAddr>,
+    port: u16,
+    protocol: &str,
+    error: std::io::Error,
+) -> std::io::Error {
+    let place = address.map_or_else(
+        || format!("port {port} of every address"),
+        |ip| SocketAddr::new(ip, port).to_string(),
+    );
+    std::io::Error::new(
+        error.kind(),
+        format!("cannot listen on {place} ({protocol}): {error}"),
+    )
 }
 
 /// The error of a failed bind, with the usual fix where there is one.

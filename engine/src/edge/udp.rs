@@ -149,7 +149,10 @@ impl EdgeUdp {
             PortProtocol::Udp,
             &self.events,
             &self.shutdown,
-            |port| bind(bind_address, port),
+            |port| {
+                bind(bind_address, port)
+                    .map_err(|e| crate::edge::ports::naming_address(bind_address, port, "UDP", e))
+            },
             |_, socket, stop| {
                 tasks.spawn(tracing::Instrument::in_current_span(receive_loop(
                     Arc::new(socket),

@@ -4,7 +4,7 @@
 //! transports share everything after their own accept: the hello exchange
 //! (`Connection::exchange_hello`) and the session start.
 
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,16 +39,35 @@ pub const CLIENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a refused QUIC peer has to read the refusal before the connection is dropped.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
-/// Binds the TCP tunnel port on all addresses: IPv6 dual-stack where available, else IPv4.
-pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
+/// Binds the TCP tunnel port on `address`, or on all addresses (IPv6 dual-stack where
+/// available, else IPv4) when none is given. The error names the address it tried.
+pub async fn bind(address: Option<IpAddr>, port: u16) -> Result<TcpListener, super::HubStartError> {
+    let failed = |addr: SocketAddr| {
+        move |source| super::HubStartError::Bind {
+            address: addr,
+            protocol: "TCP",
+            source,
+        }
+    };
+    if let Some(ip) = address {
+        let addr = SocketAddr::new(ip, port);
+        return TcpListener::bind(addr).await.map_err(failed(addr));
+    }
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     match bind_dual_stack(v6) {
         Ok(listener) => Ok(listener),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Err(failed(v6)(error)),
         Err(error) => {
             tracing::debug!(%error, "IPv6 dual-stack bind failed; using IPv4");
-            TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
+            let v4 = SocketAddr::from(([0, 0, 0, 0], port));
+            TcpListener::bind(v4).await.map_err(failed(v4))
         }
     }
+}
+
+/// The tunnel port's address for messages: `address:port`, or `[::]:port` for all addresses.
+pub(crate) fn tunnel_address(address: Option<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(address.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), port)
 }
 
 fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -604,7 +623,14 @@ impl Connection {
             return;
         }
         if self.context.failure_warnings.allow() {
-            tracing::info!(remote = %self.remote, edge_id = edge_id.as_deref().unwrap_or("-"), %reason, "edge authentication failed");
+            let edge = edge_id.as_deref().unwrap_or("-");
+            // A refused login is an operator's matter (a stale token, a rotated secret) or an
+            // attack: WARN. A handshake that broke off before a login is INFO.
+            if login_refused {
+                tracing::warn!(remote = %self.remote, edge_id = edge, %reason, "edge authentication failed: login refused");
+            } else {
+                tracing::info!(remote = %self.remote, edge_id = edge, %reason, "edge authentication failed");
+            }
         }
         self.context
             .events

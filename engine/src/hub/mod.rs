@@ -56,9 +56,10 @@ use crate::wire_name::Wire;
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HubStartError {
-    #[error("cannot listen on tunnel port {port}: {source}")]
+    #[error("cannot listen on the tunnel port, {address} ({protocol}): {source}")]
     Bind {
-        port: u16,
+        address: SocketAddr,
+        protocol: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -217,12 +218,7 @@ impl Hub {
         };
         let server_config = identity.server_config()?;
         let settings = Arc::new(settings);
-        let tcp = listener::bind(settings.tunnel_port)
-            .await
-            .map_err(|source| HubStartError::Bind {
-                port: settings.tunnel_port,
-                source,
-            })?;
+        let tcp = listener::bind(settings.tunnel_bind, settings.tunnel_port).await?;
         let tunnel_port = tcp
             .local_addr()
             .map(|addr| addr.port())
@@ -273,6 +269,7 @@ impl Hub {
         // QUIC shares the port number; without it the hub still serves TLS (and says so).
         let reset_key = identity.quic_reset_key();
         match quic::server_endpoint(
+            settings.tunnel_bind,
             tunnel_port,
             server_config,
             &settings.performance,
@@ -282,7 +279,8 @@ impl Hub {
                 tasks.spawn(listener::run_quic(context, endpoint));
             }
             Err(error) => {
-                tracing::warn!(%error, tunnel_port, "QUIC unavailable on the tunnel port; serving TLS only");
+                let address = listener::tunnel_address(settings.tunnel_bind, tunnel_port);
+                tracing::warn!(%error, %address, "QUIC unavailable on the tunnel port; serving TLS only");
             }
         }
         tracing::info!(tunnel_port, fingerprint = %identity.fingerprint, "hub listening");

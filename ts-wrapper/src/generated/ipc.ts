@@ -654,6 +654,11 @@ export interface IHubConfig {
    */
   tunnelPort?: number;
   /**
+   * Local IP address the tunnel port binds to (TCP and UDP), e.g. the address of the one
+   * interface edges reach; all addresses (IPv6 dual-stack, else IPv4) when omitted.
+   */
+  tunnelBindAddress?: string | null;
+  /**
    * Host the hub forwards tunneled traffic to; the target port equals the edge's public port.
    */
   targetHost?: string;

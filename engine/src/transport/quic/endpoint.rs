@@ -136,6 +136,7 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// timeout. (With per-start keys the new hub dropped those packets as "invalid CID" and the
 /// edge waited 10 s.)
 pub fn server_endpoint(
+    address: Option<IpAddr>,
     port: u16,
     tls: Arc<rustls::ServerConfig>,
     performance: &PerformanceSettings,
@@ -149,7 +150,7 @@ pub fn server_endpoint(
         .max_incoming(MAX_INCOMING)
         .incoming_buffer_size(INCOMING_BUFFER)
         .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
-    let socket = bind_udp(port)?;
+    let socket = bind_udp(address, port)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
     let cid_key = u64::from_le_bytes(
@@ -172,7 +173,13 @@ pub fn server_endpoint(
     )?)
 }
 
-fn bind_udp(port: u16) -> std::io::Result<std::net::UdpSocket> {
+/// The UDP socket on `address`, or on all addresses (dual-stack where available) when none.
+fn bind_udp(address: Option<IpAddr>, port: u16) -> std::io::Result<std::net::UdpSocket> {
+    if let Some(ip) = address {
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        size_buffers(&socket);
+        return Ok(socket);
+    }
     let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
     let dual = (|| {
         let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
