@@ -9,6 +9,7 @@ at 0), build_info names the version and commit, non-GET requests get 405, `/` is
 turns 503 while its hub is down and 200 again when it is back."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -115,12 +116,11 @@ def check_endpoints(report, hub_metrics):
 def check_build_info(report, samples):
     builds = [dict(labels) for (name, labels), value in samples.items()
               if name == "remoteingress_build_info" and value == 1]
-    version = harness.run(harness.binary(), "--version").stdout.split()[-1]
-    report.check(f"build_info: version {version} and a commit",
-                 len(builds) == 1 and builds[0].get("version") == version
-                 and (builds[0].get("commit") == "unknown"
-                      or (len(builds[0].get("commit", "")) >= 7
-                          and all(c in "0123456789abcdef" for c in builds[0]["commit"]))), builds)
+    # `remoteingress-bin VERSION (commit COMMIT)`: the metric says the same.
+    line = harness.run(harness.binary(), "--version").stdout.strip()
+    match = re.fullmatch(r"remoteingress-bin (\S+) \(commit (unknown|[0-9a-f]{7,})\)", line)
+    report.check(f"build_info: the version and commit of --version ({line})",
+                 match is not None and builds == [{"version": match.group(1), "commit": match.group(2)}], builds)
 
 
 def wait_or_last(check, last, timeout=15):
