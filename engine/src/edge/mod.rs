@@ -8,6 +8,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod connector;
+pub(crate) mod dial;
 pub(crate) mod egress;
 pub(crate) mod firewall;
 pub(crate) mod limits;

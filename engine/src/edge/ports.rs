@@ -81,7 +81,7 @@ impl Ports {
                 shared.spawn(accept::accept_loop(listener, port, shared.clone(), stop));
             },
         );
-        // The hub's idle time, as checked when the tunnel was made (`connector::adopt_performance`).
+        // The hub's idle time, as checked when the tunnel was made (`dial::adopt_performance`).
         self.udp
             .set_idle(shared.state().performance.udp_session_idle);
         let limits = config.limits.unwrap_or_default().sanitised();

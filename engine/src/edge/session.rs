@@ -10,7 +10,7 @@ use remoteingress_ipc_schema::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::connector::{connect_quic, Connected, CONNECT_DEADLINE};
+use super::dial::{connect_quic, Connected, CONNECT_DEADLINE};
 use super::ports::Ports;
 use super::EdgeShared;
 use crate::transport::control::ControlMessage;
@@ -44,7 +44,7 @@ pub(crate) async fn run(
         listen_ports_udp: push.listen_ports_udp.clone(),
     }));
 
-    // The hub's timeout, as checked when the tunnel was made (`connector::adopt_performance`).
+    // The hub's timeout, as checked when the tunnel was made (`dial::adopt_performance`).
     let timeout = shared.state().performance.heartbeat_timeout;
     let mut last_heard = Instant::now();
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
