@@ -795,14 +795,9 @@ impl EdgeSettings {
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by `:`.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
     let digits: String = text.chars().filter(|&c| c != ':').collect();
-    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err("must be a SHA-256 fingerprint: 64 hex digits".to_owned());
-    }
     let mut out = [0u8; 32];
-    for (index, byte) in out.iter_mut().enumerate() {
-        let pair = digits.get(index * 2..index * 2 + 2).unwrap_or("00");
-        *byte = u8::from_str_radix(pair, 16).map_err(|e| e.to_string())?;
-    }
+    hex::decode_to_slice(&digits, &mut out)
+        .map_err(|_| "must be a SHA-256 fingerprint: 64 hex digits".to_owned())?;
     Ok(out)
 }
 

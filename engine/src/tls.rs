@@ -118,12 +118,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Lowercase hex SHA-256 of a certificate.
 pub fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
-    hex(&Sha256::digest(cert.as_ref()))
+    hex::encode(Sha256::digest(cert.as_ref()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Parses the PEM CA certificates of `hubCaPem` (at least one).
 pub fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -231,8 +228,8 @@ impl ServerCertVerifier for PinnedHubVerifier {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(fingerprint_mismatch(
-                &hex(&actual),
-                &hex(&pin),
+                &hex::encode(actual),
+                &hex::encode(pin),
             )))
         }
     }

@@ -22,10 +22,7 @@ use sha2::{Digest, Sha256};
 /// both sides serialise the same type, so equal snapshots give equal digests.
 pub fn digest(config: Option<&FirewallConfig>) -> String {
     let json = serde_json::to_vec(&config).unwrap_or_default();
-    Sha256::digest(&json)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(&json))
 }
 
 #[cfg(test)]

@@ -91,19 +91,13 @@ impl LoginProof {
 
     /// Lowercase hex, as on the wire.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 
     /// Parses exactly 64 hex digits.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != PROOF_LEN * 2 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
         let mut out = [0u8; PROOF_LEN];
-        for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).ok()?;
-            *byte = u8::from_str_radix(pair, 16).ok()?;
-        }
+        hex::decode_to_slice(text, &mut out).ok()?;
         Some(Self(out))
     }
 }
