@@ -7,11 +7,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use remoteingress_ipc_schema::Event;
 use tokio::sync::mpsc;
 
+use crate::log_limit::{LogLimiter, SharedLogLimiter};
 use crate::telemetry::counters::EventCounters;
 
 /// Capacity of the event queue between the engine and the consumer.
@@ -29,7 +29,17 @@ pub struct EventSink {
 #[derive(Debug)]
 struct DropCounter {
     count: AtomicU64,
-    last_log: std::sync::Mutex<Option<Instant>>,
+    /// One warning a second at most.
+    warnings: SharedLogLimiter,
+}
+
+impl Default for DropCounter {
+    fn default() -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            warnings: SharedLogLimiter::new(LogLimiter::once_a_second()),
+        }
+    }
 }
 
 impl EventSink {
@@ -39,10 +49,7 @@ impl EventSink {
         (
             Self {
                 tx: Some(tx),
-                dropped: Arc::new(DropCounter {
-                    count: AtomicU64::new(0),
-                    last_log: std::sync::Mutex::new(None),
-                }),
+                dropped: Arc::default(),
                 counters: Arc::default(),
             },
             rx,
@@ -53,10 +60,7 @@ impl EventSink {
     pub fn discard() -> Self {
         Self {
             tx: None,
-            dropped: Arc::new(DropCounter {
-                count: AtomicU64::new(0),
-                last_log: std::sync::Mutex::new(None),
-            }),
+            dropped: Arc::default(),
             counters: Arc::default(),
         }
     }
@@ -84,15 +88,11 @@ impl EventSink {
 
     fn note_drop(&self) {
         let total = self.dropped.count.fetch_add(1, Ordering::Relaxed) + 1;
-        // The lock only guards a timestamp and is never held across an await.
-        let Ok(mut last) = self.dropped.last_log.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            *last = Some(now);
-            tracing::warn!(total, "event consumer is too slow; events dropped");
-        }
+        crate::limited_warn!(
+            self.dropped.warnings,
+            total,
+            "event consumer is too slow; events dropped"
+        );
     }
 }
 

@@ -13,25 +13,50 @@ pub(crate) const BURST: u32 = 10;
 /// Length of a window.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
-/// Counts warnings of one peer.
-#[derive(Debug, Default)]
+/// Counts warnings of one peer (or one source of repeated warnings).
+#[derive(Debug)]
 pub(crate) struct LogLimiter {
+    burst: u32,
+    window: Duration,
     window_start: Option<Instant>,
     written: u32,
     suppressed: u64,
 }
 
+impl Default for LogLimiter {
+    /// [`BURST`] warnings per [`WINDOW`].
+    fn default() -> Self {
+        Self::new(BURST, WINDOW)
+    }
+}
+
 impl LogLimiter {
+    /// `burst` warnings per `window`, the rest counted.
+    pub(crate) const fn new(burst: u32, window: Duration) -> Self {
+        Self {
+            burst,
+            window,
+            window_start: None,
+            written: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// One line per second at most (a failure that repeats in a tight loop).
+    pub(crate) const fn once_a_second() -> Self {
+        Self::new(1, Duration::from_secs(1))
+    }
+
     /// True when a warning may be written now; otherwise it is counted as suppressed.
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let fresh = self
             .window_start
-            .is_none_or(|start| now.saturating_duration_since(start) >= WINDOW);
+            .is_none_or(|start| now.saturating_duration_since(start) >= self.window);
         if fresh {
             self.window_start = Some(now);
             self.written = 0;
         }
-        if self.written < BURST {
+        if self.written < self.burst {
             self.written += 1;
             true
         } else {
@@ -45,7 +70,7 @@ impl LogLimiter {
     pub(crate) fn take_suppressed(&mut self, now: Instant) -> Option<u64> {
         let ended = self
             .window_start
-            .is_some_and(|start| now.saturating_duration_since(start) >= WINDOW);
+            .is_some_and(|start| now.saturating_duration_since(start) >= self.window);
         if ended && self.suppressed > 0 {
             Some(std::mem::take(&mut self.suppressed))
         } else {
@@ -59,6 +84,10 @@ impl LogLimiter {
 pub(crate) struct SharedLogLimiter(Mutex<LogLimiter>);
 
 impl SharedLogLimiter {
+    pub(crate) const fn new(limiter: LogLimiter) -> Self {
+        Self(Mutex::new(limiter))
+    }
+
     /// See [`LogLimiter::allow`]. A poisoned lock writes nothing (it only guards a counter).
     pub(crate) fn allow(&self) -> bool {
         self.0
@@ -103,6 +132,18 @@ mod tests {
             Some(100_000 - u64::from(BURST))
         );
         assert_eq!(limiter.take_suppressed(next), None);
+        assert!(limiter.allow(next));
+    }
+
+    #[test]
+    fn once_a_second_writes_one_line_then_counts() {
+        let mut limiter = LogLimiter::once_a_second();
+        let start = Instant::now();
+        assert!(limiter.allow(start));
+        assert!(!limiter.allow(start + Duration::from_millis(500)));
+        assert!(!limiter.allow(start + Duration::from_millis(900)));
+        let next = start + Duration::from_secs(1);
+        assert_eq!(limiter.take_suppressed(next), Some(2));
         assert!(limiter.allow(next));
     }
 }

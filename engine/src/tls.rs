@@ -121,7 +121,6 @@ pub fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
 }
 
-
 /// Parses the PEM CA certificates of `hubCaPem` (at least one).
 pub fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::{ConnectionSlot, Refusal};
 use super::EdgeShared;
+use crate::log_limit::LogLimiter;
 use crate::metrics::OpenStreamGuard;
 use crate::proxy_protocol::{v1, ProxyHeader};
 use crate::relay::{relay_tcp_and_tunnel, RelayCounters, RelaySide};
@@ -74,25 +75,23 @@ pub(crate) async fn accept_loop(
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Failed accepts of one listener, logged at most once a second with how many there were.
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    last_logged: Option<Instant>,
-    unlogged: u64,
+#[derive(Debug)]
+struct AcceptFailures(LogLimiter);
+
+impl Default for AcceptFailures {
+    fn default() -> Self {
+        Self(LogLimiter::once_a_second())
+    }
 }
 
 impl AcceptFailures {
     fn record(&mut self, port: u16, error: &std::io::Error) {
-        self.unlogged += 1;
         let now = Instant::now();
-        if self
-            .last_logged
-            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
-        {
-            return;
+        // Those of the last window that were not written, and this one.
+        let unlogged = self.0.take_suppressed(now).unwrap_or(0);
+        if self.0.allow(now) {
+            tracing::warn!(port, %error, failures = unlogged + 1, "accept failed");
         }
-        tracing::warn!(port, %error, failures = self.unlogged, "accept failed");
-        self.last_logged = Some(now);
-        self.unlogged = 0;
     }
 }
 
