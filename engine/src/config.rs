@@ -803,19 +803,7 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
 
 /// A host name or IP address: non-empty, at most 253 bytes, no whitespace or control characters.
 fn validate_host(host: &str, path: &str) -> Result<(), ConfigError> {
-    if host.is_empty() {
-        return Err(ConfigError::new(path, "must not be empty"));
-    }
-    if host.len() > 253 {
-        return Err(ConfigError::new(path, "is longer than 253 bytes"));
-    }
-    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConfigError::new(
-            path,
-            "must not contain whitespace or control characters",
-        ));
-    }
-    Ok(())
+    crate::host_name::check_host(host).map_err(|why| ConfigError::new(path, why))
 }
 
 /// `host:port` or `[v6]:port` with a port in 1..=65535.
@@ -824,7 +812,7 @@ fn validate_host_port(text: &str) -> Result<(), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("{text:?} is not host:port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if crate::host_name::check_host(host).is_err() {
         return Err(format!("{text:?} has no valid host"));
     }
     match port.parse::<u16>() {

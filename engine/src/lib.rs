@@ -42,6 +42,7 @@ pub(crate) mod field_place;
 pub mod firewall;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod host_name;
 pub mod hub;
 pub mod ident;
 pub mod ipc;

@@ -30,9 +30,6 @@ use crate::ident::{validate_edge_id, validate_secret, IdentError};
 /// length limit, all characters escaped) is about 6 KiB, so this refuses only garbage.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// Longest accepted hub host, in bytes: the longest DNS name (RFC 1035).
-pub const MAX_HUB_HOST_LEN: usize = 253;
-
 /// Writes without padding; reads with or without canonical padding.
 const BASE64URL: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
@@ -123,17 +120,7 @@ impl ConnectionToken {
     /// that encodes also decodes.
     pub fn validate(&self) -> Result<(), TokenError> {
         let host = &self.hub_host;
-        if host.is_empty() {
-            return Err(TokenError::HubHost("must not be empty"));
-        }
-        if host.len() > MAX_HUB_HOST_LEN {
-            return Err(TokenError::HubHost("is longer than 253 bytes"));
-        }
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(TokenError::HubHost(
-                "must not contain whitespace or control characters",
-            ));
-        }
+        crate::host_name::check_host(host).map_err(TokenError::HubHost)?;
         // TLS server names and DNS need the ASCII form: a non-ASCII host could never connect.
         if !host.is_ascii() {
             return Err(TokenError::HubHost(

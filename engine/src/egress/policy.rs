@@ -16,8 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use remoteingress_ipc_schema::{AddressFamily, EgressPolicy as IpcPolicy};
 
-/// Longest DNS name (RFC 1035).
-const MAX_HOST_LEN: usize = 253;
+use crate::host_name::MAX_HOST_LEN;
 
 /// A validated egress policy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -35,8 +35,6 @@ use crate::transport::tunnel::Tunnel;
 pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// Largest `maxConnections`: each connection holds a socket here and a stream to the edge.
 pub(crate) const MAX_CONNECTIONS: u32 = 4096;
-/// Longest DNS name (RFC 1035): a longer `logicalHost` cannot be dialled.
-const MAX_HOST_LEN: usize = 253;
 /// How long closing a listener waits for its socket to be released (so a changed entry can
 /// bind the same address again).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -89,7 +87,7 @@ impl ListenerSpec {
             ));
         }
         let host = &config.logical_host;
-        if host.is_empty() || host.len() > MAX_HOST_LEN || host.chars().any(char::is_whitespace) {
+        if crate::host_name::check_host(host).is_err() {
             return Err(ConfigError::new(
                 format!("{path}.logicalHost"),
                 format!("{host:?} is not a host name or IP address"),
