@@ -229,18 +229,9 @@ pub struct PerformanceSettings {
 
 impl Default for PerformanceSettings {
     fn default() -> Self {
-        // The defaults are valid by construction (checked by a unit test).
-        Self::from_ipc(&ipc::PerformanceConfig::default(), "performance").unwrap_or(Self {
-            stream_window_max: 32 << 20,
-            stream_window_min: 1 << 20,
-            window_budget: 200 << 20,
-            sustained_after: Duration::from_secs(1),
-            sustained_threshold_bytes_per_sec: 2_500_000,
-            sustained_drain_bytes_per_sec: 1 << 20,
-            udp_session_idle: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(3),
-            heartbeat_timeout: Duration::from_secs(10),
-        })
+        // The IPC defaults are the one place the values are written; they are valid (checked
+        // by `default_performance_is_valid`).
+        Self::converted(&ipc::PerformanceConfig::default())
     }
 }
 
@@ -299,7 +290,12 @@ impl PerformanceSettings {
                 "must be greater than heartbeatIntervalSecs",
             ));
         }
-        Ok(Self {
+        Ok(Self::converted(p))
+    }
+
+    /// `p` in runtime units, unchecked: [`Self::from_ipc`] checks first.
+    fn converted(p: &ipc::PerformanceConfig) -> Self {
+        Self {
             stream_window_max: p.stream_window_max_bytes,
             stream_window_min: p.stream_window_min_bytes,
             window_budget: p.window_budget_bytes,
@@ -310,7 +306,7 @@ impl PerformanceSettings {
             udp_session_idle: Duration::from_secs(p.udp_session_idle_secs.into()),
             heartbeat_interval: Duration::from_secs(p.heartbeat_interval_secs.into()),
             heartbeat_timeout: Duration::from_secs(p.heartbeat_timeout_secs.into()),
-        })
+        }
     }
 
     /// The settings in the IPC form they were given in (for status and pushes).
