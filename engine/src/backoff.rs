@@ -29,23 +29,33 @@ pub(crate) const FAST_RETRY: Duration = Duration::from_millis(500);
 /// The reconnect pacing of one edge.
 #[derive(Debug, Clone)]
 pub(crate) struct ReconnectDelay {
+    min: Duration,
+    max: Duration,
     next_base: Duration,
     lost_at: Option<Instant>,
 }
 
 impl Default for ReconnectDelay {
+    /// [`MIN`] doubling to [`MAX`]: reaching the hub at all.
     fn default() -> Self {
-        Self {
-            next_base: MIN,
-            lost_at: None,
-        }
+        Self::new(MIN, MAX)
     }
 }
 
 impl ReconnectDelay {
+    /// `min` doubling to `max` (each plus its jitter).
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next_base: min,
+            lost_at: None,
+        }
+    }
+
     /// A tunnel came up: the backoff starts over.
     pub(crate) fn connected(&mut self) {
-        self.next_base = MIN;
+        self.next_base = self.min;
     }
 
     /// A tunnel that worked was lost at `now`: fast retries follow.
@@ -62,7 +72,7 @@ impl ReconnectDelay {
             return FAST_RETRY.mul_f64(rng.random_range(0.5..1.5));
         }
         let base = self.next_base;
-        self.next_base = base.saturating_mul(2).min(MAX);
+        self.next_base = base.saturating_mul(2).min(self.max);
         base.mul_f64(1.0 + JITTER * rng.random::<f64>())
     }
 }

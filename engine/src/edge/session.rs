@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::SeedableRng;
 use remoteingress_ipc_schema::{
     Event, PortsEvent, TransportMode, TunnelConnectedEvent, TunnelTransport,
 };
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use super::dial::{connect_quic, Connected, CONNECT_DEADLINE};
 use super::ports::Ports;
 use super::EdgeShared;
+use crate::backoff::ReconnectDelay;
 use crate::transport::control::ControlMessage;
 use crate::transport::frame::FrameType;
 use crate::transport::handshake::{self, EdgeConfigPush, EdgeReport};
@@ -31,18 +33,8 @@ pub(crate) async fn run(
     push: EdgeConfigPush,
 ) -> String {
     publish(shared, &tunnel);
-    ports.apply(&push);
-    shared.egress.set_policy(push.egress.as_ref());
-    shared
-        .firewall
-        .send_replace(Some(push.firewall_config.clone()));
+    apply_push(shared, ports, push, Push::NewTunnel);
     announce(shared, &tunnel);
-    shared.state().stun_interval_secs = Some(push.stun_interval_secs);
-    report_to_hub(shared);
-    shared.events.emit(Event::PortsAssigned(PortsEvent {
-        listen_ports: push.listen_ports.clone(),
-        listen_ports_udp: push.listen_ports_udp.clone(),
-    }));
 
     // The hub's timeout, as checked when the tunnel was made (`dial::adopt_performance`).
     let timeout = shared.state().performance.heartbeat_timeout;
@@ -53,15 +45,13 @@ pub(crate) async fn run(
     let reason = loop {
         tokio::select! {
             () = shared.stop.shutdown.cancelled() => break "edge stopped".to_owned(),
-            Some((quic, quic_incoming, quic_push)) = upgrade.recv() => {
+            Some((quic, quic_incoming, quic_push)) = next_upgrade(&mut upgrade) => {
                 tracing::info!("QUIC works again: new streams move to QUIC, open ones finish on TLS");
                 let old = std::mem::replace(&mut tunnel, quic);
                 incoming = quic_incoming;
                 ports.udp.clear_sessions();
                 publish(shared, &tunnel);
-                ports.apply(&quic_push);
-                shared.egress.set_policy(quic_push.egress.as_ref());
-                shared.firewall.send_replace(Some(quic_push.firewall_config.clone()));
+                apply_push(shared, ports, quic_push, Push::NewTunnel);
                 announce(shared, &tunnel);
                 drain_then_close(shared, old);
                 last_heard = Instant::now();
@@ -86,17 +76,7 @@ pub(crate) async fn run(
                     last_heard = Instant::now();
                     if message.frame_type == FrameType::Config {
                         match handshake::parse_config(&message.payload) {
-                            Ok(push) => {
-                                ports.apply(&push);
-                                shared.egress.set_policy(push.egress.as_ref());
-                                report_to_hub(shared);
-                                shared.firewall.send_replace(Some(push.firewall_config.clone()));
-                                shared.state().stun_interval_secs = Some(push.stun_interval_secs);
-                                shared.events.emit(Event::PortsUpdated(PortsEvent {
-                                    listen_ports: push.listen_ports,
-                                    listen_ports_udp: push.listen_ports_udp,
-                                }));
-                            }
+                            Ok(push) => apply_push(shared, ports, push, Push::Update),
                             Err(error) => tracing::warn!(%error, "ignoring a bad CONFIG from the hub"),
                         }
                     }
@@ -129,6 +109,38 @@ pub(crate) async fn run(
     reason
 }
 
+/// Which push [`apply_push`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    /// The hub's reply to a login: a new tunnel (first, after a reconnect, or the QUIC one
+    /// replacing the TLS fallback).
+    NewTunnel,
+    /// A CONFIG push on a running tunnel.
+    Update,
+}
+
+/// Applies what the hub pushed, in one order for every push: ports (before anything else, so a
+/// removed port closes first), egress policy, firewall snapshot, STUN interval; then reports
+/// the edge's state to the hub (a new tunnel's hub session starts without it) and tells the
+/// listeners (`portsAssigned` for a new tunnel, `portsUpdated` for a push).
+fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind: Push) {
+    ports.apply(&push);
+    shared.egress.set_policy(push.egress.as_ref());
+    shared
+        .firewall
+        .send_replace(Some(push.firewall_config.clone()));
+    shared.state().stun_interval_secs = Some(push.stun_interval_secs);
+    report_to_hub(shared);
+    let ports_event = PortsEvent {
+        listen_ports: push.listen_ports,
+        listen_ports_udp: push.listen_ports_udp,
+    };
+    shared.events.emit(match kind {
+        Push::NewTunnel => Event::PortsAssigned(ports_event),
+        Push::Update => Event::PortsUpdated(ports_event),
+    });
+}
+
 /// Makes `tunnel` the one new client connections use.
 fn publish(shared: &EdgeShared, tunnel: &Tunnel) {
     {
@@ -148,31 +160,31 @@ fn announce(shared: &EdgeShared, tunnel: &Tunnel) {
         .emit(Event::TunnelConnected(TunnelConnectedEvent { transport }));
 }
 
-/// First retry of QUIC after falling back to TLS, doubling up to [`UPGRADE_MAX_INTERVAL`].
+/// First retry of QUIC after falling back to TLS, doubling (with jitter, [`ReconnectDelay`]) up
+/// to [`UPGRADE_MAX_INTERVAL`].
 const UPGRADE_FIRST_INTERVAL: Duration = Duration::from_secs(5);
 const UPGRADE_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// For a `quicWithFallback` edge on its TLS fallback: a task that retries QUIC and hands over
-/// the first tunnel that works. Otherwise a receiver that never yields.
-fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver<Connected> {
-    let (tx, rx) = mpsc::channel(1);
+/// the first tunnel that works (it ends with the tunnel or the edge). Otherwise `None`: no task.
+fn upgrade_attempts(
+    shared: &Arc<EdgeShared>,
+    tunnel: &Tunnel,
+) -> Option<mpsc::Receiver<Connected>> {
     if shared.settings.transport_mode != TransportMode::QuicWithFallback
         || tunnel.transport() != TunnelTransport::TcpTls
     {
-        // Keep the sender alive until the edge stops, so recv() stays pending.
-        let shutdown = shared.stop.shutdown.clone();
-        shared.spawn(async move {
-            shutdown.cancelled().await;
-            drop(tx);
-        });
-        return rx;
+        return None;
     }
+    let (tx, rx) = mpsc::channel(1);
     let task_shared = shared.clone();
     let current = tunnel.clone();
     shared.spawn(async move {
         let shared = task_shared;
-        let mut interval = UPGRADE_FIRST_INTERVAL;
+        let mut pacing = ReconnectDelay::new(UPGRADE_FIRST_INTERVAL, UPGRADE_MAX_INTERVAL);
+        let mut rng = rand::rngs::StdRng::from_os_rng();
         loop {
+            let interval = pacing.next(std::time::Instant::now(), &mut rng);
             tokio::select! {
                 () = shared.stop.draining.cancelled() => return,
                 _ = current.closed() => return,
@@ -190,10 +202,18 @@ fn upgrade_attempts(shared: &Arc<EdgeShared>, tunnel: &Tunnel) -> mpsc::Receiver
                 Ok(Err(error)) => tracing::debug!(%error, "QUIC still unavailable"),
                 Err(_) => tracing::debug!("QUIC still unavailable (timeout)"),
             }
-            interval = (interval * 2).min(UPGRADE_MAX_INTERVAL);
         }
     });
-    rx
+    Some(rx)
+}
+
+/// The QUIC tunnel that replaces the TLS fallback; pending for ever when there is nothing to
+/// upgrade to (or the attempts ended).
+async fn next_upgrade(upgrade: &mut Option<mpsc::Receiver<Connected>>) -> Option<Connected> {
+    match upgrade {
+        Some(attempts) => attempts.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Keeps a replaced tunnel until its open streams have finished, then closes it. The first
