@@ -55,8 +55,9 @@
 //! each stream counts its frames waiting in the writer's queues, and its class (data or
 //! sustained) changes only in `poll_write`, at a frame boundary, when that count is zero. If it
 //! is not, `poll_write` waits until the writer has taken the last of them (the writer wakes it)
-//! and then switches. A dropped sustained stream stays known (`MuxState::draining`) until its
-//! frames are out, so the reader's answer CLOSE for it queues behind them as well.
+//! and then switches. A sustained stream that is dropped or reset while its frames still wait
+//! stays known (`MuxState::draining`) until they are out, so the reader's answer CLOSE for it
+//! queues behind them as well.
 //!
 //! # Flow control
 //!

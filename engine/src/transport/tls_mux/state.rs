@@ -225,7 +225,7 @@ pub(crate) struct MuxState {
     pub(crate) next_id: u32,
     /// Unknown ids whose DATA was already answered with a CLOSE.
     pub(crate) answered: HashSet<u32>,
-    /// Dropped sustained streams whose frames still wait in the sustained queue: a CLOSE
+    /// Streams dropped or reset whose frames still wait in the sustained queue: a CLOSE
     /// answering their peer's DATA must queue behind them (removed with their last frame).
     pub(crate) draining: HashMap<u32, StreamKey>,
     /// Set once the tunnel ended: no stream is added, no frame queued any more.
@@ -295,10 +295,19 @@ impl MuxState {
         key
     }
 
-    /// Forgets `id` if it still names the stream `key` (dropped or reset).
+    /// Forgets `id` if it still names the stream `key` (dropped or reset). If frames of the
+    /// stream still wait in the sustained queue, it stays known as `draining` until the writer
+    /// has taken them, so that a CLOSE answering the peer's DATA queues behind them.
     pub(crate) fn unlist(&mut self, id: u32, key: StreamKey) {
-        if self.ids.get(&id) == Some(&key) {
-            self.ids.remove(&id);
+        if self.ids.get(&id) != Some(&key) {
+            return;
+        }
+        self.ids.remove(&id);
+        let Some(stream) = self.streams.get(&key) else {
+            return;
+        };
+        if stream.queued > 0 && stream.queue == Queue::Sustained && !self.closed {
+            self.draining.insert(id, key);
         }
     }
 
@@ -762,11 +771,8 @@ impl MuxState {
         };
         if stream.queued == 0 {
             self.streams.remove(&key);
-            return;
-        }
-        stream.detached = true;
-        if queue == Queue::Sustained && !self.closed {
-            self.draining.insert(id, key);
+        } else {
+            stream.detached = true;
         }
     }
 }

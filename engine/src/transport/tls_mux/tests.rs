@@ -1183,6 +1183,86 @@ async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
     assert!(!edge.is_closed());
 }
 
+/// A hub stream reset for the budget while its DATA_BACK still waits in the sustained queue:
+/// the CLOSE_BACK answering the edge's further DATA must queue behind that data, as for a
+/// dropped stream. It used to go to the data queue and overtake it, and the edge closed the
+/// tunnel on DATA after CLOSE.
+#[tokio::test(start_paused = true)]
+async fn answers_for_a_reset_sustained_stream_queue_behind_its_data() {
+    const BUDGET: usize = 256 * 1024;
+    let (a, mut raw) = tokio::io::duplex(64 * 1024);
+    let config = MuxConfig {
+        window: WindowSettings {
+            budget: BUDGET as u64,
+            ..WindowSettings::default()
+        },
+        qos: quick_qos(),
+        ..MuxConfig::new(Side::Hub)
+    };
+    let (hub, mut hub_in) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    let id = 1;
+    raw.write_all(&encoded(&[Frame::open(id, PROXY_LINE)]))
+        .await
+        .unwrap();
+    let (mut stream, _) = within(hub_in.streams.recv()).await.unwrap();
+    // The hub's application sends as fast as credit allows; its first megabyte goes out ...
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&vec![0xEE; 8 * MIB]).await;
+        stream
+    });
+    let mut buf = BytesMut::new();
+    let mut got = 0;
+    while got < INITIAL {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        assert_eq!(
+            (frame.frame_type, frame.stream_id),
+            (FrameType::DataBack, id)
+        );
+        got += frame.payload.len();
+    }
+    // ... and 2 s later (1 MiB / 2 s) the stream is sustained: with more credit its DATA_BACK
+    // waits in the sustained queue (nobody reads `raw`).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    raw.write_all(&encoded(&[Frame::window_update(id, false, 4 << 20)]))
+        .await
+        .unwrap();
+    wait_for(|| queued_to_the_cap(&hub, id)).await;
+    assert_eq!(hub.stats().streams_sustained, 1);
+    // The edge sends more than the budget, which the application does not read: the hub
+    // resets the stream (an abort behind its data) but the application still holds it.
+    for _ in 0..BUDGET / MAX_DATA_PAYLOAD + 1 {
+        let data = Frame::data(id, false, vec![1u8; MAX_DATA_PAYLOAD]);
+        raw.write_all(&encoded(&[data])).await.unwrap();
+    }
+    wait_for(|| hub.stats().budget_resets == 1).await;
+    // Data already in flight from the edge is answered with a CLOSE_BACK.
+    raw.write_all(&encoded(&[Frame::data(id, false, &b"late"[..])]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // On the wire: the stream's DATA_BACK, its abort, then the answer.
+    let mut data_frames = 0;
+    loop {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        assert_eq!(frame.stream_id, id);
+        match frame.frame_type {
+            FrameType::DataBack => data_frames += 1,
+            FrameType::CloseBack => {
+                assert!(
+                    frame.is_abort(),
+                    "a CLOSE_BACK overtook the stream's DATA_BACK"
+                );
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(data_frames >= MAX_QUEUED_FRAMES_PER_STREAM as usize);
+    assert_eq!(read_frame(&mut raw, &mut buf).await, Frame::close(id, true));
+    assert!(!hub.is_closed());
+    drop(within(writer).await.unwrap());
+}
+
 /// Stream `id` of `handle` has as many frames queued as it may and waits for the writer.
 fn queued_to_the_cap(handle: &MuxHandle, id: u32) -> bool {
     stream_state(handle, id, |s| {
