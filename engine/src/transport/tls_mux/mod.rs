@@ -20,7 +20,8 @@
 //! [`MuxStream`] poll takes the lock once (a write twice: its bytes are copied between).
 //! Nothing awaits under the lock; the wakers it collects are woken, and the writer (asleep on a
 //! `Notify` while the queues are empty) is notified, after it is released. So the ordering
-//! rules below are decided in one place.
+//! rules below are decided in one place, and the tests step the state without a runtime
+//! (`state/tests.rs`).
 //!
 //! # Queues and their bounds
 //!

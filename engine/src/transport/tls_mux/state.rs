@@ -5,7 +5,8 @@
 //! Nothing here awaits, reads a clock or touches a socket: the reader task calls
 //! [`MuxState::on_frame`], the writer task [`MuxState::poll_transmit`], the application's
 //! [`MuxStream`](super::MuxStream) the `poll_*` methods, each with the time from outside. So
-//! every ordering decision is made under one lock, in one place. Wakers to wake, a writer to notify and a tunnel that
+//! every ordering decision is made under one lock, in one place, and the tests step the state
+//! without a runtime (`state/tests.rs`). Wakers to wake, a writer to notify and a tunnel that
 //! just closed are collected in [`Effects`]; the caller acts on them after releasing the lock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -158,6 +159,12 @@ impl StreamState {
     fn drop_recv(&mut self) -> u64 {
         self.recv = VecDeque::new();
         self.window.discard()
+    }
+
+    /// Bytes received and not yet read, as buffered (kept in step with the window).
+    #[cfg(test)]
+    pub(crate) fn recv_bytes(&self) -> u64 {
+        self.recv.iter().map(|b| b.len() as u64).sum()
     }
 }
 
@@ -776,3 +783,6 @@ impl MuxState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

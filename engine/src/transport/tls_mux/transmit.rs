@@ -117,6 +117,23 @@ impl OutQueues {
         slots.waiters.push_back(key);
         false
     }
+
+    /// Frames waiting in each queue.
+    #[cfg(test)]
+    pub(crate) fn lens(&self) -> [usize; 3] {
+        [self.control.len(), self.data.len(), self.sustained.len()]
+    }
+
+    /// The queued items, for invariant checks.
+    #[cfg(test)]
+    pub(crate) fn items(&self) -> impl Iterator<Item = (Queue, &Item)> {
+        let tag = |queue| move |item| (queue, item);
+        self.control
+            .iter()
+            .map(tag(Queue::Control))
+            .chain(self.data.iter().map(tag(Queue::Data)))
+            .chain(self.sustained.iter().map(tag(Queue::Sustained)))
+    }
 }
 
 /// Frames taken for the writer's next batch, and the batch's size so far.
