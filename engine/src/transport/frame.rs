@@ -180,6 +180,14 @@ impl FrameType {
         matches!(self, Self::Config | Self::Ping | Self::Pong)
     }
 
+    /// UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE.
+    pub const fn is_udp(self) -> bool {
+        matches!(
+            self,
+            Self::UdpOpen | Self::UdpData | Self::UdpDataBack | Self::UdpClose
+        )
+    }
+
     /// Checks a payload length against this type's cap and returns it as the header's u32.
     /// Used when decoding (on the header's length, before waiting for the payload) and when
     /// encoding, by both the frame and the control-message codec.

@@ -7,7 +7,7 @@
 //! credit and its target never drops below the minimum window, so 1,000 streams to a target
 //! that does not read held 1,000 MiB whatever the budget said (1,600 MiB RSS, measured). And
 //! the edge may be compromised: the cap must not depend on it doing what we ask. So the hub
-//! counts the bytes it holds per tunnel (`Shared::held`, kept by `StreamState`), and when DATA
+//! counts the bytes it holds per tunnel (`MuxState::held`), and when DATA
 //! takes the count over the budget it resets streams holding more than their fair share
 //! (`budget / streams`) until the count is within the budget again. By pigeonhole one such
 //! stream exists whenever the count is over, and once none is left the count is at most
@@ -20,58 +20,55 @@
 //! clients must not be cut. An honest edge meets the cap only when many of its streams have
 //! targets that do not read; its streams over their share are then reset, as an attacker's are.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use super::stream::{wake_all, StreamEnd, StreamShared};
-use super::{lock, Shared, Side};
+use super::state::{MuxState, StreamEnd, StreamKey};
+use super::Side;
 use crate::transport::frame::Frame;
 
-impl Shared {
+impl MuxState {
     /// Hub: the tunnel holds more than half its budget. Received payloads are then copied out
     /// of the read buffer: a zero-copy payload keeps its whole read allocation alive (up to
     /// twice its size), so held bytes would understate the memory held. Below half the budget,
     /// bulk data stays zero-copy.
     pub(super) fn under_pressure(&self) -> bool {
-        self.side == Side::Hub && self.held.load(Ordering::Relaxed) > self.window.budget / 2
+        self.side == Side::Hub && self.held > self.window.budget / 2
     }
 
-    /// Called after DATA was buffered and the tunnel holds `held` bytes: enforces the budget.
-    pub(super) fn check_budget(&self, held: u64) {
-        if self.side == Side::Hub && held > self.window.budget {
+    /// Called after DATA was buffered: enforces the budget.
+    pub(super) fn check_budget(&mut self) {
+        if self.side == Side::Hub && self.held > self.window.budget {
             self.enforce_budget();
         }
     }
 
     /// Resets streams over their fair share until the tunnel holds no more than its budget.
-    fn enforce_budget(&self) {
+    fn enforce_budget(&mut self) {
         let budget = self.window.budget;
-        let streams: Vec<Arc<StreamShared>> = lock(&self.table).streams.values().cloned().collect();
-        let count = u64::try_from(streams.len().max(1)).unwrap_or(u64::MAX);
+        let open: Vec<(u32, StreamKey)> = self.ids.iter().map(|(&id, &key)| (id, key)).collect();
+        let count = u64::try_from(open.len().max(1)).unwrap_or(u64::MAX);
         let share = budget / count;
-        for stream in streams {
-            let held = self.held.load(Ordering::Relaxed);
+        for (id, key) in open {
+            let held = self.held;
             if held <= budget {
                 return;
             }
-            let (wakers, queue, buffered) = {
-                let mut state = lock(&stream.state);
-                let buffered = state.window.buffered();
-                if state.end.is_some() || buffered <= share {
-                    continue;
-                }
-                state.local_fin = true;
-                (state.end(StreamEnd::Reset), state.queue, buffered)
+            let Some(stream) = self.streams.get_mut(&key) else {
+                continue;
             };
+            let buffered = stream.window.buffered();
+            if stream.end.is_some() || buffered <= share {
+                continue;
+            }
+            stream.local_fin = true;
+            let queue = stream.queue;
+            self.end_stream(key, StreamEnd::Reset);
             // In the stream's own queue, behind its data (as `MuxStream::abort` does).
-            let abort = Frame::abort(stream.id, self.sends_back());
-            let _ = self.queue_stream_frame(&stream, queue, abort, None);
-            self.remove_stream(&stream);
-            wake_all(wakers);
-            self.budget_resets.fetch_add(1, Ordering::Relaxed);
+            let abort = Frame::abort(id, self.sends_back());
+            let _ = self.queue_stream_frame(key, queue, abort, false);
+            self.unlist(id, key);
+            self.stats.budget_resets += 1;
             crate::limited_warn!(
                 self.warnings,
-                stream = stream.id,
+                stream = id,
                 buffered,
                 share,
                 held,

@@ -10,6 +10,19 @@
 //! - the **writer** owns the write half and drains three queues by priority (control, data,
 //!   sustained; see `scheduler.rs`), coalescing ready frames into one write + flush per batch.
 //!
+//! # One state per tunnel
+//!
+//! Everything the tasks, the handles and the streams share is one sans-IO `MuxState`
+//! (`state.rs`, `transmit.rs`, `budget.rs`) behind one mutex per tunnel, as in quinn-proto and
+//! h2: every stream's buffers, windows, credit, queued-frame count and wakers, and the writer's
+//! queues with their bounds. The reader calls `on_frame(frame, now)`, the writer
+//! `poll_transmit(now, &mut batch)` and encodes and writes outside the lock, each
+//! [`MuxStream`] poll takes the lock once (a write twice: its bytes are copied between).
+//! Nothing awaits under the lock; the wakers it collects are woken, and the writer (asleep on a
+//! `Notify` while the queues are empty) is notified, after it is released. So the ordering
+//! rules below are decided in one place, and the tests step the state without a runtime
+//! (`state/tests.rs`).
+//!
 //! # Queues and their bounds
 //!
 //! - **Control queue** (OPEN, WINDOW_UPDATE(_BACK), CONFIG, PING, PONG): always first.
@@ -22,8 +35,9 @@
 //!   that does not read and still sends DATA up to the grants it can predict makes the hub
 //!   queue one WINDOW_UPDATE per grant for ever: that is what the bound stops.
 //! - **Data queue** (DATA(_BACK), CLOSE(_BACK) of normal streams, UDP frames, reader-generated
-//!   CLOSEs). DATA frames each need one of [`DATA_QUEUE_FRAMES`] slots (a semaphore:
-//!   `poll_write` waits for a slot); UDP frames take their size from a byte budget of
+//!   CLOSEs). DATA frames each need one of [`DATA_QUEUE_FRAMES`] slots (`poll_write` waits for
+//!   a slot; freed slots go to the waiting streams first come, first served, as a fair
+//!   semaphore would hand them out); UDP frames take their size from a byte budget of
 //!   [`UDP_QUEUE_BYTES`] (datagrams fail with [`MuxError::Full`]). CLOSE frames take no slot so
 //!   that shutting down or dropping a stream never waits and never loses its CLOSE: they are at
 //!   most one per stream from the application, plus replies from the reader (refusals, answers
@@ -42,8 +56,9 @@
 //! each stream counts its frames waiting in the writer's queues, and its class (data or
 //! sustained) changes only in `poll_write`, at a frame boundary, when that count is zero. If it
 //! is not, `poll_write` waits until the writer has taken the last of them (the writer wakes it)
-//! and then switches. A dropped sustained stream stays known (`Table::draining`) until its
-//! frames are out, so the reader's answer CLOSE for it queues behind them as well.
+//! and then switches. A sustained stream that is dropped or reset while its frames still wait
+//! stays known (`MuxState::draining`) until they are out, so the reader's answer CLOSE for it
+//! queues behind them as well.
 //!
 //! # Flow control
 //!
@@ -67,28 +82,28 @@ mod budget;
 mod qos;
 mod reader;
 mod scheduler;
+mod state;
 mod stream;
+mod transmit;
 mod window;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use self::scheduler::Queue;
-use self::stream::{wake_all, StreamEnd, StreamShared};
+use self::state::{Effects, MuxState};
 use crate::transport::control::ControlMessage;
 use crate::transport::datagram::{UdpMessage, UdpSendError};
 use crate::transport::frame::{Frame, FrameError, FrameType};
@@ -310,86 +325,46 @@ pub struct MuxStats {
     pub held_bytes: u64,
 }
 
-/// A queued outgoing frame.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// Any frame that needs no accounting.
-    Frame(Frame),
-    /// UDP frame holding its part of the UDP budget until it is in the writer's batch.
-    Data(Frame, OwnedSemaphorePermit),
-    /// DATA or CLOSE of a stream (counted in its `queued`); DATA holds a queue slot.
-    Stream(Frame, Option<OwnedSemaphorePermit>, Arc<StreamShared>),
-    /// Automatic PONG (counted against [`MAX_PENDING_PONGS`]).
-    Pong(Frame),
-    /// Reader-generated CLOSE (counted against [`MAX_PENDING_ANSWERS`]).
-    Answer(Frame),
-}
-
-#[derive(Debug)]
-struct Table {
-    streams: HashMap<u32, Arc<StreamShared>>,
-    /// Set once the tunnel ended: no stream is added any more.
-    closed: bool,
-    /// Edge: next id to try.
-    next_id: u32,
-    /// Unknown ids whose DATA was already answered with a CLOSE.
-    answered: HashSet<u32>,
-    /// Dropped sustained streams whose frames still wait in the sustained queue: a CLOSE
-    /// answering their peer's DATA must queue behind them (the writer removes them).
-    draining: HashMap<u32, Arc<StreamShared>>,
-}
-
-/// State shared by the tasks, the handles and the streams.
+/// The tunnel's state and what its tasks, handles and streams need besides it.
 pub(crate) struct Shared {
     side: Side,
-    window: WindowSettings,
-    qos: QosSettings,
-    table: Mutex<Table>,
-    active: AtomicUsize,
-    /// Minimum round-trip time of the tunnel's path in microseconds (0: unknown), for window
-    /// auto-tuning; set from outside ([`MuxHandle::set_path_rtt`]), the mux sees no socket.
-    path_rtt_micros: AtomicU64,
-    control_tx: mpsc::Sender<Outgoing>,
-    data_tx: mpsc::UnboundedSender<Outgoing>,
-    sustained_tx: mpsc::UnboundedSender<Outgoing>,
-    data_slots: Arc<Semaphore>,
-    sustained_slots: Arc<Semaphore>,
-    /// Byte budget of queued UDP frames (see [`UDP_QUEUE_BYTES`]).
-    udp_bytes: Arc<Semaphore>,
+    /// Everything about the streams and the writer's queues (see `state.rs`).
+    state: Mutex<MuxState>,
+    /// Wakes the writer when frames are queued while it waits.
+    writer: Notify,
     /// Cancelled when the tunnel ends (child of the caller's token).
     stop: CancellationToken,
     reason: watch::Sender<Option<MuxCloseReason>>,
-    pending_pongs: AtomicUsize,
-    pending_answers: AtomicUsize,
-    /// Stream CLOSEs in the writer's queues (see [`MAX_PENDING_CLOSES`]).
-    pending_closes: AtomicUsize,
-    window_updates_sent: AtomicU64,
-    credit_granted: AtomicU64,
+    /// Incoming datagrams dropped (counted by the reader, which delivers them without the lock).
     udp_dropped: AtomicU64,
-    streams_refused: AtomicU64,
-    streams_sustained: AtomicU64,
-    budget_resets: AtomicU64,
-    /// Received bytes of all streams not yet read by the application (see `budget.rs`).
-    held: Arc<AtomicU64>,
     /// Rate limit of the warnings the peer can provoke (a flood of control frames).
-    warnings: crate::log_limit::SharedLogLimiter,
+    warnings: Arc<crate::log_limit::SharedLogLimiter>,
 }
 
 pub(crate) use crate::sync::lock;
 
 impl Shared {
-    fn sends_back(&self) -> bool {
-        self.side == Side::Hub
+    /// Runs `f` on the state under the lock, then acts on its effects (wakes tasks, notifies
+    /// the writer, publishes the end of the tunnel) after releasing it.
+    fn with<R>(&self, f: impl FnOnce(&mut MuxState) -> R) -> R {
+        let (result, effects) = {
+            let mut state = lock(&self.state);
+            let result = f(&mut state);
+            (result, state.take_effects())
+        };
+        self.apply(effects);
+        result
     }
 
-    fn active_streams(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    fn path_rtt(&self) -> Option<Duration> {
-        match self.path_rtt_micros.load(Ordering::Relaxed) {
-            0 => None,
-            micros => Some(Duration::from_micros(micros)),
+    fn apply(&self, effects: Effects) {
+        for waker in effects.wakers {
+            waker.wake();
+        }
+        if effects.notify_writer {
+            self.writer.notify_one();
+        }
+        if let Some(reason) = effects.closed {
+            self.publish_close(reason);
         }
     }
 
@@ -397,222 +372,22 @@ impl Shared {
         self.reason.borrow().is_some()
     }
 
-    fn lookup(&self, id: u32) -> Option<Arc<StreamShared>> {
-        lock(&self.table).streams.get(&id).cloned()
-    }
-
-    fn new_stream(&self, table: &mut Table, id: u32) -> Arc<StreamShared> {
-        let stream = Arc::new(StreamShared::new(
-            id,
-            INITIAL_STREAM_WINDOW,
-            now(),
-            self.held.clone(),
-        ));
-        table.streams.insert(id, stream.clone());
-        table.answered.remove(&id);
-        self.active.store(table.streams.len(), Ordering::Relaxed);
-        stream
-    }
-
-    /// Hub: registers a stream the edge opened; `None` if the tunnel is closing.
-    fn insert_incoming(self: &Arc<Self>, id: u32) -> Result<Option<MuxStream>, ProtocolError> {
-        let mut table = lock(&self.table);
-        if table.closed {
-            return Ok(None);
-        }
-        if table.streams.contains_key(&id) {
-            return Err(ProtocolError::DuplicateOpen { stream_id: id });
-        }
-        let stream = self.new_stream(&mut table, id);
-        drop(table);
-        Ok(Some(MuxStream::new(stream, self.clone())))
-    }
-
-    /// Forgets `stream` if it is still the table's entry for its id.
-    fn remove_stream(&self, stream: &Arc<StreamShared>) {
-        let mut table = lock(&self.table);
-        Self::remove_locked(&mut table, &self.active, stream);
-    }
-
-    fn remove_locked(table: &mut Table, active: &AtomicUsize, stream: &Arc<StreamShared>) {
-        if table
-            .streams
-            .get(&stream.id)
-            .is_some_and(|s| Arc::ptr_eq(s, stream))
-        {
-            table.streams.remove(&stream.id);
-            active.store(table.streams.len(), Ordering::Relaxed);
-        }
-    }
-
-    /// Forgets a dropped stream whose frames went to `queue`; a sustained one with frames still
-    /// queued is kept in `draining` until the writer has taken them ([`Self::frame_taken`]).
-    fn remove_dropped_stream(&self, stream: &Arc<StreamShared>, queue: Queue) {
-        let mut table = lock(&self.table);
-        Self::remove_locked(&mut table, &self.active, stream);
-        if queue == Queue::Sustained && !table.closed {
-            // Under the table lock, so the writer's removal cannot run before the insertion
-            // (see `frame_taken`).
-            stream.draining.store(true, Ordering::SeqCst);
-            if stream.queued.load(Ordering::SeqCst) > 0 {
-                table.draining.insert(stream.id, stream.clone());
-            }
-        }
-    }
-
-    /// Queues a DATA or CLOSE frame of `stream` in `queue` (the stream's current class).
-    fn queue_stream_frame(
-        &self,
-        stream: &Arc<StreamShared>,
-        queue: Queue,
-        frame: Frame,
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), MuxError> {
-        let tx = match queue {
-            Queue::Sustained => &self.sustained_tx,
-            Queue::Control | Queue::Data => &self.data_tx,
-        };
-        // A CLOSE takes no slot: counted against MAX_PENDING_CLOSES instead (see the module doc).
-        let close = slot.is_none();
-        if close && self.pending_closes.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_CLOSES {
-            self.pending_closes.fetch_sub(1, Ordering::Relaxed);
-            self.shutdown(MuxCloseReason::PeerNotReading);
-            return Err(MuxError::Closed);
-        }
-        // Counted before it can be taken, so the writer's decrement never comes first.
-        stream.queued.fetch_add(1, Ordering::SeqCst);
-        if tx
-            .send(Outgoing::Stream(frame, slot, stream.clone()))
-            .is_err()
-        {
-            stream.queued.fetch_sub(1, Ordering::SeqCst);
-            if close {
-                self.pending_closes.fetch_sub(1, Ordering::Relaxed);
-            }
-            return Err(MuxError::Closed);
-        }
-        Ok(())
-    }
-
-    /// The writer took a frame of `stream` out of its queue (into the batch). Wakes a
-    /// `poll_write` waiting for the stream's queued frames to drop (below the per-stream cap,
-    /// or to zero to switch queues) and forgets a drained stream after its last frame.
-    fn frame_taken(&self, stream: &Arc<StreamShared>) {
-        let left = stream
-            .queued
-            .fetch_sub(1, Ordering::SeqCst)
-            .saturating_sub(1);
-        // The flag is set before the count is checked (SeqCst), so either `poll_write` saw the
-        // lower count or we see its flag here. A writer waiting for zero may be woken early; it
-        // then waits again.
-        if left < MAX_QUEUED_FRAMES_PER_STREAM
-            && stream.writer_waiting.swap(false, Ordering::SeqCst)
-        {
-            let waker = lock(&stream.state).write_waker.take();
-            wake_all([waker]);
-        }
-        if left != 0 {
-            return;
-        }
-        if stream.draining.load(Ordering::SeqCst) {
-            let mut table = lock(&self.table);
-            if table
-                .draining
-                .get(&stream.id)
-                .is_some_and(|s| Arc::ptr_eq(s, stream))
-            {
-                table.draining.remove(&stream.id);
-            }
-        }
-    }
-
-    /// Queues a control-queue frame; a full queue closes the tunnel (see the module doc).
-    fn queue_control(&self, item: Outgoing) -> Result<(), MuxError> {
-        match self.control_tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(MuxError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.shutdown(MuxCloseReason::PeerNotReading);
-                Err(MuxError::Closed)
-            }
-        }
-    }
-
-    fn queue_window_update(&self, id: u32, credit: u32) {
-        let frame = Frame::window_update(id, self.sends_back(), credit);
-        if self.queue_control(Outgoing::Frame(frame)).is_ok() {
-            self.window_updates_sent.fetch_add(1, Ordering::Relaxed);
-            self.credit_granted
-                .fetch_add(u64::from(credit), Ordering::Relaxed);
-        }
-    }
-
-    fn queue_pong(&self, pong: Frame) {
-        if self.pending_pongs.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_PONGS {
-            self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!("too many PONGs waiting for the writer; PING not answered");
-            return;
-        }
-        if self.queue_control(Outgoing::Pong(pong)).is_err() {
-            self.pending_pongs.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Queues a CLOSE generated by the reader, behind all DATA already queued (so it never
-    /// overtakes data of a stream we dropped with the same id).
-    fn queue_answer_close(&self, id: u32) {
-        if self.pending_answers.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_ANSWERS {
-            self.pending_answers.fetch_sub(1, Ordering::Relaxed);
-            tracing::debug!(stream = id, "too many CLOSE answers waiting; not answering");
-            return;
-        }
-        let close = Frame::close(id, self.sends_back());
-        if self.data_tx.send(Outgoing::Answer(close)).is_err() {
-            self.pending_answers.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// DATA for a stream we do not know (typically one we dropped): answer with one CLOSE so
-    /// the peer aborts its end.
-    fn answer_unknown_data(&self, id: u32) {
-        let draining = {
-            let mut table = lock(&self.table);
-            if table.closed || !table.answered.insert(id) {
-                return;
-            }
-            if table.answered.len() > MAX_ANSWERED {
-                table.answered.clear();
-                table.answered.insert(id);
-            }
-            table.draining.get(&id).cloned()
-        };
-        match draining {
-            // Our DATA and CLOSE of that stream still wait in the sustained queue: answer
-            // behind them (at most once per dropped stream, thanks to `answered`).
-            Some(stream) => {
-                let close = Frame::close(id, self.sends_back());
-                let _ = self.queue_stream_frame(&stream, Queue::Sustained, close, None);
-            }
-            None => self.queue_answer_close(id),
-        }
-    }
-
     /// Ends the tunnel (first reason wins): fails every stream, stops both tasks and resolves
     /// [`MuxHandle::closed`].
     fn shutdown(&self, reason: MuxCloseReason) {
-        let mut first = false;
+        self.with(|state| state.close(reason));
+        self.stop.cancel();
+    }
+
+    /// The state just closed for `reason`: tells the waiters and stops both tasks.
+    fn publish_close(&self, reason: MuxCloseReason) {
         self.reason.send_if_modified(|current| {
             if current.is_some() {
                 return false;
             }
             *current = Some(reason.clone());
-            first = true;
             true
         });
-        if !first {
-            self.stop.cancel();
-            return;
-        }
         match &reason {
             MuxCloseReason::Protocol(error) => {
                 tracing::warn!(side = %self.side, %error, "tunnel protocol error; closing the tunnel");
@@ -622,21 +397,6 @@ impl Shared {
             }
             reason => tracing::debug!(side = %self.side, %reason, "tunnel closed"),
         }
-        let streams = {
-            let mut table = lock(&self.table);
-            table.closed = true;
-            table.answered = HashSet::new();
-            table.draining = HashMap::new();
-            self.active.store(0, Ordering::Relaxed);
-            std::mem::take(&mut table.streams)
-        };
-        for stream in streams.values() {
-            let wakers = lock(&stream.state).end(StreamEnd::TunnelClosed);
-            wake_all(wakers);
-        }
-        self.data_slots.close();
-        self.sustained_slots.close();
-        self.udp_bytes.close();
         self.stop.cancel();
     }
 }
@@ -660,44 +420,25 @@ impl Mux {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (read_half, write_half) = tokio::io::split(io);
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_FRAMES);
-        let (data_tx, data_rx) = mpsc::unbounded_channel();
-        let (sustained_tx, sustained_rx) = mpsc::unbounded_channel();
         let (streams_tx, streams_rx) = mpsc::channel(INCOMING_STREAMS);
         let (incoming_control_tx, incoming_control_rx) = mpsc::channel(INCOMING_CONTROL);
         let (datagrams_tx, datagrams_rx) = mpsc::channel(INCOMING_DATAGRAMS);
+        let warnings = Arc::new(crate::log_limit::SharedLogLimiter::default());
+        let state = MuxState::new(
+            config.side,
+            config.window,
+            config.qos,
+            warnings.clone(),
+            now(),
+        );
         let shared = Arc::new(Shared {
             side: config.side,
-            window: config.window,
-            qos: config.qos,
-            table: Mutex::new(Table {
-                streams: HashMap::new(),
-                closed: false,
-                next_id: 1,
-                answered: HashSet::new(),
-                draining: HashMap::new(),
-            }),
-            active: AtomicUsize::new(0),
-            path_rtt_micros: AtomicU64::new(0),
-            control_tx,
-            data_tx,
-            sustained_tx,
-            data_slots: Arc::new(Semaphore::new(DATA_QUEUE_FRAMES)),
-            sustained_slots: Arc::new(Semaphore::new(SUSTAINED_QUEUE_FRAMES)),
-            udp_bytes: Arc::new(Semaphore::new(UDP_QUEUE_BYTES)),
+            state: Mutex::new(state),
+            writer: Notify::new(),
             stop: cancel.child_token(),
             reason: watch::Sender::new(None),
-            pending_pongs: AtomicUsize::new(0),
-            pending_answers: AtomicUsize::new(0),
-            pending_closes: AtomicUsize::new(0),
-            window_updates_sent: AtomicU64::new(0),
-            credit_granted: AtomicU64::new(0),
             udp_dropped: AtomicU64::new(0),
-            streams_refused: AtomicU64::new(0),
-            streams_sustained: AtomicU64::new(0),
-            budget_resets: AtomicU64::new(0),
-            held: Arc::default(),
-            warnings: Default::default(),
+            warnings,
         });
         let incoming = reader::Incoming {
             streams: streams_tx,
@@ -705,12 +446,7 @@ impl Mux {
             datagrams: datagrams_tx,
         };
         tokio::spawn(reader::run(read_half, leftover, shared.clone(), incoming));
-        let queues = writer::Queues {
-            control: control_rx,
-            data: data_rx,
-            sustained: sustained_rx,
-        };
-        tokio::spawn(writer::run(write_half, shared.clone(), queues));
+        tokio::spawn(writer::run(write_half, shared.clone()));
         (
             MuxHandle { shared },
             MuxIncoming {
@@ -747,31 +483,9 @@ impl MuxHandle {
             return Err(MuxError::NotEdge);
         }
         FrameType::Open.check_payload_len(open_payload.len())?;
-        let stream = {
-            let mut table = lock(&shared.table);
-            if table.closed {
-                return Err(MuxError::Closed);
-            }
-            // Keeps the id search below finite (and is far beyond any real load).
-            if table.streams.len() >= (u32::MAX / 2) as usize {
-                return Err(MuxError::NoStreamId);
-            }
-            let id = loop {
-                let id = table.next_id;
-                table.next_id = id.checked_add(1).unwrap_or(1);
-                if !table.streams.contains_key(&id) {
-                    break id;
-                }
-            };
-            shared.new_stream(&mut table, id)
-        };
-        // OPEN is queued before the stream exists for the caller, so it precedes its DATA.
-        let open = Frame::open(stream.id, open_payload);
-        if shared.queue_control(Outgoing::Frame(open)).is_err() {
-            shared.remove_stream(&stream);
-            return Err(MuxError::Closed);
-        }
-        Ok(MuxStream::new(stream, shared.clone()))
+        let now = now();
+        let (key, id) = shared.with(|state| state.open_stream(open_payload, now))?;
+        Ok(MuxStream::new(key, id, shared.clone()))
     }
 
     /// Queues a control frame (CONFIG, PING, PONG on stream 0) ahead of all data; never waits.
@@ -798,7 +512,7 @@ impl MuxHandle {
         if self.is_closed() {
             return Err(MuxError::Closed);
         }
-        self.shared.queue_control(Outgoing::Frame(frame))
+        self.shared.with(|state| state.queue_control_frame(frame))
     }
 
     /// Queues a UDP frame (UDP_OPEN, UDP_DATA, UDP_DATA_BACK, UDP_CLOSE, as this side sends
@@ -806,11 +520,7 @@ impl MuxHandle {
     /// of waiting.
     pub fn try_send_datagram(&self, frame: Frame) -> Result<(), MuxError> {
         let frame_type = frame.frame_type;
-        let is_udp = matches!(
-            frame_type,
-            FrameType::UdpOpen | FrameType::UdpData | FrameType::UdpDataBack | FrameType::UdpClose
-        );
-        if !is_udp || !self.shared.side.sends(frame_type) {
+        if !frame_type.is_udp() || !self.shared.side.sends(frame_type) {
             return Err(MuxError::Unsendable {
                 frame_type,
                 side: self.shared.side,
@@ -820,33 +530,21 @@ impl MuxHandle {
         if self.is_closed() {
             return Err(MuxError::Closed);
         }
-        let cost = frame.payload.len().max(UDP_FRAME_MIN_COST);
-        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-        let slot = self
-            .shared
-            .udp_bytes
-            .clone()
-            .try_acquire_many_owned(cost)
-            .map_err(|error| match error {
-                TryAcquireError::NoPermits => MuxError::Full,
-                TryAcquireError::Closed => MuxError::Closed,
-            })?;
-        self.shared
-            .data_tx
-            .send(Outgoing::Data(frame, slot))
-            .map_err(|_| MuxError::Closed)
+        self.shared.with(|state| state.queue_udp(frame))
     }
 
-    /// Streams currently in the table (opened or accepted, not yet dropped or aborted).
+    /// Streams currently open (opened or accepted, not yet dropped or aborted).
     pub fn active_streams(&self) -> usize {
-        self.shared.active_streams()
+        self.shared.with(|state| state.ids.len())
     }
 
     /// The tunnel path's minimum round-trip time, as measured outside the mux (the kernel's
     /// TCP_INFO of the tunnel socket, see `transport::path_rtt`): receive windows auto-tune to it.
     pub fn set_path_rtt(&self, rtt: Duration) {
+        // Whole microseconds, at least one (zero would mean unknown).
         let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-        self.shared.path_rtt_micros.store(micros, Ordering::Relaxed);
+        let rtt = Duration::from_micros(micros);
+        self.shared.with(|state| state.path_rtt = Some(rtt));
     }
 
     /// Incoming datagrams dropped because [`MuxIncoming::datagrams`] was full.
@@ -856,15 +554,9 @@ impl MuxHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> MuxStats {
-        let s = &self.shared;
         MuxStats {
-            window_updates_sent: s.window_updates_sent.load(Ordering::Relaxed),
-            credit_granted: s.credit_granted.load(Ordering::Relaxed),
-            udp_dropped: s.udp_dropped.load(Ordering::Relaxed),
-            streams_refused: s.streams_refused.load(Ordering::Relaxed),
-            streams_sustained: s.streams_sustained.load(Ordering::Relaxed),
-            budget_resets: s.budget_resets.load(Ordering::Relaxed),
-            held_bytes: s.held.load(Ordering::Relaxed),
+            udp_dropped: self.udp_dropped(),
+            ..self.shared.with(|state| state.stats())
         }
     }
 

@@ -736,7 +736,7 @@ async fn control_frames_overtake_queued_data() {
                 written += 1;
                 progress = true;
             }
-            if edge.shared.data_slots.available_permits() == 0 {
+            if data_slots_free(&edge) == 0 {
                 break 'fill;
             }
         }
@@ -746,12 +746,7 @@ async fn control_frames_overtake_queued_data() {
         assert!(written < 5000, "the data queue never filled up");
     }
     for stream in &streams {
-        let queued = edge
-            .shared
-            .lookup(stream.id())
-            .unwrap()
-            .queued
-            .load(Ordering::SeqCst);
+        let queued = stream_state(&edge, stream.id(), |s| s.queued);
         assert!(
             queued <= MAX_QUEUED_FRAMES_PER_STREAM,
             "{queued} frames of one stream"
@@ -893,18 +888,12 @@ async fn peer_eof_fails_streams() {
 #[tokio::test]
 async fn stream_ids_skip_zero_and_ids_in_use() {
     let (edge, _incoming, _raw) = raw_peer(Side::Edge);
-    {
-        let mut table = lock(&edge.shared.table);
-        table.next_id = u32::MAX - 1;
-    }
+    edge.shared.with(|state| state.next_id = u32::MAX - 1);
     let a = edge.open_stream(Bytes::new()).unwrap();
     let b = edge.open_stream(Bytes::new()).unwrap();
     let c = edge.open_stream(Bytes::new()).unwrap();
     assert_eq!((a.id(), b.id(), c.id()), (u32::MAX - 1, u32::MAX, 1));
-    {
-        let mut table = lock(&edge.shared.table);
-        table.next_id = u32::MAX - 1;
-    }
+    edge.shared.with(|state| state.next_id = u32::MAX - 1);
     drop(b);
     let d = edge.open_stream(Bytes::new()).unwrap();
     let e = edge.open_stream(Bytes::new()).unwrap();
@@ -1049,14 +1038,10 @@ async fn sustained_stream_does_not_delay_a_mouse() {
     // `raw`, so the writer gets stuck and the elephant queues as many frames as it may.
     let grant = Frame::window_update(elephant, true, 32 << 20);
     raw.write_all(&encoded(&[grant])).await.unwrap();
-    let shared = edge.shared.lookup(elephant).unwrap();
-    wait_for(|| queued_to_the_cap(&shared)).await;
+    wait_for(|| queued_to_the_cap(&edge, elephant)).await;
     assert_eq!(edge.stats().streams_sustained, 1);
-    assert_eq!(lock(&shared.state).queue, Queue::Sustained);
-    assert_eq!(
-        edge.shared.data_slots.available_permits(),
-        DATA_QUEUE_FRAMES
-    );
+    assert_eq!(stream_state(&edge, elephant, |s| s.queue), Queue::Sustained);
+    assert_eq!(data_slots_free(&edge), DATA_QUEUE_FRAMES);
 
     // A mouse: a small request, queued behind the elephant's frames.
     let mut mouse = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
@@ -1127,7 +1112,6 @@ async fn switching_to_sustained_keeps_the_stream_in_order() {
     let data = random(3 * MIB);
     let mut stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
     let id = stream.id();
-    let shared = edge.shared.lookup(id).unwrap();
     let sent = data.clone();
     let writer = tokio::spawn(async move {
         stream.write_all(&sent).await.unwrap();
@@ -1135,15 +1119,15 @@ async fn switching_to_sustained_keeps_the_stream_in_order() {
         stream
     });
     // Nobody reads `raw`: the initial credit's DATA piles up in the data queue.
-    wait_for(|| queued_to_the_cap(&shared)).await;
+    wait_for(|| queued_to_the_cap(&edge, id)).await;
     // 2 s later the stream is sustained at its next write, which must wait for its DATA in
     // the data queue to go out first.
     tokio::time::sleep(Duration::from_secs(2)).await;
     raw.write_all(&encoded(&[Frame::window_update(id, true, 4 << 20)]))
         .await
         .unwrap();
-    wait_for(|| shared.writer_waiting.load(Ordering::SeqCst)).await;
-    assert_eq!(lock(&shared.state).queue, Queue::Data);
+    wait_for(|| stream_state(&edge, id, |s| s.writer_waiting)).await;
+    assert_eq!(stream_state(&edge, id, |s| s.queue), Queue::Data);
     assert_eq!(edge.stats().streams_sustained, 0);
 
     // Reading lets everything out, in order, CLOSE last.
@@ -1154,10 +1138,10 @@ async fn switching_to_sustained_keeps_the_stream_in_order() {
     let got = read_stream_until_close(&mut raw, &mut buf, id).await;
     assert_eq!(checksum(&got), checksum(&data));
     assert!(got == data);
-    within(writer).await.unwrap();
+    let _stream = within(writer).await.unwrap();
     assert_eq!(edge.stats().streams_sustained, 1);
-    assert_eq!(lock(&shared.state).queue, Queue::Sustained);
-    assert_eq!(shared.queued.load(Ordering::SeqCst), 0);
+    assert_eq!(stream_state(&edge, id, |s| s.queue), Queue::Sustained);
+    assert_eq!(stream_state(&edge, id, |s| s.queued), 0);
     assert!(!edge.is_closed());
 }
 
@@ -1167,19 +1151,18 @@ async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
     let mut buf = BytesMut::new();
     let data = random(2 * MIB);
     let (id, writer) = start_elephant(&edge, &mut raw, &mut buf, data.clone()).await;
-    let shared = edge.shared.lookup(id).unwrap();
     // More DATA goes to the sustained queue (nobody reads `raw`) until the stream may queue
     // no more; then the stream is dropped (its task aborted), which queues its CLOSE.
     raw.write_all(&encoded(&[Frame::window_update(id, true, 1 << 20)]))
         .await
         .unwrap();
-    wait_for(|| queued_to_the_cap(&shared)).await;
+    wait_for(|| queued_to_the_cap(&edge, id)).await;
     assert_eq!(edge.stats().streams_sustained, 1);
     writer.abort();
     assert!(within(writer).await.unwrap_err().is_cancelled());
     assert_eq!(edge.active_streams(), 0);
     assert_eq!(
-        lock(&edge.shared.table).draining.len(),
+        edge.shared.with(|state| state.draining.len()),
         1,
         "frames still queued"
     );
@@ -1196,14 +1179,107 @@ async fn answers_for_a_dropped_sustained_stream_queue_behind_its_data() {
         read_frame(&mut raw, &mut buf).await,
         Frame::close(id, false)
     );
-    wait_for(|| lock(&edge.shared.table).draining.is_empty()).await;
+    wait_for(|| edge.shared.with(|state| state.draining.is_empty())).await;
     assert!(!edge.is_closed());
 }
 
-/// The stream has as many frames queued as it may and waits for the writer.
-fn queued_to_the_cap(stream: &StreamShared) -> bool {
-    stream.queued.load(Ordering::SeqCst) == MAX_QUEUED_FRAMES_PER_STREAM
-        && stream.writer_waiting.load(Ordering::SeqCst)
+/// A hub stream reset for the budget while its DATA_BACK still waits in the sustained queue:
+/// the CLOSE_BACK answering the edge's further DATA must queue behind that data, as for a
+/// dropped stream. It used to go to the data queue and overtake it, and the edge closed the
+/// tunnel on DATA after CLOSE.
+#[tokio::test(start_paused = true)]
+async fn answers_for_a_reset_sustained_stream_queue_behind_its_data() {
+    const BUDGET: usize = 256 * 1024;
+    let (a, mut raw) = tokio::io::duplex(64 * 1024);
+    let config = MuxConfig {
+        window: WindowSettings {
+            budget: BUDGET as u64,
+            ..WindowSettings::default()
+        },
+        qos: quick_qos(),
+        ..MuxConfig::new(Side::Hub)
+    };
+    let (hub, mut hub_in) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    let id = 1;
+    raw.write_all(&encoded(&[Frame::open(id, PROXY_LINE)]))
+        .await
+        .unwrap();
+    let (mut stream, _) = within(hub_in.streams.recv()).await.unwrap();
+    // The hub's application sends as fast as credit allows; its first megabyte goes out ...
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&vec![0xEE; 8 * MIB]).await;
+        stream
+    });
+    let mut buf = BytesMut::new();
+    let mut got = 0;
+    while got < INITIAL {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        assert_eq!(
+            (frame.frame_type, frame.stream_id),
+            (FrameType::DataBack, id)
+        );
+        got += frame.payload.len();
+    }
+    // ... and 2 s later (1 MiB / 2 s) the stream is sustained: with more credit its DATA_BACK
+    // waits in the sustained queue (nobody reads `raw`).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    raw.write_all(&encoded(&[Frame::window_update(id, false, 4 << 20)]))
+        .await
+        .unwrap();
+    wait_for(|| queued_to_the_cap(&hub, id)).await;
+    assert_eq!(hub.stats().streams_sustained, 1);
+    // The edge sends more than the budget, which the application does not read: the hub
+    // resets the stream (an abort behind its data) but the application still holds it.
+    for _ in 0..BUDGET / MAX_DATA_PAYLOAD + 1 {
+        let data = Frame::data(id, false, vec![1u8; MAX_DATA_PAYLOAD]);
+        raw.write_all(&encoded(&[data])).await.unwrap();
+    }
+    wait_for(|| hub.stats().budget_resets == 1).await;
+    // Data already in flight from the edge is answered with a CLOSE_BACK.
+    raw.write_all(&encoded(&[Frame::data(id, false, &b"late"[..])]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // On the wire: the stream's DATA_BACK, its abort, then the answer.
+    let mut data_frames = 0;
+    loop {
+        let frame = read_frame(&mut raw, &mut buf).await;
+        assert_eq!(frame.stream_id, id);
+        match frame.frame_type {
+            FrameType::DataBack => data_frames += 1,
+            FrameType::CloseBack => {
+                assert!(
+                    frame.is_abort(),
+                    "a CLOSE_BACK overtook the stream's DATA_BACK"
+                );
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(data_frames >= MAX_QUEUED_FRAMES_PER_STREAM as usize);
+    assert_eq!(read_frame(&mut raw, &mut buf).await, Frame::close(id, true));
+    assert!(!hub.is_closed());
+    drop(within(writer).await.unwrap());
+}
+
+/// Stream `id` of `handle` has as many frames queued as it may and waits for the writer.
+fn queued_to_the_cap(handle: &MuxHandle, id: u32) -> bool {
+    stream_state(handle, id, |s| {
+        s.queued == MAX_QUEUED_FRAMES_PER_STREAM && s.writer_waiting
+    })
+}
+
+/// Runs `f` on the state of the open stream `id` of `handle`.
+fn stream_state<R>(handle: &MuxHandle, id: u32, f: impl FnOnce(&state::StreamState) -> R) -> R {
+    handle
+        .shared
+        .with(|state| f(&state.streams[&state.ids[&id]]))
+}
+
+/// Free slots of the data queue.
+fn data_slots_free(handle: &MuxHandle) -> usize {
+    handle.shared.with(|state| state.out.data_slots.free)
 }
 
 #[tokio::test]
@@ -1213,14 +1289,13 @@ async fn young_elephant_does_not_delay_a_mouse() {
     let mut buf = BytesMut::new();
     let mut elephant = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
     let elephant_id = elephant.id();
-    let shared = edge.shared.lookup(elephant_id).unwrap();
     let _writer = tokio::spawn(async move {
         let _ = elephant.write_all(&vec![0xEE; 8 * MIB]).await;
         elephant
     });
     // Nobody reads `raw`: the writer is stuck and the elephant queues what it may.
-    wait_for(|| queued_to_the_cap(&shared)).await;
-    assert!(edge.shared.data_slots.available_permits() >= DATA_QUEUE_FRAMES - 4);
+    wait_for(|| queued_to_the_cap(&edge, elephant_id)).await;
+    assert!(data_slots_free(&edge) >= DATA_QUEUE_FRAMES - 4);
 
     let mut mouse = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
     let request = b"GET / HTTP/1.1\r\n\r\n";

@@ -1,27 +1,24 @@
 //! The writer task: the only owner of the tunnel's write half.
 //!
-//! It takes frames from the control, data and sustained queues in the order the [`Scheduler`]
-//! picks (control always first), coalesces whatever is ready into one batch (up to
-//! [`BATCH_MAX`] bytes) and issues one `write_all` + `flush` per batch, so many small frames
-//! become one TLS write. Large DATA payloads are not copied into the batch when the transport
+//! It takes frames from the control, data and sustained queues in the order the scheduler
+//! picks (control always first; [`MuxState::poll_transmit`](super::state::MuxState), under the
+//! tunnel's lock), encodes whatever is ready into one batch (up to [`BATCH_MAX`] bytes) outside
+//! the lock and issues one `write_all` + `flush` per batch, so many small frames become one TLS
+//! write. It sleeps on a [`Notify`](tokio::sync::Notify) while the queues are empty. Large DATA payloads are not copied into the batch when the transport
 //! supports vectored writes (rustls does): the batch then references them.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
-use super::scheduler::{Queue, Ready, Scheduler};
-use super::{now, MuxCloseReason, Outgoing, Shared};
+use super::transmit::Transmit;
+pub(crate) use super::transmit::BATCH_MAX;
+use super::{now, MuxCloseReason, Shared};
 use crate::transport::frame::{checked_header, Frame, FrameError, HEADER_LEN};
-
-/// A batch is written once it holds this many bytes (it may exceed it by one frame).
-pub(crate) const BATCH_MAX: usize = 256 * 1024;
 
 /// A batch smaller than this waits for one pass of the runtime's scheduler before it is
 /// written, to coalesce frames of streams that become ready at the same time.
@@ -139,81 +136,13 @@ impl Buf for Segments {
     }
 }
 
-/// Adds one queued item to the batch; returns its encoded size.
-fn push_item(shared: &Shared, batch: &mut Batch, item: Outgoing) -> usize {
-    let frame = match item {
-        Outgoing::Frame(frame) => frame,
-        // The slot is freed as soon as the frame is in the batch (which is bounded itself).
-        Outgoing::Data(frame, _slot) => frame,
-        Outgoing::Stream(frame, slot, stream) => {
-            if slot.is_none() {
-                shared.pending_closes.fetch_sub(1, Ordering::Relaxed);
-            }
-            shared.frame_taken(&stream);
-            frame
-        }
-        Outgoing::Pong(frame) => {
-            shared.pending_pongs.fetch_sub(1, Ordering::Relaxed);
-            frame
-        }
-        Outgoing::Answer(frame) => {
-            shared.pending_answers.fetch_sub(1, Ordering::Relaxed);
-            frame
-        }
-    };
-    if let Err(error) = batch.push(&frame) {
-        // Every entry point validates frames, so this is a bug; skip the frame, keep the tunnel.
-        tracing::error!(%error, frame = %frame.frame_type, stream = frame.stream_id, "dropping an unencodable frame");
-        return 0;
-    }
-    HEADER_LEN + frame.payload.len()
-}
-
-/// The receiving ends of the writer's queues.
-pub(crate) struct Queues {
-    pub(crate) control: mpsc::Receiver<Outgoing>,
-    pub(crate) data: mpsc::UnboundedReceiver<Outgoing>,
-    pub(crate) sustained: mpsc::UnboundedReceiver<Outgoing>,
-}
-
-/// The next item of each queue, taken out of its channel so the scheduler can see which
-/// queues are non-empty.
-#[derive(Default)]
-struct Heads {
-    control: Option<Outgoing>,
-    data: Option<Outgoing>,
-    sustained: Option<Outgoing>,
-}
-
-impl Heads {
-    /// Fills the empty heads from their channels. Control comes last: a control frame queued
-    /// before a data frame we now hold (a stream's OPEN before its first DATA) is then seen
-    /// before that data frame can be picked.
-    fn refill(&mut self, queues: &mut Queues) {
-        if self.data.is_none() {
-            self.data = queues.data.try_recv().ok();
-        }
-        if self.sustained.is_none() {
-            self.sustained = queues.sustained.try_recv().ok();
-        }
-        if self.control.is_none() {
-            self.control = queues.control.try_recv().ok();
-        }
-    }
-
-    fn ready(&self) -> Ready {
-        Ready {
-            control: self.control.is_some(),
-            data: self.data.is_some(),
-            sustained: self.sustained.is_some(),
-        }
-    }
-
-    fn take(&mut self, queue: Queue) -> Option<Outgoing> {
-        match queue {
-            Queue::Control => self.control.take(),
-            Queue::Data => self.data.take(),
-            Queue::Sustained => self.sustained.take(),
+/// Encodes the frames taken into `batch`.
+fn encode(transmit: &mut Transmit, batch: &mut Batch) {
+    for frame in transmit.frames.drain(..) {
+        if let Err(error) = batch.push(&frame) {
+            // Every entry point validates frames, so this is a bug; skip the frame, keep the
+            // tunnel.
+            tracing::error!(%error, frame = %frame.frame_type, stream = frame.stream_id, "dropping an unencodable frame");
         }
     }
 }
@@ -244,57 +173,31 @@ impl Coalescing {
     }
 }
 
-/// Moves frames from the queues into the batch, in the scheduler's order, until none is ready
-/// or the batch is full (control frames go in even beyond the limit: they are small and must
-/// not wait).
-fn collect(
-    shared: &Shared,
-    batch: &mut Batch,
-    heads: &mut Heads,
-    queues: &mut Queues,
-    scheduler: &mut Scheduler,
-) {
+/// Moves the frames ready (in the scheduler's order) into the batch.
+fn collect(shared: &Shared, transmit: &mut Transmit, batch: &mut Batch) {
     let now = now();
-    loop {
-        heads.refill(queues);
-        let Some(queue) = scheduler.pick(now, heads.ready()) else {
-            break;
-        };
-        if queue != Queue::Control && batch.len() >= BATCH_MAX {
-            break;
-        }
-        let Some(item) = heads.take(queue) else {
-            break; // cannot happen: the scheduler only picks ready queues
-        };
-        let len = push_item(shared, batch, item);
-        scheduler.sent(queue, len);
-    }
+    shared.with(|state| state.poll_transmit(now, transmit));
+    encode(transmit, batch);
 }
 
 /// Runs until the tunnel ends.
-pub(crate) async fn run<W>(mut io: W, shared: Arc<Shared>, mut queues: Queues)
+pub(crate) async fn run<W>(mut io: W, shared: Arc<Shared>)
 where
     W: AsyncWrite + Unpin,
 {
     let mut batch = Batch::new(io.is_write_vectored());
-    let mut heads = Heads::default();
-    let mut scheduler = Scheduler::new(shared.qos.sustained_drain_bytes_per_sec, now());
+    let mut transmit = Transmit::default();
     let mut coalescing = Coalescing::default();
     let result = loop {
-        heads.refill(&mut queues);
-        if heads.ready() == Ready::default() {
+        collect(&shared, &mut transmit, &mut batch);
+        if batch.is_empty() {
+            // `poll_transmit` marked the writer idle: the next queued frame notifies it (or
+            // left a permit if it came in between).
             tokio::select! {
                 biased;
                 () = shared.stop.cancelled() => break Ok(()),
-                Some(item) = queues.control.recv() => heads.control = Some(item),
-                Some(item) = queues.data.recv() => heads.data = Some(item),
-                Some(item) = queues.sustained.recv() => heads.sustained = Some(item),
-                else => break Ok(()),
+                () = shared.writer.notified() => continue,
             }
-        }
-        collect(&shared, &mut batch, &mut heads, &mut queues, &mut scheduler);
-        if batch.is_empty() {
-            continue;
         }
         if batch.len() < COALESCE_BELOW && coalescing.should_wait() {
             // A small batch (request/response traffic): let the other tasks that are ready run
@@ -303,9 +206,10 @@ where
             // and one syscall instead of one each.
             let before = batch.len();
             tokio::task::yield_now().await;
-            collect(&shared, &mut batch, &mut heads, &mut queues, &mut scheduler);
+            collect(&shared, &mut transmit, &mut batch);
             coalescing.waited(batch.len() > before);
         }
+        transmit.len = 0;
         let write = async {
             io.write_all_buf(batch.ready()).await?;
             io.flush().await
