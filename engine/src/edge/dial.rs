@@ -15,8 +15,8 @@ use super::EdgeShared;
 use crate::config::PerformanceSettings;
 use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
 use crate::transport::login::{self, ChannelBinding};
-use crate::transport::quic::{self, QuicSide};
-use crate::transport::tls_mux::Side;
+use crate::transport::quic;
+use crate::transport::side::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Deadline for one connection attempt (transport handshake + hello + reply).
@@ -229,7 +229,7 @@ async fn connect_quic_with(
     let mut control = tokio::io::join(recv, send);
     let (leftover, push) = exchange_hello(shared, &mut control, binding).await?;
     let (recv, send) = control.into_inner();
-    let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, QuicSide::Edge);
+    let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, Side::Edge);
     Ok((tunnel, incoming, push))
 }
 

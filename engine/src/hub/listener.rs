@@ -23,8 +23,8 @@ use crate::events::EventSink;
 use crate::log_limit::SharedLogLimiter;
 use crate::transport::handshake::{self, HubReply, MAX_HELLO_LEN};
 use crate::transport::login::ChannelBinding;
-use crate::transport::quic::{self, QuicSide};
-use crate::transport::tls_mux::Side;
+use crate::transport::quic;
+use crate::transport::side::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Time a peer has for the transport handshake plus its hello line (docs/architecture.md, "Login and handshake").
@@ -397,8 +397,7 @@ impl Connection {
             return;
         };
         let (recv, send) = control.into_inner();
-        let (tunnel, incoming) =
-            Tunnel::start_quic(connection, send, recv, leftover, QuicSide::Hub);
+        let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, Side::Hub);
         self.run_session(authenticated, TunnelTransport::Quic, tunnel, incoming)
             .await;
     }

@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod login;
 pub mod path_rtt;
 pub mod quic;
+pub mod side;
 pub mod tls_mux;
 pub mod tunnel;
 

@@ -19,7 +19,7 @@ use super::datagram::{UdpMessage, UdpSendError};
 use super::frame::{Frame, CONTROL_STREAM};
 use super::handshake::{encode_config, EdgeConfigPush};
 use super::path_rtt::PathRttProbe;
-use super::quic::{self, QuicHandle, QuicSide, QuicStream};
+use super::quic::{self, QuicHandle, QuicStream};
 use super::tls_mux::{
     Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
 };
@@ -143,13 +143,13 @@ impl Tunnel {
         control_send: quinn::SendStream,
         control_recv: quinn::RecvStream,
         leftover: BytesMut,
-        side: QuicSide,
+        side: Side,
     ) -> (Self, TunnelIncoming) {
         // Streams the hub accepts start with a PROXY v1 line; streams an edge accepts (egress)
         // start with a JSON request line.
         let first_line_cap = match side {
-            QuicSide::Hub => crate::proxy_protocol::v1::MAX_V1_LEN,
-            QuicSide::Edge => 4096,
+            Side::Hub => crate::proxy_protocol::v1::MAX_V1_LEN,
+            Side::Edge => 4096,
         };
         let (handle, incoming) = quic::start(
             connection,

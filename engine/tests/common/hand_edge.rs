@@ -8,8 +8,7 @@ use bytes::BytesMut;
 use remoteingress::config::PerformanceSettings;
 use remoteingress::transport::handshake::{self, HubReply, MAX_REPLY_LEN};
 use remoteingress::transport::login::{self, ChannelBinding};
-use remoteingress::transport::quic::QuicSide;
-use remoteingress::transport::tls_mux::Side;
+use remoteingress::transport::side::Side;
 use remoteingress::transport::tunnel::{Tunnel, TunnelIncoming};
 use remoteingress_ipc_schema::Secret;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -129,7 +128,7 @@ pub async fn login(
     } else {
         let (endpoint, connection) = quic_connect(port).await;
         let (send, recv, buffer) = quic_hello(&connection, edge_id, secret).await?;
-        let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, buffer, QuicSide::Edge);
+        let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, buffer, Side::Edge);
         Ok(HandEdge {
             tunnel,
             incoming,

@@ -8,10 +8,11 @@ use tokio::sync::mpsc;
 
 use std::sync::{Arc, OnceLock};
 
-use super::{QuicSide, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CONTROL_SEND_QUEUE, NOT_READING};
+use super::{CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CONTROL_SEND_QUEUE, NOT_READING};
 use crate::transport::control::{self, ControlMessage};
 use crate::transport::datagram::UdpMessage;
 use crate::transport::frame::FrameType;
+use crate::transport::side::Side;
 
 /// The sending end of the control stream's queue (bounded, [`CONTROL_SEND_QUEUE`]): a full
 /// queue means the peer does not read its control stream, and closes the tunnel.
@@ -102,7 +103,7 @@ pub(super) async fn read_control(
     connection: Connection,
     mut recv: RecvStream,
     mut buffer: BytesMut,
-    side: QuicSide,
+    side: Side,
     replies: ControlSender,
     deliver: mpsc::Sender<ControlMessage>,
     datagrams: mpsc::Sender<UdpMessage>,
@@ -123,7 +124,7 @@ pub(super) async fn read_control(
                     }
                 }
                 Ok(Some(message)) => {
-                    if side == QuicSide::Edge && message.frame_type == FrameType::Ping {
+                    if side == Side::Edge && message.frame_type == FrameType::Ping {
                         // A hub flooding PINGs it does not read the answers to fills the
                         // queue: the tunnel closes.
                         if replies.send(ControlMessage::pong_for(&message)).is_err() {

@@ -26,6 +26,7 @@ use super::control::ControlMessage;
 use super::datagram::{self, UdpMessage, UdpSendError};
 use super::frame::FrameType;
 use super::handshake::{read_line, LineError};
+use super::side::Side;
 use control_stream::{read_control, write_control, ControlSender};
 use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
 pub use endpoint::{
@@ -75,13 +76,6 @@ pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the protocol.
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
-/// Which side of the tunnel this is (decides who answers PING).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuicSide {
-    Edge,
-    Hub,
-}
-
 /// Handle to a running QUIC tunnel.
 #[derive(Clone, Debug)]
 pub struct QuicHandle {
@@ -111,7 +105,7 @@ pub fn start(
     control_send: SendStream,
     control_recv: RecvStream,
     leftover: BytesMut,
-    side: QuicSide,
+    side: Side,
     first_line_cap: usize,
 ) -> (QuicHandle, QuicIncoming) {
     // Bounded: a peer that stops reading would otherwise grow it by one UDP_CLOSE per refused

@@ -113,6 +113,7 @@ pub use self::qos::{
 };
 pub use self::stream::MuxStream;
 pub use self::window::{WindowSettings, GRANT_THRESHOLD, INITIAL_STREAM_WINDOW, MIN_TARGET_WINDOW};
+pub use crate::transport::side::Side;
 
 /// DATA frames of normal streams that may wait in the data queue (each at most 64 KiB).
 pub const DATA_QUEUE_FRAMES: usize = 128;
@@ -163,52 +164,6 @@ pub const MAX_PENDING_ANSWERS: usize = 1024;
 
 /// Unknown stream ids remembered as already answered (then the memory starts over).
 const MAX_ANSWERED: usize = 4096;
-
-/// Which end of the tunnel this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    Edge,
-    Hub,
-}
-
-impl Side {
-    /// The other end.
-    pub fn peer(self) -> Self {
-        match self {
-            Self::Edge => Self::Hub,
-            Self::Hub => Self::Edge,
-        }
-    }
-
-    /// Whether this side sends frames of `frame_type` (the "_BACK" types are the hub's).
-    pub fn sends(self, frame_type: FrameType) -> bool {
-        match frame_type {
-            FrameType::Open
-            | FrameType::Data
-            | FrameType::Close
-            | FrameType::WindowUpdate
-            | FrameType::Pong
-            | FrameType::UdpOpen
-            | FrameType::UdpData => self == Self::Edge,
-            FrameType::DataBack
-            | FrameType::CloseBack
-            | FrameType::WindowUpdateBack
-            | FrameType::Config
-            | FrameType::Ping
-            | FrameType::UdpDataBack => self == Self::Hub,
-            FrameType::UdpClose => true,
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Edge => "edge",
-            Self::Hub => "hub",
-        })
-    }
-}
 
 /// Configuration of one mux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
