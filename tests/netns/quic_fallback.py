@@ -10,6 +10,7 @@ Then the migration race: UDP is blocked again until the edge is back on TLS, and
 clients connect continuously; in the instant the hub replaces the TLS connection by the QUIC
 login, streams still opened on TLS must be forwarded, not refused. Repeated a few times.
 """
+import json
 import os
 import socket
 import subprocess
@@ -103,6 +104,31 @@ def migrations_lose_nothing(report, inside, edge, port, tunnel_port):
                      failures)
 
 
+METRICS_PORT = 19444
+
+
+def wait_for_firewall_in_sync(inside, timeout=10.0):
+    """The firewall status of the QUIC session of edge-qf in the hub's /status once it is in sync
+    (polled, bounded), else the last one seen."""
+    deadline, firewall = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        out = subprocess.run(inside([sys.executable, "-c",
+                                     "import urllib.request;print(urllib.request.urlopen("
+                                     f"'http://127.0.0.1:{METRICS_PORT}/status',timeout=2).read().decode())"]),
+                             capture_output=True, text=True, timeout=10).stdout
+        try:
+            edges = json.loads(out).get("connectedEdges", [])
+        except ValueError:
+            edges = []
+        for edge in edges:
+            if edge.get("edgeId") == "edge-qf" and edge.get("transport") == "quic":
+                firewall = edge.get("firewall") or {}
+                if firewall.get("inSync"):
+                    return firewall
+        time.sleep(0.2)
+    return firewall
+
+
 def main():
     if os.geteuid() != 0:
         print("needs root for network namespaces")
@@ -120,6 +146,7 @@ def main():
             processes.append(target)
             target.wait_line(lambda line: line.startswith("listening"))
             hub = harness.Process(inside([harness.binary(), "hub", "--tunnel-port", str(tunnel_port), "--edges", edges, "--json",
+                                          "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
                                           # A blocked QUIC tunnel is noticed in 3 s (each round blocks it).
                                           "--performance-json", '{"heartbeatIntervalSecs":1,"heartbeatTimeoutSecs":3}']), "qf-hub")
             processes.append(hub)
@@ -150,6 +177,12 @@ def main():
                 while connected.get("transport") != "quic":
                     connected = hub.wait_event("edgeConnected", timeout=10)
                 report.check("hub sees the edge on QUIC", connected["transport"] == "quic", connected)
+                # The new QUIC session starts without the edge's report: the edge sends it again
+                # with the upgrade's push (before, the hub showed the firewall out of sync until
+                # the edge had something new to report).
+                firewall = wait_for_firewall_in_sync(inside)
+                report.check("after the move the hub has the edge's report (firewall in sync)", firewall.get("inSync") is True,
+                             firewall)
 
                 client.stdin.write("after\n")
                 client.stdin.flush()

@@ -33,8 +33,7 @@ pub(crate) async fn run(
     push: EdgeConfigPush,
 ) -> String {
     publish(shared, &tunnel);
-    apply_push(shared, ports, push, Push::NewTunnel);
-    announce(shared, &tunnel);
+    apply_push(shared, ports, push, Push::NewTunnel(&tunnel));
 
     // The hub's timeout, as checked when the tunnel was made (`dial::adopt_performance`).
     let timeout = shared.state().performance.heartbeat_timeout;
@@ -51,8 +50,7 @@ pub(crate) async fn run(
                 incoming = quic_incoming;
                 ports.udp.clear_sessions();
                 publish(shared, &tunnel);
-                apply_push(shared, ports, quic_push, Push::NewTunnel);
-                announce(shared, &tunnel);
+                apply_push(shared, ports, quic_push, Push::NewTunnel(&tunnel));
                 drain_then_close(shared, old);
                 last_heard = Instant::now();
             }
@@ -110,11 +108,11 @@ pub(crate) async fn run(
 }
 
 /// Which push [`apply_push`] applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Push {
+#[derive(Debug, Clone, Copy)]
+enum Push<'a> {
     /// The hub's reply to a login: a new tunnel (first, after a reconnect, or the QUIC one
     /// replacing the TLS fallback).
-    NewTunnel,
+    NewTunnel(&'a Tunnel),
     /// A CONFIG push on a running tunnel.
     Update,
 }
@@ -122,8 +120,9 @@ enum Push {
 /// Applies what the hub pushed, in one order for every push: ports (before anything else, so a
 /// removed port closes first), egress policy, firewall snapshot, STUN interval; then reports
 /// the edge's state to the hub (a new tunnel's hub session starts without it) and tells the
-/// listeners (`portsAssigned` for a new tunnel, `portsUpdated` for a push).
-fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind: Push) {
+/// listeners: a new tunnel is announced (`tunnelConnected`, once its ports listen, so a client
+/// reacting to it connects), then `portsAssigned`; a push gives `portsUpdated`.
+fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind: Push<'_>) {
     ports.apply(&push);
     shared.egress.set_policy(push.egress.as_ref());
     shared
@@ -136,7 +135,10 @@ fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind
         listen_ports_udp: push.listen_ports_udp,
     };
     shared.events.emit(match kind {
-        Push::NewTunnel => Event::PortsAssigned(ports_event),
+        Push::NewTunnel(tunnel) => {
+            announce(shared, tunnel);
+            Event::PortsAssigned(ports_event)
+        }
         Push::Update => Event::PortsUpdated(ports_event),
     });
 }
