@@ -177,9 +177,8 @@ def main():
                 while connected.get("transport") != "quic":
                     connected = hub.wait_event("edgeConnected", timeout=10)
                 report.check("hub sees the edge on QUIC", connected["transport"] == "quic", connected)
-                # The new QUIC session starts without the edge's report: the edge sends it again
-                # with the upgrade's push (before, the hub showed the firewall out of sync until
-                # the edge had something new to report).
+                # The hub's new QUIC session has the edge's report (its firewall in sync): the
+                # edge reports with every push it applies, the upgrade's included.
                 firewall = wait_for_firewall_in_sync(inside)
                 report.check("after the move the hub has the edge's report (firewall in sync)", firewall.get("inSync") is True,
                              firewall)
