@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use remoteingress_ipc_schema::{
     EgressListenerConfig, EgressListenerInfo, EgressListenerSource, EgressListenerStatus,
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::egress::{serve, ProxyContext};
 use crate::config::ConfigError;
-use crate::log_limit::LogLimiter;
+use crate::log_limit::SharedLogLimiter;
 use crate::service::ServiceError;
 use crate::sync::lock;
 use crate::transport::tunnel::Tunnel;
@@ -372,7 +372,8 @@ struct Accepting {
 
 async fn accept_loop(listener: TcpListener, accepting: Accepting) {
     let accepting = Arc::new(accepting);
-    let warnings = Arc::new(Mutex::new(LogLimiter::default()));
+    // One limiter for what a client can make this listener say (refusals, failed accepts).
+    let warnings = Arc::new(SharedLogLimiter::default());
     loop {
         let accepted = tokio::select! {
             () = accepting.stop.cancelled() => break,
@@ -381,7 +382,7 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting) {
         let client = match accepted {
             Ok((client, _)) => client,
             Err(error) => {
-                tracing::warn!(listener_id = %accepting.listener_id, %error, "egress listener cannot accept");
+                crate::limited_warn!(warnings, listener_id = %accepting.listener_id, %error, "egress listener cannot accept");
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
@@ -418,7 +419,7 @@ impl Drop for OpenSlot<'_> {
 }
 
 /// One accepted connection: refused at once when the edge has no QUIC tunnel, else served.
-async fn connect(accepting: &Accepting, warnings: &Mutex<LogLimiter>, client: TcpStream) {
+async fn connect(accepting: &Accepting, warnings: &SharedLogLimiter, client: TcpStream) {
     let lookup = (accepting.lookup)(accepting.request.edge_id.clone());
     let tunnel = tokio::select! {
         () = accepting.context.shutdown.cancelled() => return,
@@ -454,11 +455,9 @@ async fn connect(accepting: &Accepting, warnings: &Mutex<LogLimiter>, client: Tc
 
 /// Closes a connection that cannot go out (a reset: the client sees a failure, not a server
 /// that said nothing) and says why, at most a burst of lines per window.
-fn refuse(accepting: &Accepting, warnings: &Mutex<LogLimiter>, client: &TcpStream, reason: &str) {
+fn refuse(accepting: &Accepting, warnings: &SharedLogLimiter, client: &TcpStream, reason: &str) {
     crate::relay::reset(client);
-    if lock(warnings).allow(Instant::now()) {
-        tracing::warn!(listener_id = %accepting.listener_id, edge_id = %accepting.request.edge_id, %reason, "egress connection refused");
-    }
+    crate::limited_warn!(warnings, listener_id = %accepting.listener_id, edge_id = %accepting.request.edge_id, %reason, "egress connection refused");
 }
 
 #[cfg(test)]
