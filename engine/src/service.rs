@@ -227,3 +227,76 @@ fn stopped() -> ServiceError {
         "the role stopped while handling the request",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, HubConfig};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Starts a hub and an edge connected over `transport`, stops both, and returns how many
+    /// tasks are still alive then.
+    async fn tasks_left_after_stop(transport: &str) -> usize {
+        let hub_config: HubConfig = serde_json::from_value(json!({
+            "tunnelPort": 0, "tunnelBindAddress": "127.0.0.1", "shutdownGraceSecs": 0,
+        }))
+        .unwrap();
+        let hub = Hub::start(
+            HubSettings::from_ipc(hub_config, "config").unwrap(),
+            EventSink::discard(),
+        )
+        .await
+        .unwrap();
+        let edge_entry: AllowedEdge =
+            serde_json::from_value(json!({"id": "e1", "secret": "secret-0123456789"})).unwrap();
+        hub.update_allowed_edges(validate_allowed_edges(vec![edge_entry], "edges").unwrap())
+            .await
+            .unwrap();
+        let hub_status = hub.status().await.unwrap();
+        let edge_config: EdgeConfig = serde_json::from_value(json!({
+            "hubHost": "127.0.0.1", "hubPort": hub_status.tunnel_port, "edgeId": "e1",
+            "secret": "secret-0123456789", "hubCertSha256": hub_status.cert_sha256,
+            "transportMode": transport, "stunServers": [], "shutdownGraceSecs": 0,
+        }))
+        .unwrap();
+        let edge = Edge::start(
+            EdgeSettings::from_ipc(edge_config, "config").unwrap(),
+            EventSink::discard(),
+        )
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !edge.status().await.is_some_and(|status| status.connected) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the edge never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let hurry = CancellationToken::new();
+        edge.stop(&hurry).await;
+        hub.stop(&hurry).await;
+        // Ready tasks may run (quinn's drivers notice that their last handle went), but no
+        // timer fires: a task that waits for anything but this is still counted.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    }
+
+    /// A stop waits for every task of the role, the tunnels' own tasks included (the TLS mux's
+    /// reader and writer, QUIC's control, datagram and stream tasks, UDP reply readers): once
+    /// `stop` returns, nothing of the role runs any more. One thread, so no task can end in
+    /// parallel after `stop` returned.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stop_waits_for_the_tunnels_tasks() {
+        for transport in ["tcpTls", "quic"] {
+            assert_eq!(tasks_left_after_stop(transport).await, 0, "{transport}");
+        }
+    }
+}

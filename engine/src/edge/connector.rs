@@ -29,14 +29,14 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             Ok((tunnel, incoming, push)) => {
                 pacing.connected();
                 {
-                    let mut state = shared.state();
+                    let mut state = shared.link();
                     state.reconnect_attempts = 0;
                     state.last_error = None;
                     state.last_error_reason = None;
                 }
                 let reason = session::run(&shared, &mut ports, tunnel, incoming, push).await;
                 pacing.lost(std::time::Instant::now());
-                shared.state().last_error = Some(reason.clone());
+                shared.link().last_error = Some(reason.clone());
                 tracing::warn!(%reason, "tunnel to the hub lost");
                 shared
                     .events
@@ -67,7 +67,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
 /// `tunnelConnectFailed` event with the reason and when the next attempt comes.
 fn report_failure(shared: &EdgeShared, error: ConnectError, delay: Duration) {
     let attempt = {
-        let mut state = shared.state();
+        let mut state = shared.link();
         state.reconnect_attempts = state.reconnect_attempts.saturating_add(1);
         state.last_error = Some(error.message.clone());
         state.last_error_reason = Some(error.reason);

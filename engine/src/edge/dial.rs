@@ -116,7 +116,8 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
         .map_err(|e| ConnectError::new(Why::Handshake, e.to_string()))?;
     let (leftover, push) = exchange_hello(shared, &mut tls, binding).await?;
     let performance = adopt_performance(shared, &push);
-    let (tunnel, incoming) = Tunnel::start_tls(tls, leftover, Side::Edge, &performance, rtt);
+    let (tunnel, incoming) =
+        Tunnel::start_tls(tls, leftover, Side::Edge, &performance, rtt, &shared.tasks);
     Ok((tunnel, incoming, push))
 }
 
@@ -126,7 +127,7 @@ async fn connect_tls(shared: &EdgeShared) -> Result<Connected, ConnectError> {
 /// the edge reconnects once with them, before it opens its ports. The edge keeps them, so this
 /// happens once per edge process (and hub config), not on every reconnect.
 pub(crate) async fn connect_quic(shared: &EdgeShared) -> Result<Connected, ConnectError> {
-    let known = shared.state().performance.clone();
+    let known = shared.pushed().performance.clone();
     let (tunnel, incoming, push) = connect_quic_with(shared, &known).await?;
     let pushed = adopt_performance(shared, &push);
     let parameters = quic::TransportParameters::from(&pushed);
@@ -162,7 +163,7 @@ fn adopt_performance(shared: &EdgeShared, push: &EdgeConfigPush) -> PerformanceS
             tracing::warn!(%error, "the hub pushed performance settings this edge cannot use; using the defaults");
             PerformanceSettings::default()
         });
-    shared.state().performance = settings.clone();
+    shared.pushed().performance = settings.clone();
     settings
 }
 
@@ -229,7 +230,15 @@ async fn connect_quic_with(
     let mut control = tokio::io::join(recv, send);
     let (leftover, push) = exchange_hello(shared, &mut control, binding).await?;
     let (recv, send) = control.into_inner();
-    let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, Side::Edge);
+    // Once the tunnel closes, the endpoint stays until the close has drained (so the hub
+    // learns at once that the edge went), and the edge's stop waits for that.
+    let closed = connection.clone();
+    shared.spawn(async move {
+        closed.closed().await;
+        endpoint.wait_idle().await;
+    });
+    let (tunnel, incoming) =
+        Tunnel::start_quic(connection, send, recv, leftover, Side::Edge, &shared.tasks);
     Ok((tunnel, incoming, push))
 }
 

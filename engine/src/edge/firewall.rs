@@ -116,7 +116,7 @@ pub(crate) async fn run(
         }
         let exemption = hubs.borrow().clone();
         table = handle(&shared, table, config, &wanted, &exemption).await;
-        let state = shared.state().firewall.status.state;
+        let state = shared.firewall_view().status.state;
         // A refused or unavailable snapshot is tried again when the hub pushes it again.
         applied_digest =
             matches!(state, FirewallState::Applied | FirewallState::None).then_some(wanted);
@@ -196,9 +196,9 @@ async fn exempt(shared: &EdgeShared, table: Table, exemption: Exemption) -> Tabl
         match result {
             Ok(()) => {
                 tracing::info!(hubs = ?exemption.hubs(), "firewall exemption updated for the hub's endpoints");
-                let mut state = shared.state();
-                state.firewall.status.rule_count = rule_count;
-                state.firewall.status.set_count = set_count;
+                let mut view = shared.firewall_view();
+                view.status.rule_count = rule_count;
+                view.status.set_count = set_count;
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot update the firewall exemption for the hub's endpoints");
@@ -361,15 +361,14 @@ async fn handle(
 
 /// Records a refusal: the counts of the rules still in force stay as they were.
 fn failed(shared: &EdgeShared, wanted: &str, state: FirewallState, error: String) {
-    let mut guard = shared.state();
-    guard.firewall.digest = Some(wanted.to_owned());
-    guard.firewall.status.state = state;
-    guard.firewall.status.error = Some(error);
+    let mut view = shared.firewall_view();
+    view.digest = Some(wanted.to_owned());
+    view.status.state = state;
+    view.status.error = Some(error);
 }
 
 fn set_view(shared: &EdgeShared, wanted: &str, status: EdgeFirewallStatus) {
-    let mut guard = shared.state();
-    guard.firewall = FirewallView {
+    *shared.firewall_view() = FirewallView {
         status,
         digest: Some(wanted.to_owned()),
     };

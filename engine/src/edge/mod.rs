@@ -42,28 +42,52 @@ pub enum EdgeStartError {
     Quic(#[from] crate::transport::quic::QuicSetupError),
 }
 
-/// Mutable edge state shown in status. Updated by the connector and session tasks; the lock is
-/// only ever held for a field update or a status copy, never across an await.
+/// The edge's mutable state, split by the one task that writes each part. The hub keeps its
+/// registry of edges in an actor; the edge has no registry, only these facts, and each has a
+/// single writer while status and the report to the hub read copies. A lock is only ever held
+/// for a field update or a copy, never across an await, and never two at once.
 #[derive(Debug, Default)]
 pub(crate) struct EdgeState {
+    /// The tunnel to the hub; written by `connector` and its `session`.
+    pub(crate) link: Mutex<LinkState>,
+    /// What the hub pushed; written by `session` (and `dial`, which adopts the performance
+    /// settings of a new connection).
+    pub(crate) pushed: Mutex<PushedSettings>,
+    /// The public ports; written by `ports`.
+    pub(crate) ports: Mutex<PortsState>,
+    /// The address STUN found; written by `public_ip`.
+    pub(crate) public_ip: Mutex<Option<String>>,
+    /// The firewall snapshot in force and the outcome of the last one; written by `firewall`.
+    pub(crate) firewall: Mutex<firewall::FirewallView>,
+}
+
+/// The tunnel to the hub as status shows it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LinkState {
     pub(crate) connected: bool,
     pub(crate) transport: Option<TunnelTransport>,
-    pub(crate) listen_ports: Vec<u16>,
-    pub(crate) listen_ports_udp: Vec<u16>,
-    pub(crate) port_bind_failures: Vec<PortBindFailure>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_error: Option<String>,
     pub(crate) last_error_reason: Option<remoteingress_ipc_schema::ConnectFailureReason>,
-    pub(crate) public_ip: Option<String>,
-    /// Re-discovery interval pushed by the hub.
+}
+
+/// What the hub pushed last (the defaults until then).
+#[derive(Debug, Default)]
+pub(crate) struct PushedSettings {
+    /// Re-discovery interval of the public IP.
     pub(crate) stun_interval_secs: Option<u32>,
-    /// Limits pushed by the hub (the defaults until then).
     pub(crate) limits: EdgeLimitSettings,
-    /// Performance settings pushed by the hub, as checked by the edge (the defaults until
-    /// then); kept for the next connection, since QUIC fixes its windows in the handshake.
+    /// As checked by the edge; kept for the next connection, since QUIC fixes its windows in
+    /// the handshake.
     pub(crate) performance: PerformanceSettings,
-    /// The firewall snapshot in force and the outcome of the last one.
-    pub(crate) firewall: firewall::FirewallView,
+}
+
+/// The public ports listening now, and the assigned ones that could not be bound.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PortsState {
+    pub(crate) listen_ports: Vec<u16>,
+    pub(crate) listen_ports_udp: Vec<u16>,
+    pub(crate) port_bind_failures: Vec<PortBindFailure>,
 }
 
 /// What the edge's tasks share.
@@ -71,7 +95,7 @@ pub(crate) struct EdgeState {
 pub(crate) struct EdgeShared {
     pub(crate) settings: EdgeSettings,
     pub(crate) events: EventSink,
-    pub(crate) state: Mutex<EdgeState>,
+    pub(crate) state: EdgeState,
     pub(crate) stats: StreamStats,
     pub(crate) udp_stats: Arc<UdpStats>,
     /// Open public TCP connections, per client address and in all.
@@ -87,7 +111,7 @@ pub(crate) struct EdgeShared {
     pub(crate) tasks: TaskTracker,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// QUIC's client configuration; each connection gets its transport parameters from the
-    /// performance settings the edge knows then (`EdgeState::performance`).
+    /// performance settings the edge knows then (`PushedSettings::performance`).
     pub(crate) quic: quinn::ClientConfig,
     /// The egress policy the hub pushed last, and the egress streams open now.
     pub(crate) egress: Arc<egress::EdgeEgress>,
@@ -106,8 +130,24 @@ impl EdgeShared {
         self.tasks.spawn(task.instrument(self.span.clone()));
     }
 
-    pub(crate) fn state(&self) -> MutexGuard<'_, EdgeState> {
-        crate::sync::lock(&self.state)
+    pub(crate) fn link(&self) -> MutexGuard<'_, LinkState> {
+        crate::sync::lock(&self.state.link)
+    }
+
+    pub(crate) fn pushed(&self) -> MutexGuard<'_, PushedSettings> {
+        crate::sync::lock(&self.state.pushed)
+    }
+
+    pub(crate) fn ports(&self) -> MutexGuard<'_, PortsState> {
+        crate::sync::lock(&self.state.ports)
+    }
+
+    pub(crate) fn public_ip(&self) -> MutexGuard<'_, Option<String>> {
+        crate::sync::lock(&self.state.public_ip)
+    }
+
+    pub(crate) fn firewall_view(&self) -> MutexGuard<'_, firewall::FirewallView> {
+        crate::sync::lock(&self.state.firewall)
     }
 }
 
@@ -131,7 +171,7 @@ impl Edge {
         let shared = Arc::new(EdgeShared {
             settings,
             events,
-            state: Mutex::new(EdgeState::default()),
+            state: EdgeState::default(),
             stats: StreamStats::default(),
             udp_stats: Arc::new(UdpStats::default()),
             connections: Arc::new(limits::ConnectionLimiter::new(limits::ConnectionCaps::new(
@@ -163,34 +203,45 @@ impl Edge {
     pub async fn status(&self) -> Option<EdgeStatus> {
         let settings = &self.shared.settings;
         let stats = self.shared.stats.snapshot();
-        let state = self.shared.state();
+        // One copy per part, one lock at a time.
+        let link = self.shared.link().clone();
+        let ports = self.shared.ports().clone();
+        let (limits, performance) = {
+            let pushed = self.shared.pushed();
+            (
+                self.limit_status(&pushed.limits),
+                pushed.performance.to_ipc(),
+            )
+        };
+        let firewall = self.shared.firewall_view().status.clone();
+        let public_ip = self.shared.public_ip().clone();
         Some(EdgeStatus {
             role: EdgeRole::Edge,
             running: !self.shared.stop.shutdown.is_cancelled(),
             edge_id: settings.edge_id.clone(),
             hub: format!("{}:{}", settings.hub_host, settings.hub_port),
             transport_mode: settings.transport_mode,
-            connected: state.connected,
-            transport: state.transport,
-            hub_verified: settings.verifies_hub() && state.connected,
-            public_ip: state.public_ip.clone(),
+            connected: link.connected,
+            transport: link.transport,
+            hub_verified: settings.verifies_hub() && link.connected,
+            public_ip,
             active_streams: stats.active,
             streams_opened_total: stats.opened_total,
             bytes_in: stats.bytes_in,
             bytes_out: stats.bytes_out,
-            listen_ports: state.listen_ports.clone(),
-            listen_ports_udp: state.listen_ports_udp.clone(),
-            port_bind_failures: state.port_bind_failures.clone(),
+            listen_ports: ports.listen_ports,
+            listen_ports_udp: ports.listen_ports_udp,
+            port_bind_failures: ports.port_bind_failures,
             udp_sessions: self.shared.udp_stats.sessions(),
             udp_dropped: self.shared.udp_stats.dropped(),
             udp_datagrams_in: self.shared.udp_stats.datagrams().0,
             udp_datagrams_out: self.shared.udp_stats.datagrams().1,
-            limits: self.limit_status(&state.limits),
-            performance: state.performance.to_ipc(),
-            firewall: state.firewall.status.clone(),
-            reconnect_attempts: state.reconnect_attempts,
-            last_error: state.last_error.clone(),
-            last_error_reason: state.last_error_reason,
+            limits,
+            performance,
+            firewall,
+            reconnect_attempts: link.reconnect_attempts,
+            last_error: link.last_error,
+            last_error_reason: link.last_error_reason,
         })
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::accept;
 use super::limits::ConnectionCaps;
-use super::EdgeShared;
+use super::{EdgeShared, PortsState};
 use crate::config::PerformanceSettings;
 use crate::edge::udp::EdgeUdp;
 use crate::events::EventSink;
@@ -83,7 +83,7 @@ impl Ports {
         );
         // The hub's idle time, as checked when the tunnel was made (`dial::adopt_performance`).
         self.udp
-            .set_idle(shared.state().performance.udp_session_idle);
+            .set_idle(shared.pushed().performance.udp_session_idle);
         let limits = config.limits.unwrap_or_default().sanitised();
         self.udp.set_limits(&limits);
         let (udp_ports, udp_failures) = self.udp.apply(&config.listen_ports_udp);
@@ -106,11 +106,12 @@ impl Ports {
             (false, kept) => kept,
         };
         self.last = Some(config.clone());
-        let mut state = self.shared.state();
-        state.limits = limits;
-        state.listen_ports = self.tcp.keys().copied().collect();
-        state.listen_ports_udp = udp_ports;
-        state.port_bind_failures = failures;
+        self.shared.pushed().limits = limits;
+        *self.shared.ports() = PortsState {
+            listen_ports: self.tcp.keys().copied().collect(),
+            listen_ports_udp: udp_ports,
+            port_bind_failures: failures,
+        };
     }
 
     /// Retries the ports that could not be bound once their pause is over (a busy port may be
@@ -138,7 +139,7 @@ impl Ports {
             token.cancel();
         }
         self.udp.close_all();
-        let mut state = self.shared.state();
+        let mut state = self.shared.ports();
         state.listen_ports.clear();
         state.listen_ports_udp.clear();
     }

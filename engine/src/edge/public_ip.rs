@@ -20,9 +20,9 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             Ok(mapped) => {
                 let ip = mapped.ip().to_string();
                 let changed = {
-                    let mut state = shared.state();
-                    let changed = state.public_ip.as_deref() != Some(ip.as_str());
-                    state.public_ip = Some(ip.clone());
+                    let mut public_ip = shared.public_ip();
+                    let changed = public_ip.as_deref() != Some(ip.as_str());
+                    *public_ip = Some(ip.clone());
                     changed
                 };
                 if changed {
@@ -37,7 +37,7 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
         }
         let interval = Duration::from_secs(
             shared
-                .state()
+                .pushed()
                 .stun_interval_secs
                 .unwrap_or(DEFAULT_STUN_INTERVAL_SECS)
                 .into(),

@@ -36,7 +36,7 @@ pub(crate) async fn run(
     apply_push(shared, ports, push, Push::NewTunnel(&tunnel));
 
     // The hub's timeout, as checked when the tunnel was made (`dial::adopt_performance`).
-    let timeout = shared.state().performance.heartbeat_timeout;
+    let timeout = shared.pushed().performance.heartbeat_timeout;
     let mut last_heard = Instant::now();
     let mut watchdog = tokio::time::interval(WATCHDOG_TICK);
     // On the TLS fallback of `quicWithFallback`, keep trying QUIC in the background.
@@ -100,9 +100,9 @@ pub(crate) async fn run(
     ports.udp.clear_sessions();
     tunnel.close();
     {
-        let mut state = shared.state();
-        state.connected = false;
-        state.transport = None;
+        let mut link = shared.link();
+        link.connected = false;
+        link.transport = None;
     }
     reason
 }
@@ -128,7 +128,7 @@ fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind
     shared
         .firewall
         .send_replace(Some(push.firewall_config.clone()));
-    shared.state().stun_interval_secs = Some(push.stun_interval_secs);
+    shared.pushed().stun_interval_secs = Some(push.stun_interval_secs);
     report_to_hub(shared);
     let ports_event = PortsEvent {
         listen_ports: push.listen_ports,
@@ -146,9 +146,9 @@ fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind
 /// Makes `tunnel` the one new client connections use.
 fn publish(shared: &EdgeShared, tunnel: &Tunnel) {
     {
-        let mut state = shared.state();
-        state.connected = true;
-        state.transport = Some(tunnel.transport());
+        let mut link = shared.link();
+        link.connected = true;
+        link.transport = Some(tunnel.transport());
     }
     shared.tunnel.send_replace(Some(tunnel.clone()));
 }
@@ -248,11 +248,10 @@ pub(crate) fn report_to_hub(shared: &EdgeShared) {
         return;
     };
     let report = {
-        let state = shared.state();
         EdgeReport {
-            public_ip: state.public_ip.clone(),
-            firewall: state.firewall.report(),
-            port_bind_failures: Some(state.port_bind_failures.clone()),
+            public_ip: shared.public_ip().clone(),
+            firewall: shared.firewall_view().report(),
+            port_bind_failures: Some(shared.ports().port_bind_failures.clone()),
         }
     };
     match serde_json::to_vec(&report) {

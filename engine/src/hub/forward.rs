@@ -38,6 +38,8 @@ pub(crate) struct ForwardContext {
     pub(crate) grant: Arc<PortGrant>,
     /// Rate limit of the warnings this edge provokes.
     pub(crate) warnings: Arc<SharedLogLimiter>,
+    /// The hub's tasks, which a stop waits for (UDP reply readers run here).
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 /// Forwards one stream until both directions end. A stream that cannot be forwarded (bad OPEN,

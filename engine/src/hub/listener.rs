@@ -259,6 +259,9 @@ pub(crate) async fn run_quic(context: Arc<ListenerContext>, endpoint: quinn::End
         context.tasks.spawn(connection.run_quic(incoming));
     }
     endpoint.close(quinn::VarInt::from_u32(0), b"hub stopped");
+    // The close reaches the edges and the connections drain (3 probe timeouts) before the
+    // stop counts this task as done; the role's stop bounds the wait.
+    endpoint.wait_idle().await;
 }
 
 /// One incoming tunnel connection, from accept to the end of its session.
@@ -343,6 +346,7 @@ impl Connection {
             Side::Hub,
             &self.context.settings.performance,
             rtt,
+            &self.context.tasks,
         );
         self.run_session(authenticated, TunnelTransport::TcpTls, tunnel, incoming)
             .await;
@@ -397,7 +401,14 @@ impl Connection {
             return;
         };
         let (recv, send) = control.into_inner();
-        let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, leftover, Side::Hub);
+        let (tunnel, incoming) = Tunnel::start_quic(
+            connection,
+            send,
+            recv,
+            leftover,
+            Side::Hub,
+            &self.context.tasks,
+        );
         self.run_session(authenticated, TunnelTransport::Quic, tunnel, incoming)
             .await;
     }

@@ -84,6 +84,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         events: events.clone(),
         grant,
         warnings: warnings.clone(),
+        tasks: tasks.clone(),
     });
     // This session's holdings of the hub-wide budgets, shared fairly with the other edges.
     let holding = settings.holders.register();

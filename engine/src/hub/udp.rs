@@ -166,15 +166,18 @@ impl HubUdp {
             }
         };
         let last_reply_ms = Arc::new(AtomicU64::new(0));
-        let reader = tokio::spawn(read_replies(
-            socket.clone(),
-            session,
-            self.tunnel.clone(),
-            self.stats.clone(),
-            last_reply_ms.clone(),
-            self.epoch,
-        ))
-        .abort_handle();
+        let reader = self
+            .context
+            .tasks
+            .spawn(read_replies(
+                socket.clone(),
+                session,
+                self.tunnel.clone(),
+                self.stats.clone(),
+                last_reply_ms.clone(),
+                self.epoch,
+            ))
+            .abort_handle();
         let value = Session {
             socket,
             header,

@@ -6,6 +6,8 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use super::tls_mux::MuxHandle;
 
 /// How often the mux's RTT is refreshed from the kernel.
@@ -50,8 +52,8 @@ impl PathRttProbe {
     }
 
     /// Keeps `mux`'s path RTT current until the tunnel closes (then the descriptor is closed).
-    pub fn track(self, mux: MuxHandle) {
-        tokio::spawn(async move {
+    pub fn track(self, mux: MuxHandle, tasks: &TaskTracker) {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(REFRESH);
             loop {
                 tokio::select! {

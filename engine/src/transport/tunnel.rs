@@ -13,6 +13,7 @@ use remoteingress_ipc_schema::TunnelTransport;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::control::ControlMessage;
 use super::datagram::{UdpMessage, UdpSendError};
@@ -102,12 +103,14 @@ fn qos_settings(performance: &PerformanceSettings) -> QosSettings {
 impl Tunnel {
     /// Starts a TLS tunnel whose handshake is done; `leftover` holds bytes read after the
     /// handshake line; `rtt` (from [`tune_tunnel_socket`]) lets receive windows auto-tune.
+    /// The tunnel's tasks run on `tasks`, the role's tracker, so that a stop waits for them.
     pub fn start_tls<T>(
         io: T,
         leftover: BytesMut,
         side: Side,
         performance: &PerformanceSettings,
         rtt: Option<PathRttProbe>,
+        tasks: &TaskTracker,
     ) -> (Self, TunnelIncoming)
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
@@ -117,9 +120,9 @@ impl Tunnel {
             window: window_settings(performance),
             qos: qos_settings(performance),
         };
-        let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new());
+        let (handle, incoming) = Mux::start(io, leftover, config, CancellationToken::new(), tasks);
         if let Some(probe) = rtt {
-            probe.track(handle.clone());
+            probe.track(handle.clone(), tasks);
         }
         let MuxIncoming {
             streams,
@@ -137,13 +140,14 @@ impl Tunnel {
     }
 
     /// Starts a QUIC tunnel whose handshake is done on the control stream; `leftover` holds
-    /// control bytes already read after the handshake line.
+    /// control bytes already read after the handshake line. The tunnel's tasks run on `tasks`.
     pub fn start_quic(
         connection: quinn::Connection,
         control_send: quinn::SendStream,
         control_recv: quinn::RecvStream,
         leftover: BytesMut,
         side: Side,
+        tasks: &TaskTracker,
     ) -> (Self, TunnelIncoming) {
         // Streams the hub accepts start with a PROXY v1 line; streams an edge accepts (egress)
         // start with a JSON request line.
@@ -158,6 +162,7 @@ impl Tunnel {
             leftover,
             side,
             first_line_cap,
+            tasks,
         );
         (
             Self::Quic(handle),

@@ -14,6 +14,7 @@ use remoteingress_ipc_schema::Secret;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_util::task::TaskTracker;
 
 /// How long a reply may take (the hub may slow a login down by up to 3 s).
 const REPLY_DEADLINE: Duration = Duration::from_secs(12);
@@ -119,7 +120,14 @@ pub async fn login(
         )
         .await?;
         check_accepted(&reply, &binding, edge_id, secret)?;
-        let (tunnel, incoming) = Tunnel::start_tls(tls, buffer, Side::Edge, &performance, None);
+        let (tunnel, incoming) = Tunnel::start_tls(
+            tls,
+            buffer,
+            Side::Edge,
+            &performance,
+            None,
+            &TaskTracker::new(),
+        );
         Ok(HandEdge {
             tunnel,
             incoming,
@@ -128,7 +136,14 @@ pub async fn login(
     } else {
         let (endpoint, connection) = quic_connect(port).await;
         let (send, recv, buffer) = quic_hello(&connection, edge_id, secret).await?;
-        let (tunnel, incoming) = Tunnel::start_quic(connection, send, recv, buffer, Side::Edge);
+        let (tunnel, incoming) = Tunnel::start_quic(
+            connection,
+            send,
+            recv,
+            buffer,
+            Side::Edge,
+            &TaskTracker::new(),
+        );
         Ok(HandEdge {
             tunnel,
             incoming,

@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use quinn::{Connection, SendStream, VarInt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use super::CLOSE_PROTOCOL_ERROR;
 use crate::transport::datagram::{self, UdpMessage};
@@ -46,11 +47,15 @@ pub(super) async fn read_datagrams(
 
 /// Reads the peer's overflow streams (datagrams too large for one QUIC datagram) and hands
 /// their messages to [`read_datagrams`].
-pub(super) async fn read_overflow_streams(connection: Connection, queue: mpsc::Sender<UdpMessage>) {
+pub(super) async fn read_overflow_streams(
+    connection: Connection,
+    queue: mpsc::Sender<UdpMessage>,
+    tasks: TaskTracker,
+) {
     while let Ok(mut recv) = connection.accept_uni().await {
         let queue = queue.clone();
         let connection = connection.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut buffer = BytesMut::with_capacity(64 * 1024);
             loop {
                 loop {

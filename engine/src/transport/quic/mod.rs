@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use super::control::ControlMessage;
 use super::datagram::{self, UdpMessage, UdpSendError};
@@ -107,6 +108,7 @@ pub fn start(
     leftover: BytesMut,
     side: Side,
     first_line_cap: usize,
+    tasks: &TaskTracker,
 ) -> (QuicHandle, QuicIncoming) {
     // Bounded: a peer that stops reading would otherwise grow it by one UDP_CLOSE per refused
     // UDP open it sends (1 GiB in 40 s, measured); full closes the tunnel (`send_control`).
@@ -118,8 +120,8 @@ pub fn start(
     let stream_ceiling = Arc::new(AtomicU32::new(MAX_CONCURRENT_STREAMS));
     let (datagram_tx, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
     let (overflow, overflow_rx) = mpsc::channel(OVERFLOW_QUEUE);
-    tokio::spawn(write_control(connection.clone(), control_send, control_rx));
-    tokio::spawn(read_control(
+    tasks.spawn(write_control(connection.clone(), control_send, control_rx));
+    tasks.spawn(read_control(
         connection.clone(),
         control_recv,
         leftover,
@@ -129,15 +131,20 @@ pub fn start(
         datagram_tx.clone(),
     ));
     let (overflow_in_tx, overflow_in) = mpsc::channel(OVERFLOW_QUEUE);
-    tokio::spawn(read_overflow_streams(connection.clone(), overflow_in_tx));
-    tokio::spawn(read_datagrams(connection.clone(), overflow_in, datagram_tx));
-    tokio::spawn(write_overflow(connection.clone(), overflow_rx));
-    tokio::spawn(accept_streams(
+    tasks.spawn(read_overflow_streams(
+        connection.clone(),
+        overflow_in_tx,
+        tasks.clone(),
+    ));
+    tasks.spawn(read_datagrams(connection.clone(), overflow_in, datagram_tx));
+    tasks.spawn(write_overflow(connection.clone(), overflow_rx));
+    tasks.spawn(accept_streams(
         connection.clone(),
         stream_tx,
         live_streams.clone(),
         stream_ceiling.clone(),
         first_line_cap,
+        tasks.clone(),
     ));
     (
         QuicHandle {
@@ -359,6 +366,7 @@ async fn accept_streams(
     live_streams: Arc<AtomicUsize>,
     ceiling: Arc<AtomicU32>,
     first_line_cap: usize,
+    tasks: TaskTracker,
 ) {
     // What the peer was granted at login (`open_after_login`) or in its handshake.
     let mut limit = StreamLimit(INITIAL_CONCURRENT_STREAMS.min(ceiling.load(Ordering::Relaxed)));
@@ -378,7 +386,7 @@ async fn accept_streams(
         }
         let queue = queue.clone();
         let live_streams = live_streams.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _first_line_phase = first_line_phase;
             let mut buffer = BytesMut::new();
             let line = tokio::time::timeout(

@@ -102,6 +102,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::state::{Effects, MuxState};
 use crate::transport::control::ControlMessage;
@@ -361,7 +362,8 @@ impl Shared {
 pub struct Mux;
 
 impl Mux {
-    /// Spawns the reader and writer tasks over `io` (must be called within a tokio runtime).
+    /// Spawns the reader and writer tasks over `io` on `tasks` (the role's tracker, so that a
+    /// stop waits for them; must be called within a tokio runtime).
     /// `leftover` holds bytes already read from `io` after the handshake line; they are decoded
     /// first. The tunnel ends on [`MuxHandle::close`], when `cancel` is cancelled, on peer EOF,
     /// on an I/O error or on a protocol error.
@@ -370,6 +372,7 @@ impl Mux {
         leftover: BytesMut,
         config: MuxConfig,
         cancel: CancellationToken,
+        tasks: &TaskTracker,
     ) -> (MuxHandle, MuxIncoming)
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
@@ -400,8 +403,8 @@ impl Mux {
             control: incoming_control_tx,
             datagrams: datagrams_tx,
         };
-        tokio::spawn(reader::run(read_half, leftover, shared.clone(), incoming));
-        tokio::spawn(writer::run(write_half, shared.clone()));
+        tasks.spawn(reader::run(read_half, leftover, shared.clone(), incoming));
+        tasks.spawn(writer::run(write_half, shared.clone()));
         (
             MuxHandle { shared },
             MuxIncoming {

@@ -82,12 +82,14 @@ where
         BytesMut::new(),
         config(Side::Edge),
         CancellationToken::new(),
+        &TaskTracker::new(),
     );
     let (hub, hub_in) = Mux::start(
         hub_io,
         BytesMut::new(),
         config(Side::Hub),
         CancellationToken::new(),
+        &TaskTracker::new(),
     );
     Pair {
         edge,
@@ -100,7 +102,13 @@ where
 /// A mux on one end of a duplex, the raw other end for hand-written frames.
 fn raw_peer(side: Side) -> (MuxHandle, MuxIncoming, DuplexStream) {
     let (a, raw) = tokio::io::duplex(64 * 1024);
-    let (handle, incoming) = Mux::start(a, BytesMut::new(), config(side), CancellationToken::new());
+    let (handle, incoming) = Mux::start(
+        a,
+        BytesMut::new(),
+        config(side),
+        CancellationToken::new(),
+        &TaskTracker::new(),
+    );
     (handle, incoming, raw)
 }
 
@@ -696,12 +704,19 @@ async fn closing_the_tunnel_wakes_blocked_readers_and_writers() {
 async fn cancel_token_ends_the_tunnel() {
     let (a, b) = tokio::io::duplex(4096);
     let cancel = CancellationToken::new();
-    let (edge, _incoming) = Mux::start(a, BytesMut::new(), config(Side::Edge), cancel.clone());
+    let (edge, _incoming) = Mux::start(
+        a,
+        BytesMut::new(),
+        config(Side::Edge),
+        cancel.clone(),
+        &TaskTracker::new(),
+    );
     let (_hub, _hub_in) = Mux::start(
         b,
         BytesMut::new(),
         config(Side::Hub),
         CancellationToken::new(),
+        &TaskTracker::new(),
     );
     let mut stream = edge.open_stream(Bytes::from_static(PROXY_LINE)).unwrap();
     cancel.cancel();
@@ -833,7 +848,13 @@ async fn leftover_bytes_are_decoded_first() {
             Frame::data(5, false, &b"early "[..]),
         ])[..],
     );
-    let (hub, mut incoming) = Mux::start(a, leftover, config(Side::Hub), CancellationToken::new());
+    let (hub, mut incoming) = Mux::start(
+        a,
+        leftover,
+        config(Side::Hub),
+        CancellationToken::new(),
+        &TaskTracker::new(),
+    );
     let (mut stream, open) = within(incoming.streams.recv()).await.unwrap();
     assert_eq!((stream.id(), &open[..]), (5, PROXY_LINE));
     raw.write_all(&encoded(&[
@@ -985,7 +1006,13 @@ fn raw_edge_with_quick_qos() -> (MuxHandle, MuxIncoming, DuplexStream) {
         qos: quick_qos(),
         ..MuxConfig::new(Side::Edge)
     };
-    let (handle, incoming) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    let (handle, incoming) = Mux::start(
+        a,
+        BytesMut::new(),
+        config,
+        CancellationToken::new(),
+        &TaskTracker::new(),
+    );
     (handle, incoming, raw)
 }
 
@@ -1199,7 +1226,13 @@ async fn answers_for_a_reset_sustained_stream_queue_behind_its_data() {
         qos: quick_qos(),
         ..MuxConfig::new(Side::Hub)
     };
-    let (hub, mut hub_in) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    let (hub, mut hub_in) = Mux::start(
+        a,
+        BytesMut::new(),
+        config,
+        CancellationToken::new(),
+        &TaskTracker::new(),
+    );
     let id = 1;
     raw.write_all(&encoded(&[Frame::open(id, PROXY_LINE)]))
         .await
@@ -1364,7 +1397,13 @@ async fn the_hub_holds_no_more_than_its_budget_whatever_the_stream_count() {
         },
         ..MuxConfig::new(Side::Hub)
     };
-    let (hub, mut hub_in) = Mux::start(a, BytesMut::new(), config, CancellationToken::new());
+    let (hub, mut hub_in) = Mux::start(
+        a,
+        BytesMut::new(),
+        config,
+        CancellationToken::new(),
+        &TaskTracker::new(),
+    );
     // Stream 1 sends a little (within any share); streams 2..=16 their whole initial window.
     let chunk = Bytes::from(vec![7u8; MAX_DATA_PAYLOAD]);
     let mut frames = vec![Frame::open(1, Bytes::from_static(PROXY_LINE))];
