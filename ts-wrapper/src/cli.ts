@@ -176,8 +176,10 @@ async function runRole(
     print('crashRecoveryFailed', { error: event.error.message });
     finish(1);
   });
+  let stopping = false;
   const stop = (why: string): void => {
-    err.write(`remoteingress: ${why}; stopping\n`);
+    if (!stopping) err.write(`remoteingress: ${why}; stopping\n`);
+    stopping = true;
     finish(0);
   };
   const onSignal = (signal: NodeJS.Signals): void => stop(`received ${signal}`);
