@@ -116,8 +116,12 @@ export async function runCli(argv: string[] = process.argv.slice(2), options: IR
   const env = options.env ?? process.env;
   const out = options.stdout ?? process.stdout;
   const err = options.stderr ?? process.stderr;
-  const [first, ...rest] = argv;
+  // The subcommand comes after the binary's global flags, which `plan ROLE` also takes after ROLE.
+  let at = 0;
+  while (/^--(worker-threads|log-format)(=|$)/.test(argv[at] ?? '')) at += (argv[at] as string).includes('=') ? 1 : 2;
+  const first = argv[at];
   const command = first !== undefined && !first.startsWith('-') ? first : undefined;
+  const rest = [...argv.slice(0, at), ...argv.slice(at + 1)];
   const mode = env[MODE]?.trim();
   try {
     if (command === undefined && (argv.includes('--help') || argv.includes('-h'))) {

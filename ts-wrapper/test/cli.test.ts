@@ -82,8 +82,9 @@ describe('one CLI grammar: remoteingress and remoteingress-bin', () => {
   };
   /** The `plan` command line for what the operator typed (the role from the argv or the mode). */
   const planArgv = (c: ICase): string[] => {
-    const [first, ...rest] = c.argv;
-    return first === 'hub' || first === 'edge' ? ['plan', first, ...rest] : ['plan', c.env?.REMOTEINGRESS_MODE ?? '', ...c.argv];
+    const at = c.argv.findIndex((word) => word === 'hub' || word === 'edge');
+    if (at < 0) return ['plan', c.env?.REMOTEINGRESS_MODE ?? '', ...c.argv];
+    return ['plan', c.argv[at] as string, ...c.argv.slice(0, at), ...c.argv.slice(at + 1)];
   };
 
   test('the TypeScript CLI starts what the Rust daemon would start', { timeout: 60_000 }, async () => {
@@ -118,6 +119,7 @@ describe('one CLI grammar: remoteingress and remoteingress-bin', () => {
       { name: 'hub: edges file (variable) over the TOML edges', argv: ['hub', '--config', hubToml], env: { REMOTEINGRESS_EDGES_FILE: edgesJson } },
       { name: 'hub: REMOTEINGRESS_MODE, no subcommand', argv: ['--edges', edgesJson], env: { REMOTEINGRESS_MODE: 'hub' } },
       { name: 'edge: token', argv: ['edge', '--token', token, '--no-stun', '--transport-mode', 'quic'] },
+      { name: 'edge: global flags before the subcommand', argv: ['--log-format', 'json', '--worker-threads=2', 'edge', '--token', token] },
       {
         name: 'edge: explicit hub, id and secret',
         argv: ['edge', '--hub-host', 'h.example.com', '--hub-port', '7000', '--edge-id', 'e2', '--secret', SECRET,
