@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -134,6 +134,14 @@ describe('one CLI grammar: remoteingress and remoteingress-bin', () => {
       { name: 'edge: a token file replaces the TOML hub and id', argv: ['edge', '--config', edgeToml, '--token-file', tokenFile] },
       { name: 'edge: the token variable (REMOTEINGRESS_MODE)', argv: ['--json'], env: { REMOTEINGRESS_MODE: 'edge', REMOTEINGRESS_TOKEN: token } },
     ];
+    // The TLS files, when openssl is there to make a certificate (the plan checks the PEM).
+    const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-subj', '/CN=hub', '-days', '1'], { stdio: 'ignore' });
+    if (made.status === 0) {
+      chmodSync(key, 0o600);
+      cases.push({ name: 'hub: TLS files from variables', argv: ['hub'], env: { REMOTEINGRESS_TLS_CERT: cert, REMOTEINGRESS_TLS_KEY: key } });
+    }
     for (const c of cases) {
       const rust = bin(planArgv(c), c.env);
       assert.equal(rust.code, 0, `${c.name}: ${rust.stderr}`);
