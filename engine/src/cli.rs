@@ -1,5 +1,5 @@
-//! Command-line interface: `hub`, `edge`, `check`, `token`, `secret`, `schema`, `status`,
-//! `completions`, and `--management`.
+//! Command-line interface: `hub`, `edge`, `check`, `plan`, `token`, `secret`, `schema`,
+//! `status`, `completions`, and `--management`.
 //!
 //! Every flag of `hub` and `edge` can also come from a `REMOTEINGRESS_*` environment variable
 //! (clap's `env`), and `REMOTEINGRESS_MODE=hub|edge` selects the role when no subcommand is given,
@@ -91,6 +91,17 @@ pub enum Command {
     /// hub's edges file, read as `hub` / `edge` would read them (with the same variables).
     /// Exits 0 when valid, 64 with the error the daemon would give.
     Check(CheckArgs),
+    /// Print, without starting anything, what `hub` or `edge` would start with (for wrappers).
+    ///
+    /// The same flags, variables and files as `hub` / `edge`, read by the same code; one JSON
+    /// object on stdout: `role`, `config` (as IPC `start` takes it), for a hub `edges`,
+    /// `egress` and `reload` (the files SIGHUP re-reads), and `json`, `logFormat`,
+    /// `workerThreads`. A wrapper (the TypeScript CLI) starts the role from it over IPC instead
+    /// of parsing the command line a second time. The output holds the secrets (edge secrets,
+    /// the token, the TLS key): keep it out of logs. Errors exit 64 with the message the role
+    /// would give.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Print the JSON Schema of the IPC protocol.
     Schema,
     /// Print the status of a running hub or edge (connected edges, transports, tunnels, last
@@ -102,6 +113,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `plan hub|edge`: the roles' own arguments, so the grammar is the one of `hub` and `edge`.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// What `hub` would start with: `{"role":"hub","config":IHubConfig,"edges":[...],...}`.
+    Hub(HubArgs),
+    /// What `edge` would start with: `{"role":"edge","config":IEdgeConfig,...}`.
+    Edge(EdgeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -411,7 +431,11 @@ fn environment_help(root: &clap::Command) -> String {
                 entry.push(flag);
             }
         }
-        for sub in command.get_subcommands() {
+        // `plan` takes the flags of `hub` and `edge`: listing them twice would say nothing new.
+        for sub in command
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "plan")
+        {
             pending.push((format!("{path}{} ", sub.get_name()), sub.clone()));
         }
     }

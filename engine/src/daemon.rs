@@ -120,6 +120,9 @@ pub(crate) struct HubSetup {
     pub(crate) config: HubConfig,
     pub(crate) edges: Vec<AllowedEdge>,
     pub(crate) egress: Vec<ListenerSpec>,
+    /// The `[[egress]]` entries `egress` was checked from, as IPC `startEgressTcpListener`
+    /// takes them (for `plan`).
+    pub(crate) egress_entries: Vec<EgressListenerConfig>,
     origin: EdgesOrigin,
 }
 
@@ -140,7 +143,8 @@ impl HubSetup {
             None => (None, None, None),
         };
         let config = hub_config(args, hub)?;
-        let egress = egress_listeners(args, file_egress)?;
+        let egress_entries = file_egress.unwrap_or_default();
+        let egress = egress_listeners(args, Some(egress_entries.clone()))?;
         let (edges, origin) = match (&args.edges, &args.allowed_edges_json) {
             (Some(path), _) => {
                 let text = read_secret_text(path)?;
@@ -168,6 +172,7 @@ impl HubSetup {
             config,
             edges,
             egress,
+            egress_entries,
             origin,
         })
     }

@@ -50,6 +50,7 @@ pub(crate) mod log_limit;
 pub mod log_text;
 pub mod logging;
 pub(crate) mod metrics;
+pub mod plan;
 pub mod proxy_protocol;
 pub(crate) mod relay;
 pub mod reported;

@@ -50,6 +50,15 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Some(Command::Plan(command)) => {
+            match remoteingress::plan::plan(&command, cli.worker_threads, cli.log_format) {
+                Ok(plan) => {
+                    println!("{plan}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => stopped(cli.log_format, &error),
+            }
+        }
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
             use std::io::Write;
@@ -85,8 +94,8 @@ fn main() -> ExitCode {
         }
         None => {
             eprintln!(
-                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, check, token, secret, \
-                 schema, status, completions), \
+                "remoteingress-bin: nothing to do. Give a subcommand (hub, edge, check, plan, token, \
+                 secret, schema, status, completions), \
                  --management, or set {}=hub|edge. See --help.",
                 env_vars::MODE
             );
@@ -126,18 +135,22 @@ fn run(
     };
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // Once: a JSON log line for log collectors, else a plain line for people.
-            match log_format {
-                LogFormat::Json => tracing::error!(%error, "remoteingress-bin stopped"),
-                LogFormat::Text => eprintln!("remoteingress-bin: {error}"),
-            }
-            if error.usage {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Err(error) => stopped(log_format, &error),
+    }
+}
+
+/// Says why a role stopped (or why `plan` has none: the same words, so a wrapper that runs
+/// `plan` reports what the role would) and gives its exit status.
+fn stopped(log_format: LogFormat, error: &daemon::DaemonError) -> ExitCode {
+    // Once: a JSON log line for log collectors, else a plain line for people.
+    match log_format {
+        LogFormat::Json => tracing::error!(%error, "remoteingress-bin stopped"),
+        LogFormat::Text => eprintln!("remoteingress-bin: {error}"),
+    }
+    if error.usage {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

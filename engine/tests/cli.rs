@@ -643,3 +643,91 @@ fn a_file_for_the_other_role_is_refused() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `plan hub|edge` prints what the role would start with (the same flags, variables and files)
+/// and starts nothing; its errors are the role's own, word for word, with exit 64.
+#[test]
+fn plan_prints_what_the_role_would_start_with() {
+    let dir = scratch("plan");
+    let hub = dir.join("hub.toml");
+    std::fs::write(
+        &hub,
+        format!("{HUB_TOML}\n[[egress]]\nlistenAddr = \"127.0.0.1:2525\"\nedgeId = \"a\"\nlogicalHost = \"mx.example.com\"\nport = 25\n"),
+    )
+    .unwrap();
+    let hub = hub.to_str().unwrap();
+    let output = bin()
+        .args(["plan", "hub", "--config", hub, "--tunnel-port", "9444"])
+        .args(["--worker-threads", "3", "--json"])
+        .env("REMOTEINGRESS_TARGET_HOST", "10.0.0.5")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(plan["role"], "hub");
+    assert_eq!(
+        plan["config"]["tunnelPort"], 9444,
+        "the flag wins over the file"
+    );
+    assert_eq!(
+        plan["config"]["targetHost"], "10.0.0.5",
+        "the variable is read"
+    );
+    assert_eq!(plan["edges"][0]["secret"], "s3cret-0123456789abc");
+    assert_eq!(plan["egress"][0]["listenAddr"], "127.0.0.1:2525");
+    assert_eq!(plan["reload"], serde_json::json!({ "configFile": hub }));
+    assert_eq!(
+        (&plan["json"], &plan["logFormat"], &plan["workerThreads"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("text"),
+            &serde_json::json!(3)
+        )
+    );
+
+    let output = run(&["plan", "edge", "--token-file", "/nonexistent/token"]);
+    assert_eq!(output.status.code(), Some(64));
+    let token = stdout(&run(&[
+        "token",
+        "encode",
+        "--hub-host",
+        "h",
+        "--edge-id",
+        "e",
+        "--secret",
+        "s3cret-0123456789abc",
+    ]));
+    let output = run(&["plan", "edge", "--token", token.trim(), "--no-stun"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        plan["config"],
+        serde_json::json!({"token": token.trim(), "transportMode": "quicWithFallback", "stunServers": []})
+    );
+
+    // The role's error, word for word: a bad edge in the file, a missing edge id.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{HUB_TOML}\n[[edges]]\nid = \"b\"\nsecret = \"short\"\n"),
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let last_line = |output: &Output| stderr(output).lines().last().unwrap_or("").to_owned();
+    for (plan, role) in [
+        (
+            run(&["plan", "hub", "--config", bad, "--tunnel-port", "0"]),
+            run_bounded(&["hub", "--config", bad, "--tunnel-port", "0"]),
+        ),
+        (
+            run(&["plan", "edge", "--hub-host", "h"]),
+            run_bounded(&["edge", "--hub-host", "h"]),
+        ),
+    ] {
+        assert_eq!(plan.status.code(), Some(64), "{}", stderr(&plan));
+        assert_eq!(role.status.code(), Some(64), "{}", stderr(&role));
+        assert_eq!(last_line(&plan), last_line(&role));
+        assert!(stdout(&plan).is_empty());
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

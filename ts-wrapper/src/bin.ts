@@ -2,6 +2,12 @@
 // The `remoteingress` command (package.json "bin").
 import { runCli } from './cli.js';
 
+// A reader that stops early (`remoteingress --help | head`) is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(process.exitCode ?? 0);
+});
+
 runCli().then(
   (code) => {
     process.exitCode = code;

@@ -9,7 +9,7 @@ export {
   type IConnectionTokenData,
   type TConnectionTokenErrorKind,
 } from './token.js';
-export { runCli, EXIT_USAGE, type IRunCliOptions } from './cli.js';
+export { runCli, planRole, EXIT_USAGE, type IRunCliOptions, type TPlan, type IHubPlan, type IEdgePlan } from './cli.js';
 export { RemoteIngressError, type TRemoteIngressErrorCode, type TWrapperErrorCode } from './errors.js';
 export { DEFAULT_RESTART_POLICY, type IRestartPolicy } from './backoff.js';
 export { findBinary, BINARY_ENV_VAR, BINARY_NAME } from './binary.js';

@@ -20,11 +20,12 @@ import {
   encodeConnectionToken,
   findBinary,
   runCli,
+  type IEdgeConfig,
   type IHubStatus,
   type TAllowedEdge,
 } from '../src/index.js';
 import { workspaceBinaryPaths } from '../src/binary.js';
-import { parseEdgeArgs, parseHubArgs } from '../src/cli.js';
+import type { IHubPlan, TPlan } from '../src/cli.js';
 import { alive, assertGone, binaryPath, killQuietly } from './helpers.js';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -208,75 +209,61 @@ describe('remoteingress CLI', () => {
   const output = (chunks: string[]) =>
     ({ write: (chunk: string) => chunks.push(String(chunk)) }) as unknown as NodeJS.WritableStream;
 
-  test('usage errors exit 64 with a clear message', { timeout: 10_000 }, async () => {
+  test('usage errors exit 64 with the binary\'s message; flags, variables and files reach the config', { timeout: 20_000 }, async () => {
     const err: string[] = [];
-    assert.equal(await runCli([], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
-    assert.match(err.join(''), /REMOTEINGRESS_MODE/);
-    err.length = 0;
-    assert.equal(await runCli(['edge'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
-    assert.match(err.join(''), /--token \(REMOTEINGRESS_TOKEN\)/);
-    err.length = 0;
-    assert.equal(
-      await runCli(['hub'], { env: { REMOTEINGRESS_ALLOWED_EDGES_JSON: '{nope' }, stdout: output([]), stderr: output(err) }),
-      EXIT_USAGE,
-    );
-    assert.match(err.join(''), /--allowed-edges-json: not valid JSON/);
-    err.length = 0;
-    assert.equal(await runCli(['hub', '--shutdown-grace-secs', 'soon'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
-    assert.match(err.join(''), /--shutdown-grace-secs must be a whole number/);
-    const plan = parseEdgeArgs(['--token', 'T', '--shutdown-grace-secs', '5'], {});
-    assert.ok(plan !== 'help' && plan.config.shutdownGraceSecs === 5, 'the flag reaches the edge config');
-    const stun = parseEdgeArgs(['--token', 'T', '--stun-server', 'a:1', '--stun-server', 'b:2', '--worker-threads', '2'], {});
-    assert.ok(stun !== 'help');
-    assert.deepEqual(stun.config.stunServers, ['a:1', 'b:2']);
-    assert.equal(stun.workerThreads, '2');
-    const none = parseEdgeArgs(['--token', 'T', '--no-stun'], { REMOTEINGRESS_STUN_SERVERS: 'x:1' });
-    assert.ok(none !== 'help');
-    assert.deepEqual(none.config.stunServers, []);
-    err.length = 0;
-    assert.equal(await runCli(['edge', '--token', 'T', '--worker-threads', '0'], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
-    assert.match(err.join(''), /--worker-threads must be 1-1024/);
-    // Ranges and enum values are the binary's to judge: its refusal names the field, exit 64.
-    for (const [args, field] of [
-      [['hub', '--tunnel-port', '70000', '--allowed-edges-json', '[]'], /tunnelPort/],
-      [['hub', '--proxy-protocol', 'v3', '--allowed-edges-json', '[]'], /proxyProtocol/],
-      [['edge', '--hub-host', 'h', '--edge-id', 'e', '--secret', 's-0123456789abcdef', '--transport-mode', 'carrier-pigeon'], /transportMode/],
-    ] as const) {
+    const fails = async (args: string[], env: NodeJS.ProcessEnv, message: RegExp): Promise<void> => {
       err.length = 0;
-      const code = await runCli([...args], { env: {}, stdout: output([]), stderr: output(err), handleSignals: false });
+      const code = await runCli(args, { env, stdout: output([]), stderr: output(err), handleSignals: false });
       assert.equal(code, EXIT_USAGE, `${args.join(' ')}: ${err.join('')}`);
-      assert.match(err.join(''), field);
-    }
+      assert.match(err.join(''), message);
+    };
+    /** What the CLI would start for `args` (the binary's plan), starting nothing. */
+    const planned = async <T extends TPlan = TPlan>(args: string[], env: NodeJS.ProcessEnv = {}): Promise<T> => {
+      let plan: TPlan | undefined;
+      const code = await runCli(args, { env, stdout: output([]), stderr: output(err), dryRun: true, onPlan: (p) => (plan = p) });
+      assert.equal(code, 0, `${args.join(' ')}: ${err.join('')}`);
+      assert.ok(plan !== undefined);
+      return plan as T;
+    };
+    await fails([], {}, /REMOTEINGRESS_MODE/);
+    await fails(['edge'], {}, /config\.hubHost: is required \(give either token/);
+    await fails(['hub'], { REMOTEINGRESS_ALLOWED_EDGES_JSON: '{nope' }, /allowed edges JSON: /);
+    await fails(['hub', '--shutdown-grace-secs', 'soon'], {}, /invalid value 'soon' for '--shutdown-grace-secs/);
+    await fails(['edge', '--token', 'T', '--worker-threads', '0'], {}, /0 is not in 1\.\.=1024/);
+    await fails(['edge', '--token', 'T'], {}, /config\.token: connection token is not base64url/);
+    // Ranges and enum values: the binary's parser names the flag.
+    await fails(['hub', '--tunnel-port', '70000'], {}, /--tunnel-port/);
+    await fails(['hub', '--proxy-protocol', 'v3'], {}, /--proxy-protocol/);
+    await fails(['edge', '--hub-host', 'h', '--edge-id', 'e', '--secret', 's-0123456789abcdef', '--transport-mode', 'carrier-pigeon'], {}, /--transport-mode/);
+    const token = encodeConnectionToken({ hubHost: 'h', hubPort: 1, edgeId: 'e', secret: 's-0123456789abcdef' });
+    assert.equal((await planned(['edge', '--token', token, '--shutdown-grace-secs', '5'])).config.shutdownGraceSecs, 5);
+    const stun = await planned(['edge', '--token', token, '--stun-server', 'a:1', '--stun-server', 'b:2', '--worker-threads', '2']);
+    assert.deepEqual((stun.config as IEdgeConfig).stunServers, ['a:1', 'b:2']);
+    assert.equal(stun.workerThreads, 2);
+    assert.deepEqual(((await planned(['edge', '--token', token, '--no-stun'])).config as IEdgeConfig).stunServers, []);
+    // As for the binary, --no-stun and a STUN server from the environment conflict.
+    await fails(['edge', '--token', token, '--no-stun'], { REMOTEINGRESS_STUN_SERVERS: 'x:1' }, /'--no-stun' cannot be used with '--stun-server/);
     // --config FILE.toml: the binary's file format; flags override it; tokens from files.
     const dir = mkdtempSync(path.join(tmpdir(), 'remoteingress-config-'));
     try {
       const hubFile = path.join(dir, 'hub.toml');
       writeFileSync(hubFile, '[hub]\ntunnelPort = 9443\ntargetHost = "10.0.0.5"\n\n[[edges]]\nid = "e1"\nsecret = "s1-0123456789abcdef"\nlistenPorts = [80]\n');
-      const hub = parseHubArgs(['--config', hubFile, '--tunnel-port', '9444'], {});
-      assert.ok(hub !== 'help');
-      assert.deepEqual(hub.config, { tunnelPort: 9444, targetHost: '10.0.0.5' });
-      assert.deepEqual(hub.edges, [{ id: 'e1', secret: 's1-0123456789abcdef', listenPorts: [80] }]);
+      const hub = await planned<IHubPlan>(['hub', '--config', hubFile, '--tunnel-port', '9444']);
+      assert.equal(hub.config.tunnelPort, 9444);
+      assert.equal(hub.config.targetHost, '10.0.0.5');
+      assert.deepEqual(hub.edges.map((e) => [e.id, e.secret, e.listenPorts]), [['e1', 's1-0123456789abcdef', [80]]]);
+      assert.deepEqual(hub.reload, { configFile: hubFile });
       // The tunnel port's bind address, as the binary's --tunnel-bind / REMOTEINGRESS_TUNNEL_BIND.
-      const bound = parseHubArgs(['--config', hubFile, '--tunnel-bind', '192.0.2.7'], {});
-      assert.ok(bound !== 'help');
-      assert.equal(bound.config.tunnelBindAddress, '192.0.2.7');
-      const fromEnv = parseHubArgs(['--config', hubFile], { REMOTEINGRESS_TUNNEL_BIND: '::1' });
-      assert.ok(fromEnv !== 'help');
-      assert.equal(fromEnv.config.tunnelBindAddress, '::1');
+      assert.equal((await planned<IHubPlan>(['hub', '--config', hubFile, '--tunnel-bind', '192.0.2.7'])).config.tunnelBindAddress, '192.0.2.7');
+      assert.equal((await planned<IHubPlan>(['hub', '--config', hubFile], { REMOTEINGRESS_TUNNEL_BIND: '::1' })).config.tunnelBindAddress, '::1');
       const tokenFile = path.join(dir, 'token');
-      writeFileSync(tokenFile, 'T0KEN\n');
+      writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
       const edgeFile = path.join(dir, 'edge.toml');
       writeFileSync(edgeFile, '[edge]\nhubHost = "h"\nedgeId = "e"\nsecret = "s-0123456789abcdef"\ntransportMode = "tcpTls"\n');
-      const fromFile = parseEdgeArgs(['--config', edgeFile], {});
-      assert.ok(fromFile !== 'help');
-      assert.deepEqual(fromFile.config, { hubHost: 'h', edgeId: 'e', secret: 's-0123456789abcdef', transportMode: 'tcpTls' });
-      const withToken = parseEdgeArgs(['--config', edgeFile, '--token-file', tokenFile], {});
-      assert.ok(withToken !== 'help');
-      assert.deepEqual(withToken.config, { token: 'T0KEN', transportMode: 'tcpTls' });
+      assert.deepEqual((await planned(['edge', '--config', edgeFile])).config, { hubHost: 'h', edgeId: 'e', secret: 's-0123456789abcdef', transportMode: 'tcpTls' });
+      assert.deepEqual((await planned(['edge', '--config', edgeFile, '--token-file', tokenFile])).config, { token, transportMode: 'tcpTls' });
       writeFileSync(edgeFile, '[edge]\nhubHost = \n');
-      err.length = 0;
-      assert.equal(await runCli(['edge', '--config', edgeFile], { env: {}, stdout: output([]), stderr: output(err) }), EXIT_USAGE);
-      assert.match(err.join(''), /edge\.toml:2: /);
+      await fails(['edge', '--config', edgeFile], {}, /edge\.toml:2: /);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
