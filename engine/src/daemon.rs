@@ -37,7 +37,7 @@ impl DaemonError {
 
 /// The `--config` file, if one is given (read again at every call: SIGHUP).
 pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonError> {
-    path.map(|path| crate::config_file::load(path).map_err(DaemonError::usage))
+    path.map(|path| crate::config_file::load(path).map_err(|e| DaemonError::usage(e.to_string())))
         .transpose()
 }
 
@@ -130,7 +130,9 @@ impl HubSetup {
         let mut loaded = config_file(args.config.as_deref())?;
         let (hub, file_edges, file_egress) = match loaded.as_mut() {
             Some(loaded) => {
-                loaded.hub_part().map_err(DaemonError::usage)?;
+                loaded
+                    .hub_part()
+                    .map_err(|e| DaemonError::usage(e.to_string()))?;
                 (
                     loaded.file.hub.take(),
                     loaded.file.edges.take(),
@@ -290,7 +292,9 @@ pub fn issue_token(
 pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
     let mut config = match config_file(args.config.as_deref())? {
         Some(loaded) => {
-            loaded.edge_part().map_err(DaemonError::usage)?;
+            loaded
+                .edge_part()
+                .map_err(|e| DaemonError::usage(e.to_string()))?;
             loaded.file.edge.unwrap_or_default()
         }
         None => EdgeConfig::default(),

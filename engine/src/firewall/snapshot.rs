@@ -179,14 +179,29 @@ fn check_id(id: &str, seen: &mut HashSet<String>, path: &str) -> Result<(), Conf
     Ok(())
 }
 
+/// Why a `rate` was refused (quoted as given: the operator wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRate {
+    /// Not `N/unit` with a known unit.
+    #[error("{0:?} is not a rate like \"100/second\" (units: second, minute, hour, day)")]
+    Form(String),
+    /// N is 0 or does not fit the kernel's 32 bits.
+    #[error("{0:?}: the count must be 1..{max}", max = u32::MAX)]
+    Count(String),
+}
+
+/// A blocklist or `sourceIP` entry that is neither an address nor a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR")]
+struct BadNet(String);
+
 /// `N/second`, `N/minute`, `N/hour` or `N/day` with N >= 1: (N, seconds per unit).
-pub fn parse_rate(text: &str) -> Result<(u64, u64), String> {
-    let bad =
-        || format!("{text:?} is not a rate like \"100/second\" (units: second, minute, hour, day)");
+pub fn parse_rate(text: &str) -> Result<(u64, u64), BadRate> {
+    let bad = || BadRate::Form(text.to_owned());
     let (count, unit) = text.split_once('/').ok_or_else(bad)?;
     let count: u64 = count.trim().parse().map_err(|_| bad())?;
     if count == 0 || count > u64::from(u32::MAX) {
-        return Err(format!("{text:?}: the count must be 1..{}", u32::MAX));
+        return Err(BadRate::Count(text.to_owned()));
     }
     let unit_secs = match unit.trim() {
         "second" => 1,
@@ -199,13 +214,13 @@ pub fn parse_rate(text: &str) -> Result<(u64, u64), String> {
 }
 
 /// An address (a /32 or /128) or a CIDR, truncated to its network.
-fn parse_net(text: &str) -> Result<IpNet, String> {
+fn parse_net(text: &str) -> Result<IpNet, BadNet> {
     if let Ok(addr) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
     text.parse::<IpNet>()
         .map(|net| net.trunc())
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
+        .map_err(|_| BadNet(text.to_owned()))
 }
 
 /// Blocked IPv4 and IPv6 ranges.
