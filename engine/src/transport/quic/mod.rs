@@ -156,16 +156,24 @@ pub fn start(
     )
 }
 
+/// Why [`QuicHandle::open_stream`] failed: quinn's error, kept for the log's "caused by".
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No stream: the connection is gone.
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The stream opened but its first line could not be sent.
+    #[error("cannot send the stream's first line: {0}")]
+    FirstLine(#[source] quinn::WriteError),
+}
+
 impl QuicHandle {
     /// Opens a stream and writes its first line (the PROXY v1 line).
-    pub async fn open_stream(
-        &self,
-        first_line: Bytes,
-    ) -> Result<QuicStream, quinn::ConnectionError> {
+    pub async fn open_stream(&self, first_line: Bytes) -> Result<QuicStream, OpenError> {
         let (mut send, recv) = self.connection.open_bi().await?;
-        if send.write_all(&first_line).await.is_err() {
-            return Err(quinn::ConnectionError::LocallyClosed);
-        }
+        send.write_all(&first_line)
+            .await
+            .map_err(OpenError::FirstLine)?;
         Ok(QuicStream::new(
             send,
             recv,
