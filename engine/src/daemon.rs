@@ -43,7 +43,7 @@ pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonE
 
 /// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top.
-pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, DaemonError> {
+pub(crate) fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, DaemonError> {
     let mut config = match file {
         Some(config) => config,
         None => serde_json::from_str("{}")
@@ -289,7 +289,7 @@ pub fn issue_token(
 
 /// The edge's configuration: the `[edge]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top; `--token-file` / `--secret-file` are read here.
-pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
+pub(crate) fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
     let mut config = match config_file(args.config.as_deref())? {
         Some(loaded) => {
             loaded
@@ -493,7 +493,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
 }
 
 /// Stops the service gracefully; a second SIGTERM/SIGINT meanwhile cuts the grace short.
-pub async fn stop(service: &Service) {
+pub(crate) async fn stop(service: &Service) {
     crate::systemd::stopping();
     let stopping = service.stop();
     tokio::pin!(stopping);

@@ -15,7 +15,7 @@ use thiserror::Error;
 /// Longest accepted edge id or secret, in bytes.
 pub(crate) const MAX_IDENT_LEN: usize = 1024;
 /// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 /// Random bytes in a secret made by [`new_secret`].
 const NEW_SECRET_BYTES: usize = 32;
 

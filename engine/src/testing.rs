@@ -40,14 +40,15 @@ pub mod firewall {
     pub use crate::firewall::snapshot::{validate, Snapshot};
 }
 
-pub use crate::hub::auth::MAX_PENDING_PER_SOURCE;
 pub use crate::hub::listener::CLIENT_HELLO_DEADLINE;
+pub use crate::hub::pending::MAX_PENDING_PER_SOURCE;
 pub use crate::reported::MAX_TEXT_LEN;
 pub use crate::stun::encode_success;
 pub use crate::tls::{edge_client_config, server_name, HubIdentity};
 pub use crate::transport::control::ControlMessage;
 pub use crate::transport::datagram::{encode_open, UdpMessage};
 pub use crate::transport::frame::{encode, Frame};
-pub use crate::transport::quic::{client_config, STREAM_LIMIT_HEADROOM};
+pub use crate::transport::quic::endpoint::client_config;
+pub use crate::transport::quic::STREAM_LIMIT_HEADROOM;
 pub use crate::transport::side::Side;
 pub use crate::transport::tunnel::{Tunnel, TunnelIncoming, TunnelStream};

@@ -22,7 +22,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 /// ALPN protocol id of the tunnel, on TLS and QUIC alike.
-pub const ALPN: &[u8] = b"remoteingress/1";
+pub(crate) const ALPN: &[u8] = b"remoteingress/1";
 
 /// Subject name of the generated self-signed hub certificate.
 const SELF_SIGNED_NAME: &str = "remoteingress-hub";
@@ -112,17 +112,17 @@ impl HubIdentity {
 }
 
 /// The crypto provider used everywhere (ring: no C toolchain surprises on build machines).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Lowercase hex SHA-256 of a certificate.
-pub fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
 }
 
 /// Parses the PEM CA certificates of `hubCaPem` (at least one).
-pub fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("is not PEM: {e}"))?;

@@ -18,10 +18,10 @@ use remoteingress_ipc_schema::Secret;
 use sha2::Sha256;
 
 /// RFC 5705/8446 exporter label of the login binding.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-remoteingress-login-v1";
+pub(crate) const EXPORTER_LABEL: &[u8] = b"EXPORTER-remoteingress-login-v1";
 
 /// Length of a proof (an HMAC-SHA256 tag) and of the channel binding.
-pub const PROOF_LEN: usize = 32;
+pub(crate) const PROOF_LEN: usize = 32;
 
 const EDGE_PROOF_LABEL: &[u8] = b"remoteingress/1 edge proof";
 const HUB_PROOF_LABEL: &[u8] = b"remoteingress/1 hub proof";
@@ -90,7 +90,7 @@ impl LoginProof {
     }
 
     /// Lowercase hex, as on the wire.
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
 
@@ -147,7 +147,7 @@ pub fn edge_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> L
 
 /// Checks an edge's proof in constant time. `key` is the edge's secret, or a decoy for an
 /// unknown edge id so that both cases cost the same.
-pub fn verify_edge_proof(
+pub(crate) fn verify_edge_proof(
     key: &[u8],
     binding: &ChannelBinding,
     edge_id: &str,
@@ -157,7 +157,7 @@ pub fn verify_edge_proof(
 }
 
 /// The hub's proof for this channel.
-pub fn hub_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> LoginProof {
+pub(crate) fn hub_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> LoginProof {
     tag(
         secret.expose().as_bytes(),
         HUB_PROOF_LABEL,

@@ -91,11 +91,11 @@ fn window_settings(performance: &PerformanceSettings) -> WindowSettings {
 /// would queue megabytes of an elephant's data ahead of a mouse's frame, and the priority would
 /// be lost in the socket buffer. The usual value for multiplexed protocols (HTTP/2 servers);
 /// it costs single-stream throughput a little (about 8 % on loopback).
-pub const TLS_SOCKET_NOTSENT_LOWAT: u32 = 256 * 1024;
+pub(crate) const TLS_SOCKET_NOTSENT_LOWAT: u32 = 256 * 1024;
 
 /// Tunes a TCP socket that carries a TLS tunnel: no Nagle delay, small unsent backlog. Returns
 /// the probe that will feed the socket's round-trip time to the mux ([`Tunnel::start_tls`]).
-pub fn tune_tunnel_socket(socket: &tokio::net::TcpStream) -> Option<PathRttProbe> {
+pub(crate) fn tune_tunnel_socket(socket: &tokio::net::TcpStream) -> Option<PathRttProbe> {
     let _ = socket.set_nodelay(true);
     let sock = socket2::SockRef::from(socket);
     if let Err(error) = sock.set_tcp_notsent_lowat(TLS_SOCKET_NOTSENT_LOWAT) {
