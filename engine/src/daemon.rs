@@ -43,7 +43,10 @@ pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonE
 
 /// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top.
-pub(crate) fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, DaemonError> {
+pub(crate) fn hub_config(
+    args: &HubArgs,
+    file: Option<HubConfig>,
+) -> Result<HubConfig, DaemonError> {
     let mut config = match file {
         Some(config) => config,
         None => serde_json::from_str("{}")

@@ -121,13 +121,22 @@ pub(crate) fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
 }
 
+/// Why `hubCaPem` was refused (the field's path is the caller's [`crate::config::ConfigError`]'s).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadCaPem {
+    #[error("is not PEM: {0}")]
+    NotPem(#[source] rustls::pki_types::pem::Error),
+    #[error("contains no certificate")]
+    NoCertificate,
+}
+
 /// Parses the PEM CA certificates of `hubCaPem` (at least one).
-pub(crate) fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, BadCaPem> {
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("is not PEM: {e}"))?;
+        .map_err(BadCaPem::NotPem)?;
     if certificates.is_empty() {
-        return Err("contains no certificate".to_owned());
+        return Err(BadCaPem::NoCertificate);
     }
     Ok(certificates)
 }
