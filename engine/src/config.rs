@@ -54,11 +54,11 @@ pub struct HubSettings {
     pub tunnel_bind: Option<IpAddr>,
     pub target_host: String,
     pub tls: Option<ipc::TlsConfig>,
-    /// Where the generated identity is kept (see [`crate::state_dir`]).
+    /// Where the generated identity is kept (see `crate::state_dir`).
     pub state_dir: Option<std::path::PathBuf>,
     pub stream_event_mode: StreamEventMode,
     /// The hub's `proxyProtocol`, when given: edges and ports may override it, and what it
-    /// means per transport is [`crate::proxy_protocol::choice`]'s.
+    /// means per transport is `crate::proxy_protocol::choice`'s.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub udp_proxy_header: UdpProxyHeaderMode,
     pub performance: PerformanceSettings,

@@ -49,7 +49,7 @@ pub(crate) fn validate_secret(secret: &str) -> Result<(), IdentError> {
     Ok(())
 }
 
-/// A new secret: [`NEW_SECRET_BYTES`] bytes from the OS's random source, base64url without
+/// A new secret: `NEW_SECRET_BYTES` bytes from the OS's random source, base64url without
 /// padding (43 characters, safe in URLs, shells, TOML and JSON).
 pub fn new_secret() -> Result<String, ring::error::Unspecified> {
     let mut bytes = [0u8; NEW_SECRET_BYTES];

@@ -33,7 +33,7 @@ pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Time a TCP peer has to send its complete TLS ClientHello. An edge sends it right after its
 /// connect, so this only has to cover a retransmission or two on a slow path; a connection that
 /// has sent nothing costs a socket and a task until then, and is the first to make way when too
-/// many handshakes are in progress ([`super::pending`]).
+/// many handshakes are in progress (`super::pending`).
 pub const CLIENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a refused QUIC peer has to read the refusal before the connection is dropped.

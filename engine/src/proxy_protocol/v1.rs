@@ -94,7 +94,7 @@ pub(crate) enum V1Error {
 ///
 /// The header is normalised first (see [`ProxyHeader::new`]), so a mixed pair is written as
 /// `TCP6` with the IPv4 side as `::ffff:a.b.c.d`. The result is at most 104 bytes, within
-/// [`MAX_V1_LEN`].
+/// `MAX_V1_LEN`.
 pub fn encode(header: &ProxyHeader) -> String {
     let header = header.normalized();
     let protocol = if header.is_ipv4() { "TCP4" } else { "TCP6" };

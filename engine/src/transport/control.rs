@@ -12,7 +12,7 @@ use super::frame::{FrameError, FrameType};
 /// Length of a control message header in bytes.
 pub(crate) const HEADER_LEN: usize = 5;
 
-/// One control message. [`encode`] re-checks the public fields before writing.
+/// One control message. `encode` re-checks the public fields before writing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlMessage {
     pub frame_type: FrameType,

@@ -292,8 +292,8 @@ pub(crate) fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> 
 }
 
 /// Parses the hub's reply line given without its `\n`. An object with an `error` key is a
-/// rejection (even if it has other fields); anything else must be an [`EdgeConfigPush`] with a
-/// well-formed `hubProof` (a missing one is [`HandshakeError::MissingHubProof`]).
+/// rejection (even if it has other fields); anything else must be an `EdgeConfigPush` with a
+/// well-formed `hubProof` (a missing one is `HandshakeError::MissingHubProof`).
 pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
     if line.len() > MAX_REPLY_LEN {
         return Err(HandshakeError::TooLong {
@@ -341,9 +341,9 @@ pub(crate) fn parse_config(payload: &[u8]) -> Result<EdgeConfigPush, HandshakeEr
 /// next layer (the frame or control decoder), so start that decoder on the same buffer. A line
 /// already complete in `buf` is returned without reading.
 ///
-/// Fails with [`LineError::TooLong`] as soon as more than `max_len` bytes are buffered without
+/// Fails with `LineError::TooLong` as soon as more than `max_len` bytes are buffered without
 /// a newline (or the newline comes after them), without waiting for the rest; with
-/// [`LineError::Eof`] if the peer closes first. There is no deadline here: wrap the call in
+/// `LineError::Eof` if the peer closes first. There is no deadline here: wrap the call in
 /// `tokio::time::timeout`. Cancelling is safe, since every byte read is already in `buf`.
 pub async fn read_line<R: AsyncRead + Unpin>(
     reader: &mut R,

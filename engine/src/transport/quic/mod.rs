@@ -44,7 +44,7 @@ const INITIAL_CONCURRENT_STREAMS: u32 = 1_024;
 /// The most streams the peer may have open at once (the limit grows up to here, or up to the
 /// ceiling the hub sets from the edge's `maxStreams`).
 const MAX_CONCURRENT_STREAMS: u32 = 1 << 20;
-/// Streams the peer may open beyond its cap (`maxStreams`, [`QuicHandle::cap_streams`]): the hub
+/// Streams the peer may open beyond its cap (`maxStreams`, `QuicHandle::cap_streams`): the hub
 /// refuses a stream over the cap with a reset, and a refused stream still counts towards quinn's
 /// limit until both sides have finished it; without headroom the edge's next open would wait
 /// for that instead of being refused at once.
