@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -27,19 +27,28 @@ pub(crate) const ALPN: &[u8] = b"remoteingress/1";
 /// Subject name of the generated self-signed hub certificate.
 const SELF_SIGNED_NAME: &str = "remoteingress-hub";
 
-/// Why TLS material could not be built.
+/// Why TLS material could not be built; each variant keeps the library's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("certificate PEM: {0}")]
-    CertPem(String),
+    CertPem(#[source] PemError),
     #[error("the certificate PEM contains no certificate")]
     NoCertificate,
     #[error("private key PEM: {0}")]
-    KeyPem(String),
+    KeyPem(#[source] PemError),
     #[error("cannot generate a self-signed certificate: {0}")]
-    Generate(String),
+    Generate(#[source] rcgen::Error),
+    /// rcgen's key in a form rustls does not take (rustls says why in words only).
+    #[error("cannot generate a self-signed certificate: {0}")]
+    GeneratedKey(&'static str),
     #[error("certificate and key do not work together: {0}")]
-    Config(String),
+    Config(#[source] rustls::Error),
+    /// A `hubCaPem` certificate the root store refuses.
+    #[error("certificate and key do not work together: hub CA certificate: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// No verifier can be built from the `hubCaPem` roots.
+    #[error("certificate and key do not work together: {0}")]
+    CaVerifier(#[source] rustls::client::VerifierBuilderError),
 }
 
 /// The hub's certificate chain and key, plus the leaf's fingerprint.
@@ -56,11 +65,10 @@ impl HubIdentity {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::CertPem(e.to_string()))?;
+            .map_err(TlsError::CertPem)?;
         let leaf = chain.first().ok_or(TlsError::NoCertificate)?;
         let fingerprint = fingerprint_hex(leaf);
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| TlsError::KeyPem(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(TlsError::KeyPem)?;
         Ok(Self {
             chain,
             key,
@@ -71,17 +79,17 @@ impl HubIdentity {
     /// A fresh self-signed certificate and its key as PEM (what the state directory stores).
     pub fn generate_pem() -> Result<(String, String), TlsError> {
         let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::Generate)?;
         Ok((certified.cert.pem(), certified.key_pair.serialize_pem()))
     }
 
     /// A fresh self-signed certificate (used when the operator gives none).
     pub fn self_signed() -> Result<Self, TlsError> {
         let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::Generate)?;
         let leaf = certified.cert.der().clone();
         let key = PrivateKeyDer::try_from(certified.key_pair.serialize_der())
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::GeneratedKey)?;
         Ok(Self {
             fingerprint: fingerprint_hex(&leaf),
             chain: vec![leaf],
@@ -102,10 +110,10 @@ impl HubIdentity {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(TlsError::Config)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))
     }
@@ -125,7 +133,7 @@ pub(crate) fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BadCaPem {
     #[error("is not PEM: {0}")]
-    NotPem(#[source] rustls::pki_types::pem::Error),
+    NotPem(#[source] PemError),
     #[error("contains no certificate")]
     NoCertificate,
 }
@@ -153,9 +161,7 @@ pub fn edge_client_config(
         Some(roots) => {
             let mut store = rustls::RootCertStore::empty();
             for root in roots {
-                store
-                    .add(root.clone())
-                    .map_err(|e| TlsError::Config(format!("hub CA certificate: {e}")))?;
+                store.add(root.clone()).map_err(TlsError::CaCertificate)?;
             }
             Some(
                 rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -163,7 +169,7 @@ pub fn edge_client_config(
                     provider.clone(),
                 )
                 .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?,
+                .map_err(TlsError::CaVerifier)?,
             )
         }
         None => None,
@@ -175,7 +181,7 @@ pub fn edge_client_config(
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
