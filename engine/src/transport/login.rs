@@ -28,10 +28,15 @@ const HUB_PROOF_LABEL: &[u8] = b"remoteingress/1 hub proof";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Why the channel binding could not be derived.
+/// Why the channel binding could not be derived, with the library's error.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot derive the TLS channel binding: {0}")]
-pub struct BindingError(String);
+pub enum BindingError {
+    #[error("cannot derive the TLS channel binding: {0}")]
+    Tls(#[source] rustls::Error),
+    /// quinn's error has no Display: its Debug name is the message.
+    #[error("cannot derive the TLS channel binding: {0:?}")]
+    Quic(quinn::crypto::ExportKeyingMaterialError),
+}
 
 /// Keying material exported from the tunnel's TLS session; equal on both ends of one session.
 #[derive(Clone, Copy)]
@@ -51,7 +56,7 @@ impl ChannelBinding {
         connection
             .export_keying_material([0u8; PROOF_LEN], EXPORTER_LABEL, Some(b""))
             .map(Self)
-            .map_err(|e| BindingError(e.to_string()))
+            .map_err(BindingError::Tls)
     }
 
     /// From an established QUIC connection (either side).
@@ -59,7 +64,7 @@ impl ChannelBinding {
         let mut out = [0u8; PROOF_LEN];
         connection
             .export_keying_material(&mut out, EXPORTER_LABEL, b"")
-            .map_err(|e| BindingError(format!("{e:?}")))?;
+            .map_err(BindingError::Quic)?;
         Ok(Self(out))
     }
 

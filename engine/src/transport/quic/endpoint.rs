@@ -15,7 +15,7 @@ use crate::config::PerformanceSettings;
 #[derive(Debug, thiserror::Error)]
 pub enum QuicSetupError {
     #[error("QUIC needs TLS 1.3: {0}")]
-    Crypto(String),
+    Crypto(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     #[error("cannot open the QUIC socket: {0}")]
     Socket(#[from] std::io::Error),
 }
@@ -142,8 +142,7 @@ pub(crate) fn server_endpoint(
     performance: &PerformanceSettings,
     reset_key: &[u8; 32],
 ) -> Result<quinn::Endpoint, QuicSetupError> {
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server
         .transport_config(Arc::new(pre_login_transport_config(performance)))
@@ -226,8 +225,7 @@ pub fn client_config(
     tls: Arc<rustls::ClientConfig>,
     performance: &PerformanceSettings,
 ) -> Result<quinn::ClientConfig, QuicSetupError> {
-    let crypto =
-        QuicClientConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let crypto = QuicClientConfig::try_from(tls)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(transport_config(performance)));
     Ok(client)
