@@ -3,10 +3,10 @@
 //! `remoteingress_build_info` metric and the started log line, so they always agree.
 
 /// The crate version (`Cargo.toml`).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The git commit (12 hex digits), or "unknown" when built outside a git checkout.
-pub const COMMIT: &str = env!("REMOTEINGRESS_COMMIT");
+pub(crate) const COMMIT: &str = env!("REMOTEINGRESS_COMMIT");
 
 #[cfg(test)]
 mod tests {

@@ -54,11 +54,11 @@ pub struct HubSettings {
     pub tunnel_bind: Option<IpAddr>,
     pub target_host: String,
     pub tls: Option<ipc::TlsConfig>,
-    /// Where the generated identity is kept (see [`crate::state_dir`]).
+    /// Where the generated identity is kept (see `crate::state_dir`).
     pub state_dir: Option<std::path::PathBuf>,
     pub stream_event_mode: StreamEventMode,
     /// The hub's `proxyProtocol`, when given: edges and ports may override it, and what it
-    /// means per transport is [`crate::proxy_protocol::choice`]'s.
+    /// means per transport is `crate::proxy_protocol::choice`'s.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub udp_proxy_header: UdpProxyHeaderMode,
     pub performance: PerformanceSettings,
@@ -788,12 +788,16 @@ impl EdgeSettings {
     }
 }
 
+/// A `hubCertSha256` that is not 64 hex digits (the path is the caller's [`ConfigError`]'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("must be a SHA-256 fingerprint: 64 hex digits")]
+pub struct BadFingerprint;
+
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by `:`.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], BadFingerprint> {
     let digits: String = text.chars().filter(|&c| c != ':').collect();
     let mut out = [0u8; 32];
-    hex::decode_to_slice(&digits, &mut out)
-        .map_err(|_| "must be a SHA-256 fingerprint: 64 hex digits".to_owned())?;
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| BadFingerprint)?;
     Ok(out)
 }
 
@@ -802,18 +806,29 @@ fn validate_host(host: &str, path: &str) -> Result<(), ConfigError> {
     crate::host_name::check_host(host).map_err(|why| ConfigError::new(path, why))
 }
 
+/// Why a `stunServers` entry is not `host:port` (quoted as given: the operator wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+enum BadHostPort {
+    #[error("{0:?} is not host:port")]
+    NoColon(String),
+    #[error("{0:?} has no valid host")]
+    Host(String),
+    #[error("{0:?} has no valid port")]
+    Port(String),
+}
+
 /// `host:port` or `[v6]:port` with a port in 1..=65535.
-fn validate_host_port(text: &str) -> Result<(), String> {
+fn validate_host_port(text: &str) -> Result<(), BadHostPort> {
     let (host, port) = text
         .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?} is not host:port"))?;
+        .ok_or_else(|| BadHostPort::NoColon(text.to_owned()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if crate::host_name::check_host(host).is_err() {
-        return Err(format!("{text:?} has no valid host"));
+        return Err(BadHostPort::Host(text.to_owned()));
     }
     match port.parse::<u16>() {
         Ok(port) if port != 0 => Ok(()),
-        _ => Err(format!("{text:?} has no valid port")),
+        _ => Err(BadHostPort::Port(text.to_owned())),
     }
 }
 

@@ -9,6 +9,60 @@ use std::path::{Path, PathBuf};
 use remoteingress_ipc_schema::{AllowedEdge, EdgeConfig, EgressListenerConfig, HubConfig};
 use serde::Deserialize;
 
+/// Why a `--config` file cannot be used; the binary prints the Display (tests grep it), which
+/// starts with the file's name.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: TomlError,
+    },
+    /// A hub given an edge's file: it must not start with defaults.
+    #[error(
+        "{file}: is an edge's configuration ([edge]); a hub reads [hub] and [[edges]] \
+         (run `remoteingress-bin edge --config {file}`, or give the hub its own file)",
+        file = .0.display()
+    )]
+    EdgeFileForHub(PathBuf),
+    #[error("{}: has neither [hub] nor [[edges]]: nothing for a hub", .0.display())]
+    NothingForHub(PathBuf),
+    /// An edge given a hub's file.
+    #[error(
+        "{file}: is a hub's configuration ([hub], [[edges]]); an edge reads [edge] \
+         (run `remoteingress-bin hub --config {file}`, or give the edge its own file)",
+        file = .0.display()
+    )]
+    HubFileForEdge(PathBuf),
+    #[error("{}: has no [edge] table: nothing for an edge", .0.display())]
+    NothingForEdge(PathBuf),
+}
+
+/// TOML text that does not parse or does not fit the tables: `LINE: FIELD: what is wrong`
+/// (line and field when known).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{} {message}", at_line(*.line), at_field(.field.as_deref()))]
+pub(crate) struct TomlError {
+    line: Option<usize>,
+    field: Option<String>,
+    message: String,
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map_or_else(String::new, |line| format!("{line}:"))
+}
+
+fn at_field(field: Option<&str>) -> String {
+    field.map_or_else(String::new, |field| format!(" {field}:"))
+}
+
 /// A configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,47 +112,38 @@ impl Loaded {
 
     /// The hub's part; an error when the file has none (an edge's file given to a hub must not
     /// start a hub with defaults).
-    pub(crate) fn hub_part(&self) -> Result<(), String> {
+    pub(crate) fn hub_part(&self) -> Result<(), ConfigFileError> {
         if self.file.has_hub() {
             Ok(())
         } else if self.file.edge.is_some() {
-            Err(format!(
-                "{}: is an edge's configuration ([edge]); a hub reads [hub] and [[edges]] \
-                 (run `remoteingress-bin edge --config {0}`, or give the hub its own file)",
-                self.path.display()
-            ))
+            Err(ConfigFileError::EdgeFileForHub(self.path.clone()))
         } else {
-            Err(format!(
-                "{}: has neither [hub] nor [[edges]]: nothing for a hub",
-                self.path.display()
-            ))
+            Err(ConfigFileError::NothingForHub(self.path.clone()))
         }
     }
 
     /// The edge's part; an error when the file has none (see [`Loaded::hub_part`]).
-    pub(crate) fn edge_part(&self) -> Result<(), String> {
+    pub(crate) fn edge_part(&self) -> Result<(), ConfigFileError> {
         if self.file.edge.is_some() {
             Ok(())
         } else if self.file.has_hub() {
-            Err(format!(
-                "{}: is a hub's configuration ([hub], [[edges]]); an edge reads [edge] \
-                 (run `remoteingress-bin hub --config {0}`, or give the edge its own file)",
-                self.path.display()
-            ))
+            Err(ConfigFileError::HubFileForEdge(self.path.clone()))
         } else {
-            Err(format!(
-                "{}: has no [edge] table: nothing for an edge",
-                self.path.display()
-            ))
+            Err(ConfigFileError::NothingForEdge(self.path.clone()))
         }
     }
 }
 
 /// Reads and checks `path`; the error says `FILE:LINE: FIELD: what is wrong`.
-pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file = parse(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file = parse(&text).map_err(|source| ConfigFileError::Invalid {
+        path: path.to_owned(),
+        source,
+    })?;
     if file.holds_secrets() {
         crate::secret_files::warn_if_exposed(path);
     }
@@ -110,23 +155,22 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
 }
 
 /// Parses TOML text; the error says `LINE: FIELD: what is wrong`.
-pub(crate) fn parse(text: &str) -> Result<ConfigFile, String> {
+pub(crate) fn parse(text: &str) -> Result<ConfigFile, TomlError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| describe(text, &e, ""))?;
     serde_path_to_error::deserialize(deserializer)
         .map_err(|e| describe(text, e.inner(), &e.path().to_string()))
 }
 
-fn describe(text: &str, error: &toml::de::Error, field: &str) -> String {
+fn describe(text: &str, error: &toml::de::Error, field: &str) -> TomlError {
     let line = error
         .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-        .map_or_else(String::new, |line| format!("{line}:"));
-    let field = if field.is_empty() || field == "." {
-        String::new()
-    } else {
-        format!(" {field}:")
-    };
-    format!("{line}{field} {}", error.message().trim())
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let field = (!field.is_empty() && field != ".").then(|| field.to_owned());
+    TomlError {
+        line,
+        field,
+        message: error.message().trim().to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -172,7 +216,7 @@ serverFirst = true
         assert_eq!(egress[0].listen_addr, "127.0.0.1:2525");
         assert!(egress[0].server_first);
         let error = parse("[[egress]]\nlistenAddr = \"127.0.0.1:1\"\nedgeId = \"e\"\nlogicalHost = \"h\"\nport = 25\nmaxConection = 1\n")
-            .unwrap_err();
+            .unwrap_err().to_string();
         assert!(
             error.contains("egress[0]") && error.contains("unknown field"),
             "{error}"
@@ -211,34 +255,38 @@ targetPorts = [{ port = 443, proxyProtocol = "v1" }, { port = 53, proxyProtocol 
         assert_eq!(ports[0].proxy_protocol, Some(ProxyProtocolVersion::V1));
         assert_eq!(ports[1].proxy_protocol, Some(ProxyProtocolVersion::None));
 
-        let error =
-            parse("[[edges]]\nid = \"a\"\nsecret = \"b\"\nproxyProtocol = \"v3\"\n").unwrap_err();
+        let error = parse("[[edges]]\nid = \"a\"\nsecret = \"b\"\nproxyProtocol = \"v3\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("4: edges[0].proxyProtocol:"), "{error}");
         let error = parse(
             "[[edges]]\nid = \"a\"\nsecret = \"b\"\n\
              targetPorts = [{ port = 22, proxyProtocol = \"off\" }]\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             error.starts_with("4: edges[0].targetPorts[0].proxyProtocol:"),
             "{error}"
         );
-        let error = parse("[hub]\nproxyProtocol = \"v3\"\n").unwrap_err();
+        let error = parse("[hub]\nproxyProtocol = \"v3\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("2: hub.proxyProtocol:"), "{error}");
     }
 
     #[test]
     fn errors_name_the_line_and_the_field() {
         let error = parse("[hub]\ntunnelPort = 8443\n\n[[edges]]\nid = \"a\"\nsecret = \"b\"\nlistenPorts = [70000]\n")
-            .unwrap_err();
+            .unwrap_err().to_string();
         assert!(error.starts_with("7: edges[0].listenPorts[0]:"), "{error}");
-        let error = parse("[hub]\ntunelPort = 1\n").unwrap_err();
+        let error = parse("[hub]\ntunelPort = 1\n").unwrap_err().to_string();
         assert!(
             error.starts_with("2: hub.tunelPort:") || error.starts_with("2: hub:"),
             "{error}"
         );
         assert!(error.contains("unknown field"), "{error}");
-        let error = parse("[hub\n").unwrap_err();
+        let error = parse("[hub\n").unwrap_err().to_string();
         assert!(error.starts_with("1:"), "{error}");
     }
 }

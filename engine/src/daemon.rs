@@ -37,13 +37,16 @@ impl DaemonError {
 
 /// The `--config` file, if one is given (read again at every call: SIGHUP).
 pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<Loaded>, DaemonError> {
-    path.map(|path| crate::config_file::load(path).map_err(DaemonError::usage))
+    path.map(|path| crate::config_file::load(path).map_err(|e| DaemonError::usage(e.to_string())))
         .transpose()
 }
 
 /// The hub's configuration: the `[hub]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top.
-pub fn hub_config(args: &HubArgs, file: Option<HubConfig>) -> Result<HubConfig, DaemonError> {
+pub(crate) fn hub_config(
+    args: &HubArgs,
+    file: Option<HubConfig>,
+) -> Result<HubConfig, DaemonError> {
     let mut config = match file {
         Some(config) => config,
         None => serde_json::from_str("{}")
@@ -133,7 +136,9 @@ impl HubSetup {
         let mut loaded = config_file(args.config.as_deref())?;
         let (hub, file_edges, file_egress) = match loaded.as_mut() {
             Some(loaded) => {
-                loaded.hub_part().map_err(DaemonError::usage)?;
+                loaded
+                    .hub_part()
+                    .map_err(|e| DaemonError::usage(e.to_string()))?;
                 (
                     loaded.file.hub.take(),
                     loaded.file.edges.take(),
@@ -292,10 +297,12 @@ pub fn issue_token(
 
 /// The edge's configuration: the `[edge]` table of `--config` (or the defaults), with every
 /// flag or variable that was given on top; `--token-file` / `--secret-file` are read here.
-pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
+pub(crate) fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, DaemonError> {
     let mut config = match config_file(args.config.as_deref())? {
         Some(loaded) => {
-            loaded.edge_part().map_err(DaemonError::usage)?;
+            loaded
+                .edge_part()
+                .map_err(|e| DaemonError::usage(e.to_string()))?;
             loaded.file.edge.unwrap_or_default()
         }
         None => EdgeConfig::default(),
@@ -494,7 +501,7 @@ pub async fn run_edge(args: EdgeArgs) -> Result<(), DaemonError> {
 }
 
 /// Stops the service gracefully; a second SIGTERM/SIGINT meanwhile cuts the grace short.
-pub async fn stop(service: &Service) {
+pub(crate) async fn stop(service: &Service) {
     crate::systemd::stopping();
     let stopping = service.stop();
     tokio::pin!(stopping);

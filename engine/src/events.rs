@@ -66,7 +66,7 @@ impl EventSink {
     }
 
     /// Queues an event for the consumer; drops it (counted) if the queue is full.
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         self.counters.observe(&event);
         let Some(tx) = &self.tx else { return };
         match tx.try_send(event) {
@@ -77,7 +77,7 @@ impl EventSink {
     }
 
     /// What the events counted so far.
-    pub fn counters(&self) -> &EventCounters {
+    pub(crate) fn counters(&self) -> &EventCounters {
         &self.counters
     }
 

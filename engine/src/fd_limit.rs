@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Descriptors kept for what is not a per-client socket: stdio, the runtime's epoll and wakers,
 /// the tunnel (TLS socket, QUIC endpoint), listeners' accept headroom, STUN, logins.
-pub const RESERVE: u64 = 128;
+pub(crate) const RESERVE: u64 = 128;
 
 /// Raises the soft open-file limit to the hard limit (logging both) and returns the soft limit
 /// in force afterwards. A failure is logged and the limit left as it was.
@@ -50,7 +50,7 @@ pub fn raise_to_hard() -> u64 {
 }
 
 /// The soft open-file limit in force (1024, the common default, if it cannot be read).
-pub fn current() -> u64 {
+pub(crate) fn current() -> u64 {
     rlimit::Resource::NOFILE
         .get()
         .map_or(1024, |(soft, _)| soft)
@@ -58,17 +58,17 @@ pub fn current() -> u64 {
 
 /// Most handshakes the hub lets be in progress at once, whatever the open-file limit: each is
 /// a socket and a TLS or QUIC state that no secret has been shown for yet.
-pub const MAX_PENDING_LOGINS: usize = 1024;
+pub(crate) const MAX_PENDING_LOGINS: usize = 1024;
 
 /// UDP sessions the hub may hold at `limit`: half of what the reserve leaves, so that TCP
 /// streams (one target connection each) and edge logins always have the other half.
-pub fn hub_udp_sessions(limit: u64) -> u64 {
+pub(crate) fn hub_udp_sessions(limit: u64) -> u64 {
     limit.saturating_sub(RESERVE) / 2
 }
 
 /// Handshakes the hub lets be in progress at `limit` (each holds a socket until its deadline):
 /// an eighth of what the reserve leaves, at most [`MAX_PENDING_LOGINS`].
-pub fn hub_pending_logins(limit: u64) -> u64 {
+pub(crate) fn hub_pending_logins(limit: u64) -> u64 {
     (limit.saturating_sub(RESERVE) / 8).min(MAX_PENDING_LOGINS as u64)
 }
 
@@ -76,7 +76,7 @@ pub fn hub_pending_logins(limit: u64) -> u64 {
 /// connection each) and UDP sessions (one socket each) together: what the reserve and pending
 /// logins leave. UDP sessions are further held to [`hub_udp_sessions`], so TCP always has at
 /// least the other half and may use whatever UDP does not.
-pub fn hub_forwarding(limit: u64) -> u64 {
+pub(crate) fn hub_forwarding(limit: u64) -> u64 {
     limit
         .saturating_sub(RESERVE)
         .saturating_sub(hub_pending_logins(limit))
@@ -84,7 +84,7 @@ pub fn hub_forwarding(limit: u64) -> u64 {
 
 /// Public TCP connections the edge may hold at `limit` with `listeners` sockets bound: what the
 /// reserve and the listeners leave (the tunnel multiplexes, so a connection costs one).
-pub fn edge_connections(limit: u64, listeners: u64) -> u64 {
+pub(crate) fn edge_connections(limit: u64, listeners: u64) -> u64 {
     limit.saturating_sub(RESERVE.saturating_add(listeners))
 }
 

@@ -15,7 +15,7 @@ use thiserror::Error;
 /// Longest accepted edge id or secret, in bytes.
 pub(crate) const MAX_IDENT_LEN: usize = 1024;
 /// Shortest accepted secret, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 /// Random bytes in a secret made by [`new_secret`].
 const NEW_SECRET_BYTES: usize = 32;
 
@@ -49,7 +49,7 @@ pub(crate) fn validate_secret(secret: &str) -> Result<(), IdentError> {
     Ok(())
 }
 
-/// A new secret: [`NEW_SECRET_BYTES`] bytes from the OS's random source, base64url without
+/// A new secret: `NEW_SECRET_BYTES` bytes from the OS's random source, base64url without
 /// padding (43 characters, safe in URLs, shells, TOML and JSON).
 pub fn new_secret() -> Result<String, ring::error::Unspecified> {
     let mut bytes = [0u8; NEW_SECRET_BYTES];

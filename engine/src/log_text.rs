@@ -17,7 +17,7 @@ use tracing_subscriber::fmt::FormatFields;
 /// Formats fields like tracing-subscriber's default (`message` bare, others `name=value`,
 /// separated by spaces) with every value escaped by [`Escaping`].
 #[derive(Debug, Default, Clone, Copy)]
-pub struct EscapingFields;
+pub(crate) struct EscapingFields;
 
 impl<'writer> FormatFields<'writer> for EscapingFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
@@ -63,7 +63,7 @@ impl Visit for Visitor<'_> {
 
 /// Passes text through with control characters, line and paragraph separators and bidi
 /// controls written as escapes (`\n`, `\u{1b}`, `\u{202e}`); everything else as it is.
-pub struct Escaping<W>(pub W);
+pub(crate) struct Escaping<W>(pub W);
 
 impl<W: fmt::Write> fmt::Write for Escaping<W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {

@@ -20,15 +20,16 @@ use crate::cli::{env_vars, LogFormat};
 
 /// The filter when `REMOTEINGRESS_LOG` is not set: our own lines at info, the TLS and QUIC
 /// libraries' only from warn (their info and debug lines are about each handshake).
-pub const DEFAULT_FILTER: &str = "info,rustls=warn,quinn=warn,quinn_proto=warn,quinn_udp=warn";
+pub(crate) const DEFAULT_FILTER: &str =
+    "info,rustls=warn,quinn=warn,quinn_proto=warn,quinn_udp=warn";
 
 /// Field-name prefix of a field that holds JSON text.
-pub const JSON_PREFIX: &str = "json.";
+pub(crate) const JSON_PREFIX: &str = "json.";
 /// The field whose JSON object's members become fields of the line.
-pub const JSON_FIELDS: &str = "json.fields";
+pub(crate) const JSON_FIELDS: &str = "json.fields";
 
 /// The filter: `REMOTEINGRESS_LOG` when set and valid, else [`DEFAULT_FILTER`].
-pub fn filter() -> tracing_subscriber::EnvFilter {
+pub(crate) fn filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_env(env_vars::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
 }
@@ -50,13 +51,13 @@ pub fn init(format: LogFormat) {
 }
 
 /// The JSON line format.
-pub fn json_format() -> StructuredJson {
+pub(crate) fn json_format() -> StructuredJson {
     StructuredJson(tracing_subscriber::fmt::format().json().flatten_event(true))
 }
 
 /// tracing-subscriber's JSON lines with the `json.` fields lifted (see the module doc).
 #[derive(Debug)]
-pub struct StructuredJson(Format<Json>);
+pub(crate) struct StructuredJson(Format<Json>);
 
 impl<S, N> FormatEvent<S, N> for StructuredJson
 where

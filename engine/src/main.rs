@@ -7,7 +7,7 @@ use remoteingress::cli::{
     self, env_vars, Cli, Command, HubArgs, LogFormat, SecretCommand, StatusArgs, TokenCommand,
 };
 use remoteingress::token::ConnectionToken;
-use remoteingress::{daemon, fd_limit, ipc};
+use remoteingress::{daemon, ipc};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    remoteingress::logging::init(cli.log_format);
+    remoteingress::init_logging(cli.log_format);
     match cli.command {
         Some(Command::Schema) => {
             print!("{}", remoteingress_ipc_schema::schema_text());
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Token(command)) => token(command),
         Some(Command::Status(args)) => status(args),
-        Some(Command::Check(args)) => match remoteingress::check::check(&args) {
+        Some(Command::Check(args)) => match remoteingress::check(&args) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Plan(command)) => {
-            match remoteingress::plan::plan(&command, cli.worker_threads, cli.log_format) {
+            match remoteingress::plan(&command, cli.worker_threads, cli.log_format) {
                 Ok(plan) => {
                     println!("{plan}");
                     ExitCode::SUCCESS
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::FAILURE,
             }
         }
-        Some(Command::Secret(SecretCommand::New)) => match remoteingress::ident::new_secret() {
+        Some(Command::Secret(SecretCommand::New)) => match remoteingress::new_secret() {
             Ok(secret) => {
                 println!("{secret}");
                 ExitCode::SUCCESS
@@ -81,15 +81,15 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Hub(args)) => {
-            fd_limit::raise_to_hard();
+            remoteingress::raise_fd_limit();
             run(cli.worker_threads, cli.log_format, daemon::run_hub(args))
         }
         Some(Command::Edge(args)) => {
-            fd_limit::raise_to_hard();
+            remoteingress::raise_fd_limit();
             run(cli.worker_threads, cli.log_format, daemon::run_edge(args))
         }
         None if cli.management => {
-            fd_limit::raise_to_hard();
+            remoteingress::raise_fd_limit();
             management(cli.worker_threads)
         }
         None => {
@@ -194,13 +194,13 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(remoteingress::status_command::fetch(&addr)) {
+    match runtime.block_on(remoteingress::fetch_status(&addr)) {
         Ok((_, json)) if args.json => {
             print!("{json}");
             ExitCode::SUCCESS
         }
         Ok((status, _)) => {
-            print!("{}", remoteingress::status_command::summary(&status));
+            print!("{}", remoteingress::status_summary(&status));
             ExitCode::SUCCESS
         }
         Err(error) => {

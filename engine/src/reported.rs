@@ -11,12 +11,12 @@ pub const MAX_TEXT_LEN: usize = 512;
 /// Why a reported value was refused. Never quotes the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{field} is not an IP address")]
-pub struct NotAnIp {
+pub(crate) struct NotAnIp {
     pub field: &'static str,
 }
 
 /// `text` as an IP address in its canonical spelling.
-pub fn ip(field: &'static str, text: &str) -> Result<String, NotAnIp> {
+pub(crate) fn ip(field: &'static str, text: &str) -> Result<String, NotAnIp> {
     text.parse::<IpAddr>()
         .map(|ip| ip.to_canonical().to_string())
         .map_err(|_| NotAnIp { field })
@@ -24,7 +24,7 @@ pub fn ip(field: &'static str, text: &str) -> Result<String, NotAnIp> {
 
 /// `text` cut to at most [`MAX_TEXT_LEN`] bytes (on a character boundary), with `…` marking a
 /// cut.
-pub fn capped(mut text: String) -> String {
+pub(crate) fn capped(mut text: String) -> String {
     if text.len() > MAX_TEXT_LEN {
         let mut end = MAX_TEXT_LEN - '…'.len_utf8();
         while !text.is_char_boundary(end) {

@@ -7,21 +7,21 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The IPv6 prefix length that is one source unless configured otherwise.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+pub(crate) const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// A source: the IPv4 address (IPv4-mapped IPv6 included), or an IPv6 address with the bits
 /// past its prefix cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceKey(IpAddr);
+pub(crate) struct SourceKey(IpAddr);
 
 impl SourceKey {
     /// The source of `ip` with IPv6 grouped by /64.
-    pub fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         Self::with_ipv6_prefix(ip, DEFAULT_IPV6_PREFIX)
     }
 
     /// The source of `ip` with IPv6 grouped by `/prefix` (values over 128 mean 128).
-    pub fn with_ipv6_prefix(ip: IpAddr, prefix: u8) -> Self {
+    pub(crate) fn with_ipv6_prefix(ip: IpAddr, prefix: u8) -> Self {
         match ip.to_canonical() {
             IpAddr::V6(v6) => {
                 let mask = u128::MAX
@@ -34,7 +34,7 @@ impl SourceKey {
     }
 
     /// The address that stands for the source (the prefix's first address for IPv6).
-    pub fn addr(self) -> IpAddr {
+    pub(crate) fn addr(self) -> IpAddr {
         self.0
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::tls::{HubIdentity, TlsError};
 
 /// The identity file's name inside the state directory.
-pub const IDENTITY_FILE: &str = "hub-identity.pem";
+pub(crate) const IDENTITY_FILE: &str = "hub-identity.pem";
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ pub enum StateError {
 
 /// The default state directory of the CLI: `/var/lib/remoteingress` for root, otherwise
 /// `$XDG_STATE_HOME/remoteingress` (or `~/.local/state/remoteingress`).
-pub fn default_dir() -> PathBuf {
+pub(crate) fn default_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from("/var/lib/remoteingress");
@@ -132,7 +132,7 @@ fn check_private(dir: &Path, owner: Owner) -> Result<(), StateError> {
 }
 
 /// The identity in `dir`, generated and stored on first use.
-pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
+pub(crate) fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
     if let Some(identity) = load(dir)? {
         return Ok(identity);
     }
@@ -174,13 +174,13 @@ pub fn load_or_create(dir: &Path) -> Result<HubIdentity, StateError> {
 }
 
 /// The identity in `dir`, or `None` when there is none yet (`dir` itself may be missing).
-pub fn load(dir: &Path) -> Result<Option<HubIdentity>, StateError> {
+pub(crate) fn load(dir: &Path) -> Result<Option<HubIdentity>, StateError> {
     load_owned_by(dir, Owner::Me)
 }
 
 /// The identity in `dir` to read its fingerprint (`token issue`), whoever owns `dir`; it must
 /// exist and still not be writable by group or others.
-pub fn load_to_read(dir: &Path) -> Result<HubIdentity, StateError> {
+pub(crate) fn load_to_read(dir: &Path) -> Result<HubIdentity, StateError> {
     load_owned_by(dir, Owner::Anyone)?.ok_or_else(|| StateError::Missing(dir.to_owned()))
 }
 

@@ -12,18 +12,18 @@ use bytes::Buf;
 use rand::RngCore;
 
 /// The magic cookie every RFC 5389 message carries.
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
+pub(crate) const MAGIC_COOKIE: u32 = 0x2112_A442;
 const BINDING_REQUEST: u16 = 0x0001;
 const BINDING_SUCCESS: u16 = 0x0101;
 const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const HEADER_LEN: usize = 20;
 /// How long one server gets to answer one request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A malformed or unexpected STUN response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StunError {
+pub(crate) enum StunError {
     #[error("response shorter than a STUN header")]
     Truncated,
     #[error("not a STUN Binding success response (type {0:#06x})")]
@@ -39,7 +39,7 @@ pub enum StunError {
 }
 
 /// A Binding request and its transaction id.
-pub fn binding_request() -> ([u8; HEADER_LEN], [u8; 12]) {
+pub(crate) fn binding_request() -> ([u8; HEADER_LEN], [u8; 12]) {
     let mut transaction = [0u8; 12];
     rand::rng().fill_bytes(&mut transaction);
     let mut request = [0u8; HEADER_LEN];
@@ -58,7 +58,10 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 }
 
 /// Parses a Binding success response for `transaction`; returns the mapped address.
-pub fn parse_response(response: &[u8], transaction: &[u8; 12]) -> Result<SocketAddr, StunError> {
+pub(crate) fn parse_response(
+    response: &[u8],
+    transaction: &[u8; 12],
+) -> Result<SocketAddr, StunError> {
     let mut input = response;
     let message_type = input.try_get_u16().map_err(|_| StunError::Truncated)?;
     let length = usize::from(input.try_get_u16().map_err(|_| StunError::Truncated)?);
@@ -166,7 +169,7 @@ pub fn encode_success(transaction: &[u8; 12], mapped: SocketAddr) -> Vec<u8> {
 
 /// Why one STUN server gave no address.
 #[derive(Debug, thiserror::Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     #[error("no STUN server configured")]
     NoServer,
     #[error("cannot resolve: {0}")]
@@ -182,7 +185,7 @@ pub enum QueryError {
 }
 
 /// Asks the servers in order; returns the first mapped address, or the last server's error.
-pub async fn discover(servers: &[String]) -> Result<SocketAddr, (String, QueryError)> {
+pub(crate) async fn discover(servers: &[String]) -> Result<SocketAddr, (String, QueryError)> {
     let mut last_error = (String::new(), QueryError::NoServer);
     for server in servers {
         match query(server).await {

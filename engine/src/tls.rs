@@ -16,30 +16,39 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 /// ALPN protocol id of the tunnel, on TLS and QUIC alike.
-pub const ALPN: &[u8] = b"remoteingress/1";
+pub(crate) const ALPN: &[u8] = b"remoteingress/1";
 
 /// Subject name of the generated self-signed hub certificate.
 const SELF_SIGNED_NAME: &str = "remoteingress-hub";
 
-/// Why TLS material could not be built.
+/// Why TLS material could not be built; each variant keeps the library's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("certificate PEM: {0}")]
-    CertPem(String),
+    CertPem(#[source] PemError),
     #[error("the certificate PEM contains no certificate")]
     NoCertificate,
     #[error("private key PEM: {0}")]
-    KeyPem(String),
+    KeyPem(#[source] PemError),
     #[error("cannot generate a self-signed certificate: {0}")]
-    Generate(String),
+    Generate(#[source] rcgen::Error),
+    /// rcgen's key in a form rustls does not take (rustls says why in words only).
+    #[error("cannot generate a self-signed certificate: {0}")]
+    GeneratedKey(&'static str),
     #[error("certificate and key do not work together: {0}")]
-    Config(String),
+    Config(#[source] rustls::Error),
+    /// A `hubCaPem` certificate the root store refuses.
+    #[error("certificate and key do not work together: hub CA certificate: {0}")]
+    CaCertificate(#[source] rustls::Error),
+    /// No verifier can be built from the `hubCaPem` roots.
+    #[error("certificate and key do not work together: {0}")]
+    CaVerifier(#[source] rustls::client::VerifierBuilderError),
 }
 
 /// The hub's certificate chain and key, plus the leaf's fingerprint.
@@ -56,11 +65,10 @@ impl HubIdentity {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::CertPem(e.to_string()))?;
+            .map_err(TlsError::CertPem)?;
         let leaf = chain.first().ok_or(TlsError::NoCertificate)?;
         let fingerprint = fingerprint_hex(leaf);
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| TlsError::KeyPem(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(TlsError::KeyPem)?;
         Ok(Self {
             chain,
             key,
@@ -71,17 +79,17 @@ impl HubIdentity {
     /// A fresh self-signed certificate and its key as PEM (what the state directory stores).
     pub fn generate_pem() -> Result<(String, String), TlsError> {
         let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::Generate)?;
         Ok((certified.cert.pem(), certified.key_pair.serialize_pem()))
     }
 
     /// A fresh self-signed certificate (used when the operator gives none).
     pub fn self_signed() -> Result<Self, TlsError> {
         let certified = rcgen::generate_simple_self_signed(vec![SELF_SIGNED_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::Generate)?;
         let leaf = certified.cert.der().clone();
         let key = PrivateKeyDer::try_from(certified.key_pair.serialize_der())
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(TlsError::GeneratedKey)?;
         Ok(Self {
             fingerprint: fingerprint_hex(&leaf),
             chain: vec![leaf],
@@ -102,32 +110,41 @@ impl HubIdentity {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(TlsError::Config)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(config))
     }
 }
 
 /// The crypto provider used everywhere (ring: no C toolchain surprises on build machines).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Lowercase hex SHA-256 of a certificate.
-pub fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint_hex(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
 }
 
+/// Why `hubCaPem` was refused (the field's path is the caller's [`crate::config::ConfigError`]'s).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadCaPem {
+    #[error("is not PEM: {0}")]
+    NotPem(#[source] PemError),
+    #[error("contains no certificate")]
+    NoCertificate,
+}
+
 /// Parses the PEM CA certificates of `hubCaPem` (at least one).
-pub fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_ca_pem(text: &str) -> Result<Vec<CertificateDer<'static>>, BadCaPem> {
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("is not PEM: {e}"))?;
+        .map_err(BadCaPem::NotPem)?;
     if certificates.is_empty() {
-        return Err("contains no certificate".to_owned());
+        return Err(BadCaPem::NoCertificate);
     }
     Ok(certificates)
 }
@@ -144,9 +161,7 @@ pub fn edge_client_config(
         Some(roots) => {
             let mut store = rustls::RootCertStore::empty();
             for root in roots {
-                store
-                    .add(root.clone())
-                    .map_err(|e| TlsError::Config(format!("hub CA certificate: {e}")))?;
+                store.add(root.clone()).map_err(TlsError::CaCertificate)?;
             }
             Some(
                 rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -154,7 +169,7 @@ pub fn edge_client_config(
                     provider.clone(),
                 )
                 .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?,
+                .map_err(TlsError::CaVerifier)?,
             )
         }
         None => None,
@@ -166,7 +181,7 @@ pub fn edge_client_config(
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
@@ -273,23 +288,25 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn handshake(identity: &HubIdentity, pin: Option<[u8; 32]>) -> Result<(), String> {
+    /// One handshake and four bytes; the edge's error when it fails (a refused pin is a
+    /// rustls error inside the I/O error).
+    async fn handshake(
+        identity: &HubIdentity,
+        pin: Option<[u8; 32]>,
+    ) -> Result<(), std::io::Error> {
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
         let connector = tokio_rustls::TlsConnector::from(edge_client_config(pin, None).unwrap());
         let (a, b) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
-            let mut tls = acceptor.accept(a).await.map_err(|e| e.to_string())?;
+            let mut tls = acceptor.accept(a).await?;
             let mut buf = [0u8; 4];
-            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(buf)
+            tls.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
         });
-        let mut tls = connector
-            .connect(server_name("127.0.0.1"), b)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut tls = connector.connect(server_name("127.0.0.1"), b).await?;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN));
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-        tls.flush().await.map_err(|e| e.to_string())?;
+        tls.write_all(b"ping").await?;
+        tls.flush().await?;
         assert_eq!(&server.await.unwrap()?, b"ping");
         Ok(())
     }
@@ -300,7 +317,10 @@ mod tests {
         let pin = crate::config::parse_fingerprint(&identity.fingerprint).unwrap();
         handshake(&identity, Some(pin)).await.unwrap();
         handshake(&identity, None).await.unwrap();
-        let error = handshake(&identity, Some([7; 32])).await.unwrap_err();
+        let error = handshake(&identity, Some([7; 32]))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(FINGERPRINT_MISMATCH), "{error}");
         assert!(error.contains(&identity.fingerprint), "{error}");
         assert!(error.contains(&"07".repeat(32)), "{error}");

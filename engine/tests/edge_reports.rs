@@ -7,9 +7,9 @@
 mod common;
 
 use common::{hand_edge, Managed, EDGE_ID, EDGE_SECRET};
-use remoteingress::reported::MAX_TEXT_LEN;
-use remoteingress::transport::control::ControlMessage;
-use remoteingress::transport::handshake::MAX_REPORTED_BIND_FAILURES;
+use remoteingress::testing::handshake::MAX_REPORTED_BIND_FAILURES;
+use remoteingress::testing::ControlMessage;
+use remoteingress::testing::MAX_TEXT_LEN;
 use serde_json::{json, Value};
 
 fn send(edge: &hand_edge::HandEdge, report: &Value) {

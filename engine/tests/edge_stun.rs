@@ -25,7 +25,7 @@ async fn stun_responder(mapped: &str) -> (String, tokio::task::JoinHandle<()>) {
             }
             let mut transaction = [0u8; 12];
             transaction.copy_from_slice(&buf[8..20]);
-            let reply = remoteingress::stun::encode_success(&transaction, mapped);
+            let reply = remoteingress::testing::encode_success(&transaction, mapped);
             let _ = socket.send_to(&reply, from).await;
         }
     });

@@ -16,8 +16,8 @@ use common::hand_edge::{self, HandEdge};
 use common::target::{Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
 use common::{edge_start, start_hub, Managed, EDGE_ADDR, EDGE_ID, EDGE_SECRET};
-use remoteingress::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
-use remoteingress::transport::datagram::UdpMessage;
+use remoteingress::testing::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
+use remoteingress::testing::UdpMessage;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -280,7 +280,7 @@ async fn quic_streams_without_a_first_line_count_against_max_streams() {
         "{transport}: {} half-open streams opened at maxStreams {MAX_STREAMS}; hub RSS +{growth_kib} KiB",
         open.len()
     );
-    let headroom = u64::from(remoteingress::transport::quic::STREAM_LIMIT_HEADROOM);
+    let headroom = u64::from(remoteingress::testing::STREAM_LIMIT_HEADROOM);
     assert!(
         open.len() as u64 <= MAX_STREAMS + headroom,
         "{} half-open streams",

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use remoteingress::firewall::exemption::{self, Exemption};
-use remoteingress::firewall::netlink::{Applier, FirewallError};
-use remoteingress::firewall::ruleset::{translate, Ruleset};
-use remoteingress::firewall::snapshot::validate;
+use remoteingress::testing::firewall::validate;
+use remoteingress::testing::firewall::{translate, Ruleset};
+use remoteingress::testing::firewall::{Applier, FirewallError};
+use remoteingress::testing::firewall::{Exemption, OWN_FLOWS_COMMENT};
 
 /// Runs `body` in a new network namespace on its own thread; `None` when not root.
 fn in_netns<T: Send + 'static>(body: impl FnOnce(&Netns) -> T + Send + 'static) -> Option<T> {
@@ -193,7 +193,7 @@ fn a_stale_table_gets_the_exemption_at_the_head_of_its_chains() {
         applier.apply(&ruleset("{}")).unwrap();
         golden("empty", &ns.listing());
         assert_eq!(
-            ns.listing().matches(exemption::OWN_FLOWS_COMMENT).count(),
+            ns.listing().matches(OWN_FLOWS_COMMENT).count(),
             2,
             "no leftover copies"
         );
@@ -261,7 +261,7 @@ fn blocklist_figures() {
             for round in ["first", "in-place"] {
                 let started = std::time::Instant::now();
                 // The 900 KiB push cap does not apply here: this measures the kernel side.
-                let snapshot = remoteingress::firewall::snapshot::Snapshot {
+                let snapshot = remoteingress::testing::firewall::Snapshot {
                     blocked_v4: config
                         .blocked_ips
                         .as_ref()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::target::{Behaviour, Target};
 use common::{edge_start, hand_edge, rss_kib, start_hub, Managed, EDGE_ID, EDGE_SECRET};
-use remoteingress::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
-use remoteingress::transport::datagram::encode_open;
+use remoteingress::testing::encode_open;
+use remoteingress::testing::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -252,7 +252,7 @@ async fn a_tls_edge_gets_no_more_than_the_window_budget_buffered() {
 /// now a full queue drops the edge at once, with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_edge_that_does_not_read_is_dropped() {
-    use remoteingress::transport::frame::{encode, Frame};
+    use remoteingress::testing::{encode, Frame};
     let _heavy = common::heavy().await;
     let mut hub = Managed::spawn().await;
     let (tunnel_port, _) = start_hub(&mut hub, json!({})).await;

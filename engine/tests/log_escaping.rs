@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{hand_edge, Managed, EDGE_ID, EDGE_SECRET};
-use remoteingress::transport::control::ControlMessage;
+use remoteingress::testing::ControlMessage;
 use serde_json::json;
 
 /// A line a peer would like the operator to read as the hub's own.

@@ -16,9 +16,9 @@ use common::hand_edge;
 use common::{
     edge_start, start_hub_allowing_test_edge, wait_edge_error, Managed, EDGE_ID, EDGE_SECRET,
 };
-use remoteingress::tls::HubIdentity;
-use remoteingress::transport::control::ControlMessage;
-use remoteingress::transport::handshake::{self, MAX_HELLO_LEN};
+use remoteingress::testing::handshake::{self, MAX_HELLO_LEN};
+use remoteingress::testing::ControlMessage;
+use remoteingress::testing::HubIdentity;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

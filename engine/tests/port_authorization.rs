@@ -15,9 +15,9 @@ use common::hand_edge::{self, HandEdge};
 use common::target::{Behaviour, Target};
 use common::udp_target::UdpEchoTarget;
 use common::{start_hub, Managed, EDGE_ID, EDGE_SECRET};
-use remoteingress::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
-use remoteingress::transport::datagram::UdpMessage;
-use remoteingress::transport::tunnel::TunnelStream;
+use remoteingress::testing::proxy_protocol::{v1, v2, ProxyHeader, ProxyTransport};
+use remoteingress::testing::TunnelStream;
+use remoteingress::testing::UdpMessage;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

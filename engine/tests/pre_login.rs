@@ -111,9 +111,9 @@ async fn hold_one(
         }
         return;
     }
-    let config = remoteingress::tls::edge_client_config(None, None).expect("client config");
+    let config = remoteingress::testing::edge_client_config(None, None).expect("client config");
     let connector = tokio_rustls::TlsConnector::from(config);
-    let handshake = connector.connect(remoteingress::tls::server_name("127.0.0.1"), stream);
+    let handshake = connector.connect(remoteingress::testing::server_name("127.0.0.1"), stream);
     let mut tls = tokio::select! {
         () = stop.cancelled() => return,
         tls = handshake => match tls {
@@ -217,7 +217,7 @@ async fn idle_connections_are_closed_after_the_client_hello_deadline_and_make_wa
     let started = Instant::now();
     let mut first = connect().await;
     let mut rest = Vec::new();
-    for _ in 1..remoteingress::hub::auth::MAX_PENDING_PER_SOURCE {
+    for _ in 1..remoteingress::testing::MAX_PENDING_PER_SOURCE {
         rest.push(connect().await);
     }
     // One more from the same address: the oldest idle one makes way.
@@ -236,7 +236,7 @@ async fn idle_connections_are_closed_after_the_client_hello_deadline_and_make_wa
     let read = tokio::time::timeout(Duration::from_secs(10), rest[0].read(&mut byte)).await;
     let elapsed = started.elapsed();
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
-    let deadline = remoteingress::hub::listener::CLIENT_HELLO_DEADLINE;
+    let deadline = remoteingress::testing::CLIENT_HELLO_DEADLINE;
     assert!(
         elapsed >= deadline && elapsed < deadline + Duration::from_secs(2),
         "{elapsed:?}"
@@ -275,8 +275,8 @@ fn initial_packet(config: &quinn::ClientConfig, hub: SocketAddr) -> Vec<u8> {
 }
 
 fn quic_client_config() -> quinn::ClientConfig {
-    let tls = remoteingress::tls::edge_client_config(None, None).unwrap();
-    remoteingress::transport::quic::client_config(tls, &PerformanceSettings::default()).unwrap()
+    let tls = remoteingress::testing::edge_client_config(None, None).unwrap();
+    remoteingress::testing::client_config(tls, &PerformanceSettings::default()).unwrap()
 }
 
 /// Sends one fresh Initial from each of `sources` and closes the socket at once: the source

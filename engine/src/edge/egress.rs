@@ -64,7 +64,11 @@ pub(crate) async fn serve(
     let taken = egress.open.fetch_add(1, Ordering::Relaxed);
     let _slot = OpenSlot(egress.clone());
     let dialled = match Request::parse(&open) {
-        Err(error) => Err(Answer::failed(EgressOutcome::Failed, None, error)),
+        Err(error) => Err(Answer::failed(
+            EgressOutcome::Failed,
+            None,
+            error.to_string(),
+        )),
         Ok(_) if policy.enabled && taken >= policy.max_concurrent_streams as usize => {
             Err(Answer::denied(format!(
                 "maxConcurrentStreams ({}) reached",

@@ -44,7 +44,7 @@ pub(crate) enum HostPattern {
 }
 
 impl HostPattern {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, BadHostName> {
         match text.strip_prefix("*.") {
             Some(suffix) => Ok(Self::Below(normalise_name(suffix)?)),
             None => match parse_ip(text) {
@@ -471,8 +471,13 @@ fn parse_number(part: &str) -> Option<u64> {
     part.parse().ok()
 }
 
+/// A host name [`normalise_name`] refused (quoted as given: the operator wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid host name")]
+pub(crate) struct BadHostName(String);
+
 /// Lower case, without one trailing dot; letters, digits, `-` and `_` in labels of 1-63 bytes.
-pub(crate) fn normalise_name(host: &str) -> Result<String, String> {
+pub(crate) fn normalise_name(host: &str) -> Result<String, BadHostName> {
     let lower = host.to_ascii_lowercase();
     let name = lower.strip_suffix('.').unwrap_or(&lower);
     let valid_label = |label: &str| {
@@ -484,7 +489,7 @@ pub(crate) fn normalise_name(host: &str) -> Result<String, String> {
             && !label.ends_with('-')
     };
     if name.is_empty() || name.len() > MAX_HOST_LEN || !name.split('.').all(valid_label) {
-        return Err(format!("{host:?} is not a valid host name"));
+        return Err(BadHostName(host.to_owned()));
     }
     Ok(name.to_owned())
 }

@@ -12,6 +12,32 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Longest request or answer line (the edge's first-line cap for hub-opened streams).
 pub(crate) const MAX_LINE: usize = 4096;
 
+/// A request line that is not a [`Request`]; the edge sends this text back as the `failed`
+/// answer's error.
+#[derive(Debug, thiserror::Error)]
+#[error("bad egress request: {0}")]
+pub(crate) struct BadRequest(#[source] serde_json::Error);
+
+/// Why the hub got no usable answer line; the hub reports this text as the egress' error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AnswerError {
+    /// The line is not an [`Answer`].
+    #[error("bad egress answer from the edge: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The answer's `ip` is not an IP address.
+    #[error("bad egress answer from the edge: {0}")]
+    BadIp(#[source] crate::reported::NotAnIp),
+    /// No newline within [`MAX_LINE`] bytes.
+    #[error("egress answer longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// Reading the stream failed before the answer was complete.
+    #[error("the edge ended the egress stream: {0}")]
+    Read(#[source] std::io::Error),
+    /// The stream ended before a whole line.
+    #[error("the edge ended the egress stream without an answer")]
+    Ended,
+}
+
 /// What the hub asks the edge to dial.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -32,9 +58,9 @@ impl Request {
     }
 
     /// Parses the stream's first line (with or without its newline).
-    pub(crate) fn parse(line: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(line: &[u8]) -> Result<Self, BadRequest> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
-        serde_json::from_slice(line).map_err(|e| format!("bad egress request: {e}"))
+        serde_json::from_slice(line).map_err(BadRequest)
     }
 
     /// The dial deadline the edge applies: the request's, at most a minute.
@@ -115,26 +141,26 @@ impl Answer {
 /// it (the remote's first bytes, which belong to the client).
 pub(crate) async fn read_answer<R: AsyncRead + Unpin>(
     stream: &mut R,
-) -> Result<(Answer, Bytes), String> {
+) -> Result<(Answer, Bytes), AnswerError> {
     let mut buffer = BytesMut::with_capacity(512);
     loop {
         if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
             let line = buffer.split_to(end + 1);
             let answer = serde_json::from_slice::<Answer>(&line[..end])
-                .map_err(|e| format!("bad egress answer from the edge: {e}"))?
+                .map_err(AnswerError::NotJson)?
                 .checked()
-                .map_err(|e| format!("bad egress answer from the edge: {e}"))?;
+                .map_err(AnswerError::BadIp)?;
             return Ok((answer, buffer.freeze()));
         }
         if buffer.len() > MAX_LINE {
-            return Err(format!("egress answer longer than {MAX_LINE} bytes"));
+            return Err(AnswerError::TooLong);
         }
         let read = stream
             .read_buf(&mut buffer)
             .await
-            .map_err(|e| format!("the edge ended the egress stream: {e}"))?;
+            .map_err(AnswerError::Read)?;
         if read == 0 {
-            return Err("the edge ended the egress stream without an answer".to_owned());
+            return Err(AnswerError::Ended);
         }
     }
 }
@@ -165,7 +191,8 @@ mod tests {
         let bogus = br#"{"outcome":"connected","ip":"not-an-ip"}"#.to_vec();
         let error = read_answer(&mut &[bogus, b"\n".to_vec()].concat()[..])
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(error.ends_with("ip is not an IP address"), "{error}");
         let long = Answer::failed(EgressOutcome::Failed, None, "e".repeat(3000)).encode();
         let (answer, _) = read_answer(&mut &long[..]).await.unwrap();

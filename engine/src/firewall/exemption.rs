@@ -21,11 +21,11 @@ use super::ruleset::{Chain, CtDirection, Expr, Family, RuleDef};
 
 /// Most hub endpoints remembered: a hub name may resolve to a few addresses, and a moved hub
 /// adds one; older ones are forgotten first.
-pub const MAX_HUBS: usize = 16;
+pub(crate) const MAX_HUBS: usize = 16;
 /// Comment of the rule exempting flows this host opened.
 pub const OWN_FLOWS_COMMENT: &str = "exempt:own-flows";
 /// Comment of the rules exempting the hub's tunnel endpoints.
-pub const HUB_COMMENT: &str = "exempt:hub";
+pub(crate) const HUB_COMMENT: &str = "exempt:hub";
 
 /// The exemption for one edge: its hub's tunnel endpoints (most recent first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Exemption {
 }
 
 /// The rules for flows this host opened (see the module docs).
-pub fn own_flow_rules() -> Vec<RuleDef> {
+pub(crate) fn own_flow_rules() -> Vec<RuleDef> {
     vec![
         RuleDef {
             chain: Chain::Input,
@@ -101,7 +101,7 @@ pub fn own_flow_rules() -> Vec<RuleDef> {
 }
 
 /// Four rules for one hub endpoint: in `input` and `output`, packets from it and packets to it.
-pub fn hub_rules(hub: SocketAddr) -> Vec<RuleDef> {
+pub(crate) fn hub_rules(hub: SocketAddr) -> Vec<RuleDef> {
     let family = if hub.is_ipv4() {
         Family::V4
     } else {

@@ -68,7 +68,7 @@ const UDATA_RULE_COMMENT: u8 = 0;
 type Element = ListAttribute<ExpressionAttribute>;
 
 /// The expression list of a rule.
-pub fn encode(exprs: &[Expr]) -> Vec<Element> {
+pub(crate) fn encode(exprs: &[Expr]) -> Vec<Element> {
     exprs.iter().flat_map(encode_one).collect()
 }
 
@@ -202,7 +202,7 @@ fn ip_proto(protocol: FirewallProtocol) -> u8 {
 }
 
 /// The `inet_proto` keys of the `tcp_udp` set.
-pub fn tcp_udp_keys() -> [Vec<u8>; 2] {
+pub(crate) fn tcp_udp_keys() -> [Vec<u8>; 2] {
     [vec![IPPROTO_TCP], vec![IPPROTO_UDP]]
 }
 
@@ -311,7 +311,7 @@ fn dynset_attributes(set: &str, limit: &Limit) -> Vec<DefaultNla> {
 }
 
 /// A rule's user data carrying its comment, as nft stores it (so `nft list` prints it).
-pub fn comment_udata(comment: &str) -> Vec<u8> {
+pub(crate) fn comment_udata(comment: &str) -> Vec<u8> {
     let mut value = comment.as_bytes().to_vec();
     value.push(0);
     let len = u8::try_from(value.len()).unwrap_or(u8::MAX);

@@ -8,11 +8,11 @@
 //! The edge's integration (when to apply, events, status, reports to the hub) lives in
 //! `edge::firewall`.
 
-pub mod exemption;
-pub mod expr;
-pub mod netlink;
-pub mod ruleset;
-pub mod snapshot;
+pub(crate) mod exemption;
+pub(crate) mod expr;
+pub(crate) mod netlink;
+pub(crate) mod ruleset;
+pub(crate) mod snapshot;
 
 use remoteingress_ipc_schema::FirewallConfig;
 use sha2::{Digest, Sha256};
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// Identifies a snapshot: the hub computes it for what it pushed, the edge for what it applied,
 /// and the hub's status compares the two. Hex SHA-256 of the snapshot's JSON (`null` for none);
 /// both sides serialise the same type, so equal snapshots give equal digests.
-pub fn digest(config: Option<&FirewallConfig>) -> String {
+pub(crate) fn digest(config: Option<&FirewallConfig>) -> String {
     let json = serde_json::to_vec(&config).unwrap_or_default();
     hex::encode(Sha256::digest(&json))
 }

@@ -15,19 +15,19 @@ use super::exemption::Exemption;
 use super::snapshot::{RateLimit, Rule, Snapshot};
 
 /// Name of our table (family `inet`).
-pub const TABLE: &str = "remoteingress";
+pub(crate) const TABLE: &str = "remoteingress";
 /// Blocklist sets: kept across updates (re-creating a set that live rules use leaks packets).
-pub const BLOCKED_V4: &str = "blocked_v4";
-pub const BLOCKED_V6: &str = "blocked_v6";
+pub(crate) const BLOCKED_V4: &str = "blocked_v4";
+pub(crate) const BLOCKED_V6: &str = "blocked_v6";
 /// A constant set `{ tcp, udp }`, so that "both protocols" is one rule (one rate bucket).
-pub const TCP_UDP: &str = "tcp_udp";
+pub(crate) const TCP_UDP: &str = "tcp_udp";
 /// Idle time after which a per-source rate-limit entry is forgotten.
-pub const METER_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const METER_TIMEOUT_MS: u64 = 60_000;
 /// Most sources one per-source limit tracks; beyond it new sources are not limited (the
 /// kernel cannot add them), which is why it is large.
-pub const METER_SIZE: u32 = 65_535;
+pub(crate) const METER_SIZE: u32 = 65_535;
 /// Longest rule comment the kernel stores.
-pub const MAX_COMMENT: usize = 127;
+pub(crate) const MAX_COMMENT: usize = 127;
 
 /// The base chains, hooked at input, forward and output, priority 0, policy accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

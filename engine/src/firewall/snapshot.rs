@@ -4,7 +4,7 @@
 //! (the hub is another process, possibly another version).
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use remoteingress_ipc_schema::{
@@ -15,14 +15,14 @@ use crate::config::ConfigError;
 
 /// Largest serialised snapshot: it travels inside one CONFIG message (capped at 1 MiB with the
 /// rest of the edge's configuration), so a bigger one could never reach the edge.
-pub const MAX_SNAPSHOT_JSON: usize = 900 * 1024;
+pub(crate) const MAX_SNAPSHOT_JSON: usize = 900 * 1024;
 /// Longest rule or rate-limit id.
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 /// Longest comment accepted (the kernel keeps 128 bytes of `rule:<id> <comment>`; longer
 /// comments are cut there when applied).
-pub const MAX_COMMENT_LEN: usize = 256;
+pub(crate) const MAX_COMMENT_LEN: usize = 256;
 /// Burst of a rate limit without one (nft's default).
-pub const DEFAULT_BURST: u32 = 5;
+pub(crate) const DEFAULT_BURST: u32 = 5;
 
 /// A validated snapshot, ready for [`super::ruleset::translate`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -179,14 +179,29 @@ fn check_id(id: &str, seen: &mut HashSet<String>, path: &str) -> Result<(), Conf
     Ok(())
 }
 
+/// Why a `rate` was refused (quoted as given: the operator wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadRate {
+    /// Not `N/unit` with a known unit.
+    #[error("{0:?} is not a rate like \"100/second\" (units: second, minute, hour, day)")]
+    Form(String),
+    /// N is 0 or does not fit the kernel's 32 bits.
+    #[error("{0:?}: the count must be 1..{max}", max = u32::MAX)]
+    Count(String),
+}
+
+/// A blocklist or `sourceIP` entry that is neither an address nor a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR")]
+struct BadNet(String);
+
 /// `N/second`, `N/minute`, `N/hour` or `N/day` with N >= 1: (N, seconds per unit).
-pub fn parse_rate(text: &str) -> Result<(u64, u64), String> {
-    let bad =
-        || format!("{text:?} is not a rate like \"100/second\" (units: second, minute, hour, day)");
+pub(crate) fn parse_rate(text: &str) -> Result<(u64, u64), BadRate> {
+    let bad = || BadRate::Form(text.to_owned());
     let (count, unit) = text.split_once('/').ok_or_else(bad)?;
     let count: u64 = count.trim().parse().map_err(|_| bad())?;
     if count == 0 || count > u64::from(u32::MAX) {
-        return Err(format!("{text:?}: the count must be 1..{}", u32::MAX));
+        return Err(BadRate::Count(text.to_owned()));
     }
     let unit_secs = match unit.trim() {
         "second" => 1,
@@ -199,13 +214,13 @@ pub fn parse_rate(text: &str) -> Result<(u64, u64), String> {
 }
 
 /// An address (a /32 or /128) or a CIDR, truncated to its network.
-fn parse_net(text: &str) -> Result<IpNet, String> {
+fn parse_net(text: &str) -> Result<IpNet, BadNet> {
     if let Ok(addr) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
     text.parse::<IpNet>()
         .map(|net| net.trunc())
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
+        .map_err(|_| BadNet(text.to_owned()))
 }
 
 /// Blocked IPv4 and IPv6 ranges.
@@ -267,19 +282,21 @@ mod num_like {
     }
 }
 
-/// Readable form of a blocked IPv4 range (for messages and tests).
-pub fn v4_range(range: (u32, u32)) -> (Ipv4Addr, Ipv4Addr) {
-    (Ipv4Addr::from(range.0), Ipv4Addr::from(range.1))
-}
-
-/// Readable form of a blocked IPv6 range (for messages and tests).
-pub fn v6_range(range: (u128, u128)) -> (Ipv6Addr, Ipv6Addr) {
-    (Ipv6Addr::from(range.0), Ipv6Addr::from(range.1))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
+
+    /// Readable form of a blocked IPv4 range (for test assertions).
+    fn v4_range(range: (u32, u32)) -> (Ipv4Addr, Ipv4Addr) {
+        (Ipv4Addr::from(range.0), Ipv4Addr::from(range.1))
+    }
+
+    /// Readable form of a blocked IPv6 range (for test assertions).
+    fn v6_range(range: (u128, u128)) -> (Ipv6Addr, Ipv6Addr) {
+        (Ipv6Addr::from(range.0), Ipv6Addr::from(range.1))
+    }
 
     fn config(json: &str) -> FirewallConfig {
         serde_json::from_str(json).unwrap()

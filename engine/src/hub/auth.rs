@@ -27,27 +27,25 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::pending::PendingLogins;
-pub use super::pending::{
-    Admitted, AllVerified, PendingId, Stage, MAX_PENDING_PER_SOURCE, MAX_PENDING_TOTAL,
-};
+pub(crate) use super::pending::{Admitted, AllVerified, PendingId, Stage, MAX_PENDING_TOTAL};
 
 /// Failed logins a source (or an edge id) may have before its logins are delayed.
-pub const FREE_FAILURES: u32 = 3;
+pub(crate) const FREE_FAILURES: u32 = 3;
 /// Delay after the first failure past [`FREE_FAILURES`]; doubles with each further failure.
-pub const BASE_DELAY: Duration = Duration::from_millis(250);
+pub(crate) const BASE_DELAY: Duration = Duration::from_millis(250);
 /// Longest delay: a correct edge from a slowed source logs in within about this.
-pub const MAX_DELAY: Duration = Duration::from_secs(3);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3);
 /// A source's failures are forgotten this long after its last one.
-pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// Sources (and, separately, edge ids) tracked at most.
-pub const MAX_TRACKED_SOURCES: usize = 10_000;
+pub(crate) const MAX_TRACKED_SOURCES: usize = 10_000;
 
 /// A login source: the IPv4 address, or the /64 of an IPv6 address.
-pub use crate::source_key::SourceKey;
+pub(crate) use crate::source_key::SourceKey;
 
 /// How a handshake ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The edge logged in.
     Succeeded,
     /// A complete login was refused (wrong proof or unknown edge id).
@@ -138,7 +136,7 @@ impl<K: Hash + Eq + Copy> FailureTable<K> {
 
 /// Per-source and per-edge-id login state of the hub.
 #[derive(Debug)]
-pub struct LoginThrottle {
+pub(crate) struct LoginThrottle {
     sources: FailureTable<SourceKey>,
     edge_ids: FailureTable<u64>,
     /// Keys the edge-id hashes, so that nobody can aim ids at one record.
@@ -154,7 +152,7 @@ impl Default for LoginThrottle {
 
 /// Locks the throttle; `None` when a panic poisoned it, and callers then refuse the login
 /// (fail closed): a throttle in an unknown state must not let guessing through unslowed.
-pub fn lock(throttle: &Mutex<LoginThrottle>) -> Option<MutexGuard<'_, LoginThrottle>> {
+pub(crate) fn lock(throttle: &Mutex<LoginThrottle>) -> Option<MutexGuard<'_, LoginThrottle>> {
     match throttle.lock() {
         Ok(guard) => Some(guard),
         Err(_) => {
@@ -165,7 +163,7 @@ pub fn lock(throttle: &Mutex<LoginThrottle>) -> Option<MutexGuard<'_, LoginThrot
 }
 
 /// The delay for a source with `failures` remembered failures.
-pub fn delay_for(failures: u32) -> Duration {
+pub(crate) fn delay_for(failures: u32) -> Duration {
     let Some(over) = failures.checked_sub(FREE_FAILURES + 1) else {
         return Duration::ZERO;
     };
@@ -177,7 +175,7 @@ pub fn delay_for(failures: u32) -> Duration {
 impl LoginThrottle {
     /// A throttle letting at most `max_pending_total` handshakes (and never more than
     /// [`MAX_PENDING_TOTAL`]) be in progress: the hub derives it from its open-file limit.
-    pub fn new(max_pending_total: usize) -> Self {
+    pub(crate) fn new(max_pending_total: usize) -> Self {
         Self {
             sources: FailureTable::new(),
             edge_ids: FailureTable::new(),
@@ -187,17 +185,17 @@ impl LoginThrottle {
     }
 
     /// Starts a handshake from `ip`; at a cap, the least advanced pending one makes way.
-    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<Admitted, AllVerified> {
+    pub(crate) fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<Admitted, AllVerified> {
         self.pending.admit(SourceKey::of(ip), now)
     }
 
     /// Records how far a pending handshake has come.
-    pub fn advance(&mut self, id: PendingId, stage: Stage) {
+    pub(crate) fn advance(&mut self, id: PendingId, stage: Stage) {
         self.pending.advance(id, stage);
     }
 
     /// How long to hold a login from `source` for `edge_id` before answering it.
-    pub fn delay(&self, source: SourceKey, edge_id: &str, now: Instant) -> Duration {
+    pub(crate) fn delay(&self, source: SourceKey, edge_id: &str, now: Instant) -> Duration {
         let failures = self
             .sources
             .failures(&source, now)
@@ -206,7 +204,7 @@ impl LoginThrottle {
     }
 
     /// Ends a handshake started with [`Self::begin`]; `edge_id` once its hello was read.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         admitted: &Admitted,
         edge_id: Option<&str>,
@@ -222,22 +220,23 @@ impl LoginThrottle {
     }
 
     /// Connections that made way for newer ones because too many handshakes were in progress.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.pending.evicted()
     }
 
     /// Sources whose logins are delayed now.
-    pub fn slowed_sources(&self, now: Instant) -> usize {
+    pub(crate) fn slowed_sources(&self, now: Instant) -> usize {
         self.sources.slowed(now)
     }
 
     /// Edge ids whose logins are delayed now (guessed at from several sources).
-    pub fn slowed_edge_ids(&self, now: Instant) -> usize {
+    pub(crate) fn slowed_edge_ids(&self, now: Instant) -> usize {
         self.edge_ids.slowed(now)
     }
 
     /// Number of tracked sources (with remembered failures).
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.sources.records.len()
     }
 
@@ -249,6 +248,7 @@ impl LoginThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::pending::MAX_PENDING_PER_SOURCE;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

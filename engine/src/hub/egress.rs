@@ -206,7 +206,9 @@ pub(crate) async fn serve(
             .open_stream(line.encode())
             .await
             .map_err(|e| format!("cannot open an egress stream: {e}"))?;
-        let (answer, rest) = wire::read_answer(&mut stream).await?;
+        let (answer, rest) = wire::read_answer(&mut stream)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>((stream, answer, rest))
     };
     let asked = tokio::select! {

@@ -28,12 +28,12 @@ use crate::transport::side::Side;
 use crate::transport::tunnel::{tune_tunnel_socket, Tunnel, TunnelIncoming};
 
 /// Time a peer has for the transport handshake plus its hello line (docs/architecture.md, "Login and handshake").
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Time a TCP peer has to send its complete TLS ClientHello. An edge sends it right after its
 /// connect, so this only has to cover a retransmission or two on a slow path; a connection that
 /// has sent nothing costs a socket and a task until then, and is the first to make way when too
-/// many handshakes are in progress ([`super::pending`]).
+/// many handshakes are in progress (`super::pending`).
 pub const CLIENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a refused QUIC peer has to read the refusal before the connection is dropped.
@@ -41,7 +41,10 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// Binds the TCP tunnel port on `address`, or on all addresses (IPv6 dual-stack where
 /// available, else IPv4) when none is given. The error names the address it tried.
-pub async fn bind(address: Option<IpAddr>, port: u16) -> Result<TcpListener, super::HubStartError> {
+pub(crate) async fn bind(
+    address: Option<IpAddr>,
+    port: u16,
+) -> Result<TcpListener, super::HubStartError> {
     let failed = |addr: SocketAddr| {
         move |source| super::HubStartError::Bind {
             address: addr,

@@ -6,19 +6,19 @@
 //! [`auth`]) -> actor (authorise, register) -> [`session`] (control loop, heartbeat) ->
 //! [`forward`] (one task per stream: PROXY header, dial target, relay).
 
-pub mod auth;
+pub(crate) mod auth;
 pub(crate) mod client_source;
 mod edge_record;
 pub(crate) mod egress;
 pub(crate) mod egress_listeners;
-pub mod forward;
-pub mod grant;
-pub mod listener;
-pub mod pending;
+pub(crate) mod forward;
+pub(crate) mod grant;
+pub(crate) mod listener;
+pub(crate) mod pending;
 mod push;
-pub mod session;
+pub(crate) mod session;
 mod status;
-pub mod stream_cap;
+pub(crate) mod stream_cap;
 pub(crate) mod udp;
 
 use std::collections::HashMap;

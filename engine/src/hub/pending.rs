@@ -26,11 +26,11 @@ use super::auth::SourceKey;
 /// Handshakes one source may have in progress before its own least advanced one makes way.
 pub const MAX_PENDING_PER_SOURCE: u32 = 16;
 /// Handshakes all sources together may have in progress (the open-file limit may set fewer).
-pub const MAX_PENDING_TOTAL: usize = crate::fd_limit::MAX_PENDING_LOGINS;
+pub(crate) const MAX_PENDING_TOTAL: usize = crate::fd_limit::MAX_PENDING_LOGINS;
 
 /// How far a pending connection has come; the lower, the sooner it makes way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Connected; no complete TLS ClientHello yet.
     #[default]
     Connected,
@@ -43,11 +43,11 @@ pub enum Stage {
 
 /// Identifies one pending connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PendingId(u64);
+pub(crate) struct PendingId(u64);
 
 /// An admitted pending connection.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     pub id: PendingId,
     pub source: SourceKey,
     /// Cancelled when the connection has to make way for a newer one.
@@ -58,7 +58,7 @@ pub struct Admitted {
 /// a cap below the number of edges logging in at the same moment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many edges logging in at once")]
-pub struct AllVerified;
+pub(crate) struct AllVerified;
 
 #[derive(Debug)]
 struct Entry {
@@ -70,7 +70,7 @@ struct Entry {
 
 /// The pending connections of the hub's tunnel port.
 #[derive(Debug)]
-pub struct PendingLogins {
+pub(crate) struct PendingLogins {
     entries: HashMap<PendingId, Entry>,
     per_source: HashMap<SourceKey, u32>,
     max_total: usize,
@@ -80,7 +80,7 @@ pub struct PendingLogins {
 
 impl PendingLogins {
     /// At most `max_total` (clamped to 1..=[`MAX_PENDING_TOTAL`]) in progress at once.
-    pub fn new(max_total: usize) -> Self {
+    pub(crate) fn new(max_total: usize) -> Self {
         Self {
             entries: HashMap::new(),
             per_source: HashMap::new(),
@@ -92,7 +92,11 @@ impl PendingLogins {
 
     /// Admits a connection from `source`, evicting the least advanced pending connection of
     /// that source (at its cap) or of the busiest source (at the hub-wide cap).
-    pub fn admit(&mut self, source: SourceKey, now: Instant) -> Result<Admitted, AllVerified> {
+    pub(crate) fn admit(
+        &mut self,
+        source: SourceKey,
+        now: Instant,
+    ) -> Result<Admitted, AllVerified> {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= MAX_PENDING_PER_SOURCE {
             self.evict(|entry| entry.source == source)?;
@@ -120,30 +124,32 @@ impl PendingLogins {
     }
 
     /// Records that `id` has come as far as `stage` (never backwards).
-    pub fn advance(&mut self, id: PendingId, stage: Stage) {
+    pub(crate) fn advance(&mut self, id: PendingId, stage: Stage) {
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.stage = entry.stage.max(stage);
         }
     }
 
     /// Forgets `id` (its handshake ended, or it was evicted already).
-    pub fn release(&mut self, id: PendingId) {
+    pub(crate) fn release(&mut self, id: PendingId) {
         if let Some(entry) = self.entries.remove(&id) {
             self.forget_source(entry.source);
         }
     }
 
     /// Connections that made way for newer ones (or were refused: [`AllVerified`]).
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 
     /// Connections pending now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 

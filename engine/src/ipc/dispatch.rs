@@ -28,7 +28,7 @@ const MAX_PING_DELAY_MS: u64 = 60_000;
 
 /// A request whose `params` are still raw JSON text.
 #[derive(Debug)]
-pub struct RawRequest {
+pub(crate) struct RawRequest {
     pub id: RequestId,
     pub method: String,
     pub params: Option<Box<RawValue>>,
@@ -36,7 +36,7 @@ pub struct RawRequest {
 
 /// What became of one input line.
 #[derive(Debug)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Request(RawRequest),
     /// The envelope is wrong but its id could be read: answer with an error response.
     Refused(ErrorResponse),
@@ -44,7 +44,7 @@ pub enum Decoded {
 }
 
 /// Decodes a line into a request envelope, or what it deserves instead.
-pub fn decode_line(line: &[u8]) -> Decoded {
+pub(crate) fn decode_line(line: &[u8]) -> Decoded {
     let invalid = |message: String| {
         Decoded::Invalid(IpcErrorEvent {
             message,
@@ -96,7 +96,7 @@ pub fn decode_line(line: &[u8]) -> Decoded {
 }
 
 /// The first characters of a line, for error reports.
-pub fn quote(line: &[u8]) -> String {
+pub(crate) fn quote(line: &[u8]) -> String {
     String::from_utf8_lossy(line)
         .chars()
         .take(QUOTED_LINE_CHARS)
@@ -104,7 +104,7 @@ pub fn quote(line: &[u8]) -> String {
 }
 
 /// Runs one request against the service and builds its response.
-pub async fn handle(service: Arc<Service>, request: RawRequest) -> Response {
+pub(crate) async fn handle(service: Arc<Service>, request: RawRequest) -> Response {
     let RawRequest { id, method, params } = request;
     match call(&service, &method, params).await {
         Ok(result) => Response::Ok(OkResponse {

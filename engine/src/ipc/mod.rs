@@ -5,9 +5,9 @@
 //! events flow from the `EventSink` to the same writer. The first line written is `ready`.
 //! stdin EOF, SIGTERM and SIGINT all end the session the same way: stop the role, flush, return.
 
-pub mod dispatch;
-pub mod reader;
-pub mod writer;
+pub(crate) mod dispatch;
+pub(crate) mod reader;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Requests that may run at once. Past it stdin is not read until one finishes, so a caller
 /// that sends faster than it reads the answers is held back instead of growing our memory (the
 /// answers of running requests wait in the writer's bounded queue).
-pub const MAX_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
 use reader::{InputLine, LineReader, MAX_LINE_BYTES};
 use writer::LineWriter;
 

@@ -7,14 +7,14 @@
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// Longest accepted request line (docs/architecture.md, "IPC contract").
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of an oversized line kept for the `ipcError` report.
 pub(crate) const KEPT_PREFIX: usize = 256;
 
 /// One unit of input.
 #[derive(Debug, PartialEq, Eq)]
-pub enum InputLine {
+pub(crate) enum InputLine {
     /// A complete line, without its `\n` (and without a trailing `\r`).
     Line(Vec<u8>),
     /// A line longer than the cap; `prefix` holds its first bytes, `len` its full length.
@@ -23,7 +23,7 @@ pub enum InputLine {
 
 /// Reads capped lines from a buffered reader.
 #[derive(Debug)]
-pub struct LineReader<R> {
+pub(crate) struct LineReader<R> {
     inner: R,
     max: usize,
     buf: Vec<u8>,
@@ -33,7 +33,7 @@ pub struct LineReader<R> {
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
-    pub fn new(inner: R, max: usize) -> Self {
+    pub(crate) fn new(inner: R, max: usize) -> Self {
         Self {
             inner,
             max,
@@ -44,7 +44,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     }
 
     /// The next line, or `None` at end of input. A final line without `\n` still counts.
-    pub async fn next_line(&mut self) -> std::io::Result<Option<InputLine>> {
+    pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<InputLine>> {
         loop {
             let available = self.inner.fill_buf().await?;
             if available.is_empty() {

@@ -12,7 +12,7 @@ const OUTGOING_CAPACITY: usize = 4096;
 
 /// A cloneable handle that queues lines for stdout.
 #[derive(Clone, Debug)]
-pub struct LineWriter {
+pub(crate) struct LineWriter {
     tx: mpsc::Sender<String>,
     finish: CancellationToken,
 }
@@ -20,7 +20,7 @@ pub struct LineWriter {
 impl LineWriter {
     /// Starts the writer task over `out`; it ends when every handle is dropped or
     /// [`LineWriter::finish`] is called, after writing what is queued and flushing.
-    pub fn spawn<W>(out: W) -> (Self, tokio::task::JoinHandle<std::io::Result<()>>)
+    pub(crate) fn spawn<W>(out: W) -> (Self, tokio::task::JoinHandle<std::io::Result<()>>)
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
@@ -31,18 +31,18 @@ impl LineWriter {
     }
 
     /// Queues a response; waits while the queue is full (responses must never be dropped).
-    pub async fn response(&self, response: &Response) {
+    pub(crate) async fn response(&self, response: &Response) {
         self.line(serialize(response)).await;
     }
 
     /// Queues an event; waits while the queue is full.
-    pub async fn event(&self, event: &Event) {
+    pub(crate) async fn event(&self, event: &Event) {
         self.line(serialize(event)).await;
     }
 
     /// Asks the writer task to write what is queued, flush and end, even if handles remain
     /// (a request task abandoned at shutdown must not keep the process alive).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.finish.cancel();
     }
 

@@ -47,13 +47,13 @@ impl EdgeProxyProtocol {
 }
 
 /// The header a TCP target gets for an explicit `choice` (v1 when there is none).
-pub fn tcp_header(choice: Option<ProxyProtocolVersion>) -> ProxyProtocolVersion {
+pub(crate) fn tcp_header(choice: Option<ProxyProtocolVersion>) -> ProxyProtocolVersion {
     choice.unwrap_or_default()
 }
 
 /// Whether a UDP target gets the PROXY v2 DGRAM header for an explicit `choice`: always,
 /// except for `none` (v1 has no UDP form, so it means v2 here).
-pub fn udp_has_header(choice: Option<ProxyProtocolVersion>) -> bool {
+pub(crate) fn udp_has_header(choice: Option<ProxyProtocolVersion>) -> bool {
     choice != Some(ProxyProtocolVersion::None)
 }
 

@@ -13,11 +13,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-pub mod choice;
-pub mod v1;
-pub mod v2;
-
-pub use v1::V1Error;
+pub(crate) mod choice;
+pub(crate) mod v1;
+pub(crate) mod v2;
 
 /// Transport carried by the header: TCP (v1 TCP4/TCP6, v2 STREAM) or UDP (v2 DGRAM).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,7 +78,7 @@ impl ProxyHeader {
 /// A peer address as the project reports and keys it: `::ffff:a.b.c.d` (what dual-stack sockets
 /// report for IPv4 peers) becomes `a.b.c.d`, and IPv6 flow info and scope id are dropped (no
 /// header can carry them). The one place this normalisation lives.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 

@@ -15,7 +15,7 @@ use super::ProxyHeader;
 /// Longest v1 line the spec allows, CRLF included (`PROXY UNKNOWN` with two full-length
 /// IPv6 addresses and two 5-digit ports). A receiver that has seen this many bytes without
 /// a CRLF knows the peer is not speaking v1 and stops waiting.
-pub const MAX_V1_LEN: usize = 107;
+pub(crate) const MAX_V1_LEN: usize = 107;
 
 /// Every v1 line starts with these bytes; checked first so non-PROXY input fails fast.
 const PREFIX: &[u8] = b"PROXY ";
@@ -25,7 +25,7 @@ const PREFIX: &[u8] = b"PROXY ";
 /// Values quoted in the messages come from a line already checked to be printable ASCII of
 /// at most [`MAX_V1_LEN`] bytes, so they are short and safe to log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum V1Error {
+pub(crate) enum V1Error {
     /// No CRLF yet and fewer than [`MAX_V1_LEN`] bytes seen: read more and parse again.
     #[error("incomplete PROXY v1 header: no CRLF within the bytes received so far")]
     Incomplete,
@@ -94,7 +94,7 @@ pub enum V1Error {
 ///
 /// The header is normalised first (see [`ProxyHeader::new`]), so a mixed pair is written as
 /// `TCP6` with the IPv4 side as `::ffff:a.b.c.d`. The result is at most 104 bytes, within
-/// [`MAX_V1_LEN`].
+/// `MAX_V1_LEN`.
 pub fn encode(header: &ProxyHeader) -> String {
     let header = header.normalized();
     let protocol = if header.is_ipv4() { "TCP4" } else { "TCP6" };
@@ -116,7 +116,7 @@ pub fn encode(header: &ProxyHeader) -> String {
 /// Returns [`V1Error::Incomplete`] only while `input` could still become a valid line;
 /// anything already wrong (wrong prefix, a bad byte, more than [`MAX_V1_LEN`] bytes without
 /// CRLF) is reported at once so the caller can drop the connection without waiting.
-pub fn parse(input: &[u8]) -> Result<(ProxyHeader, usize), V1Error> {
+pub(crate) fn parse(input: &[u8]) -> Result<(ProxyHeader, usize), V1Error> {
     let seen = input.len().min(PREFIX.len());
     if input.get(..seen) != PREFIX.get(..seen) {
         return Err(V1Error::NotProxy);

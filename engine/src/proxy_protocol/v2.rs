@@ -22,7 +22,7 @@ use super::{ProxyHeader, ProxyTransport};
 
 /// The 12 bytes every v2 header starts with. Chosen by the spec to be invalid as the start
 /// of HTTP, SSH, TLS and v1, so a receiver cannot mistake ordinary traffic for a header.
-pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
 /// Version 2, command PROXY.
 const VERSION_PROXY: u8 = 0x21;
@@ -78,7 +78,7 @@ fn ipv6_octets(addr: SocketAddr) -> [u8; 16] {
 /// Reads a header [`encode`] wrote: `input` must be exactly one PROXY-command INET or INET6
 /// header, no TLVs, nothing after it. `None` for anything else (it comes from an edge, which may
 /// be compromised: the hub refuses the session).
-pub fn parse(input: &[u8]) -> Option<(ProxyHeader, ProxyTransport)> {
+pub(crate) fn parse(input: &[u8]) -> Option<(ProxyHeader, ProxyTransport)> {
     let (signature, rest) = input.split_first_chunk::<12>()?;
     let ([version, protocol, len_hi, len_lo], addresses) = rest.split_first_chunk::<4>()?;
     if *signature != SIGNATURE || *version != VERSION_PROXY {

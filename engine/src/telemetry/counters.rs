@@ -14,19 +14,19 @@ use crate::wire_name::wire_name;
 
 /// A label set with one `reason` (or `outcome`, `kind`) value from a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     pub reason: String,
 }
 
 /// One edge (the edge ids are the allowed edges: bounded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EdgeLabel {
+pub(crate) struct EdgeLabel {
     pub edge_id: String,
 }
 
 /// Egress attempts per edge and outcome (the edge ids are the allowed edges: bounded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EgressLabels {
+pub(crate) struct EgressLabels {
     pub edge_id: String,
     pub outcome: String,
 }
@@ -38,7 +38,7 @@ fn rtt_histogram() -> Histogram {
 
 /// The event-derived counters of one process (one role).
 #[derive(Debug, Clone)]
-pub struct EventCounters {
+pub(crate) struct EventCounters {
     /// Hub: PING to PONG time per edge, in seconds.
     pub heartbeat_rtt: Family<EdgeLabel, Histogram, fn() -> Histogram>,
     /// Hub: failed logins by kind (`refused`: wrong secret or unknown id; `handshake`).
@@ -141,7 +141,7 @@ impl Default for EventCounters {
 
 impl EventCounters {
     /// Records one heartbeat round trip of `edge_id`.
-    pub fn heartbeat_rtt(&self, edge_id: &str, rtt: std::time::Duration) {
+    pub(crate) fn heartbeat_rtt(&self, edge_id: &str, rtt: std::time::Duration) {
         self.heartbeat_rtt
             .get_or_create(&EdgeLabel {
                 edge_id: edge_id.to_owned(),
@@ -174,7 +174,7 @@ impl EventCounters {
     }
 
     /// Counts `event`.
-    pub fn observe(&self, event: &Event) {
+    pub(crate) fn observe(&self, event: &Event) {
         match event {
             Event::EdgeAuthFailed(failed) => {
                 let kind = if failed.login_refused {

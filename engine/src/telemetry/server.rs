@@ -182,24 +182,45 @@ async fn respond(
     }
 }
 
+/// Why `/readyz` answers 503; its Display is the reason the body shows after "not ready: ".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum NotReady {
+    /// An edge without a tunnel: the hub's last error, or "connecting" before the first.
+    #[error("no tunnel to the hub ({0})")]
+    NoTunnel(String),
+    /// An edge whose tunnel is up but some assigned ports did not bind.
+    #[error("ports not bound: {}", join_ports(.0))]
+    PortsNotBound(Vec<u16>),
+    /// The process serves but runs neither role.
+    #[error("no role is running")]
+    NoRole,
+}
+
+fn join_ports(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    ports.join(", ")
+}
+
 /// Ready, or why not.
-pub(crate) fn readiness(status: &StatusResult) -> Result<(), String> {
+pub(crate) fn readiness(status: &StatusResult) -> Result<(), NotReady> {
     match status {
         StatusResult::Hub(_) => Ok(()),
-        StatusResult::Edge(edge) if !edge.connected => Err(format!(
-            "no tunnel to the hub ({})",
-            edge.last_error.as_deref().unwrap_or("connecting")
+        StatusResult::Edge(edge) if !edge.connected => Err(NotReady::NoTunnel(
+            edge.last_error
+                .as_deref()
+                .unwrap_or("connecting")
+                .to_owned(),
         )),
         StatusResult::Edge(edge) if !edge.port_bind_failures.is_empty() => {
-            let ports: Vec<String> = edge
-                .port_bind_failures
-                .iter()
-                .map(|failure| failure.port.to_string())
-                .collect();
-            Err(format!("ports not bound: {}", ports.join(", ")))
+            Err(NotReady::PortsNotBound(
+                edge.port_bind_failures
+                    .iter()
+                    .map(|failure| failure.port)
+                    .collect(),
+            ))
         }
         StatusResult::Edge(_) => Ok(()),
-        StatusResult::Idle(_) => Err("no role is running".to_owned()),
+        StatusResult::Idle(_) => Err(NotReady::NoRole),
     }
 }
 

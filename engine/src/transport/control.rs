@@ -10,9 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::frame::{FrameError, FrameType};
 
 /// Length of a control message header in bytes.
-pub const HEADER_LEN: usize = 5;
+pub(crate) const HEADER_LEN: usize = 5;
 
-/// One control message. [`encode`] re-checks the public fields before writing.
+/// One control message. `encode` re-checks the public fields before writing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlMessage {
     pub frame_type: FrameType,
@@ -20,7 +20,7 @@ pub struct ControlMessage {
 }
 
 /// Whether `frame_type` may travel on the QUIC control stream.
-pub const fn is_allowed(frame_type: FrameType) -> bool {
+pub(crate) const fn is_allowed(frame_type: FrameType) -> bool {
     matches!(
         frame_type,
         FrameType::Config
@@ -77,7 +77,7 @@ impl ControlMessage {
 
 /// Appends `message` to `dst`, or refuses (writing nothing) a type not allowed here or a
 /// payload over its cap.
-pub fn encode(message: &ControlMessage, dst: &mut BytesMut) -> Result<(), FrameError> {
+pub(crate) fn encode(message: &ControlMessage, dst: &mut BytesMut) -> Result<(), FrameError> {
     let len = check(message.frame_type, message.payload.len())?;
     dst.reserve(HEADER_LEN + message.payload.len());
     dst.put_u8(message.frame_type.code());
@@ -90,7 +90,7 @@ pub fn encode(message: &ControlMessage, dst: &mut BytesMut) -> Result<(), FrameE
 ///
 /// `Ok(None)`: not enough bytes yet (nothing consumed). `Err`: unknown or disallowed type, or
 /// a length over the cap, decided from the 5 header bytes alone.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<ControlMessage>, FrameError> {
+pub(crate) fn decode(buf: &mut BytesMut) -> Result<Option<ControlMessage>, FrameError> {
     let Some(&[code, l0, l1, l2, l3]) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };

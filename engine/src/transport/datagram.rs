@@ -61,15 +61,15 @@ pub enum UdpSendError {
 }
 
 /// Marker byte after the session id of a QUIC session-open datagram.
-pub const OPEN_MARKER: u8 = 0xFF;
+pub(crate) const OPEN_MARKER: u8 = 0xFF;
 /// Largest UDP payload (IPv4: 65,535 - 20 - 8).
-pub const MAX_UDP_PAYLOAD: usize = 65_507;
+pub(crate) const MAX_UDP_PAYLOAD: usize = 65_507;
 /// Overflow-stream record header: session id and length.
 const OVERFLOW_HEADER: usize = 8;
 
 /// A malformed QUIC datagram or overflow record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DatagramError {
+pub(crate) enum DatagramError {
     #[error("datagram of {0} bytes is shorter than its 4-byte session id")]
     TooShort(usize),
     #[error("overflow record of {0} bytes exceeds the {MAX_UDP_PAYLOAD}-byte UDP limit")]
@@ -86,7 +86,7 @@ pub fn encode_open(session: u32, header: &[u8]) -> Bytes {
 }
 
 /// Encodes one datagram of a session as one QUIC datagram.
-pub fn encode_data(session: u32, payload: &[u8]) -> Bytes {
+pub(crate) fn encode_data(session: u32, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(4 + payload.len());
     out.put_u32(session);
     out.put_slice(payload);
@@ -95,7 +95,7 @@ pub fn encode_data(session: u32, payload: &[u8]) -> Bytes {
 
 /// Decodes a QUIC datagram. An open is recognised by the marker *followed by the PROXY v2
 /// signature*, so a data payload that merely starts with 0xFF is not mistaken for one.
-pub fn decode(mut datagram: Bytes) -> Result<UdpMessage, DatagramError> {
+pub(crate) fn decode(mut datagram: Bytes) -> Result<UdpMessage, DatagramError> {
     if datagram.len() < 4 {
         return Err(DatagramError::TooShort(datagram.len()));
     }
@@ -116,7 +116,7 @@ pub fn decode(mut datagram: Bytes) -> Result<UdpMessage, DatagramError> {
 }
 
 /// Appends one overflow-stream record.
-pub fn encode_overflow(session: u32, payload: &[u8], out: &mut BytesMut) {
+pub(crate) fn encode_overflow(session: u32, payload: &[u8], out: &mut BytesMut) {
     out.reserve(OVERFLOW_HEADER + payload.len());
     out.put_u32(session);
     out.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
@@ -124,7 +124,7 @@ pub fn encode_overflow(session: u32, payload: &[u8], out: &mut BytesMut) {
 }
 
 /// Splits one overflow record off `buf`; `Ok(None)` until it is complete.
-pub fn decode_overflow(buf: &mut BytesMut) -> Result<Option<(u32, Bytes)>, DatagramError> {
+pub(crate) fn decode_overflow(buf: &mut BytesMut) -> Result<Option<(u32, Bytes)>, DatagramError> {
     let Some(header) = buf.get(..OVERFLOW_HEADER) else {
         return Ok(None);
     };

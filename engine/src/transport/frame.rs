@@ -14,33 +14,33 @@ use thiserror::Error;
 
 /// Length of a frame header in bytes.
 /// Payload of a CLOSE / CLOSE_BACK that aborts its stream.
-pub const ABORT: u8 = 1;
+pub(crate) const ABORT: u8 = 1;
 
-pub const HEADER_LEN: usize = 9;
+pub(crate) const HEADER_LEN: usize = 9;
 
 /// The control stream's id.
-pub const CONTROL_STREAM: u32 = 0;
+pub(crate) const CONTROL_STREAM: u32 = 0;
 
 /// Payload cap of the data types: 64 KiB, so a UDP datagram (at most 65,507 bytes) fits one frame.
-pub const MAX_DATA_PAYLOAD: usize = 64 * 1024;
+pub(crate) const MAX_DATA_PAYLOAD: usize = 64 * 1024;
 
 /// Payload cap of CONFIG: the config JSON including the firewall snapshot.
-pub const MAX_CONFIG_PAYLOAD: usize = 1024 * 1024;
+pub(crate) const MAX_CONFIG_PAYLOAD: usize = 1024 * 1024;
 
 /// Payload cap of OPEN: one PROXY protocol v1 line (107 bytes is that protocol's own maximum).
-pub const MAX_OPEN_PAYLOAD: usize = 107;
+pub(crate) const MAX_OPEN_PAYLOAD: usize = 107;
 
 /// Payload cap of UDP_OPEN: one PROXY protocol v2 header with addresses and a few TLVs.
-pub const MAX_UDP_OPEN_PAYLOAD: usize = 256;
+pub(crate) const MAX_UDP_OPEN_PAYLOAD: usize = 256;
 
 /// Payload length of WINDOW_UPDATE(_BACK): the consumed byte count as a u32 BE.
-pub const WINDOW_UPDATE_LEN: usize = 4;
+pub(crate) const WINDOW_UPDATE_LEN: usize = 4;
 
 /// Payload cap of UDP_CLOSE: on the QUIC control stream, the session id (u32 BE).
-pub const UDP_CLOSE_SESSION_LEN: usize = 4;
+pub(crate) const UDP_CLOSE_SESSION_LEN: usize = 4;
 
 /// Payload cap of PING/PONG: an opaque u64 BE the peer echoes back.
-pub const MAX_PING_PAYLOAD: usize = 8;
+pub(crate) const MAX_PING_PAYLOAD: usize = 8;
 
 /// Why a frame (or control message) was refused. Every variant means the peer broke the
 /// protocol, so the connection should be dropped.
@@ -253,7 +253,7 @@ impl fmt::Display for FrameType {
 /// A validated frame header, for readers that read the 9 header bytes and the payload
 /// separately (e.g. with `read_exact`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     pub stream_id: u32,
     pub frame_type: FrameType,
     /// Payload length, already checked against the type's cap.
@@ -396,14 +396,14 @@ impl Frame {
 
 /// The 9 header bytes. Does not check anything: callers that write header and payload
 /// separately should have checked the length with [`FrameType::check_payload_len`].
-pub fn encode_header(stream_id: u32, frame_type: FrameType, len: u32) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(stream_id: u32, frame_type: FrameType, len: u32) -> [u8; HEADER_LEN] {
     let [s0, s1, s2, s3] = stream_id.to_be_bytes();
     let [l0, l1, l2, l3] = len.to_be_bytes();
     [s0, s1, s2, s3, frame_type.code(), l0, l1, l2, l3]
 }
 
 /// Parses and checks a header: known type, stream id rule, payload cap.
-pub fn decode_header(header: [u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
+pub(crate) fn decode_header(header: [u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
     let [s0, s1, s2, s3, code, l0, l1, l2, l3] = header;
     let stream_id = u32::from_be_bytes([s0, s1, s2, s3]);
     let frame_type = FrameType::try_from(code)?;
@@ -430,7 +430,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
 
 /// The header of `frame` after the checks the peer makes (stream id rule, payload cap): what
 /// [`encode`] and the TLS mux's batching writer put in front of the payload.
-pub fn checked_header(frame: &Frame) -> Result<[u8; HEADER_LEN], FrameError> {
+pub(crate) fn checked_header(frame: &Frame) -> Result<[u8; HEADER_LEN], FrameError> {
     frame.frame_type.check_stream_id(frame.stream_id)?;
     let len = frame.frame_type.check_payload_len(frame.payload.len())?;
     Ok(encode_header(frame.stream_id, frame.frame_type, len))
@@ -441,7 +441,7 @@ pub fn checked_header(frame: &Frame) -> Result<[u8; HEADER_LEN], FrameError> {
 /// `Ok(None)`: not enough bytes yet (read more and call again; nothing was consumed).
 /// `Err`: the header is invalid (unknown type, bad stream id, length over the cap); this is
 /// decided as soon as the 9 header bytes are there, without waiting for the payload.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+pub(crate) fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     let Some(&header) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
@@ -455,7 +455,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
 }
 
 /// The consumed-byte count of a WINDOW_UPDATE or WINDOW_UPDATE_BACK frame.
-pub fn window_update_value(frame: &Frame) -> Result<u32, FrameError> {
+pub(crate) fn window_update_value(frame: &Frame) -> Result<u32, FrameError> {
     if !matches!(
         frame.frame_type,
         FrameType::WindowUpdate | FrameType::WindowUpdateBack

@@ -79,7 +79,7 @@ pub enum LineError {
 
 /// The edge's hello: who it claims to be and its proof for this channel.
 #[derive(Debug, Clone)]
-pub struct EdgeHello {
+pub(crate) struct EdgeHello {
     pub edge_id: String,
     pub proof: LoginProof,
 }
@@ -98,7 +98,7 @@ pub fn encode_hello(edge_id: &str, proof: &LoginProof) -> Result<Vec<u8>, Handsh
 /// upper case, 64 hex digits of proof and no trailing `\r`. Tolerating CRLF or extra spaces
 /// would give one hello several spellings and hide a peer that frames lines differently; our
 /// encoder never produces them, so only a foreign or broken peer would.
-pub fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
+pub(crate) fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
     if line.len() > MAX_HELLO_LEN {
         return Err(HandshakeError::TooLong {
             len: line.len(),
@@ -176,7 +176,7 @@ pub struct EdgeConfigPush {
 /// (the hub shows it in its status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EdgeReport {
+pub(crate) struct EdgeReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
     /// Where the edge's firewall stands; absent from older edges.
@@ -193,7 +193,7 @@ pub const MAX_REPORTED_BIND_FAILURES: usize = 1024;
 
 /// Why a report was refused as a whole. Never quotes the edge's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum ReportError {
+pub(crate) enum ReportError {
     #[error(transparent)]
     PublicIp(#[from] crate::reported::NotAnIp),
     #[error("firewall.digest is not 64 hex digits")]
@@ -204,7 +204,7 @@ impl EdgeReport {
     /// The report as the hub may keep and show it: `publicIp` an IP address (canonical),
     /// `firewall.digest` 64 hex digits, error texts capped at [`crate::reported::MAX_TEXT_LEN`]
     /// bytes, at most [`MAX_REPORTED_BIND_FAILURES`] bind failures.
-    pub fn checked(mut self) -> Result<Self, ReportError> {
+    pub(crate) fn checked(mut self) -> Result<Self, ReportError> {
         use crate::reported::{capped, ip};
         if let Some(public_ip) = &self.public_ip {
             self.public_ip = Some(ip("publicIp", public_ip)?);
@@ -230,7 +230,7 @@ impl EdgeReport {
 /// The firewall part of an [`EdgeReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct FirewallReport {
+pub(crate) struct FirewallReport {
     /// [`crate::firewall::digest`] of the last snapshot the edge received and handled.
     pub digest: String,
     pub state: remoteingress_ipc_schema::FirewallState,
@@ -270,7 +270,7 @@ struct Acceptance<C> {
 
 /// Serialises the reply as one JSON line (with `\n`). Refuses a reply over [`MAX_REPLY_LEN`],
 /// which the edge would reject: a large firewall snapshot can get there.
-pub fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> {
+pub(crate) fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> {
     let mut line = match reply {
         HubReply::Accepted { config, hub_proof } => serde_json::to_vec(&Acceptance {
             hub_proof: Some(hub_proof.to_hex()),
@@ -292,8 +292,8 @@ pub fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> {
 }
 
 /// Parses the hub's reply line given without its `\n`. An object with an `error` key is a
-/// rejection (even if it has other fields); anything else must be an [`EdgeConfigPush`] with a
-/// well-formed `hubProof` (a missing one is [`HandshakeError::MissingHubProof`]).
+/// rejection (even if it has other fields); anything else must be an `EdgeConfigPush` with a
+/// well-formed `hubProof` (a missing one is `HandshakeError::MissingHubProof`).
 pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
     if line.len() > MAX_REPLY_LEN {
         return Err(HandshakeError::TooLong {
@@ -324,14 +324,14 @@ pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
 
 /// The JSON payload of a CONFIG frame / control message (no newline). Its size is checked
 /// against CONFIG's cap when the frame is encoded.
-pub fn encode_config(config: &EdgeConfigPush) -> Result<Bytes, HandshakeError> {
+pub(crate) fn encode_config(config: &EdgeConfigPush) -> Result<Bytes, HandshakeError> {
     serde_json::to_vec(config)
         .map(Bytes::from)
         .map_err(HandshakeError::Encode)
 }
 
 /// Parses the payload of a CONFIG frame / control message.
-pub fn parse_config(payload: &[u8]) -> Result<EdgeConfigPush, HandshakeError> {
+pub(crate) fn parse_config(payload: &[u8]) -> Result<EdgeConfigPush, HandshakeError> {
     serde_json::from_slice(payload).map_err(HandshakeError::BadConfig)
 }
 
@@ -341,9 +341,9 @@ pub fn parse_config(payload: &[u8]) -> Result<EdgeConfigPush, HandshakeError> {
 /// next layer (the frame or control decoder), so start that decoder on the same buffer. A line
 /// already complete in `buf` is returned without reading.
 ///
-/// Fails with [`LineError::TooLong`] as soon as more than `max_len` bytes are buffered without
+/// Fails with `LineError::TooLong` as soon as more than `max_len` bytes are buffered without
 /// a newline (or the newline comes after them), without waiting for the rest; with
-/// [`LineError::Eof`] if the peer closes first. There is no deadline here: wrap the call in
+/// `LineError::Eof` if the peer closes first. There is no deadline here: wrap the call in
 /// `tokio::time::timeout`. Cancelling is safe, since every byte read is already in `buf`.
 pub async fn read_line<R: AsyncRead + Unpin>(
     reader: &mut R,

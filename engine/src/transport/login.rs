@@ -18,20 +18,25 @@ use remoteingress_ipc_schema::Secret;
 use sha2::Sha256;
 
 /// RFC 5705/8446 exporter label of the login binding.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-remoteingress-login-v1";
+pub(crate) const EXPORTER_LABEL: &[u8] = b"EXPORTER-remoteingress-login-v1";
 
 /// Length of a proof (an HMAC-SHA256 tag) and of the channel binding.
-pub const PROOF_LEN: usize = 32;
+pub(crate) const PROOF_LEN: usize = 32;
 
 const EDGE_PROOF_LABEL: &[u8] = b"remoteingress/1 edge proof";
 const HUB_PROOF_LABEL: &[u8] = b"remoteingress/1 hub proof";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Why the channel binding could not be derived.
+/// Why the channel binding could not be derived, with the library's error.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot derive the TLS channel binding: {0}")]
-pub struct BindingError(String);
+pub enum BindingError {
+    #[error("cannot derive the TLS channel binding: {0}")]
+    Tls(#[source] rustls::Error),
+    /// quinn's error has no Display: its Debug name is the message.
+    #[error("cannot derive the TLS channel binding: {0:?}")]
+    Quic(quinn::crypto::ExportKeyingMaterialError),
+}
 
 /// Keying material exported from the tunnel's TLS session; equal on both ends of one session.
 #[derive(Clone, Copy)]
@@ -51,7 +56,7 @@ impl ChannelBinding {
         connection
             .export_keying_material([0u8; PROOF_LEN], EXPORTER_LABEL, Some(b""))
             .map(Self)
-            .map_err(|e| BindingError(e.to_string()))
+            .map_err(BindingError::Tls)
     }
 
     /// From an established QUIC connection (either side).
@@ -59,7 +64,7 @@ impl ChannelBinding {
         let mut out = [0u8; PROOF_LEN];
         connection
             .export_keying_material(&mut out, EXPORTER_LABEL, b"")
-            .map_err(|e| BindingError(format!("{e:?}")))?;
+            .map_err(BindingError::Quic)?;
         Ok(Self(out))
     }
 
@@ -90,7 +95,7 @@ impl LoginProof {
     }
 
     /// Lowercase hex, as on the wire.
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
 
@@ -147,7 +152,7 @@ pub fn edge_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> L
 
 /// Checks an edge's proof in constant time. `key` is the edge's secret, or a decoy for an
 /// unknown edge id so that both cases cost the same.
-pub fn verify_edge_proof(
+pub(crate) fn verify_edge_proof(
     key: &[u8],
     binding: &ChannelBinding,
     edge_id: &str,
@@ -157,7 +162,7 @@ pub fn verify_edge_proof(
 }
 
 /// The hub's proof for this channel.
-pub fn hub_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> LoginProof {
+pub(crate) fn hub_proof(secret: &Secret, binding: &ChannelBinding, edge_id: &str) -> LoginProof {
     tag(
         secret.expose().as_bytes(),
         HUB_PROOF_LABEL,

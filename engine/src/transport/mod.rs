@@ -2,16 +2,16 @@
 //! [`tls_mux`] multiplexes streams over one TLS connection. The wire formats ([`frame`],
 //! [`control`], [`handshake`]) are sans-IO except the handshake's line reader.
 
-pub mod control;
-pub mod datagram;
-pub mod frame;
-pub mod handshake;
-pub mod login;
-pub mod path_rtt;
-pub mod quic;
-pub mod side;
-pub mod tls_mux;
-pub mod tunnel;
+pub(crate) mod control;
+pub(crate) mod datagram;
+pub(crate) mod frame;
+pub(crate) mod handshake;
+pub(crate) mod login;
+pub(crate) mod path_rtt;
+pub(crate) mod quic;
+pub(crate) mod side;
+pub(crate) mod tls_mux;
+pub(crate) mod tunnel;
 
 use bytes::{Buf, Bytes, BytesMut};
 

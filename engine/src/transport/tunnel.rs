@@ -17,22 +17,35 @@ use tokio_util::task::TaskTracker;
 
 use super::control::ControlMessage;
 use super::datagram::{UdpMessage, UdpSendError};
-use super::frame::{Frame, CONTROL_STREAM};
-use super::handshake::{encode_config, EdgeConfigPush};
+use super::frame::{Frame, FrameError, CONTROL_STREAM};
+use super::handshake::{encode_config, EdgeConfigPush, HandshakeError};
 use super::path_rtt::PathRttProbe;
 use super::quic::{self, QuicHandle, QuicStream};
 use super::tls_mux::{
-    Mux, MuxConfig, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
+    Mux, MuxConfig, MuxError, MuxHandle, MuxIncoming, MuxStream, QosSettings, Side, WindowSettings,
 };
 use crate::config::PerformanceSettings;
 
-/// Why a tunnel operation failed.
+/// Why a tunnel operation failed. Each variant keeps the transport's own error (as its
+/// source), so a caller can tell a closed tunnel from a refused frame without reading text;
+/// the Display is the source's, as the logs showed it before.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
+    /// The QUIC tunnel's control stream is gone (or no longer read).
     #[error("the tunnel is closed")]
     Closed,
+    /// The TLS mux refused: closed, no stream id, a frame this side may not send.
     #[error("{0}")]
-    Protocol(String),
+    Mux(#[from] MuxError),
+    /// A control message that is not a valid frame (payload too long).
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// A QUIC stream could not be opened or its first line sent.
+    #[error("{0}")]
+    QuicOpen(#[from] quic::OpenError),
+    /// The configuration push could not be encoded.
+    #[error("{0}")]
+    Encode(#[from] HandshakeError),
 }
 
 /// A running tunnel (cheap to clone).
@@ -79,11 +92,11 @@ fn window_settings(performance: &PerformanceSettings) -> WindowSettings {
 /// would queue megabytes of an elephant's data ahead of a mouse's frame, and the priority would
 /// be lost in the socket buffer. The usual value for multiplexed protocols (HTTP/2 servers);
 /// it costs single-stream throughput a little (about 8 % on loopback).
-pub const TLS_SOCKET_NOTSENT_LOWAT: u32 = 256 * 1024;
+pub(crate) const TLS_SOCKET_NOTSENT_LOWAT: u32 = 256 * 1024;
 
 /// Tunes a TCP socket that carries a TLS tunnel: no Nagle delay, small unsent backlog. Returns
 /// the probe that will feed the socket's round-trip time to the mux ([`Tunnel::start_tls`]).
-pub fn tune_tunnel_socket(socket: &tokio::net::TcpStream) -> Option<PathRttProbe> {
+pub(crate) fn tune_tunnel_socket(socket: &tokio::net::TcpStream) -> Option<PathRttProbe> {
     let _ = socket.set_nodelay(true);
     let sock = socket2::SockRef::from(socket);
     if let Err(error) = sock.set_tcp_notsent_lowat(TLS_SOCKET_NOTSENT_LOWAT) {
@@ -185,15 +198,8 @@ impl Tunnel {
     /// Opens a stream to the hub (edge side); `proxy_line` is the client's PROXY v1 line.
     pub async fn open_stream(&self, proxy_line: Bytes) -> Result<TunnelStream, TunnelError> {
         match self {
-            Self::Tls(mux) => mux
-                .open_stream(proxy_line)
-                .map(TunnelStream::Tls)
-                .map_err(|e| TunnelError::Protocol(e.to_string())),
-            Self::Quic(quic) => quic
-                .open_stream(proxy_line)
-                .await
-                .map(TunnelStream::Quic)
-                .map_err(|e| TunnelError::Protocol(e.to_string())),
+            Self::Tls(mux) => Ok(TunnelStream::Tls(mux.open_stream(proxy_line)?)),
+            Self::Quic(quic) => Ok(TunnelStream::Quic(quic.open_stream(proxy_line).await?)),
         }
     }
 
@@ -201,9 +207,8 @@ impl Tunnel {
     pub fn send_control(&self, message: ControlMessage) -> Result<(), TunnelError> {
         match self {
             Self::Tls(mux) => {
-                let frame = Frame::new(CONTROL_STREAM, message.frame_type, message.payload)
-                    .map_err(|e| TunnelError::Protocol(e.to_string()))?;
-                mux.send_control(frame).map_err(|_| TunnelError::Closed)
+                let frame = Frame::new(CONTROL_STREAM, message.frame_type, message.payload)?;
+                Ok(mux.send_control(frame)?)
             }
             Self::Quic(quic) => quic.send_control(message).map_err(|_| TunnelError::Closed),
         }
@@ -211,7 +216,7 @@ impl Tunnel {
 
     /// Pushes a configuration to the edge (hub side).
     pub fn push_config(&self, config: &EdgeConfigPush) -> Result<(), TunnelError> {
-        let payload = encode_config(config).map_err(|e| TunnelError::Protocol(e.to_string()))?;
+        let payload = encode_config(config)?;
         self.send_control(ControlMessage::config(payload))
     }
 
@@ -343,5 +348,72 @@ impl AsyncWrite for TunnelStream {
             Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
             Self::Quic(stream) => Pin::new(stream).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::transport::frame::MAX_CONFIG_PAYLOAD;
+
+    /// A TLS tunnel of `side` over one end of an in-memory pipe (the other end is returned so
+    /// that the tunnel stays open).
+    fn tls_tunnel(side: Side) -> (Tunnel, TunnelIncoming, tokio::io::DuplexStream) {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let performance = PerformanceSettings::default();
+        let (tunnel, incoming) = Tunnel::start_tls(
+            near,
+            BytesMut::new(),
+            side,
+            &performance,
+            None,
+            &TaskTracker::new(),
+        );
+        (tunnel, incoming, far)
+    }
+
+    #[tokio::test]
+    async fn errors_keep_the_transports_error_as_their_source() {
+        let (hub, _incoming, _far) = tls_tunnel(Side::Hub);
+        let refused = hub.open_stream(Bytes::new()).await.unwrap_err();
+        assert!(
+            matches!(refused, TunnelError::Mux(MuxError::NotEdge)),
+            "{refused:?}"
+        );
+        assert_eq!(refused.to_string(), "only the edge opens streams");
+        assert!(refused.source().is_some());
+
+        let huge = ControlMessage::config(vec![b' '; MAX_CONFIG_PAYLOAD + 1]);
+        let refused = hub.send_control(huge).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                TunnelError::Frame(FrameError::PayloadTooLong { .. })
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_tls_tunnel_says_so() {
+        let (edge, _incoming, far) = tls_tunnel(Side::Edge);
+        drop(far);
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let error = loop {
+            match edge.send_control(ControlMessage::ping(1)) {
+                Err(error) => break error,
+                Ok(()) if tokio::time::Instant::now() < end => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Ok(()) => panic!("the tunnel never closed"),
+            }
+        };
+        assert!(
+            matches!(error, TunnelError::Mux(MuxError::Closed)),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), "the tunnel is closed");
     }
 }

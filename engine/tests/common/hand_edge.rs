@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use remoteingress::config::PerformanceSettings;
-use remoteingress::transport::handshake::{self, HubReply, MAX_REPLY_LEN};
-use remoteingress::transport::login::{self, ChannelBinding};
-use remoteingress::transport::side::Side;
-use remoteingress::transport::tunnel::{Tunnel, TunnelIncoming};
+use remoteingress::testing::handshake::{self, HubReply, MAX_REPLY_LEN};
+use remoteingress::testing::login::{self, ChannelBinding};
+use remoteingress::testing::Side;
+use remoteingress::testing::{Tunnel, TunnelIncoming};
 use remoteingress_ipc_schema::Secret;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,11 +29,11 @@ pub struct HandEdge {
 
 /// TLS to the hub's tunnel port, without a pin (like an unpinned edge).
 pub async fn tls_connect(port: u16) -> TlsStream<TcpStream> {
-    let config = remoteingress::tls::edge_client_config(None, None).unwrap();
+    let config = remoteingress::testing::edge_client_config(None, None).unwrap();
     let connector = tokio_rustls::TlsConnector::from(config);
     let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     connector
-        .connect(remoteingress::tls::server_name("127.0.0.1"), socket)
+        .connect(remoteingress::testing::server_name("127.0.0.1"), socket)
         .await
         .unwrap()
 }
@@ -48,8 +48,8 @@ pub async fn quic_connect_with(
     port: u16,
     performance: &PerformanceSettings,
 ) -> (quinn::Endpoint, quinn::Connection) {
-    let tls = remoteingress::tls::edge_client_config(None, None).unwrap();
-    let config = remoteingress::transport::quic::client_config(tls, performance).unwrap();
+    let tls = remoteingress::testing::edge_client_config(None, None).unwrap();
+    let config = remoteingress::testing::client_config(tls, performance).unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let connection = endpoint
         .connect_with(config, ([127, 0, 0, 1], port).into(), "localhost")

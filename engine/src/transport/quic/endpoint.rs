@@ -15,7 +15,7 @@ use crate::config::PerformanceSettings;
 #[derive(Debug, thiserror::Error)]
 pub enum QuicSetupError {
     #[error("QUIC needs TLS 1.3: {0}")]
-    Crypto(String),
+    Crypto(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     #[error("cannot open the QUIC socket: {0}")]
     Socket(#[from] std::io::Error),
 }
@@ -25,12 +25,12 @@ pub enum QuicSetupError {
 /// that much in flight ahead of every other stream's packets: at 16 MiB, 64-byte requests
 /// beside one upload had a p99 of 60-72 ms on loopback, at 4 MiB 18-28 ms. So QUIC keeps 4 MiB
 /// (one stream: about 420 Mbit/s at 80 ms) until it has per-stream tuning of its own.
-pub const QUIC_STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const QUIC_STREAM_WINDOW: u32 = 4 << 20;
 
 /// What of the performance settings goes into a QUIC connection's transport parameters, which
 /// are fixed in its handshake (an edge that learns other settings from its hub reconnects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransportParameters {
+pub(crate) struct TransportParameters {
     stream_window: u32,
     connection_window: u64,
     keep_alive: Duration,
@@ -53,7 +53,7 @@ impl From<&PerformanceSettings> for TransportParameters {
 
 /// Transport parameters: timeouts derived from the heartbeat settings so that a dead peer is
 /// noticed within the heartbeat timeout, the initial stream limit, and datagram buffers.
-pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
+pub(crate) fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
     let parameters = TransportParameters::from(performance);
     let mut config = TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_CONCURRENT_STREAMS));
@@ -78,7 +78,7 @@ pub fn transport_config(performance: &PerformanceSettings) -> TransportConfig {
 /// Connection-level receive window of a peer that has not logged in: its hello line (at most
 /// 4 KiB) fits, and nothing much more is buffered for it, however many streams it tries (it may
 /// open only the control stream) or whatever stream windows it sees.
-pub const PRE_LOGIN_WINDOW: u32 = 16 * 1024;
+pub(crate) const PRE_LOGIN_WINDOW: u32 = 16 * 1024;
 /// Unidirectional streams (the UDP overflow streams) the peer may have open at once.
 const UNI_STREAMS: u32 = 4;
 
@@ -96,7 +96,7 @@ fn pre_login_transport_config(performance: &PerformanceSettings) -> TransportCon
 /// Grants a logged-in peer the windows of `performance` and up to `max_streams` streams at once
 /// besides its control stream and [`super::STREAM_LIMIT_HEADROOM`] (quinn sends the new limits at
 /// once).
-pub fn open_after_login(
+pub(crate) fn open_after_login(
     connection: &quinn::Connection,
     performance: &PerformanceSettings,
     max_streams: u64,
@@ -112,7 +112,7 @@ pub fn open_after_login(
 /// Reads and drops the datagrams of a peer that has not logged in (it gets no UDP service yet,
 /// and quinn would otherwise keep up to the datagram receive buffer for it); returns when the
 /// connection ends.
-pub async fn discard_datagrams(connection: &quinn::Connection) {
+pub(crate) async fn discard_datagrams(connection: &quinn::Connection) {
     while connection.read_datagram().await.is_ok() {}
 }
 
@@ -126,7 +126,7 @@ const INCOMING_BUFFER: u64 = 16 * 1024;
 const INCOMING_BUFFER_TOTAL: u64 = 4 << 20;
 
 /// Longest interval between QUIC keep-alives.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The hub's QUIC endpoint on `port` (UDP), IPv6 dual-stack where available. `reset_key` keys
 /// the stateless resets and the connection ids' integrity check: derived from the hub's
@@ -135,15 +135,14 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// reset the edge accepts; the edge then reconnects at once instead of waiting for its idle
 /// timeout. (With per-start keys the new hub dropped those packets as "invalid CID" and the
 /// edge waited 10 s.)
-pub fn server_endpoint(
+pub(crate) fn server_endpoint(
     address: Option<IpAddr>,
     port: u16,
     tls: Arc<rustls::ServerConfig>,
     performance: &PerformanceSettings,
     reset_key: &[u8; 32],
 ) -> Result<quinn::Endpoint, QuicSetupError> {
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server
         .transport_config(Arc::new(pre_login_transport_config(performance)))
@@ -226,8 +225,7 @@ pub fn client_config(
     tls: Arc<rustls::ClientConfig>,
     performance: &PerformanceSettings,
 ) -> Result<quinn::ClientConfig, QuicSetupError> {
-    let crypto =
-        QuicClientConfig::try_from(tls).map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+    let crypto = QuicClientConfig::try_from(tls)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(transport_config(performance)));
     Ok(client)
@@ -236,7 +234,7 @@ pub fn client_config(
 /// `config` with the transport parameters of `performance`: a connection's parameters (its
 /// download windows among them) are fixed in its handshake, so each connection is made with the
 /// performance settings the edge knows at that moment.
-pub fn with_performance(
+pub(crate) fn with_performance(
     config: &quinn::ClientConfig,
     performance: &PerformanceSettings,
 ) -> quinn::ClientConfig {
@@ -246,7 +244,7 @@ pub fn with_performance(
 }
 
 /// A client endpoint able to reach `hub`.
-pub fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
+pub(crate) fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, QuicSetupError> {
     let bind: SocketAddr = if hub.is_ipv6() {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {

@@ -9,8 +9,8 @@
 
 mod control_stream;
 mod datagrams;
-pub mod endpoint;
-pub mod stream;
+pub(crate) mod endpoint;
+pub(crate) mod stream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,11 +30,11 @@ use super::handshake::{read_line, LineError};
 use super::side::Side;
 use control_stream::{read_control, write_control, ControlSender};
 use datagrams::{read_datagrams, read_overflow_streams, write_overflow};
-pub use endpoint::{
+pub(crate) use endpoint::{
     client_config, client_endpoint, discard_datagrams, open_after_login, server_endpoint,
-    transport_config, with_performance, QuicSetupError, TransportParameters, KEEP_ALIVE_INTERVAL,
+    with_performance, QuicSetupError, TransportParameters,
 };
-pub use stream::QuicStream;
+pub(crate) use stream::QuicStream;
 
 /// Streams (tunneled TCP connections) the peer may have open at once, at first (at most its
 /// ceiling, [`QuicHandle::cap_streams`]). quinn-proto
@@ -45,7 +45,7 @@ const INITIAL_CONCURRENT_STREAMS: u32 = 1_024;
 /// The most streams the peer may have open at once (the limit grows up to here, or up to the
 /// ceiling the hub sets from the edge's `maxStreams`).
 const MAX_CONCURRENT_STREAMS: u32 = 1 << 20;
-/// Streams the peer may open beyond its cap (`maxStreams`, [`QuicHandle::cap_streams`]): the hub
+/// Streams the peer may open beyond its cap (`maxStreams`, `QuicHandle::cap_streams`): the hub
 /// refuses a stream over the cap with a reset, and a refused stream still counts towards quinn's
 /// limit until both sides have finished it; without headroom the edge's next open would wait
 /// for that instead of being refused at once.
@@ -61,9 +61,10 @@ const CONTROL_QUEUE: usize = 64;
 /// the tunnel is closed ([`QuicHandle::send_control`]) instead of queueing without bound or
 /// losing a control message. An honest peer never has more than a few waiting; 4,096 small
 /// messages are well under 1 MiB (a CONFIG is a few KiB, and one per operator update).
-pub const CONTROL_SEND_QUEUE: usize = 4_096;
+pub(crate) const CONTROL_SEND_QUEUE: usize = 4_096;
 /// Why a peer that does not read its control stream was dropped (the tunnel's end reason).
-pub const NOT_READING: &str = "the peer does not read its control stream (control queue full)";
+pub(crate) const NOT_READING: &str =
+    "the peer does not read its control stream (control queue full)";
 /// Incoming UDP messages queued for the session; beyond it datagrams are dropped (UDP).
 const DATAGRAM_QUEUE: usize = 4096;
 /// Oversized datagrams queued for the overflow stream; beyond it they are dropped and counted.
@@ -73,9 +74,9 @@ const OVERFLOW_PIN: Duration = Duration::from_secs(2);
 /// Pinned sessions tracked before expired pins are swept.
 const MAX_PINNED_SESSIONS: usize = 4096;
 /// Application close code: closed by our side on purpose.
-pub const CLOSE_NORMAL: u32 = 0;
+pub(crate) const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer broke the protocol.
-pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
+pub(crate) const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
 /// Handle to a running QUIC tunnel.
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ pub struct QuicHandle {
 
 /// What arrives on a QUIC tunnel.
 #[derive(Debug)]
-pub struct QuicIncoming {
+pub(crate) struct QuicIncoming {
     pub streams: mpsc::Receiver<(QuicStream, Bytes)>,
     pub control: mpsc::Receiver<ControlMessage>,
     pub datagrams: mpsc::Receiver<UdpMessage>,
@@ -101,7 +102,7 @@ pub struct QuicIncoming {
 
 /// Starts the tasks of a QUIC tunnel whose handshake is done on the control stream;
 /// `leftover` holds control bytes already read after the handshake line.
-pub fn start(
+pub(crate) fn start(
     connection: Connection,
     control_send: SendStream,
     control_recv: RecvStream,
@@ -163,16 +164,24 @@ pub fn start(
     )
 }
 
+/// Why [`QuicHandle::open_stream`] failed: quinn's error, kept for the log's "caused by".
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No stream: the connection is gone.
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The stream opened but its first line could not be sent.
+    #[error("cannot send the stream's first line: {0}")]
+    FirstLine(#[source] quinn::WriteError),
+}
+
 impl QuicHandle {
     /// Opens a stream and writes its first line (the PROXY v1 line).
-    pub async fn open_stream(
-        &self,
-        first_line: Bytes,
-    ) -> Result<QuicStream, quinn::ConnectionError> {
+    pub async fn open_stream(&self, first_line: Bytes) -> Result<QuicStream, OpenError> {
         let (mut send, recv) = self.connection.open_bi().await?;
-        if send.write_all(&first_line).await.is_err() {
-            return Err(quinn::ConnectionError::LocallyClosed);
-        }
+        send.write_all(&first_line)
+            .await
+            .map_err(OpenError::FirstLine)?;
         Ok(QuicStream::new(
             send,
             recv,

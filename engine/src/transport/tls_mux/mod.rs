@@ -109,31 +109,29 @@ use crate::transport::control::ControlMessage;
 use crate::transport::datagram::{UdpMessage, UdpSendError};
 use crate::transport::frame::{Frame, FrameError, FrameType};
 
-pub use self::qos::{
-    QosSettings, SUSTAINED_AFTER, SUSTAINED_DRAIN_BYTES_PER_SEC, SUSTAINED_THRESHOLD_BYTES_PER_SEC,
-};
-pub use self::stream::MuxStream;
-pub use self::window::{WindowSettings, GRANT_THRESHOLD, INITIAL_STREAM_WINDOW, MIN_TARGET_WINDOW};
-pub use crate::transport::side::Side;
+pub(crate) use self::qos::QosSettings;
+pub(crate) use self::stream::MuxStream;
+pub(crate) use self::window::{WindowSettings, INITIAL_STREAM_WINDOW};
+pub(crate) use crate::transport::side::Side;
 
 /// DATA frames of normal streams that may wait in the data queue (each at most 64 KiB).
-pub const DATA_QUEUE_FRAMES: usize = 128;
+pub(crate) const DATA_QUEUE_FRAMES: usize = 128;
 
 /// DATA frames of sustained streams that may wait in the sustained queue (each at most 64 KiB).
 /// Each sustained stream has at most its (minimum) window in flight anyway.
-pub const SUSTAINED_QUEUE_FRAMES: usize = 64;
+pub(crate) const SUSTAINED_QUEUE_FRAMES: usize = 64;
 
 /// DATA frames one stream may have waiting in the writer's queues. Without this cap a young
 /// elephant (not yet sustained) fills the whole FIFO data queue with 64 KiB frames, and a
 /// mouse's request waits behind up to 8 MiB of them; with it a mouse waits behind at most
 /// this many frames per busy stream. Four frames (256 KiB) are still a full writer batch, so
 /// a single stream keeps the writer busy while it refills.
-pub const MAX_QUEUED_FRAMES_PER_STREAM: u32 = 4;
+pub(crate) const MAX_QUEUED_FRAMES_PER_STREAM: u32 = 4;
 
 /// Bytes of UDP frames that may wait in the data queue. UDP has its own budget, counted in
 /// bytes, so a burst of small datagrams from many clients is not refused after 128 frames
 /// while memory stays bounded; beyond it datagrams are dropped (and counted by the caller).
-pub const UDP_QUEUE_BYTES: usize = 4 << 20;
+pub(crate) const UDP_QUEUE_BYTES: usize = 4 << 20;
 
 /// Budget a UDP frame takes at least (header and bookkeeping of tiny datagrams).
 const UDP_FRAME_MIN_COST: usize = 64;
@@ -141,43 +139,44 @@ const UDP_FRAME_MIN_COST: usize = 64;
 /// Frames that may wait in the control queue; one more closes the tunnel
 /// ([`MuxCloseReason::PeerNotReading`]). About 100 bytes each queued, so under 7 MiB; room for
 /// four window updates each of 16,384 streams whose peer is slow, not absent.
-pub const CONTROL_QUEUE_FRAMES: usize = 65_536;
+pub(crate) const CONTROL_QUEUE_FRAMES: usize = 65_536;
 
 /// Stream CLOSE(_BACK) frames (FIN or abort) that may wait in the writer's queues; one more
 /// closes the tunnel ([`MuxCloseReason::PeerNotReading`]). Each holds its stream's state until
 /// written (about 0.5 KiB), so under 32 MiB; a reading peer drains them at socket speed.
-pub const MAX_PENDING_CLOSES: usize = 65_536;
+pub(crate) const MAX_PENDING_CLOSES: usize = 65_536;
 
 /// Capacity of [`MuxIncoming::streams`]; further streams are refused while it is full.
-pub const INCOMING_STREAMS: usize = 512;
+pub(crate) const INCOMING_STREAMS: usize = 512;
 
 /// Capacity of [`MuxIncoming::control`].
-pub const INCOMING_CONTROL: usize = 64;
+pub(crate) const INCOMING_CONTROL: usize = 64;
 
 /// Capacity of [`MuxIncoming::datagrams`]; further datagrams are dropped and counted.
-pub const INCOMING_DATAGRAMS: usize = 1024;
+pub(crate) const INCOMING_DATAGRAMS: usize = 1024;
 
 /// Automatic PONGs that may wait for the writer; further PINGs are not answered.
-pub const MAX_PENDING_PONGS: usize = 16;
+pub(crate) const MAX_PENDING_PONGS: usize = 16;
 
 /// Reader-generated CLOSEs (refusals, answers to unknown streams) that may wait for the writer.
-pub const MAX_PENDING_ANSWERS: usize = 1024;
+pub(crate) const MAX_PENDING_ANSWERS: usize = 1024;
 
 /// Unknown stream ids remembered as already answered (then the memory starts over).
 const MAX_ANSWERED: usize = 4096;
 
 /// Configuration of one mux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MuxConfig {
+pub(crate) struct MuxConfig {
     pub side: Side,
     pub window: WindowSettings,
     /// Sustained-stream classification and the sustained queue's guaranteed rate.
     pub qos: QosSettings,
 }
 
+#[cfg(test)]
 impl MuxConfig {
     /// `side` with the default window and QoS settings.
-    pub fn new(side: Side) -> Self {
+    pub(crate) fn new(side: Side) -> Self {
         Self {
             side,
             window: WindowSettings::default(),
@@ -359,7 +358,7 @@ impl Shared {
 
 /// Namespace of [`Mux::start`].
 #[derive(Debug)]
-pub struct Mux;
+pub(crate) struct Mux;
 
 impl Mux {
     /// Spawns the reader and writer tasks over `io` on `tasks` (the role's tracker, so that a
@@ -367,7 +366,7 @@ impl Mux {
     /// `leftover` holds bytes already read from `io` after the handshake line; they are decoded
     /// first. The tunnel ends on [`MuxHandle::close`], when `cancel` is cancelled, on peer EOF,
     /// on an I/O error or on a protocol error.
-    pub fn start<T>(
+    pub(crate) fn start<T>(
         io: T,
         leftover: BytesMut,
         config: MuxConfig,
@@ -542,7 +541,7 @@ impl MuxHandle {
 
 /// What the peer sends that the application must handle.
 #[derive(Debug)]
-pub struct MuxIncoming {
+pub(crate) struct MuxIncoming {
     /// Hub: streams the edge opened, with the OPEN payload (PROXY v1 line). Bounded: while it is
     /// full, new streams are refused with CLOSE_BACK. Never yields on the edge.
     pub streams: mpsc::Receiver<(MuxStream, Bytes)>,

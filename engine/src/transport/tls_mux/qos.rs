@@ -14,18 +14,18 @@
 use std::time::{Duration, Instant};
 
 /// Default of [`QosSettings::sustained_after`].
-pub const SUSTAINED_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const SUSTAINED_AFTER: Duration = Duration::from_secs(1);
 
 /// Default of [`QosSettings::sustained_threshold_bytes_per_sec`]: 20 Mbit/s.
-pub const SUSTAINED_THRESHOLD_BYTES_PER_SEC: u64 = 2_500_000;
+pub(crate) const SUSTAINED_THRESHOLD_BYTES_PER_SEC: u64 = 2_500_000;
 
 /// Default of [`QosSettings::sustained_drain_bytes_per_sec`]: 1 MiB/s.
-pub const SUSTAINED_DRAIN_BYTES_PER_SEC: u64 = 1 << 20;
+pub(crate) const SUSTAINED_DRAIN_BYTES_PER_SEC: u64 = 1 << 20;
 
 /// Quality-of-service settings of a tunnel: when a stream counts as sustained and how much of
 /// the tunnel sustained streams are guaranteed while other data is waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QosSettings {
+pub(crate) struct QosSettings {
     /// A stream is never sustained before it is this old.
     pub sustained_after: Duration,
     /// Average rate since the stream opened (bytes per second, one direction) above which an

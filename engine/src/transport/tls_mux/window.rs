@@ -24,15 +24,15 @@ use std::time::{Duration, Instant};
 use super::qos::{QosSettings, SustainedDetector};
 
 /// Credit (bytes) each side starts with per stream, in both directions. Protocol constant.
-pub const INITIAL_STREAM_WINDOW: u32 = 1 << 20;
+pub(crate) const INITIAL_STREAM_WINDOW: u32 = 1 << 20;
 
 /// Smallest target window ever used, whatever the settings say: a zero or tiny window would
 /// stall a stream (or degrade it to one tiny frame per round trip).
-pub const MIN_TARGET_WINDOW: u32 = 16 * 1024;
+pub(crate) const MIN_TARGET_WINDOW: u32 = 16 * 1024;
 
 /// A grant is sent once it reaches `min(target / 2, GRANT_THRESHOLD)`: large enough not to send
 /// one WINDOW_UPDATE per read, small enough to keep a large window busy.
-pub const GRANT_THRESHOLD: u32 = 256 * 1024;
+pub(crate) const GRANT_THRESHOLD: u32 = 256 * 1024;
 
 /// The most a stream's target is before auto-tuning has seen the path need more (what one stream
 /// got before there was auto-tuning): enough for loopback and LAN paths.
@@ -40,7 +40,7 @@ pub(crate) const START_WINDOW: u32 = 4 << 20;
 
 /// Receive window sizing of a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSettings {
+pub(crate) struct WindowSettings {
     /// Smallest per-stream receive window.
     pub min: u32,
     /// Largest per-stream receive window auto-tuning may grow to.
@@ -62,7 +62,7 @@ impl Default for WindowSettings {
 impl WindowSettings {
     /// `clamp(budget / active_streams, min, max)`, floored at [`MIN_TARGET_WINDOW`]. Tolerates
     /// inconsistent settings (`min > max`: `max` wins) instead of panicking.
-    pub fn target(&self, active_streams: usize) -> u32 {
+    pub(crate) fn target(&self, active_streams: usize) -> u32 {
         let streams = u64::try_from(active_streams.max(1)).unwrap_or(u64::MAX);
         let share = u32::try_from(self.budget / streams).unwrap_or(u32::MAX);
         let hi = self.max.max(MIN_TARGET_WINDOW);
@@ -71,13 +71,13 @@ impl WindowSettings {
     }
 
     /// Where a stream's target starts: [`Self::target`], at most [`START_WINDOW`].
-    pub fn start_target(&self, active_streams: usize) -> u32 {
+    pub(crate) fn start_target(&self, active_streams: usize) -> u32 {
         self.target(active_streams)
             .min(START_WINDOW.max(self.floor()))
     }
 
     /// `min`, bounded like [`Self::target`]: where a sustained stream's target starts.
-    pub fn floor(&self) -> u32 {
+    pub(crate) fn floor(&self) -> u32 {
         let hi = self.max.max(MIN_TARGET_WINDOW);
         self.min.clamp(MIN_TARGET_WINDOW, hi)
     }
