@@ -26,9 +26,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use remoteingress_ipc_schema::{
-    EdgeConnectedEvent, EdgeDisconnectedEvent, EgressListenerConfig, EgressListenerInfo,
-    EgressListenerSource, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event, HubStatus,
-    TunnelTransport, UpdateAllowedEdgesResult,
+    EdgeConnectedEvent, EdgeDisconnectedEvent, EdgeDuplicateRefusedEvent, EgressListenerConfig,
+    EgressListenerInfo, EgressListenerSource, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode,
+    Event, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,9 @@ use crate::service::ServiceError;
 use crate::shutdown::StopTokens;
 use crate::status_fields::{count, unix_ms, wide};
 use crate::tls::{HubIdentity, TlsError};
-use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
+use crate::transport::handshake::{
+    DuplicateRefusal, EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport, InstanceId,
+};
 use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
@@ -74,8 +76,20 @@ pub enum HubStartError {
 #[derive(Debug)]
 pub(crate) enum AuthDecision {
     Accept(Box<Admission>),
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
+    /// The login was right, but another instance of the edge is connected (reported by the
+    /// actor already: the listener only answers).
+    Duplicate(Box<DuplicateRefusal>),
 }
+
+/// How many of the hub's heartbeat timeouts a refused second instance waits before it tries
+/// again. A first instance that died without closing its tunnel is gone from the registry within
+/// one heartbeat timeout, so the second takes over after at most this many; fewer would only
+/// repeat the refusal (and its WARN line) more often while the first is alive. With the default
+/// 10 s timeout: 30 s, the edge's longest backoff step.
+const DUPLICATE_RETRY_HEARTBEAT_TIMEOUTS: u32 = 3;
 
 /// What an authenticated connection needs to run its session.
 #[derive(Debug)]
@@ -151,6 +165,8 @@ pub struct Hub {
 struct ConnectedEdge {
     session_id: u64,
     remote: SocketAddr,
+    /// The edge process holding this tunnel; `None` from an edge older than instance ids.
+    instance: Option<InstanceId>,
     cancel: CancellationToken,
     drain: CancellationToken,
     stats: Arc<StreamStats>,
@@ -566,8 +582,32 @@ impl HubActor {
                 reason: "edge not registered".to_owned(),
             };
         };
-        let push = push_for(allowed, &self.settings);
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
+        if let Some(connected) = self.connected.get(&hello.edge_id) {
+            if let Some(refusal) = duplicate(connected, &hello, remote, &self.settings) {
+                let connected_addr = connected.remote;
+                tracing::warn!(
+                    edge_id = %hello.edge_id,
+                    connected = %connected_addr,
+                    refused = %remote,
+                    "edge login refused: another process with this edge id is connected; two \
+                     machines share one edge id (give each its own)"
+                );
+                self.events
+                    .emit(Event::EdgeDuplicateRefused(EdgeDuplicateRefusedEvent {
+                        edge_id: hello.edge_id.clone(),
+                        connected_addr: connected_addr.to_string(),
+                        refused_addr: remote.to_string(),
+                        retry_after_secs: refusal,
+                    }));
+                return AuthDecision::Duplicate(Box::new(DuplicateRefusal::new(
+                    &hub_proof,
+                    connected_addr.to_string(),
+                    refusal,
+                )));
+            }
+        }
+        let push = push_for(allowed, &self.settings);
         let previous = self.connected.remove(&hello.edge_id);
         // The edge's tunnels share its grant, stream cap and counters (its record), so a later
         // port change applies to all at once and a reconnect keeps the counts. A replaced
@@ -604,6 +644,7 @@ impl HubActor {
             ConnectedEdge {
                 session_id,
                 remote,
+                instance: hello.instance,
                 cancel: cancel.clone(),
                 drain: drain.clone(),
                 stats: stats.clone(),
@@ -756,6 +797,32 @@ impl HubActor {
             disconnected,
         }
     }
+}
+
+/// `Some(retry_after_secs)` when `hello` comes from another instance than the one `connected`:
+/// refuse it, and keep the connected tunnel. The same instance logging in again is a reconnect
+/// (its old tunnel may be dead without the hub knowing yet) and replaces its tunnel; an edge
+/// without an instance id (older than them) cannot be told apart and replaces as before.
+fn duplicate(
+    connected: &ConnectedEdge,
+    hello: &EdgeHello,
+    remote: SocketAddr,
+    settings: &HubSettings,
+) -> Option<u32> {
+    let (Some(current), Some(new)) = (&connected.instance, &hello.instance) else {
+        return None;
+    };
+    if current == new {
+        return None;
+    }
+    tracing::debug!(edge_id = %hello.edge_id, %current, %new, %remote, "second instance of a connected edge");
+    let timeout =
+        u32::try_from(settings.performance.heartbeat_timeout.as_secs()).unwrap_or(u32::MAX);
+    Some(
+        timeout
+            .saturating_mul(DUPLICATE_RETRY_HEARTBEAT_TIMEOUTS)
+            .max(1),
+    )
 }
 
 /// Whether an edge's loopback and own-address clients are believed: `privateClients`, or its

@@ -62,7 +62,8 @@ pub async fn quic_connect_with(
 /// The hello a real edge with `secret` would send over the channel with `binding`.
 pub fn hello_line(binding: &ChannelBinding, edge_id: &str, secret: &str) -> Vec<u8> {
     let proof = login::edge_proof(&Secret::new(secret), binding, edge_id);
-    handshake::encode_hello(edge_id, &proof).unwrap()
+    // The three-field hello of an edge older than instance ids: it replaces a connected edge.
+    handshake::encode_hello(edge_id, &proof, None).unwrap()
 }
 
 /// Writes `line` and reads the hub's reply line; `Err` with what was read when the hub closed
