@@ -97,6 +97,17 @@ async fn a_second_instance_is_refused_and_takes_over_when_the_first_is_gone(tran
 
     // The first edge was never disturbed: the same session, its relay still open.
     echo(&mut relay, b"after").await;
+    let status = pair.hub.ok("getStatus", None).await;
+    let record = status["edges"]
+        .as_array()
+        .and_then(|edges| edges.iter().find(|edge| edge["edgeId"] == EDGE_ID));
+    let last_error = record
+        .and_then(|edge| edge["lastError"].as_str())
+        .unwrap_or_default();
+    assert!(
+        last_error.contains("second process") && last_error.contains(&first_addr),
+        "{status}"
+    );
     let still = connected_edge(&mut pair.hub).await;
     assert_eq!(still["remoteAddr"], first["remoteAddr"], "{still}");
     assert_eq!(still["connectedAtMs"], first["connectedAtMs"], "{still}");

@@ -584,7 +584,12 @@ impl HubActor {
         };
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
         if let Some(connected) = self.connected.get(&hello.edge_id) {
-            if let Some(refusal) = duplicate(connected, &hello, remote, &self.settings) {
+            let heartbeat_timeout = self.settings.performance.heartbeat_timeout;
+            if let Some(refusal) = duplicate(
+                connected.instance.as_ref(),
+                hello.instance.as_ref(),
+                heartbeat_timeout,
+            ) {
                 let connected_addr = connected.remote;
                 tracing::warn!(
                     edge_id = %hello.edge_id,
@@ -593,6 +598,13 @@ impl HubActor {
                     "edge login refused: another process with this edge id is connected; two \
                      machines share one edge id (give each its own)"
                 );
+                // In the edge's status (and `remoteingress-bin status`) too, beside its tunnel.
+                if let Some(record) = self.records.get_mut(&hello.edge_id) {
+                    record.failed(format!(
+                        "login refused: a second process with this edge id connected from \
+                         {remote} while the one from {connected_addr} holds the tunnel"
+                    ));
+                }
                 self.events
                     .emit(Event::EdgeDuplicateRefused(EdgeDuplicateRefusedEvent {
                         edge_id: hello.edge_id.clone(),
@@ -799,25 +811,23 @@ impl HubActor {
     }
 }
 
-/// `Some(retry_after_secs)` when `hello` comes from another instance than the one `connected`:
-/// refuse it, and keep the connected tunnel. The same instance logging in again is a reconnect
-/// (its old tunnel may be dead without the hub knowing yet) and replaces its tunnel; an edge
-/// without an instance id (older than them) cannot be told apart and replaces as before.
+/// `Some(retry_after_secs)` when a login from instance `new` must be refused because instance
+/// `connected` holds the edge's tunnel: another process, so keep the connected tunnel. The same
+/// instance logging in again is a reconnect (its old tunnel may be dead without the hub knowing
+/// yet) and replaces its tunnel; an edge without an instance id (older than them) cannot be told
+/// apart and replaces as before.
 fn duplicate(
-    connected: &ConnectedEdge,
-    hello: &EdgeHello,
-    remote: SocketAddr,
-    settings: &HubSettings,
+    connected: Option<&InstanceId>,
+    new: Option<&InstanceId>,
+    heartbeat_timeout: std::time::Duration,
 ) -> Option<u32> {
-    let (Some(current), Some(new)) = (&connected.instance, &hello.instance) else {
+    let (Some(current), Some(new)) = (connected, new) else {
         return None;
     };
     if current == new {
         return None;
     }
-    tracing::debug!(edge_id = %hello.edge_id, %current, %new, %remote, "second instance of a connected edge");
-    let timeout =
-        u32::try_from(settings.performance.heartbeat_timeout.as_secs()).unwrap_or(u32::MAX);
+    let timeout = u32::try_from(heartbeat_timeout.as_secs()).unwrap_or(u32::MAX);
     Some(
         timeout
             .saturating_mul(DUPLICATE_RETRY_HEARTBEAT_TIMEOUTS)
@@ -829,4 +839,29 @@ fn duplicate(
 /// tunnel comes from loopback (see [`client_source`]).
 fn local_clients(allowed: &AllowedEdgeSettings, remote: SocketAddr) -> bool {
     allowed.private_clients || remote.ip().to_canonical().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_another_instance_is_a_duplicate() {
+        let (a, b) = (InstanceId::random(), InstanceId::random());
+        let timeout = Duration::from_secs(10);
+        assert_eq!(duplicate(Some(&a), Some(&b), timeout), Some(30));
+        // A reconnect of the same process replaces its tunnel.
+        assert_eq!(duplicate(Some(&a), Some(&a.clone()), timeout), None);
+        // An edge older than instance ids, on either side: replaced as before.
+        assert_eq!(duplicate(None, Some(&b), timeout), None);
+        assert_eq!(duplicate(Some(&a), None, timeout), None);
+        assert_eq!(duplicate(None, None, timeout), None);
+        // The pause follows the heartbeat timeout, never 0.
+        assert_eq!(
+            duplicate(Some(&a), Some(&b), Duration::from_secs(3)),
+            Some(9)
+        );
+        assert_eq!(duplicate(Some(&a), Some(&b), Duration::ZERO), Some(1));
+    }
 }
