@@ -24,6 +24,8 @@ def seeds():
     yield "handshake_lines", "hello", f"EDGE edge-1 {PROOF}".encode()
     yield "handshake_lines", "reply", json.dumps({"hubProof": PROOF, "listenPorts": [80, 443], "listenPortsUdp": [53], "stunIntervalSecs": 300}).encode()
     yield "handshake_lines", "rejected", b'{"error":"unauthorized"}'
+    yield "handshake_lines", "hello_instance", f"EDGE edge-1 {PROOF} 0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f1".encode()
+    yield "handshake_lines", "duplicate", json.dumps({"error": "duplicateEdge", "hubProof": PROOF, "connectedFrom": "192.0.2.1:40000", "retryAfterSecs": 30}).encode()
     yield "proxy_headers", "v1_tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\n"
     yield "proxy_headers", "v1_tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 51000 443\r\nGET /"
     yield "proxy_headers", "v2_udp4", V2_SIG + b"\x21\x12\x00\x0c" + bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 53, 0xFF, 0xFF])

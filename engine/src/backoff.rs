@@ -7,6 +7,9 @@
 //! - Otherwise (never connected, wrong secret, or a longer outage): [`MIN`] doubling to [`MAX`],
 //!   each delay plus up to [`JITTER`] of itself. The jitter is not capped at the maximum: a fleet
 //!   of edges that lost their hub together must not retry in lock-step while it stays down.
+//! - When the hub said how long to wait (a second instance of a connected edge): that long,
+//!   between [`MIN`] and [`HOLD_OFF_CAP`], plus the jitter; neither the fast retries nor the
+//!   backoff's short start, which would only repeat the refusal.
 //!
 //! Written by hand (about 20 lines of logic): the crates (`backoff`, `backon`) would need this
 //! much code around them for the fast-retry window and the uncapped jitter.
@@ -25,6 +28,9 @@ pub(crate) const JITTER: f64 = 0.5;
 pub(crate) const FAST_RETRY_WINDOW: Duration = Duration::from_secs(15);
 /// The pause between attempts within [`FAST_RETRY_WINDOW`] (±50 % jitter).
 pub(crate) const FAST_RETRY: Duration = Duration::from_millis(500);
+/// Longest pause a hub can ask for (before jitter): a hub configured with a long heartbeat
+/// timeout must not park an edge for longer.
+pub(crate) const HOLD_OFF_CAP: Duration = Duration::from_secs(300);
 
 /// The reconnect pacing of one edge.
 #[derive(Debug, Clone)]
@@ -75,6 +81,12 @@ impl ReconnectDelay {
         self.next_base = base.saturating_mul(2).min(self.max);
         base.mul_f64(1.0 + JITTER * rng.random::<f64>())
     }
+
+    /// The pause before the next attempt when the hub asked for `wait` (see the module docs).
+    pub(crate) fn hold_off<R: Rng + ?Sized>(&mut self, wait: Duration, rng: &mut R) -> Duration {
+        wait.clamp(MIN, HOLD_OFF_CAP)
+            .mul_f64(1.0 + JITTER * rng.random::<f64>())
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +117,24 @@ mod tests {
             first >= MIN && first <= MIN.mul_f64(1.0 + JITTER),
             "starts over: {first:?}"
         );
+    }
+
+    #[test]
+    fn waits_what_the_hub_asked_even_right_after_a_loss() {
+        let (mut delay, mut rng, now) = (ReconnectDelay::default(), rng(), Instant::now());
+        delay.lost(now);
+        for (asked, base) in [
+            (MAX, MAX),
+            (Duration::from_secs(9), Duration::from_secs(9)),
+            (Duration::ZERO, MIN),
+            (Duration::from_secs(3600), HOLD_OFF_CAP),
+        ] {
+            let wait = delay.hold_off(asked, &mut rng);
+            assert!(
+                wait >= base && wait <= base.mul_f64(1.0 + JITTER),
+                "{wait:?} for {asked:?}"
+            );
+        }
     }
 
     #[test]

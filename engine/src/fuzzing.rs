@@ -40,6 +40,13 @@ pub fn frames(data: &[u8]) {
 pub fn handshake_lines(data: &[u8]) {
     if let Ok(hello) = handshake::parse_hello(data) {
         crate::ident::validate_edge_id(&hello.edge_id).expect("a parsed hello has a valid id");
+        if let Some(instance) = &hello.instance {
+            assert_eq!(
+                handshake::InstanceId::parse(instance.as_str()).as_ref(),
+                Some(instance),
+                "a parsed instance id is canonical"
+            );
+        }
     }
     let _ = handshake::parse_reply(data);
     let _ = handshake::parse_config(data);

@@ -7,7 +7,7 @@
 /// The handshake lines (hello, reply, the edge's report limits).
 pub mod handshake {
     pub use crate::transport::handshake::{
-        encode_hello, parse_reply, read_line, HubReply, MAX_HELLO_LEN, MAX_REPLY_LEN,
+        encode_hello, parse_reply, read_line, HubReply, InstanceId, MAX_HELLO_LEN, MAX_REPLY_LEN,
         MAX_REPORTED_BIND_FAILURES,
     };
 }

@@ -18,6 +18,7 @@ pub enum Event {
     EdgeConnected(EdgeConnectedEvent),
     EdgeDisconnected(EdgeDisconnectedEvent),
     EdgeAuthFailed(EdgeAuthFailedEvent),
+    EdgeDuplicateRefused(EdgeDuplicateRefusedEvent),
     StreamOpened(StreamOpenedEvent),
     StreamClosed(StreamClosedEvent),
     StreamSummary(StreamSummaryEvent),
@@ -84,6 +85,21 @@ pub struct EdgeAuthFailedEvent {
     /// connection that failed before or during the handshake.
     #[serde(default)]
     pub login_refused: bool,
+}
+
+/// A second edge process (another instance) logged in with the id of an edge that is connected,
+/// and was refused: two machines share one edge id. The connected one keeps its tunnel; the
+/// refused one tries again after `retryAfterSecs` (and takes over once the first is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeDuplicateRefusedEvent {
+    pub edge_id: String,
+    /// Where the connected instance's tunnel comes from.
+    pub connected_addr: String,
+    /// Where the refused instance connected from.
+    pub refused_addr: String,
+    /// The pause the refused instance was told to keep before its next attempt.
+    pub retry_after_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -179,6 +195,9 @@ pub enum ConnectFailureReason {
     Timeout,
     /// The hub answered with something that is not the tunnel protocol.
     Protocol,
+    /// Another process with this edge id is connected to the hub (two machines share the id);
+    /// the edge waits the hub's `retryAfterSecs` before it tries again.
+    DuplicateEdge,
 }
 
 /// One failed attempt to reach the hub; another follows after `retryInMs`.

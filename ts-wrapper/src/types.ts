@@ -44,6 +44,7 @@ export const HUB_EVENT_NAMES = [
   'edgeConnected',
   'edgeDisconnected',
   'edgeAuthFailed',
+  'edgeDuplicateRefused',
   'streamOpened',
   'streamClosed',
   'streamSummary',

@@ -1,6 +1,7 @@
 //! Keeps the edge's tunnel up: dial ([`super::dial`]: transport and login), run the session;
 //! on failure or loss, wait ([`crate::backoff`]: fast retries after a loss, then a jittered
-//! exponential backoff, 1 s doubling to 30 s) and try again.
+//! exponential backoff, 1 s doubling to 30 s; the hub's pause after a duplicate-edge refusal)
+//! and try again.
 //! Listeners survive reconnects; they are closed only when the edge stops.
 
 use std::sync::Arc;
@@ -50,7 +51,12 @@ pub(crate) async fn run(shared: Arc<EdgeShared>) {
             }
             Err(error) => Some(error),
         };
-        let delay = pacing.next(std::time::Instant::now(), &mut rng);
+        let delay = match failure.as_ref().and_then(|error| error.retry_after) {
+            // Another instance of this edge holds the tunnel: asking sooner only repeats the
+            // refusal; the hub's pause lets this one take over soon after the other is gone.
+            Some(wait) => pacing.hold_off(wait, &mut rng),
+            None => pacing.next(std::time::Instant::now(), &mut rng),
+        };
         match failure {
             Some(error) => report_failure(&shared, error, delay),
             None => tracing::info!(?delay, "reconnecting to the hub after a pause"),

@@ -4,6 +4,7 @@
 //! [`crate::transport::login`]). Every failure is a [`ConnectError`] with the reason events and
 //! status report; [`super::connector`] decides when to try again.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::EdgeShared;
 use crate::config::PerformanceSettings;
-use crate::transport::handshake::{self, EdgeConfigPush, HubReply, MAX_REPLY_LEN};
+use crate::transport::handshake::{self, EdgeConfigPush, HubReply, InstanceId, MAX_REPLY_LEN};
 use crate::transport::login::{self, ChannelBinding};
 use crate::transport::quic;
 use crate::transport::side::Side;
@@ -31,6 +32,9 @@ pub(crate) const QUIC_FALLBACK_AFTER: Duration = Duration::from_secs(5);
 pub(crate) struct ConnectError {
     pub(crate) reason: ConnectFailureReason,
     pub(crate) message: String,
+    /// The pause the hub asked for before the next attempt (a duplicate refusal); `None`: the
+    /// edge's own backoff.
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl ConnectError {
@@ -38,8 +42,17 @@ impl ConnectError {
         Self {
             reason,
             message: message.into(),
+            retry_after: None,
         }
     }
+}
+
+/// This process's instance id, made on first use and kept for the life of the process: every
+/// tunnel of this process (reconnects, a restarted edge role) is the same instance to the hub,
+/// and a second process with the same edge id is another.
+pub(crate) fn instance_id() -> &'static InstanceId {
+    static INSTANCE: OnceLock<InstanceId> = OnceLock::new();
+    INSTANCE.get_or_init(InstanceId::random)
 }
 
 use ConnectFailureReason as Why;
@@ -53,21 +66,25 @@ pub(crate) async fn connect(shared: &EdgeShared) -> Result<Connected, ConnectErr
             match within(QUIC_FALLBACK_AFTER, connect_quic(shared)).await {
                 Ok(connected) => Ok(connected),
                 // The hub refused the login: TLS would only be refused again, and count a
-                // second failure against this edge and its address in the hub's throttle.
-                Err(refused) if refused.reason == Why::Unauthorized => Err(refused),
+                // second failure against this edge and its address in the hub's throttle (or,
+                // for a duplicate, repeat the refusal and its WARN line on the hub).
+                Err(refused)
+                    if matches!(refused.reason, Why::Unauthorized | Why::DuplicateEdge) =>
+                {
+                    Err(refused)
+                }
                 Err(quic_error) => {
                     tracing::info!(error = %quic_error, "QUIC failed; falling back to TLS");
                     within(CONNECT_DEADLINE, connect_tls(shared))
                         .await
-                        .map_err(|tls_error| {
-                            ConnectError::new(
-                                // The hub's own verdict says more than a blocked UDP port.
-                                match quic_error.reason {
-                                    Why::Unauthorized | Why::HubNotVerified => quic_error.reason,
-                                    _ => tls_error.reason,
-                                },
-                                format!("QUIC: {quic_error}; TLS: {tls_error}"),
-                            )
+                        .map_err(|tls_error| ConnectError {
+                            // The hub's own verdict says more than a blocked UDP port.
+                            reason: match quic_error.reason {
+                                Why::Unauthorized | Why::HubNotVerified => quic_error.reason,
+                                _ => tls_error.reason,
+                            },
+                            message: format!("QUIC: {quic_error}; TLS: {tls_error}"),
+                            retry_after: tls_error.retry_after,
                         })
                 }
             }
@@ -274,7 +291,7 @@ where
     }
     let proof = login::edge_proof(&settings.secret, &binding, &settings.edge_id);
     let protocol = |message: String| ConnectError::new(Why::Protocol, message);
-    let hello = handshake::encode_hello(&settings.edge_id, &proof)
+    let hello = handshake::encode_hello(&settings.edge_id, &proof, Some(instance_id()))
         .map_err(|e| protocol(format!("cannot encode the hello: {e}")))?;
     io.write_all(&hello)
         .await
@@ -310,6 +327,43 @@ where
                 }
             ),
         )),
+        HubReply::Duplicate(refusal) => {
+            let proven = refusal.hub_proof().is_some_and(|hub_proof| {
+                login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof)
+            });
+            if !proven {
+                return Err(ConnectError::new(
+                    Why::HubNotVerified,
+                    "the hub's duplicate-edge refusal carries no valid proof: it does not know \
+                     this edge's secret (a man in the middle, or a hub configured with another \
+                     secret)",
+                ));
+            }
+            let retry_after = Duration::from_secs(
+                refusal
+                    .retry_after_secs
+                    .map_or(crate::backoff::MAX.as_secs(), u64::from),
+            );
+            Err(ConnectError {
+                reason: Why::DuplicateEdge,
+                message: format!(
+                    "the hub refused edge {}: another process with this edge id is connected \
+                     from {}; each machine needs its own edge id (allow another one on the hub \
+                     and give this machine its token), or stop the other process. Trying again \
+                     in about {retry_after:?}, and taking over if the other one is gone",
+                    settings.edge_id,
+                    // Only an address goes into the message and the log, whatever was sent.
+                    refusal
+                        .connected_from
+                        .parse::<std::net::SocketAddr>()
+                        .map_or_else(
+                            |_| "an address the hub did not say".to_owned(),
+                            |a| a.to_string()
+                        ),
+                ),
+                retry_after: Some(retry_after),
+            })
+        }
         HubReply::Accepted { config, hub_proof } => {
             if login::verify_hub_proof(&settings.secret, &binding, &settings.edge_id, &hub_proof) {
                 Ok((buffer, *config))

@@ -513,9 +513,14 @@ impl Connection {
             .hub
             .authenticate(hello, binding, self.remote)
             .await;
-        if let AuthDecision::Accept(admission) = &decision {
-            self.advance(Stage::Verified);
-            open_up(admission);
+        match &decision {
+            AuthDecision::Accept(admission) => {
+                self.advance(Stage::Verified);
+                open_up(admission);
+            }
+            // Its proof was right too: it never makes way for a guesser while it waits.
+            AuthDecision::Duplicate(_) => self.advance(Stage::Verified),
+            AuthDecision::Reject { .. } => {}
         }
         if !delay.is_zero() {
             tracing::debug!(remote = %self.remote, ?delay, "slowing a login from a source or for an edge id with failed logins");
@@ -529,6 +534,15 @@ impl Connection {
                 Err(Failure {
                     login_refused: true,
                     ..failure(reason)
+                }),
+            ),
+            // The actor reported it (event, WARN, metric). Not a failed login: this edge knows
+            // its secret, so the throttle must not slow it or its address down.
+            AuthDecision::Duplicate(refusal) => (
+                HubReply::Duplicate(refusal),
+                Err(Failure {
+                    quiet: true,
+                    ..failure("another instance of this edge is connected".to_owned())
                 }),
             ),
             AuthDecision::Accept(admission) => (

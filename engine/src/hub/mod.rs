@@ -26,9 +26,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use remoteingress_ipc_schema::{
-    EdgeConnectedEvent, EdgeDisconnectedEvent, EgressListenerConfig, EgressListenerInfo,
-    EgressListenerSource, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode, Event, HubStatus,
-    TunnelTransport, UpdateAllowedEdgesResult,
+    EdgeConnectedEvent, EdgeDisconnectedEvent, EdgeDuplicateRefusedEvent, EgressListenerConfig,
+    EgressListenerInfo, EgressListenerSource, EgressTcpProxyInfo, EgressTcpProxyRequest, ErrorCode,
+    Event, HubStatus, TunnelTransport, UpdateAllowedEdgesResult,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,9 @@ use crate::service::ServiceError;
 use crate::shutdown::StopTokens;
 use crate::status_fields::{count, unix_ms, wide};
 use crate::tls::{HubIdentity, TlsError};
-use crate::transport::handshake::{EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport};
+use crate::transport::handshake::{
+    DuplicateRefusal, EdgeConfigPush, EdgeHello, EdgeReport, FirewallReport, InstanceId,
+};
 use crate::transport::login::{self, ChannelBinding, LoginProof};
 use crate::transport::quic;
 use crate::transport::tunnel::Tunnel;
@@ -74,8 +76,20 @@ pub enum HubStartError {
 #[derive(Debug)]
 pub(crate) enum AuthDecision {
     Accept(Box<Admission>),
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
+    /// The login was right, but another instance of the edge is connected (reported by the
+    /// actor already: the listener only answers).
+    Duplicate(Box<DuplicateRefusal>),
 }
+
+/// How many of the hub's heartbeat timeouts a refused second instance waits before it tries
+/// again. A first instance that died without closing its tunnel is gone from the registry within
+/// one heartbeat timeout, so the second takes over after at most this many; fewer would only
+/// repeat the refusal (and its WARN line) more often while the first is alive. With the default
+/// 10 s timeout: 30 s, the edge's longest backoff step.
+const DUPLICATE_RETRY_HEARTBEAT_TIMEOUTS: u32 = 3;
 
 /// What an authenticated connection needs to run its session.
 #[derive(Debug)]
@@ -151,6 +165,8 @@ pub struct Hub {
 struct ConnectedEdge {
     session_id: u64,
     remote: SocketAddr,
+    /// The edge process holding this tunnel; `None` from an edge older than instance ids.
+    instance: Option<InstanceId>,
     cancel: CancellationToken,
     drain: CancellationToken,
     stats: Arc<StreamStats>,
@@ -566,8 +582,44 @@ impl HubActor {
                 reason: "edge not registered".to_owned(),
             };
         };
-        let push = push_for(allowed, &self.settings);
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
+        if let Some(connected) = self.connected.get(&hello.edge_id) {
+            let heartbeat_timeout = self.settings.performance.heartbeat_timeout;
+            if let Some(refusal) = duplicate(
+                connected.instance.as_ref(),
+                hello.instance.as_ref(),
+                heartbeat_timeout,
+            ) {
+                let connected_addr = connected.remote;
+                tracing::warn!(
+                    edge_id = %hello.edge_id,
+                    connected = %connected_addr,
+                    refused = %remote,
+                    "edge login refused: another process with this edge id is connected; two \
+                     machines share one edge id (give each its own)"
+                );
+                // In the edge's status (and `remoteingress-bin status`) too, beside its tunnel.
+                if let Some(record) = self.records.get_mut(&hello.edge_id) {
+                    record.failed(format!(
+                        "login refused: a second process with this edge id connected from \
+                         {remote} while the one from {connected_addr} holds the tunnel"
+                    ));
+                }
+                self.events
+                    .emit(Event::EdgeDuplicateRefused(EdgeDuplicateRefusedEvent {
+                        edge_id: hello.edge_id.clone(),
+                        connected_addr: connected_addr.to_string(),
+                        refused_addr: remote.to_string(),
+                        retry_after_secs: refusal,
+                    }));
+                return AuthDecision::Duplicate(Box::new(DuplicateRefusal::new(
+                    &hub_proof,
+                    connected_addr.to_string(),
+                    refusal,
+                )));
+            }
+        }
+        let push = push_for(allowed, &self.settings);
         let previous = self.connected.remove(&hello.edge_id);
         // The edge's tunnels share its grant, stream cap and counters (its record), so a later
         // port change applies to all at once and a reconnect keeps the counts. A replaced
@@ -604,6 +656,7 @@ impl HubActor {
             ConnectedEdge {
                 session_id,
                 remote,
+                instance: hello.instance,
                 cancel: cancel.clone(),
                 drain: drain.clone(),
                 stats: stats.clone(),
@@ -758,8 +811,57 @@ impl HubActor {
     }
 }
 
+/// `Some(retry_after_secs)` when a login from instance `new` must be refused because instance
+/// `connected` holds the edge's tunnel: another process, so keep the connected tunnel. The same
+/// instance logging in again is a reconnect (its old tunnel may be dead without the hub knowing
+/// yet) and replaces its tunnel; an edge without an instance id (older than them) cannot be told
+/// apart and replaces as before.
+fn duplicate(
+    connected: Option<&InstanceId>,
+    new: Option<&InstanceId>,
+    heartbeat_timeout: std::time::Duration,
+) -> Option<u32> {
+    let (Some(current), Some(new)) = (connected, new) else {
+        return None;
+    };
+    if current == new {
+        return None;
+    }
+    let timeout = u32::try_from(heartbeat_timeout.as_secs()).unwrap_or(u32::MAX);
+    Some(
+        timeout
+            .saturating_mul(DUPLICATE_RETRY_HEARTBEAT_TIMEOUTS)
+            .max(1),
+    )
+}
+
 /// Whether an edge's loopback and own-address clients are believed: `privateClients`, or its
 /// tunnel comes from loopback (see [`client_source`]).
 fn local_clients(allowed: &AllowedEdgeSettings, remote: SocketAddr) -> bool {
     allowed.private_clients || remote.ip().to_canonical().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_another_instance_is_a_duplicate() {
+        let (a, b) = (InstanceId::random(), InstanceId::random());
+        let timeout = Duration::from_secs(10);
+        assert_eq!(duplicate(Some(&a), Some(&b), timeout), Some(30));
+        // A reconnect of the same process replaces its tunnel.
+        assert_eq!(duplicate(Some(&a), Some(&a.clone()), timeout), None);
+        // An edge older than instance ids, on either side: replaced as before.
+        assert_eq!(duplicate(None, Some(&b), timeout), None);
+        assert_eq!(duplicate(Some(&a), None, timeout), None);
+        assert_eq!(duplicate(None, None, timeout), None);
+        // The pause follows the heartbeat timeout, never 0.
+        assert_eq!(
+            duplicate(Some(&a), Some(&b), Duration::from_secs(3)),
+            Some(9)
+        );
+        assert_eq!(duplicate(Some(&a), Some(&b), Duration::ZERO), Some(1));
+    }
 }

@@ -45,6 +45,9 @@ pub(crate) struct EventCounters {
     pub login_failures: Family<ReasonLabel, Counter>,
     /// Hub: egress attempts by edge and outcome.
     pub egress: Family<EgressLabels, Counter>,
+    /// Hub: logins refused per edge because another instance of it was connected. Not a login
+    /// failure (the refused edge knows its secret), so not in `login_failures`.
+    pub duplicate_refusals: Family<EdgeLabel, Counter>,
     /// Edge: tunnels lost.
     pub tunnel_disconnects: Counter,
     /// Edge: failed connection attempts by reason.
@@ -66,7 +69,7 @@ const LOGIN_FAILURE_KINDS: [&str; 2] = ["refused", "handshake"];
 pub(crate) const SHED_REASONS: [&str; 3] = ["displaced_idle", "refused_busy", "request_timeout"];
 
 /// Every reason of `connect_failures`.
-fn connect_failure_reasons() -> [ConnectFailureReason; 6] {
+fn connect_failure_reasons() -> [ConnectFailureReason; 7] {
     use ConnectFailureReason as R;
     let all = [
         R::Unreachable,
@@ -75,6 +78,7 @@ fn connect_failure_reasons() -> [ConnectFailureReason; 6] {
         R::HubNotVerified,
         R::Timeout,
         R::Protocol,
+        R::DuplicateEdge,
     ];
     // A new reason is a compile error here, so it cannot be left out of the list above.
     for reason in all {
@@ -84,7 +88,8 @@ fn connect_failure_reasons() -> [ConnectFailureReason; 6] {
             | R::Unauthorized
             | R::HubNotVerified
             | R::Timeout
-            | R::Protocol => {}
+            | R::Protocol
+            | R::DuplicateEdge => {}
         }
     }
     all
@@ -116,6 +121,7 @@ impl Default for EventCounters {
             heartbeat_rtt: Family::new_with_constructor(rtt_histogram),
             login_failures: Family::default(),
             egress: Family::default(),
+            duplicate_refusals: Family::default(),
             tunnel_disconnects: Counter::default(),
             connect_failures: Family::default(),
             firewall_applies: Counter::default(),
@@ -149,8 +155,11 @@ impl EventCounters {
             .observe(rtt.as_secs_f64());
     }
 
-    /// An edge was allowed: its egress series start at 0.
+    /// An edge was allowed: its egress and duplicate-refusal series start at 0.
     pub(crate) fn edge_allowed(&self, edge_id: &str) {
+        drop(self.duplicate_refusals.get_or_create(&EdgeLabel {
+            edge_id: edge_id.to_owned(),
+        }));
         for outcome in egress_outcomes() {
             drop(self.egress.get_or_create(&EgressLabels {
                 edge_id: edge_id.to_owned(),
@@ -171,6 +180,9 @@ impl EventCounters {
         self.heartbeat_rtt.remove(&EdgeLabel {
             edge_id: edge_id.to_owned(),
         });
+        self.duplicate_refusals.remove(&EdgeLabel {
+            edge_id: edge_id.to_owned(),
+        });
     }
 
     /// Counts `event`.
@@ -185,6 +197,13 @@ impl EventCounters {
                 self.login_failures
                     .get_or_create(&ReasonLabel {
                         reason: kind.to_owned(),
+                    })
+                    .inc();
+            }
+            Event::EdgeDuplicateRefused(refused) => {
+                self.duplicate_refusals
+                    .get_or_create(&EdgeLabel {
+                        edge_id: refused.edge_id.clone(),
                     })
                     .inc();
             }

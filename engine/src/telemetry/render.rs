@@ -202,6 +202,11 @@ fn hub_metrics(registry: &mut Registry, hub: &HubStatus, counters: &EventCounter
         counters.login_failures.clone(),
     );
     registry.register(
+        "hub_duplicate_edge_refusals",
+        "Logins refused because another process with the same edge id is connected, by edge",
+        counters.duplicate_refusals.clone(),
+    );
+    registry.register(
         "hub_egress_connections",
         "Egress attempts by edge and outcome",
         counters.egress.clone(),

@@ -1,11 +1,14 @@
 //! The tunnel handshake, identical on TLS and QUIC.
 //!
-//! 1. The edge sends `EDGE <edgeId> <proof>\n`, where the proof is 64 hex digits of an HMAC of
-//!    the TLS channel binding under the edge's secret ([`super::login`]): the secret itself never
-//!    crosses the wire.
+//! 1. The edge sends `EDGE <edgeId> <proof> <instanceId>\n`, where the proof is 64 hex digits of
+//!    an HMAC of the TLS channel binding under the edge's secret ([`super::login`]): the secret
+//!    itself never crosses the wire. The instance id ([`InstanceId`]) names the edge process, so
+//!    that the hub can tell a reconnect from a second process with the same edge id; edges from
+//!    before it send only the first three fields.
 //! 2. The hub answers one JSON line: the edge's configuration ([`EdgeConfigPush`]) with the hub's
-//!    own proof in `hubProof`, or `{"error":"unauthorized"}`. The edge checks `hubProof` before
-//!    it uses anything else in the reply.
+//!    own proof in `hubProof`; `{"error":"unauthorized"}`; or, to a second instance of an edge
+//!    that is connected, `{"error":"duplicateEdge",...}` ([`DuplicateRefusal`], also with
+//!    `hubProof`). The edge checks `hubProof` before it uses anything else in the reply.
 //!
 //! After that the TLS transport switches to frames ([`super::frame`]), the QUIC transport to
 //! control messages ([`super::control`]). Whatever bytes followed the reply's newline in the
@@ -23,7 +26,7 @@ use super::login::LoginProof;
 use crate::ident::{validate_edge_id, IdentError};
 
 /// Longest accepted hello line (without its `\n`). An edge id is at most 1 KiB (see
-/// `crate::ident`) and a proof 64 bytes, so a valid hello is far below this.
+/// `crate::ident`), a proof 64 bytes and an instance id 36, so a valid hello is far below this.
 pub const MAX_HELLO_LEN: usize = 4096;
 
 /// Longest accepted hub reply line (without its `\n`): it carries the whole firewall snapshot.
@@ -31,6 +34,49 @@ pub const MAX_REPLY_LEN: usize = 2 * 1024 * 1024;
 
 /// The hello keyword.
 const HELLO_KEYWORD: &str = "EDGE";
+
+/// The `error` of a [`HubReply::Duplicate`] on the wire.
+const DUPLICATE_ERROR: &str = "duplicateEdge";
+
+/// Length of an [`InstanceId`]: a hyphenated UUID.
+const INSTANCE_ID_LEN: usize = 36;
+
+/// The instance id of one edge process: a random UUID (v4), made once per process, sent in every
+/// hello. The hub lets the same instance replace its own tunnel (a reconnect, or later more
+/// tunnels of one process) and refuses a different instance while the first is connected: two
+/// machines given the same edge id would otherwise take the tunnel from each other every few
+/// seconds. Not a secret and not a credential: the login proof is what admits an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// A new random instance id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Parses the hello's instance field: exactly a UUID in its canonical form (36 characters,
+    /// lowercase hex, hyphens at 8-13-18-23), so that one instance has one spelling and the
+    /// hub's comparison is a plain string comparison. Any UUID version is accepted.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != INSTANCE_ID_LEN {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        let canonical = uuid.hyphenated().to_string();
+        (canonical == text).then_some(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// How much room [`read_line`] makes per read.
 const READ_CHUNK: usize = 4096;
@@ -45,7 +91,10 @@ pub enum HandshakeError {
     CarriageReturn,
     #[error("hello line is not valid UTF-8")]
     NotUtf8,
-    #[error("hello line has {found} space-separated fields, expected 3: EDGE <edgeId> <proof>")]
+    #[error(
+        "hello line has {found} space-separated fields, expected 4 (or 3 from older edges): \
+         EDGE <edgeId> <proof> <instanceId>"
+    )]
     FieldCount { found: usize },
     #[error("hello line does not start with the keyword EDGE")]
     NotEdgeHello,
@@ -56,6 +105,8 @@ pub enum HandshakeError {
          its secret here: upgrade it)"
     )]
     BadProof,
+    #[error("the instance id is not a UUID in lowercase hyphenated form")]
+    BadInstanceId,
     #[error("the hub's reply has no hubProof: it did not prove that it knows this edge's secret")]
     MissingHubProof,
     #[error("hub reply is not a valid config or error object: {0}")]
@@ -77,27 +128,41 @@ pub enum LineError {
     Io(#[from] io::Error),
 }
 
-/// The edge's hello: who it claims to be and its proof for this channel.
+/// The edge's hello: who it claims to be, its proof for this channel and which process it is.
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeHello {
     pub edge_id: String,
     pub proof: LoginProof,
+    /// `None` from an edge older than instance ids: the hub cannot tell its reconnects from a
+    /// second process, and lets it replace the connected one as before.
+    pub instance: Option<InstanceId>,
 }
 
-/// Builds `EDGE <edgeId> <proof>\n`. The id is checked here as well as where it entered the
+/// Builds `EDGE <edgeId> <proof> <instanceId>\n` (without the instance: the older three-field
+/// form, which only tests still send). The id is checked here as well as where it entered the
 /// process: an id with a space would shift the fields and be rejected by the hub as a confusing
 /// authentication failure, so refuse it locally with a clear error.
-pub fn encode_hello(edge_id: &str, proof: &LoginProof) -> Result<Vec<u8>, HandshakeError> {
+pub fn encode_hello(
+    edge_id: &str,
+    proof: &LoginProof,
+    instance: Option<&InstanceId>,
+) -> Result<Vec<u8>, HandshakeError> {
     validate_edge_id(edge_id).map_err(HandshakeError::InvalidEdgeId)?;
-    Ok(format!("{HELLO_KEYWORD} {edge_id} {}\n", proof.to_hex()).into_bytes())
+    let proof = proof.to_hex();
+    Ok(match instance {
+        Some(instance) => format!("{HELLO_KEYWORD} {edge_id} {proof} {instance}\n"),
+        None => format!("{HELLO_KEYWORD} {edge_id} {proof}\n"),
+    }
+    .into_bytes())
 }
 
 /// Parses a hello line given without its `\n`.
 ///
-/// Strict on purpose: exactly three fields separated by single spaces, the keyword `EDGE` in
-/// upper case, 64 hex digits of proof and no trailing `\r`. Tolerating CRLF or extra spaces
-/// would give one hello several spellings and hide a peer that frames lines differently; our
-/// encoder never produces them, so only a foreign or broken peer would.
+/// Strict on purpose: four fields (three from older edges) separated by single spaces, the
+/// keyword `EDGE` in upper case, 64 hex digits of proof, a canonical instance id
+/// ([`InstanceId::parse`]) and no trailing `\r`. Tolerating CRLF or extra spaces would give one
+/// hello several spellings and hide a peer that frames lines differently; our encoder never
+/// produces them, so only a foreign or broken peer would.
 pub(crate) fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
     if line.len() > MAX_HELLO_LEN {
         return Err(HandshakeError::TooLong {
@@ -110,9 +175,13 @@ pub(crate) fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
     }
     let text = std::str::from_utf8(line).map_err(|_| HandshakeError::NotUtf8)?;
     let mut fields = text.split(' ');
-    let (Some(keyword), Some(edge_id), Some(proof), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let (Some(keyword), Some(edge_id), Some(proof), instance, None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
         return Err(HandshakeError::FieldCount {
             found: text.split(' ').count(),
         });
@@ -122,9 +191,13 @@ pub(crate) fn parse_hello(line: &[u8]) -> Result<EdgeHello, HandshakeError> {
     }
     validate_edge_id(edge_id).map_err(HandshakeError::InvalidEdgeId)?;
     let proof = LoginProof::from_hex(proof).ok_or(HandshakeError::BadProof)?;
+    let instance = instance
+        .map(|text| InstanceId::parse(text).ok_or(HandshakeError::BadInstanceId))
+        .transpose()?;
     Ok(EdgeHello {
         edge_id: edge_id.to_owned(),
         proof,
+        instance,
     })
 }
 
@@ -249,12 +322,50 @@ pub enum HubReply {
     },
     /// Refused, e.g. `unauthorized`.
     Rejected { error: String },
+    /// Refused because another instance of this edge is connected (check `hub_proof` before
+    /// believing the rest: only the hub knows the edge's secret).
+    Duplicate(Box<DuplicateRefusal>),
 }
 
 /// Wire form of [`HubReply::Rejected`].
 #[derive(Serialize, Deserialize)]
 struct Rejection {
     error: String,
+}
+
+/// A login refused because another process (instance) with the same edge id holds the tunnel.
+/// Sent only to an edge whose proof was right: it knows the secret, so it may learn where the
+/// other instance connects from, which is what its operator needs to find the second machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateRefusal {
+    /// Always [`DUPLICATE_ERROR`]; the key that makes older edges read this as a refusal.
+    error: String,
+    /// The hub's proof for this channel, as in an acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hub_proof: Option<String>,
+    /// The address the connected instance's tunnel comes from, as the hub sees it.
+    pub connected_from: String,
+    /// When to try again: the hub notices a first instance that died silently within its
+    /// heartbeat timeout, and this is a few of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u32>,
+}
+
+impl DuplicateRefusal {
+    pub fn new(hub_proof: &LoginProof, connected_from: String, retry_after_secs: u32) -> Self {
+        Self {
+            error: DUPLICATE_ERROR.to_owned(),
+            hub_proof: Some(hub_proof.to_hex()),
+            connected_from,
+            retry_after_secs: Some(retry_after_secs),
+        }
+    }
+
+    /// The hub's proof, when well-formed.
+    pub fn hub_proof(&self) -> Option<LoginProof> {
+        self.hub_proof.as_deref().and_then(LoginProof::from_hex)
+    }
 }
 
 /// Wire form of [`HubReply::Accepted`]: the configuration's fields with `hubProof` beside them
@@ -279,6 +390,7 @@ pub(crate) fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> 
         HubReply::Rejected { error } => serde_json::to_vec(&Rejection {
             error: error.clone(),
         }),
+        HubReply::Duplicate(refusal) => serde_json::to_vec(refusal),
     }
     .map_err(HandshakeError::Encode)?;
     if line.len() > MAX_REPLY_LEN {
@@ -292,8 +404,9 @@ pub(crate) fn encode_reply(reply: &HubReply) -> Result<Vec<u8>, HandshakeError> 
 }
 
 /// Parses the hub's reply line given without its `\n`. An object with an `error` key is a
-/// rejection (even if it has other fields); anything else must be an `EdgeConfigPush` with a
-/// well-formed `hubProof` (a missing one is `HandshakeError::MissingHubProof`).
+/// rejection (even if it has other fields): a `DuplicateRefusal` when the error is
+/// `duplicateEdge`, else `HubReply::Rejected`; anything else must be an `EdgeConfigPush` with
+/// a well-formed `hubProof` (a missing one is `HandshakeError::MissingHubProof`).
 pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
     if line.len() > MAX_REPLY_LEN {
         return Err(HandshakeError::TooLong {
@@ -303,6 +416,11 @@ pub fn parse_reply(line: &[u8]) -> Result<HubReply, HandshakeError> {
     }
     let value: serde_json::Value =
         serde_json::from_slice(line).map_err(HandshakeError::BadReply)?;
+    if value.get("error").and_then(serde_json::Value::as_str) == Some(DUPLICATE_ERROR) {
+        let refusal: DuplicateRefusal =
+            serde_json::from_value(value).map_err(HandshakeError::BadReply)?;
+        return Ok(HubReply::Duplicate(Box::new(refusal)));
+    }
     if value.get("error").is_some() {
         let rejection: Rejection =
             serde_json::from_value(value).map_err(HandshakeError::BadReply)?;
@@ -445,26 +563,78 @@ mod tests {
 
     // ---- hello ----
 
+    const INSTANCE: &str = "0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f1";
+
+    fn instance() -> InstanceId {
+        InstanceId::parse(INSTANCE).unwrap()
+    }
+
     #[test]
     fn hello_vector() {
-        let line = encode_hello("edge-fra-01", &proof()).unwrap();
+        let line = encode_hello("edge-fra-01", &proof(), Some(&instance())).unwrap();
+        assert_eq!(
+            line,
+            format!("EDGE edge-fra-01 {PROOF_HEX} {INSTANCE}\n").into_bytes()
+        );
+        let hello = parse_hello(line.strip_suffix(b"\n").unwrap()).unwrap();
+        assert_eq!(hello.edge_id, "edge-fra-01");
+        assert_eq!(hello.proof.as_bytes(), proof().as_bytes());
+        assert_eq!(hello.instance, Some(instance()));
+        let unicode = parse_hello(format!("EDGE kante-ü {PROOF_HEX} {INSTANCE}").as_bytes());
+        assert_eq!(unicode.unwrap().edge_id, "kante-ü");
+    }
+
+    /// An edge from before instance ids sends three fields: accepted, with no instance (the
+    /// hub then lets it replace a connected one, as before).
+    #[test]
+    fn hello_without_an_instance_from_older_edges() {
+        let line = encode_hello("edge-fra-01", &proof(), None).unwrap();
         assert_eq!(line, format!("EDGE edge-fra-01 {PROOF_HEX}\n").into_bytes());
         let hello = parse_hello(format!("EDGE edge-fra-01 {PROOF_HEX}").as_bytes()).unwrap();
         assert_eq!(hello.edge_id, "edge-fra-01");
-        assert_eq!(hello.proof.as_bytes(), proof().as_bytes());
-        let unicode = parse_hello(format!("EDGE kante-ü {PROOF_HEX}").as_bytes()).unwrap();
-        assert_eq!(unicode.edge_id, "kante-ü");
+        assert_eq!(hello.instance, None);
+    }
+
+    #[test]
+    fn instance_ids_are_canonical_uuids_only() {
+        let made = InstanceId::random();
+        assert_eq!(InstanceId::parse(made.as_str()), Some(made.clone()));
+        assert_ne!(made, InstanceId::random());
+        for bad in [
+            "",
+            "x",
+            "0F1E2D3C-4B5A-4697-8877-A6B5C4D3E2F1",
+            "0f1e2d3c4b5a46978877a6b5c4d3e2f1",
+            "{0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f1}",
+            "urn:uuid:0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f1",
+            "0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f",
+            "0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f1a",
+            "0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2fg",
+            "0f1e2d3c-4b5a4-697-8877-a6b5c4d3e2f1",
+            "0f1e2d3c-4b5a-4697-8877-a6b5c4d3e2f\u{e9}",
+        ] {
+            assert_eq!(InstanceId::parse(bad), None, "{bad:?}");
+            let line = format!("EDGE id {PROOF_HEX} {bad}");
+            assert!(
+                matches!(
+                    parse_hello(line.as_bytes()),
+                    Err(HandshakeError::BadInstanceId)
+                ),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
     fn encode_hello_refuses_invalid_ids() {
         assert!(matches!(
-            encode_hello("a b", &proof()),
+            encode_hello("a b", &proof(), Some(&instance())),
             Err(HandshakeError::InvalidEdgeId(
                 IdentError::BadCharacter { .. }
             ))
         ));
-        let longest = encode_hello(&"i".repeat(MAX_IDENT_LEN), &proof()).unwrap();
+        let longest =
+            encode_hello(&"i".repeat(MAX_IDENT_LEN), &proof(), Some(&instance())).unwrap();
         assert!(longest.len() <= MAX_HELLO_LEN);
     }
 
@@ -490,9 +660,9 @@ mod tests {
             (&b""[..], 1),
             (b"EDGE", 1),
             (b"EDGE id", 2),
-            (b"EDGE id secret extra", 4),
-            (b"EDGE id  secret", 4),
-            (b"EDGE id secret ", 4),
+            (b"EDGE id secret instance extra", 5),
+            (b"EDGE id  secret instance", 5),
+            (b"EDGE id secret instance ", 5),
         ] {
             match parse_hello(line) {
                 Err(HandshakeError::FieldCount { found: f }) => assert_eq!(f, found, "{line:?}"),
@@ -518,6 +688,11 @@ mod tests {
             Err(HandshakeError::InvalidEdgeId(
                 IdentError::BadCharacter { .. }
             ))
+        ));
+        // A trailing space is an empty fourth field, not a three-field hello.
+        assert!(matches!(
+            parse_hello(format!("EDGE id {PROOF_HEX} ").as_bytes()),
+            Err(HandshakeError::BadInstanceId)
         ));
         // The old hello carried the secret itself: refused with a hint to upgrade.
         for line in [
@@ -648,6 +823,40 @@ mod tests {
             &parse_reply(br#"{"error":"unauthorized","listenPorts":[1],"listenPortsUdp":[]}"#)
                 .unwrap(),
             &reply
+        ));
+    }
+
+    #[test]
+    fn duplicate_refusal_vector() {
+        let reply = HubReply::Duplicate(Box::new(DuplicateRefusal::new(
+            &proof(),
+            "198.51.100.7:40000".to_owned(),
+            30,
+        )));
+        let line = encode_reply(&reply).unwrap();
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            format!(
+                "{{\"error\":\"duplicateEdge\",\"hubProof\":\"{PROOF_HEX}\",\
+                 \"connectedFrom\":\"198.51.100.7:40000\",\"retryAfterSecs\":30}}\n"
+            )
+        );
+        let HubReply::Duplicate(parsed) = parse_reply(&line[..line.len() - 1]).unwrap() else {
+            panic!("expected a duplicate refusal");
+        };
+        assert_eq!(parsed.connected_from, "198.51.100.7:40000");
+        assert_eq!(parsed.retry_after_secs, Some(30));
+        assert_eq!(parsed.hub_proof().unwrap().as_bytes(), proof().as_bytes());
+        // Without its proof it parses, and the edge refuses to believe it (no hub_proof).
+        let HubReply::Duplicate(unproven) =
+            parse_reply(br#"{"error":"duplicateEdge","connectedFrom":"x"}"#).unwrap()
+        else {
+            panic!("expected a duplicate refusal");
+        };
+        assert!(unproven.hub_proof().is_none());
+        assert!(matches!(
+            parse_reply(br#"{"error":"duplicateEdge"}"#),
+            Err(HandshakeError::BadReply(_))
         ));
     }
 
@@ -863,12 +1072,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn hello_round_trip(edge_id in ident(), bytes in any::<[u8; 32]>()) {
-            let line = encode_hello(&edge_id, &LoginProof::from_bytes(bytes)).unwrap();
+        fn hello_round_trip(edge_id in ident(), bytes in any::<[u8; 32]>(), with in any::<bool>()) {
+            let instance = with.then(InstanceId::random);
+            let line = encode_hello(&edge_id, &LoginProof::from_bytes(bytes), instance.as_ref()).unwrap();
             let body = line.strip_suffix(b"\n").unwrap();
             let hello = parse_hello(body).unwrap();
             prop_assert_eq!(hello.edge_id, edge_id);
             prop_assert_eq!(hello.proof.as_bytes(), &bytes);
+            prop_assert_eq!(hello.instance, instance);
         }
 
         #[test]

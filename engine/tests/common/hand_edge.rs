@@ -62,7 +62,34 @@ pub async fn quic_connect_with(
 /// The hello a real edge with `secret` would send over the channel with `binding`.
 pub fn hello_line(binding: &ChannelBinding, edge_id: &str, secret: &str) -> Vec<u8> {
     let proof = login::edge_proof(&Secret::new(secret), binding, edge_id);
-    handshake::encode_hello(edge_id, &proof).unwrap()
+    // The three-field hello of an edge older than instance ids: it replaces a connected edge.
+    handshake::encode_hello(edge_id, &proof, None).unwrap()
+}
+
+/// Sends the hello of edge process `instance` (the four-field form, with a right proof) over
+/// `transport` (`"tcpTls"` or `"quic"`); the hub's reply line, or why there was none.
+pub async fn instance_hello(
+    transport: &str,
+    port: u16,
+    edge_id: &str,
+    secret: &str,
+    instance: &handshake::InstanceId,
+) -> Result<String, String> {
+    let line = |binding: &ChannelBinding| {
+        let proof = login::edge_proof(&Secret::new(secret), binding, edge_id);
+        handshake::encode_hello(edge_id, &proof, Some(instance)).unwrap()
+    };
+    if transport == "tcpTls" {
+        let mut tls = tls_connect(port).await;
+        let binding = ChannelBinding::from_tls(tls.get_ref().1).unwrap();
+        exchange(&mut tls, &line(&binding), &mut BytesMut::new()).await
+    } else {
+        let (_endpoint, connection) = quic_connect(port).await;
+        let binding = ChannelBinding::from_quic(&connection).unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        let mut control = tokio::io::join(recv, send);
+        exchange(&mut control, &line(&binding), &mut BytesMut::new()).await
+    }
 }
 
 /// Writes `line` and reads the hub's reply line; `Err` with what was read when the hub closed
@@ -221,7 +248,7 @@ fn check_accepted(
     secret: &str,
 ) -> Result<(), String> {
     match handshake::parse_reply(reply.as_bytes()).map_err(|e| format!("{e}: {reply}"))? {
-        HubReply::Rejected { .. } => Err(reply.to_owned()),
+        HubReply::Rejected { .. } | HubReply::Duplicate(_) => Err(reply.to_owned()),
         HubReply::Accepted { hub_proof, .. } => {
             assert!(
                 login::verify_hub_proof(&Secret::new(secret), binding, edge_id, &hub_proof),

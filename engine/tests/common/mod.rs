@@ -254,6 +254,15 @@ impl Managed {
         }
     }
 
+    /// How many events named `name` were read but not claimed by a wait: after a request's
+    /// response, the events the binary wrote before it are all counted here.
+    pub fn unclaimed(&self, name: &str) -> usize {
+        self.pending
+            .iter()
+            .filter(|line| line["event"] == name)
+            .count()
+    }
+
     /// The next line in order (pending first).
     pub async fn next_line(&mut self) -> Option<Value> {
         if let Some(line) = self.pending.pop_front() {

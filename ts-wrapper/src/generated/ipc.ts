@@ -69,6 +69,10 @@ export type Event =
       data: EdgeAuthFailedEvent;
     }
   | {
+      event: "edgeDuplicateRefused";
+      data: EdgeDuplicateRefusedEvent;
+    }
+  | {
       event: "streamOpened";
       data: StreamOpenedEvent;
     }
@@ -141,7 +145,7 @@ export type EgressOutcome = "connected" | "denied" | "failed" | "timeout";
  * via the `definition` "TConnectFailureReason".
  */
 export type TConnectFailureReason =
-  "unreachable" | "handshake" | "unauthorized" | "hubNotVerified" | "timeout" | "protocol";
+  "unreachable" | "handshake" | "unauthorized" | "hubNotVerified" | "timeout" | "protocol" | "duplicateEdge";
 /**
  * Public protocol of a listener.
  *
@@ -394,6 +398,29 @@ export interface EdgeAuthFailedEvent {
    * connection that failed before or during the handshake.
    */
   loginRefused?: boolean;
+}
+/**
+ * A second edge process (another instance) logged in with the id of an edge that is connected,
+ * and was refused: two machines share one edge id. The connected one keeps its tunnel; the
+ * refused one tries again after `retryAfterSecs` (and takes over once the first is gone).
+ *
+ * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
+ * via the `definition` "EdgeDuplicateRefusedEvent".
+ */
+export interface EdgeDuplicateRefusedEvent {
+  edgeId: string;
+  /**
+   * Where the connected instance's tunnel comes from.
+   */
+  connectedAddr: string;
+  /**
+   * Where the refused instance connected from.
+   */
+  refusedAddr: string;
+  /**
+   * The pause the refused instance was told to keep before its next attempt.
+   */
+  retryAfterSecs: number;
 }
 /**
  * This interface was referenced by `RemoteingressIPCProtocol`'s JSON-Schema
