@@ -151,6 +151,59 @@ async fn a_second_instance_is_refused_and_takes_over_when_the_first_is_gone(tran
     echo(&mut relay, b"taken over").await;
 }
 
+over_both_transports!(a_restarted_process_replaces_its_killed_predecessor_at_once);
+
+/// A process killed without a goodbye (over QUIC nothing tells the hub) and started again is a
+/// new instance while the hub still holds the old tunnel. The hub asks the old tunnel for a PONG
+/// and, hearing none, lets the new process in at once rather than after its heartbeat timeout
+/// and a retry pause (long here, so that waiting for either would miss the deadline).
+async fn a_restarted_process_replaces_its_killed_predecessor_at_once(transport: &str) {
+    let target = Target::start(Behaviour::Echo).await;
+    let mut pair = Pair::start_configured(
+        json!({"listenPorts": [target.port]}),
+        json!({"performance": {"heartbeatIntervalSecs": 10, "heartbeatTimeoutSecs": 60}}),
+        json!({}),
+        transport,
+    )
+    .await;
+    pair.wait_listening(target.port).await;
+    let first = connected_edge(&mut pair.hub).await;
+    pair.edge.child.start_kill().unwrap();
+    pair.edge.wait_exit().await;
+
+    let started = tokio::time::Instant::now();
+    let mut again = Managed::spawn().await;
+    let mut params = edge_start(pair.tunnel_port, Some(&pair.fingerprint));
+    params["config"]["transportMode"] = json!(transport);
+    params["config"]["bindAddress"] = json!(SECOND_EDGE_ADDR);
+    again.ok("start", Some(params)).await;
+    let line = again
+        .wait_for(
+            |line| line["event"] == "tunnelConnected" || line["event"] == "tunnelConnectFailed",
+            common::DEADLINE,
+        )
+        .await;
+    assert_eq!(line["event"], "tunnelConnected", "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "in {:?}, not after the heartbeat timeout",
+        started.elapsed()
+    );
+    let now = connected_edge(&mut pair.hub).await;
+    assert_ne!(now["remoteAddr"], first["remoteAddr"], "{now}");
+    assert_eq!(pair.hub.unclaimed("edgeDuplicateRefused"), 0);
+    common::status_until(&mut again, "the edge listens", common::DEADLINE, |s| {
+        s["listenPorts"]
+            .as_array()
+            .is_some_and(|ports| ports.iter().any(|p| p == target.port))
+    })
+    .await;
+    let mut relay = TcpStream::connect((SECOND_EDGE_ADDR, target.port))
+        .await
+        .unwrap();
+    echo(&mut relay, b"back at once").await;
+}
+
 /// The hub's one connected edge.
 async fn connected_edge(hub: &mut Managed) -> Value {
     let status = hub.ok("getStatus", None).await;

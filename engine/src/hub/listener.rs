@@ -618,6 +618,7 @@ impl Connection {
             events: context.events.clone(),
             cancel: admission.cancel,
             drain: admission.drain,
+            heard: admission.heard,
             stop: context.stop.clone(),
             tasks: context.tasks.clone(),
             hub: context.hub.clone(),

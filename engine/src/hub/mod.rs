@@ -14,6 +14,7 @@ pub(crate) mod egress_listeners;
 pub(crate) mod forward;
 pub(crate) mod grant;
 pub(crate) mod listener;
+mod liveness;
 pub(crate) mod pending;
 mod push;
 pub(crate) mod session;
@@ -39,6 +40,7 @@ use self::edge_record::EdgeRecords;
 use self::egress::{EgressProxies, ProxyContext};
 use self::egress_listeners::{EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use self::grant::PortGrant;
+use self::liveness::{Heard, LivenessProbe, ProbeOutcome};
 use self::push::{push_for, warn_v1_on_udp};
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, HubSettings};
@@ -111,6 +113,16 @@ pub(crate) struct Admission {
     pub(crate) drain: CancellationToken,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
+    /// The session marks each answer of its edge to a PING here (for [`liveness`] probes).
+    pub(crate) heard: tokio::sync::watch::Sender<tokio::time::Instant>,
+}
+
+/// The actor's answer to one look at a login: decided, or first ask whether the connected
+/// instance of the edge is still there ([`liveness`]), then look again.
+#[derive(Debug)]
+pub(crate) enum ActorAnswer {
+    Decided(AuthDecision),
+    Probe(Box<LivenessProbe>),
 }
 
 pub(crate) enum Command {
@@ -123,7 +135,9 @@ pub(crate) enum Command {
         hello: EdgeHello,
         binding: ChannelBinding,
         remote: SocketAddr,
-        reply: oneshot::Sender<AuthDecision>,
+        /// What a liveness probe found, on the second look at a contested login.
+        probed: Option<ProbeOutcome>,
+        reply: oneshot::Sender<ActorAnswer>,
     },
     SessionReady {
         edge_id: String,
@@ -183,6 +197,8 @@ struct ConnectedEdge {
     firewall: Option<FirewallReport>,
     /// Assigned ports the edge reported it could not bind.
     port_bind_failures: Vec<remoteingress_ipc_schema::PortBindFailure>,
+    /// When the session last heard its edge answer a PING.
+    heard: Heard,
 }
 
 struct HubActor {
@@ -450,23 +466,31 @@ impl Hub {
         binding: ChannelBinding,
         remote: SocketAddr,
     ) -> AuthDecision {
-        let (reply, rx) = oneshot::channel();
-        if !self
-            .send(Command::Authenticate {
-                hello,
+        let stopping = || AuthDecision::Reject {
+            reason: "hub is stopping".to_owned(),
+        };
+        let mut probed = None;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            let command = Command::Authenticate {
+                hello: hello.clone(),
                 binding,
                 remote,
+                probed,
                 reply,
-            })
-            .await
-        {
-            return AuthDecision::Reject {
-                reason: "hub is stopping".to_owned(),
             };
+            if !self.send(command).await {
+                return stopping();
+            }
+            match rx.await {
+                Ok(ActorAnswer::Decided(decision)) => return decision,
+                // At most once: the second look decides.
+                Ok(ActorAnswer::Probe(probe)) if probed.is_none() => {
+                    probed = Some(probe.run().await);
+                }
+                Ok(ActorAnswer::Probe(_)) | Err(_) => return stopping(),
+            }
         }
-        rx.await.unwrap_or(AuthDecision::Reject {
-            reason: "hub is stopping".to_owned(),
-        })
     }
 }
 
@@ -505,9 +529,10 @@ impl HubActor {
                 hello,
                 binding,
                 remote,
+                probed,
                 reply,
             } => {
-                let _ = reply.send(self.authenticate(hello, &binding, remote));
+                let _ = reply.send(self.authenticate(hello, &binding, remote, probed));
             }
             Command::SessionReady {
                 edge_id,
@@ -554,42 +579,63 @@ impl HubActor {
         hello: EdgeHello,
         binding: &ChannelBinding,
         remote: SocketAddr,
-    ) -> AuthDecision {
+        probed: Option<ProbeOutcome>,
+    ) -> ActorAnswer {
         let allowed = self.allowed.get(&hello.edge_id);
         // Unknown ids are checked against a decoy key: the same work as a wrong secret.
         let key = allowed.map_or(&self.decoy_key[..], |a| a.secret.expose().as_bytes());
         let valid = login::verify_edge_proof(key, binding, &hello.edge_id, &hello.proof);
         let allowed = match allowed {
             None => {
-                return AuthDecision::Reject {
+                return ActorAnswer::Decided(AuthDecision::Reject {
                     reason: "unknown edge id".to_owned(),
-                }
+                })
             }
             Some(_) if !valid => {
                 let reason = "wrong secret (login proof does not match)";
                 if let Some(record) = self.records.get_mut(&hello.edge_id) {
                     record.failed(format!("login refused: {reason}"));
                 }
-                return AuthDecision::Reject {
+                return ActorAnswer::Decided(AuthDecision::Reject {
                     reason: reason.to_owned(),
-                };
+                });
             }
             Some(allowed) => allowed,
         };
         let Some(record) = self.records.get(&hello.edge_id) else {
             // Records follow the allowed list in the same actor step: not reached.
-            return AuthDecision::Reject {
+            return ActorAnswer::Decided(AuthDecision::Reject {
                 reason: "edge not registered".to_owned(),
-            };
+            });
         };
         let hub_proof = login::hub_proof(&allowed.secret, binding, &hello.edge_id);
         if let Some(connected) = self.connected.get(&hello.edge_id) {
             let heartbeat_timeout = self.settings.performance.heartbeat_timeout;
-            if let Some(refusal) = duplicate(
+            let contested = duplicate(
                 connected.instance.as_ref(),
                 hello.instance.as_ref(),
                 heartbeat_timeout,
-            ) {
+            );
+            if let (Some(_), None, Some((tunnel, _))) = (contested, probed, &connected.tunnel) {
+                // Another instance: is the connected one still there? Asked outside the actor.
+                return ActorAnswer::Probe(Box::new(LivenessProbe {
+                    session_id: connected.session_id,
+                    tunnel: tunnel.clone(),
+                    heard: connected.heard.clone(),
+                    deadline: liveness::PROBE_DEADLINE.min(heartbeat_timeout),
+                }));
+            }
+            let silent = probed
+                .is_some_and(|probed| probed.session_id == connected.session_id && !probed.alive);
+            if silent {
+                tracing::warn!(
+                    edge_id = %hello.edge_id,
+                    connected = %connected.remote,
+                    new = %remote,
+                    "the connected process of this edge did not answer a PING; the new one                      replaces it"
+                );
+            }
+            if let (Some(refusal), false) = (contested, silent) {
                 let connected_addr = connected.remote;
                 tracing::warn!(
                     edge_id = %hello.edge_id,
@@ -612,10 +658,8 @@ impl HubActor {
                         refused_addr: remote.to_string(),
                         retry_after_secs: refusal,
                     }));
-                return AuthDecision::Duplicate(Box::new(DuplicateRefusal::new(
-                    &hub_proof,
-                    connected_addr.to_string(),
-                    refusal,
+                return ActorAnswer::Decided(AuthDecision::Duplicate(Box::new(
+                    DuplicateRefusal::new(&hub_proof, connected_addr.to_string(), refusal),
                 )));
             }
         }
@@ -651,6 +695,7 @@ impl HubActor {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let drain = CancellationToken::new();
+        let (heard, heard_by_probes) = tokio::sync::watch::channel(tokio::time::Instant::now());
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -669,9 +714,10 @@ impl HubActor {
                 pushed: push.clone(),
                 firewall: None,
                 port_bind_failures: Vec::new(),
+                heard: heard_by_probes,
             },
         );
-        AuthDecision::Accept(Box::new(Admission {
+        ActorAnswer::Decided(AuthDecision::Accept(Box::new(Admission {
             session_id,
             push,
             hub_proof,
@@ -681,7 +727,8 @@ impl HubActor {
             drain,
             stats,
             udp_stats,
-        }))
+            heard,
+        })))
     }
 
     fn session_ready(
