@@ -56,6 +56,10 @@ pub(crate) fn current() -> u64 {
         .map_or(1024, |(soft, _)| soft)
 }
 
+/// Pause of an accept loop after a failed accept (EMFILE, ENFILE, ENOBUFS...): the listener
+/// stays readable, so trying again at once would spin a core until a descriptor is free.
+pub(crate) const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most handshakes the hub lets be in progress at once, whatever the open-file limit: each is
 /// a socket and a TLS or QUIC state that no secret has been shown for yet.
 pub(crate) const MAX_PENDING_LOGINS: usize = 1024;

@@ -191,6 +191,11 @@ async fn a_restarted_process_replaces_its_killed_predecessor_at_once(transport: 
     );
     let now = connected_edge(&mut pair.hub).await;
     assert_ne!(now["remoteAddr"], first["remoteAddr"], "{now}");
+    // The hub shows which process holds the tunnel, as that process names itself.
+    let own = again.ok("getStatus", None).await["instanceId"].clone();
+    assert!(own.as_str().is_some_and(|id| id.len() == 36), "{own}");
+    assert_eq!(now["instanceId"], own, "{now}");
+    assert_ne!(now["instanceId"], first["instanceId"], "{now} {first}");
     assert_eq!(pair.hub.unclaimed("edgeDuplicateRefused"), 0);
     common::status_until(&mut again, "the edge listens", common::DEADLINE, |s| {
         s["listenPorts"]

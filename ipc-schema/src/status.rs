@@ -209,6 +209,10 @@ pub struct EdgeLimitStatus {
 #[schemars(rename = "IConnectedEdgeStatus")]
 pub struct ConnectedEdgeStatus {
     pub edge_id: String,
+    /// The edge process holding the tunnel (a random id it makes at start; a restarted process
+    /// has a new one). Absent for edges older than instance ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
     pub transport: TunnelTransport,
     pub remote_addr: String,
     /// Unix time in milliseconds when the tunnel was established.
@@ -345,6 +349,9 @@ pub struct EdgeStatus {
     pub role: EdgeRole,
     pub running: bool,
     pub edge_id: String,
+    /// This process's instance id, as the hub shows it for the tunnel (`connectedEdges[]`).
+    #[serde(default)]
+    pub instance_id: String,
     /// `host:port` of the hub.
     pub hub: String,
     pub transport_mode: TransportMode,

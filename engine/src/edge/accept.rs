@@ -64,15 +64,12 @@ pub(crate) async fn accept_loop(
                 // EMFILE, ENFILE, ENOBUFS...: breathe instead of spinning on a listener that
                 // stays readable, and log once a second rather than twenty times.
                 failures.record(port, &error);
-                tokio::time::sleep(ACCEPT_RETRY).await;
+                tokio::time::sleep(crate::fd_limit::ACCEPT_RETRY).await;
             }
         }
     }
     tracing::debug!(port, "listener closed");
 }
-
-/// Pause after a failed accept.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Failed accepts of one listener, logged at most once a second with how many there were.
 #[derive(Debug)]

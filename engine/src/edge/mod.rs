@@ -208,10 +208,7 @@ impl Edge {
         let ports = self.shared.ports().clone();
         let (limits, performance) = {
             let pushed = self.shared.pushed();
-            (
-                self.limit_status(&pushed.limits),
-                pushed.performance.to_ipc(),
-            )
+            (pushed.limits, pushed.performance.to_ipc())
         };
         let firewall = self.shared.firewall_view().status.clone();
         let public_ip = self.shared.public_ip().clone();
@@ -219,6 +216,7 @@ impl Edge {
             role: EdgeRole::Edge,
             running: !self.shared.stop.shutdown.is_cancelled(),
             edge_id: settings.edge_id.clone(),
+            instance_id: dial::instance_id().to_string(),
             hub: format!("{}:{}", settings.hub_host, settings.hub_port),
             transport_mode: settings.transport_mode,
             connected: link.connected,
@@ -236,7 +234,7 @@ impl Edge {
             udp_dropped: self.shared.udp_stats.dropped(),
             udp_datagrams_in: self.shared.udp_stats.datagrams().0,
             udp_datagrams_out: self.shared.udp_stats.datagrams().1,
-            limits,
+            limits: self.limit_status(&limits),
             performance,
             firewall,
             reconnect_attempts: link.reconnect_attempts,

@@ -99,6 +99,14 @@ pub(crate) async fn run(
     shared.tunnel.send_replace(None);
     ports.udp.clear_sessions();
     tunnel.close();
+    // A QUIC tunnel the upgrade task made but this loop never took: closed here, else its
+    // tasks (which answer the hub's PINGs) would keep it up until the edge stops.
+    if let Some(mut pending) = upgrade {
+        pending.close();
+        while let Ok(connected) = pending.try_recv() {
+            connected.0.close();
+        }
+    }
     {
         let mut link = shared.link();
         link.connected = false;
@@ -198,7 +206,10 @@ fn upgrade_attempts(
                         connected.0.close();
                         return;
                     }
-                    let _ = tx.send(connected).await;
+                    // The session ended meanwhile: nobody will close it otherwise.
+                    if let Err(unsent) = tx.send(connected).await {
+                        unsent.0 .0.close();
+                    }
                     return;
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "QUIC still unavailable"),
@@ -247,12 +258,14 @@ pub(crate) fn report_to_hub(shared: &EdgeShared) {
     let Some(tunnel) = shared.tunnel.borrow().clone() else {
         return;
     };
-    let report = {
-        EdgeReport {
-            public_ip: shared.public_ip().clone(),
-            firewall: shared.firewall_view().report(),
-            port_bind_failures: Some(shared.ports().port_bind_failures.clone()),
-        }
+    // One lock at a time.
+    let public_ip = shared.public_ip().clone();
+    let firewall = shared.firewall_view().report();
+    let port_bind_failures = Some(shared.ports().port_bind_failures.clone());
+    let report = EdgeReport {
+        public_ip,
+        firewall,
+        port_bind_failures,
     };
     match serde_json::to_vec(&report) {
         Ok(json) => {

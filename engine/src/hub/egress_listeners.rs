@@ -38,8 +38,6 @@ pub(crate) const MAX_CONNECTIONS: u32 = 4096;
 /// How long closing a listener waits for its socket to be released (so a changed entry can
 /// bind the same address again).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// The tunnel of a connected QUIC edge, or the error that says why there is none. Passed in
 /// by the hub, which owns the registry of connected edges.
@@ -383,7 +381,7 @@ async fn accept_loop(listener: TcpListener, accepting: Accepting) {
             Ok((client, _)) => client,
             Err(error) => {
                 crate::limited_warn!(warnings, listener_id = %accepting.listener_id, %error, "egress listener cannot accept");
-                tokio::time::sleep(ACCEPT_RETRY).await;
+                tokio::time::sleep(crate::fd_limit::ACCEPT_RETRY).await;
                 continue;
             }
         };

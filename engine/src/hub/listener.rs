@@ -511,7 +511,9 @@ impl Connection {
         let decision = self
             .context
             .hub
-            .authenticate(hello, binding, self.remote)
+            .authenticate(hello, binding, self.remote, || {
+                self.advance(Stage::Verified)
+            })
             .await;
         match &decision {
             AuthDecision::Accept(admission) => {
@@ -618,7 +620,7 @@ impl Connection {
             events: context.events.clone(),
             cancel: admission.cancel,
             drain: admission.drain,
-            heard: admission.heard,
+            claim: admission.claim,
             stop: context.stop.clone(),
             tasks: context.tasks.clone(),
             hub: context.hub.clone(),

@@ -40,7 +40,7 @@ use self::edge_record::EdgeRecords;
 use self::egress::{EgressProxies, ProxyContext};
 use self::egress_listeners::{EgressListeners, ListenerSpec, Reconciled, TunnelLookup};
 use self::grant::PortGrant;
-use self::liveness::{Heard, LivenessProbe, ProbeOutcome};
+use self::liveness::{Contest, LivenessProbe, ProbeOutcome};
 use self::push::{push_for, warn_v1_on_udp};
 use self::stream_cap::StreamCap;
 use crate::config::{AllowedEdgeSettings, HubSettings};
@@ -113,8 +113,10 @@ pub(crate) struct Admission {
     pub(crate) drain: CancellationToken,
     pub(crate) stats: Arc<StreamStats>,
     pub(crate) udp_stats: Arc<UdpStats>,
-    /// The session marks each answer of its edge to a PING here (for [`liveness`] probes).
-    pub(crate) heard: tokio::sync::watch::Sender<tokio::time::Instant>,
+    /// Held by the login and then by its session: the registry's `Weak` of it tells an entry
+    /// whose login was dropped before its session started (handshake deadline, eviction), which
+    /// sends no `SessionEnded`.
+    pub(crate) claim: Arc<()>,
 }
 
 /// The actor's answer to one look at a login: decided, or first ask whether the connected
@@ -197,8 +199,8 @@ struct ConnectedEdge {
     firewall: Option<FirewallReport>,
     /// Assigned ports the edge reported it could not bind.
     port_bind_failures: Vec<remoteingress_ipc_schema::PortBindFailure>,
-    /// When the session last heard its edge answer a PING.
-    heard: Heard,
+    /// Gone once the login and its session are (see [`Admission::claim`]).
+    claim: std::sync::Weak<()>,
 }
 
 struct HubActor {
@@ -219,6 +221,8 @@ struct HubActor {
     egress: Arc<EgressProxies>,
     /// Persistent egress listeners, for status.
     egress_listeners: Arc<EgressListeners>,
+    /// Rate of the WARN lines about refused second instances.
+    duplicate_warnings: crate::log_limit::SharedLogLimiter,
 }
 
 impl std::fmt::Debug for Command {
@@ -285,6 +289,7 @@ impl Hub {
             throttle: throttle.clone(),
             egress,
             egress_listeners,
+            duplicate_warnings: crate::log_limit::SharedLogLimiter::default(),
         };
         tasks.spawn(actor.run(rx, stop.shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
@@ -460,12 +465,16 @@ impl Hub {
     }
 
     /// Asks the actor to authenticate a hello sent over the channel with `binding`.
+    /// `proven` runs when the proof was right but the answer waits for a liveness probe of the
+    /// edge's connected instance (the login then never makes way for a pending one).
     pub(crate) async fn authenticate(
         &self,
         hello: EdgeHello,
         binding: ChannelBinding,
         remote: SocketAddr,
+        proven: impl FnOnce(),
     ) -> AuthDecision {
+        let mut proven = Some(proven);
         let stopping = || AuthDecision::Reject {
             reason: "hub is stopping".to_owned(),
         };
@@ -486,6 +495,9 @@ impl Hub {
                 Ok(ActorAnswer::Decided(decision)) => return decision,
                 // At most once: the second look decides.
                 Ok(ActorAnswer::Probe(probe)) if probed.is_none() => {
+                    if let Some(proven) = proven.take() {
+                        proven();
+                    }
                     probed = Some(probe.run().await);
                 }
                 Ok(ActorAnswer::Probe(_)) | Err(_) => return stopping(),
@@ -616,28 +628,37 @@ impl HubActor {
                 hello.instance.as_ref(),
                 heartbeat_timeout,
             );
-            if let (Some(_), None, Some((tunnel, _))) = (contested, probed, &connected.tunnel) {
+            let verdict = contested.map(|_| {
+                liveness::contest(
+                    connected.session_id,
+                    connected.claim.strong_count() == 0,
+                    connected.tunnel.is_some(),
+                    probed,
+                )
+            });
+            if let (Some(Contest::Probe), Some((tunnel, _))) = (verdict, &connected.tunnel) {
                 // Another instance: is the connected one still there? Asked outside the actor.
                 return ActorAnswer::Probe(Box::new(LivenessProbe {
                     session_id: connected.session_id,
                     tunnel: tunnel.clone(),
-                    heard: connected.heard.clone(),
                     deadline: liveness::PROBE_DEADLINE.min(heartbeat_timeout),
                 }));
             }
-            let silent = probed
-                .is_some_and(|probed| probed.session_id == connected.session_id && !probed.alive);
-            if silent {
+            if verdict == Some(Contest::Replace) {
                 tracing::warn!(
                     edge_id = %hello.edge_id,
                     connected = %connected.remote,
                     new = %remote,
-                    "the connected process of this edge did not answer a PING; the new one                      replaces it"
+                    "the connected process of this edge is gone (no answer to a PING, or its login \
+                     never finished); the new one replaces it"
                 );
             }
-            if let (Some(refusal), false) = (contested, silent) {
+            if let (Some(refusal), Some(Contest::Refuse)) = (contested, verdict) {
                 let connected_addr = connected.remote;
-                tracing::warn!(
+                // Once a second at most: whoever has the secret may log in as often as the
+                // login limits let them (the event and the counter record every refusal).
+                crate::limited_warn!(
+                    self.duplicate_warnings,
                     edge_id = %hello.edge_id,
                     connected = %connected_addr,
                     refused = %remote,
@@ -695,7 +716,7 @@ impl HubActor {
         let session_id = self.next_session_id;
         self.next_session_id += 1;
         let drain = CancellationToken::new();
-        let (heard, heard_by_probes) = tokio::sync::watch::channel(tokio::time::Instant::now());
+        let claim = Arc::new(());
         self.connected.insert(
             hello.edge_id,
             ConnectedEdge {
@@ -714,7 +735,7 @@ impl HubActor {
                 pushed: push.clone(),
                 firewall: None,
                 port_bind_failures: Vec::new(),
-                heard: heard_by_probes,
+                claim: Arc::downgrade(&claim),
             },
         );
         ActorAnswer::Decided(AuthDecision::Accept(Box::new(Admission {
@@ -727,7 +748,7 @@ impl HubActor {
             drain,
             stats,
             udp_stats,
-            heard,
+            claim,
         })))
     }
 

@@ -48,8 +48,8 @@ pub(crate) struct HubSession {
     pub(crate) cancel: CancellationToken,
     /// Cancelled by the actor when a newer connection replaced this one.
     pub(crate) drain: CancellationToken,
-    /// Marked at each PONG, for the hub's liveness probes (`hub::liveness`).
-    pub(crate) heard: tokio::sync::watch::Sender<Instant>,
+    /// Held for the session's life (`Admission::claim`).
+    pub(crate) claim: Arc<()>,
     /// The hub stopping: draining (no new streams), then shut down (abort the rest).
     pub(crate) stop: StopTokens,
     pub(crate) tasks: TaskTracker,
@@ -71,7 +71,7 @@ pub(crate) async fn run(session: HubSession) -> String {
         events,
         cancel,
         drain,
-        heard,
+        claim: _claim,
         stop,
         tasks,
         hub,
@@ -171,7 +171,6 @@ pub(crate) async fn run(session: HubSession) -> String {
             message = incoming.control.recv() => match message {
                 Some(message) if message.frame_type == FrameType::Pong => {
                     last_pong = Instant::now();
-                    heard.send_replace(last_pong);
                     if message.payload[..] == ping_seq.to_be_bytes() {
                         events.counters().heartbeat_rtt(&edge_id, ping_sent_at.elapsed());
                     }

@@ -37,6 +37,7 @@ impl HubActor {
                     .is_some_and(|e| e.enabled);
                 Some(ConnectedEdgeStatus {
                     edge_id: edge_id.clone(),
+                    instance_id: edge.instance.as_ref().map(ToString::to_string),
                     transport: *transport,
                     remote_addr: edge.remote.to_string(),
                     connected_at_ms: edge.connected_at_ms,

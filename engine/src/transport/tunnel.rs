@@ -236,6 +236,15 @@ impl Tunnel {
         }
     }
 
+    /// Bytes received from the peer so far, counted by the transport as they arrive: growth
+    /// shows the peer is there, however busy the application is (`hub::liveness`).
+    pub fn received_bytes(&self) -> u64 {
+        match self {
+            Self::Tls(mux) => mux.received_bytes(),
+            Self::Quic(quic) => quic.received_bytes(),
+        }
+    }
+
     /// Streams currently open on this tunnel.
     pub fn active_streams(&self) -> usize {
         match self {

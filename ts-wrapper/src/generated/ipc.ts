@@ -1326,6 +1326,11 @@ export interface IHubStatus {
  */
 export interface IConnectedEdgeStatus {
   edgeId: string;
+  /**
+   * The edge process holding the tunnel (a random id it makes at start; a restarted process
+   * has a new one). Absent for edges older than instance ids.
+   */
+  instanceId?: string | null;
   transport: TunnelTransport;
   remoteAddr: string;
   /**
@@ -1583,6 +1588,10 @@ export interface IEdgeStatus {
   role: EdgeRole;
   running: boolean;
   edgeId: string;
+  /**
+   * This process's instance id, as the hub shows it for the tunnel (`connectedEdges[]`).
+   */
+  instanceId?: string;
   /**
    * `host:port` of the hub.
    */

@@ -278,6 +278,12 @@ impl QuicHandle {
         self.live_streams.load(Ordering::Relaxed)
     }
 
+    /// UDP bytes received on the connection so far (quinn counts them as packets arrive,
+    /// acknowledgements included).
+    pub fn received_bytes(&self) -> u64 {
+        self.connection.stats().udp_rx.bytes
+    }
+
     /// See [`super::tunnel::Tunnel::cap_streams`]; the control stream and
     /// [`STREAM_LIMIT_HEADROOM`] count too. quinn cannot take back a limit it has granted, so a
     /// lower ceiling holds the limit where it is.

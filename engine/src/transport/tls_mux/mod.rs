@@ -292,6 +292,8 @@ pub(crate) struct Shared {
     reason: watch::Sender<Option<MuxCloseReason>>,
     /// Incoming datagrams dropped (counted by the reader, which delivers them without the lock).
     udp_dropped: AtomicU64,
+    /// Bytes read from the peer: any growth shows it is there (`MuxHandle::received_bytes`).
+    received: AtomicU64,
     /// Rate limit of the warnings the peer can provoke (a flood of control frames).
     warnings: Arc<crate::log_limit::SharedLogLimiter>,
 }
@@ -395,6 +397,7 @@ impl Mux {
             stop: cancel.child_token(),
             reason: watch::Sender::new(None),
             udp_dropped: AtomicU64::new(0),
+            received: AtomicU64::new(0),
             warnings,
         });
         let incoming = reader::Incoming {
@@ -488,6 +491,12 @@ impl MuxHandle {
             return Err(MuxError::Closed);
         }
         self.shared.with(|state| state.queue_udp(frame))
+    }
+
+    /// Bytes read from the peer so far, counted by the reader as they arrive (not when the
+    /// application takes them), so a busy application does not hide a live peer.
+    pub fn received_bytes(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
     }
 
     /// Streams currently open (opened or accepted, not yet dropped or aborted).

@@ -61,7 +61,10 @@ where
             () = shared.stop.cancelled() => break MuxCloseReason::Cancelled,
             read = io.read_buf(&mut buf) => match read {
                 Ok(0) => break MuxCloseReason::PeerClosed,
-                Ok(_) => {}
+                Ok(read) => {
+                    let read = u64::try_from(read).unwrap_or(u64::MAX);
+                    shared.received.fetch_add(read, Ordering::Relaxed);
+                }
                 Err(error) => break MuxCloseReason::io(&error),
             },
         }
