@@ -134,21 +134,7 @@ async fn a_second_instance_is_refused_and_takes_over_when_the_first_is_gone(tran
         .await;
     let now = connected_edge(&mut pair.hub).await;
     assert_ne!(now["remoteAddr"], first["remoteAddr"], "{now}");
-    common::status_until(
-        &mut second,
-        "the second edge listens",
-        common::DEADLINE,
-        |s| {
-            s["listenPorts"]
-                .as_array()
-                .is_some_and(|ports| ports.iter().any(|p| p == target.port))
-        },
-    )
-    .await;
-    let mut relay = TcpStream::connect((SECOND_EDGE_ADDR, target.port))
-        .await
-        .unwrap();
-    echo(&mut relay, b"taken over").await;
+    relays_through_second_edge(&mut second, target.port, b"taken over").await;
 }
 
 over_both_transports!(a_restarted_process_replaces_its_killed_predecessor_at_once);
@@ -197,16 +183,19 @@ async fn a_restarted_process_replaces_its_killed_predecessor_at_once(transport: 
     assert_eq!(now["instanceId"], own, "{now}");
     assert_ne!(now["instanceId"], first["instanceId"], "{now} {first}");
     assert_eq!(pair.hub.unclaimed("edgeDuplicateRefused"), 0);
-    common::status_until(&mut again, "the edge listens", common::DEADLINE, |s| {
+    relays_through_second_edge(&mut again, target.port, b"back at once").await;
+}
+
+/// Once `edge` (on [`SECOND_EDGE_ADDR`]) listens on `port`, one round trip through it.
+async fn relays_through_second_edge(edge: &mut Managed, port: u16, payload: &[u8]) {
+    common::status_until(edge, "the edge listens", common::DEADLINE, |s| {
         s["listenPorts"]
             .as_array()
-            .is_some_and(|ports| ports.iter().any(|p| p == target.port))
+            .is_some_and(|ports| ports.iter().any(|p| p == port))
     })
     .await;
-    let mut relay = TcpStream::connect((SECOND_EDGE_ADDR, target.port))
-        .await
-        .unwrap();
-    echo(&mut relay, b"back at once").await;
+    let mut relay = TcpStream::connect((SECOND_EDGE_ADDR, port)).await.unwrap();
+    echo(&mut relay, payload).await;
 }
 
 /// The hub's one connected edge.
