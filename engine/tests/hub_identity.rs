@@ -54,6 +54,15 @@ async fn a_restarted_hub_keeps_its_identity_and_a_pinned_edge_gets_back_in() {
     edge.ok("start", Some(edge_start(port, Some(&fingerprint))))
         .await;
     edge.event("tunnelConnected").await;
+    // The edge names the hub process it is connected to.
+    let first_instance = status["instanceId"].as_str().unwrap().to_owned();
+    assert_eq!(first_instance.len(), 36, "{status}");
+    let edge_status = edge.ok("getStatus", None).await;
+    assert_eq!(
+        edge_status["hubInstanceId"],
+        first_instance.as_str(),
+        "{edge_status}"
+    );
 
     // kill -9 and a restart on the same port with the same state directory.
     hub.child.start_kill().unwrap();
@@ -70,6 +79,17 @@ async fn a_restarted_hub_keeps_its_identity_and_a_pinned_edge_gets_back_in() {
     )
     .await;
     edge.event("tunnelConnected").await;
+    // Same identity, another process: the edge tells them apart.
+    let edge_status = edge.ok("getStatus", None).await;
+    assert_eq!(
+        edge_status["hubInstanceId"], restarted["instanceId"],
+        "{edge_status}"
+    );
+    assert_ne!(
+        edge_status["hubInstanceId"],
+        first_instance.as_str(),
+        "{edge_status}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

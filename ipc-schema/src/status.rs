@@ -61,6 +61,10 @@ pub enum EdgeRole {
 pub struct HubStatus {
     pub role: HubRole,
     pub running: bool,
+    /// This hub process (a random id it makes at start; a restarted hub has a new one). Edges
+    /// show it as `hubInstanceId`.
+    #[serde(default)]
+    pub instance_id: String,
     /// Port the tunnel listener is bound to (useful when 0 was requested).
     pub tunnel_port: u16,
     /// Hex SHA-256 fingerprint of the certificate the hub serves.
@@ -352,6 +356,9 @@ pub struct EdgeStatus {
     /// This process's instance id, as the hub shows it for the tunnel (`connectedEdges[]`).
     #[serde(default)]
     pub instance_id: String,
+    /// The hub process the edge is connected to, or was last (its `instanceId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_instance_id: Option<String>,
     /// `host:port` of the hub.
     pub hub: String,
     pub transport_mode: TransportMode,

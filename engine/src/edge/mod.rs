@@ -80,6 +80,8 @@ pub(crate) struct PushedSettings {
     /// As checked by the edge; kept for the next connection, since QUIC fixes its windows in
     /// the handshake.
     pub(crate) performance: PerformanceSettings,
+    /// The hub process that pushed last.
+    pub(crate) hub_instance_id: Option<String>,
 }
 
 /// The public ports listening now, and the assigned ones that could not be bound.
@@ -206,9 +208,13 @@ impl Edge {
         // One copy per part, one lock at a time.
         let link = self.shared.link().clone();
         let ports = self.shared.ports().clone();
-        let (limits, performance) = {
+        let (limits, performance, hub_instance_id) = {
             let pushed = self.shared.pushed();
-            (pushed.limits, pushed.performance.to_ipc())
+            (
+                pushed.limits,
+                pushed.performance.to_ipc(),
+                pushed.hub_instance_id.clone(),
+            )
         };
         let firewall = self.shared.firewall_view().status.clone();
         let public_ip = self.shared.public_ip().clone();
@@ -217,6 +223,7 @@ impl Edge {
             running: !self.shared.stop.shutdown.is_cancelled(),
             edge_id: settings.edge_id.clone(),
             instance_id: dial::instance_id().to_string(),
+            hub_instance_id,
             hub: format!("{}:{}", settings.hub_host, settings.hub_port),
             transport_mode: settings.transport_mode,
             connected: link.connected,

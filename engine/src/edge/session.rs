@@ -136,7 +136,11 @@ fn apply_push(shared: &EdgeShared, ports: &mut Ports, push: EdgeConfigPush, kind
     shared
         .firewall
         .send_replace(Some(push.firewall_config.clone()));
-    shared.pushed().stun_interval_secs = Some(push.stun_interval_secs);
+    {
+        let mut pushed = shared.pushed();
+        pushed.stun_interval_secs = Some(push.stun_interval_secs);
+        pushed.hub_instance_id.clone_from(&push.hub_instance_id);
+    }
     report_to_hub(shared);
     let ports_event = PortsEvent {
         listen_ports: push.listen_ports,

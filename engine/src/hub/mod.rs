@@ -223,6 +223,8 @@ struct HubActor {
     egress_listeners: Arc<EgressListeners>,
     /// Rate of the WARN lines about refused second instances.
     duplicate_warnings: crate::log_limit::SharedLogLimiter,
+    /// This hub process (in status and in every push).
+    instance: InstanceId,
 }
 
 impl std::fmt::Debug for Command {
@@ -290,6 +292,7 @@ impl Hub {
             egress,
             egress_listeners,
             duplicate_warnings: crate::log_limit::SharedLogLimiter::default(),
+            instance: InstanceId::random(),
         };
         tasks.spawn(actor.run(rx, stop.shutdown.clone()));
         let context = Arc::new(listener::ListenerContext {
@@ -684,7 +687,7 @@ impl HubActor {
                 )));
             }
         }
-        let push = push_for(allowed, &self.settings);
+        let push = push_for(allowed, &self.settings, &self.instance);
         let previous = self.connected.remove(&hello.edge_id);
         // The edge's tunnels share its grant, stream cap and counters (its record), so a later
         // port change applies to all at once and a reconnect keeps the counts. A replaced
@@ -769,7 +772,7 @@ impl HubActor {
         }
         // The allowed list may have changed between the handshake and now.
         if let Some(allowed) = self.allowed.get(&edge_id) {
-            let current = push_for(allowed, &self.settings);
+            let current = push_for(allowed, &self.settings, &self.instance);
             if current != edge.pushed {
                 if let Err(error) = tunnel.push_config(&current) {
                     tracing::warn!(%edge_id, %error, "cannot push config");
@@ -840,7 +843,7 @@ impl HubActor {
                     edge.grant
                         .sources()
                         .set_local_clients(local_clients(allowed, edge.remote));
-                    let push = push_for(allowed, &self.settings);
+                    let push = push_for(allowed, &self.settings, &self.instance);
                     if push != edge.pushed {
                         if let Some((tunnel, _)) = &edge.tunnel {
                             match tunnel.push_config(&push) {

@@ -5,7 +5,7 @@ use remoteingress_ipc_schema::ProxyProtocolVersion;
 
 use crate::config::{AllowedEdgeSettings, EdgeLimitSettings, HubSettings, PerformancePush};
 use crate::status_fields::count;
-use crate::transport::handshake::EdgeConfigPush;
+use crate::transport::handshake::{EdgeConfigPush, InstanceId};
 
 /// Says, for every edge whose UDP ports were explicitly given PROXY v1, that they get v2:
 /// v1 has no UDP form, and sending v2 without saying so surprised operators (issue #28).
@@ -29,7 +29,11 @@ pub(super) fn warn_v1_on_udp<'a>(
 }
 
 /// The configuration pushed to an edge.
-pub(super) fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) -> EdgeConfigPush {
+pub(super) fn push_for(
+    allowed: &AllowedEdgeSettings,
+    settings: &HubSettings,
+    hub_instance: &InstanceId,
+) -> EdgeConfigPush {
     let performance = settings.performance.to_ipc();
     EdgeConfigPush {
         heartbeat_timeout_secs: Some(performance.heartbeat_timeout_secs),
@@ -40,6 +44,7 @@ pub(super) fn push_for(allowed: &AllowedEdgeSettings, settings: &HubSettings) ->
         stun_interval_secs: allowed.stun_interval_secs,
         firewall_config: allowed.firewall_config.clone(),
         egress: allowed.egress.clone(),
+        hub_instance_id: Some(hub_instance.to_string()),
         // The edge caps its public connections (each one a stream here) by `maxStreams`: it gets
         // no more than this hub can forward, so one busy address at the edge (held to half the
         // edge's cap) cannot take every stream the hub has.

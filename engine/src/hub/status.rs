@@ -88,6 +88,7 @@ impl HubActor {
         HubStatus {
             role: HubRole::Hub,
             running: true,
+            instance_id: self.instance.to_string(),
             tunnel_port: self.tunnel_port,
             cert_sha256: self.fingerprint.clone(),
             target_host: self.settings.target_host.clone(),

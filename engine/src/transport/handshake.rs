@@ -243,6 +243,11 @@ pub struct EdgeConfigPush {
     /// egress disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<remoteingress_ipc_schema::EgressPolicy>,
+    /// The hub process that pushed this (a random id it makes at start, as an edge does): the
+    /// edge shows which hub process it is connected to, and a restarted hub is told apart.
+    /// Absent from older hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_instance_id: Option<String>,
 }
 
 /// What the edge tells the hub about itself, as a CONFIG message in the edge-to-hub direction
@@ -733,6 +738,7 @@ mod tests {
             firewall_config: None,
             limits: None,
             egress: None,
+            hub_instance_id: None,
         }
     }
 
@@ -1105,6 +1111,7 @@ mod tests {
                 firewall_config: None,
                 limits: None,
                 egress: None,
+                hub_instance_id: Some(InstanceId::random().to_string()),
             });
             let line = encode_reply(&reply).unwrap();
             prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

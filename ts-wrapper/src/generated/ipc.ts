@@ -1275,6 +1275,11 @@ export interface IHubStatus {
   role: HubRole;
   running: boolean;
   /**
+   * This hub process (a random id it makes at start; a restarted hub has a new one). Edges
+   * show it as `hubInstanceId`.
+   */
+  instanceId?: string;
+  /**
    * Port the tunnel listener is bound to (useful when 0 was requested).
    */
   tunnelPort: number;
@@ -1592,6 +1597,10 @@ export interface IEdgeStatus {
    * This process's instance id, as the hub shows it for the tunnel (`connectedEdges[]`).
    */
   instanceId?: string;
+  /**
+   * The hub process the edge is connected to, or was last (its `instanceId`).
+   */
+  hubInstanceId?: string | null;
   /**
    * `host:port` of the hub.
    */
